@@ -1,3 +1,72 @@
-fn main() {
-    println!("Hello, world!");
+//! The `ackloop` command: parse arguments, set up logging, bind, print the
+//! bound addresses, watch signals, run. All the serving is the library's.
+
+mod cli;
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use ackloop::{Error, Server};
+use cli::Command;
+use log::LevelFilter;
+
+fn main() -> ExitCode {
+    let (config, level) = match cli::parse(std::env::args_os().skip(1)) {
+        Ok(Command::Serve(config, level)) => (config, level),
+        Ok(Command::Help) => {
+            println!("{}", cli::HELP);
+            return ExitCode::SUCCESS;
+        }
+        Ok(Command::Version) => {
+            println!("ackloop {}", env!("CARGO_PKG_VERSION"));
+            return ExitCode::SUCCESS;
+        }
+        Err(message) => return fail(2, &message),
+    };
+    init_logging(level);
+    let mut server = match Server::bind(config) {
+        Ok(server) => server,
+        Err(Error::Config(message)) => return fail(2, &message),
+        Err(e) => return fail(1, &e.to_string()),
+    };
+    if let Err(e) = server.watch_signals() {
+        return fail(1, &format!("cannot watch signals: {e}"));
+    }
+    if let Err(e) = print_addresses(&server) {
+        return fail(1, &format!("cannot write the addresses to stdout: {e}"));
+    }
+    match server.run() {
+        Ok(_) => ExitCode::SUCCESS,
+        Err(e) => fail(1, &format!("poll failed: {e}")),
+    }
+}
+
+/// `--log-level` wins; without it `RUST_LOG`, then `info`. Logs go to
+/// stderr: stdout carries only the address lines.
+fn init_logging(level: Option<LevelFilter>) {
+    let logger = simple_logger::SimpleLogger::new();
+    let logger = match level {
+        Some(level) => logger.with_level(level),
+        None => logger.with_level(LevelFilter::Info).env(),
+    };
+    // Only fails if a logger is already set, which cannot happen here.
+    let _ = logger.init();
+}
+
+/// One line per socket, flushed before serving, so a parent process can
+/// read the real ports (port 0 resolved).
+fn print_addresses(server: &Server) -> std::io::Result<()> {
+    let mut out = std::io::stdout().lock();
+    if let Some(addr) = server.tcp_addr() {
+        writeln!(out, "tcp {addr}")?;
+    }
+    if let Some(addr) = server.udp_addr() {
+        writeln!(out, "udp {addr}")?;
+    }
+    out.flush()
+}
+
+fn fail(code: u8, message: &str) -> ExitCode {
+    eprintln!("ackloop: {message}");
+    ExitCode::from(code)
 }

@@ -1,0 +1,192 @@
+//! The command line: arguments to a [`Config`], with one-line errors.
+
+use std::ffi::OsString;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+use ackloop::{Config, MAX_REPLY_LEN};
+use log::LevelFilter;
+
+pub const HELP: &str = "\
+ackloop: a single-threaded TCP + UDP server that answers every client
+
+Usage: ackloop [OPTIONS]
+
+Options:
+  --tcp ADDR               TCP listen address [default: 127.0.0.1:8000]; port 0 picks one
+  --udp ADDR               UDP bind address [default: 127.0.0.1:8000]; port 0 picks one
+  --no-tcp, --no-udp       serve one protocol only
+  --mode once|line         TCP framing [default: once]
+                             once: reply once to the first bytes, then close
+                             line: reply to every line, connection stays open
+  --reply TEXT             reply text, 1 to 1024 bytes [default: Received]
+  --max-connections N      live TCP connections at most [default: 1024]
+  --idle-timeout SECS      close a TCP connection silent this long; 0 never [default: 60]
+  --max-line BYTES         longest line in line mode, newline excluded [default: 65536]
+  --log-level LEVEL        off, error, warn, info, debug or trace [default: info; RUST_LOG also works]
+  -h, --help               print this help
+  -V, --version            print the version
+
+On start it prints `tcp ADDR` and `udp ADDR` (the bound addresses) on stdout.
+SIGINT or SIGTERM: stop accepting, finish owed replies (5 s at most), exit 0.
+Exit status: 0 after a signal, 1 when a socket cannot be bound, 2 for bad usage.";
+
+/// What the command line asks for.
+pub enum Command {
+    Serve(Config, Option<LevelFilter>),
+    Help,
+    Version,
+}
+
+/// Parses the arguments (without the program name).
+///
+/// # Errors
+///
+/// A one-line message naming the option at fault.
+pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, String> {
+    use lexopt::prelude::*;
+    let mut parser = lexopt::Parser::from_args(args);
+    let mut config = Config::default();
+    let mut log_level = None;
+    while let Some(arg) = parser.next().map_err(|e| e.to_string())? {
+        let name = match &arg {
+            Long(name) => format!("--{name}"),
+            Short(c) => format!("-{c}"),
+            Value(v) => return Err(format!("unexpected argument '{}'", v.to_string_lossy())),
+        };
+        match arg {
+            Long("tcp") => config.tcp = Some(address(&name, &mut parser)?),
+            Long("udp") => config.udp = Some(address(&name, &mut parser)?),
+            Long("no-tcp") => config.tcp = None,
+            Long("no-udp") => config.udp = None,
+            Long("mode") => {
+                config.mode = text(&name, &mut parser)?
+                    .parse()
+                    .map_err(|e| format!("{name}: {e}"))?
+            }
+            Long("reply") => config.reply = text(&name, &mut parser)?.into_bytes(),
+            Long("max-connections") => config.max_connections = number(&name, &mut parser)?,
+            Long("idle-timeout") => {
+                let secs: u64 = number(&name, &mut parser)?;
+                config.idle_timeout = (secs > 0).then(|| Duration::from_secs(secs));
+            }
+            Long("max-line") => config.max_line = number(&name, &mut parser)?,
+            Long("log-level") => log_level = Some(level(&name, &mut parser)?),
+            Short('h') | Long("help") => return Ok(Command::Help),
+            Short('V') | Long("version") => return Ok(Command::Version),
+            _ => return Err(format!("unknown option '{name}' (see --help)")),
+        }
+    }
+    if config.reply.len() > MAX_REPLY_LEN || config.reply.is_empty() {
+        return Err(format!(
+            "--reply: must be 1 to {MAX_REPLY_LEN} bytes, got {}",
+            config.reply.len()
+        ));
+    }
+    config.validate()?;
+    Ok(Command::Serve(config, log_level))
+}
+
+/// The option's value as UTF-8 text.
+fn text(name: &str, parser: &mut lexopt::Parser) -> Result<String, String> {
+    let value = parser
+        .value()
+        .map_err(|_| format!("{name}: needs a value"))?;
+    value
+        .into_string()
+        .map_err(|v| format!("{name}: '{}' is not UTF-8 text", v.to_string_lossy()))
+}
+
+fn number<N: std::str::FromStr>(name: &str, parser: &mut lexopt::Parser) -> Result<N, String> {
+    let value = text(name, parser)?;
+    value
+        .parse()
+        .map_err(|_| format!("{name}: '{value}' is not a non-negative whole number"))
+}
+
+/// `IP:PORT`, with `localhost` accepted for 127.0.0.1 as in the article.
+fn address(name: &str, parser: &mut lexopt::Parser) -> Result<SocketAddr, String> {
+    let value = text(name, parser)?;
+    if let Ok(addr) = value.parse() {
+        return Ok(addr);
+    }
+    match value.rsplit_once(':') {
+        Some(("localhost", port)) => match port.parse() {
+            Ok(port) => Ok(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port)),
+            Err(_) => Err(format!("{name}: '{value}' has no valid port")),
+        },
+        _ => Err(format!(
+            "{name}: '{value}' is not an address like 127.0.0.1:8000"
+        )),
+    }
+}
+
+fn level(name: &str, parser: &mut lexopt::Parser) -> Result<LevelFilter, String> {
+    let value = text(name, parser)?;
+    match value.as_str() {
+        "off" | "error" | "warn" | "info" | "debug" | "trace" => {
+            Ok(value.parse().expect("known level"))
+        }
+        _ => Err(format!(
+            "{name}: unknown level '{value}' (off, error, warn, info, debug, trace)"
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_args(args: &[&str]) -> Result<Command, String> {
+        parse(args.iter().map(OsString::from))
+    }
+
+    #[test]
+    fn defaults_serve_both_protocols_on_port_8000() {
+        let Ok(Command::Serve(config, level)) = parse_args(&[]) else {
+            panic!("no config")
+        };
+        assert_eq!(config.tcp, Some("127.0.0.1:8000".parse().unwrap()));
+        assert_eq!(config.udp, config.tcp);
+        assert_eq!(level, None);
+    }
+
+    #[test]
+    fn bad_values_name_their_option() {
+        for (args, option) in [
+            (&["--mode", "bogus"][..], "--mode"),
+            (&["--reply", ""], "--reply"),
+            (&["--max-connections", "-1"], "--max-connections"),
+            (&["--idle-timeout", "x"], "--idle-timeout"),
+            (&["--tcp", "nowhere"], "--tcp"),
+            (&["--log-level", "loud"], "--log-level"),
+            (&["--no-tcp", "--no-udp"], "--no-tcp"),
+            (&["--max-line", "0"], "--max-line"),
+            (&["--frobnicate"], "--frobnicate"),
+            (&["--tcp"], "--tcp"),
+        ] {
+            let message = parse_args(args)
+                .err()
+                .unwrap_or_else(|| panic!("{args:?} accepted"));
+            assert!(message.contains(option), "{args:?}: {message}");
+            assert!(!message.contains('\n'), "{args:?}: {message}");
+        }
+    }
+
+    #[test]
+    fn localhost_and_zero_timeout() {
+        let Ok(Command::Serve(config, _)) = parse_args(&[
+            "--tcp",
+            "localhost:0",
+            "--idle-timeout",
+            "0",
+            "--mode",
+            "line",
+        ]) else {
+            panic!("rejected")
+        };
+        assert_eq!(config.tcp, Some("127.0.0.1:0".parse().unwrap()));
+        assert_eq!(config.idle_timeout, None);
+        assert_eq!(config.mode, ackloop::Mode::Line);
+    }
+}

@@ -1,0 +1,156 @@
+//! What the server is told: addresses, framing mode, reply text and limits.
+//!
+//! Every bound the server keeps is either a field here (set by the user) or a
+//! documented constant below (fixed, because no user should need to move it).
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// Default TCP and UDP address: loopback, port 8000, as in the article.
+pub const DEFAULT_ADDR: &str = "127.0.0.1:8000";
+/// Default reply text.
+pub const DEFAULT_REPLY: &str = "Received";
+/// Longest reply text, in bytes. A UDP reply must fit in one datagram, and a
+/// short fixed reply keeps the owed-bytes bookkeeping cheap.
+pub const MAX_REPLY_LEN: usize = 1024;
+/// Default for [`Config::max_connections`].
+pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+/// Default for [`Config::idle_timeout`], in seconds.
+pub const DEFAULT_IDLE_TIMEOUT_SECS: u64 = 60;
+/// Longest idle timeout accepted (about 24 days). Deadlines are kept in
+/// milliseconds since the server started; this keeps them far from overflow.
+pub const MAX_IDLE_TIMEOUT_SECS: u64 = 2_000_000;
+/// Default for [`Config::max_line`].
+pub const DEFAULT_MAX_LINE: usize = 64 * 1024;
+/// Largest `--max-line`: 16 MiB. With a custom [`Responder`](crate::Responder)
+/// each connection may buffer one partial line, so this bounds that buffer.
+pub const MAX_MAX_LINE: usize = 16 * 1024 * 1024;
+
+/// How TCP bytes are turned into replies (SPEC section 3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Mode {
+    /// The article's server: reply once to the first bytes, then close.
+    #[default]
+    Once,
+    /// A persistent connection: one reply line per `\n`-terminated line.
+    Line,
+}
+
+impl std::str::FromStr for Mode {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Mode, String> {
+        match s {
+            "once" => Ok(Mode::Once),
+            "line" => Ok(Mode::Line),
+            _ => Err(format!("unknown mode '{s}' (expected once or line)")),
+        }
+    }
+}
+
+impl fmt::Display for Mode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Mode::Once => "once",
+            Mode::Line => "line",
+        })
+    }
+}
+
+/// Everything the server needs to know before it binds.
+///
+/// `Config::default()` is the command line's default: TCP and UDP on
+/// `127.0.0.1:8000`, once mode, reply `Received`.
+///
+/// # Examples
+///
+/// ```
+/// let mut config = ackloop::Config::default();
+/// config.tcp = Some("127.0.0.1:0".parse()?);
+/// config.udp = None; // TCP only
+/// config.mode = ackloop::Mode::Line;
+/// assert!(config.validate().is_ok());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// TCP listen address, or `None` for no TCP. Port 0 picks a free port.
+    pub tcp: Option<SocketAddr>,
+    /// UDP bind address, or `None` for no UDP. Port 0 picks a free port.
+    pub udp: Option<SocketAddr>,
+    /// TCP framing.
+    pub mode: Mode,
+    /// The fixed reply: 1 to [`MAX_REPLY_LEN`] bytes. In line mode a `\n`
+    /// follows it. Ignored by a server built with a custom responder.
+    pub reply: Vec<u8>,
+    /// Live TCP connections at most; a client over the limit is accepted
+    /// and closed at once, counted as rejected.
+    pub max_connections: usize,
+    /// Close a TCP connection that received no bytes for this long; `None`
+    /// never closes an idle connection.
+    pub idle_timeout: Option<Duration>,
+    /// Longest line in line mode, terminator excluded; a longer line closes
+    /// its connection after the replies owed for the lines before it.
+    pub max_line: usize,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        let addr: SocketAddr = DEFAULT_ADDR.parse().expect("default address parses");
+        Config {
+            tcp: Some(addr),
+            udp: Some(addr),
+            mode: Mode::Once,
+            reply: DEFAULT_REPLY.as_bytes().to_vec(),
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            idle_timeout: Some(Duration::from_secs(DEFAULT_IDLE_TIMEOUT_SECS)),
+            max_line: DEFAULT_MAX_LINE,
+        }
+    }
+}
+
+impl Config {
+    /// A configuration for tests: TCP and UDP on `127.0.0.1:0`, so the
+    /// operating system picks free ports and parallel tests never clash.
+    pub fn loopback() -> Config {
+        let any_port: SocketAddr = "127.0.0.1:0".parse().expect("loopback parses");
+        Config {
+            tcp: Some(any_port),
+            udp: Some(any_port),
+            ..Config::default()
+        }
+    }
+
+    /// Checks the values against the limits above.
+    ///
+    /// # Errors
+    ///
+    /// A one-line message naming the offending option, in command line
+    /// terms (`--reply`, `--max-line`, ...).
+    pub fn validate(&self) -> Result<(), String> {
+        if self.tcp.is_none() && self.udp.is_none() {
+            return Err("--no-tcp and --no-udp: at least one protocol must be on".into());
+        }
+        if self.reply.is_empty() || self.reply.len() > MAX_REPLY_LEN {
+            return Err(format!(
+                "--reply: must be 1 to {MAX_REPLY_LEN} bytes, got {}",
+                self.reply.len()
+            ));
+        }
+        if self.max_connections == 0 {
+            return Err("--max-connections: must be at least 1".into());
+        }
+        if let Some(idle) = self.idle_timeout {
+            if idle.is_zero() || idle.as_secs() > MAX_IDLE_TIMEOUT_SECS {
+                return Err(format!(
+                    "--idle-timeout: must be 1 to {MAX_IDLE_TIMEOUT_SECS} seconds, or 0 for never"
+                ));
+            }
+        }
+        if self.max_line == 0 || self.max_line > MAX_MAX_LINE {
+            return Err(format!("--max-line: must be 1 to {MAX_MAX_LINE} bytes"));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,159 @@
+//! What the server answers: the [`Responder`] trait and its two stock
+//! implementations, [`FixedReply`] and [`Echo`].
+
+use std::net::SocketAddr;
+
+/// The protocol a message arrived on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Protocol {
+    /// A TCP message: in once mode the first bytes read, in line mode one
+    /// line without its terminator.
+    Tcp,
+    /// A UDP datagram.
+    Udp,
+}
+
+/// One message, as a [`Responder`] sees it.
+#[derive(Debug, Clone, Copy)]
+pub struct Request<'a> {
+    /// Where it arrived.
+    pub protocol: Protocol,
+    /// Who sent it.
+    pub peer: SocketAddr,
+    /// The bytes: a line without `\n` or `\r\n`, the first bytes of a
+    /// once-mode connection (one read, at most 64 KiB), or a whole datagram.
+    pub message: &'a [u8],
+}
+
+/// Decides the reply to each message.
+///
+/// `respond` appends the reply to `reply`, which is empty on entry and whose
+/// allocation the server reuses (so a responder that only copies bytes
+/// allocates nothing in steady state), and returns `true` to send it or
+/// `false` to send nothing. In line mode the server adds the `\n` after the
+/// reply; the responder writes only the content. In once mode a connection
+/// that gets no reply is closed without one.
+///
+/// Closures of the same shape are responders too.
+///
+/// # Examples
+///
+/// ```
+/// use ackloop::{Protocol, Request, Responder};
+///
+/// // Shout TCP messages back; ignore UDP.
+/// let mut shout = |request: &Request<'_>, reply: &mut Vec<u8>| {
+///     reply.extend(request.message.iter().map(u8::to_ascii_uppercase));
+///     request.protocol == Protocol::Tcp
+/// };
+/// let peer = "127.0.0.1:9".parse()?;
+/// let mut reply = Vec::new();
+/// let tcp = Request { protocol: Protocol::Tcp, peer, message: b"hi" };
+/// assert!(shout.respond(&tcp, &mut reply));
+/// assert_eq!(reply, b"HI");
+/// # Ok::<(), std::net::AddrParseError>(())
+/// ```
+pub trait Responder {
+    /// Appends the reply to `request` to `reply`; `false` means no reply.
+    fn respond(&mut self, request: &Request<'_>, reply: &mut Vec<u8>) -> bool;
+}
+
+impl<F> Responder for F
+where
+    F: FnMut(&Request<'_>, &mut Vec<u8>) -> bool,
+{
+    fn respond(&mut self, request: &Request<'_>, reply: &mut Vec<u8>) -> bool {
+        self(request, reply)
+    }
+}
+
+/// The same reply to every message: the server's default (`Received`).
+///
+/// A server built with [`Server::bind`](crate::Server::bind) does not call
+/// this: it knows every reply is the same and keeps only a count of the
+/// bytes it owes each connection. It is here for hosts that wrap it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FixedReply(pub Vec<u8>);
+
+impl Responder for FixedReply {
+    fn respond(&mut self, _request: &Request<'_>, reply: &mut Vec<u8>) -> bool {
+        reply.extend_from_slice(&self.0);
+        true
+    }
+}
+
+/// Sends every message back unchanged, as the Echo Protocol (RFC 862)
+/// does: each datagram, each line (in line mode, with `\n` after it), or
+/// the first bytes of a once-mode connection.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Echo;
+
+impl Responder for Echo {
+    fn respond(&mut self, request: &Request<'_>, reply: &mut Vec<u8>) -> bool {
+        reply.extend_from_slice(request.message);
+        true
+    }
+}
+
+/// How the server makes replies: a shared pattern for the fixed reply, or
+/// a responder with a reusable scratch buffer.
+pub(crate) enum Replies {
+    /// Every reply is the same, so a connection owes "n bytes of the
+    /// periodic stream `reply reply reply ...`" and writes them straight
+    /// from one shared buffer: no per-connection output buffer at all.
+    Fixed(Pattern),
+    /// Replies come from the host's responder, one message at a time.
+    Custom {
+        responder: Box<dyn Responder>,
+        /// Where the responder writes; cleared, never freed, between uses.
+        scratch: Vec<u8>,
+    },
+}
+
+/// Bytes of the shared fixed-reply pattern at most: writes of owed replies
+/// go out in slices of up to this size.
+const PATTERN_BYTES: usize = 64 * 1024;
+
+/// The fixed reply repeated: `Received\nReceived\n...` in line mode.
+pub(crate) struct Pattern {
+    /// A whole number of replies, so that the stream's phase wraps cleanly.
+    bytes: Box<[u8]>,
+    /// One reply's length on the wire, the `\n` of line mode included.
+    unit: usize,
+    /// The reply text's length, without the `\n`.
+    text_len: usize,
+}
+
+impl Pattern {
+    pub fn new(text: &[u8], newline: bool) -> Pattern {
+        let unit = text.len() + usize::from(newline);
+        let count = (PATTERN_BYTES / unit).max(1);
+        let mut bytes = Vec::with_capacity(count * unit);
+        for _ in 0..count {
+            bytes.extend_from_slice(text);
+            if newline {
+                bytes.push(b'\n');
+            }
+        }
+        Pattern {
+            bytes: bytes.into_boxed_slice(),
+            unit,
+            text_len: text.len(),
+        }
+    }
+
+    /// The reply as a datagram: the text without any `\n`.
+    pub fn text(&self) -> &[u8] {
+        &self.bytes[..self.text_len]
+    }
+
+    /// One TCP reply's length on the wire.
+    pub fn unit(&self) -> usize {
+        self.unit
+    }
+
+    /// The whole pattern.
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+}

@@ -1,0 +1,91 @@
+//! Counters, readable from any thread while the loop runs.
+
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+/// A snapshot of the server's counters.
+///
+/// Its `Display` is the one-line summary the command line logs at exit.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// TCP connections accepted and served.
+    pub accepted: u64,
+    /// TCP connections accepted and closed at once: over
+    /// `max_connections`, or shed while out of file descriptors.
+    pub rejected: u64,
+    /// TCP connections open now.
+    pub open: u64,
+    /// TCP messages answered or offered to the responder: lines in line
+    /// mode, first reads in once mode.
+    pub messages: u64,
+    /// UDP datagrams received.
+    pub datagrams: u64,
+    /// Bytes received, TCP and UDP.
+    pub bytes_in: u64,
+    /// Reply bytes sent, TCP and UDP.
+    pub bytes_out: u64,
+    /// UDP replies dropped because the bounded reply queue was full.
+    pub replies_dropped: u64,
+}
+
+impl fmt::Display for Stats {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "accepted {}, rejected {}, open {}, messages {}, datagrams {}, \
+             bytes in {}, bytes out {}, replies dropped {}",
+            self.accepted,
+            self.rejected,
+            self.open,
+            self.messages,
+            self.datagrams,
+            self.bytes_in,
+            self.bytes_out,
+            self.replies_dropped
+        )
+    }
+}
+
+/// The live counters. Only the loop's thread writes them; others read.
+///
+/// Because there is one writer, an increment is a plain load and store
+/// (no locked read-modify-write on the hot path); readers on other threads
+/// see each counter's latest value, though not all counters at one instant.
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub accepted: AtomicU64,
+    pub rejected: AtomicU64,
+    pub open: AtomicU64,
+    pub messages: AtomicU64,
+    pub datagrams: AtomicU64,
+    pub bytes_in: AtomicU64,
+    pub bytes_out: AtomicU64,
+    pub replies_dropped: AtomicU64,
+}
+
+/// Adds `n` to a counter written by this thread only.
+#[inline]
+pub(crate) fn add(counter: &AtomicU64, n: u64) {
+    counter.store(counter.load(Relaxed).wrapping_add(n), Relaxed);
+}
+
+/// Subtracts `n` from a counter written by this thread only.
+#[inline]
+pub(crate) fn sub(counter: &AtomicU64, n: u64) {
+    counter.store(counter.load(Relaxed).wrapping_sub(n), Relaxed);
+}
+
+impl Counters {
+    pub fn snapshot(&self) -> Stats {
+        Stats {
+            accepted: self.accepted.load(Relaxed),
+            rejected: self.rejected.load(Relaxed),
+            open: self.open.load(Relaxed),
+            messages: self.messages.load(Relaxed),
+            datagrams: self.datagrams.load(Relaxed),
+            bytes_in: self.bytes_in.load(Relaxed),
+            bytes_out: self.bytes_out.load(Relaxed),
+            replies_dropped: self.replies_dropped.load(Relaxed),
+        }
+    }
+}

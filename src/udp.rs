@@ -1,0 +1,195 @@
+//! UDP: one reply datagram for every datagram, with a bounded queue for
+//! the replies the socket cannot take right now.
+//!
+//! There are no connections: each datagram is a whole message, read into
+//! the loop's shared 64 KiB buffer (the largest UDP payload, 65,507 bytes,
+//! fits). A reply goes straight back with `send_to`; only when that would
+//! block does it wait in the queue, which the next writable event drains.
+//! While the queue holds anything, new replies go behind it, in order.
+
+use std::collections::VecDeque;
+use std::io::{self, ErrorKind};
+use std::net::SocketAddr;
+
+use log::{debug, trace, warn};
+use mio::net::UdpSocket;
+use mio::{Interest, Registry};
+
+use crate::reply::{Protocol, Replies, Request};
+use crate::server::{RateLimit, Turn, UDP};
+use crate::stats::add;
+
+/// Datagrams read per turn before other sources get their turn: a flood
+/// on UDP cannot starve TCP clients.
+pub const DATAGRAMS_PER_TURN: usize = 256;
+/// Replies waiting for the socket, at most; past it they are dropped and
+/// counted (`replies_dropped`).
+pub const REPLY_QUEUE_LEN: usize = 1024;
+/// Bytes of replies waiting, at most: with custom replies up to 64 KiB
+/// each, the count alone would not bound the memory.
+pub const REPLY_QUEUE_BYTES: usize = 256 * 1024;
+
+/// Largest spare reply buffer kept for reuse (the fixed reply's limit).
+const SPARE_CAPACITY: usize = crate::config::MAX_REPLY_LEN;
+
+/// A reply the socket could not take yet.
+struct Queued {
+    to: SocketAddr,
+    bytes: Vec<u8>,
+}
+
+/// The UDP socket and its reply queue.
+pub(crate) struct Udp {
+    socket: UdpSocket,
+    queue: VecDeque<Queued>,
+    /// Sum of the queued replies' lengths.
+    queued_bytes: usize,
+    /// Buffers of replies already sent, kept for the next queued reply so
+    /// that queueing allocates only while the queue first fills.
+    spare: Vec<Vec<u8>>,
+    /// `WRITABLE` is registered: only while the queue holds replies.
+    write_interest: bool,
+    drop_log: RateLimit,
+}
+
+impl Udp {
+    pub fn new(socket: UdpSocket) -> Udp {
+        Udp {
+            socket,
+            queue: VecDeque::new(),
+            queued_bytes: 0,
+            spare: Vec::new(),
+            write_interest: false,
+            drop_log: RateLimit::default(),
+        }
+    }
+
+    /// Replies still waiting to be sent.
+    pub fn queued(&self) -> usize {
+        self.queue.len()
+    }
+
+    /// The socket is ready (or was left still ready last turn): send what
+    /// waits, then answer datagrams until `WouldBlock` or the budget ends.
+    /// Returns whether the budget ran out with datagrams perhaps left.
+    pub fn serve(&mut self, t: &mut Turn<'_>) -> bool {
+        self.send_queued(t);
+        let mut still_ready = true;
+        for _ in 0..DATAGRAMS_PER_TURN {
+            match self.socket.recv_from(t.buf) {
+                Ok((n, from)) => {
+                    trace!("udp: {n} bytes from {from}");
+                    add(&t.counters.datagrams, 1);
+                    add(&t.counters.bytes_in, n as u64);
+                    self.answer(n, from, t);
+                }
+                // Drained: the next datagram brings a new event.
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                    still_ready = false;
+                    break;
+                }
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                // An error reported for an earlier send (ICMP port
+                // unreachable, say): it concerns that datagram only.
+                Err(e) => debug!("udp: receive error: {e}"),
+            }
+        }
+        self.settle_interest(t.registry);
+        still_ready
+    }
+
+    /// Makes the reply to the datagram in `t.buf[..len]` and sends or
+    /// queues it.
+    fn answer(&mut self, len: usize, from: SocketAddr, t: &mut Turn<'_>) {
+        let reply: &[u8] = match t.replies {
+            Replies::Fixed(pattern) => pattern.text(),
+            Replies::Custom { responder, scratch } => {
+                scratch.clear();
+                let request = Request {
+                    protocol: Protocol::Udp,
+                    peer: from,
+                    message: &t.buf[..len],
+                };
+                if !responder.respond(&request, scratch) {
+                    return;
+                }
+                scratch
+            }
+        };
+        if self.queue.is_empty() {
+            match send(&self.socket, reply, from) {
+                Ok(Some(n)) => return add(&t.counters.bytes_out, n as u64),
+                Ok(None) => {} // Would block: queue it.
+                Err(e) => {
+                    debug!("udp: send to {from} failed: {e}");
+                    return add(&t.counters.replies_dropped, 1);
+                }
+            }
+        }
+        if self.queue.len() >= REPLY_QUEUE_LEN
+            || self.queued_bytes + reply.len() > REPLY_QUEUE_BYTES
+        {
+            add(&t.counters.replies_dropped, 1);
+            if self.drop_log.allow(t.now) {
+                warn!("udp: reply queue full; dropping replies (counted as replies dropped)");
+            }
+            return;
+        }
+        let mut bytes = self.spare.pop().unwrap_or_default();
+        bytes.extend_from_slice(reply);
+        self.queued_bytes += bytes.len();
+        self.queue.push_back(Queued { to: from, bytes });
+    }
+
+    /// Sends queued replies, oldest first, until the queue is empty or the
+    /// socket would block.
+    fn send_queued(&mut self, t: &mut Turn<'_>) {
+        while let Some(next) = self.queue.front() {
+            match send(&self.socket, &next.bytes, next.to) {
+                Ok(None) => break, // Still full: wait for the next writable event.
+                Ok(Some(n)) => add(&t.counters.bytes_out, n as u64),
+                Err(e) => {
+                    debug!("udp: send to {} failed: {e}", next.to);
+                    add(&t.counters.replies_dropped, 1);
+                }
+            }
+            let mut sent = self.queue.pop_front().expect("front exists");
+            self.queued_bytes -= sent.bytes.len();
+            sent.bytes.clear();
+            // Keep only buffers of ordinary size: the spares' memory stays
+            // bounded whatever replies went through.
+            if self.spare.len() < REPLY_QUEUE_LEN && sent.bytes.capacity() <= SPARE_CAPACITY {
+                self.spare.push(sent.bytes);
+            }
+        }
+    }
+
+    /// `WRITABLE` interest exactly while replies wait.
+    fn settle_interest(&mut self, registry: &Registry) {
+        let want = !self.queue.is_empty();
+        if want == self.write_interest {
+            return;
+        }
+        let interest = if want {
+            Interest::READABLE | Interest::WRITABLE
+        } else {
+            Interest::READABLE
+        };
+        match registry.reregister(&mut self.socket, UDP, interest) {
+            Ok(()) => self.write_interest = want,
+            Err(e) => warn!("udp: cannot change interest: {e}"),
+        }
+    }
+}
+
+/// One `send_to`: `Ok(Some(n))` sent, `Ok(None)` would block.
+fn send(socket: &UdpSocket, bytes: &[u8], to: SocketAddr) -> io::Result<Option<usize>> {
+    loop {
+        match socket.send_to(bytes, to) {
+            Ok(n) => return Ok(Some(n)),
+            Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(None),
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
+    }
+}
