@@ -1,5 +1,159 @@
 //! ackloop: a single-threaded, non-blocking TCP + UDP acknowledgement server
 //! on one `mio` poll loop.
+//!
+//! ackloop answers every client with a reply text, `Received` by default:
+//! TCP and UDP at once, from one thread and one [`mio::Poll`], with memory
+//! bounded by its configuration whatever clients do.
+//!
+//! It grew out of a short article on Python sockets whose blocking TCP and
+//! UDP servers on `localhost:8000` could never run together, and whose
+//! clients never got to run. This crate is that server done properly, and
+//! written to be read: the rest of this page is a tour of the loop for
+//! anyone learning non-blocking IO.
+//!
+//! # Quick start
+//!
+//! ```
+//! use std::io::{Read, Write};
+//! use ackloop::testing::TestServer;
+//!
+//! let server = TestServer::start()?; // 127.0.0.1, free ports, own thread
+//! let mut client = std::net::TcpStream::connect(server.tcp_addr())?;
+//! client.write_all(b"Hello, Server")?;
+//! let mut reply = String::new();
+//! client.read_to_string(&mut reply)?;
+//! assert_eq!(reply, "Received");
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! To serve for real: [`Server::bind`] a [`Config`], then [`Server::run`];
+//! or call [`Server::turn`] from a host loop of your own, no later than
+//! [`Server::poll_delay`] says. [`Server::with_responder`] replaces the
+//! fixed reply with your own logic ([`Responder`], [`Echo`]).
+//!
+//! # A tour of the loop
+//!
+//! The path of a byte: [`Server::turn`] polls and dispatches by token →
+//! the TCP or UDP handler reads until `WouldBlock` → [`framing`] cuts lines
+//! → the reply is owed → the handler writes until `WouldBlock`, remembering
+//! where it stopped.
+//!
+//! ## One poll, many sources
+//!
+//! A [`mio::Poll`] watches every socket at once. Each source is registered
+//! with a [`mio::Token`]: fixed tokens for the listener, the UDP socket,
+//! the waker (another thread asking for shutdown) and the signals; for a
+//! connection, its key in a [`slab::Slab`]. A slab hands out small integer
+//! keys and reuses freed ones, so the token leads straight to the
+//! connection's state with no hashing, and memory tracks live connections.
+//!
+//! ## Readiness is edge-triggered: repeat until `WouldBlock`
+//!
+//! mio reports a socket when it *becomes* ready, not while it *is* ready.
+//! After an event, the handler must read (or accept, or write) until the
+//! call returns [`std::io::ErrorKind::WouldBlock`]; bytes left behind
+//! after a short read may never be reported again. Every IO loop in this
+//! crate therefore ends with a visible `WouldBlock => break` arm.
+//!
+//! A handler may still stop early on purpose, to be fair: a connection
+//! reads at most [`READS_PER_TURN`] times a turn, the listener accepts at
+//! most [`ACCEPTS_PER_TURN`] clients, the UDP socket takes at most
+//! [`DATAGRAMS_PER_TURN`] datagrams. Since nobody will report such a source
+//! again, the loop keeps it on a *still ready* list, serves it next turn,
+//! and meanwhile polls with a zero timeout.
+//!
+//! ## The life of a connection
+//!
+//! 1. **Accept.** The listener is readable: accept until `WouldBlock`. Over
+//!    [`Config::max_connections`] a client is accepted and closed at once.
+//!    Out of file descriptors (`EMFILE`), accept would fail forever while
+//!    clients wait in the backlog, so the server frees a descriptor it
+//!    keeps in reserve, accepts and closes them, and takes it back.
+//! 2. **Read.** The connection is registered for `READABLE`. Bytes go into
+//!    one 64 KiB buffer shared by all connections: they are framed and
+//!    answered before the next read, so nobody needs a buffer of their own.
+//! 3. **Owe.** A message makes a reply owed. With the fixed reply, a
+//!    connection owes "n bytes of `ReceivedReceived...`" — just a count,
+//!    written from one shared pattern. A custom responder's bytes go into a
+//!    per-connection buffer.
+//! 4. **Write.** Write until everything is out or `WouldBlock`. A short
+//!    write is progress, not an error (never `write_all` on a non-blocking
+//!    socket): remember where you stopped.
+//! 5. **`WRITABLE` comes and goes.** Only while bytes are owed is the socket
+//!    registered for `WRITABLE`; the writable event then continues the
+//!    write. Registered for good, a socket is writable nearly always and
+//!    some platforms report it after every read: a busy loop for nothing.
+//! 6. **Backpressure.** A client can send without ever reading. When a
+//!    connection owes more than [`MAX_OWED`] bytes, the server stops
+//!    reading it; the kernel's buffers fill and TCP flow control slows the
+//!    client. When the owed bytes drain, reading resumes at once, because
+//!    the input left unread will not be reported again.
+//! 7. **Close.** Closing a socket with unread input makes the kernel send a
+//!    reset, which can destroy a reply still in flight. So the server shuts
+//!    down its writing side (FIN), reads and discards until the peer closes
+//!    or [`LINGER_MS`] pass (a *lingering close*), then deregisters and
+//!    drops the socket. Its slab key is freed only when the turn ends: a
+//!    later event in the same batch for the old connection must not reach
+//!    a new one that got the same key.
+//!
+//! ## Time
+//!
+//! mio has no timers. Each connection records when it last received bytes;
+//! a binary heap holds one deadline entry per connection (idle timeout,
+//! lingering close), re-armed lazily when it comes due, and the nearest
+//! deadline becomes the poll's timeout. An empty turn does not mean a
+//! deadline passed, so the loop reads the clock after every poll.
+//!
+//! ## Shutting down
+//!
+//! A [`Handle`] (from any thread, through a [`mio::Waker`]) or a signal
+//! ([`Server::watch_signals`], delivered on the same poll) starts the
+//! shutdown: stop accepting, close idle connections, finish the replies
+//! owed — for at most [`SHUTDOWN_GRACE_MS`] — then close everything.
+//!
+//! ## Watching it happen
+//!
+//! `ackloop --mode line --log-level trace`, one client sending
+//! `Hello, Server\n` then closing (mio's own trace lines included):
+//!
+//! ```text
+//! TRACE [ackloop::server] event listener readable           ← a client is waiting
+//! TRACE [mio::poll] registering event source with poller: token=Token(0), interests=READABLE
+//! DEBUG [ackloop::tcp] conn 0: accepted 127.0.0.1:57330     ← slab key 0 is its token
+//! TRACE [ackloop::tcp] conn 0: read 14 bytes, wrote 9 bytes, owes 0 (Open)
+//!                                                           ← read at once after accept: one line,
+//!                                                             one reply, written whole: no WRITABLE
+//! TRACE [ackloop::server] event conn 0 readable read-closed ← the client closed
+//! TRACE [ackloop::tcp] conn 0: read 0 bytes, wrote 0 bytes, owes 0 (Closing)
+//! DEBUG [ackloop::tcp] conn 0: closed                       ← EOF: nothing owed, close
+//! TRACE [mio::poll] deregistering event source from poller  ← deregister, then drop
+//! ```
+//!
+//! # Resource bounds
+//!
+//! | bound | default | at the limit |
+//! |---|---|---|
+//! | [`Config::max_connections`] | 1024 | accept and close at once, count as rejected, warn once a second |
+//! | [`Config::idle_timeout`] | 60 s | close the connection |
+//! | [`Config::max_line`] | 64 KiB | close after the replies owed for earlier lines, warn |
+//! | [`MAX_OWED`] | 64 KiB | stop reading the connection until its replies drain |
+//! | [`READS_PER_TURN`], [`ACCEPTS_PER_TURN`], [`DATAGRAMS_PER_TURN`] | 16, 64, 256 | serve the source again next turn |
+//! | [`REPLY_QUEUE_LEN`], [`REPLY_QUEUE_BYTES`] | 1024, 256 KiB | drop the UDP reply, count it |
+//! | [`LINGER_MS`] | 2 s | close a lingering connection |
+//! | [`SHUTDOWN_GRACE_MS`] | 5 s | close everything |
+//!
+//! Memory is about 64 KiB of shared buffers plus well under 128 bytes per
+//! idle connection (with the fixed reply). A custom [`Responder`] adds a
+//! buffer per busy connection: the open line (at most `max_line`) and its
+//! owed replies, which may exceed [`MAX_OWED`] by the replies to one read,
+//! and whose size the responder decides.
+//!
+//! # Features
+//!
+//! * `cli` (default): the `ackloop` binary's crates (`lexopt`,
+//!   `simple_logger`) and `signals`. Library users can depend on ackloop
+//!   with `default-features = false`.
+//! * `signals`: [`Server::watch_signals`], through `signal-hook-mio`.
 
 #![deny(missing_docs, rust_2018_idioms)]
 #![doc(test(attr(deny(warnings))))]
@@ -10,6 +164,7 @@ mod reply;
 mod server;
 mod stats;
 mod tcp;
+pub mod testing;
 mod timer;
 mod udp;
 

@@ -104,7 +104,7 @@ pub(crate) enum Replies {
     Fixed(Pattern),
     /// Replies come from the host's responder, one message at a time.
     Custom {
-        responder: Box<dyn Responder>,
+        responder: Box<dyn Responder + Send>,
         /// Where the responder writes; cleared, never freed, between uses.
         scratch: Vec<u8>,
     },

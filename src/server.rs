@@ -251,17 +251,20 @@ impl Server {
     /// # Examples
     ///
     /// ```
-    /// use std::io::{Read, Write};
+    /// use std::io::{ErrorKind, Read, Write};
     ///
     /// let mut server = ackloop::Server::bind(ackloop::Config::loopback())?;
     /// let mut client = std::net::TcpStream::connect(server.tcp_addr().unwrap())?;
     /// client.write_all(b"Hello, Server")?;
+    /// client.set_nonblocking(true)?;
     /// let mut reply = Vec::new();
-    /// while reply.is_empty() || server.stats().open > 0 {
+    /// // Drive the server one turn at a time until the reply and EOF arrive.
+    /// loop {
     ///     server.turn(Some(std::time::Duration::from_millis(10)))?;
-    ///     if reply.is_empty() {
-    ///         client.set_nonblocking(true)?;
-    ///         let _ = client.read_to_end(&mut reply);
+    ///     match client.read_to_end(&mut reply) {
+    ///         Ok(_) => break,
+    ///         Err(e) if e.kind() == ErrorKind::WouldBlock => continue,
+    ///         Err(e) => return Err(e.into()),
     ///     }
     /// }
     /// assert_eq!(reply, b"Received");
@@ -287,7 +290,7 @@ impl Server {
     /// assert!(server.udp_addr().is_some());
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
-    pub fn with_responder<R: Responder + 'static>(
+    pub fn with_responder<R: Responder + Send + 'static>(
         config: Config,
         responder: R,
     ) -> Result<Server, Error> {
@@ -477,19 +480,9 @@ impl Server {
             ready: ready_next,
         };
         for event in events.iter() {
-            trace!(
-                "event token={} readable={} writable={} closed={}",
-                event.token().0,
-                event.is_readable(),
-                event.is_writable(),
-                event.is_read_closed() || event.is_write_closed(),
-            );
-            sources.dispatch(
-                event.token(),
-                event.is_readable() || event.is_read_closed() || event.is_error(),
-                shared,
-                &mut t,
-            );
+            trace!("event {}", Described(event));
+            let readable = event.is_readable() || event.is_read_closed() || event.is_error();
+            sources.dispatch(event.token(), readable, shared, &mut t);
         }
         for still_ready in ready.drain(..) {
             sources.serve_again(still_ready, &mut t);
@@ -595,6 +588,34 @@ impl Sources {
         }
         let udp_idle = self.udp.as_ref().is_none_or(|udp| udp.queued() == 0);
         self.tcp.open() == 0 && udp_idle
+    }
+}
+
+/// An event as the trace log shows it: `conn 3 readable writable`.
+struct Described<'a>(&'a mio::event::Event);
+
+impl fmt::Display for Described<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let event = self.0;
+        match event.token() {
+            LISTENER => f.write_str("listener")?,
+            UDP => f.write_str("udp")?,
+            WAKER => f.write_str("waker")?,
+            Token(key) if key >= usize::MAX - 8 => f.write_str("signals")?,
+            Token(key) => write!(f, "conn {key}")?,
+        }
+        for (set, name) in [
+            (event.is_readable(), "readable"),
+            (event.is_writable(), "writable"),
+            (event.is_read_closed(), "read-closed"),
+            (event.is_write_closed(), "write-closed"),
+            (event.is_error(), "error"),
+        ] {
+            if set {
+                write!(f, " {name}")?;
+            }
+        }
+        Ok(())
     }
 }
 

@@ -26,7 +26,7 @@ use std::fs::File;
 use std::io::{self, ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr};
 
-use log::{debug, trace, warn};
+use log::{Level, debug, log_enabled, trace, warn};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Interest, Registry, Token};
 use slab::Slab;
@@ -291,7 +291,19 @@ impl Tcp {
     fn drive(&mut self, key: usize, readable: bool, t: &mut Turn<'_>) {
         let mode = self.mode;
         let conn = &mut self.conns[key];
-        match conn.advance(readable, mode, t) {
+        let before = log_enabled!(Level::Trace).then(|| t.counters.snapshot());
+        let outcome = conn.advance(readable, mode, t);
+        if let Some(before) = before {
+            let after = t.counters.snapshot();
+            trace!(
+                "conn {key}: read {} bytes, wrote {} bytes, owes {} ({:?})",
+                after.bytes_in - before.bytes_in,
+                after.bytes_out - before.bytes_out,
+                conn.owed_len(),
+                conn.phase,
+            );
+        }
+        match outcome {
             Err(why) => self.close(key, why, t),
             Ok(still_ready) => {
                 let conn = &mut self.conns[key];
@@ -484,7 +496,6 @@ impl Connection {
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,
                 Err(e) => return Err(Close::Failed(e)),
             };
-            trace!("read {n} bytes");
             add(&t.counters.bytes_in, n as u64);
             if self.phase == Phase::Open {
                 self.last_active = t.now;
@@ -748,10 +759,7 @@ fn write_until_blocked(
             Err(e) => return Err(e),
         }
     }
-    if written > 0 {
-        trace!("wrote {written} bytes");
-        add(&counters.bytes_out, written as u64);
-    }
+    add(&counters.bytes_out, written as u64);
     Ok(written)
 }
 

@@ -1,0 +1,307 @@
+//! A real TCP + UDP peer for your tests: [`TestServer`].
+//!
+//! It starts ackloop on `127.0.0.1:0` (so parallel tests never clash over
+//! ports) on a background thread, records what arrives, lets a test wait
+//! for messages with a deadline, and shuts down when dropped. The role
+//! Go's `httptest` plays for HTTP, for raw TCP and UDP.
+//!
+//! # Examples
+//!
+//! ```
+//! use std::io::{Read, Write};
+//! use ackloop::testing::TestServer;
+//!
+//! let server = TestServer::start()?;
+//! let mut client = std::net::TcpStream::connect(server.tcp_addr())?; // the code under test
+//! client.write_all(b"Hello, Server")?;
+//! let mut reply = String::new();
+//! client.read_to_string(&mut reply)?;
+//! assert_eq!(reply, "Received");
+//! assert_eq!(server.wait_for(1)[0].bytes, b"Hello, Server");
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+use std::net::SocketAddr;
+use std::sync::mpsc;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crate::{Config, Error, FixedReply, Handle, Mode, Protocol, Request, Responder, Server, Stats};
+
+/// How long [`TestServer::wait_for`] waits before it gives up.
+pub const WAIT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Messages recorded at most by default; later ones are counted in
+/// [`TestServer::unrecorded`] but not kept, so a flood cannot exhaust memory.
+pub const DEFAULT_RECORD_LIMIT: usize = 10_000;
+
+/// One message the test server received.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    /// TCP or UDP.
+    pub protocol: Protocol,
+    /// The sender's address.
+    pub peer: SocketAddr,
+    /// The message: a line (line mode, without terminator), the first
+    /// bytes of a connection (once mode) or a datagram.
+    pub bytes: Vec<u8>,
+}
+
+/// What the responder wrapper shares with the test.
+#[derive(Default)]
+struct Record {
+    log: Mutex<Log>,
+    arrived: Condvar,
+}
+
+#[derive(Default)]
+struct Log {
+    messages: Vec<Message>,
+    unrecorded: u64,
+}
+
+/// Wraps the real responder: records each message, then answers it.
+struct Recording {
+    inner: Box<dyn Responder + Send>,
+    record: Arc<Record>,
+    limit: usize,
+}
+
+impl Responder for Recording {
+    fn respond(&mut self, request: &Request<'_>, reply: &mut Vec<u8>) -> bool {
+        let mut log = lock(&self.record.log);
+        if log.messages.len() < self.limit {
+            log.messages.push(Message {
+                protocol: request.protocol,
+                peer: request.peer,
+                bytes: request.message.to_vec(),
+            });
+        } else {
+            log.unrecorded += 1;
+        }
+        drop(log);
+        self.record.arrived.notify_all();
+        self.inner.respond(request, reply)
+    }
+}
+
+/// A server on `127.0.0.1:0`, TCP and UDP, running on its own thread until
+/// dropped. See the [module docs](self).
+pub struct TestServer {
+    tcp: SocketAddr,
+    udp: SocketAddr,
+    handle: Handle,
+    thread: Option<JoinHandle<std::io::Result<Stats>>>,
+    record: Arc<Record>,
+}
+
+impl std::fmt::Debug for TestServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TestServer")
+            .field("tcp", &self.tcp)
+            .field("udp", &self.udp)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Options for a [`TestServer`]: mode, responder, other configuration.
+pub struct Builder {
+    config: Config,
+    responder: Option<Box<dyn Responder + Send>>,
+    record_limit: usize,
+}
+
+impl std::fmt::Debug for Builder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Builder")
+            .field("config", &self.config)
+            .field("record_limit", &self.record_limit)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Builder {
+    /// TCP framing (once mode by default).
+    pub fn mode(mut self, mode: Mode) -> Builder {
+        self.config.mode = mode;
+        self
+    }
+
+    /// Answers with `responder` instead of the fixed reply.
+    pub fn responder(mut self, responder: impl Responder + Send + 'static) -> Builder {
+        self.responder = Some(Box::new(responder));
+        self
+    }
+
+    /// Changes any other setting. The addresses stay `127.0.0.1:0` unless
+    /// you set them; setting one to `None` turns that protocol off, and its
+    /// address accessor then panics.
+    pub fn configure(mut self, change: impl FnOnce(&mut Config)) -> Builder {
+        change(&mut self.config);
+        self
+    }
+
+    /// Keeps at most `limit` messages (default [`DEFAULT_RECORD_LIMIT`]).
+    pub fn record_limit(mut self, limit: usize) -> Builder {
+        self.record_limit = limit;
+        self
+    }
+
+    /// Binds and starts serving on a background thread.
+    ///
+    /// # Errors
+    ///
+    /// As [`Server::bind`]: an invalid configuration or a bind failure.
+    pub fn start(self) -> Result<TestServer, Error> {
+        let record = Arc::new(Record::default());
+        let recording = Recording {
+            inner: self
+                .responder
+                .unwrap_or_else(|| Box::new(FixedReply(self.config.reply.clone()))),
+            record: Arc::clone(&record),
+            limit: self.record_limit,
+        };
+        let config = self.config;
+        let (bound_tx, bound_rx) = mpsc::channel();
+        // The server is built on its thread: the responder need only be Send.
+        let thread = std::thread::Builder::new()
+            .name("ackloop-test-server".into())
+            .spawn(move || {
+                let mut server = match Server::with_responder(config, recording) {
+                    Ok(server) => server,
+                    Err(e) => {
+                        let _ = bound_tx.send(Err(e));
+                        return Ok(Stats::default());
+                    }
+                };
+                let bound = (server.tcp_addr(), server.udp_addr(), server.handle());
+                let _ = bound_tx.send(Ok(bound));
+                server.run()
+            })?;
+        let (tcp, udp, handle) = match bound_rx.recv() {
+            Ok(Ok(bound)) => bound,
+            Ok(Err(e)) => return Err(e),
+            Err(_) => return Err(Error::Io(std::io::Error::other("server thread died"))),
+        };
+        let unbound: SocketAddr = ([0, 0, 0, 0], 0).into();
+        Ok(TestServer {
+            tcp: tcp.unwrap_or(unbound),
+            udp: udp.unwrap_or(unbound),
+            handle,
+            thread: Some(thread),
+            record,
+        })
+    }
+}
+
+impl TestServer {
+    /// Starts a server with the defaults: once mode, reply `Received`.
+    ///
+    /// # Errors
+    ///
+    /// If the sockets cannot be bound or the thread cannot start.
+    pub fn start() -> Result<TestServer, Error> {
+        TestServer::builder().start()
+    }
+
+    /// Options for a server that differs from the default.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ackloop::{Echo, Mode, testing::TestServer};
+    /// let server = TestServer::builder().mode(Mode::Line).responder(Echo).start()?;
+    /// assert_ne!(server.tcp_addr().port(), 0);
+    /// # Ok::<(), ackloop::Error>(())
+    /// ```
+    pub fn builder() -> Builder {
+        Builder {
+            config: Config::loopback(),
+            responder: None,
+            record_limit: DEFAULT_RECORD_LIMIT,
+        }
+    }
+
+    /// The TCP address to connect to.
+    pub fn tcp_addr(&self) -> SocketAddr {
+        self.tcp
+    }
+
+    /// The UDP address to send to.
+    pub fn udp_addr(&self) -> SocketAddr {
+        self.udp
+    }
+
+    /// A handle to the server: counters, shutdown.
+    pub fn handle(&self) -> Handle {
+        self.handle.clone()
+    }
+
+    /// The server's counters now.
+    pub fn stats(&self) -> Stats {
+        self.handle.stats()
+    }
+
+    /// The messages received so far, in arrival order.
+    pub fn received(&self) -> Vec<Message> {
+        lock(&self.record.log).messages.clone()
+    }
+
+    /// Messages that arrived after the record limit was reached.
+    pub fn unrecorded(&self) -> u64 {
+        lock(&self.record.log).unrecorded
+    }
+
+    /// Waits until at least `n` messages arrived, for at most `timeout`.
+    ///
+    /// # Errors
+    ///
+    /// On timeout, `Err` with the messages that did arrive.
+    pub fn try_wait_for(&self, n: usize, timeout: Duration) -> Result<Vec<Message>, Vec<Message>> {
+        let deadline = Instant::now() + timeout;
+        let mut log = lock(&self.record.log);
+        while log.messages.len() < n {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(log.messages.clone());
+            }
+            log = match self.record.arrived.wait_timeout(log, left) {
+                Ok((log, _)) => log,
+                Err(poisoned) => poisoned.into_inner().0,
+            };
+        }
+        Ok(log.messages.clone())
+    }
+
+    /// Waits until at least `n` messages arrived and returns them all.
+    ///
+    /// # Panics
+    ///
+    /// If they have not arrived within [`WAIT_TIMEOUT`]; the message says
+    /// what did arrive.
+    #[track_caller]
+    pub fn wait_for(&self, n: usize) -> Vec<Message> {
+        match self.try_wait_for(n, WAIT_TIMEOUT) {
+            Ok(messages) => messages,
+            Err(arrived) => panic!(
+                "waited {WAIT_TIMEOUT:?} for {n} message(s); {} arrived: {arrived:?}",
+                arrived.len()
+            ),
+        }
+    }
+}
+
+impl Drop for TestServer {
+    /// Shuts the server down and joins its thread.
+    fn drop(&mut self) {
+        self.handle.shutdown();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Locks the log; a panic elsewhere while holding it leaves the data usable.
+fn lock(log: &Mutex<Log>) -> MutexGuard<'_, Log> {
+    log.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
