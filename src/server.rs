@@ -37,6 +37,9 @@ const SIGNALS: Token = Token(usize::MAX - 4);
 
 /// Events taken from the kernel per poll; more simply wait a turn.
 const EVENTS_PER_POLL: usize = 1024;
+/// Room on the still-ready lists before they grow (they hold one entry
+/// per source cut short by its budget in one turn).
+const READY_CAPACITY: usize = 256;
 /// The one read buffer, shared by every connection and the UDP socket:
 /// bytes are handled before the next read, so nobody needs their own.
 const READ_BUFFER_BYTES: usize = 64 * 1024;
@@ -340,9 +343,10 @@ impl Server {
             replies,
             buf: vec![0; READ_BUFFER_BYTES].into_boxed_slice(),
             clock: Clock::new(),
-            timers: Timers::default(),
-            ready: Vec::new(),
-            ready_next: Vec::new(),
+            // Room for the sweep threshold with few connections open.
+            timers: Timers::with_capacity(2 * crate::tcp::TIMER_SLACK),
+            ready: Vec::with_capacity(READY_CAPACITY),
+            ready_next: Vec::with_capacity(READY_CAPACITY),
             shared: Arc::new(Shared {
                 waker,
                 stop_requested: AtomicBool::new(false),
@@ -488,7 +492,7 @@ impl Server {
             sources.serve_again(still_ready, &mut t);
         }
         sources.expire(&mut t);
-        sources.tcp.end_turn();
+        sources.tcp.end_turn(t.timers);
         let finished = sources.finished(&mut t);
         std::mem::swap(ready, ready_next);
         if finished {
@@ -583,7 +587,7 @@ impl Sources {
         };
         if t.now >= stop_at {
             self.tcp.close_all(t);
-            self.tcp.end_turn();
+            self.tcp.end_turn(t.timers);
             self.udp = None;
         }
         let udp_idle = self.udp.as_ref().is_none_or(|udp| udp.queued() == 0);

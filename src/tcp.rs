@@ -36,7 +36,7 @@ use crate::framing::{LineFramer, Piece};
 use crate::reply::{Protocol, Replies, Request};
 use crate::server::{RateLimit, Ready, Turn};
 use crate::stats::{Counters, add, sub};
-use crate::timer::{Entry, Millis, NEVER};
+use crate::timer::{Entry, Millis, NEVER, Timers};
 
 /// A connection owing more reply bytes than this stops being read until
 /// they drain: a client that sends without reading costs a fixed amount.
@@ -51,6 +51,15 @@ pub const LINGER_MS: Millis = 2_000;
 /// After an accept error other than `WouldBlock`, how long until the
 /// listener is tried again, in milliseconds: no retry storm, no stall.
 pub const ACCEPT_RETRY_MS: Millis = 1_000;
+/// Connection slots allocated up front, so that ordinary concurrency never
+/// grows the slab while serving (it grows, once, past this).
+const PREALLOCATED_CONNECTIONS: usize = 256;
+/// Stale timer entries tolerated beyond twice the open connections before
+/// the heap is swept.
+pub(crate) const TIMER_SLACK: usize = 1024;
+/// Closed connections a turn can hold without growing the list (the
+/// events of one poll); more only grow it once.
+const CLOSED_PER_TURN: usize = 1024;
 /// A custom responder's buffers shrink back to this after a burst, so an
 /// idle connection keeps little memory.
 const KEEP_CAPACITY: usize = 4 * 1024;
@@ -141,12 +150,12 @@ impl Tcp {
     pub fn new(listener: Option<TcpListener>, config: &crate::Config) -> Tcp {
         Tcp {
             listener,
-            conns: Slab::new(),
+            conns: Slab::with_capacity(config.max_connections.min(PREALLOCATED_CONNECTIONS)),
             mode: config.mode,
             max_connections: config.max_connections,
             idle_ms: config.idle_timeout.map(|d| d.as_millis() as Millis),
             max_line: config.max_line,
-            closed: Vec::new(),
+            closed: Vec::with_capacity(CLOSED_PER_TURN),
             next_id: 0,
             spare_fd: File::open("/dev/null").ok(),
             accept_retry_at: NEVER,
@@ -364,10 +373,19 @@ impl Tcp {
         }
     }
 
-    /// Frees the slab entries of connections closed this turn.
-    pub fn end_turn(&mut self) {
+    /// Frees the slab entries of connections closed this turn, and sweeps
+    /// the timer heap when stale entries (of closed connections, or of
+    /// deadlines re-armed earlier) outnumber the open connections.
+    pub fn end_turn(&mut self, timers: &mut Timers) {
         for key in self.closed.drain(..) {
             self.conns.remove(key);
+        }
+        if timers.len() > 2 * self.conns.len() + TIMER_SLACK {
+            timers.retain(|entry| {
+                self.conns.get(entry.key as usize).is_some_and(|conn| {
+                    conn.id == entry.id && conn.timer_at == entry.at && conn.stream.is_some()
+                })
+            });
         }
     }
 

@@ -9,7 +9,9 @@
 //! when it last received bytes. When its entry comes due the deadline is
 //! recomputed from that, and the entry is pushed again if it moved. So a
 //! busy connection costs one heap operation per idle period, not one per
-//! read, and no turn ever scans all connections.
+//! read, and no turn ever scans all connections. Entries of closed
+//! connections are swept out in one pass once they outnumber the live ones,
+//! so the heap's size follows the open connections, not the closed ones.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -62,8 +64,29 @@ pub(crate) struct Timers {
 }
 
 impl Timers {
+    /// A heap with room for `capacity` entries before it grows.
+    pub fn with_capacity(capacity: usize) -> Timers {
+        Timers {
+            heap: BinaryHeap::with_capacity(capacity),
+        }
+    }
+
     pub fn arm(&mut self, entry: Entry) {
         self.heap.push(Reverse(entry));
+    }
+
+    /// Entries held, stale ones included.
+    pub fn len(&self) -> usize {
+        self.heap.len()
+    }
+
+    /// Drops the entries `live` rejects. The heap never removes an entry
+    /// when its connection closes (a heap can't, cheaply), so the owner
+    /// calls this when stale entries outnumber live ones: O(n), amortized
+    /// O(1) per closed connection, and the heap stays within a constant
+    /// factor of the open connections.
+    pub fn retain(&mut self, mut live: impl FnMut(&Entry) -> bool) {
+        self.heap.retain(|Reverse(entry)| live(entry));
     }
 
     /// The earliest deadline, stale or not.
