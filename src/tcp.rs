@@ -389,24 +389,24 @@ impl Tcp {
         }
     }
 
-    /// Stops accepting and winds every connection down: each one closes
-    /// once its owed replies are written (and its lingering close is over).
+    /// Stops accepting and winds every connection down: no new requests are
+    /// read; each connection writes what it owes, then closes as gracefully
+    /// as any other (FIN, then a lingering close). Closing at once instead
+    /// would reset connections with unread input, destroying replies the
+    /// client has not read yet.
     pub fn stop(&mut self, t: &mut Turn<'_>) {
         self.stopping = true;
         if let Some(mut listener) = self.listener.take() {
             let _ = t.registry.deregister(&mut listener);
         }
-        let keys: Vec<usize> = self.conns.iter().map(|(key, _)| key).collect();
-        for key in keys {
-            let conn = &self.conns[key];
-            if conn.stream.is_none() {
-                continue;
-            }
-            if conn.phase == Phase::Open && conn.owed_len() == 0 {
-                self.close(key, Close::Done, t); // Nothing owed: done now.
-            } else {
-                self.drive(key, false, t);
-            }
+        let live: Vec<usize> = self
+            .conns
+            .iter()
+            .filter(|(_, conn)| conn.stream.is_some())
+            .map(|(key, _)| key)
+            .collect();
+        for key in live {
+            self.drive(key, false, t);
         }
     }
 

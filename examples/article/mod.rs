@@ -1,8 +1,12 @@
 //! The article's two clients, shared by the examples that run them.
 //!
+//! Each example uses only some of these functions.
+//!
 //! They are deliberately the article's blocking clients: connect (or bind),
 //! send `Hello, Server`, print what comes back. A read timeout keeps them
 //! from hanging forever if no server answers.
+
+#![allow(dead_code)]
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};

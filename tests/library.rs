@@ -1,0 +1,269 @@
+//! The library as its users meet it: the test server in someone's test,
+//! custom responders, a host driving turns, shutdown from another thread,
+//! counters.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::time::{Duration, Instant};
+
+use ackloop::testing::TestServer;
+use ackloop::{Config, Echo, Mode, Protocol, Request, Server, Status};
+
+/// Bounds every wait: generous, so it only ends a test that already failed.
+const DEADLINE: Duration = Duration::from_secs(10);
+
+#[track_caller]
+fn connect(addr: SocketAddr) -> TcpStream {
+    let stream = TcpStream::connect(addr).expect("connect");
+    stream.set_read_timeout(Some(DEADLINE)).unwrap();
+    stream
+}
+
+/// Sends `request`, then reads until the server closes.
+#[track_caller]
+fn exchange(addr: SocketAddr, request: &[u8]) -> Vec<u8> {
+    let mut stream = connect(addr);
+    stream.write_all(request).unwrap();
+    let mut reply = Vec::new();
+    stream.read_to_end(&mut reply).expect("reply, then EOF");
+    reply
+}
+
+#[track_caller]
+fn udp_socket() -> UdpSocket {
+    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    socket.set_read_timeout(Some(DEADLINE)).unwrap();
+    socket
+}
+
+#[track_caller]
+fn udp_reply(socket: &UdpSocket) -> Vec<u8> {
+    let mut buf = vec![0; 70_000];
+    let (n, _) = socket.recv_from(&mut buf).expect("a reply datagram");
+    buf.truncate(n);
+    buf
+}
+
+/// The article's client, standing in for "the client code you test".
+fn article_client(tcp: SocketAddr, udp: SocketAddr) -> std::io::Result<(String, String)> {
+    let mut stream = TcpStream::connect(tcp)?;
+    stream.write_all(b"Hello, Server")?;
+    let mut tcp_reply = String::new();
+    stream.read_to_string(&mut tcp_reply)?;
+    let socket = UdpSocket::bind("127.0.0.1:0")?;
+    socket.send_to(b"Hello, Server", udp)?;
+    let mut buf = [0; 64];
+    let n = socket.recv(&mut buf)?;
+    Ok((tcp_reply, String::from_utf8_lossy(&buf[..n]).into()))
+}
+
+#[test]
+fn a_user_tests_their_client_against_the_test_server() {
+    let server = TestServer::start().unwrap();
+    let replies = article_client(server.tcp_addr(), server.udp_addr()).unwrap();
+    assert_eq!(replies, ("Received".into(), "Received".into()));
+    let messages = server.wait_for(2);
+    assert_eq!(
+        (messages[0].protocol, &messages[0].bytes[..]),
+        (Protocol::Tcp, &b"Hello, Server"[..])
+    );
+    assert_eq!(
+        (messages[1].protocol, &messages[1].bytes[..]),
+        (Protocol::Udp, &b"Hello, Server"[..])
+    );
+}
+
+#[test]
+fn the_test_server_records_peers_and_times_out_with_what_arrived() {
+    let server = TestServer::builder().mode(Mode::Line).start().unwrap();
+    let mut stream = connect(server.tcp_addr());
+    stream.write_all(b"one\r\ntwo\n").unwrap();
+    let messages = server.wait_for(2);
+    assert_eq!(messages[0].bytes, b"one");
+    assert_eq!(messages[1].bytes, b"two");
+    assert_eq!(messages[0].peer, stream.local_addr().unwrap());
+    let partial = server.try_wait_for(3, Duration::from_millis(50));
+    assert_eq!(partial.unwrap_err().len(), 2, "a third message never came");
+}
+
+#[test]
+fn the_record_is_bounded() {
+    let server = TestServer::builder().record_limit(3).start().unwrap();
+    let socket = udp_socket();
+    for i in 0..5u8 {
+        socket.send_to(&[i], server.udp_addr()).unwrap();
+        assert_eq!(udp_reply(&socket), b"Received");
+    }
+    assert_eq!(server.received().len(), 3);
+    assert_eq!(server.unrecorded(), 2);
+}
+
+#[test]
+fn parallel_test_servers_do_not_clash() {
+    let threads: Vec<_> = (0..8)
+        .map(|_| {
+            std::thread::spawn(|| {
+                let server = TestServer::start().unwrap();
+                exchange(server.tcp_addr(), b"hi")
+            })
+        })
+        .collect();
+    for thread in threads {
+        assert_eq!(thread.join().unwrap(), b"Received");
+    }
+}
+
+#[test]
+fn echo_answers_each_line_and_datagram_with_itself() {
+    let server = TestServer::builder()
+        .mode(Mode::Line)
+        .responder(Echo)
+        .start()
+        .unwrap();
+    let stream = connect(server.tcp_addr());
+    let mut writer = stream.try_clone().unwrap();
+    // Lines split across writes, one of them at the "\r|\n" boundary.
+    for piece in [&b"first li"[..], b"ne\r", b"\nsecond\n\n", b"last"] {
+        writer.write_all(piece).unwrap();
+    }
+    writer.shutdown(std::net::Shutdown::Write).unwrap();
+    let lines: Vec<String> = BufReader::new(stream).lines().map(Result::unwrap).collect();
+    assert_eq!(lines, ["first line", "second", "", "last"]);
+
+    let socket = udp_socket();
+    socket.send_to(b"datagram", server.udp_addr()).unwrap();
+    assert_eq!(udp_reply(&socket), b"datagram");
+    socket.send_to(b"", server.udp_addr()).unwrap();
+    assert_eq!(udp_reply(&socket), b"");
+}
+
+#[test]
+fn a_responder_may_send_nothing() {
+    // Answers only messages that start with '!', upper-cased.
+    let picky = |request: &Request<'_>, reply: &mut Vec<u8>| {
+        reply.extend(request.message.iter().map(u8::to_ascii_uppercase));
+        request.message.starts_with(b"!")
+    };
+    let server = TestServer::builder().responder(picky).start().unwrap();
+    assert_eq!(
+        exchange(server.tcp_addr(), b"quiet"),
+        b"",
+        "closed without a reply"
+    );
+    assert_eq!(exchange(server.tcp_addr(), b"!loud"), b"!LOUD");
+    let socket = udp_socket();
+    socket.send_to(b"quiet", server.udp_addr()).unwrap();
+    socket.send_to(b"!loud", server.udp_addr()).unwrap();
+    // Loopback keeps datagrams in order: had "quiet" been answered, its
+    // reply would come first.
+    assert_eq!(udp_reply(&socket), b"!LOUD");
+}
+
+#[test]
+fn a_host_drives_the_server_turn_by_turn() {
+    let mut config = Config::loopback();
+    config.idle_timeout = Some(Duration::from_secs(30));
+    let mut server = Server::bind(config).unwrap();
+    assert_eq!(server.poll_delay(), None, "no connection, no deadline");
+    let mut client = connect(server.tcp_addr().unwrap());
+    let deadline = Instant::now() + DEADLINE;
+    while server.stats().accepted == 0 {
+        assert!(Instant::now() < deadline, "never accepted");
+        assert_eq!(
+            server.turn(Some(Duration::from_millis(100))).unwrap(),
+            Status::Running
+        );
+    }
+    let delay = server.poll_delay().expect("an idle deadline now");
+    assert!(
+        delay <= Duration::from_secs(30) && delay > Duration::from_secs(20),
+        "{delay:?}"
+    );
+
+    client.write_all(b"Hello, Server").unwrap();
+    client.set_nonblocking(true).unwrap();
+    let mut reply = Vec::new();
+    loop {
+        assert!(Instant::now() < deadline, "no reply");
+        server.turn(Some(Duration::from_millis(100))).unwrap();
+        match client.read_to_end(&mut reply) {
+            Ok(_) => break,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert_eq!(reply, b"Received");
+    drop(client); // Our EOF ends the server's lingering close.
+    server.shutdown();
+    while server.turn(Some(Duration::from_millis(100))).unwrap() == Status::Running {
+        assert!(Instant::now() < deadline, "never stopped");
+    }
+    assert_eq!(server.turn(None).unwrap(), Status::Stopped, "stays stopped");
+}
+
+#[test]
+fn shutdown_from_another_thread_finishes_owed_replies() {
+    let mut config = Config::loopback();
+    config.mode = Mode::Line;
+    let mut server = Server::bind(config).unwrap();
+    let tcp = server.tcp_addr().unwrap();
+    let handle = server.handle();
+    let thread = std::thread::spawn(move || server.run());
+
+    // Pipeline far more replies than socket buffers hold, without reading,
+    // so that the server owes bytes when asked to stop.
+    let mut stream = connect(tcp);
+    let lines = 400_000;
+    let mut writer = stream.try_clone().unwrap();
+    let sender = std::thread::spawn(move || {
+        let _ = writer.write_all(&b"x\n".repeat(lines));
+    });
+    let mut first = [0; 9];
+    stream.read_exact(&mut first).unwrap();
+    assert_eq!(&first, b"Received\n");
+    let before = handle.stats().messages;
+    handle.shutdown();
+    let mut rest = Vec::new();
+    stream.read_to_end(&mut rest).expect("EOF, not a reset");
+    let _ = sender.join();
+    drop(stream); // Our EOF ends the server's lingering close.
+    let stats = thread.join().unwrap().unwrap();
+    let replies = 1 + rest.len() / 9;
+    assert_eq!(rest.len() % 9, 0, "whole replies only");
+    assert!(rest.chunks(9).all(|r| r == b"Received\n"));
+    assert!(
+        replies as u64 >= before,
+        "every reply owed at shutdown arrived"
+    );
+    assert_eq!(
+        replies as u64, stats.messages,
+        "every line read was answered"
+    );
+}
+
+#[test]
+fn counters_follow_the_traffic() {
+    let server = TestServer::start().unwrap();
+    assert_eq!(exchange(server.tcp_addr(), b"12345"), b"Received");
+    let socket = udp_socket();
+    socket.send_to(b"123", server.udp_addr()).unwrap();
+    assert_eq!(udp_reply(&socket), b"Received");
+    server.wait_for(2);
+    let deadline = Instant::now() + DEADLINE;
+    while server.stats().open > 0 {
+        assert!(Instant::now() < deadline, "connection never closed");
+        std::thread::yield_now();
+    }
+    let stats = server.stats();
+    assert_eq!(
+        (
+            stats.accepted,
+            stats.rejected,
+            stats.messages,
+            stats.datagrams
+        ),
+        (1, 0, 1, 1)
+    );
+    assert_eq!((stats.bytes_in, stats.bytes_out), (8, 16));
+    assert_eq!(stats.to_string().lines().count(), 1);
+}
