@@ -267,3 +267,32 @@ fn counters_follow_the_traffic() {
     assert_eq!((stats.bytes_in, stats.bytes_out), (8, 16));
     assert_eq!(stats.to_string().lines().count(), 1);
 }
+
+#[test]
+fn shutdown_is_bounded_when_a_client_never_reads() {
+    let mut config = Config::loopback();
+    config.mode = Mode::Line;
+    let mut server = Server::bind(config).unwrap();
+    let tcp = server.tcp_addr().unwrap();
+    let handle = server.handle();
+    let (done, stopped) = std::sync::mpsc::channel();
+    std::thread::spawn(move || done.send(server.run()));
+
+    // A client that pipelines lines and never reads a reply: the server
+    // owes it more than it can ever write.
+    let mut stream = connect(tcp);
+    stream
+        .set_write_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let chunk = b"x\n".repeat(64 * 1024);
+    while stream.write_all(&chunk).is_ok() {} // Until the server stops reading.
+    handle.shutdown();
+    let limit = Duration::from_millis(ackloop::SHUTDOWN_GRACE_MS) + DEADLINE;
+    let stats = stopped
+        .recv_timeout(limit)
+        .expect("stopped within the grace period")
+        .unwrap();
+    assert_eq!(stats.open, 0);
+    assert!(stats.messages > 0);
+    drop(stream);
+}
