@@ -47,7 +47,9 @@ fn frame(chunks: &[&[u8]], max_line: usize) -> (Vec<Vec<u8>>, bool) {
 
 fuzz_target!(|data: &[u8]| {
     // First byte: the limit; second: the chunk size; the rest: the stream.
-    let [limit, chunk, stream @ ..] = data else { return };
+    let [limit, chunk, stream @ ..] = data else {
+        return;
+    };
     let max_line = usize::from(*limit);
     let chunks: Vec<&[u8]> = stream.chunks(usize::from(*chunk).max(1)).collect();
     assert_eq!(frame(&chunks, max_line), frame(&[stream], max_line));
