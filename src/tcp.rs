@@ -529,19 +529,7 @@ impl Connection {
 
     /// Once mode: the first bytes are the message; answer, then close.
     fn take_once(&mut self, input: &[u8], replies: &mut Replies, counters: &Counters) {
-        add(&counters.messages, 1);
-        match replies {
-            Replies::Fixed(pattern) => self.owed += pattern.unit() as u32,
-            Replies::Custom { responder, scratch } => {
-                let custom = self.custom_state();
-                let request = Request {
-                    protocol: Protocol::Tcp,
-                    peer: custom.peer,
-                    message: input,
-                };
-                queue_custom_reply(&mut **responder, scratch, &request, &mut custom.out, false);
-            }
-        }
+        self.owe_reply(Message::Input(input), false, replies, counters);
         self.phase = Phase::Closing;
     }
 
@@ -553,35 +541,22 @@ impl Connection {
             input = &input[used..];
             match piece {
                 Piece::Line(end) => {
-                    add(&counters.messages, 1);
-                    match replies {
-                        Replies::Fixed(pattern) => self.owed += pattern.unit() as u32,
-                        Replies::Custom { responder, scratch } => {
-                            let custom = self.custom_state();
-                            let message = if end.carried == 0 {
-                                end.tail // The whole line is in this input: no copy.
-                            } else {
-                                if end.carried_cr {
-                                    custom.line.pop();
-                                }
-                                custom.line.extend_from_slice(end.tail);
-                                &custom.line
-                            };
-                            let request = Request {
-                                protocol: Protocol::Tcp,
-                                peer: custom.peer,
-                                message,
-                            };
-                            queue_custom_reply(
-                                &mut **responder,
-                                scratch,
-                                &request,
-                                &mut custom.out,
-                                true,
-                            );
-                            custom.line.clear();
+                    let message = match replies {
+                        // A custom responder needs the line in one piece:
+                        // join the bytes carried from earlier reads.
+                        Replies::Custom { .. } if end.carried > 0 => {
+                            let line = &mut self.custom_state().line;
+                            if end.carried_cr {
+                                line.pop();
+                            }
+                            line.extend_from_slice(end.tail);
+                            Message::Buffered
                         }
-                    }
+                        // The whole line is in this input (or the reply is
+                        // fixed and ignores it): no copy.
+                        _ => Message::Input(end.tail),
+                    };
+                    self.owe_reply(message, true, replies, counters);
                 }
                 Piece::Partial(bytes) => {
                     if let Replies::Custom { .. } = replies {
@@ -610,7 +585,7 @@ impl Connection {
             (Phase::Open, Mode::Line) => {
                 // A final line without '\n' is still a line.
                 if let Ok(Some(_)) = self.framer.finish() {
-                    self.take_final_line(t.replies, t.counters);
+                    self.owe_reply(Message::Buffered, true, t.replies, t.counters);
                 }
                 self.phase = Phase::Closing;
                 Ok(())
@@ -619,22 +594,42 @@ impl Connection {
         }
     }
 
-    /// Answers the unterminated line left open at end of stream.
-    fn take_final_line(&mut self, replies: &mut Replies, counters: &Counters) {
+    /// Counts one message and owes its reply: with the fixed reply one
+    /// more unit of the pattern, with a custom one whatever the responder
+    /// says (plus `\n` in line mode), queued on the connection.
+    fn owe_reply(
+        &mut self,
+        message: Message<'_>,
+        newline: bool,
+        replies: &mut Replies,
+        counters: &Counters,
+    ) {
         add(&counters.messages, 1);
-        match replies {
-            Replies::Fixed(pattern) => self.owed += pattern.unit() as u32,
-            Replies::Custom { responder, scratch } => {
-                let custom = self.custom_state();
-                let request = Request {
-                    protocol: Protocol::Tcp,
-                    peer: custom.peer,
-                    message: &custom.line,
-                };
-                queue_custom_reply(&mut **responder, scratch, &request, &mut custom.out, true);
-                custom.line.clear();
+        let (responder, scratch) = match replies {
+            Replies::Fixed(pattern) => {
+                self.owed += pattern.unit() as u32;
+                return;
+            }
+            Replies::Custom { responder, scratch } => (responder, scratch),
+        };
+        let custom = self.custom_state();
+        let bytes = match message {
+            Message::Input(bytes) => bytes,
+            Message::Buffered => &custom.line,
+        };
+        let request = Request {
+            protocol: Protocol::Tcp,
+            peer: custom.peer,
+            message: bytes,
+        };
+        scratch.clear();
+        if responder.respond(&request, scratch) {
+            custom.out.extend_from_slice(scratch);
+            if newline {
+                custom.out.push(b'\n');
             }
         }
+        custom.line.clear();
     }
 
     /// The custom responder's state, made on first use.
@@ -741,22 +736,12 @@ impl Connection {
     }
 }
 
-/// Asks the responder for the reply to one message and queues it on `out`,
-/// with the `\n` of line mode.
-fn queue_custom_reply(
-    responder: &mut dyn crate::Responder,
-    scratch: &mut Vec<u8>,
-    request: &Request<'_>,
-    out: &mut Vec<u8>,
-    newline: bool,
-) {
-    scratch.clear();
-    if responder.respond(request, scratch) {
-        out.extend_from_slice(scratch);
-        if newline {
-            out.push(b'\n');
-        }
-    }
+/// Where a message's bytes are.
+enum Message<'a> {
+    /// In the input just read.
+    Input(&'a [u8]),
+    /// In the connection's line buffer (a line that spanned reads).
+    Buffered,
 }
 
 /// Writes `bytes` until all are written or the socket would block, and
