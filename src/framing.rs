@@ -177,80 +177,9 @@ pub struct TooLong;
 
 #[cfg(test)]
 mod tests {
+    // Line-by-line behaviour is tested through the public API in
+    // tests/framing_props.rs; here, what only the raw pieces show.
     use super::*;
-
-    /// Frames `chunks` in order, keeping line contents the way a caller with
-    /// a custom responder does. Returns the lines and whether it hit the
-    /// limit; `finish` adds the final unterminated line.
-    pub(crate) fn frame(chunks: &[&[u8]], max_line: usize, finish: bool) -> (Vec<Vec<u8>>, bool) {
-        let mut framer = LineFramer::new(max_line);
-        let mut open = Vec::new();
-        let mut lines = Vec::new();
-        for chunk in chunks {
-            let mut input = *chunk;
-            while !input.is_empty() {
-                let (used, piece) = framer.next(input);
-                input = &input[used..];
-                match piece {
-                    Piece::Line(end) => {
-                        assert_eq!(end.carried, open.len());
-                        if end.carried_cr {
-                            assert_eq!(open.pop(), Some(b'\r'));
-                        }
-                        open.extend_from_slice(end.tail);
-                        lines.push(std::mem::take(&mut open));
-                    }
-                    Piece::Partial(bytes) => open.extend_from_slice(bytes),
-                    Piece::TooLong => return (lines, true),
-                }
-            }
-        }
-        if finish {
-            match framer.finish() {
-                Ok(Some(n)) => {
-                    assert_eq!(n, open.len());
-                    lines.push(open);
-                }
-                Ok(None) => assert!(open.is_empty()),
-                Err(TooLong) => return (lines, true),
-            }
-        }
-        (lines, false)
-    }
-
-    fn whole(input: &[u8], max_line: usize) -> (Vec<Vec<u8>>, bool) {
-        frame(&[input], max_line, false)
-    }
-
-    #[test]
-    fn lines_lose_their_terminators() {
-        let (lines, too_long) = whole(b"a\nbb\r\n\n\r\nc\rd\n", 10);
-        assert_eq!(lines, vec![&b"a"[..], b"bb", b"", b"", b"c\rd"]);
-        assert!(!too_long);
-    }
-
-    #[test]
-    fn crlf_split_between_inputs() {
-        let (lines, _) = frame(&[b"ab\r", b"\ncd\r", b"\r\n"], 10, false);
-        assert_eq!(lines, vec![&b"ab"[..], b"cd\r"]);
-    }
-
-    #[test]
-    fn single_bytes_make_the_same_lines() {
-        let input = b"Hello, Server\nsecond\r\n\n";
-        let chunks: Vec<&[u8]> = input.chunks(1).collect();
-        assert_eq!(frame(&chunks, 64, false), whole(input, 64));
-    }
-
-    #[test]
-    fn max_line_excludes_the_terminator() {
-        assert_eq!(whole(b"1234\n", 4), (vec![b"1234".to_vec()], false));
-        assert_eq!(whole(b"1234\r\n", 4), (vec![b"1234".to_vec()], false));
-        assert_eq!(
-            whole(b"ok\n12345\nlater\n", 4),
-            (vec![b"ok".to_vec()], true)
-        );
-    }
 
     #[test]
     fn too_long_is_seen_before_the_newline_arrives() {
@@ -262,13 +191,14 @@ mod tests {
     }
 
     #[test]
-    fn finish_answers_a_final_unterminated_line() {
-        assert_eq!(
-            frame(&[b"a\nlast"], 8, true),
-            (vec![b"a".to_vec(), b"last".to_vec()], false)
-        );
-        assert_eq!(frame(&[b"a\n"], 8, true), (vec![b"a".to_vec()], false));
-        assert_eq!(frame(&[b"a\nlast\r"], 8, true).0[1], b"last\r");
-        assert_eq!(frame(&[b"123456789"], 8, true), (vec![], true));
+    fn a_crlf_split_between_inputs_drops_the_carried_cr() {
+        let mut framer = LineFramer::new(8);
+        assert_eq!(framer.next(b"ab\r").1, Piece::Partial(b"ab\r"));
+        let end = LineEnd {
+            tail: b"",
+            carried: 3,
+            carried_cr: true,
+        };
+        assert_eq!(framer.next(b"\n"), (1, Piece::Line(end)));
     }
 }

@@ -116,6 +116,38 @@ fn split(stream: &[u8], cuts: &[usize]) -> Vec<Vec<u8>> {
         .collect()
 }
 
+fn lines(items: &[&[u8]]) -> Vec<Vec<u8>> {
+    items.iter().map(|line| line.to_vec()).collect()
+}
+
+#[test]
+fn lines_lose_their_terminators() {
+    let outcome = frame(&[b"a\nbb\r\n\n\r\nc\rd\n"], 10);
+    assert_eq!(outcome.lines, lines(&[b"a", b"bb", b"", b"", b"c\rd"]));
+    assert!(!outcome.too_long);
+}
+
+#[test]
+fn crlf_split_between_reads() {
+    let outcome = frame(&[b"ab\r", b"\ncd\r", b"\r\n"], 10);
+    assert_eq!(outcome.lines, lines(&[b"ab", b"cd\r"]));
+}
+
+#[test]
+fn max_line_excludes_the_terminator() {
+    assert_eq!(frame(&[b"1234\n"], 4).lines, lines(&[b"1234"]));
+    assert_eq!(frame(&[b"1234\r\n"], 4).lines, lines(&[b"1234"]));
+    let outcome = frame(&[b"ok\n12345\nlater\n"], 4);
+    assert_eq!((outcome.lines, outcome.too_long), (lines(&[b"ok"]), true));
+}
+
+#[test]
+fn a_final_unterminated_line_is_a_line() {
+    assert_eq!(frame(&[b"a\nlast"], 8).lines, lines(&[b"a", b"last"]));
+    assert_eq!(frame(&[b"a\nlast\r"], 8).lines, lines(&[b"a", b"last\r"]));
+    assert!(frame(&[b"123456789"], 8).too_long);
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(2000))]
 
