@@ -20,6 +20,7 @@ Options:
                              once: reply once to the first bytes, then close
                              line: reply to every line, connection stays open
   --reply TEXT             reply text, 1 to 1024 bytes [default: Received]
+  --echo                   send every message back instead (RFC 862 echo)
   --max-connections N      live TCP connections at most [default: 1024]
   --idle-timeout SECS      close a TCP connection silent this long; 0 never [default: 60]
   --max-line BYTES         longest line in line mode, newline excluded [default: 65536]
@@ -33,7 +34,8 @@ Exit status: 0 after a signal, 1 when a socket cannot be bound, 2 for bad usage.
 
 /// What the command line asks for.
 pub enum Command {
-    Serve(Config, Option<LevelFilter>),
+    /// Serve with this configuration, log level and, if true, echo replies.
+    Serve(Config, Option<LevelFilter>, bool),
     Help,
     Version,
 }
@@ -48,6 +50,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, String
     let mut parser = lexopt::Parser::from_args(args);
     let mut config = Config::default();
     let mut log_level = None;
+    let mut echo = false;
     while let Some(arg) = parser.next().map_err(|e| e.to_string())? {
         let name = match &arg {
             Long(name) => format!("--{name}"),
@@ -72,6 +75,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, String
             }
             Long("max-line") => config.max_line = number(&name, &mut parser)?,
             Long("log-level") => log_level = Some(level(&name, &mut parser)?),
+            Long("echo") => echo = true,
             Short('h') | Long("help") => return Ok(Command::Help),
             Short('V') | Long("version") => return Ok(Command::Version),
             _ => return Err(format!("unknown option '{name}' (see --help)")),
@@ -84,7 +88,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, String
         ));
     }
     config.validate()?;
-    Ok(Command::Serve(config, log_level))
+    Ok(Command::Serve(config, log_level, echo))
 }
 
 /// The option's value as UTF-8 text.
@@ -143,12 +147,13 @@ mod tests {
 
     #[test]
     fn defaults_serve_both_protocols_on_port_8000() {
-        let Ok(Command::Serve(config, level)) = parse_args(&[]) else {
+        let Ok(Command::Serve(config, level, echo)) = parse_args(&[]) else {
             panic!("no config")
         };
         assert_eq!(config.tcp, Some("127.0.0.1:8000".parse().unwrap()));
         assert_eq!(config.udp, config.tcp);
         assert_eq!(level, None);
+        assert!(!echo);
     }
 
     #[test]
@@ -175,7 +180,7 @@ mod tests {
 
     #[test]
     fn localhost_and_zero_timeout() {
-        let Ok(Command::Serve(config, _)) = parse_args(&[
+        let Ok(Command::Serve(config, _, _)) = parse_args(&[
             "--tcp",
             "localhost:0",
             "--idle-timeout",

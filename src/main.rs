@@ -6,13 +6,13 @@ mod cli;
 use std::io::Write;
 use std::process::ExitCode;
 
-use ackloop::{Error, Server};
+use ackloop::{Echo, Error, Server};
 use cli::Command;
 use log::LevelFilter;
 
 fn main() -> ExitCode {
-    let (config, level) = match cli::parse(std::env::args_os().skip(1)) {
-        Ok(Command::Serve(config, level)) => (config, level),
+    let (config, level, echo) = match cli::parse(std::env::args_os().skip(1)) {
+        Ok(Command::Serve(config, level, echo)) => (config, level, echo),
         Ok(Command::Help) => {
             println!("{}", cli::HELP);
             return ExitCode::SUCCESS;
@@ -24,7 +24,12 @@ fn main() -> ExitCode {
         Err(message) => return fail(2, &message),
     };
     init_logging(level);
-    let mut server = match Server::bind(config) {
+    let bound = if echo {
+        Server::with_responder(config, Echo)
+    } else {
+        Server::bind(config)
+    };
+    let mut server = match bound {
         Ok(server) => server,
         Err(Error::Config(message)) => return fail(2, &message),
         Err(e) => return fail(1, &e.to_string()),

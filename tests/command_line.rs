@@ -197,3 +197,14 @@ fn idle_connections_are_closed_active_ones_kept() {
     active.read_exact(&mut reply).unwrap();
     assert_eq!(&reply, b"Received\n");
 }
+
+#[test]
+fn echo_sends_every_message_back() {
+    let server = Process::start(&["--mode", "line", "--echo"]);
+    let mut stream = connect(server.tcp());
+    stream.write_all(b"one\r\ntwo\n").unwrap();
+    let mut replies = [0; 8];
+    stream.read_exact(&mut replies).unwrap();
+    assert_eq!(&replies, b"one\ntwo\n");
+    assert_eq!(udp_request(server.udp(), b"datagram"), b"datagram");
+}
