@@ -10,11 +10,11 @@
 //! Scenarios: `once` (connect, send `Hello, Server`, read to EOF, check the
 //! reply, reconnect), `line` (persistent connections, `--depth` requests in
 //! flight each), `udp` (one datagram in flight per socket; no reply within
-//! 200 ms is a loss). It prints one line: rate, latency percentiles, errors,
+//! 200 ms is a loss), `idle` (hold `--conns` open line-mode connections,
+//! each confirmed by one round trip, and report the server's RSS per
+//! connection from /proc; needs `--pid`). It prints one line: rate, latency percentiles, errors,
 //! losses and, with `--pid`, the server's CPU time per operation read from
 //! /proc (the fair figure when the load generator is the bottleneck).
-//!
-//! Not done yet: the `idle` scenario of issue 5.
 
 use std::collections::VecDeque;
 use std::io::{ErrorKind, Read, Write};
@@ -92,6 +92,7 @@ fn main() {
     let (histogram, errors, lost) = match options.scenario.as_str() {
         "once" | "line" => run_tcp(&options),
         "udp" => run_udp(&options),
+        "idle" => return run_idle(&options),
         other => fail(&format!("unknown scenario {other}")),
     };
     let secs = started.elapsed().as_secs_f64();
@@ -279,6 +280,41 @@ fn run_udp(options: &Options) -> (Histogram, u64, u64) {
         }
     }
     (histogram, errors, lost)
+}
+
+/// Idle: open `conns` connections to a line-mode server, one round trip
+/// each, and report how much the server's RSS grew per connection. Plain
+/// blocking sockets: here nothing is measured but memory.
+fn run_idle(options: &Options) {
+    use std::net::TcpStream as BlockingStream;
+    let pid = options.pid.unwrap_or_else(|| fail("idle needs --pid"));
+    let before = rss_bytes(pid);
+    let mut held = Vec::with_capacity(options.conns);
+    for _ in 0..options.conns {
+        let mut stream = BlockingStream::connect(options.tcp)
+            .unwrap_or_else(|e| fail(&format!("connect: {e} (raise ulimit -n?)")));
+        let mut reply = [0; 9];
+        stream.write_all(b"x\n").expect("write");
+        stream.read_exact(&mut reply).expect("reply");
+        held.push(stream);
+    }
+    let grown = rss_bytes(pid).saturating_sub(before);
+    println!(
+        "scenario=idle conns={} rss_bytes_per_conn={:.1}",
+        options.conns,
+        grown as f64 / options.conns.max(1) as f64
+    );
+}
+
+/// VmRSS of a process, in bytes.
+fn rss_bytes(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let kib = status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|rest| rest.split_whitespace().next()?.parse::<u64>().ok())
+        .unwrap_or(0);
+    kib * 1024
 }
 
 /// utime + stime of a process, in clock ticks, from /proc/PID/stat.
