@@ -1,207 +1,606 @@
-//! Shared helpers for the tests that run the `ackloop` binary: start it on
-//! 127.0.0.1:0, learn its ports from stdout, stop it, and talk to it with
-//! deadlines.
+//! Shared helpers for the black-box tests of the `ackloop` binary: start it
+//! on 127.0.0.1:0, learn its ports from stdout, signal and stop it, watch
+//! its memory and CPU, and talk to it with deadlines.
+//!
+//! Every wait here is bounded by a deadline that only ends a test that has
+//! already failed; none decides success. The binary is
+//! `CARGO_BIN_EXE_ackloop`; `ACKLOOP_BIN` overrides it for local
+//! experiments against another server speaking the same command line.
 
 #![allow(dead_code)] // Each test file uses a subset.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{self, BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, ChildStdout, Command, ExitStatus, Stdio};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 /// Bounds every wait; generous, so it only ends a test that already failed.
 pub const DEADLINE: Duration = Duration::from_secs(15);
 
-pub const BIN: &str = env!("CARGO_BIN_EXE_ackloop");
+/// How often a condition is polled while waiting for it.
+const POLL_EVERY: Duration = Duration::from_millis(10);
 
-/// A running `ackloop` process, killed if the test ends early.
-pub struct Process {
-    child: Child,
-    pub tcp: Option<SocketAddr>,
-    pub udp: Option<SocketAddr>,
-    stderr: Arc<Mutex<String>>,
+/// Signal numbers, sent with the `kill` command.
+pub const SIGINT: i32 = 2;
+pub const SIGTERM: i32 = 15;
+
+/// The counters the exit summary names (SPEC section 1).
+pub const SUMMARY_COUNTERS: [&str; 6] = [
+    "accepted",
+    "rejected",
+    "messages",
+    "datagrams",
+    "bytes in",
+    "bytes out",
+];
+
+/// The binary under test.
+pub fn bin() -> String {
+    std::env::var("ACKLOOP_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_ackloop").to_string())
 }
 
-impl Process {
-    /// Starts the binary with `args` after the loopback port-0 addresses.
+/// Loopback, port 0, for both protocols: what every test starts with.
+const PORT_ZERO: [&str; 4] = ["--tcp", "127.0.0.1:0", "--udp", "127.0.0.1:0"];
+
+/// Text a child wrote to a pipe, and whether the pipe has closed.
+#[derive(Default)]
+struct Captured {
+    text: String,
+    closed: bool,
+}
+
+/// Copies a pipe into `Captured` until it closes.
+fn capture(mut pipe: impl Read + Send + 'static) -> Arc<Mutex<Captured>> {
+    let captured = Arc::new(Mutex::new(Captured::default()));
+    let sink = Arc::clone(&captured);
+    std::thread::spawn(move || {
+        let mut buf = [0; 4096];
+        loop {
+            match pipe.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => sink
+                    .lock()
+                    .unwrap()
+                    .text
+                    .push_str(&String::from_utf8_lossy(&buf[..n])),
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(_) => break,
+            }
+        }
+        sink.lock().unwrap().closed = true;
+    });
+    captured
+}
+
+/// Sends stdout line by line over a channel, so reading the address lines
+/// can have a deadline.
+fn stdout_lines(pipe: ChildStdout) -> Receiver<String> {
+    let (send, receive) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(pipe).lines() {
+            let Ok(line) = line else { break };
+            if send.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    receive
+}
+
+/// A running `ackloop` process. Dropping it kills and reaps the process,
+/// so a failing test never leaves a server behind.
+pub struct Server {
+    child: Child,
+    /// The bound TCP address from the `tcp ADDR` line, if one was printed.
+    pub tcp: Option<SocketAddr>,
+    /// The bound UDP address from the `udp ADDR` line, if one was printed.
+    pub udp: Option<SocketAddr>,
+    stdout: Receiver<String>,
+    stderr: Arc<Mutex<Captured>>,
+    exited: Option<ExitStatus>,
+}
+
+impl Server {
+    /// Starts the binary on `127.0.0.1:0` for both protocols, then `args`,
+    /// and reads the address lines it prints before serving.
     #[track_caller]
-    pub fn start(args: &[&str]) -> Process {
-        let mut all = vec!["--tcp", "127.0.0.1:0", "--udp", "127.0.0.1:0"];
-        all.extend_from_slice(args);
-        Process::spawn(Command::new(BIN).args(&all), address_lines(args))
+    pub fn start(args: &[&str]) -> Server {
+        let mut command = Command::new(bin());
+        command.args(PORT_ZERO).args(args);
+        Server::spawn(command, args)
     }
 
-    /// Starts it with at most `limit` open file descriptors.
+    /// Like `start`, with at most `limit` open file descriptors
+    /// (`ulimit -n`, set by a shell that then `exec`s the binary, so the pid
+    /// is the server's).
     #[track_caller]
-    pub fn start_with_fd_limit(limit: u32, args: &[&str]) -> Process {
+    pub fn start_with_fd_limit(limit: u32, args: &[&str]) -> Server {
         let script = format!("ulimit -n {limit} && exec \"$0\" \"$@\"");
         let mut command = Command::new("sh");
         command
-            .args([
-                "-c",
-                &script,
-                BIN,
-                "--tcp",
-                "127.0.0.1:0",
-                "--udp",
-                "127.0.0.1:0",
-            ])
+            .args(["-c", &script, &bin()])
+            .args(PORT_ZERO)
             .args(args);
-        Process::spawn(&mut command, address_lines(args))
+        Server::spawn(command, args)
     }
 
     #[track_caller]
-    fn spawn(command: &mut Command, expected: usize) -> Process {
+    fn spawn(mut command: Command, args: &[&str]) -> Server {
         let mut child = command
+            // The log level is the tests' choice, not the environment's.
+            .env_remove("RUST_LOG")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .expect("ackloop starts");
-        let stderr = Arc::new(Mutex::new(String::new()));
-        let mut pipe = child.stderr.take().unwrap();
-        let sink = Arc::clone(&stderr);
-        std::thread::spawn(move || {
-            let mut text = String::new();
-            let mut buf = [0; 4096];
-            while let Ok(n) = pipe.read(&mut buf) {
-                if n == 0 {
-                    break;
-                }
-                text.push_str(&String::from_utf8_lossy(&buf[..n]));
-                *sink.lock().unwrap() = text.clone();
-            }
-        });
-        let mut lines = BufReader::new(child.stdout.take().unwrap());
-        let (mut tcp, mut udp) = (None, None);
-        // The address lines come before serving; the pipe closing early
-        // (a startup failure) ends this loop.
-        let mut line = String::new();
-        for _ in 0..expected {
-            line.clear();
-            if lines.read_line(&mut line).unwrap_or(0) == 0 {
-                break; // Exited before serving.
-            }
-            match line.split_once(' ') {
-                Some(("tcp", addr)) => tcp = Some(addr.trim().parse().unwrap()),
-                Some(("udp", addr)) => udp = Some(addr.trim().parse().unwrap()),
-                _ => panic!("unexpected stdout line {line:?}"),
-            }
-        }
-        Process {
+        let stderr = capture(child.stderr.take().unwrap());
+        let stdout = stdout_lines(child.stdout.take().unwrap());
+        let mut server = Server {
             child,
-            tcp,
-            udp,
+            tcp: None,
+            udp: None,
+            stdout,
             stderr,
+            exited: None,
+        };
+        let off = |flag: &str| args.contains(&flag);
+        let expected: Vec<&str> = [("tcp", "--no-tcp"), ("udp", "--no-udp")]
+            .into_iter()
+            .filter(|(_, flag)| !off(flag))
+            .map(|(protocol, _)| protocol)
+            .collect();
+        // The address lines come first, tcp before udp, one per socket.
+        for protocol in expected {
+            let line = match server.stdout.recv_timeout(DEADLINE) {
+                Ok(line) => line,
+                Err(RecvTimeoutError::Timeout) => {
+                    panic!("no `{protocol} ADDR` line on stdout within {DEADLINE:?}")
+                }
+                Err(RecvTimeoutError::Disconnected) => {
+                    let status = server.wait_timeout(DEADLINE);
+                    panic!(
+                        "stdout closed before the `{protocol} ADDR` line; \
+                         exit status {status:?}, stderr:\n{}",
+                        server.final_stderr()
+                    )
+                }
+            };
+            let addr = match line.split_once(' ') {
+                Some((name, addr)) if name == protocol => addr.parse::<SocketAddr>(),
+                _ => panic!("expected a `{protocol} ADDR` line on stdout, got {line:?}"),
+            }
+            .unwrap_or_else(|e| panic!("{line:?}: not an address: {e}"));
+            assert_eq!(addr.ip().to_string(), "127.0.0.1", "{line:?}");
+            assert_ne!(addr.port(), 0, "{line:?}: port 0 must be resolved");
+            match protocol {
+                "tcp" => server.tcp = Some(addr),
+                _ => server.udp = Some(addr),
+            }
         }
+        server
     }
 
+    #[track_caller]
     pub fn tcp(&self) -> SocketAddr {
-        self.tcp.expect("tcp address printed")
+        self.tcp.expect("a `tcp ADDR` line was printed")
     }
 
+    #[track_caller]
     pub fn udp(&self) -> SocketAddr {
-        self.udp.expect("udp address printed")
+        self.udp.expect("a `udp ADDR` line was printed")
     }
 
-    pub fn pid(&self) -> i32 {
-        self.child.id() as i32
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
+    /// Lines printed on stdout after the address lines, so far.
+    pub fn extra_stdout(&self) -> Vec<String> {
+        self.stdout.try_iter().collect()
+    }
+
+    /// Everything written on stderr so far.
     pub fn stderr(&self) -> String {
-        self.stderr.lock().unwrap().clone()
+        self.stderr.lock().unwrap().text.clone()
     }
 
+    /// Waits until stderr satisfies `done`; returns it.
+    #[track_caller]
+    pub fn wait_for_stderr(&self, what: &str, done: impl Fn(&str) -> bool) -> String {
+        let mut text = String::new();
+        let found = wait_until(DEADLINE, || {
+            text = self.stderr();
+            done(&text)
+        });
+        assert!(
+            found,
+            "stderr never showed {what} within {DEADLINE:?}:\n{text}"
+        );
+        text
+    }
+
+    /// Stderr once the pipe has closed (the process exited), bounded.
+    pub fn final_stderr(&self) -> String {
+        wait_until(DEADLINE, || self.stderr.lock().unwrap().closed);
+        self.stderr()
+    }
+
+    /// Sends `signal` with the `kill` command.
+    #[track_caller]
     pub fn signal(&self, signal: i32) {
-        // SAFETY: kill(2) on our own child's pid; no memory is involved.
-        assert_eq!(unsafe { libc::kill(self.pid(), signal) }, 0);
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.pid().to_string())
+            .status()
+            .expect("the kill command runs");
+        assert!(status.success(), "kill -{signal} {}: {status}", self.pid());
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        self.poll_exit().is_none()
+    }
+
+    fn poll_exit(&mut self) -> Option<ExitStatus> {
+        if self.exited.is_none() {
+            self.exited = self.child.try_wait().expect("try_wait");
+        }
+        self.exited
+    }
+
+    /// Waits at most `within` for the process to exit.
+    pub fn wait_timeout(&mut self, within: Duration) -> Option<ExitStatus> {
+        let mut status = None;
+        wait_until(within, || {
+            status = self.poll_exit();
+            status.is_some()
+        });
+        status
     }
 
     /// Waits for the process to exit, at most `DEADLINE`.
     #[track_caller]
     pub fn wait(&mut self) -> ExitStatus {
-        let deadline = Instant::now() + DEADLINE;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(Instant::now() < deadline, "ackloop did not exit");
-            std::thread::sleep(Duration::from_millis(10));
+        match self.wait_timeout(DEADLINE) {
+            Some(status) => status,
+            None => panic!(
+                "ackloop did not exit within {DEADLINE:?}; stderr:\n{}",
+                self.stderr()
+            ),
         }
     }
 
-    /// CPU time used so far, in clock ticks (utime + stime).
+    /// SIGTERM, then waits for the exit: its status and all of stderr.
+    #[track_caller]
+    pub fn terminate(&mut self) -> (ExitStatus, String) {
+        self.signal(SIGTERM);
+        let status = self.wait();
+        (status, self.final_stderr())
+    }
+
+    /// Resident memory in KiB, from /proc/PID/status.
+    #[track_caller]
+    pub fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
+            .expect("/proc/PID/status of a running server");
+        let line = status
+            .lines()
+            .find(|l| l.starts_with("VmRSS:"))
+            .expect("VmRSS line");
+        line.split_whitespace().nth(1).unwrap().parse().unwrap()
+    }
+
+    /// CPU time used so far in clock ticks (utime + stime, /proc/PID/stat).
+    #[track_caller]
     pub fn cpu_ticks(&self) -> u64 {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).unwrap();
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid()))
+            .expect("/proc/PID/stat of a running server");
+        // The command name may hold spaces: count fields after its ')'.
         let fields: Vec<&str> = stat
             .rsplit_once(')')
             .unwrap()
             .1
             .split_whitespace()
             .collect();
+        // Fields 14 and 15 of stat(5); the first after ')' is field 3.
         fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
     }
-
-    /// Resident memory in KiB.
-    pub fn rss_kib(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
-        let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
-        line.split_whitespace().nth(1).unwrap().parse().unwrap()
-    }
 }
 
-impl Drop for Process {
+impl Drop for Server {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        if self.exited.is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
     }
 }
 
-/// How many address lines a server started with `args` prints.
-fn address_lines(args: &[&str]) -> usize {
-    2 - args
-        .iter()
-        .filter(|a| **a == "--no-tcp" || **a == "--no-udp")
-        .count()
+/// Polls `done` every few milliseconds until it holds or `within` passes;
+/// returns whether it held.
+pub fn wait_until(within: Duration, mut done: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + within;
+    loop {
+        if done() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(POLL_EVERY);
+    }
 }
 
-/// Runs the binary with `args` to completion: exit status, stdout, stderr.
+/// Runs the binary with `args` after the port-0 addresses (an address in
+/// `args` overrides them) to completion, killing it if it is still running
+/// after `DEADLINE`: exit status, stdout, stderr.
+#[track_caller]
 pub fn run(args: &[&str]) -> (ExitStatus, String, String) {
-    let output = Command::new(BIN).args(args).output().expect("runs");
-    (
-        output.status,
-        String::from_utf8_lossy(&output.stdout).into(),
-        String::from_utf8_lossy(&output.stderr).into(),
-    )
+    let mut command = Command::new(bin());
+    for pair in PORT_ZERO.chunks(2) {
+        if !args.contains(&pair[0]) {
+            command.args(pair);
+        }
+    }
+    let mut child = command
+        .args(args)
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("ackloop starts");
+    let stdout = capture(child.stdout.take().unwrap());
+    let stderr = capture(child.stderr.take().unwrap());
+    let mut status = None;
+    wait_until(DEADLINE, || {
+        status = child.try_wait().expect("try_wait");
+        status.is_some()
+    });
+    if status.is_none() {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    let text = |captured: &Arc<Mutex<Captured>>| {
+        wait_until(DEADLINE, || captured.lock().unwrap().closed);
+        captured.lock().unwrap().text.clone()
+    };
+    let (stdout, stderr) = (text(&stdout), text(&stderr));
+    let Some(status) = status else {
+        panic!("{args:?}: still running after {DEADLINE:?}; stdout {stdout:?}, stderr {stderr:?}");
+    };
+    (status, stdout, stderr)
 }
 
+/// The value of a counter in the exit summary, written either `name N`
+/// (with an optional `:` or `=`) or `N name`.
+pub fn counter(summary: &str, name: &str) -> Option<u64> {
+    let at = summary.rfind(name)?;
+    let after = summary[at + name.len()..].trim_start_matches([' ', ':', '=']);
+    let digits: String = after.chars().take_while(char::is_ascii_digit).collect();
+    if !digits.is_empty() {
+        return digits.parse().ok();
+    }
+    let before = summary[..at].trim_end_matches([' ', ':', '=']);
+    let start = before
+        .rfind(|c: char| !c.is_ascii_digit())
+        .map_or(0, |i| i + 1);
+    before[start..].parse().ok()
+}
+
+/// Asserts that `stderr` holds the exit summary naming every counter;
+/// returns the summary line.
+#[track_caller]
+pub fn assert_summary(stderr: &str) -> String {
+    let line = stderr
+        .lines()
+        .rev()
+        .find(|line| SUMMARY_COUNTERS.iter().all(|c| line.contains(c)))
+        .unwrap_or_else(|| {
+            panic!("no summary line naming {SUMMARY_COUNTERS:?} on stderr:\n{stderr}")
+        });
+    for name in SUMMARY_COUNTERS {
+        assert!(
+            counter(line, name).is_some(),
+            "summary {line:?}: no value for {name:?}"
+        );
+    }
+    line.to_string()
+}
+
+/// Bytes as text, for readable assertions.
+pub fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// Connects with read and write timeouts of `DEADLINE`.
 #[track_caller]
 pub fn connect(addr: SocketAddr) -> TcpStream {
-    let stream = TcpStream::connect(addr).expect("connect");
+    let stream = TcpStream::connect_timeout(&addr, DEADLINE)
+        .unwrap_or_else(|e| panic!("connect to {addr}: {e}"));
     stream.set_read_timeout(Some(DEADLINE)).unwrap();
     stream.set_write_timeout(Some(DEADLINE)).unwrap();
     stream
 }
 
-/// Sends `request`, reads until the server closes.
+/// How a stream read to its end ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum End {
+    /// An orderly close (FIN): `read` returned 0.
+    Eof,
+    /// A reset or abort from the peer.
+    Reset,
+    /// Neither within the deadline: the peer left the stream hanging.
+    TimedOut,
+}
+
+/// What was read up to the end of a stream, and how it ended.
+#[derive(Debug)]
+pub struct Drained {
+    pub bytes: Vec<u8>,
+    pub end: End,
+}
+
+fn is_timeout(e: &io::Error) -> bool {
+    matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut)
+}
+
+fn is_reset(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        ErrorKind::ConnectionReset | ErrorKind::ConnectionAborted | ErrorKind::BrokenPipe
+    )
+}
+
+/// Reads until the peer closes the stream or `within` passes.
+#[track_caller]
+pub fn read_until_closed(stream: &TcpStream, within: Duration) -> Drained {
+    read_until_closed_by(stream, Instant::now() + within)
+}
+
+/// Reads until the peer closes the stream or `deadline` comes (a deadline
+/// shared by many streams read one after the other).
+#[track_caller]
+pub fn read_until_closed_by(mut stream: &TcpStream, deadline: Instant) -> Drained {
+    let mut bytes = Vec::new();
+    let mut buf = vec![0; 64 * 1024];
+    let end = loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            break End::TimedOut;
+        }
+        stream.set_read_timeout(Some(left)).unwrap();
+        match stream.read(&mut buf) {
+            Ok(0) => break End::Eof,
+            Ok(n) => bytes.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) if is_timeout(&e) => {}
+            Err(e) if is_reset(&e) => break End::Reset,
+            Err(e) => panic!("read: {e}"),
+        }
+    };
+    Drained { bytes, end }
+}
+
+/// Reads exactly `n` bytes within `DEADLINE`, or fails saying what came.
+#[track_caller]
+pub fn read_exactly(mut stream: &TcpStream, n: usize) -> Vec<u8> {
+    let deadline = Instant::now() + DEADLINE;
+    let mut bytes = vec![0; n];
+    let mut got = 0;
+    while got < n {
+        let left = deadline.saturating_duration_since(Instant::now());
+        assert!(
+            !left.is_zero(),
+            "only {got} of {n} bytes within {DEADLINE:?}: {:?}",
+            String::from_utf8_lossy(&bytes[..got])
+        );
+        stream.set_read_timeout(Some(left)).unwrap();
+        match stream.read(&mut bytes[got..]) {
+            Ok(0) => panic!(
+                "EOF after {got} of {n} bytes: {:?}",
+                String::from_utf8_lossy(&bytes[..got])
+            ),
+            Ok(k) => got += k,
+            Err(e) if e.kind() == ErrorKind::Interrupted || is_timeout(&e) => {}
+            Err(e) => panic!(
+                "{e} after {got} of {n} bytes: {:?}",
+                String::from_utf8_lossy(&bytes[..got])
+            ),
+        }
+    }
+    bytes
+}
+
+/// Waits, without consuming anything, until the stream has bytes to read.
+#[track_caller]
+pub fn wait_readable(stream: &TcpStream) {
+    let deadline = Instant::now() + DEADLINE;
+    let mut byte = [0; 1];
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        assert!(!left.is_zero(), "nothing to read within {DEADLINE:?}");
+        stream.set_read_timeout(Some(left)).unwrap();
+        match stream.peek(&mut byte) {
+            Ok(0) => panic!("EOF while waiting for bytes"),
+            Ok(_) => return,
+            Err(e) if e.kind() == ErrorKind::Interrupted || is_timeout(&e) => {}
+            Err(e) => panic!("peek: {e}"),
+        }
+    }
+}
+
+/// Sends `request` on a new connection and reads until the server closes
+/// it with a FIN, within `DEADLINE`: the reply.
 #[track_caller]
 pub fn tcp_request(addr: SocketAddr, request: &[u8]) -> Vec<u8> {
     let mut stream = connect(addr);
-    stream.write_all(request).unwrap();
-    let mut reply = Vec::new();
-    stream.read_to_end(&mut reply).expect("reply then EOF");
-    reply
+    stream.write_all(request).expect("request sent");
+    let drained = read_until_closed(&stream, DEADLINE);
+    assert_eq!(
+        drained.end,
+        End::Eof,
+        "the reply must end with an orderly close; got {:?}",
+        String::from_utf8_lossy(&drained.bytes)
+    );
+    drained.bytes
 }
 
-/// Sends one datagram, returns the reply datagram.
+/// Line mode: sends `line` (with its terminator) and reads one reply of
+/// `reply_len` bytes on an open connection.
+#[track_caller]
+pub fn line_exchange(mut stream: &TcpStream, line: &[u8], reply_len: usize) -> Vec<u8> {
+    stream.write_all(line).expect("line sent");
+    read_exactly(stream, reply_len)
+}
+
+/// Sends one datagram from a fresh socket, returns the reply datagram
+/// (received within `DEADLINE`).
 #[track_caller]
 pub fn udp_request(addr: SocketAddr, request: &[u8]) -> Vec<u8> {
     let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    // Connected: only the server's datagrams are received.
+    socket.connect(addr).unwrap();
     socket.set_read_timeout(Some(DEADLINE)).unwrap();
-    socket.send_to(request, addr).unwrap();
-    let mut buf = vec![0; 70_000];
-    let n = socket.recv(&mut buf).expect("a reply datagram");
+    let sent = socket.send(request).expect("datagram sent");
+    assert_eq!(sent, request.len());
+    let mut buf = vec![0; 65_536];
+    let n = socket
+        .recv(&mut buf)
+        .unwrap_or_else(|e| panic!("no reply datagram within {DEADLINE:?}: {e}"));
     buf.truncate(n);
     buf
+}
+
+/// Joins a helper thread, within `DEADLINE`; its panic becomes ours.
+#[track_caller]
+pub fn join<T>(thread: JoinHandle<T>) -> T {
+    assert!(
+        wait_until(DEADLINE, || thread.is_finished()),
+        "a helper thread did not finish within {DEADLINE:?}"
+    );
+    match thread.join() {
+        Ok(value) => value,
+        Err(panic) => std::panic::resume_unwind(panic),
+    }
+}
+
+/// Writes `bytes` in `chunk`-sized writes until done, an error, or a
+/// write timeout: how many bytes went out. For floods whose writes are
+/// expected to block once the server pushes back.
+pub fn write_until_blocked(mut stream: &TcpStream, bytes: u64, chunk: &[u8]) -> u64 {
+    let mut sent = 0;
+    while sent < bytes {
+        match stream.write(chunk) {
+            Ok(0) => break,
+            Ok(n) => sent += n as u64,
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(_) => break, // Timed out (pushed back), or closed by the server.
+        }
+    }
+    sent
 }
