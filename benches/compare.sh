@@ -13,6 +13,8 @@
 #   DURATION [3]       seconds per measured run
 #   SERVERS ["ackloop c"]  which servers to run
 #   IDLE_CONNS [10000] connections in the idle scenario
+#   ONLY [all]         run only the scenarios whose label starts with one of
+#                      these words (e.g. ONLY="udp line:64x16")
 #   START_RUNS [20]    runs for the start-up time median
 #   C_SRC [../shared/bench/c_epoll/server.c]
 #
@@ -48,6 +50,17 @@ die() {
     echo "compare.sh: $*" >&2
     exit 1
 }
+
+if [[ -n ${ONLY:-} ]]; then
+    chosen=()
+    for scenario in "${SCENARIOS[@]}"; do
+        for word in $ONLY; do
+            [[ $scenario == "$word"* ]] && chosen+=("$scenario") && break
+        done
+    done
+    ((${#chosen[@]})) || die "ONLY=$ONLY matches no scenario"
+    SCENARIOS=("${chosen[@]}")
+fi
 
 # ------------------------------------------------------------------ servers
 

@@ -116,7 +116,9 @@ impl LineFramer {
         if self.failed {
             return (input.len(), Piece::TooLong);
         }
-        match input.iter().position(|&b| b == b'\n') {
+        // `memchr` scans 16 or 32 bytes per instruction; a byte-by-byte
+        // search was half of the server's own CPU time with pipelined lines.
+        match memchr::memchr(b'\n', input) {
             Some(newline) => {
                 let mut tail = &input[..newline];
                 // "\r\n" split across two inputs: the carried '\r' ends it.
