@@ -96,6 +96,17 @@
 //!    later event in the same batch for the old connection must not reach
 //!    a new one that got the same key.
 //!
+//! ## Datagrams
+//!
+//! UDP has no connections: every datagram is a message, and its reply goes
+//! back to its source with `send_to`, straight away. Only when the socket
+//! would block does the reply wait, in a queue bounded by
+//! [`REPLY_QUEUE_LEN`] and [`REPLY_QUEUE_BYTES`] (past it, replies are
+//! dropped and counted), and only then is `WRITABLE` registered. With the
+//! fixed reply on Linux the payload is never needed, so `recvmmsg` takes up
+//! to 32 datagrams per system call without copying them, and one
+//! `sendmmsg` answers them all: the crate's only `unsafe` code.
+//!
 //! ## Time
 //!
 //! mio has no timers. Each connection records when it last received bytes;

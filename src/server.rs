@@ -315,10 +315,11 @@ impl Server {
             }
             None => (None, None),
         };
+        let fixed_reply = matches!(replies, Replies::Fixed(_));
         let (udp, udp_addr) = match config.udp {
             Some(addr) => {
                 let (socket, bound) = bind_udp(poll.registry(), addr)?;
-                (Some(Udp::new(socket)), Some(bound))
+                (Some(Udp::new(socket, fixed_reply)), Some(bound))
             }
             None => (None, None),
         };

@@ -1,23 +1,30 @@
 //! UDP: one reply datagram for every datagram, with a bounded queue for
 //! the replies the socket cannot take right now.
 //!
-//! There are no connections: each datagram is a whole message, read into
-//! the loop's shared 64 KiB buffer (the largest UDP payload, 65,507 bytes,
-//! fits). A reply goes straight back with `send_to`; only when that would
-//! block does it wait in the queue, which the next writable event drains.
-//! While the queue holds anything, new replies go behind it, in order.
+//! There are no connections: each datagram is a whole message. With a
+//! custom responder it is read into the loop's shared 64 KiB buffer (the
+//! largest UDP payload, 65,507 bytes, fits) and answered with `send_to`.
+//! With the fixed reply on Linux, [`batch`] takes up to 32 datagrams per
+//! system call and answers them all with one more. Only when the socket
+//! would block does a reply wait in the queue, which the next writable
+//! event drains. While the queue holds anything, new replies go behind it,
+//! in order.
 
 use std::collections::VecDeque;
 use std::io::{self, ErrorKind};
 use std::net::SocketAddr;
 
-use log::{debug, trace, warn};
+use log::{Level, debug, log_enabled, trace, warn};
 use mio::net::UdpSocket;
 use mio::{Interest, Registry};
 
 use crate::reply::{Protocol, Replies, Request};
 use crate::server::{RateLimit, Turn, UDP};
-use crate::stats::add;
+use crate::stats::{Counters, add};
+use crate::timer::Millis;
+
+#[cfg(target_os = "linux")]
+mod batch;
 
 /// Datagrams read per turn before other sources get their turn: a flood
 /// on UDP cannot starve TCP clients.
@@ -50,10 +57,15 @@ pub(crate) struct Udp {
     /// `WRITABLE` is registered: only while the queue holds replies.
     write_interest: bool,
     drop_log: RateLimit,
+    /// Linux, fixed reply: sources and lengths of a `recvmmsg` batch.
+    #[cfg(target_os = "linux")]
+    batch: Option<Box<batch::Batch>>,
 }
 
 impl Udp {
-    pub fn new(socket: UdpSocket) -> Udp {
+    /// `fixed_reply`: every reply is the same, so datagrams can be taken
+    /// and answered in batches without reading their payloads.
+    pub fn new(socket: UdpSocket, fixed_reply: bool) -> Udp {
         Udp {
             socket,
             queue: VecDeque::new(),
@@ -61,6 +73,8 @@ impl Udp {
             spare: Vec::new(),
             write_interest: false,
             drop_log: RateLimit::default(),
+            #[cfg(target_os = "linux")]
+            batch: fixed_reply.then(batch::Batch::new),
         }
     }
 
@@ -74,7 +88,23 @@ impl Udp {
     /// Returns whether the budget ran out with datagrams perhaps left.
     pub fn serve(&mut self, t: &mut Turn<'_>) -> bool {
         self.send_queued(t);
-        let mut still_ready = true;
+        #[cfg(target_os = "linux")]
+        let still_ready = match (self.batch.take(), &*t.replies) {
+            (Some(mut batch), Replies::Fixed(_)) => {
+                let still_ready = self.serve_batches(&mut batch, t);
+                self.batch = Some(batch);
+                still_ready
+            }
+            _ => self.serve_one_by_one(t),
+        };
+        #[cfg(not(target_os = "linux"))]
+        let still_ready = self.serve_one_by_one(t);
+        self.settle_interest(t.registry);
+        still_ready
+    }
+
+    /// Reads and answers one datagram at a time.
+    fn serve_one_by_one(&mut self, t: &mut Turn<'_>) -> bool {
         for _ in 0..DATAGRAMS_PER_TURN {
             match self.socket.recv_from(t.buf) {
                 Ok((n, from)) => {
@@ -84,18 +114,68 @@ impl Udp {
                     self.answer(n, from, t);
                 }
                 // Drained: the next datagram brings a new event.
-                Err(e) if e.kind() == ErrorKind::WouldBlock => {
-                    still_ready = false;
-                    break;
-                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return false,
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,
                 // An error reported for an earlier send (ICMP port
                 // unreachable, say): it concerns that datagram only.
                 Err(e) => debug!("udp: receive error: {e}"),
             }
         }
-        self.settle_interest(t.registry);
-        still_ready
+        true
+    }
+
+    /// Fixed reply on Linux: takes datagrams [`batch::BATCH`] at a time and
+    /// answers each batch with one `sendmmsg`; what the socket cannot take
+    /// waits in the queue.
+    #[cfg(target_os = "linux")]
+    fn serve_batches(&mut self, batch: &mut batch::Batch, t: &mut Turn<'_>) -> bool {
+        let Replies::Fixed(pattern) = &*t.replies else {
+            unreachable!("batches serve the fixed reply only")
+        };
+        let reply = pattern.text();
+        for _ in 0..DATAGRAMS_PER_TURN / batch::BATCH {
+            let received = match batch.receive(&self.socket) {
+                Ok(n) => n,
+                // Drained: the next datagram brings a new event.
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return false,
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    debug!("udp: receive error: {e}");
+                    continue;
+                }
+            };
+            add(&t.counters.datagrams, received as u64);
+            for i in 0..received {
+                add(&t.counters.bytes_in, batch.len(i) as u64);
+                if log_enabled!(Level::Trace) {
+                    trace!("udp: {} bytes from {:?}", batch.len(i), batch.source(i));
+                }
+            }
+            let mut next = 0;
+            while next < received && self.queue.is_empty() {
+                match batch.send(&self.socket, reply, next..received) {
+                    Ok(sent) => {
+                        add(&t.counters.bytes_out, (sent * reply.len()) as u64);
+                        next += sent;
+                    }
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                    Err(e) => {
+                        debug!("udp: send to {:?} failed: {e}", batch.source(next));
+                        add(&t.counters.replies_dropped, 1);
+                        next += 1;
+                    }
+                }
+            }
+            // What the socket would not take waits, in order.
+            for i in next..received {
+                match batch.source(i) {
+                    Some(to) => self.queue_reply(reply, to, t.counters, t.now),
+                    None => add(&t.counters.replies_dropped, 1),
+                }
+            }
+        }
+        true
     }
 
     /// Makes the reply to the datagram in `t.buf[..len]` and sends or
@@ -126,11 +206,17 @@ impl Udp {
                 }
             }
         }
+        self.queue_reply(reply, from, t.counters, t.now);
+    }
+
+    /// Puts a reply in the queue, or drops it (counted) when the queue is
+    /// full.
+    fn queue_reply(&mut self, reply: &[u8], to: SocketAddr, counters: &Counters, now: Millis) {
         if self.queue.len() >= REPLY_QUEUE_LEN
             || self.queued_bytes + reply.len() > REPLY_QUEUE_BYTES
         {
-            add(&t.counters.replies_dropped, 1);
-            if self.drop_log.allow(t.now) {
+            add(&counters.replies_dropped, 1);
+            if self.drop_log.allow(now) {
                 warn!("udp: reply queue full; dropping replies (counted as replies dropped)");
             }
             return;
@@ -138,7 +224,7 @@ impl Udp {
         let mut bytes = self.spare.pop().unwrap_or_default();
         bytes.extend_from_slice(reply);
         self.queued_bytes += bytes.len();
-        self.queue.push_back(Queued { to: from, bytes });
+        self.queue.push_back(Queued { to, bytes });
     }
 
     /// Sends queued replies, oldest first, until the queue is empty or the

@@ -1,0 +1,205 @@
+//! Many datagrams per system call: `recvmmsg` and `sendmmsg` (Linux).
+//!
+//! With the fixed reply, every datagram gets the same bytes back and its
+//! payload is never looked at. So one `recvmmsg` takes up to [`BATCH`]
+//! datagrams without copying their payloads at all (no buffers: only each
+//! source address and, through `MSG_TRUNC`, each datagram's real length),
+//! and one `sendmmsg` sends the reply to all of their sources. Per datagram
+//! that is one system call less than `recv_from` plus `send_to`, and the
+//! system call is most of what a datagram costs the server.
+//!
+//! This is the crate's only `unsafe` code: the two calls take arrays of C
+//! structures full of raw pointers. Each block says why its pointers are
+//! valid. A custom responder needs the payload, so it keeps the portable
+//! one-datagram-at-a-time path in [`super`].
+
+use std::io;
+use std::mem::size_of;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::ops::Range;
+use std::os::fd::AsRawFd;
+use std::ptr;
+
+use libc::{
+    c_uint, c_void, iovec, mmsghdr, sockaddr_in, sockaddr_in6, sockaddr_storage, socklen_t,
+};
+
+/// Datagrams per `recvmmsg`/`sendmmsg` call. Past a few dozen, batching
+/// saves nothing more; [`DATAGRAMS_PER_TURN`](super::DATAGRAMS_PER_TURN) is
+/// a multiple of it.
+pub(crate) const BATCH: usize = 32;
+
+/// Where the datagrams of the last [`receive`](Batch::receive) came from
+/// (where their replies go) and how long they were: about 4 KiB, made once.
+pub(crate) struct Batch {
+    sources: [sockaddr_storage; BATCH],
+    source_lens: [socklen_t; BATCH],
+    lens: [u32; BATCH],
+}
+
+impl Batch {
+    pub fn new() -> Box<Batch> {
+        // SAFETY: these are plain C structures and integers, for which all
+        // zero bytes is a valid value (family AF_UNSPEC, length 0).
+        Box::new(unsafe { std::mem::zeroed() })
+    }
+
+    /// Receives up to [`BATCH`] datagrams; returns how many. Their payloads
+    /// are discarded by the kernel; [`len`](Batch::len) and
+    /// [`source`](Batch::source) tell what arrived.
+    ///
+    /// # Errors
+    ///
+    /// `WouldBlock` when no datagram is waiting, as for `recv_from`.
+    pub fn receive(&mut self, socket: &impl AsRawFd) -> io::Result<usize> {
+        let mut headers = zeroed_headers();
+        for (header, source) in headers.iter_mut().zip(self.sources.iter_mut()) {
+            header.msg_hdr.msg_name = ptr::from_mut(source).cast::<c_void>();
+            header.msg_hdr.msg_namelen = size_of::<sockaddr_storage>() as socklen_t;
+            // msg_iov stays null with msg_iovlen 0: no payload is copied,
+            // and MSG_TRUNC makes msg_len the datagram's real length.
+        }
+        // SAFETY: `headers` holds BATCH valid mmsghdr values. Each msg_name
+        // points at one element of `self.sources`, which is borrowed
+        // mutably for the whole call and is exactly msg_namelen bytes; the
+        // kernel writes nothing else (no iovecs, no control buffer, no
+        // timeout).
+        let n = unsafe {
+            libc::recvmmsg(
+                socket.as_raw_fd(),
+                headers.as_mut_ptr(),
+                BATCH as c_uint,
+                libc::MSG_DONTWAIT | libc::MSG_TRUNC,
+                ptr::null_mut(),
+            )
+        };
+        let n = usize::try_from(n).map_err(|_| io::Error::last_os_error())?;
+        for (i, header) in headers.iter().enumerate().take(n) {
+            self.lens[i] = header.msg_len;
+            self.source_lens[i] = header.msg_hdr.msg_namelen;
+        }
+        Ok(n)
+    }
+
+    /// The length of received datagram `i`.
+    pub fn len(&self, i: usize) -> usize {
+        self.lens[i] as usize
+    }
+
+    /// The source of received datagram `i`, if it is an IP address.
+    pub fn source(&self, i: usize) -> Option<SocketAddr> {
+        socket_addr(&self.sources[i], self.source_lens[i])
+    }
+
+    /// Sends `reply` to the sources of the received datagrams in `range`,
+    /// in order; returns how many were sent, at least one.
+    ///
+    /// # Errors
+    ///
+    /// `WouldBlock` when the socket cannot take the first one; any other
+    /// error concerns the first datagram only.
+    pub fn send(
+        &mut self,
+        socket: &impl AsRawFd,
+        reply: &[u8],
+        range: Range<usize>,
+    ) -> io::Result<usize> {
+        let mut iov = iovec {
+            iov_base: reply.as_ptr().cast_mut().cast::<c_void>(),
+            iov_len: reply.len(),
+        };
+        let iov: *mut iovec = &mut iov;
+        let mut headers = zeroed_headers();
+        let count = range.len();
+        for (header, i) in headers.iter_mut().zip(range) {
+            header.msg_hdr.msg_name = ptr::from_mut(&mut self.sources[i]).cast::<c_void>();
+            header.msg_hdr.msg_namelen = self.source_lens[i];
+            header.msg_hdr.msg_iov = iov;
+            header.msg_hdr.msg_iovlen = 1;
+        }
+        // SAFETY: the first `count` (at most BATCH) headers are filled in:
+        // msg_name points at an address the kernel itself wrote, with its
+        // length; msg_iov points at one iovec on this stack frame that
+        // describes `reply`, borrowed for the whole call. sendmmsg only
+        // reads them (it writes msg_len in the headers, which we own).
+        let n = unsafe {
+            libc::sendmmsg(
+                socket.as_raw_fd(),
+                headers.as_mut_ptr(),
+                count as c_uint,
+                libc::MSG_DONTWAIT,
+            )
+        };
+        usize::try_from(n).map_err(|_| io::Error::last_os_error())
+    }
+}
+
+fn zeroed_headers() -> [mmsghdr; BATCH] {
+    // SAFETY: mmsghdr is a plain C structure; all zero bytes is a valid
+    // value (null pointers, zero lengths).
+    unsafe { std::mem::zeroed() }
+}
+
+/// Reads an IPv4 or IPv6 address the kernel wrote into `storage`.
+fn socket_addr(storage: &sockaddr_storage, len: socklen_t) -> Option<SocketAddr> {
+    let len = len as usize;
+    match libc::c_int::from(storage.ss_family) {
+        libc::AF_INET if len >= size_of::<sockaddr_in>() => {
+            // SAFETY: the family says `storage` holds a sockaddr_in, and
+            // sockaddr_storage is large and aligned enough for every
+            // address type (that is what it is for).
+            let a = unsafe { &*ptr::from_ref(storage).cast::<sockaddr_in>() };
+            let ip = Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr));
+            Some(SocketAddrV4::new(ip, u16::from_be(a.sin_port)).into())
+        }
+        libc::AF_INET6 if len >= size_of::<sockaddr_in6>() => {
+            // SAFETY: as above, for sockaddr_in6.
+            let a = unsafe { &*ptr::from_ref(storage).cast::<sockaddr_in6>() };
+            let ip = Ipv6Addr::from(a.sin6_addr.s6_addr);
+            let port = u16::from_be(a.sin6_port);
+            Some(SocketAddrV6::new(ip, port, a.sin6_flowinfo, a.sin6_scope_id).into())
+        }
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::UdpSocket;
+
+    #[test]
+    fn a_batch_receives_lengths_and_sources_and_answers_each() {
+        let server = UdpSocket::bind("127.0.0.1:0").unwrap();
+        server.set_nonblocking(true).unwrap();
+        let clients: Vec<UdpSocket> = (0..3)
+            .map(|_| UdpSocket::bind("127.0.0.1:0").unwrap())
+            .collect();
+        let sizes = [0, 5, 65_507];
+        for (client, &size) in clients.iter().zip(&sizes) {
+            client
+                .send_to(&vec![7; size], server.local_addr().unwrap())
+                .unwrap();
+        }
+        let mut batch = Batch::new();
+        // On loopback, `send_to` puts the datagram on the receiving
+        // socket's queue before it returns: all three are waiting now.
+        let n = batch.receive(&server).unwrap();
+        assert_eq!(n, 3);
+        for (i, client) in clients.iter().enumerate() {
+            assert_eq!(batch.len(i), sizes[i]);
+            assert_eq!(batch.source(i), Some(client.local_addr().unwrap()));
+        }
+        let err = batch.receive(&server).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::WouldBlock);
+        assert_eq!(batch.send(&server, b"Received", 0..3).unwrap(), 3);
+        for client in &clients {
+            let mut buf = [0; 16];
+            client
+                .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+                .unwrap();
+            let n = client.recv(&mut buf).unwrap();
+            assert_eq!(&buf[..n], b"Received");
+        }
+    }
+}
