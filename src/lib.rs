@@ -91,10 +91,11 @@
 //! 7. **Close.** Closing a socket with unread input makes the kernel send a
 //!    reset, which can destroy a reply still in flight. So the server shuts
 //!    down its writing side (FIN), reads and discards until the peer closes
-//!    or [`LINGER_MS`] pass (a *lingering close*), then deregisters and
-//!    drops the socket. Its slab key is freed only when the turn ends: a
-//!    later event in the same batch for the old connection must not reach
-//!    a new one that got the same key.
+//!    or [`LINGER_MS`] pass (a *lingering close*), then drops the socket
+//!    (deregistering it first where the platform needs that). Its slab
+//!    key is freed only when the turn ends: a later event in the same
+//!    batch for the old connection must not reach a new one that got the
+//!    same key.
 //!
 //! ## Datagrams
 //!
@@ -137,8 +138,11 @@
 //! TRACE [ackloop::server] event conn 0 readable read-closed ← the client closed
 //! TRACE [ackloop::tcp] conn 0: read 0 bytes, wrote 0 bytes, owes 0 (Closing)
 //! DEBUG [ackloop::tcp] conn 0: closed                       ← EOF: nothing owed, close
-//! TRACE [mio::poll] deregistering event source from poller  ← deregister, then drop
 //! ```
+//!
+//! (No `deregistering` line follows the close on Linux: closing the
+//! descriptor takes it off epoll's list by itself; elsewhere the
+//! connection is deregistered first, as mio asks.)
 //!
 //! # Resource bounds
 //!
