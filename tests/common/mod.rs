@@ -90,6 +90,19 @@ fn stdout_lines(pipe: ChildStdout) -> Receiver<String> {
     receive
 }
 
+/// Starts `command` with no stdin and piped stdout and stderr.
+#[track_caller]
+fn spawn_piped(command: &mut Command) -> Child {
+    command
+        // The log level is the tests' choice, not the environment's.
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("ackloop starts")
+}
+
 /// A running `ackloop` process. Dropping it kills and reaps the process,
 /// so a failing test never leaves a server behind.
 pub struct Server {
@@ -129,14 +142,7 @@ impl Server {
 
     #[track_caller]
     fn spawn(mut command: Command, args: &[&str]) -> Server {
-        let mut child = command
-            // The log level is the tests' choice, not the environment's.
-            .env_remove("RUST_LOG")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("ackloop starts");
+        let mut child = spawn_piped(&mut command);
         let stderr = capture(child.stderr.take().unwrap());
         let stdout = stdout_lines(child.stdout.take().unwrap());
         let mut server = Server {
@@ -346,14 +352,7 @@ pub fn run(args: &[&str]) -> (ExitStatus, String, String) {
             command.args(pair);
         }
     }
-    let mut child = command
-        .args(args)
-        .env_remove("RUST_LOG")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("ackloop starts");
+    let mut child = spawn_piped(command.args(args));
     let stdout = capture(child.stdout.take().unwrap());
     let stderr = capture(child.stderr.take().unwrap());
     let mut status = None;
