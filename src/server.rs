@@ -20,7 +20,7 @@ use mio::{Events, Interest, Poll, Registry, Token, Waker};
 
 use crate::config::{Config, Mode};
 use crate::reply::{Pattern, Replies, Responder};
-use crate::stats::{Counters, Stats};
+use crate::stats::{Counters, Stats, add};
 use crate::tcp::Tcp;
 use crate::timer::{Clock, Millis, NEVER, Timers};
 use crate::udp::Udp;
@@ -548,7 +548,15 @@ impl Sources {
         }
         if self.stop_at.is_some_and(|at| at <= t.now) {
             self.tcp.close_all(t);
-            self.udp = None;
+            self.close_udp(t.counters);
+        }
+    }
+
+    /// Closes the UDP socket for good: the grace period is over, so the
+    /// replies still queued are dropped, and counted.
+    fn close_udp(&mut self, counters: &Counters) {
+        if let Some(udp) = self.udp.take() {
+            add(&counters.replies_dropped, udp.queued() as u64);
         }
     }
 
@@ -589,7 +597,7 @@ impl Sources {
         if t.now >= stop_at {
             self.tcp.close_all(t);
             self.tcp.end_turn(t.timers);
-            self.udp = None;
+            self.close_udp(t.counters);
         }
         let udp_idle = self.udp.as_ref().is_none_or(|udp| udp.queued() == 0);
         self.tcp.open() == 0 && udp_idle

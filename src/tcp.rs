@@ -342,13 +342,19 @@ impl Tcp {
             Close::Done => debug!("conn {key}: closed"),
         }
         // mio's rule: deregister before the descriptor closes, since some
-        // selectors keep state per source. Linux's epoll keeps none in
-        // user space, and closing a descriptor removes it from every epoll
-        // interest list once no duplicate of it is open (epoll(7); we never
-        // duplicate one), which the drop below does. There the
-        // EPOLL_CTL_DEL is a system call for nothing, measured at about 6 %
-        // of a once-mode exchange's server CPU (benches/compare.sh).
-        if !cfg!(target_os = "linux") {
+        // selectors keep state per source. mio's epoll selector keeps none,
+        // and closing the last descriptor of a socket removes it from every
+        // epoll interest list (epoll(7)), which the drop below does. There
+        // the EPOLL_CTL_DEL is a system call for nothing, measured at about
+        // 6 % of a once-mode exchange's server CPU (benches/syscalls.sh,
+        // benches/compare.sh). Should a copy of the descriptor live on (a
+        // child forked by the host, between fork and exec), its events can
+        // still come with the old token; a slab key reused by then only sees
+        // a spurious event, which a read ending in `WouldBlock` absorbs.
+        if !cfg!(all(
+            target_os = "linux",
+            not(mio_unsupported_force_poll_poll)
+        )) {
             let _ = t.registry.deregister(&mut stream);
         }
         drop(stream);

@@ -89,13 +89,13 @@ impl Udp {
     pub fn serve(&mut self, t: &mut Turn<'_>) -> bool {
         self.send_queued(t);
         #[cfg(target_os = "linux")]
-        let still_ready = match (self.batch.take(), &*t.replies) {
-            (Some(mut batch), Replies::Fixed(_)) => {
+        let still_ready = match self.batch.take() {
+            Some(mut batch) => {
                 let still_ready = self.serve_batches(&mut batch, t);
                 self.batch = Some(batch);
                 still_ready
             }
-            _ => self.serve_one_by_one(t),
+            None => self.serve_one_by_one(t),
         };
         #[cfg(not(target_os = "linux"))]
         let still_ready = self.serve_one_by_one(t);
@@ -130,7 +130,8 @@ impl Udp {
     #[cfg(target_os = "linux")]
     fn serve_batches(&mut self, batch: &mut batch::Batch, t: &mut Turn<'_>) -> bool {
         let Replies::Fixed(pattern) = &*t.replies else {
-            unreachable!("batches serve the fixed reply only")
+            // A responder needs each payload: no batches for it.
+            return self.serve_one_by_one(t);
         };
         let reply = pattern.text();
         for _ in 0..DATAGRAMS_PER_TURN / batch::BATCH {

@@ -28,12 +28,17 @@ pub fn tcp_hello(server: SocketAddr) -> io::Result<String> {
 }
 
 /// The UDP client: one datagram out, one back.
+///
+/// Unlike the article's, the socket is connected to the server: then only
+/// the server's datagrams are received, and a datagram sent where nothing
+/// listens fails with "connection refused" instead of a silent timeout.
 pub fn udp_hello(server: SocketAddr) -> io::Result<String> {
     let socket = UdpSocket::bind(("127.0.0.1", 0))?;
     socket.set_read_timeout(Some(TIMEOUT))?;
-    socket.send_to(HELLO, server)?;
+    socket.connect(server)?;
+    socket.send(HELLO)?;
     let mut reply = [0; 2048];
-    let (len, _) = socket.recv_from(&mut reply)?;
+    let len = socket.recv(&mut reply)?;
     Ok(String::from_utf8_lossy(&reply[..len]).into_owned())
 }
 

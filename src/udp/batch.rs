@@ -98,6 +98,11 @@ impl Batch {
     ///
     /// `WouldBlock` when the socket cannot take the first one; any other
     /// error concerns the first datagram only.
+    ///
+    /// # Panics
+    ///
+    /// If `range` is empty or reaches past [`BATCH`]: the kernel is told
+    /// how many headers to read, so it must never be more than were filled.
     pub fn send(
         &mut self,
         socket: &impl AsRawFd,
@@ -109,6 +114,10 @@ impl Batch {
             iov_len: reply.len(),
         };
         let iov: *mut iovec = &mut iov;
+        assert!(
+            !range.is_empty() && range.end <= BATCH,
+            "send range {range:?} outside 0..{BATCH}"
+        );
         let mut headers = zeroed_headers();
         let count = range.len();
         for (header, i) in headers.iter_mut().zip(range) {
@@ -117,7 +126,8 @@ impl Batch {
             header.msg_hdr.msg_iov = iov;
             header.msg_hdr.msg_iovlen = 1;
         }
-        // SAFETY: the first `count` (at most BATCH) headers are filled in:
+        // SAFETY: the first `count` headers (1 to BATCH, asserted above) are
+        // filled in:
         // msg_name points at an address the kernel itself wrote, with its
         // length; msg_iov points at one iovec on this stack frame that
         // describes `reply`, borrowed for the whole call. sendmmsg only
