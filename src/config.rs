@@ -27,7 +27,7 @@ pub const DEFAULT_MAX_LINE: usize = 64 * 1024;
 /// each connection may buffer one partial line, so this bounds that buffer.
 pub const MAX_MAX_LINE: usize = 16 * 1024 * 1024;
 
-/// How TCP bytes are turned into replies (SPEC section 3).
+/// How TCP bytes are turned into replies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Mode {
     /// The article's server: reply once to the first bytes, then close.

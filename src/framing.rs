@@ -61,7 +61,9 @@ pub struct LineEnd<'a> {
 impl LineEnd<'_> {
     /// The content's length, terminator excluded.
     pub fn len(&self) -> usize {
-        self.carried - usize::from(self.carried_cr) + self.tail.len()
+        // Saturating: a `LineEnd` made by hand may claim a carried `\r`
+        // with nothing carried.
+        self.carried.saturating_sub(usize::from(self.carried_cr)) + self.tail.len()
     }
 
     /// Whether the line is empty (`\n` or `\r\n` alone).
@@ -73,7 +75,8 @@ impl LineEnd<'_> {
 /// Cuts a byte stream into `\n`-terminated lines, a `\r` before the `\n`
 /// being part of the terminator.
 ///
-/// The state is two words, whatever the input: a line is never copied here.
+/// The state is a few words (the limit, the open line's length and two
+/// flags), whatever the input: a line is never copied here.
 #[derive(Debug, Clone)]
 pub struct LineFramer {
     /// Longest line content accepted, terminator excluded.

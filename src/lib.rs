@@ -83,11 +83,12 @@
 //!    registered for `WRITABLE`; the writable event then continues the
 //!    write. Registered for good, a socket is writable nearly always and
 //!    some platforms report it after every read: a busy loop for nothing.
-//! 6. **Backpressure.** A client can send without ever reading. When a
-//!    connection owes more than [`MAX_OWED`] bytes, the server stops
-//!    reading it; the kernel's buffers fill and TCP flow control slows the
-//!    client. When the owed bytes drain, reading resumes at once, because
-//!    the input left unread will not be reported again.
+//! 6. **Backpressure.** A client can send without ever reading. Once a
+//!    connection owes [`MAX_OWED`] bytes, the server takes no more lines
+//!    from it (the rest of a read waits in a buffer of the connection's)
+//!    and stops reading it; the kernel's buffers fill and TCP flow control
+//!    slows the client. When the owed bytes drain, reading resumes at
+//!    once, because the input left unread will not be reported again.
 //! 7. **Close.** Closing a socket with unread input makes the kernel send a
 //!    reset, which can destroy a reply still in flight. So the server shuts
 //!    down its writing side (FIN), reads and discards until the peer closes
@@ -110,11 +111,14 @@
 //!
 //! ## Time
 //!
-//! mio has no timers. Each connection records when it last received bytes;
-//! a binary heap holds one deadline entry per connection (idle timeout,
-//! lingering close), re-armed lazily when it comes due, and the nearest
-//! deadline becomes the poll's timeout. An empty turn does not mean a
-//! deadline passed, so the loop reads the clock after every poll.
+//! mio has no timers. One binary heap holds every deadline the server
+//! keeps: one entry per connection (idle timeout, lingering close), the
+//! listener's retry after an accept error, the end of the shutdown grace
+//! period. Its first entry is the poll's timeout. A connection records
+//! when bytes last moved, in or out, and its entry is re-armed lazily when
+//! it comes due, so activity costs nothing on the heap. An empty turn does
+//! not mean a deadline passed, so the loop reads the clock after every
+//! poll.
 //!
 //! ## Shutting down
 //!
@@ -158,37 +162,55 @@
 //! | [`SHUTDOWN_GRACE_MS`] | 5 s | close everything |
 //!
 //! Memory is about 64 KiB of shared buffers plus well under 128 bytes per
-//! idle connection (with the fixed reply). A custom [`Responder`] adds a
-//! buffer per busy connection: the open line (at most `max_line`) and its
-//! owed replies, which may exceed [`MAX_OWED`] by the replies to one read,
-//! and whose size the responder decides.
+//! idle connection (with the fixed reply). A busy connection may add
+//! buffers of its own: input held back by backpressure (at most one read,
+//! 64 KiB) and, with a custom [`Responder`], the open line (at most
+//! `max_line`) and its owed replies (at most [`MAX_OWED`] plus one reply,
+//! whose size the responder decides).
 //!
 //! # Features
 //!
 //! * `cli` (default): the `ackloop` binary's crates (`lexopt`,
 //!   `simple_logger`) and `signals`. Library users can depend on ackloop
 //!   with `default-features = false`.
-//! * `signals`: [`Server::watch_signals`], through `signal-hook-mio`.
+//! * `signals`: [`Server::watch_signals`], through `signal-hook-mio`
+//!   (Unix only; elsewhere the feature compiles to nothing).
+//!
+//! # Platforms
+//!
+//! ackloop builds wherever mio does (Linux, macOS, the BSDs, Windows).
+//! Some parts are narrower:
+//!
+//! * Linux only: `recvmmsg`/`sendmmsg` batches for UDP with the fixed
+//!   reply (elsewhere one `recv_from`/`send_to` per datagram), and closing
+//!   a connection without deregistering it first.
+//! * Unix only: signals, and the spare descriptor that lets the server
+//!   shed clients waiting in the backlog when it runs out of descriptors.
 
 #![deny(missing_docs, rust_2018_idioms)]
 #![doc(test(attr(deny(warnings))))]
 
 mod config;
+mod error;
 pub mod framing;
+mod handle;
 mod reply;
 mod server;
 mod stats;
 mod tcp;
 pub mod testing;
 mod timer;
+mod turn;
 mod udp;
 
 pub use config::{
     Config, DEFAULT_ADDR, DEFAULT_IDLE_TIMEOUT_SECS, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_LINE,
     DEFAULT_REPLY, MAX_IDLE_TIMEOUT_SECS, MAX_MAX_LINE, MAX_REPLY_LEN, Mode,
 };
+pub use error::Error;
+pub use handle::Handle;
 pub use reply::{Echo, FixedReply, Protocol, Request, Responder};
-pub use server::{Error, Handle, SHUTDOWN_GRACE_MS, Server, Status};
+pub use server::{SHUTDOWN_GRACE_MS, Server, Status};
 pub use stats::Stats;
 pub use tcp::{ACCEPTS_PER_TURN, LINGER_MS, MAX_OWED, READS_PER_TURN};
 pub use udp::{DATAGRAMS_PER_TURN, REPLY_QUEUE_BYTES, REPLY_QUEUE_LEN};

@@ -34,6 +34,7 @@ fn main() -> ExitCode {
         Err(Error::Config(message)) => return fail(2, &message),
         Err(e) => return fail(1, &e.to_string()),
     };
+    #[cfg(unix)]
     if let Err(e) = server.watch_signals() {
         return fail(1, &format!("cannot watch signals: {e}"));
     }

@@ -1,11 +1,12 @@
-//! The loop: bind, then turn after turn, wait for readiness and dispatch it.
+//! The loop: bind, then turn after turn, poll and dispatch.
 //!
 //! One turn is: poll (sleeping no longer than the nearest deadline, or not
 //! at all while some source is still ready), hand every event to the
 //! handler its token names, serve the sources left still ready last turn,
-//! expire due timers, and free the slab keys of connections closed during
-//! the turn. The loop only dispatches; [`tcp`](crate::tcp) and
-//! [`udp`](crate::udp) act.
+//! handle the deadlines that came due, and free the slab keys of
+//! connections closed during the turn. The loop only dispatches;
+//! [`tcp`](crate::tcp) and [`udp`](crate::udp) act. Every deadline is an
+//! entry of one timer heap, so the nearest one is the poll's timeout.
 
 use std::fmt;
 use std::io::{self, ErrorKind};
@@ -19,21 +20,14 @@ use mio::net::{TcpListener, UdpSocket};
 use mio::{Events, Interest, Poll, Registry, Token, Waker};
 
 use crate::config::{Config, Mode};
+use crate::error::Error;
+use crate::handle::{Handle, Shared};
 use crate::reply::{Pattern, Replies, Responder};
-use crate::stats::{Counters, Stats, add};
+use crate::stats::{Stats, add};
 use crate::tcp::Tcp;
-use crate::timer::{Clock, Millis, NEVER, Timers};
+use crate::timer::{Clock, Due, Millis, Timers};
+use crate::turn::{FIRST_FIXED, LISTENER, Ready, SIGNALS, Turn, UDP, WAKER};
 use crate::udp::Udp;
-
-/// The TCP listener's token. Connection tokens are slab keys, far below.
-pub(crate) const LISTENER: Token = Token(usize::MAX - 1);
-/// The UDP socket's token.
-pub(crate) const UDP: Token = Token(usize::MAX - 2);
-/// The waker's token: another thread asked for shutdown.
-const WAKER: Token = Token(usize::MAX - 3);
-/// SIGINT or SIGTERM arrived (with the `signals` feature).
-#[cfg(feature = "signals")]
-const SIGNALS: Token = Token(usize::MAX - 4);
 
 /// Events taken from the kernel per poll; more simply wait a turn.
 const EVENTS_PER_POLL: usize = 1024;
@@ -56,152 +50,13 @@ pub enum Status {
     Stopped,
 }
 
-/// Why the server could not start.
-#[derive(Debug)]
-pub enum Error {
-    /// A configuration value is out of range (message names the option).
-    Config(String),
-    /// A socket could not be bound.
-    Bind {
-        /// `"tcp"` or `"udp"`.
-        protocol: &'static str,
-        /// The address asked for.
-        addr: SocketAddr,
-        /// What the operating system said.
-        source: io::Error,
-    },
-    /// Setting up the poll failed.
-    Io(io::Error),
-}
-
-impl fmt::Display for Error {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Error::Config(message) => f.write_str(message),
-            Error::Bind {
-                protocol,
-                addr,
-                source,
-            } => write!(f, "cannot bind {protocol} {addr}: {source}"),
-            Error::Io(e) => write!(f, "cannot set up the poll: {e}"),
-        }
-    }
-}
-
-impl std::error::Error for Error {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            Error::Config(_) => None,
-            Error::Bind { source, .. } => Some(source),
-            Error::Io(e) => Some(e),
-        }
-    }
-}
-
-impl From<io::Error> for Error {
-    fn from(e: io::Error) -> Error {
-        Error::Io(e)
-    }
-}
-
-/// What other threads share with the loop.
-struct Shared {
-    waker: Waker,
-    stop_requested: AtomicBool,
-    counters: Counters,
-}
-
-/// A handle to a running server, for other threads: ask it to stop, read
-/// its counters. Cheap to clone.
-///
-/// # Examples
-///
-/// ```
-/// let mut server = ackloop::Server::bind(ackloop::Config::loopback())?;
-/// let handle = server.handle();
-/// let thread = std::thread::spawn(move || server.run());
-/// handle.shutdown();
-/// let stats = thread.join().unwrap()?;
-/// assert_eq!(stats.accepted, 0);
-/// # Ok::<(), Box<dyn std::error::Error>>(())
-/// ```
-#[derive(Clone)]
-pub struct Handle {
-    shared: Arc<Shared>,
-}
-
-impl fmt::Debug for Handle {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Handle")
-            .field("stats", &self.stats())
-            .finish()
-    }
-}
-
-impl Handle {
-    /// Asks the loop to stop: it stops accepting, finishes the replies it
-    /// owes (for at most five seconds), closes everything and returns from
-    /// [`Server::run`]. Returns at once; calling it again does nothing.
-    pub fn shutdown(&self) {
-        self.shared.stop_requested.store(true, Ordering::SeqCst);
-        if let Err(e) = self.shared.waker.wake() {
-            warn!("cannot wake the loop: {e}");
-        }
-    }
-
-    /// The counters as they are now.
-    pub fn stats(&self) -> Stats {
-        self.shared.counters.snapshot()
-    }
-}
-
-/// Everything a handler may touch during one turn, borrowed from the
-/// server: the poll's registry (to change its own interest), the clock
-/// reading, the shared buffer and replies, counters, timers and the list of
-/// sources still ready for the next turn.
-pub(crate) struct Turn<'a> {
-    pub registry: &'a Registry,
-    pub now: Millis,
-    pub buf: &'a mut [u8],
-    pub replies: &'a mut Replies,
-    pub counters: &'a Counters,
-    pub timers: &'a mut Timers,
-    pub ready: &'a mut Vec<Ready>,
-}
-
-/// A source left with work undone when its budget ran out. Readiness is
-/// edge-triggered, so nothing will report it again: the loop serves it on
-/// the next turn, polling with a zero timeout meanwhile.
-#[derive(Debug, Clone, Copy)]
-pub(crate) enum Ready {
-    Listener,
-    Udp,
-    Conn { key: usize, id: u32 },
-}
-
-/// Lets a warning through at most once a second.
-#[derive(Debug, Default)]
-pub(crate) struct RateLimit {
-    next_at: Millis,
-}
-
-impl RateLimit {
-    pub fn allow(&mut self, now: Millis) -> bool {
-        if now < self.next_at {
-            return false;
-        }
-        self.next_at = now + 1_000;
-        true
-    }
-}
-
 /// The event sources and their handlers.
 struct Sources {
     tcp: Tcp,
     udp: Option<Udp>,
-    /// Shutdown was requested: close everything at this moment at the latest.
-    stop_at: Option<Millis>,
-    #[cfg(feature = "signals")]
+    /// Shutdown has begun: no new clients, owed replies drain.
+    stopping: bool,
+    #[cfg(all(feature = "signals", unix))]
     signals: Option<signal_hook_mio::v1_0::Signals>,
 }
 
@@ -221,6 +76,7 @@ pub struct Server {
     replies: Replies,
     buf: Box<[u8]>,
     clock: Clock,
+    /// Every deadline: connections', the accept retry, the shutdown grace.
     timers: Timers,
     /// Sources still ready from the last turn, served this turn.
     ready: Vec<Ready>,
@@ -274,8 +130,7 @@ impl Server {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn bind(config: Config) -> Result<Server, Error> {
-        let pattern = Pattern::new(&config.reply, config.mode == Mode::Line);
-        Server::build(config, Replies::Fixed(pattern))
+        Server::build(config, None)
     }
 
     /// Like [`bind`](Server::bind), but every reply comes from `responder`
@@ -297,15 +152,22 @@ impl Server {
         config: Config,
         responder: R,
     ) -> Result<Server, Error> {
-        let replies = Replies::Custom {
-            responder: Box::new(responder),
-            scratch: Vec::new(),
-        };
-        Server::build(config, replies)
+        Server::build(config, Some(Box::new(responder)))
     }
 
-    fn build(config: Config, replies: Replies) -> Result<Server, Error> {
+    /// Validates `config`, then binds and registers everything.
+    fn build(
+        config: Config,
+        responder: Option<Box<dyn Responder + Send>>,
+    ) -> Result<Server, Error> {
         config.validate().map_err(Error::Config)?;
+        let replies = match responder {
+            Some(responder) => Replies::Custom {
+                responder,
+                scratch: Vec::new(),
+            },
+            None => Replies::Fixed(Pattern::new(&config.reply, config.mode == Mode::Line)),
+        };
         let poll = Poll::new()?;
         let waker = Waker::new(poll.registry(), WAKER)?;
         let (listener, tcp_addr) = match config.tcp {
@@ -335,8 +197,8 @@ impl Server {
             sources: Sources {
                 tcp: Tcp::new(listener, &config),
                 udp,
-                stop_at: None,
-                #[cfg(feature = "signals")]
+                stopping: false,
+                #[cfg(all(feature = "signals", unix))]
                 signals: None,
             },
             tcp_addr,
@@ -351,7 +213,7 @@ impl Server {
             shared: Arc::new(Shared {
                 waker,
                 stop_requested: AtomicBool::new(false),
-                counters: Counters::default(),
+                counters: Default::default(),
             }),
             status: Status::Running,
         })
@@ -381,12 +243,12 @@ impl Server {
 
     /// Delivers SIGINT and SIGTERM as events on this server's own poll (no
     /// signal thread): the first starts a graceful shutdown, a second one
-    /// closes everything at once.
+    /// closes everything at once. Unix only.
     ///
     /// # Errors
     ///
     /// If the signal handlers cannot be installed or registered.
-    #[cfg(feature = "signals")]
+    #[cfg(all(feature = "signals", unix))]
     pub fn watch_signals(&mut self) -> io::Result<()> {
         use signal_hook_mio::v1_0::Signals;
         let mut signals = Signals::new([libc::SIGINT, libc::SIGTERM])?;
@@ -414,14 +276,13 @@ impl Server {
     /// accepting, finish owed replies, then stop. Turns go on until
     /// [`turn`](Server::turn) returns [`Status::Stopped`].
     pub fn shutdown(&mut self) {
-        self.shared.stop_requested.store(true, Ordering::SeqCst);
-        let _ = self.shared.waker.wake();
+        self.handle().shutdown();
     }
 
     /// How long until the server next needs a turn with nothing happening
     /// on its sockets: zero while a source is still ready, the time to the
-    /// nearest deadline (idle timeout, lingering close, shutdown grace), or
-    /// `None` when only socket events can give it work.
+    /// nearest deadline (idle timeout, lingering close, accept retry,
+    /// shutdown grace), or `None` when only socket events can give it work.
     ///
     /// A host driving the server calls [`turn`](Server::turn) no later than
     /// this, the way smoltcp's `poll_delay` pairs with its `poll`.
@@ -429,15 +290,7 @@ impl Server {
         if self.status == Status::Stopped || !self.ready.is_empty() {
             return Some(Duration::ZERO);
         }
-        let next = [
-            self.timers.next_at(),
-            Some(self.sources.tcp.accept_retry_at()),
-            self.sources.stop_at,
-        ]
-        .into_iter()
-        .flatten()
-        .min()
-        .filter(|&at| at != NEVER)?;
+        let next = self.timers.next_at()?;
         Some(Clock::until(self.clock.now(), next))
     }
 
@@ -492,11 +345,12 @@ impl Server {
         for still_ready in ready.drain(..) {
             sources.serve_again(still_ready, &mut t);
         }
-        sources.expire(&mut t);
+        while let Some(entry) = t.timers.pop_due(t.now) {
+            sources.on_due(entry.due, entry.at, &mut t);
+        }
         sources.tcp.end_turn(t.timers);
-        let finished = sources.finished(&mut t);
         std::mem::swap(ready, ready_next);
-        if finished {
+        if sources.stopping && sources.is_idle() {
             self.status = Status::Stopped;
             info!("ackloop stopped: {}", self.stats());
         }
@@ -512,11 +366,11 @@ impl Sources {
             UDP => self.serve_udp(t),
             WAKER => {
                 if shared.stop_requested.load(Ordering::SeqCst) {
-                    self.stop(t);
+                    self.begin_shutdown(t);
                 }
             }
-            #[cfg(feature = "signals")]
             SIGNALS => self.on_signals(t),
+            Token(key) if key >= FIRST_FIXED.0 => {}
             Token(key) => self.tcp.on_event(key, readable, t),
         }
     }
@@ -531,47 +385,61 @@ impl Sources {
 
     fn serve_udp(&mut self, t: &mut Turn<'_>) {
         if let Some(udp) = &mut self.udp {
-            if udp.serve(t) {
-                t.ready.push(Ready::Udp);
+            udp.serve(t);
+        }
+    }
+
+    /// A deadline came due.
+    fn on_due(&mut self, due: Due, at: Millis, t: &mut Turn<'_>) {
+        match due {
+            Due::Conn { key, id } => self.tcp.on_timer(key, id, at, t),
+            Due::AcceptRetry => self.tcp.on_accept_retry(t),
+            Due::ShutdownGrace => {
+                info!("shutdown grace period over: closing everything");
+                self.close_everything(t);
             }
         }
     }
 
-    /// Handles the deadlines that came due: connection timers, the
-    /// listener's retry after an accept error, the shutdown grace period.
-    fn expire(&mut self, t: &mut Turn<'_>) {
-        while let Some(entry) = t.timers.pop_due(t.now) {
-            self.tcp.on_timer(entry, t);
-        }
-        if self.tcp.accept_retry_at() <= t.now {
-            self.tcp.accept(t);
-        }
-        if self.stop_at.is_some_and(|at| at <= t.now) {
-            self.tcp.close_all(t);
-            self.close_udp(t.counters);
-        }
-    }
-
-    /// Closes the UDP socket for good: the grace period is over, so the
-    /// replies still queued are dropped, and counted.
-    fn close_udp(&mut self, counters: &Counters) {
-        if let Some(udp) = self.udp.take() {
-            add(&counters.replies_dropped, udp.queued() as u64);
-        }
-    }
+    // ----- shutting down ----------------------------------------------------
+    //
+    // One sequence:
+    // 1. `begin_shutdown` (a `Handle`, `Server::shutdown`, a first signal):
+    //    the listener closes; every connection finishes what it owes, then
+    //    closes gracefully; the grace deadline is armed.
+    // 2. After each turn, `Server::turn` asks `is_idle`: once nothing is
+    //    open and no UDP reply waits, the server is stopped.
+    // 3. If the grace deadline comes first (or a second signal), then
+    //    `close_everything`, and the turn's end finds it idle.
 
     /// Starts the graceful shutdown (once).
-    fn stop(&mut self, t: &mut Turn<'_>) {
-        if self.stop_at.is_some() {
+    fn begin_shutdown(&mut self, t: &mut Turn<'_>) {
+        if self.stopping {
             return;
         }
         info!("shutting down: no new clients; finishing owed replies");
-        self.stop_at = Some(t.now + SHUTDOWN_GRACE_MS);
+        self.stopping = true;
+        t.timers.arm(t.now + SHUTDOWN_GRACE_MS, Due::ShutdownGrace);
         self.tcp.stop(t);
     }
 
+    /// Nothing left to finish: no connection open, no UDP reply waiting.
+    fn is_idle(&self) -> bool {
+        self.tcp.open() == 0 && self.udp.as_ref().is_none_or(|udp| udp.queued() == 0)
+    }
+
+    /// Closes every connection and the UDP socket now. The replies still
+    /// queued for UDP are dropped, and counted.
+    fn close_everything(&mut self, t: &mut Turn<'_>) {
+        self.tcp.close_all(t);
+        if let Some(mut udp) = self.udp.take() {
+            add(&t.counters.replies_dropped, udp.queued() as u64);
+            udp.deregister(t.registry);
+        }
+    }
+
     /// SIGINT/SIGTERM: the first stops gracefully, a second at once.
-    #[cfg(feature = "signals")]
+    #[cfg(all(feature = "signals", unix))]
     fn on_signals(&mut self, t: &mut Turn<'_>) {
         let Some(signals) = &mut self.signals else {
             return;
@@ -580,28 +448,17 @@ impl Sources {
         if count == 0 {
             return;
         }
-        if self.stop_at.is_some() || count > 1 {
+        if self.stopping || count > 1 {
             info!("second signal: closing everything now");
-            self.stop(t);
-            self.stop_at = Some(t.now);
+            self.begin_shutdown(t);
+            self.close_everything(t);
         } else {
-            self.stop(t);
+            self.begin_shutdown(t);
         }
     }
 
-    /// Shutdown is complete: nothing owed anywhere, or time is up.
-    fn finished(&mut self, t: &mut Turn<'_>) -> bool {
-        let Some(stop_at) = self.stop_at else {
-            return false;
-        };
-        if t.now >= stop_at {
-            self.tcp.close_all(t);
-            self.tcp.end_turn(t.timers);
-            self.close_udp(t.counters);
-        }
-        let udp_idle = self.udp.as_ref().is_none_or(|udp| udp.queued() == 0);
-        self.tcp.open() == 0 && udp_idle
-    }
+    #[cfg(not(all(feature = "signals", unix)))]
+    fn on_signals(&mut self, _: &mut Turn<'_>) {}
 }
 
 /// An event as the trace log shows it: `conn 3 readable writable`.
@@ -614,7 +471,7 @@ impl fmt::Display for Described<'_> {
             LISTENER => f.write_str("listener")?,
             UDP => f.write_str("udp")?,
             WAKER => f.write_str("waker")?,
-            Token(key) if key >= usize::MAX - 8 => f.write_str("signals")?,
+            SIGNALS => f.write_str("signals")?,
             Token(key) => write!(f, "conn {key}")?,
         }
         for (set, name) in [

@@ -135,7 +135,8 @@ impl Builder {
 
     /// Changes any other setting. The addresses stay `127.0.0.1:0` unless
     /// you set them; setting one to `None` turns that protocol off, and its
-    /// address accessor then panics.
+    /// address accessor then returns `0.0.0.0:0`. An invalid setting makes
+    /// [`start`](Builder::start) return [`Error::Config`].
     pub fn configure(mut self, change: impl FnOnce(&mut Config)) -> Builder {
         change(&mut self.config);
         self

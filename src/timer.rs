@@ -1,17 +1,23 @@
-//! Deadlines for idle connections and lingering closes.
+//! Time: the loop's clock, every deadline it keeps, and a rate limit for
+//! warnings.
 //!
 //! mio has no timers: the loop keeps its own deadlines and passes the
 //! nearest one to `poll` as its timeout. An empty list of events does not
-//! mean a deadline passed, so the loop checks the clock after every poll.
+//! mean a deadline passed, so the loop reads the clock after every poll.
 //!
-//! Cost: a binary heap, O(log n) to arm or expire, one 16-byte entry per
-//! connection. Activity does not touch the heap: a connection only records
-//! when it last received bytes. When its entry comes due the deadline is
-//! recomputed from that, and the entry is pushed again if it moved. So a
-//! busy connection costs one heap operation per idle period, not one per
-//! read, and no turn ever scans all connections. Entries of closed
-//! connections are swept out in one pass once they outnumber the live ones,
-//! so the heap's size follows the open connections, not the closed ones.
+//! Every deadline lives in one heap, [`Timers`], each entry saying what is
+//! due ([`Due`]): a connection's idle or linger deadline, the listener's
+//! retry after an accept error, the end of the shutdown grace period. So
+//! the poll timeout is the heap's first entry and nothing else.
+//!
+//! Cost: O(log n) to arm or expire, one 24-byte entry per connection.
+//! Activity does not touch the heap: a connection only records when bytes
+//! last moved. When its entry comes due the deadline is recomputed from
+//! that, and the entry is pushed again if it moved. So a busy connection
+//! costs one heap operation per idle period, not one per read, and no turn
+//! ever scans all connections. Entries of closed connections are swept out
+//! in one pass once they outnumber the live ones, so the heap's size
+//! follows the open connections, not the closed ones.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -19,9 +25,6 @@ use std::time::{Duration, Instant};
 
 /// Milliseconds since the server started: the loop's unit of time.
 pub(crate) type Millis = u64;
-
-/// "No deadline armed."
-pub(crate) const NEVER: Millis = Millis::MAX;
 
 /// The loop's clock. One read per turn, shared by every handler.
 #[derive(Debug)]
@@ -36,28 +39,40 @@ impl Clock {
         }
     }
 
+    /// Whole milliseconds since the start, truncated: the reading is never
+    /// ahead of the real time.
     pub fn now(&self) -> Millis {
-        // Truncation is fine: u64 milliseconds last 584 million years.
+        // u64 milliseconds last 584 million years: no overflow.
         self.start.elapsed().as_millis() as Millis
     }
 
-    /// How long from `now` until `at`, rounded up so a poll that sleeps this
-    /// long wakes at or after the deadline, never a little before it.
+    /// How long from `now` until `at`. Since `now` is never ahead of the
+    /// real time, a poll that sleeps this long wakes at or after `at`.
     pub fn until(now: Millis, at: Millis) -> Duration {
         Duration::from_millis(at.saturating_sub(now))
     }
 }
 
-/// One armed deadline: connection `key` (serial `id`) is due at `at`.
+/// What comes due when a deadline passes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Due {
+    /// Connection `key`, serial `id`: its idle or linger deadline.
+    Conn { key: u32, id: u32 },
+    /// The listener may be tried again after an accept error.
+    AcceptRetry,
+    /// The shutdown grace period is over: close everything.
+    ShutdownGrace,
+}
+
+/// One armed deadline.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) struct Entry {
     pub at: Millis,
-    pub key: u32,
-    pub id: u32,
+    pub due: Due,
 }
 
 /// A min-heap of deadlines. Entries may be stale (the connection closed,
-/// or its deadline moved); the owner checks each one as it comes due.
+/// or its deadline moved); whoever handles one checks it is still current.
 #[derive(Debug, Default)]
 pub(crate) struct Timers {
     heap: BinaryHeap<Reverse<Entry>>,
@@ -71,8 +86,9 @@ impl Timers {
         }
     }
 
-    pub fn arm(&mut self, entry: Entry) {
-        self.heap.push(Reverse(entry));
+    /// Arms `due` at `at`.
+    pub fn arm(&mut self, at: Millis, due: Due) {
+        self.heap.push(Reverse(Entry { at, due }));
     }
 
     /// Entries held, stale ones included.
@@ -103,21 +119,103 @@ impl Timers {
     }
 }
 
+/// Lets a warning through at most once a second, so that a client
+/// misbehaving in a loop cannot flood the log.
+#[derive(Debug, Default)]
+pub(crate) struct RateLimit {
+    next_at: Millis,
+}
+
+impl RateLimit {
+    /// The minimum time between two warnings let through.
+    pub const PERIOD_MS: Millis = 1_000;
+
+    /// Whether a warning may be logged at `now`; if so, the next one waits
+    /// a period.
+    pub fn allow(&mut self, now: Millis) -> bool {
+        if now < self.next_at {
+            return false;
+        }
+        self.next_at = now + Self::PERIOD_MS;
+        true
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn conn(key: u32) -> Due {
+        Due::Conn { key, id: 0 }
+    }
 
     #[test]
     fn entries_come_due_in_deadline_order() {
         let mut timers = Timers::default();
         for (at, key) in [(30, 1), (10, 2), (20, 3)] {
-            timers.arm(Entry { at, key, id: 0 });
+            timers.arm(at, conn(key));
         }
+        assert_eq!(timers.len(), 3);
         assert_eq!(timers.next_at(), Some(10));
         assert_eq!(timers.pop_due(9), None);
-        assert_eq!(timers.pop_due(25).map(|e| e.key), Some(2));
-        assert_eq!(timers.pop_due(25).map(|e| e.key), Some(3));
+        assert_eq!(timers.pop_due(25).map(|e| e.due), Some(conn(2)));
+        assert_eq!(timers.pop_due(25).map(|e| e.due), Some(conn(3)));
         assert_eq!(timers.pop_due(25), None);
         assert_eq!(timers.next_at(), Some(30));
+        assert_eq!(timers.len(), 1);
+    }
+
+    #[test]
+    fn an_entry_is_due_exactly_at_its_deadline() {
+        let mut timers = Timers::default();
+        timers.arm(10, Due::AcceptRetry);
+        assert_eq!(timers.pop_due(10).map(|e| e.at), Some(10));
+        assert_eq!(timers.next_at(), None);
+        assert_eq!(timers.pop_due(Millis::MAX), None, "empty");
+    }
+
+    #[test]
+    fn retain_drops_exactly_the_rejected_entries() {
+        let mut timers = Timers::with_capacity(4);
+        for key in 0..4 {
+            timers.arm(u64::from(key), conn(key));
+        }
+        timers.arm(2, Due::ShutdownGrace);
+        timers.retain(|e| !matches!(e.due, Due::Conn { key, .. } if key % 2 == 0));
+        assert_eq!(timers.len(), 3);
+        let order: Vec<Due> = std::iter::from_fn(|| timers.pop_due(10).map(|e| e.due)).collect();
+        assert_eq!(order, [conn(1), Due::ShutdownGrace, conn(3)]);
+    }
+
+    #[test]
+    fn clock_starts_near_zero_and_until_never_underflows() {
+        let clock = Clock::new();
+        assert!(clock.now() < 1_000, "a fresh clock reads {}", clock.now());
+        assert_eq!(Clock::until(5, 12), Duration::from_millis(7));
+        assert_eq!(Clock::until(12, 5), Duration::ZERO);
+    }
+
+    #[test]
+    fn clock_moves_forward() {
+        let clock = Clock::new();
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_millis(3) {
+            std::hint::spin_loop();
+        }
+        assert!(
+            clock.now() >= 2,
+            "3 ms later the clock reads {}",
+            clock.now()
+        );
+    }
+
+    #[test]
+    fn rate_limit_lets_one_warning_through_per_period() {
+        let mut limit = RateLimit::default();
+        assert!(limit.allow(0));
+        assert!(!limit.allow(1));
+        assert!(!limit.allow(RateLimit::PERIOD_MS - 1));
+        assert!(limit.allow(RateLimit::PERIOD_MS));
+        assert!(!limit.allow(RateLimit::PERIOD_MS + 1));
     }
 }

@@ -19,9 +19,9 @@ use mio::net::UdpSocket;
 use mio::{Interest, Registry};
 
 use crate::reply::{Protocol, Replies, Request};
-use crate::server::{RateLimit, Turn, UDP};
 use crate::stats::{Counters, add};
-use crate::timer::Millis;
+use crate::timer::{Millis, RateLimit};
+use crate::turn::{Ready, Turn, UDP};
 
 #[cfg(target_os = "linux")]
 mod batch;
@@ -85,8 +85,9 @@ impl Udp {
 
     /// The socket is ready (or was left still ready last turn): send what
     /// waits, then answer datagrams until `WouldBlock` or the budget ends.
-    /// Returns whether the budget ran out with datagrams perhaps left.
-    pub fn serve(&mut self, t: &mut Turn<'_>) -> bool {
+    /// If the budget ran out with datagrams perhaps left, the socket goes
+    /// on the still-ready list.
+    pub fn serve(&mut self, t: &mut Turn<'_>) {
         self.send_queued(t);
         #[cfg(target_os = "linux")]
         let still_ready = match self.batch.take() {
@@ -100,7 +101,17 @@ impl Udp {
         #[cfg(not(target_os = "linux"))]
         let still_ready = self.serve_one_by_one(t);
         self.settle_interest(t.registry);
-        still_ready
+        if still_ready {
+            t.ready.push(Ready::Udp);
+        }
+    }
+
+    /// Takes the socket off the poll before it is dropped (mio's rule:
+    /// some selectors keep state per source).
+    pub fn deregister(&mut self, registry: &Registry) {
+        if let Err(e) = registry.deregister(&mut self.socket) {
+            debug!("udp: cannot deregister: {e}");
+        }
     }
 
     /// Reads and answers one datagram at a time.
@@ -325,7 +336,8 @@ mod tests {
             ready: &mut ready,
         };
         // The socket has nothing to receive, so serve only sends.
-        assert!(!udp.serve(&mut t));
+        udp.serve(&mut t);
+        assert!(t.ready.is_empty(), "not still ready");
         assert_eq!(udp.queued(), 0);
         let sent: usize = (0..REPLY_QUEUE_LEN).map(|i| format!("{i}").len()).sum();
         assert_eq!(counters.snapshot().bytes_out, sent as u64);

@@ -2,6 +2,9 @@
 //! binary grow its memory, spin its CPU or starve the other clients
 //! (SPEC sections 2, 3 and 5). Black box, loopback, bounded counts; each
 //! test would fail against a server without the feature it names.
+//!
+//! Linux only: memory is read from `/proc`, floods use `sendmmsg`.
+#![cfg(target_os = "linux")]
 
 mod common;
 
@@ -206,6 +209,30 @@ fn an_endless_line_is_cut_at_max_line_with_bounded_memory() {
     assert_ne!(drained.end, End::TimedOut, "the connection must be closed");
     assert!(peak < RSS_LIMIT_KIB, "RSS peaked at {peak} KiB");
     served(server.tcp());
+}
+
+#[test]
+fn over_long_lines_are_warned_about_at_most_once_a_second() {
+    let server = Server::start(&["--mode", "line", "--max-line", "8"]);
+    let started = Instant::now();
+    let clients = 20;
+    for _ in 0..clients {
+        let stream = connect(server.tcp());
+        (&stream).write_all(b"far too long a line\n").unwrap();
+        let drained = read_until_closed(&stream, DEADLINE);
+        assert_eq!(text(&drained.bytes), "", "no reply for an over-long line");
+    }
+    let elapsed = started.elapsed();
+    let log = server.wait_for_stderr("an over-long line warning", |log| {
+        log.contains("over --max-line")
+    });
+    let warnings = log.matches("over --max-line").count();
+    // One per started second at most, and at least the first one.
+    let allowed = elapsed.as_secs() as usize + 1;
+    assert!(
+        (1..=allowed).contains(&warnings),
+        "{warnings} warnings for {clients} over-long lines in {elapsed:?}"
+    );
 }
 
 #[test]

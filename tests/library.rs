@@ -296,3 +296,40 @@ fn shutdown_is_bounded_when_a_client_never_reads() {
     assert!(stats.messages > 0);
     drop(stream);
 }
+
+#[test]
+fn every_public_constructor_rejects_a_bad_config_without_panicking() {
+    type Spoil = fn(&mut Config);
+    let bad_configs: [(&str, Spoil); 5] = [
+        ("empty reply", |c| c.reply.clear()),
+        ("reply too long", |c| {
+            c.reply = vec![b'x'; ackloop::MAX_REPLY_LEN + 1]
+        }),
+        ("no protocol", |c| (c.tcp, c.udp) = (None, None)),
+        ("max_line 0", |c| c.max_line = 0),
+        ("max_connections 0", |c| c.max_connections = 0),
+    ];
+    for (what, spoil) in bad_configs {
+        for mode in [Mode::Once, Mode::Line] {
+            let mut config = Config::loopback();
+            config.mode = mode;
+            spoil(&mut config);
+            let is_config_error = |r: Result<Server, ackloop::Error>| matches!(r, Err(ackloop::Error::Config(ref m)) if !m.contains('\n'));
+            assert!(
+                is_config_error(Server::bind(config.clone())),
+                "{what}, bind"
+            );
+            assert!(
+                is_config_error(Server::with_responder(config.clone(), Echo)),
+                "{what}, with_responder"
+            );
+            let started = TestServer::builder()
+                .configure(|c| *c = config.clone())
+                .start();
+            assert!(
+                matches!(started, Err(ackloop::Error::Config(_))),
+                "{what}, test server: {started:?}"
+            );
+        }
+    }
+}

@@ -1,0 +1,573 @@
+//! The connection's transitions, driven through a scripted stream: no
+//! sockets, no loop, time passed in.
+
+use std::collections::VecDeque;
+
+use super::*;
+use crate::reply::{Echo, Pattern};
+
+const REPLY: &[u8] = b"Received";
+
+/// A scripted socket. Each read returns the next chunk of `input` (cut to
+/// the buffer), then `WouldBlock`, or end of stream once `eof` is set.
+/// Writes take up to `room` bytes, then `WouldBlock`.
+#[derive(Default)]
+struct Script {
+    input: VecDeque<io::Result<Vec<u8>>>,
+    eof: bool,
+    reads: usize,
+    written: Vec<u8>,
+    room: usize,
+    write_error: Option<ErrorKind>,
+    /// `shutdown(Write)` was called: our FIN.
+    shut_down: std::cell::Cell<bool>,
+}
+
+impl Script {
+    fn with_input(chunks: &[&[u8]]) -> Script {
+        let mut script = Script::default();
+        for chunk in chunks {
+            script.push(chunk);
+        }
+        script
+    }
+
+    fn push(&mut self, chunk: &[u8]) {
+        self.input.push_back(Ok(chunk.to_vec()));
+    }
+
+    fn room(mut self, room: usize) -> Script {
+        self.room = room;
+        self
+    }
+}
+
+impl Read for Script {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.reads += 1;
+        match self.input.pop_front() {
+            Some(Ok(mut chunk)) => {
+                let n = chunk.len().min(buf.len());
+                buf[..n].copy_from_slice(&chunk[..n]);
+                if n < chunk.len() {
+                    self.input.push_front(Ok(chunk.split_off(n)));
+                }
+                Ok(n)
+            }
+            Some(Err(e)) => Err(e),
+            None if self.eof => Ok(0),
+            None => Err(ErrorKind::WouldBlock.into()),
+        }
+    }
+}
+
+impl Write for Script {
+    fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+        if let Some(kind) = self.write_error {
+            return Err(kind.into());
+        }
+        if self.room == 0 {
+            return Err(ErrorKind::WouldBlock.into());
+        }
+        let n = bytes.len().min(self.room);
+        self.room -= n;
+        self.written.extend_from_slice(&bytes[..n]);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Stream for Script {
+    fn shutdown_write(&self) -> io::Result<()> {
+        self.shut_down.set(true);
+        Ok(())
+    }
+
+    fn peer_addr(&self) -> io::Result<SocketAddr> {
+        Ok(SocketAddr::from(([127, 0, 0, 1], 9)))
+    }
+}
+
+fn lingering(conn: &Connection) -> bool {
+    conn.phase() == Phase::Lingering
+}
+
+/// The loop's side: what a `Ctx` borrows.
+struct Loop {
+    mode: Mode,
+    max_owed: usize,
+    now: Millis,
+    buf: Vec<u8>,
+    replies: Replies,
+    counters: Counters,
+    warnings: RateLimit,
+}
+
+impl Loop {
+    fn new(mode: Mode) -> Loop {
+        Loop {
+            mode,
+            max_owed: crate::MAX_OWED,
+            now: 0,
+            buf: vec![0; 64 * 1024],
+            replies: Replies::Fixed(Pattern::new(REPLY, mode == Mode::Line)),
+            counters: Counters::default(),
+            warnings: RateLimit::default(),
+        }
+    }
+
+    fn custom(mut self, responder: impl crate::Responder + Send + 'static) -> Loop {
+        self.replies = Replies::Custom {
+            responder: Box::new(responder),
+            scratch: Vec::new(),
+        };
+        self
+    }
+
+    fn connection(&self) -> Connection {
+        let custom = matches!(self.replies, Replies::Custom { .. });
+        let peer = custom.then(|| SocketAddr::from(([127, 0, 0, 1], 9)));
+        Connection::new(7, 16, self.now, peer)
+    }
+
+    fn advance(
+        &mut self,
+        conn: &mut Connection,
+        stream: &mut Script,
+        readable: bool,
+    ) -> Result<Advance, Close> {
+        let mut cx = Ctx {
+            now: self.now,
+            mode: self.mode,
+            max_owed: self.max_owed,
+            buf: &mut self.buf,
+            replies: &mut self.replies,
+            counters: &self.counters,
+            warnings: &mut self.warnings,
+        };
+        conn.advance(stream, readable, &mut cx)
+    }
+
+    fn stats(&self) -> crate::Stats {
+        self.counters.snapshot()
+    }
+}
+
+fn lines(n: usize) -> Vec<u8> {
+    b"x\n".repeat(n)
+}
+
+fn line_replies(n: usize) -> Vec<u8> {
+    b"Received\n".repeat(n)
+}
+
+#[test]
+fn once_answers_the_first_bytes_then_lingers_until_eof() {
+    let mut lp = Loop::new(Mode::Once);
+    let mut conn = lp.connection();
+    let mut s = Script::with_input(&[b"Hello, Server", b"more"]).room(1024);
+    assert_eq!(
+        lp.advance(&mut conn, &mut s, true).unwrap(),
+        Advance::Waiting
+    );
+    assert_eq!(s.written, REPLY);
+    assert!(
+        lingering(&conn) && s.shut_down.get(),
+        "FIN sent once the reply is out"
+    );
+    assert!(!conn.wants_writable());
+    assert!(
+        s.input.is_empty(),
+        "input after the first bytes is discarded"
+    );
+    let stats = lp.stats();
+    assert_eq!(
+        (stats.messages, stats.bytes_in, stats.bytes_out),
+        (1, 17, 8)
+    );
+    s.eof = true;
+    assert!(matches!(
+        lp.advance(&mut conn, &mut s, true),
+        Err(Close::Done)
+    ));
+}
+
+#[test]
+fn once_without_bytes_closes_without_a_reply() {
+    let mut lp = Loop::new(Mode::Once);
+    let mut conn = lp.connection();
+    let mut s = Script::default().room(1024);
+    s.eof = true;
+    assert!(matches!(
+        lp.advance(&mut conn, &mut s, true),
+        Err(Close::Done)
+    ));
+    assert!(s.written.is_empty());
+    assert_eq!(lp.stats().messages, 0);
+}
+
+#[test]
+fn writable_interest_exactly_while_bytes_are_owed() {
+    let mut lp = Loop::new(Mode::Once);
+    let mut conn = lp.connection();
+    assert!(!conn.wants_writable(), "nothing owed yet");
+    let mut s = Script::with_input(&[b"hi"]).room(3);
+    lp.advance(&mut conn, &mut s, true).unwrap();
+    assert_eq!(s.written, b"Rec", "a short write is progress");
+    assert_eq!(conn.owed_len(), 5);
+    assert!(conn.wants_writable(), "5 bytes owed");
+    assert_eq!(conn.phase(), Phase::Closing);
+    assert!(!s.shut_down.get(), "no FIN before the reply");
+    s.room = 2;
+    lp.advance(&mut conn, &mut s, false).unwrap();
+    assert!(conn.wants_writable(), "3 bytes still owed");
+    s.room = 100;
+    lp.advance(&mut conn, &mut s, false).unwrap();
+    assert_eq!(s.written, REPLY);
+    assert!(!conn.wants_writable(), "drained");
+    assert!(lingering(&conn));
+}
+
+#[test]
+fn line_mode_answers_every_line_however_split() {
+    let mut lp = Loop::new(Mode::Line);
+    let mut conn = lp.connection();
+    let mut s = Script::with_input(&[b"one\r", b"\ntwo\n\nthr", b"ee\r\n"]).room(1024);
+    assert_eq!(
+        lp.advance(&mut conn, &mut s, true).unwrap(),
+        Advance::Waiting
+    );
+    assert_eq!(s.written, line_replies(4));
+    assert_eq!(lp.stats().messages, 4);
+    assert_eq!(conn.phase(), Phase::Open);
+    assert!(!conn.wants_writable());
+}
+
+#[test]
+fn line_mode_answers_a_final_unterminated_line_then_closes() {
+    let mut lp = Loop::new(Mode::Line);
+    let mut conn = lp.connection();
+    let mut s = Script::with_input(&[b"a\nlast"]).room(1024);
+    s.eof = true;
+    // The peer's EOF came first, so once the replies are out: closed.
+    assert!(matches!(
+        lp.advance(&mut conn, &mut s, true),
+        Err(Close::Done)
+    ));
+    assert_eq!(s.written, line_replies(2));
+}
+
+#[test]
+fn line_mode_eof_with_replies_owed_closes_once_they_are_written() {
+    let mut lp = Loop::new(Mode::Line);
+    let mut conn = lp.connection();
+    let mut s = Script::with_input(&[b"a\n"]).room(4);
+    s.eof = true;
+    assert!(lp.advance(&mut conn, &mut s, true).is_ok());
+    assert_eq!(conn.phase(), Phase::Closing);
+    s.room = 100;
+    assert!(matches!(
+        lp.advance(&mut conn, &mut s, false),
+        Err(Close::Done)
+    ));
+    assert_eq!(s.written, line_replies(1));
+}
+
+#[test]
+fn a_too_long_line_closes_after_the_earlier_replies_and_warns_once() {
+    let mut lp = Loop::new(Mode::Line);
+    let mut conn = lp.connection(); // max_line 16
+    let mut s = Script::with_input(&[b"ok\n", &[b'x'; 17], b"\nafter\n"]).room(1024);
+    lp.advance(&mut conn, &mut s, true).unwrap();
+    assert_eq!(s.written, line_replies(1), "the line before it is answered");
+    assert!(lingering(&conn), "then FIN");
+    assert_eq!(lp.stats().messages, 1, "nothing after it is framed");
+    assert!(
+        !lp.warnings.allow(lp.now),
+        "the warning used the rate limit"
+    );
+}
+
+#[test]
+fn backpressure_stops_taking_lines_at_the_bound_and_resumes_when_drained() {
+    let mut lp = Loop::new(Mode::Line);
+    lp.max_owed = 2 * 9; // two replies
+    let mut conn = lp.connection();
+    let mut s = Script::with_input(&[&lines(10)]).room(0);
+    lp.advance(&mut conn, &mut s, true).unwrap();
+    assert_eq!(conn.owed_len(), 18, "two lines taken, the rest kept");
+    assert_eq!(lp.stats().messages, 2);
+    assert!(conn.wants_writable());
+    let reads = s.reads;
+    // More input arrives, but a paused connection does not read it.
+    s.push(&lines(2));
+    lp.advance(&mut conn, &mut s, true).unwrap();
+    assert_eq!(s.reads, reads, "paused: no read");
+    // The client reads its replies: the writable event drains the owed
+    // bytes, and the kept input and the socket are taken at once, since
+    // nothing will report them again.
+    s.room = usize::MAX;
+    lp.advance(&mut conn, &mut s, false).unwrap();
+    assert_eq!(s.written, line_replies(12));
+    assert_eq!(lp.stats().messages, 12);
+    assert!(!conn.wants_writable());
+    assert_eq!(conn.phase(), Phase::Open);
+}
+
+#[test]
+fn an_amplifying_responder_cannot_push_owed_bytes_past_the_bound() {
+    let big = |_: &Request<'_>, reply: &mut Vec<u8>| {
+        reply.extend_from_slice(&[b'y'; 1000]);
+        true
+    };
+    let mut lp = Loop::new(Mode::Line).custom(big);
+    lp.max_owed = 4096;
+    let mut conn = lp.connection();
+    let mut s = Script::with_input(&[&lines(100)]).room(0);
+    lp.advance(&mut conn, &mut s, true).unwrap();
+    assert!(conn.owed_len() >= 4096);
+    assert!(
+        conn.owed_len() <= 4096 + 1001,
+        "owes {} bytes: more than the bound plus one reply",
+        conn.owed_len()
+    );
+    s.room = usize::MAX;
+    lp.advance(&mut conn, &mut s, false).unwrap();
+    assert_eq!(
+        s.written.len(),
+        100 * 1001,
+        "every line answered in the end"
+    );
+}
+
+#[test]
+fn a_custom_responder_gets_whole_lines_across_reads() {
+    let mut lp = Loop::new(Mode::Line).custom(Echo);
+    let mut conn = lp.connection();
+    let mut s = Script::with_input(&[b"hel", b"lo\r", b"\nwor", b"ld\n"]).room(1024);
+    lp.advance(&mut conn, &mut s, true).unwrap();
+    assert_eq!(s.written, b"hello\nworld\n");
+}
+
+#[test]
+fn a_responder_that_declines_sends_nothing_but_counts_the_message() {
+    let mut lp = Loop::new(Mode::Line).custom(|_: &Request<'_>, _: &mut Vec<u8>| false);
+    let mut conn = lp.connection();
+    let mut s = Script::with_input(&[b"a\nb\n"]).room(1024);
+    lp.advance(&mut conn, &mut s, true).unwrap();
+    assert!(s.written.is_empty());
+    assert_eq!(lp.stats().messages, 2);
+    assert!(!conn.wants_writable());
+}
+
+#[test]
+fn once_mode_echo_returns_the_first_read() {
+    let mut lp = Loop::new(Mode::Once).custom(Echo);
+    let mut conn = lp.connection();
+    let mut s = Script::with_input(&[b"ping"]).room(1024);
+    lp.advance(&mut conn, &mut s, true).unwrap();
+    assert_eq!(s.written, b"ping");
+    assert!(lingering(&conn));
+}
+
+#[test]
+fn the_read_budget_leaves_the_connection_still_ready() {
+    let mut lp = Loop::new(Mode::Line);
+    let mut conn = lp.connection();
+    let chunks: Vec<Vec<u8>> = (0..READS_PER_TURN + 3).map(|_| lines(1)).collect();
+    let refs: Vec<&[u8]> = chunks.iter().map(Vec::as_slice).collect();
+    let mut s = Script::with_input(&refs).room(usize::MAX);
+    assert_eq!(
+        lp.advance(&mut conn, &mut s, true).unwrap(),
+        Advance::StillReady
+    );
+    assert_eq!(s.reads, READS_PER_TURN);
+    assert_eq!(
+        lp.advance(&mut conn, &mut s, true).unwrap(),
+        Advance::Waiting
+    );
+    assert_eq!(s.written, line_replies(READS_PER_TURN + 3));
+}
+
+#[test]
+fn a_writable_event_alone_reads_nothing() {
+    let mut lp = Loop::new(Mode::Line);
+    let mut conn = lp.connection();
+    let mut s = Script::with_input(&[b"a\n"]).room(100);
+    lp.advance(&mut conn, &mut s, false).unwrap();
+    assert_eq!(s.reads, 0);
+    assert!(s.written.is_empty());
+}
+
+#[test]
+fn interrupted_reads_and_writes_are_retried() {
+    let mut lp = Loop::new(Mode::Line);
+    let mut conn = lp.connection();
+    let mut s = Script::default().room(100);
+    s.input.push_back(Err(ErrorKind::Interrupted.into()));
+    s.push(b"a\n");
+    lp.advance(&mut conn, &mut s, true).unwrap();
+    assert_eq!(s.written, line_replies(1));
+}
+
+#[test]
+fn a_read_error_closes_with_the_error() {
+    let mut lp = Loop::new(Mode::Line);
+    let mut conn = lp.connection();
+    let mut s = Script::default().room(100);
+    s.input.push_back(Err(ErrorKind::ConnectionReset.into()));
+    match lp.advance(&mut conn, &mut s, true) {
+        Err(Close::Failed(e)) => assert_eq!(e.kind(), ErrorKind::ConnectionReset),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn bytes_written_before_a_write_error_are_counted() {
+    let mut lp = Loop::new(Mode::Line);
+    let mut conn = lp.connection();
+    let mut s = Script::with_input(&[&lines(2)]).room(12);
+    lp.advance(&mut conn, &mut s, true).unwrap();
+    assert_eq!(lp.stats().bytes_out, 12);
+    s.room = 3;
+    s.push(&lines(1));
+    // Three more bytes go out; then the socket fails.
+    let mut failing = FailAfter { inner: s, left: 3 };
+    let result = {
+        let mut cx = Ctx {
+            now: 0,
+            mode: Mode::Line,
+            max_owed: lp.max_owed,
+            buf: &mut lp.buf,
+            replies: &mut lp.replies,
+            counters: &lp.counters,
+            warnings: &mut lp.warnings,
+        };
+        conn.advance(&mut failing, true, &mut cx)
+    };
+    assert!(matches!(result, Err(Close::Failed(_))));
+    assert_eq!(
+        lp.stats().bytes_out,
+        15,
+        "the 3 bytes before the error count"
+    );
+}
+
+/// A stream whose writes fail with a broken pipe once `left` bytes went.
+struct FailAfter {
+    inner: Script,
+    left: usize,
+}
+
+impl Read for FailAfter {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.inner.read(buf)
+    }
+}
+
+impl Write for FailAfter {
+    fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+        if self.left == 0 {
+            return Err(ErrorKind::BrokenPipe.into());
+        }
+        let n = bytes.len().min(self.left);
+        self.left -= n;
+        self.inner.write(&bytes[..n])
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Stream for FailAfter {
+    fn shutdown_write(&self) -> io::Result<()> {
+        Ok(())
+    }
+
+    fn peer_addr(&self) -> io::Result<SocketAddr> {
+        self.inner.peer_addr()
+    }
+}
+
+#[test]
+fn idle_means_no_bytes_moved_either_way() {
+    let idle = Some(1_000);
+    let mut lp = Loop::new(Mode::Line);
+    let mut conn = lp.connection();
+    assert_eq!(conn.deadline(idle), Some(1_000), "from the accept");
+    assert_eq!(conn.deadline(None), None, "no idle timeout");
+    lp.now = 300;
+    let mut s = Script::with_input(&[&lines(3)]).room(9);
+    lp.advance(&mut conn, &mut s, true).unwrap();
+    assert_eq!(conn.deadline(idle), Some(1_300), "bytes arrived at 300");
+    // No input since, but the client drains its replies slowly: each
+    // write moves the deadline.
+    lp.now = 900;
+    s.room = 9;
+    lp.advance(&mut conn, &mut s, false).unwrap();
+    assert_eq!(conn.deadline(idle), Some(1_900), "bytes left at 900");
+    // A writable event that writes nothing moves nothing.
+    lp.now = 1_000;
+    lp.advance(&mut conn, &mut s, false).unwrap();
+    assert_eq!(conn.deadline(idle), Some(1_900));
+}
+
+#[test]
+fn lingering_lasts_linger_ms_from_its_start() {
+    let mut lp = Loop::new(Mode::Once);
+    let mut conn = lp.connection();
+    lp.now = 50;
+    let mut s = Script::with_input(&[b"hi"]).room(100);
+    lp.advance(&mut conn, &mut s, true).unwrap();
+    assert!(lingering(&conn));
+    assert_eq!(conn.deadline(Some(10_000)), Some(50 + LINGER_MS));
+    assert_eq!(conn.deadline(None), Some(50 + LINGER_MS), "idle or not");
+    // Input while lingering is discarded and moves the linger deadline.
+    lp.now = 80;
+    s.push(b"late");
+    lp.advance(&mut conn, &mut s, true).unwrap();
+    assert_eq!(s.written, REPLY, "no second reply");
+    assert_eq!(conn.deadline(None), Some(80 + LINGER_MS));
+}
+
+#[test]
+fn stop_takes_no_new_lines_and_closes_after_the_owed_replies() {
+    let mut lp = Loop::new(Mode::Line);
+    lp.max_owed = 9;
+    let mut conn = lp.connection();
+    let mut s = Script::with_input(&[&lines(3)]).room(0);
+    lp.advance(&mut conn, &mut s, true).unwrap();
+    assert_eq!(lp.stats().messages, 1, "one taken, two kept");
+    conn.stop();
+    assert_eq!(conn.phase(), Phase::Closing);
+    s.room = 100;
+    s.push(&lines(1));
+    lp.advance(&mut conn, &mut s, true).unwrap();
+    assert_eq!(s.written, line_replies(1), "only what was owed");
+    assert_eq!(lp.stats().messages, 1, "kept input is dropped");
+    assert!(lingering(&conn));
+    // A stop while lingering changes nothing.
+    conn.stop();
+    assert!(lingering(&conn));
+}
+
+#[test]
+fn buffers_are_freed_once_kept_input_is_taken() {
+    let mut lp = Loop::new(Mode::Line);
+    lp.max_owed = 9;
+    let mut conn = lp.connection();
+    let mut s = Script::with_input(&[&lines(2)]).room(0);
+    lp.advance(&mut conn, &mut s, true).unwrap();
+    assert!(conn.buffers.is_some(), "one line kept");
+    s.room = 100;
+    lp.advance(&mut conn, &mut s, false).unwrap();
+    assert_eq!(s.written, line_replies(2));
+    assert!(
+        conn.buffers.is_none(),
+        "an idle fixed-reply connection keeps none"
+    );
+}

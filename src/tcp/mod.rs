@@ -1,0 +1,466 @@
+//! TCP: the listener and the connection table.
+//!
+//! The table is a [`Slab`] of connections whose keys are their tokens. It
+//! accepts (with a per-turn budget, the connection limit and the
+//! out-of-descriptors escape), hands each readiness event to the
+//! connection's state machine ([`conn`]), and does for it what needs the
+//! loop: (re)register its interest, arm its timer, put it on the
+//! still-ready list, close it. A closed connection's key is freed only
+//! when the turn ends, so that a stale event later in the same batch
+//! cannot reach a new connection that got the same key.
+
+mod conn;
+
+use std::io::{self, ErrorKind};
+use std::net::SocketAddr;
+
+use log::{Level, debug, log_enabled, trace, warn};
+use mio::net::{TcpListener, TcpStream};
+use mio::{Interest, Token};
+use slab::Slab;
+
+use crate::config::{Config, Mode};
+use crate::reply::Replies;
+use crate::stats::add;
+use crate::stats::sub;
+use crate::timer::{Due, Millis, RateLimit, Timers};
+use crate::turn::{Ready, Turn};
+use conn::{Advance, Close, Connection, Ctx, Phase};
+
+pub use conn::{LINGER_MS, READS_PER_TURN};
+
+/// A connection owing more reply bytes than this stops being read until
+/// they drain: a client that sends without reading costs a fixed amount.
+pub const MAX_OWED: usize = 64 * 1024;
+/// Accepts per turn, so a connection storm cannot starve served clients.
+pub const ACCEPTS_PER_TURN: usize = 64;
+/// After an accept error other than `WouldBlock`, how long until the
+/// listener is tried again, in milliseconds: no retry storm, no stall.
+pub const ACCEPT_RETRY_MS: Millis = 1_000;
+/// Connection slots allocated up front, so that ordinary concurrency never
+/// grows the slab while serving (it grows, once, past this).
+const PREALLOCATED_CONNECTIONS: usize = 256;
+/// Stale timer entries tolerated beyond twice the open connections before
+/// the heap is swept.
+pub(crate) const TIMER_SLACK: usize = 1024;
+/// Closed connections a turn can hold without growing the list (the
+/// events of one poll); more only grow it once.
+const CLOSED_PER_TURN: usize = 1024;
+
+/// A live connection: its socket, its state machine, and what the table
+/// keeps for it (registered interest, armed timer).
+#[derive(Debug)]
+struct Slot {
+    stream: TcpStream,
+    conn: Connection,
+    /// `WRITABLE` is registered.
+    write_interest: bool,
+    /// The deadline of this connection's live timer entry, if one is armed.
+    timer_at: Option<Millis>,
+}
+
+/// The listener and every connection.
+pub(crate) struct Tcp {
+    listener: Option<TcpListener>,
+    /// `None` marks a connection closed this turn, freed when it ends.
+    conns: Slab<Option<Slot>>,
+    mode: Mode,
+    max_connections: usize,
+    max_owed: usize,
+    /// Idle timeout in milliseconds, if any.
+    idle_ms: Option<Millis>,
+    max_line: usize,
+    /// Keys closed during this turn; freed when it ends.
+    closed: Vec<usize>,
+    next_id: u32,
+    /// A descriptor held in reserve for when the process runs out.
+    spare_fd: spare::SpareFd,
+    /// Accepting is paused until then after an accept error.
+    accept_retry_at: Option<Millis>,
+    reject_log: RateLimit,
+    line_log: RateLimit,
+    /// Shutting down: no new clients; connections close once their owed
+    /// bytes are out.
+    stopping: bool,
+}
+
+impl Tcp {
+    pub fn new(listener: Option<TcpListener>, config: &Config) -> Tcp {
+        Tcp {
+            listener,
+            conns: Slab::with_capacity(config.max_connections.min(PREALLOCATED_CONNECTIONS)),
+            mode: config.mode,
+            max_connections: config.max_connections,
+            max_owed: MAX_OWED,
+            idle_ms: config.idle_timeout.map(|d| d.as_millis() as Millis),
+            max_line: config.max_line,
+            closed: Vec::with_capacity(CLOSED_PER_TURN),
+            next_id: 0,
+            spare_fd: spare::SpareFd::reserve(),
+            accept_retry_at: None,
+            reject_log: RateLimit::default(),
+            line_log: RateLimit::default(),
+            stopping: false,
+        }
+    }
+
+    /// Open connections.
+    pub fn open(&self) -> usize {
+        self.conns.len() - self.closed.len()
+    }
+
+    // ----- accepting -------------------------------------------------------
+
+    /// The listener is readable: accept until `WouldBlock`, or until the
+    /// per-turn budget runs out (then it goes on the still-ready list).
+    pub fn accept(&mut self, t: &mut Turn<'_>) {
+        if self.accept_retry_at.is_some_and(|at| t.now < at) {
+            return; // Paused after an accept error; its timer resumes it.
+        }
+        self.accept_retry_at = None;
+        for _ in 0..ACCEPTS_PER_TURN {
+            let Some(listener) = &self.listener else {
+                return;
+            };
+            match listener.accept() {
+                Ok((stream, peer)) => self.admit(stream, peer, t),
+                // Drained: the next connection brings a new event.
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return,
+                Err(e) if is_transient(&e) => continue,
+                Err(e) if is_out_of_descriptors(&e) => return self.shed_backlog(t),
+                Err(e) => {
+                    warn!("accept failed: {e}; trying again in {ACCEPT_RETRY_MS} ms");
+                    return self.pause_accepting(t);
+                }
+            }
+        }
+        t.ready.push(Ready::Listener);
+    }
+
+    /// Stops accepting for [`ACCEPT_RETRY_MS`]: no retry storm, no stall.
+    fn pause_accepting(&mut self, t: &mut Turn<'_>) {
+        let at = t.now + ACCEPT_RETRY_MS;
+        self.accept_retry_at = Some(at);
+        t.timers.arm(at, Due::AcceptRetry);
+    }
+
+    /// Out of file descriptors. The failed accept would fail again at
+    /// once, forever, and the waiting clients would hang in the backlog.
+    /// Give back the spare descriptor, then accept and close each waiting
+    /// client in turn (libuv's trick), and take the spare again.
+    fn shed_backlog(&mut self, t: &mut Turn<'_>) {
+        let Some(listener) = &self.listener else {
+            return;
+        };
+        let mut shed = 0u64;
+        if self.spare_fd.release() {
+            while (shed as usize) < ACCEPTS_PER_TURN {
+                match listener.accept() {
+                    Ok((stream, _)) => {
+                        drop(stream);
+                        shed += 1;
+                    }
+                    Err(e) if is_transient(&e) => continue,
+                    // WouldBlock: the backlog is empty. Anything else:
+                    // someone took the spare slot; retry below.
+                    Err(_) => break,
+                }
+            }
+            self.spare_fd = spare::SpareFd::reserve();
+        }
+        add(&t.counters.rejected, shed);
+        if self.reject_log.allow(t.now) {
+            warn!("out of file descriptors: closed {shed} waiting client(s) unserved");
+        }
+        // Not drained for sure: look again in a second rather than spin.
+        self.pause_accepting(t);
+    }
+
+    /// Takes in one accepted stream, or turns it away over the limit.
+    fn admit(&mut self, mut stream: TcpStream, peer: SocketAddr, t: &mut Turn<'_>) {
+        if self.open() >= self.max_connections {
+            add(&t.counters.rejected, 1);
+            if self.reject_log.allow(t.now) {
+                warn!(
+                    "rejected {peer}: at --max-connections {} (further rejections \
+                     are logged at most once a second)",
+                    self.max_connections
+                );
+            }
+            return; // Dropping the stream closes it.
+        }
+        // Replies are small and latency matters: no Nagle delay.
+        let _ = stream.set_nodelay(true);
+        let entry = self.conns.vacant_entry();
+        let key = entry.key();
+        if let Err(e) = t
+            .registry
+            .register(&mut stream, Token(key), Interest::READABLE)
+        {
+            warn!("cannot register {peer}: {e}");
+            return;
+        }
+        let id = self.next_id;
+        self.next_id = self.next_id.wrapping_add(1);
+        let custom_peer = matches!(t.replies, Replies::Custom { .. }).then_some(peer);
+        entry.insert(Some(Slot {
+            stream,
+            conn: Connection::new(id, self.max_line, t.now, custom_peer),
+            write_interest: false,
+            timer_at: None,
+        }));
+        add(&t.counters.accepted, 1);
+        add(&t.counters.open, 1);
+        debug!("conn {key}: accepted {peer}");
+        // The request usually arrives with the connection: read it now
+        // instead of waiting a whole turn for the readable event.
+        self.drive(key, true, t);
+    }
+
+    // ----- events ------------------------------------------------------------
+
+    /// A readiness event for connection `key`.
+    pub fn on_event(&mut self, key: usize, readable: bool, t: &mut Turn<'_>) {
+        // A key closed earlier in this batch has no slot: a stale event.
+        if let Some(Some(_)) = self.conns.get(key) {
+            self.drive(key, readable, t);
+        }
+    }
+
+    /// Serves a connection that was left still ready last turn.
+    pub fn resume(&mut self, key: usize, id: u32, t: &mut Turn<'_>) {
+        if let Some(Some(slot)) = self.conns.get(key) {
+            if slot.conn.id == id {
+                self.drive(key, true, t);
+            }
+        }
+    }
+
+    /// Runs connection `key` as far as it goes without blocking, then
+    /// settles its interest, its timer and its place on the ready list.
+    fn drive(&mut self, key: usize, readable: bool, t: &mut Turn<'_>) {
+        let Some(Some(slot)) = self.conns.get_mut(key) else {
+            return;
+        };
+        let before = log_enabled!(Level::Trace).then(|| t.counters.snapshot());
+        let mut cx = Ctx {
+            now: t.now,
+            mode: self.mode,
+            max_owed: self.max_owed,
+            buf: t.buf,
+            replies: t.replies,
+            counters: t.counters,
+            warnings: &mut self.line_log,
+        };
+        let outcome = slot.conn.advance(&mut slot.stream, readable, &mut cx);
+        if let Some(before) = before {
+            let after = t.counters.snapshot();
+            trace!(
+                "conn {key}: read {} bytes, wrote {} bytes, owes {} ({:?})",
+                after.bytes_in - before.bytes_in,
+                after.bytes_out - before.bytes_out,
+                slot.conn.owed_len(),
+                slot.conn.phase(),
+            );
+        }
+        let result = outcome.and_then(|advance| {
+            if advance == Advance::StillReady {
+                t.ready.push(Ready::Conn {
+                    key,
+                    id: slot.conn.id,
+                });
+            }
+            settle_interest(slot, key, t).map_err(Close::Failed)
+        });
+        match result {
+            Ok(()) => arm_timer(slot, key, self.idle_ms, t.timers),
+            Err(why) => self.close(key, why, t),
+        }
+    }
+
+    /// Closes connection `key` now; its slab entry is freed at turn end.
+    fn close(&mut self, key: usize, why: Close, t: &mut Turn<'_>) {
+        let Some(Some(slot)) = self.conns.get_mut(key) else {
+            return;
+        };
+        match &why {
+            Close::Failed(e) => debug!("conn {key}: closing on error: {e}"),
+            Close::Done => debug!("conn {key}: closed"),
+        }
+        // mio's rule: deregister before the descriptor closes, since some
+        // selectors keep state per source. mio's epoll selector keeps none,
+        // and closing the last descriptor of a socket removes it from every
+        // epoll interest list (epoll(7)), which the drop below does. There
+        // the EPOLL_CTL_DEL is a system call for nothing, measured at about
+        // 6 % of a once-mode exchange's server CPU (benches/syscalls.sh,
+        // benches/compare.sh). Should a copy of the descriptor live on (a
+        // child forked by the host, between fork and exec), its events can
+        // still come with the old token; a slab key reused by then only sees
+        // a spurious event, which a read ending in `WouldBlock` absorbs.
+        if !cfg!(all(
+            target_os = "linux",
+            not(mio_unsupported_force_poll_poll)
+        )) {
+            let _ = t.registry.deregister(&mut slot.stream);
+        }
+        self.conns[key] = None;
+        self.closed.push(key);
+        sub(&t.counters.open, 1);
+    }
+
+    /// Connection `key`'s timer entry came due: close the connection if its
+    /// deadline truly passed, or re-arm it at the deadline that activity
+    /// moved it to.
+    pub fn on_timer(&mut self, key: u32, id: u32, at: Millis, t: &mut Turn<'_>) {
+        let key = key as usize;
+        let Some(Some(slot)) = self.conns.get_mut(key) else {
+            return;
+        };
+        if slot.conn.id != id || slot.timer_at != Some(at) {
+            return; // Stale: the connection is gone or re-armed earlier.
+        }
+        slot.timer_at = None;
+        match slot.conn.deadline(self.idle_ms) {
+            Some(deadline) if deadline <= t.now => {
+                let what = match slot.conn.phase() {
+                    Phase::Lingering => "linger over",
+                    Phase::Open | Phase::Closing => "idle",
+                };
+                debug!("conn {key}: {what}; closing");
+                self.close(key, Close::Done, t);
+            }
+            _ => arm_timer(slot, key, self.idle_ms, t.timers),
+        }
+    }
+
+    /// The accept-retry timer came due.
+    pub fn on_accept_retry(&mut self, t: &mut Turn<'_>) {
+        if self.accept_retry_at.is_some_and(|at| at <= t.now) {
+            self.accept(t);
+        }
+    }
+
+    /// Frees the slab entries of connections closed this turn, and sweeps
+    /// the timer heap when stale entries (of closed connections, or of
+    /// deadlines re-armed earlier) outnumber the open connections.
+    pub fn end_turn(&mut self, timers: &mut Timers) {
+        for key in self.closed.drain(..) {
+            self.conns.remove(key);
+        }
+        if timers.len() > 2 * self.conns.len() + TIMER_SLACK {
+            timers.retain(|entry| match entry.due {
+                Due::Conn { key, id } => self.conns.get(key as usize).is_some_and(|slot| {
+                    slot.as_ref()
+                        .is_some_and(|slot| slot.conn.id == id && slot.timer_at == Some(entry.at))
+                }),
+                _ => true,
+            });
+        }
+    }
+
+    /// Stops accepting and winds every connection down: no new requests are
+    /// read; each connection writes what it owes, then closes as gracefully
+    /// as any other (FIN, then a lingering close). Closing at once instead
+    /// would reset connections with unread input, destroying replies the
+    /// client has not read yet.
+    pub fn stop(&mut self, t: &mut Turn<'_>) {
+        self.stopping = true;
+        if let Some(mut listener) = self.listener.take() {
+            let _ = t.registry.deregister(&mut listener);
+        }
+        let live: Vec<usize> = self
+            .conns
+            .iter()
+            .filter(|(_, slot)| slot.is_some())
+            .map(|(key, _)| key)
+            .collect();
+        for key in live {
+            if let Some(Some(slot)) = self.conns.get_mut(key) {
+                slot.conn.stop();
+            }
+            self.drive(key, false, t);
+        }
+    }
+
+    /// Closes every connection at once: the shutdown grace period is over.
+    pub fn close_all(&mut self, t: &mut Turn<'_>) {
+        let keys: Vec<usize> = self.conns.iter().map(|(key, _)| key).collect();
+        for key in keys {
+            self.close(key, Close::Done, t);
+        }
+    }
+}
+
+/// Registers `WRITABLE` interest exactly while the connection wants it.
+fn settle_interest(slot: &mut Slot, key: usize, t: &Turn<'_>) -> io::Result<()> {
+    let want = slot.conn.wants_writable();
+    if want == slot.write_interest {
+        return Ok(());
+    }
+    let interest = if want {
+        Interest::READABLE | Interest::WRITABLE
+    } else {
+        Interest::READABLE
+    };
+    t.registry
+        .reregister(&mut slot.stream, Token(key), interest)?;
+    slot.write_interest = want;
+    Ok(())
+}
+
+/// Makes sure a timer entry is armed no later than the connection's
+/// deadline. A deadline that moved later needs nothing: the earlier entry
+/// re-arms itself when it comes due.
+fn arm_timer(slot: &mut Slot, key: usize, idle_ms: Option<Millis>, timers: &mut Timers) {
+    if let Some(at) = slot.conn.deadline(idle_ms) {
+        if slot.timer_at.is_none_or(|armed| at < armed) {
+            slot.timer_at = Some(at);
+            let (key, id) = (key as u32, slot.conn.id);
+            timers.arm(at, Due::Conn { key, id });
+        }
+    }
+}
+
+/// Accept errors that concern one client only: try the next.
+fn is_transient(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        ErrorKind::Interrupted | ErrorKind::ConnectionAborted | ErrorKind::ConnectionReset
+    )
+}
+
+#[cfg(unix)]
+fn is_out_of_descriptors(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE))
+}
+
+#[cfg(not(unix))]
+fn is_out_of_descriptors(_: &io::Error) -> bool {
+    false
+}
+
+/// The descriptor kept in reserve for [`Tcp::shed_backlog`].
+mod spare {
+    /// Holds one open descriptor (on `/dev/null`) so that it can be given
+    /// back when the process runs out. Unix only: elsewhere it holds none.
+    #[derive(Debug)]
+    pub struct SpareFd(#[cfg(unix)] Option<std::fs::File>);
+
+    impl SpareFd {
+        /// Takes a descriptor, if one can be had.
+        pub fn reserve() -> SpareFd {
+            #[cfg(unix)]
+            return SpareFd(std::fs::File::open("/dev/null").ok());
+            #[cfg(not(unix))]
+            return SpareFd();
+        }
+
+        /// Closes the reserved descriptor; whether there was one.
+        pub fn release(&mut self) -> bool {
+            #[cfg(unix)]
+            return self.0.take().is_some();
+            #[cfg(not(unix))]
+            return false;
+        }
+    }
+}

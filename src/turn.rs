@@ -1,0 +1,48 @@
+//! What one turn of the loop lends its handlers: the per-turn context, the
+//! still-ready list and the tokens that name the fixed sources.
+//!
+//! This module sits below the loop ([`server`](crate::server)) and its
+//! handlers ([`tcp`](crate::tcp), [`udp`](crate::udp)): they all use it,
+//! and it uses none of them.
+
+use mio::{Registry, Token};
+
+use crate::reply::Replies;
+use crate::stats::Counters;
+use crate::timer::{Millis, Timers};
+
+/// The TCP listener's token. Connection tokens are slab keys, far below.
+pub(crate) const LISTENER: Token = Token(usize::MAX - 1);
+/// The UDP socket's token.
+pub(crate) const UDP: Token = Token(usize::MAX - 2);
+/// The waker's token: another thread asked for something.
+pub(crate) const WAKER: Token = Token(usize::MAX - 3);
+/// SIGINT or SIGTERM arrived (with the `signals` feature).
+pub(crate) const SIGNALS: Token = Token(usize::MAX - 4);
+/// Tokens at or above this one name fixed sources, not connections.
+pub(crate) const FIRST_FIXED: Token = Token(usize::MAX - 16);
+
+/// Everything a handler may touch during one turn, borrowed from the
+/// server: the poll's registry (to change its own interest), the clock
+/// reading, the shared buffer and replies, counters, timers and the list of
+/// sources still ready for the next turn.
+pub(crate) struct Turn<'a> {
+    pub registry: &'a Registry,
+    pub now: Millis,
+    pub buf: &'a mut [u8],
+    pub replies: &'a mut Replies,
+    pub counters: &'a Counters,
+    pub timers: &'a mut Timers,
+    pub ready: &'a mut Vec<Ready>,
+}
+
+/// A source left with work undone when its budget ran out. Readiness is
+/// edge-triggered, so nothing will report it again: the handler puts it
+/// on [`Turn::ready`], and the loop serves it on the next turn, polling
+/// with a zero timeout meanwhile.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Ready {
+    Listener,
+    Udp,
+    Conn { key: usize, id: u32 },
+}
