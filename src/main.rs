@@ -1,7 +1,12 @@
 //! The `ackloop` command: parse arguments, set up logging, bind, print the
 //! bound addresses, watch signals, run. All the serving is the library's.
+//!
+//! Nothing here panics when stdout or stderr is a closed pipe (SPEC
+//! section 2): a line that cannot be written is dropped, or, for stdout's
+//! few lines, is a one-line error and exit status 1.
 
 mod cli;
+mod log_sink;
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -13,13 +18,10 @@ use log::LevelFilter;
 fn main() -> ExitCode {
     let (config, level, echo) = match cli::parse(std::env::args_os().skip(1)) {
         Ok(Command::Serve(config, level, echo)) => (config, level, echo),
-        Ok(Command::Help) => {
-            println!("{}", cli::HELP);
-            return ExitCode::SUCCESS;
-        }
+        Ok(Command::Help) => return print_or_fail("the help", cli::HELP),
         Ok(Command::Version) => {
-            println!("ackloop {}", env!("CARGO_PKG_VERSION"));
-            return ExitCode::SUCCESS;
+            let version = concat!("ackloop ", env!("CARGO_PKG_VERSION"));
+            return print_or_fail("the version", version);
         }
         Err(message) => return fail(2, &message),
     };
@@ -56,7 +58,17 @@ fn init_logging(level: Option<LevelFilter>) {
         None => logger.with_level(LevelFilter::Info).env(),
     };
     // Only fails if a logger is already set, which cannot happen here.
-    let _ = logger.init();
+    let _ = log_sink::StderrSink::init(logger);
+}
+
+/// `text` and a newline on stdout; exit status 0, or 1 if stdout cannot
+/// be written.
+fn print_or_fail(what: &str, text: &str) -> ExitCode {
+    let mut out = std::io::stdout().lock();
+    match writeln!(out, "{text}").and_then(|()| out.flush()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(1, &format!("cannot write {what} to stdout: {e}")),
+    }
 }
 
 /// One line per socket, flushed before serving, so a parent process can
@@ -72,7 +84,10 @@ fn print_addresses(server: &Server) -> std::io::Result<()> {
     out.flush()
 }
 
+/// A one-line error on stderr (dropped if stderr cannot be written) and
+/// the exit status `code`.
 fn fail(code: u8, message: &str) -> ExitCode {
-    eprintln!("ackloop: {message}");
+    let line = format!("ackloop: {message}\n");
+    let _ = std::io::stderr().lock().write_all(line.as_bytes());
     ExitCode::from(code)
 }

@@ -9,9 +9,9 @@ use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
 use common::{
-    DEADLINE, End, SIGINT, SIGTERM, Server, assert_summary, connect, counter, join, line_exchange,
-    read_exactly, read_until_closed, read_until_closed_by, run, tcp_request, text, udp_request,
-    wait_readable, write_until_blocked,
+    Closed, DEADLINE, End, SIGINT, SIGTERM, Server, assert_summary, connect, counter, join,
+    line_exchange, read_exactly, read_until_closed, read_until_closed_by, run, run_closed,
+    tcp_request, text, udp_request, wait_readable, write_until_blocked,
 };
 
 /// The default reply, and the line-mode reply.
@@ -430,4 +430,80 @@ fn echo_sends_every_message_back() {
         text(&tcp_request(once.tcp(), b"Hello, Server")),
         "Hello, Server"
     );
+}
+
+#[test]
+fn a_closed_stderr_drops_the_log_lines_and_the_server_serves_on() {
+    let mut server = Server::start_with_stderr_held(&[
+        "--mode",
+        "line",
+        "--max-line",
+        "8",
+        "--log-level",
+        "debug",
+    ]);
+    // The log reader goes away: every log line from now on meets EPIPE.
+    server.close_stderr();
+    // An over-long line: a warning, and debug lines for its connection.
+    let stream = connect(server.tcp());
+    (&stream).write_all(b"123456789\n").unwrap();
+    let drained = read_until_closed(&stream, DEADLINE);
+    assert_eq!(text(&drained.bytes), "", "no reply to the long line");
+    assert_ne!(drained.end, End::TimedOut, "the connection must be closed");
+    // Those lines were dropped, not the server: new clients are served.
+    if !server.is_running() {
+        panic!("the server died: {}", server.wait());
+    }
+    let other = connect(server.tcp());
+    assert_eq!(text(&line_exchange(&other, b"fine\n", 9)), LINE_REPLY);
+    assert_eq!(text(&udp_request(server.udp(), b"Hello, Server")), REPLY);
+    drop(other);
+    // And it stops as usual, its summary going nowhere.
+    server.signal(SIGTERM);
+    let status = server.wait();
+    assert_eq!(status.code(), Some(0), "{status}");
+}
+
+#[test]
+fn a_closed_stdout_is_a_one_line_error_not_a_panic() {
+    let (status, _, stderr) = run_closed(Closed::Stdout, &["--mode", "line"]);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    match status {
+        // Serving on without stdout is allowed too: it ran until killed.
+        None => {}
+        Some(status) => {
+            assert_eq!(status.code(), Some(1), "{status}: {stderr}");
+            let last = stderr.trim_end().lines().last().unwrap_or_default();
+            assert!(last.contains("stdout"), "a one-line error: {stderr}");
+        }
+    }
+}
+
+#[test]
+fn help_and_version_on_a_closed_stdout_exit_1_without_a_panic() {
+    for flag in ["--help", "--version"] {
+        let (status, _, stderr) = run_closed(Closed::Stdout, &[flag]);
+        let status = status.expect("exits");
+        assert_eq!(status.code(), Some(1), "{flag}: {status}: {stderr}");
+        assert_eq!(stderr.trim_end().lines().count(), 1, "{flag}: {stderr}");
+        assert!(stderr.contains("stdout"), "{flag}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{flag}: {stderr}");
+    }
+}
+
+#[test]
+fn a_usage_error_with_a_closed_stderr_still_exits_2() {
+    // The one-line error is dropped; the status still tells what happened.
+    let (status, stdout, _) = run_closed(Closed::Stderr, &["--frobnicate"]);
+    let status = status.expect("exits");
+    assert_eq!(status.code(), Some(2), "bad usage: {status}");
+    assert_eq!(stdout, "");
+}
+
+#[test]
+fn a_closed_stdout_and_stderr_exit_1_without_a_panic() {
+    // Neither the addresses nor the error about them can be written.
+    let (status, _, _) = run_closed(Closed::Both, &[]);
+    let status = status.expect("exits");
+    assert_eq!(status.code(), Some(1), "stdout unwritable: {status}");
 }

@@ -11,7 +11,8 @@
 
 use std::io::{self, BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
-use std::process::{Child, ChildStdout, Command, ExitStatus, Stdio};
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::process::{Child, ChildStderr, ChildStdout, Command, ExitStatus, Stdio};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -93,14 +94,46 @@ fn stdout_lines(pipe: ChildStdout) -> Receiver<String> {
 /// Starts `command` with no stdin and piped stdout and stderr.
 #[track_caller]
 fn spawn_piped(command: &mut Command) -> Child {
+    spawn_with(command, Stdio::piped(), Stdio::piped())
+}
+
+/// Starts `command` with no stdin and these stdout and stderr.
+#[track_caller]
+fn spawn_with(command: &mut Command, stdout: Stdio, stderr: Stdio) -> Child {
     command
         // The log level is the tests' choice, not the environment's.
         .env_remove("RUST_LOG")
         .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
+        .stdout(stdout)
+        .stderr(stderr)
         .spawn()
         .expect("ackloop starts")
+}
+
+/// The write end of a pipe whose read end is already closed: every write
+/// to it fails with `EPIPE`, as to a reader that has gone away. Closed
+/// before the child starts, so no write of the child can race the close.
+#[track_caller]
+pub fn closed_pipe() -> Stdio {
+    let mut fds = [0; 2];
+    // Close-on-exec: no other test's child inherits the read end, which
+    // would keep the pipe open. (The child's own copy, dup2'ed onto its
+    // stdout or stderr, is not close-on-exec.)
+    // SAFETY: pipe2 writes two descriptors into `fds`.
+    let r = unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) };
+    assert_eq!(r, 0, "pipe2: {}", io::Error::last_os_error());
+    // SAFETY: two fresh descriptors, owned by nothing else.
+    let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    drop(read);
+    Stdio::from(write)
+}
+
+/// Which of the child's outputs `run_closed` makes a closed pipe.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Closed {
+    Stdout,
+    Stderr,
+    Both,
 }
 
 /// A running `ackloop` process. Dropping it kills and reaps the process,
@@ -113,6 +146,8 @@ pub struct Server {
     pub udp: Option<SocketAddr>,
     stdout: Receiver<String>,
     stderr: Arc<Mutex<Captured>>,
+    /// Stderr's pipe, not read, when started with `start_with_stderr_held`.
+    held_stderr: Option<ChildStderr>,
     exited: Option<ExitStatus>,
 }
 
@@ -123,7 +158,25 @@ impl Server {
     pub fn start(args: &[&str]) -> Server {
         let mut command = Command::new(bin());
         command.args(PORT_ZERO).args(args);
-        Server::spawn(command, args)
+        Server::spawn(command, args, true)
+    }
+
+    /// Like `start`, but stderr is not read: the test holds its pipe, to
+    /// close it with `close_stderr`. `stderr()` is then always empty.
+    #[track_caller]
+    pub fn start_with_stderr_held(args: &[&str]) -> Server {
+        let mut command = Command::new(bin());
+        command.args(PORT_ZERO).args(args);
+        Server::spawn(command, args, false)
+    }
+
+    /// Closes the read end of stderr's pipe (held since the start): from
+    /// now on every write the server makes to stderr fails with `EPIPE`.
+    #[track_caller]
+    pub fn close_stderr(&mut self) {
+        let pipe = self.held_stderr.take();
+        assert!(pipe.is_some(), "started with start_with_stderr_held");
+        drop(pipe);
     }
 
     /// Like `start`, with at most `limit` open file descriptors
@@ -137,13 +190,22 @@ impl Server {
             .args(["-c", &script, &bin()])
             .args(PORT_ZERO)
             .args(args);
-        Server::spawn(command, args)
+        Server::spawn(command, args, true)
     }
 
     #[track_caller]
-    fn spawn(mut command: Command, args: &[&str]) -> Server {
+    fn spawn(mut command: Command, args: &[&str], read_stderr: bool) -> Server {
         let mut child = spawn_piped(&mut command);
-        let stderr = capture(child.stderr.take().unwrap());
+        let pipe = child.stderr.take().unwrap();
+        let (stderr, held_stderr) = if read_stderr {
+            (capture(pipe), None)
+        } else {
+            let nothing = Captured {
+                text: String::new(),
+                closed: true,
+            };
+            (Arc::new(Mutex::new(nothing)), Some(pipe))
+        };
         let stdout = stdout_lines(child.stdout.take().unwrap());
         let mut server = Server {
             child,
@@ -151,6 +213,7 @@ impl Server {
             udp: None,
             stdout,
             stderr,
+            held_stderr,
             exited: None,
         };
         let off = |flag: &str| args.contains(&flag);
@@ -346,15 +409,37 @@ pub fn wait_until(within: Duration, mut done: impl FnMut() -> bool) -> bool {
 /// after `DEADLINE`: exit status, stdout, stderr.
 #[track_caller]
 pub fn run(args: &[&str]) -> (ExitStatus, String, String) {
+    let (status, stdout, stderr) = run_with(args, Stdio::piped(), Stdio::piped());
+    let Some(status) = status else {
+        panic!("{args:?}: still running after {DEADLINE:?}; stdout {stdout:?}, stderr {stderr:?}");
+    };
+    (status, stdout, stderr)
+}
+
+/// Like `run`, with `closed` a pipe whose read end is closed before the
+/// start (what it returns for a closed output is empty). The status is
+/// `None` if the process was still running after `DEADLINE` (then killed).
+#[track_caller]
+pub fn run_closed(closed: Closed, args: &[&str]) -> (Option<ExitStatus>, String, String) {
+    let output = |which| match closed {
+        Closed::Both => closed_pipe(),
+        _ if closed == which => closed_pipe(),
+        _ => Stdio::piped(),
+    };
+    run_with(args, output(Closed::Stdout), output(Closed::Stderr))
+}
+
+#[track_caller]
+fn run_with(args: &[&str], stdout: Stdio, stderr: Stdio) -> (Option<ExitStatus>, String, String) {
     let mut command = Command::new(bin());
     for pair in PORT_ZERO.chunks(2) {
         if !args.contains(&pair[0]) {
             command.args(pair);
         }
     }
-    let mut child = spawn_piped(command.args(args));
-    let stdout = capture(child.stdout.take().unwrap());
-    let stderr = capture(child.stderr.take().unwrap());
+    let mut child = spawn_with(command.args(args), stdout, stderr);
+    let stdout = child.stdout.take().map(capture);
+    let stderr = child.stderr.take().map(capture);
     let mut status = None;
     wait_until(DEADLINE, || {
         status = child.try_wait().expect("try_wait");
@@ -364,15 +449,14 @@ pub fn run(args: &[&str]) -> (ExitStatus, String, String) {
         let _ = child.kill();
         let _ = child.wait();
     }
-    let text = |captured: &Arc<Mutex<Captured>>| {
+    let text = |captured: Option<Arc<Mutex<Captured>>>| {
+        let Some(captured) = captured else {
+            return String::new();
+        };
         wait_until(DEADLINE, || captured.lock().unwrap().closed);
         captured.lock().unwrap().text.clone()
     };
-    let (stdout, stderr) = (text(&stdout), text(&stderr));
-    let Some(status) = status else {
-        panic!("{args:?}: still running after {DEADLINE:?}; stdout {stdout:?}, stderr {stderr:?}");
-    };
-    (status, stdout, stderr)
+    (status, text(stdout), text(stderr))
 }
 
 /// The value of a counter in the exit summary, written either `name N`
