@@ -4,7 +4,7 @@
 //! which panics when stderr can no longer be written (a closed pipe:
 //! `EPIPE`), and the release profile aborts on panic, so one log line
 //! after the log reader went away would end the server and cut off every
-//! client. SPEC section 2: such a line is dropped, never the server.
+//! client. Such a line must be dropped, never the server.
 //!
 //! `SimpleLogger` still decides what is logged (`--log-level`, `RUST_LOG`,
 //! module levels); [`StderrSink`] only writes the lines, in its format as

@@ -1,5 +1,8 @@
 //! Core: the `ackloop` binary against its contract (SPEC sections 1, 3
 //! and 4), black box, over real sockets on 127.0.0.1 with port 0.
+//!
+//! Linux only: signals through `kill`, closed pipes through `pipe2`.
+#![cfg(target_os = "linux")]
 
 mod common;
 
