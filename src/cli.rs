@@ -24,6 +24,12 @@ Options:
   --max-connections N      live TCP connections at most [default: 1024]
   --idle-timeout SECS      close a TCP connection silent this long; 0 never [default: 60]
   --max-line BYTES         longest line in line mode, newline excluded [default: 65536]
+  --fault SPEC             inject a fault, PROTO:KIND[=VALUE][,SELECTOR...]; repeatable
+                             kinds: delay=MS|MIN-MAX, truncate=N, corrupt (tcp, udp);
+                             duplicate, drop (udp); dribble=BYTES/MS, hang, close,
+                             reset, slow-close=MS (tcp)
+                             selectors: p=PROBABILITY, first=N, after=N, every=N
+  --seed N                 seed of the faults' random choices [default: random, logged]
   --log-level LEVEL        off, error, warn, info, debug or trace [default: info; RUST_LOG also works]
   -h, --help               print this help
   -V, --version            print the version
@@ -74,6 +80,8 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, String
                 config.idle_timeout = (secs > 0).then(|| Duration::from_secs(secs));
             }
             Long("max-line") => config.max_line = number(&name, &mut parser)?,
+            Long("fault") => config.faults.push(text(&name, &mut parser)?.parse()?),
+            Long("seed") => config.seed = Some(number(&name, &mut parser)?),
             Long("log-level") => log_level = Some(level(&name, &mut parser)?),
             Long("echo") => echo = true,
             Short('h') | Long("help") => return Ok(Command::Help),
@@ -169,6 +177,10 @@ mod tests {
             (&["--max-line", "0"], "--max-line"),
             (&["--frobnicate"], "--frobnicate"),
             (&["--tcp"], "--tcp"),
+            (&["--fault", "tcp:drop"], "tcp:drop"),
+            (&["--fault", "udp:delay=9-1"], "udp:delay=9-1"),
+            (&["--fault"], "--fault"),
+            (&["--seed", "-3"], "--seed"),
         ] {
             let message = parse_args(args)
                 .err()

@@ -7,6 +7,8 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use crate::fault::Fault;
+
 /// Default TCP and UDP address: loopback, port 8000, as in the article.
 pub const DEFAULT_ADDR: &str = "127.0.0.1:8000";
 /// Default reply text.
@@ -93,6 +95,11 @@ pub struct Config {
     /// Longest line in line mode, terminator excluded; a longer line closes
     /// its connection after the replies owed for the lines before it.
     pub max_line: usize,
+    /// Faults to inject into the replies, in order (none by default).
+    pub faults: Vec<Fault>,
+    /// The seed of every random choice the faults make; `None` picks one
+    /// at random and logs it, so that a run can be replayed.
+    pub seed: Option<u64>,
 }
 
 impl Default for Config {
@@ -106,6 +113,8 @@ impl Default for Config {
             max_connections: DEFAULT_MAX_CONNECTIONS,
             idle_timeout: Some(Duration::from_secs(DEFAULT_IDLE_TIMEOUT_SECS)),
             max_line: DEFAULT_MAX_LINE,
+            faults: Vec::new(),
+            seed: None,
         }
     }
 }
@@ -151,6 +160,6 @@ impl Config {
         if self.max_line == 0 || self.max_line > MAX_MAX_LINE {
             return Err(format!("--max-line: must be 1 to {MAX_MAX_LINE} bytes"));
         }
-        Ok(())
+        self.faults.iter().try_for_each(Fault::validate)
     }
 }

@@ -1,12 +1,13 @@
 //! The [`Handle`]: what other threads may do with a running server.
 
 use std::fmt;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
 use log::warn;
 use mio::Waker;
 
+use crate::fault::Fault;
 use crate::stats::{Counters, Stats};
 
 /// What other threads share with the loop.
@@ -16,6 +17,15 @@ pub(crate) struct Shared {
     /// A shutdown was asked for; the loop reads it when woken.
     pub stop_requested: AtomicBool,
     pub counters: Counters,
+    /// Changes asked for by other threads, applied by the loop when woken.
+    pub changes: Mutex<Vec<Change>>,
+}
+
+/// A change another thread asks the loop to make.
+#[derive(Debug)]
+pub(crate) enum Change {
+    AddFault(Fault),
+    ClearFaults,
 }
 
 /// A handle to a running server, for other threads: ask it to stop, read
@@ -59,5 +69,46 @@ impl Handle {
     /// The counters as they are now.
     pub fn stats(&self) -> Stats {
         self.shared.counters.snapshot()
+    }
+
+    /// Adds a fault from now on, as `--fault` does at start: messages that
+    /// arrive after the loop takes the change are judged by it, and its
+    /// `first`/`after`/`every` count from then. Returns at once.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ackloop::testing::TestServer;
+    /// let server = TestServer::start()?;
+    /// let client = std::net::UdpSocket::bind("127.0.0.1:0")?;
+    /// server.handle().add_fault("udp:drop".parse()?);
+    /// server.handle().clear_faults();
+    /// client.send_to(b"Hello, Server", server.udp_addr())?;
+    /// let mut reply = [0; 16];
+    /// // The clear came after the drop: this datagram is answered.
+    /// let n = client.recv(&mut reply)?;
+    /// assert_eq!(&reply[..n], b"Received");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn add_fault(&self, fault: Fault) {
+        self.change(Change::AddFault(fault));
+    }
+
+    /// Removes every fault, from now on. Returns at once.
+    pub fn clear_faults(&self) {
+        self.change(Change::ClearFaults);
+    }
+
+    fn change(&self, change: Change) {
+        let mut changes = self
+            .shared
+            .changes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        changes.push(change);
+        drop(changes);
+        if let Err(e) = self.shared.waker.wake() {
+            warn!("cannot wake the loop: {e}");
+        }
     }
 }

@@ -192,6 +192,7 @@
 
 mod config;
 mod error;
+mod fault;
 pub mod framing;
 mod handle;
 mod reply;
@@ -208,6 +209,7 @@ pub use config::{
     DEFAULT_REPLY, MAX_IDLE_TIMEOUT_SECS, MAX_MAX_LINE, MAX_REPLY_LEN, Mode,
 };
 pub use error::Error;
+pub use fault::{Fault, FaultCounts, FaultKind, Selector};
 pub use handle::Handle;
 pub use reply::{Echo, FixedReply, Protocol, Request, Responder};
 pub use server::{SHUTDOWN_GRACE_MS, Server, Status};

@@ -21,7 +21,8 @@ use mio::{Events, Interest, Poll, Registry, Token, Waker};
 
 use crate::config::{Config, Mode};
 use crate::error::Error;
-use crate::handle::{Handle, Shared};
+use crate::fault::{self, Faults};
+use crate::handle::{Change, Handle, Shared};
 use crate::reply::{Pattern, Replies, Responder};
 use crate::stats::{Stats, add};
 use crate::tcp::Tcp;
@@ -82,6 +83,8 @@ pub struct Server {
     ready: Vec<Ready>,
     /// Sources found still ready during this turn.
     ready_next: Vec<Ready>,
+    /// The faults in force.
+    faults: Faults,
     shared: Arc<Shared>,
     status: Status,
 }
@@ -191,6 +194,19 @@ impl Server {
             config.mode,
             udp_addr.map_or("off".into(), |a| a.to_string()),
         );
+        let faults = Faults::new(
+            config.seed.unwrap_or_else(fault::random_seed),
+            &config.faults,
+        );
+        if !config.faults.is_empty() {
+            let specs: Vec<String> = config.faults.iter().map(ToString::to_string).collect();
+            let how = if config.seed.is_some() {
+                ""
+            } else {
+                " (random: replay with --seed)"
+            };
+            info!("faults {}; seed {}{how}", specs.join(" "), faults.seed());
+        }
         Ok(Server {
             poll,
             events: Events::with_capacity(EVENTS_PER_POLL),
@@ -210,10 +226,12 @@ impl Server {
             timers: Timers::with_capacity(2 * crate::tcp::TIMER_SLACK),
             ready: Vec::with_capacity(READY_CAPACITY),
             ready_next: Vec::with_capacity(READY_CAPACITY),
+            faults,
             shared: Arc::new(Shared {
                 waker,
                 stop_requested: AtomicBool::new(false),
                 counters: Default::default(),
+                changes: Default::default(),
             }),
             status: Status::Running,
         })
@@ -325,6 +343,7 @@ impl Server {
             timers,
             ready,
             ready_next,
+            faults,
             shared,
             ..
         } = self;
@@ -336,6 +355,7 @@ impl Server {
             counters: &shared.counters,
             timers,
             ready: ready_next,
+            faults,
         };
         for event in events.iter() {
             trace!("event {}", Described(event));
@@ -365,6 +385,7 @@ impl Sources {
             LISTENER => self.tcp.accept(t),
             UDP => self.serve_udp(t),
             WAKER => {
+                apply_changes(shared, t);
                 if shared.stop_requested.load(Ordering::SeqCst) {
                     self.begin_shutdown(t);
                 }
@@ -394,6 +415,11 @@ impl Sources {
         match due {
             Due::Conn { key, id } => self.tcp.on_timer(key, id, at, t),
             Due::AcceptRetry => self.tcp.on_accept_retry(t),
+            Due::UdpDelay => {
+                if let Some(udp) = &mut self.udp {
+                    udp.release_delayed(t);
+                }
+            }
             Due::ShutdownGrace => {
                 info!("shutdown grace period over: closing everything");
                 self.close_everything(t);
@@ -459,6 +485,18 @@ impl Sources {
 
     #[cfg(not(all(feature = "signals", unix)))]
     fn on_signals(&mut self, _: &mut Turn<'_>) {}
+}
+
+/// Applies the changes other threads asked for, in order.
+fn apply_changes(shared: &Shared, t: &mut Turn<'_>) {
+    let changes = std::mem::take(&mut *shared.changes.lock().unwrap_or_else(|p| p.into_inner()));
+    for change in changes {
+        info!("change: {change:?}");
+        match change {
+            Change::AddFault(fault) => t.faults.add(fault),
+            Change::ClearFaults => t.faults.clear(),
+        }
+    }
 }
 
 /// An event as the trace log shows it: `conn 3 readable writable`.

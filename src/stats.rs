@@ -3,6 +3,8 @@
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
+use crate::fault::{FaultCounts, KINDS};
+
 /// A snapshot of the server's counters.
 ///
 /// Its `Display` is the one-line summary the command line logs at exit.
@@ -26,6 +28,8 @@ pub struct Stats {
     pub bytes_out: u64,
     /// UDP replies dropped because the bounded reply queue was full.
     pub replies_dropped: u64,
+    /// Faults applied on purpose, by kind (`--fault`).
+    pub faults: FaultCounts,
 }
 
 impl fmt::Display for Stats {
@@ -33,7 +37,7 @@ impl fmt::Display for Stats {
         write!(
             f,
             "accepted {}, rejected {}, open {}, messages {}, datagrams {}, \
-             bytes in {}, bytes out {}, replies dropped {}",
+             bytes in {}, bytes out {}, replies dropped {}, faults {}",
             self.accepted,
             self.rejected,
             self.open,
@@ -41,8 +45,18 @@ impl fmt::Display for Stats {
             self.datagrams,
             self.bytes_in,
             self.bytes_out,
-            self.replies_dropped
-        )
+            self.replies_dropped,
+            self.faults.total(),
+        )?;
+        let mut kinds = self.faults.by_kind().into_iter().filter(|(_, n)| *n > 0);
+        if let Some((name, n)) = kinds.next() {
+            write!(f, " ({name} {n}")?;
+            for (name, n) in kinds {
+                write!(f, ", {name} {n}")?;
+            }
+            f.write_str(")")?;
+        }
+        Ok(())
     }
 }
 
@@ -61,6 +75,8 @@ pub(crate) struct Counters {
     pub bytes_in: AtomicU64,
     pub bytes_out: AtomicU64,
     pub replies_dropped: AtomicU64,
+    /// Faults applied, by [`FaultKind::index`](crate::FaultKind).
+    pub faults: [AtomicU64; KINDS],
 }
 
 /// Adds `n` to a counter written by this thread only.
@@ -76,6 +92,15 @@ pub(crate) fn sub(counter: &AtomicU64, n: u64) {
 }
 
 impl Counters {
+    /// Adds faults applied, by kind (a verdict's `applied`).
+    pub fn add_faults(&self, applied: &[u8; KINDS]) {
+        for (counter, &n) in self.faults.iter().zip(applied) {
+            if n > 0 {
+                add(counter, u64::from(n));
+            }
+        }
+    }
+
     pub fn snapshot(&self) -> Stats {
         Stats {
             accepted: self.accepted.load(Relaxed),
@@ -86,6 +111,7 @@ impl Counters {
             bytes_in: self.bytes_in.load(Relaxed),
             bytes_out: self.bytes_out.load(Relaxed),
             replies_dropped: self.replies_dropped.load(Relaxed),
+            faults: FaultCounts::from_array(self.faults.each_ref().map(|n| n.load(Relaxed))),
         }
     }
 }

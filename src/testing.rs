@@ -27,7 +27,9 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::{Config, Error, FixedReply, Handle, Mode, Protocol, Request, Responder, Server, Stats};
+use crate::{
+    Config, Error, Fault, FixedReply, Handle, Mode, Protocol, Request, Responder, Server, Stats,
+};
 
 /// How long [`TestServer::wait_for`] waits before it gives up.
 pub const WAIT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -139,6 +141,19 @@ impl Builder {
     /// [`start`](Builder::start) return [`Error::Config`].
     pub fn configure(mut self, change: impl FnOnce(&mut Config)) -> Builder {
         change(&mut self.config);
+        self
+    }
+
+    /// Adds a fault, as `--fault` does: `.fault("udp:drop,p=0.1".parse()?)`.
+    pub fn fault(mut self, fault: Fault) -> Builder {
+        self.config.faults.push(fault);
+        self
+    }
+
+    /// Seeds the faults' random choices, as `--seed` does, so a run
+    /// replays exactly.
+    pub fn seed(mut self, seed: u64) -> Builder {
+        self.config.seed = Some(seed);
         self
     }
 

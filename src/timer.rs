@@ -60,6 +60,8 @@ pub(crate) enum Due {
     Conn { key: u32, id: u32 },
     /// The listener may be tried again after an accept error.
     AcceptRetry,
+    /// A UDP reply held back by a `delay` fault is due.
+    UdpDelay,
     /// The shutdown grace period is over: close everything.
     ShutdownGrace,
 }

@@ -7,6 +7,7 @@
 
 use mio::{Registry, Token};
 
+use crate::fault::Faults;
 use crate::reply::Replies;
 use crate::stats::Counters;
 use crate::timer::{Millis, Timers};
@@ -34,6 +35,8 @@ pub(crate) struct Turn<'a> {
     pub counters: &'a Counters,
     pub timers: &'a mut Timers,
     pub ready: &'a mut Vec<Ready>,
+    /// The faults in force (none by default).
+    pub faults: &'a mut Faults,
 }
 
 /// A source left with work undone when its budget ran out. Readiness is

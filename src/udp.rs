@@ -10,17 +10,20 @@
 //! event drains. While the queue holds anything, new replies go behind it,
 //! in order.
 
-use std::collections::VecDeque;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, VecDeque};
 use std::io::{self, ErrorKind};
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering::Relaxed;
 
 use log::{Level, debug, log_enabled, trace, warn};
 use mio::net::UdpSocket;
 use mio::{Interest, Registry};
 
+use crate::fault::{self, FaultKind};
 use crate::reply::{Protocol, Replies, Request};
 use crate::stats::{Counters, add};
-use crate::timer::{Millis, RateLimit};
+use crate::timer::{Due, Millis, RateLimit};
 use crate::turn::{Ready, Turn, UDP};
 
 #[cfg(target_os = "linux")]
@@ -40,6 +43,7 @@ pub const REPLY_QUEUE_BYTES: usize = 256 * 1024;
 const SPARE_CAPACITY: usize = crate::config::MAX_REPLY_LEN;
 
 /// A reply the socket could not take yet.
+#[derive(PartialEq, Eq, PartialOrd, Ord)]
 struct Queued {
     to: SocketAddr,
     bytes: Vec<u8>,
@@ -49,7 +53,12 @@ struct Queued {
 pub(crate) struct Udp {
     socket: UdpSocket,
     queue: VecDeque<Queued>,
-    /// Sum of the queued replies' lengths.
+    /// Replies held back by a `delay` fault, earliest first, with a serial
+    /// number that keeps equal times in arrival order. They count against
+    /// the queue's bounds.
+    delayed: BinaryHeap<Reverse<(Millis, u64, Queued)>>,
+    delayed_serial: u64,
+    /// Sum of the queued and delayed replies' lengths.
     queued_bytes: usize,
     /// Buffers of replies already sent, kept for the next queued reply so
     /// that queueing allocates only while the queue first fills.
@@ -69,6 +78,8 @@ impl Udp {
         Udp {
             socket,
             queue: VecDeque::new(),
+            delayed: BinaryHeap::new(),
+            delayed_serial: 0,
             queued_bytes: 0,
             spare: Vec::new(),
             write_interest: false,
@@ -78,9 +89,9 @@ impl Udp {
         }
     }
 
-    /// Replies still waiting to be sent.
+    /// Replies still waiting to be sent, delayed ones included.
     pub fn queued(&self) -> usize {
-        self.queue.len()
+        self.queue.len() + self.delayed.len()
     }
 
     /// The socket is ready (or was left still ready last turn): send what
@@ -91,6 +102,11 @@ impl Udp {
         self.send_queued(t);
         #[cfg(target_os = "linux")]
         let still_ready = match self.batch.take() {
+            // Faults judge each datagram: no batches while any is in force.
+            Some(batch) if t.faults.any(Protocol::Udp) => {
+                self.batch = Some(batch);
+                self.serve_one_by_one(t)
+            }
             Some(mut batch) => {
                 let still_ready = self.serve_batches(&mut batch, t);
                 self.batch = Some(batch);
@@ -193,8 +209,8 @@ impl Udp {
     /// Makes the reply to the datagram in `t.buf[..len]` and sends or
     /// queues it.
     fn answer(&mut self, len: usize, from: SocketAddr, t: &mut Turn<'_>) {
-        let reply: &[u8] = match t.replies {
-            Replies::Fixed(pattern) => pattern.text(),
+        let reply: Option<&[u8]> = match t.replies {
+            Replies::Fixed(pattern) => Some(pattern.text()),
             Replies::Custom { responder, scratch } => {
                 scratch.clear();
                 let request = Request {
@@ -202,41 +218,113 @@ impl Udp {
                     peer: from,
                     message: &t.buf[..len],
                 };
-                if !responder.respond(&request, scratch) {
-                    return;
-                }
-                scratch
+                responder.respond(&request, scratch).then_some(scratch)
             }
         };
+        if t.faults.any(Protocol::Udp) {
+            let reply = reply.map(<[u8]>::to_vec);
+            return self.answer_faulty(reply, from, t);
+        }
+        if let Some(reply) = reply {
+            self.send_or_queue(reply, from, t.counters, t.now);
+        }
+    }
+
+    /// With faults in force: judges the datagram, then drops, shapes,
+    /// duplicates or delays its reply as the verdict says.
+    fn answer_faulty(&mut self, reply: Option<Vec<u8>>, from: SocketAddr, t: &mut Turn<'_>) {
+        let ordinal = t.counters.datagrams.load(Relaxed);
+        let verdict = t.faults.judge(Protocol::Udp, [ordinal, 0]);
+        if !verdict.is_clean() {
+            t.counters.add_faults(&verdict.applied);
+            debug!("udp: datagram {ordinal} from {from}: faults {verdict:?}");
+        }
+        let Some(mut reply) = reply else {
+            return; // The responder sends nothing.
+        };
+        if verdict.terminal == Some(FaultKind::Drop) {
+            return;
+        }
+        if let Some(seed) = verdict.corrupt {
+            fault::corrupt(&mut reply, seed);
+        }
+        if let Some(n) = verdict.truncate {
+            reply.truncate(n);
+        }
+        for _ in 0..1 + usize::from(verdict.duplicate) {
+            match verdict.delay_ms {
+                0 => self.send_or_queue(&reply, from, t.counters, t.now),
+                delay => self.delay_reply(&reply, from, t.now + delay, t),
+            }
+        }
+    }
+
+    /// Holds a reply back until `at`, within the queue's bounds.
+    fn delay_reply(&mut self, reply: &[u8], to: SocketAddr, at: Millis, t: &mut Turn<'_>) {
+        if !self.has_room(reply.len(), t.counters, t.now) {
+            return;
+        }
+        self.queued_bytes += reply.len();
+        self.delayed_serial += 1;
+        let bytes = reply.to_vec();
+        self.delayed
+            .push(Reverse((at, self.delayed_serial, Queued { to, bytes })));
+        t.timers.arm(at, Due::UdpDelay);
+    }
+
+    /// A delay's timer came due: sends (or queues) the replies it held.
+    pub fn release_delayed(&mut self, t: &mut Turn<'_>) {
+        while let Some(Reverse((at, _, _))) = self.delayed.peek() {
+            if *at > t.now {
+                break;
+            }
+            let Some(Reverse((_, _, reply))) = self.delayed.pop() else {
+                break;
+            };
+            self.queued_bytes -= reply.bytes.len();
+            self.send_or_queue(&reply.bytes, reply.to, t.counters, t.now);
+        }
+        self.settle_interest(t.registry);
+    }
+
+    /// Sends a reply now, or queues it behind those already waiting.
+    fn send_or_queue(&mut self, reply: &[u8], from: SocketAddr, counters: &Counters, now: Millis) {
         if self.queue.is_empty() {
             match send(&self.socket, reply, from) {
-                Ok(Some(n)) => return add(&t.counters.bytes_out, n as u64),
+                Ok(Some(n)) => return add(&counters.bytes_out, n as u64),
                 Ok(None) => {} // Would block: queue it.
                 Err(e) => {
                     debug!("udp: send to {from} failed: {e}");
-                    return add(&t.counters.replies_dropped, 1);
+                    return add(&counters.replies_dropped, 1);
                 }
             }
         }
-        self.queue_reply(reply, from, t.counters, t.now);
+        self.queue_reply(reply, from, counters, now);
     }
 
     /// Puts a reply in the queue, or drops it (counted) when the queue is
     /// full.
     fn queue_reply(&mut self, reply: &[u8], to: SocketAddr, counters: &Counters, now: Millis) {
-        if self.queue.len() >= REPLY_QUEUE_LEN
-            || self.queued_bytes + reply.len() > REPLY_QUEUE_BYTES
-        {
-            add(&counters.replies_dropped, 1);
-            if self.drop_log.allow(now) {
-                warn!("udp: reply queue full; dropping replies (counted as replies dropped)");
-            }
+        if !self.has_room(reply.len(), counters, now) {
             return;
         }
         let mut bytes = self.spare.pop().unwrap_or_default();
         bytes.extend_from_slice(reply);
         self.queued_bytes += bytes.len();
         self.queue.push_back(Queued { to, bytes });
+    }
+
+    /// Whether a reply of `len` bytes fits the queue's bounds; if not, it
+    /// is dropped and counted.
+    fn has_room(&mut self, len: usize, counters: &Counters, now: Millis) -> bool {
+        if self.queued() < REPLY_QUEUE_LEN && self.queued_bytes + len <= REPLY_QUEUE_BYTES {
+            return true;
+        }
+        add(&counters.replies_dropped, 1);
+        if self.drop_log.allow(now) {
+            warn!("udp: reply queue full; dropping replies (counted as replies dropped)");
+        }
+        false
     }
 
     /// Sends queued replies, oldest first, until the queue is empty or the
@@ -325,6 +413,7 @@ mod tests {
         assert_eq!(counters.snapshot().replies_dropped, 6);
 
         let (mut buf, mut timers, mut ready) = (vec![0; 1024], Timers::with_capacity(0), vec![]);
+        let mut faults = crate::fault::Faults::new(0, &[]);
         let mut replies = Replies::Fixed(Pattern::new(b"Received", false));
         let mut t = Turn {
             registry: poll.registry(),
@@ -334,6 +423,7 @@ mod tests {
             counters: &counters,
             timers: &mut timers,
             ready: &mut ready,
+            faults: &mut faults,
         };
         // The socket has nothing to receive, so serve only sends.
         udp.serve(&mut t);

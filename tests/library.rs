@@ -276,7 +276,9 @@ fn shutdown_is_bounded_when_a_client_never_reads() {
     let tcp = server.tcp_addr().unwrap();
     let handle = server.handle();
     let (done, stopped) = std::sync::mpsc::channel();
-    std::thread::spawn(move || done.send(server.run()));
+    std::thread::spawn(move || {
+        let _ = done.send(server.run());
+    });
 
     // A client that pipelines lines and never reads a reply: the server
     // owes it more than it can ever write.

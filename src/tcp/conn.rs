@@ -24,12 +24,14 @@
 //!
 //! [`MAX_OWED`]: crate::MAX_OWED
 
+use std::collections::VecDeque;
 use std::io::{self, ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr};
 
-use log::warn;
+use log::{debug, warn};
 
 use crate::config::Mode;
+use crate::fault::{self, FaultKind, Faults, Verdict};
 use crate::framing::{LineFramer, Piece};
 use crate::reply::{Protocol, Replies, Request};
 use crate::stats::{Counters, add};
@@ -76,6 +78,8 @@ pub(crate) struct Ctx<'a> {
     pub counters: &'a Counters,
     /// Limits the over-long-line warning, shared by all connections.
     pub warnings: &'a mut RateLimit,
+    /// The faults in force.
+    pub faults: &'a mut Faults,
 }
 
 /// Where a connection is in its life (see the module docs).
@@ -84,6 +88,9 @@ pub(crate) enum Phase {
     Open,
     Closing,
     Lingering,
+    /// The `hang` fault: no replies, no close; input is read and discarded
+    /// until the peer or the idle timeout ends it.
+    Hanging,
 }
 
 /// Why a connection is to be closed now.
@@ -93,6 +100,8 @@ pub(crate) enum Close {
     Done,
     /// The socket failed (reset by peer, and the like).
     Failed(io::Error),
+    /// The `reset` fault: close with a reset (RST).
+    Reset,
 }
 
 /// How far [`Connection::advance`] got.
@@ -113,6 +122,10 @@ pub(crate) struct Connection {
     /// the same slab key, for timer entries and the still-ready list.
     pub id: u32,
     phase: Phase,
+    /// Messages taken so far: the ordinal of the last one.
+    messages: u32,
+    /// The last flush stopped on `WouldBlock` with bytes left to write.
+    write_blocked: bool,
     /// Reading is paused by backpressure (owed bytes at the bound).
     read_paused: bool,
     /// The peer shut down its writing side.
@@ -147,6 +160,42 @@ struct Buffers {
     /// Input read but not framed yet: what was left of a read when the
     /// owed bytes reached their bound. At most one read buffer.
     unread: Vec<u8>,
+    /// Faults: replies shaped or delayed, and the end they chose, in order.
+    /// Their bytes count as owed, so the owed-bytes bound holds.
+    steps: VecDeque<Step>,
+    /// Sum of the bytes of the `Send` steps.
+    step_bytes: usize,
+    /// The first step waits until then: the connection's timer wakes it.
+    wake_at: Option<Millis>,
+}
+
+/// A reply shaped by faults, or the end they chose, waiting its turn.
+#[derive(Debug)]
+enum Step {
+    /// Reply bytes to write from `at` on; with a dribble, `chunk` bytes at
+    /// a time, `every_ms` apart (`chunk_left` of the current one to go).
+    Send {
+        bytes: Vec<u8>,
+        at: Millis,
+        dribble: Option<(u32, Millis)>,
+        chunk_left: usize,
+    },
+    /// Then end the connection: at `at`, or `wait_ms` after the steps
+    /// before it are done.
+    End {
+        ending: Ending,
+        at: Option<Millis>,
+        wait_ms: Millis,
+    },
+}
+
+/// How a fault ends a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ending {
+    /// FIN, then the usual lingering close.
+    Fin,
+    /// RST.
+    Reset,
 }
 
 impl Connection {
@@ -162,6 +211,8 @@ impl Connection {
         Connection {
             id,
             phase: Phase::Open,
+            messages: 0,
+            write_blocked: false,
             read_paused: false,
             peer_eof: false,
             owed: 0,
@@ -181,33 +232,64 @@ impl Connection {
         self.phase
     }
 
-    /// Reply bytes owed and not yet written.
+    /// Reply bytes owed and not yet written, those waiting for a fault's
+    /// delay included.
     pub fn owed_len(&self) -> usize {
-        let custom = self.buffers.as_ref().map_or(0, |b| b.out.len() - b.out_at);
-        self.owed as usize + custom
+        let own = self
+            .buffers
+            .as_ref()
+            .map_or(0, |b| b.out.len() - b.out_at + b.step_bytes);
+        self.owed as usize + own
     }
 
-    /// Whether `WRITABLE` interest is wanted: exactly while bytes are owed.
-    /// Registered for good, a socket is reported writable after every read
-    /// on some platforms, and the loop would spin (mio #1963).
+    /// Whether anything is still to be done before the phase can move on:
+    /// bytes owed, or a fault's step waiting.
+    fn has_pending(&self) -> bool {
+        self.owed_len() > 0 || self.buffers.as_ref().is_some_and(|b| !b.steps.is_empty())
+    }
+
+    /// Whether `WRITABLE` interest is wanted: exactly while a write is
+    /// blocked with bytes owed. Registered for good, a socket is reported
+    /// writable after every read on some platforms, and the loop would
+    /// spin (mio #1963); and a reply held back by a delay waits for its
+    /// timer, not for the socket.
     pub fn wants_writable(&self) -> bool {
-        self.owed_len() > 0
+        self.write_blocked
+    }
+
+    /// When a fault's delayed step is due: the connection needs a turn
+    /// then, with nothing happening on its socket.
+    pub fn wake_at(&self) -> Option<Millis> {
+        self.buffers.as_ref().and_then(|b| b.wake_at)
     }
 
     /// When this connection must be closed if nothing happens: the end of
     /// its lingering close, or its idle deadline (`idle_ms` after bytes
-    /// last moved; `None`: never idle).
-    pub fn deadline(&self, idle_ms: Option<Millis>) -> Option<Millis> {
+    /// last moved; `None`: never idle). A connection waiting for a delayed
+    /// reply is not idle.
+    pub fn expiry(&self, idle_ms: Option<Millis>) -> Option<Millis> {
         match self.phase {
             Phase::Lingering => Some(self.last_active + LINGER_MS),
-            Phase::Open | Phase::Closing => idle_ms.map(|idle| self.last_active + idle),
+            _ if self.wake_at().is_some() => None,
+            Phase::Open | Phase::Closing | Phase::Hanging => {
+                idle_ms.map(|idle| self.last_active + idle)
+            }
+        }
+    }
+
+    /// The connection's next deadline of any kind: its expiry, or the
+    /// moment a delayed step is due.
+    pub fn deadline(&self, idle_ms: Option<Millis>) -> Option<Millis> {
+        match (self.expiry(idle_ms), self.wake_at()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
         }
     }
 
     /// Shutting down: take no new requests, finish what is owed, then
     /// close as any connection does (FIN, lingering close).
     pub fn stop(&mut self) {
-        if self.phase == Phase::Open {
+        if matches!(self.phase, Phase::Open | Phase::Hanging) {
             self.phase = Phase::Closing;
             self.read_paused = false;
             if let Some(buffers) = self.buffers.as_mut() {
@@ -236,9 +318,10 @@ impl Connection {
                     Reads::Eof => self.on_eof(cx)?,
                 }
             }
-            self.flush(stream, cx).map_err(Close::Failed)?;
-            if self.owed_len() > 0 {
-                return Ok(Advance::Waiting); // The rest waits for a writable event.
+            self.flush(stream, cx)?;
+            if self.has_pending() {
+                // The rest waits for a writable event, or a delay's timer.
+                return Ok(Advance::Waiting);
             }
             // Everything owed is written.
             may_read = match self.phase {
@@ -260,12 +343,13 @@ impl Connection {
         }
     }
 
-    /// Reading is wanted while Open and not paused, and while Lingering.
+    /// Reading is wanted while Open and not paused, and while Lingering
+    /// or Hanging (to discard).
     fn reads_wanted(&self) -> bool {
         match self.phase {
             Phase::Open => !self.read_paused,
             Phase::Closing => false,
-            Phase::Lingering => true,
+            Phase::Lingering | Phase::Hanging => true,
         }
     }
 
@@ -303,7 +387,7 @@ impl Connection {
             self.last_active = cx.now;
             if self.phase == Phase::Open {
                 self.take_read(stream, n, cx);
-            } // Lingering: input is read only to be discarded.
+            } // Lingering or Hanging: input is read only to be discarded.
         }
         Ok(Reads::Blocked)
     }
@@ -342,10 +426,14 @@ impl Connection {
             // Once mode: the first bytes are the message; answer, then close.
             Mode::Once => {
                 self.owe_reply(Message::Input(input), false, cx);
-                self.phase = Phase::Closing;
+                if self.phase == Phase::Open {
+                    self.phase = Phase::Closing;
+                }
                 input.len()
             }
+            // A fault that ends the connection discards the rest.
             Mode::Line => match self.take_lines(input, cx) {
+                Ok(_) if self.phase != Phase::Open => input.len(),
                 Ok(used) => used,
                 Err(TooLong) => {
                     if cx.warnings.allow(cx.now) {
@@ -371,7 +459,7 @@ impl Connection {
     /// will want them.
     fn take_lines(&mut self, input: &[u8], cx: &mut Ctx<'_>) -> Result<usize, TooLong> {
         let mut used = 0;
-        while used < input.len() && self.owed_len() < cx.max_owed {
+        while used < input.len() && self.owed_len() < cx.max_owed && self.phase == Phase::Open {
             let (n, piece) = self.framer.next(&input[used..]);
             used += n;
             match piece {
@@ -407,8 +495,9 @@ impl Connection {
     fn on_eof(&mut self, cx: &mut Ctx<'_>) -> Result<(), Close> {
         self.peer_eof = true;
         match (self.phase, cx.mode) {
-            // Nothing was sent, so nothing is owed; or lingering is over.
-            (Phase::Open, Mode::Once) | (Phase::Lingering, _) => Err(Close::Done),
+            // Nothing was sent, so nothing is owed; or lingering (or a
+            // hang) is over.
+            (Phase::Open, Mode::Once) | (Phase::Lingering | Phase::Hanging, _) => Err(Close::Done),
             (Phase::Open, Mode::Line) => {
                 // A final line without '\n' is still a line.
                 if let Ok(Some(_)) = self.framer.finish() {
@@ -426,6 +515,10 @@ impl Connection {
     /// says (plus `\n` in line mode), queued on the connection.
     fn owe_reply(&mut self, message: Message<'_>, newline: bool, cx: &mut Ctx<'_>) {
         add(&cx.counters.messages, 1);
+        self.messages = self.messages.wrapping_add(1);
+        if cx.faults.any(Protocol::Tcp) || self.has_steps() {
+            return self.owe_faulty_reply(message, newline, cx);
+        }
         let (responder, scratch) = match cx.replies {
             Replies::Fixed(pattern) => {
                 self.owed += pattern.unit() as u32;
@@ -452,6 +545,98 @@ impl Connection {
         buffers.line.clear();
     }
 
+    fn has_steps(&self) -> bool {
+        self.buffers.as_ref().is_some_and(|b| !b.steps.is_empty())
+    }
+
+    /// With faults in force, or steps waiting: judges the message, then
+    /// queues its reply as steps, shaped as the verdict says. A clean
+    /// reply goes the same way while steps wait, to keep replies in order.
+    fn owe_faulty_reply(&mut self, message: Message<'_>, newline: bool, cx: &mut Ctx<'_>) {
+        let ordinals = [u64::from(self.id), u64::from(self.messages)];
+        let verdict = match cx.faults.any(Protocol::Tcp) {
+            true => cx.faults.judge(Protocol::Tcp, ordinals),
+            false => Verdict::default(),
+        };
+        if !verdict.is_clean() {
+            cx.counters.add_faults(&verdict.applied);
+            debug!(
+                "conn #{}: message {}: faults {verdict:?}",
+                self.id, self.messages
+            );
+        }
+        match verdict.terminal {
+            Some(FaultKind::Hang) => return self.phase = Phase::Hanging,
+            Some(kind) => {
+                let ending = if kind == FaultKind::Reset {
+                    Ending::Reset
+                } else {
+                    Ending::Fin
+                };
+                return self.push_end(ending, Some(cx.now + verdict.delay_ms), 0);
+            }
+            None => {}
+        }
+        let mut bytes = self.reply_bytes(message, newline, cx);
+        if let Some(seed) = verdict.corrupt {
+            let text = bytes.len() - usize::from(newline && bytes.last() == Some(&b'\n'));
+            fault::corrupt(&mut bytes[..text], seed);
+        }
+        if let Some(n) = verdict.truncate {
+            bytes.truncate(n);
+        }
+        let buffers = self.buffers();
+        buffers.step_bytes += bytes.len();
+        buffers.steps.push_back(Step::Send {
+            chunk_left: verdict.dribble.map_or(0, |(chunk, _)| chunk as usize),
+            bytes,
+            at: cx.now + verdict.delay_ms,
+            dribble: verdict.dribble,
+        });
+        if verdict.truncate.is_some() || verdict.slow_close_ms.is_some() {
+            self.push_end(Ending::Fin, None, verdict.slow_close_ms.unwrap_or(0));
+        }
+    }
+
+    /// Queues the end of the connection; it takes no more messages.
+    fn push_end(&mut self, ending: Ending, at: Option<Millis>, wait_ms: Millis) {
+        let end = Step::End {
+            ending,
+            at,
+            wait_ms,
+        };
+        self.buffers().steps.push_back(end);
+        self.phase = Phase::Closing;
+    }
+
+    /// The reply to `message` as bytes: the fixed reply's, or the
+    /// responder's (none if it declines), with `\n` in line mode.
+    fn reply_bytes(&mut self, message: Message<'_>, newline: bool, cx: &mut Ctx<'_>) -> Vec<u8> {
+        let (responder, scratch) = match cx.replies {
+            Replies::Fixed(pattern) => return pattern.bytes()[..pattern.unit()].to_vec(),
+            Replies::Custom { responder, scratch } => (responder, scratch),
+        };
+        let buffers = self.buffers();
+        let request = Request {
+            protocol: Protocol::Tcp,
+            peer: buffers.peer.unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0))),
+            message: match message {
+                Message::Input(bytes) => bytes,
+                Message::Buffered => &buffers.line,
+            },
+        };
+        scratch.clear();
+        let mut bytes = Vec::new();
+        if responder.respond(&request, scratch) {
+            bytes.extend_from_slice(scratch);
+            if newline {
+                bytes.push(b'\n');
+            }
+        }
+        buffers.line.clear();
+        bytes
+    }
+
     /// The connection's buffers, made on first use.
     fn buffers(&mut self) -> &mut Buffers {
         self.buffers.get_or_insert_with(Box::default)
@@ -461,15 +646,42 @@ impl Connection {
     /// an idle connection keeps none.
     fn drop_idle_buffers(&mut self) {
         if let Some(b) = &self.buffers {
-            if b.peer.is_none() && b.unread.is_empty() && b.out.is_empty() && b.line.is_empty() {
+            if b.peer.is_none()
+                && b.unread.is_empty()
+                && b.out.is_empty()
+                && b.line.is_empty()
+                && b.steps.is_empty()
+            {
                 self.buffers = None;
             }
         }
     }
 
-    /// Writes owed bytes until done or `WouldBlock`. A short write is
-    /// progress, not an error: the rest waits for the next writable event.
-    fn flush(&mut self, stream: &mut impl Stream, cx: &Ctx<'_>) -> io::Result<()> {
+    /// Writes what is owed until it is all out, the socket would block,
+    /// or a fault's step must wait: the fixed reply's count, a responder's
+    /// bytes, then the steps. A short write is progress, not an error: the
+    /// rest waits for the next writable event.
+    fn flush(&mut self, stream: &mut impl Stream, cx: &Ctx<'_>) -> Result<(), Close> {
+        self.write_blocked = self.flush_owed(stream, cx).map_err(Close::Failed)?;
+        if self.write_blocked {
+            return Ok(());
+        }
+        match self.buffers.take() {
+            Some(mut buffers) if !buffers.steps.is_empty() => {
+                let result = self.flush_steps(&mut buffers, stream, cx);
+                self.buffers = Some(buffers);
+                result
+            }
+            buffers => {
+                self.buffers = buffers;
+                Ok(())
+            }
+        }
+    }
+
+    /// Writes the fixed reply's owed count and a responder's owed bytes;
+    /// returns whether the socket blocked.
+    fn flush_owed(&mut self, stream: &mut impl Stream, cx: &Ctx<'_>) -> io::Result<bool> {
         if let Replies::Fixed(pattern) = &*cx.replies {
             // The owed bytes are the next `owed` bytes of the periodic
             // pattern, starting at `pattern_at`; write them in slices.
@@ -481,13 +693,13 @@ impl Connection {
                 self.owed -= n as u32;
                 self.pattern_at = ((start + n) % pattern.bytes().len()) as u32;
                 if blocked {
-                    return Ok(());
+                    return Ok(true);
                 }
             }
-            return Ok(());
+            return Ok(false);
         }
         let Some(mut buffers) = self.buffers.take() else {
-            return Ok(());
+            return Ok(false);
         };
         let result = self.write_owed(stream, &buffers.out[buffers.out_at..], cx.now, cx.counters);
         if let Ok((n, _)) = result {
@@ -502,7 +714,75 @@ impl Connection {
                 .shrink_to(KEEP_CAPACITY.max(buffers.line.len()));
         }
         self.buffers = Some(buffers);
-        result.map(|_| ())
+        result.map(|(_, blocked)| blocked)
+    }
+
+    /// Runs the fault steps that are due, in order: writes their bytes
+    /// (a dribble's a chunk at a time), ends the connection when an end
+    /// comes up. Stops at a step that must wait, noting when it is due.
+    fn flush_steps(
+        &mut self,
+        b: &mut Buffers,
+        stream: &mut impl Stream,
+        cx: &Ctx<'_>,
+    ) -> Result<(), Close> {
+        b.wake_at = None;
+        while let Some(step) = b.steps.front_mut() {
+            match step {
+                Step::Send {
+                    bytes,
+                    at,
+                    dribble,
+                    chunk_left,
+                } => {
+                    if *at > cx.now {
+                        b.wake_at = Some(*at);
+                        return Ok(());
+                    }
+                    let limit = match dribble {
+                        Some(_) => (*chunk_left).min(bytes.len()),
+                        None => bytes.len(),
+                    };
+                    let (n, blocked) = self
+                        .write_owed(stream, &bytes[..limit], cx.now, cx.counters)
+                        .map_err(Close::Failed)?;
+                    bytes.drain(..n);
+                    b.step_bytes -= n;
+                    if let Some((chunk, every_ms)) = *dribble {
+                        *chunk_left -= n;
+                        if *chunk_left == 0 {
+                            *chunk_left = chunk as usize;
+                            *at = cx.now + every_ms;
+                        }
+                    }
+                    if bytes.is_empty() {
+                        b.steps.pop_front();
+                    } else if blocked {
+                        self.write_blocked = true;
+                        return Ok(());
+                    }
+                }
+                Step::End {
+                    ending,
+                    at,
+                    wait_ms,
+                } => {
+                    let due = *at.get_or_insert(cx.now + *wait_ms);
+                    if due > cx.now {
+                        b.wake_at = Some(due);
+                        return Ok(());
+                    }
+                    let ending = *ending;
+                    b.steps.clear();
+                    b.step_bytes = 0;
+                    if ending == Ending::Reset {
+                        return Err(Close::Reset);
+                    }
+                    // A FIN: the phase is Closing, the lingering close follows.
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Writes `bytes` until all are out or the socket would block; returns

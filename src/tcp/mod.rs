@@ -13,6 +13,7 @@ mod conn;
 
 use std::io::{self, ErrorKind};
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use log::{Level, debug, log_enabled, trace, warn};
 use mio::net::{TcpListener, TcpStream};
@@ -251,6 +252,7 @@ impl Tcp {
             replies: t.replies,
             counters: t.counters,
             warnings: &mut self.line_log,
+            faults: t.faults,
         };
         let outcome = slot.conn.advance(&mut slot.stream, readable, &mut cx);
         if let Some(before) = before {
@@ -286,6 +288,11 @@ impl Tcp {
         match &why {
             Close::Failed(e) => debug!("conn {key}: closing on error: {e}"),
             Close::Done => debug!("conn {key}: closed"),
+            Close::Reset => {
+                debug!("conn {key}: reset (fault)");
+                // A zero linger makes the close below send RST, not FIN.
+                let _ = socket2::SockRef::from(&slot.stream).set_linger(Some(Duration::ZERO));
+            }
         }
         // mio's rule: deregister before the descriptor closes, since some
         // selectors keep state per source. mio's epoll selector keeps none,
@@ -320,11 +327,15 @@ impl Tcp {
             return; // Stale: the connection is gone or re-armed earlier.
         }
         slot.timer_at = None;
-        match slot.conn.deadline(self.idle_ms) {
+        if slot.conn.wake_at().is_some_and(|at| at <= t.now) {
+            // A fault's delayed step is due: it needs a turn, not a close.
+            return self.drive(key, false, t);
+        }
+        match slot.conn.expiry(self.idle_ms) {
             Some(deadline) if deadline <= t.now => {
                 let what = match slot.conn.phase() {
                     Phase::Lingering => "linger over",
-                    Phase::Open | Phase::Closing => "idle",
+                    Phase::Open | Phase::Closing | Phase::Hanging => "idle",
                 };
                 debug!("conn {key}: {what}; closing");
                 self.close(key, Close::Done, t);

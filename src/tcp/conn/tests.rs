@@ -104,6 +104,7 @@ struct Loop {
     replies: Replies,
     counters: Counters,
     warnings: RateLimit,
+    faults: Faults,
 }
 
 impl Loop {
@@ -116,6 +117,7 @@ impl Loop {
             replies: Replies::Fixed(Pattern::new(REPLY, mode == Mode::Line)),
             counters: Counters::default(),
             warnings: RateLimit::default(),
+            faults: Faults::new(1, &[]),
         }
     }
 
@@ -147,6 +149,7 @@ impl Loop {
             replies: &mut self.replies,
             counters: &self.counters,
             warnings: &mut self.warnings,
+            faults: &mut self.faults,
         };
         conn.advance(stream, readable, &mut cx)
     }
@@ -445,6 +448,7 @@ fn bytes_written_before_a_write_error_are_counted() {
             replies: &mut lp.replies,
             counters: &lp.counters,
             warnings: &mut lp.warnings,
+            faults: &mut lp.faults,
         };
         conn.advance(&mut failing, true, &mut cx)
     };

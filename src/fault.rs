@@ -1,0 +1,672 @@
+//! Faults on demand: a peer that misbehaves on purpose, reproducibly.
+//!
+//! A [`Fault`] is written `PROTO:KIND[=VALUE][,SELECTOR...]`, the same on
+//! the command line (`--fault udp:drop,p=0.1`) and in Rust
+//! (`"udp:drop,p=0.1".parse::<Fault>()`). Each message (a line, once
+//! mode's first bytes, a datagram) is judged on arrival: every fault of its
+//! protocol whose selectors pick it applies. Delays add up and come first;
+//! then the first terminal fault (`drop`, `hang`, `close`, `reset`)
+//! replaces the reply; otherwise `truncate`, `corrupt`, `duplicate`,
+//! `dribble` and `slow-close` shape it.
+//!
+//! Reproducible: every random choice is a pure function of the seed, the
+//! fault's position in the list, the protocol and the message's ordinals
+//! (TCP: the connection's and the message's on it; UDP: the datagram's),
+//! hashed with SplitMix64. No generator state depends on how the loop's
+//! turns fell, so the same seed and the same arrivals give the same faults.
+//!
+//! # Examples
+//!
+//! ```
+//! use ackloop::{Fault, FaultKind, Protocol};
+//!
+//! let fault: Fault = "tcp:delay=100-250,every=3".parse()?;
+//! assert_eq!(fault.protocol, Protocol::Tcp);
+//! assert_eq!(fault.kind, FaultKind::Delay { min_ms: 100, max_ms: 250 });
+//! assert_eq!(fault.select.every, Some(3));
+//! assert_eq!(fault.to_string(), "tcp:delay=100-250,every=3");
+//! assert!("tcp:drop".parse::<Fault>().is_err(), "drop is UDP only");
+//! # Ok::<(), String>(())
+//! ```
+
+use std::fmt;
+use std::str::FromStr;
+
+use crate::reply::Protocol;
+
+/// One fault: which protocol, what it does, which messages it hits.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Fault {
+    /// The protocol whose messages it judges.
+    pub protocol: Protocol,
+    /// What it does to a message's reply.
+    pub kind: FaultKind,
+    /// Which messages it hits; all of them by default.
+    pub select: Selector,
+}
+
+/// What a fault does to the reply of a message it hits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FaultKind {
+    /// The reply leaves no earlier than a delay after the message arrived,
+    /// uniform in `min_ms..=max_ms`. TCP and UDP.
+    Delay {
+        /// Shortest delay, in milliseconds.
+        min_ms: u64,
+        /// Longest delay, in milliseconds.
+        max_ms: u64,
+    },
+    /// The reply goes out `bytes` at a time, `every_ms` apart. TCP.
+    Dribble {
+        /// Bytes per write, at least 1.
+        bytes: u32,
+        /// Milliseconds between writes.
+        every_ms: u64,
+    },
+    /// Only the first bytes of the reply; on TCP the server then closes.
+    Truncate(usize),
+    /// A reply of the same length with different bytes (in line mode the
+    /// `\n` stays). TCP and UDP.
+    Corrupt,
+    /// The reply twice. UDP.
+    Duplicate,
+    /// No reply. UDP.
+    Drop,
+    /// No reply and no close: the connection is read and discarded until
+    /// the client or the idle timeout ends it. TCP.
+    Hang,
+    /// No reply; the server closes (FIN). TCP.
+    Close,
+    /// No reply; the connection is reset (RST). TCP.
+    Reset,
+    /// The reply, then the close comes this many milliseconds later. TCP.
+    SlowClose(u64),
+}
+
+/// Which messages a fault hits. The conditions combine with AND; the
+/// counts are of the protocol's messages since the fault was added.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct Selector {
+    /// With this probability, 0 to 1.
+    pub p: Option<f64>,
+    /// Only the first N messages.
+    pub first: Option<u64>,
+    /// All but the first N messages.
+    pub after: Option<u64>,
+    /// The Nth, 2Nth, ... message; N at least 1.
+    pub every: Option<u64>,
+}
+
+/// Faults applied, by kind, as [`Stats`](crate::Stats) counts them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FaultCounts {
+    /// `delay` applied.
+    pub delay: u64,
+    /// `dribble` applied.
+    pub dribble: u64,
+    /// `truncate` applied.
+    pub truncate: u64,
+    /// `corrupt` applied.
+    pub corrupt: u64,
+    /// `duplicate` applied.
+    pub duplicate: u64,
+    /// `drop` applied.
+    pub drop: u64,
+    /// `hang` applied.
+    pub hang: u64,
+    /// `close` applied.
+    pub close: u64,
+    /// `reset` applied.
+    pub reset: u64,
+    /// `slow-close` applied.
+    pub slow_close: u64,
+}
+
+impl FaultCounts {
+    /// All faults applied.
+    pub fn total(&self) -> u64 {
+        self.by_kind().iter().map(|(_, n)| n).sum()
+    }
+
+    /// `(name, count)` for every kind, in the order of [`FaultKind`].
+    pub fn by_kind(&self) -> [(&'static str, u64); KINDS] {
+        [
+            ("delay", self.delay),
+            ("dribble", self.dribble),
+            ("truncate", self.truncate),
+            ("corrupt", self.corrupt),
+            ("duplicate", self.duplicate),
+            ("drop", self.drop),
+            ("hang", self.hang),
+            ("close", self.close),
+            ("reset", self.reset),
+            ("slow-close", self.slow_close),
+        ]
+    }
+
+    pub(crate) fn from_array(n: [u64; KINDS]) -> FaultCounts {
+        let [
+            delay,
+            dribble,
+            truncate,
+            corrupt,
+            duplicate,
+            drop,
+            hang,
+            close,
+            reset,
+            slow_close,
+        ] = n;
+        FaultCounts {
+            delay,
+            dribble,
+            truncate,
+            corrupt,
+            duplicate,
+            drop,
+            hang,
+            close,
+            reset,
+            slow_close,
+        }
+    }
+}
+
+/// The number of fault kinds.
+pub(crate) const KINDS: usize = 10;
+
+impl FaultKind {
+    /// Its name in a spec.
+    pub fn name(&self) -> &'static str {
+        match self {
+            FaultKind::Delay { .. } => "delay",
+            FaultKind::Dribble { .. } => "dribble",
+            FaultKind::Truncate(_) => "truncate",
+            FaultKind::Corrupt => "corrupt",
+            FaultKind::Duplicate => "duplicate",
+            FaultKind::Drop => "drop",
+            FaultKind::Hang => "hang",
+            FaultKind::Close => "close",
+            FaultKind::Reset => "reset",
+            FaultKind::SlowClose(_) => "slow-close",
+        }
+    }
+
+    /// Its index in [`FaultCounts::by_kind`].
+    pub(crate) fn index(&self) -> usize {
+        match self {
+            FaultKind::Delay { .. } => 0,
+            FaultKind::Dribble { .. } => 1,
+            FaultKind::Truncate(_) => 2,
+            FaultKind::Corrupt => 3,
+            FaultKind::Duplicate => 4,
+            FaultKind::Drop => 5,
+            FaultKind::Hang => 6,
+            FaultKind::Close => 7,
+            FaultKind::Reset => 8,
+            FaultKind::SlowClose(_) => 9,
+        }
+    }
+
+    /// Whether `protocol` has this kind.
+    pub fn applies_to(&self, protocol: Protocol) -> bool {
+        match self {
+            FaultKind::Delay { .. } | FaultKind::Truncate(_) | FaultKind::Corrupt => true,
+            FaultKind::Duplicate | FaultKind::Drop => protocol == Protocol::Udp,
+            FaultKind::Dribble { .. }
+            | FaultKind::Hang
+            | FaultKind::Close
+            | FaultKind::Reset
+            | FaultKind::SlowClose(_) => protocol == Protocol::Tcp,
+        }
+    }
+}
+
+impl Fault {
+    /// Checks what parsing checks, for a fault built by hand.
+    ///
+    /// # Errors
+    ///
+    /// A one-line message naming the fault.
+    pub fn validate(&self) -> Result<(), String> {
+        let bad = |why: String| Err(format!("--fault '{self}': {why}"));
+        if !self.kind.applies_to(self.protocol) {
+            return bad(format!(
+                "{} has no {} fault",
+                proto_name(self.protocol),
+                self.kind.name()
+            ));
+        }
+        match self.kind {
+            FaultKind::Delay { min_ms, max_ms } if min_ms > max_ms => {
+                return bad(format!(
+                    "delay minimum {min_ms} is above its maximum {max_ms}"
+                ));
+            }
+            FaultKind::Dribble { bytes: 0, .. } => return bad("dribble of 0 bytes".into()),
+            _ => {}
+        }
+        if let Some(p) = self.select.p {
+            if !(0.0..=1.0).contains(&p) {
+                return bad(format!("p={p} is not a probability from 0 to 1"));
+            }
+        }
+        if self.select.every == Some(0) {
+            return bad("every=0 selects nothing".into());
+        }
+        Ok(())
+    }
+}
+
+fn proto_name(protocol: Protocol) -> &'static str {
+    match protocol {
+        Protocol::Tcp => "tcp",
+        Protocol::Udp => "udp",
+    }
+}
+
+impl FromStr for Fault {
+    type Err = String;
+
+    /// Parses `PROTO:KIND[=VALUE][,SELECTOR...]`.
+    fn from_str(spec: &str) -> Result<Fault, String> {
+        let bad = |why: &str| format!("--fault '{spec}': {why}");
+        let mut parts = spec.split(',');
+        let head = parts.next().unwrap_or_default();
+        let (proto, kind) = head
+            .split_once(':')
+            .ok_or_else(|| bad("expected PROTO:KIND, like udp:drop"))?;
+        let protocol = match proto {
+            "tcp" => Protocol::Tcp,
+            "udp" => Protocol::Udp,
+            _ => return Err(bad(&format!("unknown protocol '{proto}' (tcp or udp)"))),
+        };
+        let (name, value) = match kind.split_once('=') {
+            Some((name, value)) => (name, Some(value)),
+            None => (kind, None),
+        };
+        let kind = parse_kind(name, value).map_err(|why| bad(&why))?;
+        let mut select = Selector::default();
+        for selector in parts {
+            let (key, value) = selector
+                .split_once('=')
+                .ok_or_else(|| bad(&format!("selector '{selector}' needs a value")))?;
+            match key {
+                "p" => select.p = Some(probability(value).map_err(|why| bad(&why))?),
+                "first" => select.first = Some(integer(key, value).map_err(|why| bad(&why))?),
+                "after" => select.after = Some(integer(key, value).map_err(|why| bad(&why))?),
+                "every" => select.every = Some(integer(key, value).map_err(|why| bad(&why))?),
+                _ => return Err(bad(&format!("unknown selector '{key}'"))),
+            }
+        }
+        let fault = Fault {
+            protocol,
+            kind,
+            select,
+        };
+        fault.validate()?;
+        Ok(fault)
+    }
+}
+
+/// The kind `name` with its `value`, checked for presence and form.
+fn parse_kind(name: &str, value: Option<&str>) -> Result<FaultKind, String> {
+    let needs = |what: &str| match value {
+        Some(v) => Ok(v),
+        None => Err(format!("{name} needs a value: {name}={what}")),
+    };
+    let kind = match name {
+        "delay" => {
+            let v = needs("MS or MIN-MAX")?;
+            match v.split_once('-') {
+                Some((min, max)) => FaultKind::Delay {
+                    min_ms: integer(name, min)?,
+                    max_ms: integer(name, max)?,
+                },
+                None => {
+                    let ms = integer(name, v)?;
+                    FaultKind::Delay {
+                        min_ms: ms,
+                        max_ms: ms,
+                    }
+                }
+            }
+        }
+        "dribble" => {
+            let v = needs("BYTES/MS")?;
+            let (bytes, ms) = v
+                .split_once('/')
+                .ok_or_else(|| format!("dribble needs BYTES/MS, got '{v}'"))?;
+            FaultKind::Dribble {
+                bytes: integer(name, bytes)?,
+                every_ms: integer(name, ms)?,
+            }
+        }
+        "truncate" => FaultKind::Truncate(integer(name, needs("N")?)?),
+        "slow-close" => FaultKind::SlowClose(integer(name, needs("MS")?)?),
+        "corrupt" | "duplicate" | "drop" | "hang" | "close" | "reset" => {
+            if let Some(v) = value {
+                return Err(format!("{name} takes no value, got '{v}'"));
+            }
+            match name {
+                "corrupt" => FaultKind::Corrupt,
+                "duplicate" => FaultKind::Duplicate,
+                "drop" => FaultKind::Drop,
+                "hang" => FaultKind::Hang,
+                "close" => FaultKind::Close,
+                _ => FaultKind::Reset,
+            }
+        }
+        _ => return Err(format!("unknown fault kind '{name}'")),
+    };
+    Ok(kind)
+}
+
+/// A decimal integer: digits only (no sign, no exponent).
+fn integer<N: FromStr>(what: &str, value: &str) -> Result<N, String> {
+    if value.is_empty() || !value.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(format!("{what}: '{value}' is not a decimal integer"));
+    }
+    value
+        .parse()
+        .map_err(|_| format!("{what}: '{value}' is too large"))
+}
+
+/// A probability written as a decimal: `0`, `1`, `0.25`, `.5`.
+fn probability(value: &str) -> Result<f64, String> {
+    let decimal = !value.is_empty()
+        && value.bytes().all(|b| b.is_ascii_digit() || b == b'.')
+        && value.bytes().filter(|&b| b == b'.').count() <= 1
+        && value != ".";
+    match value.parse::<f64>() {
+        Ok(p) if decimal && (0.0..=1.0).contains(&p) => Ok(p),
+        _ => Err(format!("p: '{value}' is not a probability from 0 to 1")),
+    }
+}
+
+impl fmt::Display for Fault {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", proto_name(self.protocol), self.kind.name())?;
+        match self.kind {
+            FaultKind::Delay { min_ms, max_ms } if min_ms == max_ms => write!(f, "={min_ms}")?,
+            FaultKind::Delay { min_ms, max_ms } => write!(f, "={min_ms}-{max_ms}")?,
+            FaultKind::Dribble { bytes, every_ms } => write!(f, "={bytes}/{every_ms}")?,
+            FaultKind::Truncate(n) => write!(f, "={n}")?,
+            FaultKind::SlowClose(ms) => write!(f, "={ms}")?,
+            _ => {}
+        }
+        let s = &self.select;
+        if let Some(p) = s.p {
+            write!(f, ",p={p}")?;
+        }
+        for (name, n) in [("first", s.first), ("after", s.after), ("every", s.every)] {
+            if let Some(n) = n {
+                write!(f, ",{name}={n}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+// ----- deciding ---------------------------------------------------------------
+
+/// A message's identity for the seeded choices: TCP `[connection ordinal,
+/// message ordinal on it]`, UDP `[datagram ordinal, 0]`.
+pub(crate) type Ordinals = [u64; 2];
+
+/// What the faults decided for one message.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub(crate) struct Verdict {
+    /// Milliseconds before the reply (or the terminal fault) happens.
+    pub delay_ms: u64,
+    /// A terminal fault replacing the reply: drop, hang, close or reset.
+    pub terminal: Option<FaultKind>,
+    pub truncate: Option<usize>,
+    /// Seed for the corrupted bytes, if corrupt applies.
+    pub corrupt: Option<u64>,
+    pub duplicate: bool,
+    /// `(bytes, every_ms)`.
+    pub dribble: Option<(u32, u64)>,
+    pub slow_close_ms: Option<u64>,
+    /// Faults applied, by [`FaultKind::index`].
+    pub applied: [u8; KINDS],
+}
+
+impl Verdict {
+    /// Nothing applies: the plain reply, at once.
+    pub fn is_clean(&self) -> bool {
+        self.applied.iter().all(|&n| n == 0)
+    }
+
+    /// A terminal fault replaces the reply: the shapers selected with it
+    /// do not apply, and are not counted.
+    fn drop_shapers(&mut self) {
+        for kind in [
+            FaultKind::Truncate(0),
+            FaultKind::Corrupt,
+            FaultKind::Duplicate,
+            FaultKind::Dribble {
+                bytes: 1,
+                every_ms: 0,
+            },
+            FaultKind::SlowClose(0),
+        ] {
+            self.applied[kind.index()] = 0;
+        }
+        self.truncate = None;
+        self.corrupt = None;
+        self.duplicate = false;
+        self.dribble = None;
+        self.slow_close_ms = None;
+    }
+}
+
+/// A fault in force, with its own count of the messages it has judged.
+#[derive(Debug, Clone)]
+struct Active {
+    fault: Fault,
+    /// Messages of its protocol judged since it was added.
+    seen: u64,
+}
+
+/// The faults in force and the seed.
+#[derive(Debug, Clone)]
+pub(crate) struct Faults {
+    seed: u64,
+    active: Vec<Active>,
+    /// Whether any fault of each protocol is in force: the hot paths check
+    /// only this.
+    tcp: bool,
+    udp: bool,
+}
+
+impl Faults {
+    pub fn new(seed: u64, faults: &[Fault]) -> Faults {
+        let mut set = Faults {
+            seed,
+            active: Vec::new(),
+            tcp: false,
+            udp: false,
+        };
+        for fault in faults {
+            set.add(fault.clone());
+        }
+        set
+    }
+
+    pub fn seed(&self) -> u64 {
+        self.seed
+    }
+
+    /// Adds a fault; its selectors count from now.
+    pub fn add(&mut self, fault: Fault) {
+        self.active.push(Active { fault, seen: 0 });
+        self.refresh();
+    }
+
+    /// Removes every fault.
+    pub fn clear(&mut self) {
+        self.active.clear();
+        self.refresh();
+    }
+
+    fn refresh(&mut self) {
+        let has = |p| self.active.iter().any(|a| a.fault.protocol == p);
+        (self.tcp, self.udp) = (has(Protocol::Tcp), has(Protocol::Udp));
+    }
+
+    /// Whether any fault of `protocol` is in force.
+    #[inline]
+    pub fn any(&self, protocol: Protocol) -> bool {
+        match protocol {
+            Protocol::Tcp => self.tcp,
+            Protocol::Udp => self.udp,
+        }
+    }
+
+    /// Judges one message of `protocol`, which has `ordinals`: counts it
+    /// for every fault of its protocol and returns what applies.
+    pub fn judge(&mut self, protocol: Protocol, ordinals: Ordinals) -> Verdict {
+        let mut verdict = Verdict::default();
+        let seed = self.seed;
+        for (position, active) in self.active.iter_mut().enumerate() {
+            if active.fault.protocol != protocol {
+                continue;
+            }
+            active.seen += 1;
+            let key = Key {
+                seed,
+                position: position as u64,
+                protocol,
+                ordinals,
+            };
+            if selects(&active.fault.select, active.seen, &key) {
+                apply(&mut verdict, active.fault.kind, &key);
+            }
+        }
+        if verdict.terminal.is_some() {
+            verdict.drop_shapers();
+        }
+        verdict
+    }
+}
+
+/// Whether `select` picks the message that is the `nth` (from 1) its
+/// fault judged.
+fn selects(select: &Selector, nth: u64, key: &Key) -> bool {
+    select.first.is_none_or(|n| nth <= n)
+        && select.after.is_none_or(|n| nth > n)
+        && select.every.is_none_or(|n| n > 0 && nth % n == 0)
+        && select
+            .p
+            .is_none_or(|p| unit_interval(key.hash(Purpose::Select)) < p)
+}
+
+/// Adds one selected fault to the verdict, in composition order.
+fn apply(verdict: &mut Verdict, kind: FaultKind, key: &Key) {
+    let applied = match kind {
+        FaultKind::Delay { min_ms, max_ms } => {
+            let span = max_ms - min_ms;
+            let pick = match span {
+                0 => 0,
+                _ => key.hash(Purpose::Delay) % (span + 1),
+            };
+            verdict.delay_ms = verdict.delay_ms.saturating_add(min_ms + pick);
+            true
+        }
+        FaultKind::Drop | FaultKind::Hang | FaultKind::Close | FaultKind::Reset => {
+            let first = verdict.terminal.is_none();
+            if first {
+                verdict.terminal = Some(kind);
+            }
+            first
+        }
+        FaultKind::Truncate(n) => set_once(&mut verdict.truncate, n),
+        FaultKind::Corrupt => set_once(&mut verdict.corrupt, key.hash(Purpose::Corrupt)),
+        FaultKind::Duplicate => !std::mem::replace(&mut verdict.duplicate, true),
+        FaultKind::Dribble { bytes, every_ms } => set_once(&mut verdict.dribble, (bytes, every_ms)),
+        FaultKind::SlowClose(ms) => set_once(&mut verdict.slow_close_ms, ms),
+    };
+    if applied {
+        verdict.applied[kind.index()] += 1;
+    }
+}
+
+/// Sets `slot` if it is empty; whether it did (the first one wins).
+fn set_once<T>(slot: &mut Option<T>, value: T) -> bool {
+    let first = slot.is_none();
+    if first {
+        *slot = Some(value);
+    }
+    first
+}
+
+/// What a hash is for: the same message gets independent choices.
+#[derive(Clone, Copy)]
+enum Purpose {
+    Select = 1,
+    Delay = 2,
+    Corrupt = 3,
+}
+
+/// Everything a seeded choice depends on.
+struct Key {
+    seed: u64,
+    position: u64,
+    protocol: Protocol,
+    ordinals: Ordinals,
+}
+
+impl Key {
+    fn hash(&self, purpose: Purpose) -> u64 {
+        let protocol = match self.protocol {
+            Protocol::Tcp => 1,
+            Protocol::Udp => 2,
+        };
+        [
+            self.position,
+            protocol,
+            self.ordinals[0],
+            self.ordinals[1],
+            purpose as u64,
+        ]
+        .into_iter()
+        .fold(splitmix64(self.seed), |h, part| splitmix64(h ^ part))
+    }
+}
+
+/// SplitMix64's output function: a fast, well-mixed 64-bit hash.
+pub(crate) fn splitmix64(x: u64) -> u64 {
+    let mut z = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// A hash mapped to `[0, 1)`, from its top 53 bits.
+fn unit_interval(h: u64) -> f64 {
+    (h >> 11) as f64 / (1u64 << 53) as f64
+}
+
+/// Overwrites every byte of `text` with a different one, chosen from
+/// `seed`; never a `\n`, so corrupted lines still split.
+pub(crate) fn corrupt(text: &mut [u8], seed: u64) {
+    for (i, byte) in text.iter_mut().enumerate() {
+        let mut pick = splitmix64(seed ^ i as u64) as u8;
+        while pick == *byte || pick == b'\n' {
+            pick = pick.wrapping_add(1);
+        }
+        *byte = pick;
+    }
+}
+
+/// A seed when none was given: the clock and the process id, mixed.
+pub(crate) fn random_seed() -> u64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    splitmix64(nanos ^ u64::from(std::process::id()).rotate_left(32))
+}
+
+#[cfg(test)]
+mod tests;
