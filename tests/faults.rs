@@ -1,0 +1,360 @@
+//! Faults on demand: the `ackloop` binary with `--fault` and `--seed`,
+//! black box over loopback. Each test asserts what a client sees: the
+//! bytes, EOF or reset, and lower bounds on timing (upper bounds are the
+//! generous deadlines of the helpers).
+//!
+//! Linux only, like the other black-box suites (`/proc`, `kill`).
+#![cfg(target_os = "linux")]
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::io::{ErrorKind, Read, Write};
+use std::net::{SocketAddr, UdpSocket};
+use std::time::{Duration, Instant};
+
+use common::{
+    DEADLINE, End, Server, assert_summary, connect, counter, read_exactly, read_until_closed,
+    run, text, wait_until,
+};
+
+const REPLY: &str = "Received";
+const LINE: &str = "Received\n";
+
+/// Sends `request` on a new connection; what came back and how it ended.
+#[track_caller]
+fn tcp(addr: SocketAddr, request: &[u8]) -> (String, End, Duration) {
+    let stream = connect(addr);
+    let sent = Instant::now();
+    (&stream).write_all(request).unwrap();
+    let drained = read_until_closed(&stream, DEADLINE);
+    (text(&drained.bytes), drained.end, sent.elapsed())
+}
+
+/// A UDP client bound to loopback, connected to the server.
+fn udp_client(server: SocketAddr) -> UdpSocket {
+    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    socket.connect(server).unwrap();
+    socket.set_read_timeout(Some(DEADLINE)).unwrap();
+    socket
+}
+
+/// Receives one datagram within the deadline.
+#[track_caller]
+fn recv(socket: &UdpSocket) -> Vec<u8> {
+    let mut buf = [0; 2048];
+    let n = socket
+        .recv(&mut buf)
+        .unwrap_or_else(|e| panic!("no datagram within {DEADLINE:?}: {e}"));
+    buf[..n].to_vec()
+}
+
+/// The datagrams already waiting on `socket`, without waiting for more.
+fn waiting(socket: &UdpSocket) -> Vec<Vec<u8>> {
+    socket.set_nonblocking(true).unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0; 2048];
+    loop {
+        match socket.recv(&mut buf) {
+            Ok(n) => got.push(buf[..n].to_vec()),
+            Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+            Err(e) => panic!("recv: {e}"),
+        }
+    }
+    socket.set_nonblocking(false).unwrap();
+    got
+}
+
+/// Stops the server with SIGTERM; its summary line.
+#[track_caller]
+fn summary(mut server: Server) -> String {
+    let (status, stderr) = server.terminate();
+    assert_eq!(status.code(), Some(0), "{stderr}");
+    assert_summary(&stderr)
+}
+
+/// Echo server with `faults`; sends datagrams `0..n` then a sentinel `end`
+/// that no fault touches (the faults are limited to `first=n`); returns
+/// the payloads answered, once every datagram has been judged.
+#[track_caller]
+fn udp_pattern(faults: &[&str], seed: &str, n: usize) -> (BTreeSet<String>, String) {
+    let mut args = vec!["--echo", "--seed", seed];
+    for fault in faults {
+        args.extend(["--fault", fault]);
+    }
+    let server = Server::start(&args);
+    let client = udp_client(server.udp());
+    for i in 0..n {
+        client.send(i.to_string().as_bytes()).unwrap();
+    }
+    client.send(b"end").unwrap();
+    // Datagrams from one socket arrive in order on loopback: once the
+    // sentinel's reply is here, every earlier reply is too.
+    let mut answered = BTreeSet::new();
+    loop {
+        let reply = text(&recv(&client));
+        if reply == "end" {
+            break;
+        }
+        answered.insert(reply);
+    }
+    answered.extend(waiting(&client).iter().map(|r| text(r)));
+    (answered, summary(server))
+}
+
+#[test]
+fn udp_drop_every_second_datagram_and_count_it() {
+    let (answered, summary) = udp_pattern(&["udp:drop,every=2,first=6"], "1", 6);
+    assert_eq!(answered, ["0", "2", "4"].map(String::from).into());
+    assert_eq!(counter(&summary, "faults"), Some(3), "{summary}");
+    assert_eq!(counter(&summary, "datagrams"), Some(7));
+}
+
+#[test]
+fn udp_first_and_after_select_by_ordinal() {
+    let (answered, _) = udp_pattern(&["udp:drop,first=2"], "1", 5);
+    assert_eq!(answered, ["2", "3", "4"].map(String::from).into());
+    let (answered, _) = udp_pattern(&["udp:drop,after=3,first=5"], "1", 5);
+    assert_eq!(answered, ["0", "1", "2"].map(String::from).into());
+}
+
+#[test]
+fn the_same_seed_drops_the_same_datagrams_in_another_process() {
+    let faults = ["udp:drop,p=0.5,first=60"];
+    let (a, summary_a) = udp_pattern(&faults, "7", 60);
+    let (b, _) = udp_pattern(&faults, "7", 60);
+    let (c, _) = udp_pattern(&faults, "8", 60);
+    assert_eq!(a, b, "seed 7 twice");
+    assert_ne!(a, c, "seeds 7 and 8");
+    assert!((10..50).contains(&a.len()), "{} of 60 answered at p=0.5", a.len());
+    assert_eq!(counter(&summary_a, "faults"), Some(60 - a.len() as u64));
+}
+
+#[test]
+fn udp_duplicate_truncate_and_corrupt_shape_the_reply() {
+    let server = Server::start(&["--fault", "udp:duplicate", "--fault", "udp:truncate=3"]);
+    let client = udp_client(server.udp());
+    client.send(b"Hello, Server").unwrap();
+    assert_eq!(text(&recv(&client)), "Rec");
+    assert_eq!(text(&recv(&client)), "Rec", "the reply twice");
+    drop(server);
+    let server = Server::start(&["--fault", "udp:corrupt"]);
+    let client = udp_client(server.udp());
+    client.send(b"Hello, Server").unwrap();
+    let reply = recv(&client);
+    assert_eq!(reply.len(), REPLY.len());
+    assert!(reply.iter().zip(REPLY.bytes()).all(|(a, b)| *a != b), "{reply:?}");
+}
+
+#[test]
+fn udp_delay_holds_the_reply_back() {
+    let server = Server::start(&["--fault", "udp:delay=300"]);
+    let client = udp_client(server.udp());
+    let sent = Instant::now();
+    client.send(b"Hello, Server").unwrap();
+    assert_eq!(text(&recv(&client)), REPLY);
+    assert!(sent.elapsed() >= Duration::from_millis(300), "{:?}", sent.elapsed());
+    let summary = summary(server);
+    assert_eq!(counter(&summary, "delay"), Some(1), "{summary}");
+}
+
+#[test]
+fn tcp_delay_in_once_mode() {
+    let server = Server::start(&["--fault", "tcp:delay=300"]);
+    let (reply, end, took) = tcp(server.tcp(), b"Hello, Server");
+    assert_eq!((reply.as_str(), end), (REPLY, End::Eof));
+    assert!(took >= Duration::from_millis(300), "{took:?}");
+}
+
+#[test]
+fn tcp_random_delays_keep_line_order() {
+    let server = Server::start(&["--mode", "line", "--echo", "--fault", "tcp:delay=0-300"]);
+    let stream = connect(server.tcp());
+    let lines: String = (0..8).map(|i| format!("line {i}\n")).collect();
+    (&stream).write_all(lines.as_bytes()).unwrap();
+    assert_eq!(text(&read_exactly(&stream, lines.len())), lines);
+}
+
+#[test]
+fn tcp_dribble_sends_the_reply_in_pieces() {
+    let server = Server::start(&["--fault", "tcp:dribble=3/100"]);
+    let stream = connect(server.tcp());
+    let sent = Instant::now();
+    (&stream).write_all(b"Hello, Server").unwrap();
+    let mut pieces = Vec::new();
+    let mut buf = [0; 64];
+    loop {
+        match (&stream).read(&mut buf).expect("read within the deadline") {
+            0 => break,
+            n => pieces.push((buf[..n].to_vec(), sent.elapsed())),
+        }
+    }
+    let bytes: Vec<u8> = pieces.iter().flat_map(|(p, _)| p.clone()).collect();
+    assert_eq!(text(&bytes), REPLY);
+    assert!(pieces.iter().all(|(p, _)| p.len() <= 3), "{pieces:?}");
+    // 8 bytes in 3-byte pieces: two gaps of 100 ms at least.
+    let last = pieces.last().unwrap().1;
+    assert!(last >= Duration::from_millis(200), "{pieces:?}");
+}
+
+#[test]
+fn tcp_truncate_cuts_the_reply_then_closes() {
+    let server = Server::start(&["--fault", "tcp:truncate=4"]);
+    let (reply, end, _) = tcp(server.tcp(), b"Hello, Server");
+    assert_eq!((reply.as_str(), end), ("Rece", End::Eof));
+    let server = Server::start(&["--mode", "line", "--fault", "tcp:truncate=4,after=1"]);
+    let (reply, end, _) = tcp(server.tcp(), b"one\ntwo\nthree\n");
+    assert_eq!((reply.as_str(), end), ("Received\nRece", End::Eof));
+}
+
+#[test]
+fn tcp_corrupt_keeps_the_length_and_the_newline() {
+    let server = Server::start(&["--mode", "line", "--fault", "tcp:corrupt"]);
+    let stream = connect(server.tcp());
+    (&stream).write_all(b"one\ntwo\n").unwrap();
+    let replies = read_exactly(&stream, 2 * LINE.len());
+    for reply in replies.chunks(LINE.len()) {
+        assert_eq!(reply.last(), Some(&b'\n'));
+        for (got, was) in reply[..REPLY.len()].iter().zip(REPLY.bytes()) {
+            assert!(*got != was && *got != b'\n', "{reply:?}");
+        }
+    }
+    let server = Server::start(&["--fault", "tcp:corrupt"]);
+    let (reply, end, _) = tcp(server.tcp(), b"x");
+    assert_eq!((reply.len(), end), (REPLY.len(), End::Eof));
+    assert_ne!(reply, REPLY);
+}
+
+#[test]
+fn tcp_hang_keeps_the_connection_open_until_the_idle_timeout() {
+    for (mode, request, expect) in [("once", "Hello", ""), ("line", "a\nb\nc\n", LINE)] {
+        let server = Server::start(&[
+            "--mode",
+            mode,
+            "--idle-timeout",
+            "1",
+            "--fault",
+            "tcp:hang,after=1",
+        ]);
+        if mode == "once" {
+            assert_eq!(tcp(server.tcp(), b"first").0, REPLY, "after=1 spares one");
+        }
+        let (reply, end, took) = tcp(server.tcp(), request.as_bytes());
+        assert_eq!(reply, expect, "{mode}");
+        assert_eq!(end, End::Eof, "{mode}: closed by the idle timeout");
+        assert!(took >= Duration::from_millis(900), "{mode}: {took:?}");
+        let summary = summary(server);
+        assert_eq!(counter(&summary, "hang"), Some(1), "{summary}");
+    }
+}
+
+#[test]
+fn tcp_close_and_reset_end_the_connection_without_a_reply() {
+    let server = Server::start(&["--fault", "tcp:close"]);
+    assert_eq!(tcp(server.tcp(), b"Hello").1, End::Eof);
+    let server = Server::start(&["--fault", "tcp:reset"]);
+    let (reply, end, _) = tcp(server.tcp(), b"Hello");
+    assert_eq!((reply.as_str(), end), ("", End::Reset));
+    let server = Server::start(&["--mode", "line", "--fault", "tcp:close,after=1"]);
+    assert_eq!(
+        tcp(server.tcp(), b"a\nb\nc\n"),
+        (LINE.to_string(), End::Eof, tcp_time())
+    );
+    let server = Server::start(&["--mode", "line", "--fault", "tcp:reset,after=1"]);
+    let (reply, end, _) = tcp(server.tcp(), b"a\nb\nc\n");
+    assert!(LINE.starts_with(&reply), "{reply:?}");
+    assert_eq!(end, End::Reset);
+}
+
+/// `tcp`'s duration is not compared: equal to anything.
+fn tcp_time() -> Duration {
+    Duration::ZERO
+}
+
+#[test]
+fn tcp_slow_close_sends_the_reply_then_waits() {
+    let server = Server::start(&["--fault", "tcp:slow-close=500"]);
+    let stream = connect(server.tcp());
+    let sent = Instant::now();
+    (&stream).write_all(b"Hello").unwrap();
+    assert_eq!(text(&read_exactly(&stream, REPLY.len())), REPLY);
+    let drained = read_until_closed(&stream, DEADLINE);
+    assert_eq!((drained.bytes.len(), drained.end), (0, End::Eof));
+    assert!(sent.elapsed() >= Duration::from_millis(500), "{:?}", sent.elapsed());
+}
+
+#[test]
+fn tcp_first_selects_connections_in_arrival_order() {
+    let server = Server::start(&["--fault", "tcp:close,first=2"]);
+    let replies: Vec<String> = (0..4).map(|_| tcp(server.tcp(), b"hi").0).collect();
+    assert_eq!(replies, ["", "", REPLY, REPLY]);
+}
+
+#[test]
+fn tcp_the_same_seed_picks_the_same_connections() {
+    let pattern = |seed: &str| -> Vec<bool> {
+        let server = Server::start(&["--fault", "tcp:close,p=0.5", "--seed", seed]);
+        (0..24).map(|_| tcp(server.tcp(), b"hi").0.is_empty()).collect()
+    };
+    let a = pattern("11");
+    assert_eq!(a, pattern("11"));
+    assert_ne!(a, pattern("12"));
+}
+
+#[test]
+fn a_long_delay_is_owed_so_backpressure_bounds_a_never_reader() {
+    let server = Server::start(&["--mode", "line", "--fault", "tcp:delay=60000"]);
+    let flooder = connect(server.tcp());
+    flooder.set_write_timeout(Some(Duration::from_secs(2))).unwrap();
+    let sent = common::write_until_blocked(&flooder, 64 << 20, &b"x\n".repeat(4096));
+    // The server took lines only until the delayed replies reached the
+    // owed-bytes bound, then stopped reading: TCP flow control did the rest.
+    assert!(sent < 64 << 20, "the server read all 64 MiB");
+    let rss = server.rss_kib();
+    assert!(rss < 64 * 1024, "RSS {rss} KiB");
+    // Others are still served (UDP has no fault).
+    assert_eq!(common::udp_request(server.udp(), b"hi"), REPLY.as_bytes());
+    let summary = summary(server);
+    let messages = counter(&summary, "messages").unwrap();
+    assert!(messages <= 64 * 1024 / 9 + 1, "{summary}");
+}
+
+#[test]
+fn a_udp_flood_with_a_long_delay_drops_and_counts_past_the_queue() {
+    let server = Server::start(&["--fault", "udp:delay=60000"]);
+    let client = udp_client(server.udp());
+    for _ in 0..3000 {
+        client.send(b"x").unwrap();
+    }
+    // Every datagram judged: one more, answered by nothing, shows in the
+    // counters once the earlier ones were read.
+    let handled = wait_until(DEADLINE, || {
+        let rss = server.rss_kib();
+        assert!(rss < 64 * 1024, "RSS {rss} KiB");
+        server.stderr().contains("reply queue full")
+    });
+    assert!(handled, "no queue-full warning");
+    let summary = summary(server);
+    let dropped = counter(&summary, "replies dropped").unwrap();
+    let datagrams = counter(&summary, "datagrams").unwrap();
+    assert!(dropped >= datagrams.saturating_sub(1024), "{summary}");
+    assert!(dropped > 0, "{summary}");
+}
+
+#[test]
+fn bad_fault_specs_exit_2_naming_the_spec() {
+    for spec in ["tcp:drop", "udp:hang", "udp:drop,p=2", "udp:drop,every=0", "tcp:delay=9-1", "tcp:delay", "tcp:wobble"] {
+        let (status, stdout, stderr) = run(&["--fault", spec]);
+        assert_eq!(status.code(), Some(2), "{spec}: {stderr}");
+        assert_eq!(stdout, "", "{spec}: nothing bound");
+        assert_eq!(stderr.lines().count(), 1, "{spec}: {stderr}");
+        assert!(stderr.contains(spec), "{spec}: {stderr}");
+    }
+}
+
+#[test]
+fn a_random_seed_is_logged_for_replay() {
+    let server = Server::start(&["--fault", "udp:drop,p=0.5"]);
+    let log = server.wait_for_stderr("the seed", |log| log.contains("seed"));
+    assert!(log.contains("replay with --seed"), "{log}");
+}
