@@ -43,6 +43,18 @@ pub fn bin() -> String {
     std::env::var("ACKLOOP_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_ackloop").to_string())
 }
 
+/// The binary, or `wrapper[0]` given `wrapper[1..]` then the binary's path.
+fn wrapped(wrapper: &[&str]) -> Command {
+    match wrapper.split_first() {
+        None => Command::new(bin()),
+        Some((program, rest)) => {
+            let mut command = Command::new(program);
+            command.args(rest).arg(bin());
+            command
+        }
+    }
+}
+
 /// Loopback, port 0, for both protocols: what every test starts with.
 const PORT_ZERO: [&str; 4] = ["--tcp", "127.0.0.1:0", "--udp", "127.0.0.1:0"];
 
@@ -156,7 +168,15 @@ impl Server {
     /// and reads the address lines it prints before serving.
     #[track_caller]
     pub fn start(args: &[&str]) -> Server {
-        let mut command = Command::new(bin());
+        Server::start_wrapped(&[], args)
+    }
+
+    /// Like `start`, run by a wrapper program (`wrapper[0]`, given
+    /// `wrapper[1..]`, then the binary and its arguments), such as strace.
+    /// The pid is the wrapper's.
+    #[track_caller]
+    pub fn start_wrapped(wrapper: &[&str], args: &[&str]) -> Server {
+        let mut command = wrapped(wrapper);
         command.args(PORT_ZERO).args(args);
         Server::spawn(command, args, true)
     }
@@ -185,12 +205,7 @@ impl Server {
     #[track_caller]
     pub fn start_with_fd_limit(limit: u32, args: &[&str]) -> Server {
         let script = format!("ulimit -n {limit} && exec \"$0\" \"$@\"");
-        let mut command = Command::new("sh");
-        command
-            .args(["-c", &script, &bin()])
-            .args(PORT_ZERO)
-            .args(args);
-        Server::spawn(command, args, true)
+        Server::start_wrapped(&["sh", "-c", &script], args)
     }
 
     #[track_caller]
@@ -366,18 +381,26 @@ impl Server {
     /// CPU time used so far in clock ticks (utime + stime, /proc/PID/stat).
     #[track_caller]
     pub fn cpu_ticks(&self) -> u64 {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid()))
-            .expect("/proc/PID/stat of a running server");
-        // The command name may hold spaces: count fields after its ')'.
-        let fields: Vec<&str> = stat
-            .rsplit_once(')')
-            .unwrap()
-            .1
-            .split_whitespace()
-            .collect();
-        // Fields 14 and 15 of stat(5); the first after ')' is field 3.
-        fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+        cpu_ticks_of(self.pid())
     }
+}
+
+/// CPU time process `pid` used so far in clock ticks (utime + stime,
+/// /proc/PID/stat): for a server run by a wrapper, whose pid is not the
+/// server's.
+#[track_caller]
+pub fn cpu_ticks_of(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .expect("/proc/PID/stat of a running server");
+    // The command name may hold spaces: count fields after its ')'.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .unwrap()
+        .1
+        .split_whitespace()
+        .collect();
+    // Fields 14 and 15 of stat(5); the first after ')' is field 3.
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
 }
 
 impl Drop for Server {
@@ -409,7 +432,13 @@ pub fn wait_until(within: Duration, mut done: impl FnMut() -> bool) -> bool {
 /// after `DEADLINE`: exit status, stdout, stderr.
 #[track_caller]
 pub fn run(args: &[&str]) -> (ExitStatus, String, String) {
-    let (status, stdout, stderr) = run_with(args, Stdio::piped(), Stdio::piped());
+    run_wrapped(&[], args)
+}
+
+/// Like `run`, run by a wrapper program, as for `Server::start_wrapped`.
+#[track_caller]
+pub fn run_wrapped(wrapper: &[&str], args: &[&str]) -> (ExitStatus, String, String) {
+    let (status, stdout, stderr) = run_with(wrapper, args, Stdio::piped(), Stdio::piped());
     let Some(status) = status else {
         panic!("{args:?}: still running after {DEADLINE:?}; stdout {stdout:?}, stderr {stderr:?}");
     };
@@ -426,12 +455,17 @@ pub fn run_closed(closed: Closed, args: &[&str]) -> (Option<ExitStatus>, String,
         _ if closed == which => closed_pipe(),
         _ => Stdio::piped(),
     };
-    run_with(args, output(Closed::Stdout), output(Closed::Stderr))
+    run_with(&[], args, output(Closed::Stdout), output(Closed::Stderr))
 }
 
 #[track_caller]
-fn run_with(args: &[&str], stdout: Stdio, stderr: Stdio) -> (Option<ExitStatus>, String, String) {
-    let mut command = Command::new(bin());
+fn run_with(
+    wrapper: &[&str],
+    args: &[&str],
+    stdout: Stdio,
+    stderr: Stdio,
+) -> (Option<ExitStatus>, String, String) {
+    let mut command = wrapped(wrapper);
     for pair in PORT_ZERO.chunks(2) {
         if !args.contains(&pair[0]) {
             command.args(pair);
