@@ -26,6 +26,7 @@ fn main() -> ExitCode {
         Err(message) => return fail(2, &message),
     };
     init_logging(level);
+    let mode = config.mode;
     let bound = if echo {
         Server::with_responder(config, Echo)
     } else {
@@ -43,6 +44,14 @@ fn main() -> ExitCode {
     if let Err(e) = print_addresses(&server) {
         return fail(1, &format!("cannot write the addresses to stdout: {e}"));
     }
+    // Logged once everything is set up: a start-up failure before this
+    // point is the one line on stderr.
+    let off = || "off".to_string();
+    log::info!(
+        "serving tcp {} ({mode} mode), udp {}",
+        server.tcp_addr().map_or_else(off, |a| a.to_string()),
+        server.udp_addr().map_or_else(off, |a| a.to_string()),
+    );
     match server.run() {
         Ok(_) => ExitCode::SUCCESS,
         Err(e) => fail(1, &format!("poll failed: {e}")),

@@ -188,12 +188,6 @@ impl Server {
             }
             None => (None, None),
         };
-        info!(
-            "serving tcp {} ({} mode), udp {}",
-            tcp_addr.map_or("off".into(), |a| a.to_string()),
-            config.mode,
-            udp_addr.map_or("off".into(), |a| a.to_string()),
-        );
         let faults = Faults::new(
             config.seed.unwrap_or_else(fault::random_seed),
             &config.faults,
