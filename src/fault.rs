@@ -461,6 +461,35 @@ impl Verdict {
     }
 }
 
+/// The faults applied, as the debug log shows them: `delay 120 ms, truncate 4`.
+impl fmt::Display for Verdict {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut parts = Vec::new();
+        if self.delay_ms > 0 || self.applied[0] > 0 {
+            parts.push(format!("delay {} ms", self.delay_ms));
+        }
+        if let Some(kind) = self.terminal {
+            parts.push(kind.name().to_string());
+        }
+        if let Some(n) = self.truncate {
+            parts.push(format!("truncate {n}"));
+        }
+        if self.corrupt.is_some() {
+            parts.push("corrupt".into());
+        }
+        if self.duplicate {
+            parts.push("duplicate".into());
+        }
+        if let Some((bytes, ms)) = self.dribble {
+            parts.push(format!("dribble {bytes}/{ms} ms"));
+        }
+        if let Some(ms) = self.slow_close_ms {
+            parts.push(format!("slow-close {ms} ms"));
+        }
+        f.write_str(&parts.join(", "))
+    }
+}
+
 /// A fault in force, with its own count of the messages it has judged.
 #[derive(Debug, Clone)]
 struct Active {

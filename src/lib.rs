@@ -120,6 +120,21 @@
 //! not mean a deadline passed, so the loop reads the clock after every
 //! poll.
 //!
+//! ## A fault's delay
+//!
+//! With `--fault tcp:delay=200` ([`Fault`]), a message is judged when it is
+//! framed: the verdict is a pure function of the seed and the message's
+//! ordinals, so it does not depend on how turns fell. The reply is made at
+//! once, but queued on the connection as a *step* due 200 ms later, and it
+//! counts as owed, so backpressure still bounds a client whose delayed
+//! replies pile up. Flushing stops at a step that is not due and notes
+//! when it is; that moment becomes the connection's deadline on the timer
+//! heap, like an idle timeout. `WRITABLE` is not registered meanwhile: the
+//! socket is not what the reply waits for. When the entry comes due the
+//! loop drives the connection as if it were writable, the step goes out,
+//! and replies behind it follow in order. A delayed UDP reply waits in the
+//! reply queue's own heap, within its bounds, with an entry of its own.
+//!
 //! ## Shutting down
 //!
 //! A [`Handle`] (from any thread, through a [`mio::Waker`]) or a signal

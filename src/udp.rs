@@ -237,7 +237,7 @@ impl Udp {
         let verdict = t.faults.judge(Protocol::Udp, [ordinal, 0]);
         if !verdict.is_clean() {
             t.counters.add_faults(&verdict.applied);
-            debug!("udp: datagram {ordinal} from {from}: faults {verdict:?}");
+            debug!("udp: datagram {ordinal} from {from}: fault {verdict}");
         }
         let Some(mut reply) = reply else {
             return; // The responder sends nothing.

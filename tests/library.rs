@@ -335,3 +335,44 @@ fn every_public_constructor_rejects_a_bad_config_without_panicking() {
         }
     }
 }
+
+#[test]
+fn the_test_server_takes_faults_and_a_seed() {
+    let server = TestServer::builder()
+        .fault("udp:drop,first=1".parse().unwrap())
+        .seed(3)
+        .start()
+        .unwrap();
+    let client = udp_socket();
+    client.connect(server.udp_addr()).unwrap();
+    client.send(b"dropped").unwrap();
+    client.send(b"answered").unwrap();
+    // Datagrams from one socket are handled in order: when the second
+    // one's reply is here, the first was judged (and dropped).
+    assert_eq!(udp_reply(&client), b"Received");
+    assert_eq!(server.stats().faults.drop, 1);
+    assert_eq!(server.stats().faults.total(), 1);
+    client.set_nonblocking(true).unwrap();
+    let mut buf = [0; 16];
+    assert!(client.recv(&mut buf).is_err(), "no second reply");
+    assert_eq!(server.wait_for(2).len(), 2, "both were received");
+}
+
+#[test]
+fn faults_flip_from_the_test_thread_through_the_handle() {
+    let server = TestServer::start().unwrap();
+    let handle = server.handle();
+    assert_eq!(exchange(server.tcp_addr(), b"healthy"), b"Received");
+    handle.add_fault("tcp:close".parse().unwrap());
+    // The change is applied by the loop when it wakes: wait until a
+    // connection sees it.
+    let deadline = Instant::now() + DEADLINE;
+    while exchange(server.tcp_addr(), b"failing").as_slice() == b"Received" {
+        assert!(Instant::now() < deadline, "the fault never applied");
+    }
+    handle.clear_faults();
+    while exchange(server.tcp_addr(), b"recovered").is_empty() {
+        assert!(Instant::now() < deadline, "the clear never applied");
+    }
+    assert!(server.stats().faults.close >= 1);
+}

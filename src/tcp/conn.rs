@@ -561,7 +561,7 @@ impl Connection {
         if !verdict.is_clean() {
             cx.counters.add_faults(&verdict.applied);
             debug!(
-                "conn #{}: message {}: faults {verdict:?}",
+                "conn #{}: message {}: fault {verdict}",
                 self.id, self.messages
             );
         }
