@@ -56,8 +56,9 @@ struct Slot {
     conn: Connection,
     /// `WRITABLE` is registered.
     write_interest: bool,
-    /// The deadline of this connection's live timer entry, if one is armed.
-    timer_at: Option<Millis>,
+    /// The deadline of this connection's live timer entry, or [`NEVER`]
+    /// (a sentinel rather than an `Option`: 8 bytes less per connection).
+    timer_at: Millis,
 }
 
 /// The listener and every connection.
@@ -208,7 +209,7 @@ impl Tcp {
             stream,
             conn: Connection::new(id, self.max_line, t.now, custom_peer),
             write_interest: false,
-            timer_at: None,
+            timer_at: NEVER,
         }));
         add(&t.counters.accepted, 1);
         add(&t.counters.open, 1);
@@ -323,10 +324,10 @@ impl Tcp {
         let Some(Some(slot)) = self.conns.get_mut(key) else {
             return;
         };
-        if slot.conn.id != id || slot.timer_at != Some(at) {
+        if slot.conn.id != id || slot.timer_at != at {
             return; // Stale: the connection is gone or re-armed earlier.
         }
-        slot.timer_at = None;
+        slot.timer_at = NEVER;
         if slot.conn.wake_at().is_some_and(|at| at <= t.now) {
             // A fault's delayed step is due: it needs a turn, not a close.
             return self.drive(key, false, t);
