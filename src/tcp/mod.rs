@@ -24,7 +24,7 @@ use crate::config::{Config, Mode};
 use crate::reply::Replies;
 use crate::stats::add;
 use crate::stats::sub;
-use crate::timer::{Due, Millis, RateLimit, Timers};
+use crate::timer::{Due, Millis, NEVER, RateLimit, Timers};
 use crate::turn::{Ready, Turn};
 use conn::{Advance, Close, Connection, Ctx, Phase};
 
@@ -363,7 +363,7 @@ impl Tcp {
             timers.retain(|entry| match entry.due {
                 Due::Conn { key, id } => self.conns.get(key as usize).is_some_and(|slot| {
                     slot.as_ref()
-                        .is_some_and(|slot| slot.conn.id == id && slot.timer_at == Some(entry.at))
+                        .is_some_and(|slot| slot.conn.id == id && slot.timer_at == entry.at)
                 }),
                 _ => true,
             });
@@ -425,8 +425,8 @@ fn settle_interest(slot: &mut Slot, key: usize, t: &Turn<'_>) -> io::Result<()> 
 /// re-arms itself when it comes due.
 fn arm_timer(slot: &mut Slot, key: usize, idle_ms: Option<Millis>, timers: &mut Timers) {
     if let Some(at) = slot.conn.deadline(idle_ms) {
-        if slot.timer_at.is_none_or(|armed| at < armed) {
-            slot.timer_at = Some(at);
+        if at < slot.timer_at {
+            slot.timer_at = at;
             let (key, id) = (key as u32, slot.conn.id);
             timers.arm(at, Due::Conn { key, id });
         }
