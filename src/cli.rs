@@ -30,18 +30,20 @@ Options:
                              reset, slow-close=MS (tcp)
                              selectors: p=PROBABILITY, first=N, after=N, every=N
   --seed N                 seed of the faults' random choices [default: random, logged]
+  --control ADDR           live control socket, loopback only (commands: fault SPEC, clear,
+                             reply TEXT, refuse, accept, stats, received N SECS)
   --log-level LEVEL        off, error, warn, info, debug or trace [default: info; RUST_LOG also works]
   -h, --help               print this help
   -V, --version            print the version
 
-On start it prints `tcp ADDR` and `udp ADDR` (the bound addresses) on stdout.
+On start it prints `tcp ADDR`, `udp ADDR` and `control ADDR` (the bound addresses) on stdout.
 SIGINT or SIGTERM: stop accepting, finish owed replies (5 s at most), exit 0.
 Exit status: 0 after a signal, 1 when a socket cannot be bound, 2 for bad usage.";
 
 /// What the command line asks for.
 pub enum Command {
     /// Serve with this configuration, log level and, if true, echo replies.
-    Serve(Config, Option<LevelFilter>, bool),
+    Serve(Box<Config>, Option<LevelFilter>, bool),
     Help,
     Version,
 }
@@ -82,6 +84,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, String
             Long("max-line") => config.max_line = number(&name, &mut parser)?,
             Long("fault") => config.faults.push(text(&name, &mut parser)?.parse()?),
             Long("seed") => config.seed = Some(number(&name, &mut parser)?),
+            Long("control") => config.control = Some(address(&name, &mut parser)?),
             Long("log-level") => log_level = Some(level(&name, &mut parser)?),
             Long("echo") => echo = true,
             Short('h') | Long("help") => return Ok(Command::Help),
@@ -96,7 +99,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, String
         ));
     }
     config.validate()?;
-    Ok(Command::Serve(config, log_level, echo))
+    Ok(Command::Serve(Box::new(config), log_level, echo))
 }
 
 /// The option's value as UTF-8 text.
@@ -181,6 +184,7 @@ mod tests {
             (&["--fault", "udp:delay=9-1"], "udp:delay=9-1"),
             (&["--fault"], "--fault"),
             (&["--seed", "-3"], "--seed"),
+            (&["--control", "10.1.2.3:0"], "--control"),
         ] {
             let message = parse_args(args)
                 .err()

@@ -100,6 +100,9 @@ pub struct Config {
     /// The seed of every random choice the faults make; `None` picks one
     /// at random and logs it, so that a run can be replayed.
     pub seed: Option<u64>,
+    /// The live control socket's address (loopback only), or `None` for
+    /// none. Port 0 picks a free port.
+    pub control: Option<SocketAddr>,
 }
 
 impl Default for Config {
@@ -115,6 +118,7 @@ impl Default for Config {
             max_line: DEFAULT_MAX_LINE,
             faults: Vec::new(),
             seed: None,
+            control: None,
         }
     }
 }
@@ -159,6 +163,13 @@ impl Config {
         }
         if self.max_line == 0 || self.max_line > MAX_MAX_LINE {
             return Err(format!("--max-line: must be 1 to {MAX_MAX_LINE} bytes"));
+        }
+        if let Some(addr) = self.control {
+            if !addr.ip().is_loopback() {
+                return Err(format!(
+                    "--control: {addr} is not a loopback address (control is local only)"
+                ));
+            }
         }
         self.faults.iter().try_for_each(Fault::validate)
     }

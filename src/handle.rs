@@ -2,11 +2,13 @@
 
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::Duration;
 
 use log::warn;
 use mio::Waker;
 
+use crate::control::{Command, Reply};
 use crate::fault::Fault;
 use crate::stats::{Counters, Stats};
 
@@ -21,12 +23,12 @@ pub(crate) struct Shared {
     pub changes: Mutex<Vec<Change>>,
 }
 
-/// A change another thread asks the loop to make.
-#[derive(Debug)]
-pub(crate) enum Change {
-    AddFault(Fault),
-    ClearFaults,
-}
+/// A command another thread asks the loop to carry out, and where the
+/// loop sends its reply.
+pub(crate) type Change = (Command, mpsc::Sender<Reply>);
+
+/// How long a [`Handle`] waits for the loop to carry out a change.
+pub const CHANGE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A handle to a running server, for other threads: ask it to stop, read
 /// its counters. Cheap to clone.
@@ -71,9 +73,17 @@ impl Handle {
         self.shared.counters.snapshot()
     }
 
-    /// Adds a fault from now on, as `--fault` does at start: messages that
-    /// arrive after the loop takes the change are judged by it, and its
-    /// `first`/`after`/`every` count from then. Returns at once.
+    /// Adds a fault, as `--fault` does at start. Returns once the loop
+    /// has taken it: messages that arrive afterwards are judged by it, and
+    /// its `first`/`after`/`every` count from then.
+    ///
+    /// Like every change through a handle, it waits for the loop: call it
+    /// from another thread than the one running the loop.
+    ///
+    /// # Errors
+    ///
+    /// If the loop did not take the change within [`CHANGE_TIMEOUT`] (it
+    /// is stopped, or blocked).
     ///
     /// # Examples
     ///
@@ -81,34 +91,76 @@ impl Handle {
     /// use ackloop::testing::TestServer;
     /// let server = TestServer::start()?;
     /// let client = std::net::UdpSocket::bind("127.0.0.1:0")?;
-    /// server.handle().add_fault("udp:drop".parse()?);
-    /// server.handle().clear_faults();
-    /// client.send_to(b"Hello, Server", server.udp_addr())?;
+    /// client.connect(server.udp_addr())?;
+    /// server.handle().add_fault("udp:drop,first=1".parse()?)?;
+    /// client.send(b"dropped")?;
+    /// client.send(b"answered")?;
     /// let mut reply = [0; 16];
-    /// // The clear came after the drop: this datagram is answered.
     /// let n = client.recv(&mut reply)?;
     /// assert_eq!(&reply[..n], b"Received");
+    /// assert_eq!(server.stats().faults.drop, 1);
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
-    pub fn add_fault(&self, fault: Fault) {
-        self.change(Change::AddFault(fault));
+    pub fn add_fault(&self, fault: Fault) -> Result<(), String> {
+        self.run(Command::AddFault(fault)).map(drop)
     }
 
-    /// Removes every fault, from now on. Returns at once.
-    pub fn clear_faults(&self) {
-        self.change(Change::ClearFaults);
+    /// Removes every fault, from now on.
+    ///
+    /// # Errors
+    ///
+    /// As [`add_fault`](Handle::add_fault).
+    pub fn clear_faults(&self) -> Result<(), String> {
+        self.run(Command::ClearFaults).map(drop)
     }
 
-    fn change(&self, change: Change) {
+    /// Makes `text` the reply from now on (1 to 1024 bytes). Replies
+    /// already owed are not rewritten.
+    ///
+    /// # Errors
+    ///
+    /// A bad length, a server whose replies come from a responder, or as
+    /// [`add_fault`](Handle::add_fault).
+    pub fn set_reply(&self, text: impl Into<Vec<u8>>) -> Result<(), String> {
+        self.run(Command::SetReply(text.into())).map(drop)
+    }
+
+    /// Closes the TCP listener: new clients are refused ("connection
+    /// refused"); open connections go on.
+    ///
+    /// # Errors
+    ///
+    /// A server without TCP, or as [`add_fault`](Handle::add_fault).
+    pub fn refuse(&self) -> Result<(), String> {
+        self.run(Command::Refuse).map(drop)
+    }
+
+    /// Listens again on the same address after [`refuse`](Handle::refuse).
+    ///
+    /// # Errors
+    ///
+    /// The address cannot be bound again, a server without TCP, or as
+    /// [`add_fault`](Handle::add_fault).
+    pub fn accept(&self) -> Result<(), String> {
+        self.run(Command::Accept).map(drop)
+    }
+
+    /// Sends `command` to the loop and waits for its reply.
+    fn run(&self, command: Command) -> Reply {
+        let (reply_to, reply) = mpsc::channel();
         let mut changes = self
             .shared
             .changes
             .lock()
             .unwrap_or_else(|p| p.into_inner());
-        changes.push(change);
+        changes.push((command, reply_to));
         drop(changes);
-        if let Err(e) = self.shared.waker.wake() {
-            warn!("cannot wake the loop: {e}");
-        }
+        self.shared
+            .waker
+            .wake()
+            .map_err(|e| format!("cannot wake the loop: {e}"))?;
+        reply
+            .recv_timeout(CHANGE_TIMEOUT)
+            .map_err(|_| format!("the loop did not take the change within {CHANGE_TIMEOUT:?}"))?
     }
 }

@@ -206,6 +206,7 @@
 #![doc(test(attr(deny(warnings))))]
 
 mod config;
+mod control;
 mod error;
 mod fault;
 pub mod framing;
@@ -223,9 +224,10 @@ pub use config::{
     Config, DEFAULT_ADDR, DEFAULT_IDLE_TIMEOUT_SECS, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_LINE,
     DEFAULT_REPLY, MAX_IDLE_TIMEOUT_SECS, MAX_MAX_LINE, MAX_REPLY_LEN, Mode,
 };
+pub use control::MAX_CONTROL_CONNECTIONS;
 pub use error::Error;
 pub use fault::{Fault, FaultCounts, FaultKind, Selector};
-pub use handle::Handle;
+pub use handle::{CHANGE_TIMEOUT, Handle};
 pub use reply::{Echo, FixedReply, Protocol, Request, Responder};
 pub use server::{SHUTDOWN_GRACE_MS, Server, Status};
 pub use stats::Stats;

@@ -17,7 +17,7 @@ use log::LevelFilter;
 
 fn main() -> ExitCode {
     let (config, level, echo) = match cli::parse(std::env::args_os().skip(1)) {
-        Ok(Command::Serve(config, level, echo)) => (config, level, echo),
+        Ok(Command::Serve(config, level, echo)) => (*config, level, echo),
         Ok(Command::Help) => return print_or_fail("the help", cli::HELP),
         Ok(Command::Version) => {
             let version = concat!("ackloop ", env!("CARGO_PKG_VERSION"));
@@ -89,6 +89,9 @@ fn print_addresses(server: &Server) -> std::io::Result<()> {
     }
     if let Some(addr) = server.udp_addr() {
         writeln!(out, "udp {addr}")?;
+    }
+    if let Some(addr) = server.control_addr() {
+        writeln!(out, "control {addr}")?;
     }
     out.flush()
 }

@@ -56,6 +56,14 @@ pub struct Request<'a> {
 pub trait Responder {
     /// Appends the reply to `request` to `reply`; `false` means no reply.
     fn respond(&mut self, request: &Request<'_>, reply: &mut Vec<u8>) -> bool;
+
+    /// Changes the reply text from now on, for live control (`reply TEXT`,
+    /// [`Handle::set_reply`](crate::Handle::set_reply)); returns whether
+    /// this responder has a text to change. By default it has none.
+    fn set_reply_text(&mut self, text: &[u8]) -> bool {
+        let _ = text;
+        false
+    }
 }
 
 impl<F> Responder for F
@@ -78,6 +86,11 @@ pub struct FixedReply(pub Vec<u8>);
 impl Responder for FixedReply {
     fn respond(&mut self, _request: &Request<'_>, reply: &mut Vec<u8>) -> bool {
         reply.extend_from_slice(&self.0);
+        true
+    }
+
+    fn set_reply_text(&mut self, text: &[u8]) -> bool {
+        self.0 = text.to_vec();
         true
     }
 }

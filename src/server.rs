@@ -19,15 +19,19 @@ use log::{info, trace, warn};
 use mio::net::{TcpListener, UdpSocket};
 use mio::{Events, Interest, Poll, Registry, Token, Waker};
 
-use crate::config::{Config, Mode};
+use crate::config::Config;
+use crate::config::Mode;
+use crate::control::{self, Command, Control, Reply};
 use crate::error::Error;
 use crate::fault::{self, Faults};
-use crate::handle::{Change, Handle, Shared};
+use crate::handle::{Handle, Shared};
 use crate::reply::{Pattern, Replies, Responder};
 use crate::stats::{Stats, add};
 use crate::tcp::Tcp;
 use crate::timer::{Clock, Due, Millis, Timers};
-use crate::turn::{FIRST_FIXED, LISTENER, Ready, SIGNALS, Turn, UDP, WAKER};
+use crate::turn::{
+    CONTROL_BASE, CONTROL_LISTENER, FIRST_FIXED, LISTENER, Ready, SIGNALS, Turn, UDP, WAKER,
+};
 use crate::udp::Udp;
 
 /// Events taken from the kernel per poll; more simply wait a turn.
@@ -55,6 +59,8 @@ pub enum Status {
 struct Sources {
     tcp: Tcp,
     udp: Option<Udp>,
+    /// The live control socket and its connections (`--control`).
+    control: Option<Control>,
     /// Shutdown has begun: no new clients, owed replies drain.
     stopping: bool,
     #[cfg(all(feature = "signals", unix))]
@@ -74,6 +80,7 @@ pub struct Server {
     sources: Sources,
     tcp_addr: Option<SocketAddr>,
     udp_addr: Option<SocketAddr>,
+    control_addr: Option<SocketAddr>,
     replies: Replies,
     buf: Box<[u8]>,
     clock: Clock,
@@ -175,8 +182,8 @@ impl Server {
         let waker = Waker::new(poll.registry(), WAKER)?;
         let (listener, tcp_addr) = match config.tcp {
             Some(addr) => {
-                let (listener, bound) = bind_tcp(poll.registry(), addr)?;
-                (Some(listener), Some(bound))
+                let (listener, bound) = bind_tcp(poll.registry(), addr, LISTENER, "tcp")?;
+                (Some((listener, bound)), Some(bound))
             }
             None => (None, None),
         };
@@ -185,6 +192,14 @@ impl Server {
             Some(addr) => {
                 let (socket, bound) = bind_udp(poll.registry(), addr)?;
                 (Some(Udp::new(socket, fixed_reply)), Some(bound))
+            }
+            None => (None, None),
+        };
+        let (control, control_addr) = match config.control {
+            Some(addr) => {
+                let registry = poll.registry();
+                let (listener, bound) = bind_tcp(registry, addr, CONTROL_LISTENER, "control")?;
+                (Some(Control::new(listener, config.max_line)), Some(bound))
             }
             None => (None, None),
         };
@@ -207,12 +222,14 @@ impl Server {
             sources: Sources {
                 tcp: Tcp::new(listener, &config),
                 udp,
+                control,
                 stopping: false,
                 #[cfg(all(feature = "signals", unix))]
                 signals: None,
             },
             tcp_addr,
             udp_addr,
+            control_addr,
             replies,
             buf: vec![0; READ_BUFFER_BYTES].into_boxed_slice(),
             clock: Clock::new(),
@@ -239,6 +256,11 @@ impl Server {
     /// The bound UDP address (port 0 resolved), or `None` without UDP.
     pub fn udp_addr(&self) -> Option<SocketAddr> {
         self.udp_addr
+    }
+
+    /// The bound control address (`--control`, port 0 resolved), or `None`.
+    pub fn control_addr(&self) -> Option<SocketAddr> {
+        self.control_addr
     }
 
     /// A handle for other threads: request shutdown, read counters.
@@ -362,7 +384,7 @@ impl Server {
         while let Some(entry) = t.timers.pop_due(t.now) {
             sources.on_due(entry.due, entry.at, &mut t);
         }
-        sources.tcp.end_turn(t.timers);
+        sources.end_turn(&mut t);
         std::mem::swap(ready, ready_next);
         if sources.stopping && sources.is_idle() {
             self.status = Status::Stopped;
@@ -379,12 +401,16 @@ impl Sources {
             LISTENER => self.tcp.accept(t),
             UDP => self.serve_udp(t),
             WAKER => {
-                apply_changes(shared, t);
+                self.apply_changes(shared, t);
                 if shared.stop_requested.load(Ordering::SeqCst) {
                     self.begin_shutdown(t);
                 }
             }
             SIGNALS => self.on_signals(t),
+            CONTROL_LISTENER => self.serve_control(None, t),
+            Token(key) if (CONTROL_BASE.0..FIRST_FIXED.0).contains(&key) => {
+                self.serve_control(Some(key - CONTROL_BASE.0), t);
+            }
             Token(key) if key >= FIRST_FIXED.0 => {}
             Token(key) => self.tcp.on_event(key, readable, t),
         }
@@ -395,6 +421,42 @@ impl Sources {
             Ready::Listener => self.tcp.accept(t),
             Ready::Udp => self.serve_udp(t),
             Ready::Conn { key, id } => self.tcp.resume(key, id, t),
+            Ready::Control { key } => self.serve_control(Some(key), t),
+        }
+    }
+
+    /// The control listener (`None`) or control connection `key` is ready.
+    fn serve_control(&mut self, key: Option<usize>, t: &mut Turn<'_>) {
+        let Sources { control, tcp, .. } = self;
+        let Some(control) = control else {
+            return;
+        };
+        let mut run = |command, t: &mut Turn<'_>| execute(tcp, command, t);
+        match key {
+            None => control.accept(t, &mut run),
+            Some(key) => control.drive(key, t, &mut run),
+        }
+    }
+
+    /// The end of a turn: answer the control waits that are due, free the
+    /// slots closed during the turn, sweep stale timers.
+    fn end_turn(&mut self, t: &mut Turn<'_>) {
+        let Sources { control, tcp, .. } = self;
+        if let Some(control) = control {
+            control.check_waits(t, &mut |command, t| execute(tcp, command, t));
+            control.end_turn();
+        }
+        tcp.end_turn(t.timers);
+    }
+
+    /// Carries out the changes other threads asked for, in order, and
+    /// sends each its reply.
+    fn apply_changes(&mut self, shared: &Shared, t: &mut Turn<'_>) {
+        let changes =
+            std::mem::take(&mut *shared.changes.lock().unwrap_or_else(|p| p.into_inner()));
+        for (command, reply_to) in changes {
+            let reply = execute(&mut self.tcp, command, t);
+            let _ = reply_to.send(reply);
         }
     }
 
@@ -409,6 +471,8 @@ impl Sources {
         match due {
             Due::Conn { key, id } => self.tcp.on_timer(key, id, at, t),
             Due::AcceptRetry => self.tcp.on_accept_retry(t),
+            // `end_turn` answers the waits that are due.
+            Due::ControlWait => {}
             Due::UdpDelay => {
                 if let Some(udp) = &mut self.udp {
                     udp.release_delayed(t);
@@ -441,6 +505,10 @@ impl Sources {
         self.stopping = true;
         t.timers.arm(t.now + SHUTDOWN_GRACE_MS, Due::ShutdownGrace);
         self.tcp.stop(t);
+        // Control connections are not data: nothing is owed them.
+        if let Some(control) = &mut self.control {
+            control.close_all(t);
+        }
     }
 
     /// Nothing left to finish: no connection open, no UDP reply waiting.
@@ -481,16 +549,18 @@ impl Sources {
     fn on_signals(&mut self, _: &mut Turn<'_>) {}
 }
 
-/// Applies the changes other threads asked for, in order.
-fn apply_changes(shared: &Shared, t: &mut Turn<'_>) {
-    let changes = std::mem::take(&mut *shared.changes.lock().unwrap_or_else(|p| p.into_inner()));
-    for change in changes {
-        info!("change: {change:?}");
-        match change {
-            Change::AddFault(fault) => t.faults.add(fault),
-            Change::ClearFaults => t.faults.clear(),
-        }
+/// Carries out a command from a control connection or a [`Handle`].
+fn execute(tcp: &mut Tcp, command: Command, t: &mut Turn<'_>) -> Reply {
+    info!("control: {command:?}");
+    match command {
+        Command::AddFault(fault) => t.faults.add(fault),
+        Command::ClearFaults => t.faults.clear(),
+        Command::SetReply(text) => return tcp.set_reply(text, t),
+        Command::Refuse => return tcp.refuse(t),
+        Command::Accept => return tcp.listen_again(t),
+        Command::Stats => return Ok(control::stats_line(&t.counters.snapshot())),
     }
+    Ok(String::new())
 }
 
 /// An event as the trace log shows it: `conn 3 readable writable`.
@@ -521,17 +591,23 @@ impl fmt::Display for Described<'_> {
     }
 }
 
-/// Binds the TCP listener and registers it.
-fn bind_tcp(registry: &Registry, addr: SocketAddr) -> Result<(TcpListener, SocketAddr), Error> {
+/// Binds a TCP listener (`protocol`: `tcp` or `control`) and registers it
+/// with `token`.
+fn bind_tcp(
+    registry: &Registry,
+    addr: SocketAddr,
+    token: Token,
+    protocol: &'static str,
+) -> Result<(TcpListener, SocketAddr), Error> {
     let bind_error = |source| Error::Bind {
-        protocol: "tcp",
+        protocol,
         addr,
         source,
     };
     let mut listener = TcpListener::bind(addr).map_err(bind_error)?;
     let bound = listener.local_addr().map_err(bind_error)?;
-    warn_if_exposed("tcp", bound);
-    registry.register(&mut listener, LISTENER, Interest::READABLE)?;
+    warn_if_exposed(protocol, bound);
+    registry.register(&mut listener, token, Interest::READABLE)?;
     Ok((listener, bound))
 }
 

@@ -85,6 +85,10 @@ impl Responder for Recording {
         self.record.arrived.notify_all();
         self.inner.respond(request, reply)
     }
+
+    fn set_reply_text(&mut self, text: &[u8]) -> bool {
+        self.inner.set_reply_text(text)
+    }
 }
 
 /// A server on `127.0.0.1:0`, TCP and UDP, running on its own thread until

@@ -65,6 +65,8 @@ pub(crate) enum Due {
     AcceptRetry,
     /// A UDP reply held back by a `delay` fault is due.
     UdpDelay,
+    /// A control connection's `received` times out.
+    ControlWait,
     /// The shutdown grace period is over: close everything.
     ShutdownGrace,
 }

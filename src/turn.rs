@@ -20,8 +20,14 @@ pub(crate) const UDP: Token = Token(usize::MAX - 2);
 pub(crate) const WAKER: Token = Token(usize::MAX - 3);
 /// SIGINT or SIGTERM arrived (with the `signals` feature).
 pub(crate) const SIGNALS: Token = Token(usize::MAX - 4);
+/// The control listener (`--control`).
+pub(crate) const CONTROL_LISTENER: Token = Token(usize::MAX - 5);
 /// Tokens at or above this one name fixed sources, not connections.
 pub(crate) const FIRST_FIXED: Token = Token(usize::MAX - 16);
+/// Control connection `key` has token `CONTROL_BASE + key`, below the
+/// fixed tokens and far above any data connection's slab key.
+pub(crate) const CONTROL_BASE: Token =
+    Token(FIRST_FIXED.0 - crate::control::MAX_CONTROL_CONNECTIONS);
 
 /// Everything a handler may touch during one turn, borrowed from the
 /// server: the poll's registry (to change its own interest), the clock
@@ -48,4 +54,5 @@ pub(crate) enum Ready {
     Listener,
     Udp,
     Conn { key: usize, id: u32 },
+    Control { key: usize },
 }

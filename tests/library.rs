@@ -359,20 +359,32 @@ fn the_test_server_takes_faults_and_a_seed() {
 }
 
 #[test]
-fn faults_flip_from_the_test_thread_through_the_handle() {
-    let server = TestServer::start().unwrap();
+fn the_handle_flips_faults_reply_and_listener_between_steps() {
+    let server = TestServer::builder().mode(Mode::Line).start().unwrap();
     let handle = server.handle();
-    assert_eq!(exchange(server.tcp_addr(), b"healthy"), b"Received");
-    handle.add_fault("tcp:close".parse().unwrap());
-    // The change is applied by the loop when it wakes: wait until a
-    // connection sees it.
-    let deadline = Instant::now() + DEADLINE;
-    while exchange(server.tcp_addr(), b"failing").as_slice() == b"Received" {
-        assert!(Instant::now() < deadline, "the fault never applied");
-    }
-    handle.clear_faults();
-    while exchange(server.tcp_addr(), b"recovered").is_empty() {
-        assert!(Instant::now() < deadline, "the clear never applied");
-    }
-    assert!(server.stats().faults.close >= 1);
+    let tcp = server.tcp_addr();
+    let line = |stream: &TcpStream| {
+        (&*stream).write_all(b"Hello, Server\n").unwrap();
+        let mut reply = String::new();
+        BufReader::new(stream).read_line(&mut reply).unwrap();
+        reply
+    };
+    // Healthy; then failing: each change applies once the call returns.
+    let stream = connect(tcp);
+    assert_eq!(line(&stream), "Received\n");
+    handle.add_fault("tcp:close".parse().unwrap()).unwrap();
+    assert_eq!(exchange(tcp, b"Hello, Server\n"), b"");
+    handle.clear_faults().unwrap();
+    // A new reply text; the open connection gets it too.
+    handle.set_reply("Got it").unwrap();
+    assert_eq!(line(&stream), "Got it\n");
+    assert!(handle.set_reply("").is_err(), "an empty reply");
+    // Refused: new clients get ECONNREFUSED; the open one goes on.
+    handle.refuse().unwrap();
+    let refused = TcpStream::connect(tcp).unwrap_err();
+    assert_eq!(refused.kind(), std::io::ErrorKind::ConnectionRefused);
+    assert_eq!(line(&stream), "Got it\n");
+    handle.accept().unwrap();
+    assert_eq!(line(&connect(tcp)), "Got it\n");
+    assert_eq!(server.stats().faults.close, 1);
 }

@@ -33,7 +33,7 @@ use log::{debug, warn};
 use crate::config::Mode;
 use crate::fault::{self, FaultKind, Faults, Verdict};
 use crate::framing::{LineFramer, Piece};
-use crate::reply::{Protocol, Replies, Request};
+use crate::reply::{Pattern, Protocol, Replies, Request};
 use crate::stats::{Counters, add};
 use crate::timer::{Millis, RateLimit};
 
@@ -284,6 +284,34 @@ impl Connection {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         }
+    }
+
+    /// The fixed reply is about to change: the bytes owed under the old
+    /// one become a step at the front of the queue, so they go out as
+    /// they were promised.
+    pub fn keep_owed_bytes(&mut self, pattern: &Pattern) {
+        let (owed, start) = (self.owed as usize, self.pattern_at as usize);
+        // The next pattern starts afresh, whatever its length.
+        (self.owed, self.pattern_at) = (0, 0);
+        if owed == 0 {
+            return;
+        }
+        let bytes: Vec<u8> = pattern
+            .bytes()
+            .iter()
+            .copied()
+            .cycle()
+            .skip(start)
+            .take(owed)
+            .collect();
+        let buffers = self.buffers();
+        buffers.step_bytes += bytes.len();
+        buffers.steps.push_front(Step::Send {
+            bytes,
+            at: 0,
+            dribble: None,
+            chunk_left: 0,
+        });
     }
 
     /// Shutting down: take no new requests, finish what is owed, then

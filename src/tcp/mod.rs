@@ -20,12 +20,13 @@ use mio::net::{TcpListener, TcpStream};
 use mio::{Interest, Token};
 use slab::Slab;
 
-use crate::config::{Config, Mode};
-use crate::reply::Replies;
+use crate::config::{Config, MAX_REPLY_LEN, Mode};
+use crate::control::Reply;
+use crate::reply::{Pattern, Replies};
 use crate::stats::add;
 use crate::stats::sub;
 use crate::timer::{Due, Millis, NEVER, RateLimit, Timers};
-use crate::turn::{Ready, Turn};
+use crate::turn::{LISTENER, Ready, Turn};
 use conn::{Advance, Close, Connection, Ctx, Phase};
 
 pub use conn::{LINGER_MS, READS_PER_TURN};
@@ -63,7 +64,10 @@ struct Slot {
 
 /// The listener and every connection.
 pub(crate) struct Tcp {
+    /// `None` while refused (live control), after shutdown, or without TCP.
     listener: Option<TcpListener>,
+    /// The address the listener is bound to, for listening again.
+    listen_addr: Option<SocketAddr>,
     /// `None` marks a connection closed this turn, freed when it ends.
     conns: Slab<Option<Slot>>,
     mode: Mode,
@@ -87,9 +91,11 @@ pub(crate) struct Tcp {
 }
 
 impl Tcp {
-    pub fn new(listener: Option<TcpListener>, config: &Config) -> Tcp {
+    pub fn new(listener: Option<(TcpListener, SocketAddr)>, config: &Config) -> Tcp {
+        let (listener, listen_addr) = listener.unzip();
         Tcp {
             listener,
+            listen_addr,
             conns: Slab::with_capacity(config.max_connections.min(PREALLOCATED_CONNECTIONS)),
             mode: config.mode,
             max_connections: config.max_connections,
@@ -392,6 +398,67 @@ impl Tcp {
             }
             self.drive(key, false, t);
         }
+    }
+
+    // ----- live control ------------------------------------------------------
+
+    /// Closes the listener: new clients are refused; open connections go
+    /// on.
+    pub fn refuse(&mut self, t: &mut Turn<'_>) -> Reply {
+        self.listen_addr.ok_or("tcp is off (--no-tcp)")?;
+        if let Some(mut listener) = self.listener.take() {
+            let _ = t.registry.deregister(&mut listener);
+        }
+        Ok(String::new())
+    }
+
+    /// Listens again on the same address after [`refuse`](Tcp::refuse).
+    pub fn listen_again(&mut self, t: &mut Turn<'_>) -> Reply {
+        let addr = self.listen_addr.ok_or("tcp is off (--no-tcp)")?;
+        if self.stopping {
+            return Err("shutting down".into());
+        }
+        if self.listener.is_none() {
+            let mut listener =
+                TcpListener::bind(addr).map_err(|e| format!("cannot bind tcp {addr}: {e}"))?;
+            t.registry
+                .register(&mut listener, LISTENER, Interest::READABLE)
+                .map_err(|e| format!("cannot register tcp {addr}: {e}"))?;
+            self.listener = Some(listener);
+            // Clients may be waiting already: no event would report them.
+            t.ready.push(Ready::Listener);
+        }
+        Ok(String::new())
+    }
+
+    /// Makes `text` the fixed reply from now on. Replies already owed keep
+    /// the old text: each connection turns what it owes into bytes first.
+    pub fn set_reply(&mut self, text: Vec<u8>, t: &mut Turn<'_>) -> Reply {
+        if text.is_empty() || text.len() > MAX_REPLY_LEN {
+            return Err(format!(
+                "reply: must be 1 to {MAX_REPLY_LEN} bytes, got {}",
+                text.len()
+            ));
+        }
+        let old = match t.replies {
+            Replies::Fixed(old) => old,
+            // A responder's replies are bytes as soon as they are owed.
+            Replies::Custom { responder, .. } => {
+                return match responder.set_reply_text(&text) {
+                    true => Ok(String::new()),
+                    false => {
+                        Err("replies come from a responder (--echo) with no reply text".into())
+                    }
+                };
+            }
+        };
+        for (_, slot) in self.conns.iter_mut() {
+            if let Some(slot) = slot {
+                slot.conn.keep_owed_bytes(old);
+            }
+        }
+        *t.replies = Replies::Fixed(Pattern::new(&text, self.mode == Mode::Line));
+        Ok(String::new())
     }
 
     /// Closes every connection at once: the shutdown grace period is over.
