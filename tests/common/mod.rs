@@ -156,6 +156,8 @@ pub struct Server {
     pub tcp: Option<SocketAddr>,
     /// The bound UDP address from the `udp ADDR` line, if one was printed.
     pub udp: Option<SocketAddr>,
+    /// The control address from the `control ADDR` line (`--control`).
+    pub control: Option<SocketAddr>,
     stdout: Receiver<String>,
     stderr: Arc<Mutex<Captured>>,
     /// Stderr's pipe, not read, when started with `start_with_stderr_held`.
@@ -226,18 +228,22 @@ impl Server {
             child,
             tcp: None,
             udp: None,
+            control: None,
             stdout,
             stderr,
             held_stderr,
             exited: None,
         };
         let off = |flag: &str| args.contains(&flag);
-        let expected: Vec<&str> = [("tcp", "--no-tcp"), ("udp", "--no-udp")]
+        let mut expected: Vec<&str> = [("tcp", "--no-tcp"), ("udp", "--no-udp")]
             .into_iter()
             .filter(|(_, flag)| !off(flag))
             .map(|(protocol, _)| protocol)
             .collect();
-        // The address lines come first, tcp before udp, one per socket.
+        if off("--control") {
+            expected.push("control");
+        }
+        // The address lines come first: tcp, udp, control, one per socket.
         for protocol in expected {
             let line = match server.stdout.recv_timeout(DEADLINE) {
                 Ok(line) => line,
@@ -262,7 +268,8 @@ impl Server {
             assert_ne!(addr.port(), 0, "{line:?}: port 0 must be resolved");
             match protocol {
                 "tcp" => server.tcp = Some(addr),
-                _ => server.udp = Some(addr),
+                "udp" => server.udp = Some(addr),
+                _ => server.control = Some(addr),
             }
         }
         server

@@ -1,0 +1,279 @@
+//! Live control: `--control ADDR` over a real control connection, black
+//! box on loopback, every wait bounded by a deadline.
+//!
+//! Linux only, like the other black-box suites.
+#![cfg(target_os = "linux")]
+
+mod common;
+
+use std::io::{BufRead, BufReader, ErrorKind, Write};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::time::{Duration, Instant};
+
+use common::{DEADLINE, Server, connect, run, tcp_request, text, udp_request};
+
+/// A control connection: one command line out, one answer line back.
+struct Control {
+    stream: TcpStream,
+    reader: BufReader<TcpStream>,
+}
+
+impl Control {
+    #[track_caller]
+    fn open(server: &Server) -> Control {
+        let stream = connect(server.control.expect("a `control ADDR` line"));
+        let reader = BufReader::new(stream.try_clone().unwrap());
+        Control { stream, reader }
+    }
+
+    #[track_caller]
+    fn send(&mut self, command: &str) {
+        self.stream
+            .write_all(format!("{command}\n").as_bytes())
+            .unwrap();
+    }
+
+    #[track_caller]
+    fn answer(&mut self) -> String {
+        let mut line = String::new();
+        self.reader
+            .read_line(&mut line)
+            .expect("an answer within the deadline");
+        assert!(line.ends_with('\n'), "answer {line:?} is not a whole line");
+        line.trim_end().to_string()
+    }
+
+    #[track_caller]
+    fn ask(&mut self, command: &str) -> String {
+        self.send(command);
+        self.answer()
+    }
+}
+
+/// One UDP exchange with a short wait: the reply, or `None` on a timeout.
+fn udp_try(addr: SocketAddr, wait: Duration) -> Option<Vec<u8>> {
+    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    socket.connect(addr).unwrap();
+    socket.set_read_timeout(Some(wait)).unwrap();
+    socket.send(b"Hello, Server").unwrap();
+    let mut buf = [0; 64];
+    match socket.recv(&mut buf) {
+        Ok(n) => Some(buf[..n].to_vec()),
+        Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => None,
+        Err(e) => panic!("recv: {e}"),
+    }
+}
+
+#[test]
+fn the_control_line_comes_after_the_others_and_is_loopback_only() {
+    let server = Server::start(&["--control", "127.0.0.1:0"]);
+    assert!(server.tcp.is_some() && server.udp.is_some() && server.control.is_some());
+    let (status, _, stderr) = run(&["--control", "0.0.0.0:0"]);
+    assert_eq!(status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("--control"), "{stderr}");
+}
+
+#[test]
+fn fault_then_clear_changes_what_clients_see() {
+    let server = Server::start(&["--control", "127.0.0.1:0"]);
+    let mut control = Control::open(&server);
+    assert_eq!(udp_request(server.udp(), b"hi"), b"Received");
+    assert_eq!(control.ask("fault udp:drop"), "ok");
+    assert_eq!(
+        udp_try(server.udp(), Duration::from_millis(300)),
+        None,
+        "dropped"
+    );
+    assert_eq!(control.ask("fault tcp:close"), "ok");
+    assert_eq!(
+        tcp_request(server.tcp(), b"hi"),
+        b"",
+        "closed without a reply"
+    );
+    assert_eq!(control.ask("clear"), "ok");
+    assert_eq!(udp_request(server.udp(), b"hi"), b"Received");
+    assert_eq!(tcp_request(server.tcp(), b"hi"), b"Received");
+    let stats = control.ask("stats");
+    assert!(stats.contains(" faults=2"), "{stats}");
+}
+
+#[test]
+fn a_fault_added_later_counts_from_then() {
+    let server = Server::start(&["--control", "127.0.0.1:0"]);
+    let mut control = Control::open(&server);
+    for _ in 0..3 {
+        assert_eq!(tcp_request(server.tcp(), b"hi"), b"Received");
+    }
+    assert_eq!(control.ask("fault tcp:close,first=1"), "ok");
+    assert_eq!(
+        tcp_request(server.tcp(), b"hi"),
+        b"",
+        "the first after the ok"
+    );
+    assert_eq!(tcp_request(server.tcp(), b"hi"), b"Received");
+}
+
+#[test]
+fn reply_changes_the_text_but_not_replies_already_owed() {
+    let server = Server::start(&["--mode", "line", "--control", "127.0.0.1:0"]);
+    let mut control = Control::open(&server);
+    let client = connect(server.tcp());
+    let mut lines = BufReader::new(client.try_clone().unwrap());
+    (&client).write_all(b"one\n").unwrap();
+    let mut line = String::new();
+    lines.read_line(&mut line).unwrap();
+    assert_eq!(line, "Received\n");
+    assert_eq!(control.ask("reply Got it, thanks"), "ok");
+    (&client).write_all(b"two\n").unwrap();
+    line.clear();
+    lines.read_line(&mut line).unwrap();
+    assert_eq!(line, "Got it, thanks\n");
+    assert_eq!(udp_request(server.udp(), b"x"), b"Got it, thanks");
+    assert!(control.ask("reply").starts_with("error: "), "empty reply");
+}
+
+#[test]
+fn refuse_then_accept_on_the_same_port() {
+    let server = Server::start(&["--mode", "line", "--control", "127.0.0.1:0"]);
+    let mut control = Control::open(&server);
+    let open = connect(server.tcp());
+    // Accepted and served (a client still in the backlog is reset when
+    // the listener closes, as with any server).
+    assert_eq!(
+        text(&common::line_exchange(&open, b"hi\n", 9)),
+        "Received\n"
+    );
+    assert_eq!(control.ask("refuse"), "ok");
+    assert_eq!(control.ask("refuse"), "ok", "may be repeated");
+    let refused = TcpStream::connect(server.tcp()).unwrap_err();
+    assert_eq!(refused.kind(), ErrorKind::ConnectionRefused);
+    // The open connection goes on.
+    let reply = common::line_exchange(&open, b"still here\n", 9);
+    assert_eq!(text(&reply), "Received\n");
+    assert_eq!(control.ask("accept"), "ok");
+    let again = connect(server.tcp());
+    assert_eq!(
+        text(&common::line_exchange(&again, b"back\n", 9)),
+        "Received\n"
+    );
+}
+
+#[test]
+fn refuse_and_accept_without_tcp_are_errors() {
+    let server = Server::start(&["--no-tcp", "--control", "127.0.0.1:0"]);
+    let mut control = Control::open(&server);
+    assert!(control.ask("refuse").starts_with("error: "));
+    assert!(control.ask("accept").starts_with("error: "));
+}
+
+#[test]
+fn received_answers_when_the_count_arrives_without_blocking_others() {
+    let server = Server::start(&["--control", "127.0.0.1:0"]);
+    let mut control = Control::open(&server);
+    control.send("received 3 10");
+    // While it waits, the server serves (and counts) other clients.
+    assert_eq!(udp_request(server.udp(), b"1"), b"Received");
+    assert_eq!(tcp_request(server.tcp(), b"2"), b"Received");
+    // A second control connection is answered meanwhile.
+    let mut other = Control::open(&server);
+    assert!(other.ask("stats").contains("messages=1 datagrams=1"));
+    assert_eq!(udp_request(server.udp(), b"3"), b"Received");
+    assert_eq!(control.answer(), "ok 3");
+    // Already there: at once.
+    assert_eq!(control.ask("received 2 0"), "ok 2");
+}
+
+#[test]
+fn received_times_out_with_the_count_so_far_and_commands_wait_their_turn() {
+    let server = Server::start(&["--control", "127.0.0.1:0"]);
+    let mut control = Control::open(&server);
+    assert_eq!(udp_request(server.udp(), b"1"), b"Received");
+    let asked = Instant::now();
+    // Pipelined: the stats answer comes after the received one.
+    control.send("received 5 0.3");
+    control.send("stats");
+    assert_eq!(control.answer(), "error: timeout after 0.3 s with 1");
+    assert!(asked.elapsed() >= Duration::from_millis(300));
+    assert!(control.answer().starts_with("ok accepted=0"));
+}
+
+#[test]
+fn bad_commands_answer_errors_and_change_nothing() {
+    let server = Server::start(&["--control", "127.0.0.1:0"]);
+    let mut control = Control::open(&server);
+    for command in [
+        "",
+        "frobnicate",
+        "fault tcp:drop",
+        "fault",
+        "received x 1",
+        "stats now",
+    ] {
+        let answer = control.ask(command);
+        assert!(answer.starts_with("error: "), "{command:?}: {answer}");
+    }
+    assert!(control.ask("stats").ends_with("faults=0"));
+    assert_eq!(udp_request(server.udp(), b"hi"), b"Received");
+}
+
+#[test]
+fn control_connections_are_not_data() {
+    let server = Server::start(&[
+        "--control",
+        "127.0.0.1:0",
+        "--max-connections",
+        "1",
+        "--idle-timeout",
+        "1",
+        "--max-line",
+        "32",
+    ]);
+    let mut control = Control::open(&server);
+    // Not counted, not limited by --max-connections.
+    let mut second = Control::open(&server);
+    assert_eq!(
+        tcp_request(server.tcp(), b"hi"),
+        b"Received",
+        "the data slot is free"
+    );
+    let stats = second.ask("stats");
+    assert!(
+        stats.starts_with("ok accepted=1 rejected=0 open="),
+        "{stats}"
+    );
+    // Not closed by the idle timeout: quiet for longer than it.
+    let quiet = Instant::now();
+    while quiet.elapsed() < Duration::from_millis(1500) {
+        std::thread::sleep(Duration::from_millis(100)); // The quiet spell itself.
+    }
+    assert_eq!(control.ask("clear"), "ok");
+    // An over-long line closes that control connection only.
+    control.send(&"x".repeat(40));
+    let drained = common::read_until_closed(&control.stream, DEADLINE);
+    assert_ne!(drained.end, common::End::TimedOut);
+    assert!(second.ask("stats").starts_with("ok "));
+}
+
+#[test]
+fn at_most_64_control_connections() {
+    let server = Server::start(&["--control", "127.0.0.1:0"]);
+    let mut open: Vec<Control> = (0..64).map(|_| Control::open(&server)).collect();
+    for control in &mut open {
+        assert!(control.ask("stats").starts_with("ok "));
+    }
+    let extra = connect(server.control.unwrap());
+    let drained = common::read_until_closed(&extra, DEADLINE);
+    assert_ne!(drained.end, common::End::TimedOut, "the 65th is closed");
+    assert!(open[0].ask("stats").starts_with("ok "));
+}
+
+#[test]
+fn sigterm_closes_control_connections_at_once() {
+    let mut server = Server::start(&["--control", "127.0.0.1:0"]);
+    let control = Control::open(&server);
+    server.signal(common::SIGTERM);
+    let status = server.wait_timeout(DEADLINE).expect("exits");
+    assert_eq!(status.code(), Some(0));
+    let drained = common::read_until_closed(&control.stream, DEADLINE);
+    assert_ne!(drained.end, common::End::TimedOut);
+}
