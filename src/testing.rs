@@ -22,6 +22,7 @@
 //! ```
 
 use std::net::SocketAddr;
+use std::ops::{Bound, RangeBounds};
 use std::sync::mpsc;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
@@ -60,6 +61,54 @@ struct Record {
 struct Log {
     messages: Vec<Message>,
     unrecorded: u64,
+    /// Every message, recorded or not: TCP, UDP.
+    arrived: [usize; 2],
+}
+
+/// What a test expects to have arrived by the time the server is dropped.
+#[derive(Debug, Clone)]
+struct Expectation {
+    /// `None`: messages of both protocols.
+    protocol: Option<Protocol>,
+    low: Bound<usize>,
+    high: Bound<usize>,
+}
+
+impl Expectation {
+    fn arrived(&self, log: &Log) -> usize {
+        match self.protocol {
+            Some(Protocol::Tcp) => log.arrived[0],
+            Some(Protocol::Udp) => log.arrived[1],
+            None => log.arrived[0] + log.arrived[1],
+        }
+    }
+
+    fn met(&self, log: &Log) -> bool {
+        (self.low, self.high).contains(&self.arrived(log))
+    }
+}
+
+impl std::fmt::Display for Expectation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let n = |bound: Bound<usize>, below: bool| match bound {
+            Bound::Included(n) => Some(n),
+            Bound::Excluded(n) if below => Some(n + 1),
+            Bound::Excluded(n) => Some(n.saturating_sub(1)),
+            Bound::Unbounded => None,
+        };
+        match (n(self.low, true), n(self.high, false)) {
+            (Some(a), Some(b)) if a == b => write!(f, "exactly {a}")?,
+            (Some(a), Some(b)) => write!(f, "{a} to {b}")?,
+            (Some(a), None) => write!(f, "at least {a}")?,
+            (None, Some(b)) => write!(f, "at most {b}")?,
+            (None, None) => write!(f, "any number of")?,
+        }
+        match self.protocol {
+            Some(Protocol::Tcp) => f.write_str(" TCP message(s)"),
+            Some(Protocol::Udp) => f.write_str(" UDP message(s)"),
+            None => f.write_str(" message(s)"),
+        }
+    }
 }
 
 /// Wraps the real responder: records each message, then answers it.
@@ -72,6 +121,7 @@ struct Recording {
 impl Responder for Recording {
     fn respond(&mut self, request: &Request<'_>, reply: &mut Vec<u8>) -> bool {
         let mut log = lock(&self.record.log);
+        log.arrived[usize::from(request.protocol == Protocol::Udp)] += 1;
         if log.messages.len() < self.limit {
             log.messages.push(Message {
                 protocol: request.protocol,
@@ -99,6 +149,8 @@ pub struct TestServer {
     handle: Handle,
     thread: Option<JoinHandle<std::io::Result<Stats>>>,
     record: Arc<Record>,
+    /// Checked when the server is dropped.
+    expectations: Mutex<Vec<Expectation>>,
 }
 
 impl std::fmt::Debug for TestServer {
@@ -210,6 +262,7 @@ impl Builder {
             handle,
             thread: Some(thread),
             record,
+            expectations: Mutex::new(Vec::new()),
         })
     }
 }
@@ -267,6 +320,59 @@ impl TestServer {
         lock(&self.record.log).messages.clone()
     }
 
+    /// The messages received so far on `protocol`, in arrival order.
+    pub fn received_on(&self, protocol: Protocol) -> Vec<Message> {
+        self.received_where(|m| m.protocol == protocol)
+    }
+
+    /// The messages received so far from `peer`, in arrival order.
+    pub fn received_from(&self, peer: SocketAddr) -> Vec<Message> {
+        self.received_where(|m| m.peer == peer)
+    }
+
+    fn received_where(&self, keep: impl Fn(&Message) -> bool) -> Vec<Message> {
+        let log = lock(&self.record.log);
+        log.messages.iter().filter(|m| keep(m)).cloned().collect()
+    }
+
+    /// Expects `count` messages in all (a number, or a range such as
+    /// `2..=5` or `1..`) to have arrived when the server is dropped; if
+    /// not, the drop panics with what did arrive. Like wiremock's
+    /// `Mock::expect`: a test states what its client must send, and the
+    /// check cannot be forgotten.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ackloop::{Protocol, testing::TestServer};
+    /// let server = TestServer::start()?;
+    /// server.expect_messages_on(Protocol::Udp, 1);
+    /// let client = std::net::UdpSocket::bind("127.0.0.1:0")?;
+    /// client.send_to(b"Hello, Server", server.udp_addr())?;
+    /// server.wait_for(1);
+    /// drop(server); // Checked here: 1 UDP message arrived, as expected.
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn expect_messages(&self, count: impl IntoCount) {
+        self.expect(None, count);
+    }
+
+    /// Like [`expect_messages`](TestServer::expect_messages), counting only
+    /// the messages of `protocol`.
+    pub fn expect_messages_on(&self, protocol: Protocol, count: impl IntoCount) {
+        self.expect(Some(protocol), count);
+    }
+
+    fn expect(&self, protocol: Option<Protocol>, count: impl IntoCount) {
+        let (low, high) = count.bounds();
+        let mut expectations = self.expectations.lock().unwrap_or_else(|p| p.into_inner());
+        expectations.push(Expectation {
+            protocol,
+            low,
+            high,
+        });
+    }
+
     /// Messages that arrived after the record limit was reached.
     pub fn unrecorded(&self) -> u64 {
         lock(&self.record.log).unrecorded
@@ -312,14 +418,70 @@ impl TestServer {
 }
 
 impl Drop for TestServer {
-    /// Shuts the server down and joins its thread.
+    /// Shuts the server down, joins its thread, then checks the
+    /// expectations; a failed one panics (unless the test already is).
     fn drop(&mut self) {
         self.handle.shutdown();
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
+        let expectations = self
+            .expectations
+            .get_mut()
+            .unwrap_or_else(|p| p.into_inner());
+        let log = lock(&self.record.log);
+        let failed: Vec<String> = expectations
+            .iter()
+            .filter(|e| !e.met(&log))
+            .map(|e| format!("expected {e}, {} arrived", e.arrived(&log)))
+            .collect();
+        if !failed.is_empty() && !std::thread::panicking() {
+            let arrived: Vec<String> = (log.messages.iter())
+                .map(|m| {
+                    let text = String::from_utf8_lossy(&m.bytes);
+                    format!("{:?} from {}: {text:?}", m.protocol, m.peer)
+                })
+                .collect();
+            panic!(
+                "TestServer: {}; what arrived ({} more unrecorded): [{}]",
+                failed.join("; "),
+                log.unrecorded,
+                arrived.join(", ")
+            );
+        }
     }
 }
+
+/// A count of messages for [`TestServer::expect_messages`]: a number or
+/// a range of `usize`.
+pub trait IntoCount {
+    /// The lower and upper bounds.
+    fn bounds(&self) -> (Bound<usize>, Bound<usize>);
+}
+
+impl IntoCount for usize {
+    fn bounds(&self) -> (Bound<usize>, Bound<usize>) {
+        (Bound::Included(*self), Bound::Included(*self))
+    }
+}
+
+macro_rules! range_counts {
+    ($($range:ty),*) => {$(
+        impl IntoCount for $range {
+            fn bounds(&self) -> (Bound<usize>, Bound<usize>) {
+                (self.start_bound().cloned(), self.end_bound().cloned())
+            }
+        }
+    )*};
+}
+
+range_counts!(
+    std::ops::Range<usize>,
+    std::ops::RangeInclusive<usize>,
+    std::ops::RangeFrom<usize>,
+    std::ops::RangeTo<usize>,
+    std::ops::RangeToInclusive<usize>
+);
 
 /// Locks the log; a panic elsewhere while holding it leaves the data usable.
 fn lock(log: &Mutex<Log>) -> MutexGuard<'_, Log> {

@@ -388,3 +388,39 @@ fn the_handle_flips_faults_reply_and_listener_between_steps() {
     assert_eq!(line(&connect(tcp)), "Got it\n");
     assert_eq!(server.stats().faults.close, 1);
 }
+
+#[test]
+fn expectations_are_checked_when_the_test_server_drops() {
+    let server = TestServer::start().unwrap();
+    server.expect_messages(2);
+    server.expect_messages_on(Protocol::Tcp, 1..=1);
+    server.expect_messages_on(Protocol::Udp, 1..);
+    let client = udp_socket();
+    client.send_to(b"udp one", server.udp_addr()).unwrap();
+    udp_reply(&client);
+    assert_eq!(exchange(server.tcp_addr(), b"tcp one"), b"Received");
+    let from_client = server.received_from(client.local_addr().unwrap());
+    assert_eq!(from_client.len(), 1);
+    assert_eq!(from_client[0].bytes, b"udp one");
+    assert_eq!(server.received_on(Protocol::Tcp)[0].bytes, b"tcp one");
+    drop(server); // All three hold: no panic.
+
+    let server = TestServer::start().unwrap();
+    server.expect_messages_on(Protocol::Udp, 2);
+    let client = udp_socket();
+    client.send_to(b"only one", server.udp_addr()).unwrap();
+    udp_reply(&client);
+    let dropped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| drop(server)));
+    let message = match dropped {
+        Err(panic) => panic.downcast_ref::<String>().cloned().unwrap_or_default(),
+        Ok(()) => panic!("an unmet expectation did not panic"),
+    };
+    assert!(
+        message.contains("expected exactly 2 UDP message(s), 1 arrived"),
+        "{message}"
+    );
+    assert!(
+        message.contains("only one"),
+        "lists what arrived: {message}"
+    );
+}
