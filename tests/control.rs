@@ -277,3 +277,27 @@ fn sigterm_closes_control_connections_at_once() {
     let drained = common::read_until_closed(&control.stream, DEADLINE);
     assert_ne!(drained.end, common::End::TimedOut);
 }
+
+#[test]
+fn the_python_example_runs_against_the_binary() {
+    let mut child = std::process::Command::new("python3")
+        .arg("examples/control.py")
+        .arg(common::bin())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3 runs (examples/control.py needs Python 3, standard library only)");
+    let finished = common::wait_until(DEADLINE, || child.try_wait().unwrap().is_some());
+    if !finished {
+        let _ = child.kill();
+    }
+    let output = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(finished && output.status.success(), "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("udp:drop:   the client times out"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("datagrams=5"), "{stdout}");
+}
