@@ -32,6 +32,11 @@ Options:
   --seed N                 seed of the faults' random choices [default: random, logged]
   --control ADDR           live control socket, loopback only (commands: fault SPEC, clear,
                              reply TEXT, refuse, accept, stats, received N SECS)
+  --reuse-port             set SO_REUSEPORT: several processes share the tcp and udp addresses
+  --read-buffer BYTES      the one read buffer, 512 to 1048576 [default: 65536]
+  --max-owed BYTES         reply bytes owed before a connection is not read, 1 to 16777216 [default: 65536]
+  --udp-queue-len N        UDP replies waiting for the socket, 1 to 1048576 [default: 1024]
+  --udp-queue-bytes BYTES  bytes of UDP replies waiting, 1024 to 67108864 [default: 262144]
   --log-level LEVEL        off, error, warn, info, debug or trace [default: info; RUST_LOG also works]
   -h, --help               print this help
   -V, --version            print the version
@@ -85,6 +90,11 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, String
             Long("fault") => config.faults.push(text(&name, &mut parser)?.parse()?),
             Long("seed") => config.seed = Some(number(&name, &mut parser)?),
             Long("control") => config.control = Some(address(&name, &mut parser)?),
+            Long("reuse-port") => config.reuse_port = true,
+            Long("read-buffer") => config.read_buffer = number(&name, &mut parser)?,
+            Long("max-owed") => config.max_owed = number(&name, &mut parser)?,
+            Long("udp-queue-len") => config.udp_queue_len = number(&name, &mut parser)?,
+            Long("udp-queue-bytes") => config.udp_queue_bytes = number(&name, &mut parser)?,
             Long("log-level") => log_level = Some(level(&name, &mut parser)?),
             Long("echo") => echo = true,
             Short('h') | Long("help") => return Ok(Command::Help),
@@ -185,6 +195,10 @@ mod tests {
             (&["--fault"], "--fault"),
             (&["--seed", "-3"], "--seed"),
             (&["--control", "10.1.2.3:0"], "--control"),
+            (&["--read-buffer", "511"], "--read-buffer"),
+            (&["--max-owed", "0"], "--max-owed"),
+            (&["--udp-queue-len", "0"], "--udp-queue-len"),
+            (&["--udp-queue-bytes", "1023"], "--udp-queue-bytes"),
         ] {
             let message = parse_args(args)
                 .err()

@@ -25,6 +25,27 @@ pub const DEFAULT_IDLE_TIMEOUT_SECS: u64 = 60;
 pub const MAX_IDLE_TIMEOUT_SECS: u64 = 2_000_000;
 /// Default for [`Config::max_line`].
 pub const DEFAULT_MAX_LINE: usize = 64 * 1024;
+/// Default for [`Config::read_buffer`]: 64 KiB, so the largest UDP payload
+/// (65,507 bytes) is read whole.
+pub const DEFAULT_READ_BUFFER: usize = 64 * 1024;
+/// Smallest and largest [`Config::read_buffer`].
+pub const READ_BUFFER_RANGE: (usize, usize) = (512, 1024 * 1024);
+/// Default for [`Config::max_owed`].
+pub const DEFAULT_MAX_OWED: usize = 64 * 1024;
+/// Largest [`Config::max_owed`] (the smallest is 1).
+pub const MAX_MAX_OWED: usize = 16 * 1024 * 1024;
+/// Default for [`Config::udp_queue_len`].
+pub const DEFAULT_UDP_QUEUE_LEN: usize = 1024;
+/// Largest [`Config::udp_queue_len`] (the smallest is 1).
+pub const MAX_UDP_QUEUE_LEN: usize = 1 << 20;
+/// Default for [`Config::udp_queue_bytes`]: with custom replies up to
+/// 64 KiB each, the count alone would not bound the memory.
+pub const DEFAULT_UDP_QUEUE_BYTES: usize = 256 * 1024;
+/// Smallest [`Config::udp_queue_bytes`]: one reply of the longest reply
+/// text fits.
+pub const MIN_UDP_QUEUE_BYTES: usize = MAX_REPLY_LEN;
+/// Largest [`Config::udp_queue_bytes`].
+pub const MAX_UDP_QUEUE_BYTES: usize = 64 * 1024 * 1024;
 /// Largest `--max-line`: 16 MiB. With a custom [`Responder`](crate::Responder)
 /// each connection may buffer one partial line, so this bounds that buffer.
 pub const MAX_MAX_LINE: usize = 16 * 1024 * 1024;
@@ -103,6 +124,23 @@ pub struct Config {
     /// The live control socket's address (loopback only), or `None` for
     /// none. Port 0 picks a free port.
     pub control: Option<SocketAddr>,
+    /// Sets `SO_REUSEPORT` on the TCP listener and the UDP socket before
+    /// binding, so that several processes can share one address and the
+    /// kernel spreads clients over them (Unix only).
+    pub reuse_port: bool,
+    /// The one read buffer shared by every socket, in bytes. Smaller saves
+    /// memory on a small host: TCP input is read in more pieces, and a
+    /// custom responder sees at most this much of a datagram or of once
+    /// mode's first bytes (a datagram is still counted at its real length).
+    pub read_buffer: usize,
+    /// A connection owing this many reply bytes takes no more lines and is
+    /// not read until they drain (backpressure).
+    pub max_owed: usize,
+    /// UDP replies waiting for the socket, at most; past it they are
+    /// dropped and counted.
+    pub udp_queue_len: usize,
+    /// Bytes of UDP replies waiting, at most.
+    pub udp_queue_bytes: usize,
 }
 
 impl Default for Config {
@@ -119,6 +157,11 @@ impl Default for Config {
             faults: Vec::new(),
             seed: None,
             control: None,
+            reuse_port: false,
+            read_buffer: DEFAULT_READ_BUFFER,
+            max_owed: DEFAULT_MAX_OWED,
+            udp_queue_len: DEFAULT_UDP_QUEUE_LEN,
+            udp_queue_bytes: DEFAULT_UDP_QUEUE_BYTES,
         }
     }
 }
@@ -163,6 +206,22 @@ impl Config {
         }
         if self.max_line == 0 || self.max_line > MAX_MAX_LINE {
             return Err(format!("--max-line: must be 1 to {MAX_MAX_LINE} bytes"));
+        }
+        let (min_buf, max_buf) = READ_BUFFER_RANGE;
+        for (option, value, low, high) in [
+            ("--read-buffer", self.read_buffer, min_buf, max_buf),
+            ("--max-owed", self.max_owed, 1, MAX_MAX_OWED),
+            ("--udp-queue-len", self.udp_queue_len, 1, MAX_UDP_QUEUE_LEN),
+            (
+                "--udp-queue-bytes",
+                self.udp_queue_bytes,
+                MIN_UDP_QUEUE_BYTES,
+                MAX_UDP_QUEUE_BYTES,
+            ),
+        ] {
+            if !(low..=high).contains(&value) {
+                return Err(format!("{option}: must be {low} to {high}, got {value}"));
+            }
         }
         if let Some(addr) = self.control {
             if !addr.ip().is_loopback() {

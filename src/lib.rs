@@ -84,7 +84,7 @@
 //!    write. Registered for good, a socket is writable nearly always and
 //!    some platforms report it after every read: a busy loop for nothing.
 //! 6. **Backpressure.** A client can send without ever reading. Once a
-//!    connection owes [`MAX_OWED`] bytes, the server takes no more lines
+//!    connection owes [`Config::max_owed`] bytes, the server takes no more lines
 //!    from it (the rest of a read waits in a buffer of the connection's)
 //!    and stops reading it; the kernel's buffers fill and TCP flow control
 //!    slows the client. When the owed bytes drain, reading resumes at
@@ -103,7 +103,7 @@
 //! UDP has no connections: every datagram is a message, and its reply goes
 //! back to its source with `send_to`, straight away. Only when the socket
 //! would block does the reply wait, in a queue bounded by
-//! [`REPLY_QUEUE_LEN`] and [`REPLY_QUEUE_BYTES`] (past it, replies are
+//! [`Config::udp_queue_len`] and [`Config::udp_queue_bytes`] (past it, replies are
 //! dropped and counted), and only then is `WRITABLE` registered. With the
 //! fixed reply on Linux the payload is never needed, so `recvmmsg` takes up
 //! to 32 datagrams per system call without copying them, and one
@@ -170,9 +170,10 @@
 //! | [`Config::max_connections`] | 1024 | accept and close at once, count as rejected, warn once a second |
 //! | [`Config::idle_timeout`] | 60 s | close the connection |
 //! | [`Config::max_line`] | 64 KiB | close after the replies owed for earlier lines, warn |
-//! | [`MAX_OWED`] | 64 KiB | stop reading the connection until its replies drain |
+//! | [`Config::max_owed`] | 64 KiB | take no more lines, stop reading the connection until its replies drain |
+//! | [`Config::read_buffer`] | 64 KiB | one buffer for every socket; a datagram larger than it is counted whole, read in part |
 //! | [`READS_PER_TURN`], [`ACCEPTS_PER_TURN`], [`DATAGRAMS_PER_TURN`] | 16, 64, 256 | serve the source again next turn |
-//! | [`REPLY_QUEUE_LEN`], [`REPLY_QUEUE_BYTES`] | 1024, 256 KiB | drop the UDP reply, count it |
+//! | [`Config::udp_queue_len`], [`Config::udp_queue_bytes`] | 1024, 256 KiB | drop the UDP reply, count it |
 //! | [`LINGER_MS`] | 2 s | close a lingering connection |
 //! | [`SHUTDOWN_GRACE_MS`] | 5 s | close everything |
 //!
@@ -180,7 +181,7 @@
 //! idle connection (with the fixed reply). A busy connection may add
 //! buffers of its own: input held back by backpressure (at most one read,
 //! 64 KiB) and, with a custom [`Responder`], the open line (at most
-//! `max_line`) and its owed replies (at most [`MAX_OWED`] plus one reply,
+//! `max_line`) and its owed replies (at most [`Config::max_owed`] plus one reply,
 //! whose size the responder decides).
 //!
 //! # Features
@@ -205,6 +206,7 @@
 #![deny(missing_docs, rust_2018_idioms)]
 #![doc(test(attr(deny(warnings))))]
 
+mod bind;
 mod config;
 mod control;
 mod error;
@@ -222,7 +224,9 @@ mod udp;
 
 pub use config::{
     Config, DEFAULT_ADDR, DEFAULT_IDLE_TIMEOUT_SECS, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_LINE,
-    DEFAULT_REPLY, MAX_IDLE_TIMEOUT_SECS, MAX_MAX_LINE, MAX_REPLY_LEN, Mode,
+    DEFAULT_MAX_OWED, DEFAULT_READ_BUFFER, DEFAULT_REPLY, DEFAULT_UDP_QUEUE_BYTES,
+    DEFAULT_UDP_QUEUE_LEN, MAX_IDLE_TIMEOUT_SECS, MAX_MAX_LINE, MAX_MAX_OWED, MAX_REPLY_LEN,
+    MAX_UDP_QUEUE_BYTES, MAX_UDP_QUEUE_LEN, MIN_UDP_QUEUE_BYTES, Mode, READ_BUFFER_RANGE,
 };
 pub use control::MAX_CONTROL_CONNECTIONS;
 pub use error::Error;
@@ -231,5 +235,5 @@ pub use handle::{CHANGE_TIMEOUT, Handle};
 pub use reply::{Echo, FixedReply, Protocol, Request, Responder};
 pub use server::{SHUTDOWN_GRACE_MS, Server, Status};
 pub use stats::Stats;
-pub use tcp::{ACCEPTS_PER_TURN, LINGER_MS, MAX_OWED, READS_PER_TURN};
-pub use udp::{DATAGRAMS_PER_TURN, REPLY_QUEUE_BYTES, REPLY_QUEUE_LEN};
+pub use tcp::{ACCEPTS_PER_TURN, LINGER_MS, READS_PER_TURN};
+pub use udp::DATAGRAMS_PER_TURN;

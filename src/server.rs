@@ -19,6 +19,7 @@ use log::{info, trace, warn};
 use mio::net::{TcpListener, UdpSocket};
 use mio::{Events, Interest, Poll, Registry, Token, Waker};
 
+use crate::bind;
 use crate::config::Config;
 use crate::config::Mode;
 use crate::control::{self, Command, Control, Reply};
@@ -39,9 +40,6 @@ const EVENTS_PER_POLL: usize = 1024;
 /// Room on the still-ready lists before they grow (they hold one entry
 /// per source cut short by its budget in one turn).
 const READY_CAPACITY: usize = 256;
-/// The one read buffer, shared by every connection and the UDP socket:
-/// bytes are handled before the next read, so nobody needs their own.
-const READ_BUFFER_BYTES: usize = 64 * 1024;
 /// After shutdown is requested, how long owed replies may take to drain,
 /// in milliseconds; then everything closes regardless.
 pub const SHUTDOWN_GRACE_MS: Millis = 5_000;
@@ -182,7 +180,8 @@ impl Server {
         let waker = Waker::new(poll.registry(), WAKER)?;
         let (listener, tcp_addr) = match config.tcp {
             Some(addr) => {
-                let (listener, bound) = bind_tcp(poll.registry(), addr, LISTENER, "tcp")?;
+                let reuse = config.reuse_port;
+                let (listener, bound) = bind_tcp(poll.registry(), addr, reuse, LISTENER, "tcp")?;
                 (Some((listener, bound)), Some(bound))
             }
             None => (None, None),
@@ -190,15 +189,17 @@ impl Server {
         let fixed_reply = matches!(replies, Replies::Fixed(_));
         let (udp, udp_addr) = match config.udp {
             Some(addr) => {
-                let (socket, bound) = bind_udp(poll.registry(), addr)?;
-                (Some(Udp::new(socket, fixed_reply)), Some(bound))
+                let (socket, bound) = bind_udp(poll.registry(), addr, config.reuse_port)?;
+                (Some(Udp::new(socket, fixed_reply, &config)), Some(bound))
             }
             None => (None, None),
         };
         let (control, control_addr) = match config.control {
             Some(addr) => {
                 let registry = poll.registry();
-                let (listener, bound) = bind_tcp(registry, addr, CONTROL_LISTENER, "control")?;
+                // Never shared: each process has its own control socket.
+                let (listener, bound) =
+                    bind_tcp(registry, addr, false, CONTROL_LISTENER, "control")?;
                 (Some(Control::new(listener, config.max_line)), Some(bound))
             }
             None => (None, None),
@@ -231,7 +232,10 @@ impl Server {
             udp_addr,
             control_addr,
             replies,
-            buf: vec![0; READ_BUFFER_BYTES].into_boxed_slice(),
+            // The one read buffer, shared by every connection and the UDP
+            // socket: bytes are handled before the next read, so nobody
+            // needs their own.
+            buf: vec![0; config.read_buffer].into_boxed_slice(),
             clock: Clock::new(),
             // Room for the sweep threshold with few connections open.
             timers: Timers::with_capacity(2 * crate::tcp::TIMER_SLACK),
@@ -596,6 +600,7 @@ impl fmt::Display for Described<'_> {
 fn bind_tcp(
     registry: &Registry,
     addr: SocketAddr,
+    reuse_port: bool,
     token: Token,
     protocol: &'static str,
 ) -> Result<(TcpListener, SocketAddr), Error> {
@@ -604,7 +609,7 @@ fn bind_tcp(
         addr,
         source,
     };
-    let mut listener = TcpListener::bind(addr).map_err(bind_error)?;
+    let mut listener = bind::tcp_listener(addr, reuse_port).map_err(bind_error)?;
     let bound = listener.local_addr().map_err(bind_error)?;
     warn_if_exposed(protocol, bound);
     registry.register(&mut listener, token, Interest::READABLE)?;
@@ -612,13 +617,17 @@ fn bind_tcp(
 }
 
 /// Binds the UDP socket and registers it.
-fn bind_udp(registry: &Registry, addr: SocketAddr) -> Result<(UdpSocket, SocketAddr), Error> {
+fn bind_udp(
+    registry: &Registry,
+    addr: SocketAddr,
+    reuse_port: bool,
+) -> Result<(UdpSocket, SocketAddr), Error> {
     let bind_error = |source| Error::Bind {
         protocol: "udp",
         addr,
         source,
     };
-    let mut socket = UdpSocket::bind(addr).map_err(bind_error)?;
+    let mut socket = bind::udp_socket(addr, reuse_port).map_err(bind_error)?;
     let bound = socket.local_addr().map_err(bind_error)?;
     warn_if_exposed("udp", bound);
     registry.register(&mut socket, UDP, Interest::READABLE)?;

@@ -32,12 +32,6 @@ mod batch;
 /// Datagrams read per turn before other sources get their turn: a flood
 /// on UDP cannot starve TCP clients.
 pub const DATAGRAMS_PER_TURN: usize = 256;
-/// Replies waiting for the socket, at most; past it they are dropped and
-/// counted (`replies_dropped`).
-pub const REPLY_QUEUE_LEN: usize = 1024;
-/// Bytes of replies waiting, at most: with custom replies up to 64 KiB
-/// each, the count alone would not bound the memory.
-pub const REPLY_QUEUE_BYTES: usize = 256 * 1024;
 
 /// Largest spare reply buffer kept for reuse (the fixed reply's limit).
 const SPARE_CAPACITY: usize = crate::config::MAX_REPLY_LEN;
@@ -63,6 +57,10 @@ pub(crate) struct Udp {
     /// Buffers of replies already sent, kept for the next queued reply so
     /// that queueing allocates only while the queue first fills.
     spare: Vec<Vec<u8>>,
+    /// Replies waiting, at most (`Config::udp_queue_len`).
+    queue_len: usize,
+    /// Bytes of replies waiting, at most (`Config::udp_queue_bytes`).
+    queue_bytes: usize,
     /// `WRITABLE` is registered: only while the queue holds replies.
     write_interest: bool,
     drop_log: RateLimit,
@@ -74,8 +72,10 @@ pub(crate) struct Udp {
 impl Udp {
     /// `fixed_reply`: every reply is the same, so datagrams can be taken
     /// and answered in batches without reading their payloads.
-    pub fn new(socket: UdpSocket, fixed_reply: bool) -> Udp {
+    pub fn new(socket: UdpSocket, fixed_reply: bool, config: &crate::Config) -> Udp {
         Udp {
+            queue_len: config.udp_queue_len,
+            queue_bytes: config.udp_queue_bytes,
             socket,
             queue: VecDeque::new(),
             delayed: BinaryHeap::new(),
@@ -133,12 +133,13 @@ impl Udp {
     /// Reads and answers one datagram at a time.
     fn serve_one_by_one(&mut self, t: &mut Turn<'_>) -> bool {
         for _ in 0..DATAGRAMS_PER_TURN {
-            match self.socket.recv_from(t.buf) {
-                Ok((n, from)) => {
-                    trace!("udp: {n} bytes from {from}");
+            match receive(&self.socket, t.buf) {
+                Ok((len, from)) => {
+                    trace!("udp: {len} bytes from {from}");
                     add(&t.counters.datagrams, 1);
-                    add(&t.counters.bytes_in, n as u64);
-                    self.answer(n, from, t);
+                    add(&t.counters.bytes_in, len as u64);
+                    // A read buffer smaller than the datagram holds its start.
+                    self.answer(len.min(t.buf.len()), from, t);
                 }
                 // Drained: the next datagram brings a new event.
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return false,
@@ -201,6 +202,13 @@ impl Udp {
                     Some(to) => self.queue_reply(reply, to, t.counters, t.now),
                     None => add(&t.counters.replies_dropped, 1),
                 }
+            }
+            if received < batch::BATCH {
+                // Drained: `recvmmsg` stops short only when its own
+                // receive returned `WouldBlock` (or an error it reports on
+                // the next call), so another call now would come back
+                // empty; the next datagram brings a new event.
+                return false;
             }
         }
         true
@@ -317,7 +325,7 @@ impl Udp {
     /// Whether a reply of `len` bytes fits the queue's bounds; if not, it
     /// is dropped and counted.
     fn has_room(&mut self, len: usize, counters: &Counters, now: Millis) -> bool {
-        if self.queued() < REPLY_QUEUE_LEN && self.queued_bytes + len <= REPLY_QUEUE_BYTES {
+        if self.queued() < self.queue_len && self.queued_bytes + len <= self.queue_bytes {
             return true;
         }
         add(&counters.replies_dropped, 1);
@@ -344,7 +352,7 @@ impl Udp {
             sent.bytes.clear();
             // Keep only buffers of ordinary size: the spares' memory stays
             // bounded whatever replies went through.
-            if self.spare.len() < REPLY_QUEUE_LEN && sent.bytes.capacity() <= SPARE_CAPACITY {
+            if self.spare.len() < self.queue_len && sent.bytes.capacity() <= SPARE_CAPACITY {
                 self.spare.push(sent.bytes);
             }
         }
@@ -366,6 +374,28 @@ impl Udp {
             Err(e) => warn!("udp: cannot change interest: {e}"),
         }
     }
+}
+
+/// Receives one datagram into `buf`; returns its real length, which is
+/// more than `buf` holds when the buffer is the smaller (`MSG_TRUNC` on
+/// Linux; elsewhere the length read), and its source.
+fn receive(socket: &UdpSocket, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
+    #[cfg(target_os = "linux")]
+    {
+        use std::mem::MaybeUninit;
+        // SAFETY: `[u8]` and `[MaybeUninit<u8>]` have the same layout, and
+        // the callee only writes initialized bytes into it (the kernel
+        // copies the datagram), so `buf` stays initialized.
+        let uninit = unsafe { &mut *(std::ptr::from_mut(buf) as *mut [MaybeUninit<u8>]) };
+        let sock = socket2::SockRef::from(socket);
+        let (len, from) = sock.recv_from_with_flags(uninit, libc::MSG_TRUNC)?;
+        let from = from
+            .as_socket()
+            .ok_or_else(|| io::Error::other("a datagram from a non-IP address"))?;
+        Ok((len, from))
+    }
+    #[cfg(not(target_os = "linux"))]
+    socket.recv_from(buf)
 }
 
 /// One `send_to`: `Ok(Some(n))` sent, `Ok(None)` would block.
@@ -401,15 +431,17 @@ mod tests {
             .set_read_timeout(Some(Duration::from_secs(10)))
             .unwrap();
         let to = client.local_addr().unwrap();
-        let mut udp = Udp::new(socket, false);
+        let config = crate::Config::default();
+        let (queue_len, queue_bytes) = (config.udp_queue_len, config.udp_queue_bytes);
+        let mut udp = Udp::new(socket, false, &config);
         let counters = Counters::default();
-        for i in 0..REPLY_QUEUE_LEN + 5 {
+        for i in 0..queue_len + 5 {
             udp.queue_reply(format!("{i}").as_bytes(), to, &counters, 0);
         }
-        assert_eq!(udp.queued(), REPLY_QUEUE_LEN);
+        assert_eq!(udp.queued(), queue_len);
         assert_eq!(counters.snapshot().replies_dropped, 5, "past the bound");
         // The byte bound holds too: one reply as large as all allowed.
-        udp.queue_reply(&[0; REPLY_QUEUE_BYTES], to, &counters, 0);
+        udp.queue_reply(&vec![0; queue_bytes], to, &counters, 0);
         assert_eq!(counters.snapshot().replies_dropped, 6);
 
         let (mut buf, mut timers, mut ready) = (vec![0; 1024], Timers::with_capacity(0), vec![]);
@@ -429,7 +461,7 @@ mod tests {
         udp.serve(&mut t);
         assert!(t.ready.is_empty(), "not still ready");
         assert_eq!(udp.queued(), 0);
-        let sent: usize = (0..REPLY_QUEUE_LEN).map(|i| format!("{i}").len()).sum();
+        let sent: usize = (0..queue_len).map(|i| format!("{i}").len()).sum();
         assert_eq!(counters.snapshot().bytes_out, sent as u64);
         // Loopback delivers during `send_to`, so what will arrive has
         // arrived; the client's receive buffer holds the first few hundred
@@ -442,6 +474,6 @@ mod tests {
             received += 1;
         }
         assert!(received >= 100, "only {received} replies arrived");
-        assert!(udp.spare.len() <= REPLY_QUEUE_LEN, "spares are bounded");
+        assert!(udp.spare.len() <= queue_len, "spares are bounded");
     }
 }

@@ -9,7 +9,7 @@
 //! ```
 //!
 //! * **Open**: reading. In line mode every complete line adds a reply to
-//!   what the connection owes. Once it owes [`MAX_OWED`] bytes it takes no
+//!   what the connection owes. Once it owes `max_owed` bytes it takes no
 //!   more lines (the rest of the input waits) and reads nothing more until
 //!   the owed bytes drain: backpressure.
 //! * **Closing**: no more replies will be made; write what is owed. No
@@ -21,8 +21,6 @@
 //!
 //! The [crate docs](crate#the-life-of-a-connection) tell the same story
 //! from the loop's side.
-//!
-//! [`MAX_OWED`]: crate::MAX_OWED
 
 use std::collections::VecDeque;
 use std::io::{self, ErrorKind, Read, Write};

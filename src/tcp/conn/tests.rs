@@ -111,7 +111,7 @@ impl Loop {
     fn new(mode: Mode) -> Loop {
         Loop {
             mode,
-            max_owed: crate::MAX_OWED,
+            max_owed: crate::DEFAULT_MAX_OWED,
             now: 0,
             buf: vec![0; 64 * 1024],
             replies: Replies::Fixed(Pattern::new(REPLY, mode == Mode::Line)),

@@ -1,0 +1,52 @@
+//! Making the sockets: mio's own `bind`, or socket2 when an option must be
+//! set before binding (`SO_REUSEPORT`).
+
+use std::io;
+use std::net::SocketAddr;
+
+use mio::net::{TcpListener, UdpSocket};
+
+/// The listen backlog, as mio's own `TcpListener::bind` uses.
+const BACKLOG: i32 = 1024;
+
+/// A non-blocking TCP listener on `addr`; with `reuse_port`, one that
+/// other processes may bind too (`SO_REUSEPORT`, Unix only).
+pub(crate) fn tcp_listener(addr: SocketAddr, reuse_port: bool) -> io::Result<TcpListener> {
+    if !reuse_port {
+        return TcpListener::bind(addr);
+    }
+    let socket = shared_socket(addr, socket2::Type::STREAM)?;
+    socket.listen(BACKLOG)?;
+    Ok(TcpListener::from_std(socket.into()))
+}
+
+/// A non-blocking UDP socket on `addr`; with `reuse_port`, one that other
+/// processes may bind too.
+pub(crate) fn udp_socket(addr: SocketAddr, reuse_port: bool) -> io::Result<UdpSocket> {
+    if !reuse_port {
+        return UdpSocket::bind(addr);
+    }
+    let socket = shared_socket(addr, socket2::Type::DGRAM)?;
+    Ok(UdpSocket::from_std(socket.into()))
+}
+
+/// A bound, non-blocking socket with `SO_REUSEPORT` (and, as mio does for
+/// listeners, `SO_REUSEADDR`) set before the bind.
+#[cfg(all(unix, not(any(target_os = "solaris", target_os = "illumos"))))]
+fn shared_socket(addr: SocketAddr, kind: socket2::Type) -> io::Result<socket2::Socket> {
+    let socket = socket2::Socket::new(socket2::Domain::for_address(addr), kind, None)?;
+    socket.set_nonblocking(true)?;
+    socket.set_cloexec(true)?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    socket.bind(&addr.into())?;
+    Ok(socket)
+}
+
+#[cfg(not(all(unix, not(any(target_os = "solaris", target_os = "illumos")))))]
+fn shared_socket(_: SocketAddr, _: socket2::Type) -> io::Result<socket2::Socket> {
+    Err(io::Error::new(
+        io::ErrorKind::Unsupported,
+        "SO_REUSEPORT is not available on this platform",
+    ))
+}
