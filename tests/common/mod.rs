@@ -55,6 +55,15 @@ fn wrapped(wrapper: &[&str]) -> Command {
     }
 }
 
+/// Options every server in these tests gets before its own, from the
+/// environment: `ACKLOOP_TEST_ARGS="--read-buffer 512 --max-owed 1"` runs
+/// a suite with the smallest settings (the test's own options win).
+fn settings_from_env() -> Vec<String> {
+    std::env::var("ACKLOOP_TEST_ARGS")
+        .map(|args| args.split_whitespace().map(String::from).collect())
+        .unwrap_or_default()
+}
+
 /// Loopback, port 0, for both protocols: what every test starts with.
 const PORT_ZERO: [&str; 4] = ["--tcp", "127.0.0.1:0", "--udp", "127.0.0.1:0"];
 
@@ -179,7 +188,7 @@ impl Server {
     #[track_caller]
     pub fn start_wrapped(wrapper: &[&str], args: &[&str]) -> Server {
         let mut command = wrapped(wrapper);
-        command.args(PORT_ZERO).args(args);
+        command.args(PORT_ZERO).args(settings_from_env()).args(args);
         Server::spawn(command, args, true)
     }
 
@@ -188,7 +197,7 @@ impl Server {
     #[track_caller]
     pub fn start_with_stderr_held(args: &[&str]) -> Server {
         let mut command = Command::new(bin());
-        command.args(PORT_ZERO).args(args);
+        command.args(PORT_ZERO).args(settings_from_env()).args(args);
         Server::spawn(command, args, false)
     }
 
@@ -478,6 +487,7 @@ fn run_with(
             command.args(pair);
         }
     }
+    command.args(settings_from_env());
     let mut child = spawn_with(command.args(args), stdout, stderr);
     let stdout = child.stdout.take().map(capture);
     let stderr = child.stderr.take().map(capture);
