@@ -37,7 +37,7 @@ use crate::turn::{CONTROL_BASE, Ready, Turn};
 /// Control connections open at once, at most; one more is closed at once.
 pub const MAX_CONTROL_CONNECTIONS: usize = 64;
 /// Longest wait a `received` may ask for, in seconds (a day).
-const MAX_WAIT_SECS: f64 = 86_400.0;
+const MAX_WAIT_SECS: u64 = 86_400;
 /// Reads per control connection per turn.
 const READS_PER_TURN: usize = 4;
 
@@ -53,20 +53,41 @@ pub(crate) enum Command {
     Stats,
 }
 
+/// As a control line says it, for the log (Display rather than Debug: a
+/// probability's Debug would link float printing into the binary).
+impl std::fmt::Display for Command {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Command::AddFault(fault) => write!(f, "fault {fault}"),
+            Command::ClearFaults => f.write_str("clear"),
+            Command::SetReply(text) => write!(f, "reply {}", String::from_utf8_lossy(text)),
+            Command::Refuse => f.write_str("refuse"),
+            Command::Accept => f.write_str("accept"),
+            Command::Stats => f.write_str("stats"),
+        }
+    }
+}
+
 /// What a control line asks for.
 #[derive(Debug)]
 enum Request {
     /// A command the loop carries out.
     Run(Command),
-    /// Wait until `count` messages in all have arrived, for `secs`.
-    Received { count: u64, secs: f64 },
+    /// Wait until `count` messages in all have arrived, for `secs` (as
+    /// sent), which is `ms` milliseconds.
+    Received {
+        count: u64,
+        secs: String,
+        ms: Millis,
+    },
 }
 
 /// A `received` waiting for its count.
 #[derive(Debug)]
 struct Wait {
     count: u64,
-    secs: f64,
+    /// The wait as the command gave it, for the answer.
+    secs: String,
     deadline: Millis,
 }
 
@@ -332,11 +353,11 @@ impl ControlConn {
                 Ok(text) => format!("ok {text}\n"),
                 Err(why) => format!("error: {why}\n"),
             },
-            Ok(Request::Received { count, secs }) => {
+            Ok(Request::Received { count, secs, ms }) => {
                 let wait = Wait {
                     count,
                     secs,
-                    deadline: t.now + (secs * 1000.0).ceil() as Millis,
+                    deadline: t.now + ms,
                 };
                 let arrived = arrived(&t.counters.snapshot());
                 if arrived >= count {
@@ -417,11 +438,12 @@ fn parse(line: &[u8]) -> Result<Request, String> {
             let usage = "received needs N SECS, like received 10 2.5";
             let (count, secs) = rest.and_then(|r| r.split_once(' ')).ok_or(usage)?;
             let count = count.parse().map_err(|_| usage.to_string())?;
-            let secs: f64 = secs.parse().map_err(|_| usage.to_string())?;
-            if !(0.0..=MAX_WAIT_SECS).contains(&secs) {
+            let ms = crate::fault::decimal(secs, 3).ok_or(usage)?;
+            if ms > MAX_WAIT_SECS * 1000 {
                 return Err(format!("received: SECS must be 0 to {MAX_WAIT_SECS}"));
             }
-            Ok(Request::Received { count, secs })
+            let secs = secs.to_string();
+            Ok(Request::Received { count, secs, ms })
         }
         _ => Err(format!(
             "unknown command '{word}' (fault, clear, reply, refuse, accept, stats, received)"
@@ -478,7 +500,9 @@ mod tests {
             other => panic!("{other:?}"),
         }
         match command("received 10 0.25") {
-            Ok(Request::Received { count, secs }) => assert_eq!((count, secs), (10, 0.25)),
+            Ok(Request::Received { count, secs, ms }) => {
+                assert_eq!((count, secs.as_str(), ms), (10, "0.25", 250));
+            }
             other => panic!("{other:?}"),
         }
     }

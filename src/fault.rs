@@ -248,7 +248,7 @@ impl Fault {
         }
         if let Some(p) = self.select.p {
             if !(0.0..=1.0).contains(&p) {
-                return bad(format!("p={p} is not a probability from 0 to 1"));
+                return bad("p is not a probability from 0 to 1".into());
             }
         }
         if self.select.every == Some(0) {
@@ -372,16 +372,53 @@ fn integer<N: FromStr>(what: &str, value: &str) -> Result<N, String> {
         .map_err(|_| format!("{what}: '{value}' is too large"))
 }
 
-/// A probability written as a decimal: `0`, `1`, `0.25`, `.5`.
+/// A probability written as a decimal: `0`, `1`, `0.25`, `.5`, with at
+/// most 9 decimals.
 fn probability(value: &str) -> Result<f64, String> {
-    let decimal = !value.is_empty()
-        && value.bytes().all(|b| b.is_ascii_digit() || b == b'.')
-        && value.bytes().filter(|&b| b == b'.').count() <= 1
-        && value != ".";
-    match value.parse::<f64>() {
-        Ok(p) if decimal && (0.0..=1.0).contains(&p) => Ok(p),
-        _ => Err(format!("p: '{value}' is not a probability from 0 to 1")),
+    match decimal(value, 9) {
+        Some(billionths) if billionths <= BILLION => Ok(billionths as f64 / BILLION as f64),
+        _ => Err(format!(
+            "p: '{value}' is not a probability from 0 to 1 (at most 9 decimals)"
+        )),
     }
+}
+
+const BILLION: u64 = 1_000_000_000;
+
+/// A non-negative decimal (`12`, `0.25`, `.5`, `3.`) in units of
+/// 10^-`decimals`, or `None` if it is not one or has more decimals. Parsed
+/// by hand: float parsing and printing would add some 30 KiB of tables
+/// and code to a binary meant for small hosts.
+pub(crate) fn decimal(text: &str, decimals: u32) -> Option<u64> {
+    let (whole, fraction) = text.split_once('.').unwrap_or((text, ""));
+    let all_digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
+    let places = decimals as usize;
+    if (whole.is_empty() && fraction.is_empty())
+        || !all_digits(whole)
+        || !all_digits(fraction)
+        || fraction.len() > places
+    {
+        return None;
+    }
+    let padding = std::iter::repeat_n(b'0', places - fraction.len());
+    let mut value: u64 = 0;
+    for digit in whole.bytes().chain(fraction.bytes()).chain(padding) {
+        value = value
+            .checked_mul(10)?
+            .checked_add(u64::from(digit - b'0'))?;
+    }
+    Some(value)
+}
+
+/// Writes a probability as the shortest decimal of at most 9 places.
+fn write_probability(f: &mut fmt::Formatter<'_>, p: f64) -> fmt::Result {
+    let billionths = (p * BILLION as f64 + 0.5) as u64;
+    let (whole, fraction) = (billionths / BILLION, billionths % BILLION);
+    if fraction == 0 {
+        return write!(f, "{whole}");
+    }
+    let digits = format!("{fraction:09}");
+    write!(f, "{whole}.{}", digits.trim_end_matches('0'))
 }
 
 impl fmt::Display for Fault {
@@ -397,7 +434,8 @@ impl fmt::Display for Fault {
         }
         let s = &self.select;
         if let Some(p) = s.p {
-            write!(f, ",p={p}")?;
+            f.write_str(",p=")?;
+            write_probability(f, p)?;
         }
         for (name, n) in [("first", s.first), ("after", s.after), ("every", s.every)] {
             if let Some(n) = n {

@@ -107,7 +107,10 @@
 //! dropped and counted), and only then is `WRITABLE` registered. With the
 //! fixed reply on Linux the payload is never needed, so `recvmmsg` takes up
 //! to 32 datagrams per system call without copying them, and one
-//! `sendmmsg` answers them all: the crate's only `unsafe` code.
+//! `sendmmsg` answers them all: with a one-line cast for `MSG_TRUNC`
+//! receives, the crate's only `unsafe` code. A batch shorter than asked
+//! for means `recvmmsg`'s own receive hit `WouldBlock`: the socket is
+//! drained, and no further call is made to learn it again.
 //!
 //! ## Time
 //!

@@ -555,7 +555,7 @@ impl Sources {
 
 /// Carries out a command from a control connection or a [`Handle`].
 fn execute(tcp: &mut Tcp, command: Command, t: &mut Turn<'_>) -> Reply {
-    info!("control: {command:?}");
+    info!("control: {command}");
     match command {
         Command::AddFault(fault) => t.faults.add(fault),
         Command::ClearFaults => t.faults.clear(),

@@ -299,3 +299,38 @@ fn splitmix64_matches_the_reference_values() {
     assert_eq!(next(), 0xE220_A839_7B1D_CDAF);
     assert_eq!(next(), 0x6E78_9E6A_A1B9_65F4);
 }
+
+#[test]
+fn decimals_are_parsed_by_hand() {
+    assert_eq!(decimal("0.25", 3), Some(250));
+    assert_eq!(decimal(".5", 3), Some(500));
+    assert_eq!(decimal("3.", 3), Some(3000));
+    assert_eq!(decimal("12", 0), Some(12));
+    assert_eq!(decimal("0.123", 3), Some(123));
+    for bad in [
+        "",
+        ".",
+        "1.2345",
+        "-1",
+        "1e3",
+        "nan",
+        "1.2.3",
+        " 1",
+        "99999999999999999999",
+    ] {
+        assert_eq!(decimal(bad, 3), None, "{bad:?}");
+    }
+}
+
+#[test]
+fn probabilities_print_as_short_decimals() {
+    for spec in [
+        "udp:drop,p=0.3",
+        "udp:drop,p=1",
+        "udp:drop,p=0",
+        "udp:drop,p=0.000000001",
+    ] {
+        assert_eq!(parse(spec).to_string(), spec);
+    }
+    assert_eq!(parse("udp:drop,p=.50").to_string(), "udp:drop,p=0.5");
+}

@@ -8,7 +8,7 @@
 //! that is one system call less than `recv_from` plus `send_to`, and the
 //! system call is most of what a datagram costs the server.
 //!
-//! This is the crate's only `unsafe` code: the two calls take arrays of C
+//! This is most of the crate's `unsafe` code: the two calls take arrays of C
 //! structures full of raw pointers. Each block says why its pointers are
 //! valid. A custom responder needs the payload, so it keeps the portable
 //! one-datagram-at-a-time path in [`super`].
