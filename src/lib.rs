@@ -31,6 +31,30 @@
 //! [`Server::poll_delay`] says. [`Server::with_responder`] replaces the
 //! fixed reply with your own logic ([`Responder`], [`Echo`]).
 //!
+//! # Nesting in a host's loop
+//!
+//! A host that already waits on descriptors of its own (`poll(2)`, epoll,
+//! a tokio runtime) can wait on the server's too: on Unix, [`Server`]
+//! implements `AsFd` and `AsRawFd`, giving the descriptor of its
+//! [`mio::Poll`] (an epoll or kqueue instance, readable while any of its
+//! sockets has an event waiting). The contract:
+//!
+//! 1. Wait until the descriptor is readable, for at most
+//!    [`Server::poll_delay`] (`None`: no limit from the server).
+//! 2. When it is readable, or the delay has passed, call
+//!    `server.turn(Some(Duration::ZERO))`. A turn with a zero timeout never
+//!    blocks; a spurious wake-up costs an empty turn, nothing more.
+//! 3. While `poll_delay()` is `Some(Duration::ZERO)`, don't wait at all: a
+//!    source cut short by its budget waits on the still-ready list (see
+//!    below), and nothing will make the descriptor readable for it.
+//!
+//! The descriptor is level-triggered: readable for as long as events are
+//! pending, even after a turn that could not take them all. A host that is
+//! told only of *changes* (tokio's `AsyncFd`, `EPOLLET`) clears its
+//! readiness after a turn only once the descriptor is no longer readable.
+//! The details and a doctest are on the `AsFd` impl of [`Server`];
+//! `examples/host_poll.rs` and `examples/host_tokio.rs` are complete hosts.
+//!
 //! # A tour of the loop
 //!
 //! The path of a byte: [`Server::turn`] polls and dispatches by token →
@@ -205,6 +229,10 @@
 //!   a connection without deregistering it first.
 //! * Unix only: signals, and the spare descriptor that lets the server
 //!   shed clients waiting in the backlog when it runs out of descriptors.
+//! * Unix where mio's poll is one descriptor (epoll or kqueue: Linux,
+//!   Android, macOS, iOS, the BSDs, illumos, Solaris, ...): `AsFd` and
+//!   `AsRawFd` on [`Server`]. Not on AIX, Haiku, Fuchsia, Hurd, QNX,
+//!   Cygwin and a few embedded targets, where mio has no such descriptor.
 
 #![deny(missing_docs, rust_2018_idioms)]
 #![doc(test(attr(deny(warnings))))]

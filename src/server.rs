@@ -35,7 +35,31 @@ use crate::turn::{
 };
 use crate::udp::Udp;
 
-/// Events taken from the kernel per poll; more simply wait a turn.
+// `AsFd`/`AsRawFd` for a host's own loop. mio's poll is one descriptor
+// (epoll, kqueue) on these platforms only: the condition is mio's own for
+// `Poll: AsRawFd`. Elsewhere (mio's poll(2) fallback, forced or not) it has
+// no single descriptor to give.
+#[cfg(all(
+    unix,
+    not(mio_unsupported_force_poll_poll),
+    not(any(
+        target_os = "aix",
+        target_os = "espidf",
+        target_os = "nuttx",
+        target_os = "fuchsia",
+        target_os = "haiku",
+        target_os = "hermit",
+        target_os = "hurd",
+        target_os = "nto",
+        target_os = "vita",
+        target_os = "cygwin",
+        target_os = "horizon"
+    )),
+))]
+mod host;
+
+/// Events taken from the kernel per poll; more simply wait a turn (and a
+/// host polling the server's descriptor finds it still readable).
 const EVENTS_PER_POLL: usize = 1024;
 /// Room on the still-ready lists before they grow (they hold one entry
 /// per source cut short by its budget in one turn).
@@ -323,7 +347,10 @@ impl Server {
     /// shutdown grace), or `None` when only socket events can give it work.
     ///
     /// A host driving the server calls [`turn`](Server::turn) no later than
-    /// this, the way smoltcp's `poll_delay` pairs with its `poll`.
+    /// this, the way smoltcp's `poll_delay` pairs with its `poll`. A host
+    /// that waits on the server's descriptor must not wait at all while
+    /// this is zero: work left on the still-ready list makes no descriptor
+    /// readable (see [nesting in a host's loop](crate#nesting-in-a-hosts-loop)).
     pub fn poll_delay(&self) -> Option<Duration> {
         if self.status == Status::Stopped || !self.ready.is_empty() {
             return Some(Duration::ZERO);
@@ -334,7 +361,8 @@ impl Server {
 
     /// Runs one turn: waits for events for at most `timeout` (`None`: as
     /// long as needed), but never past the server's own next deadline, then
-    /// handles everything that is ready.
+    /// handles everything that is ready. With `Some(Duration::ZERO)` it
+    /// never blocks: the call for a host that waits elsewhere.
     ///
     /// # Errors
     ///
