@@ -6,8 +6,9 @@ use std::net::SocketAddr;
 
 use mio::net::{TcpListener, UdpSocket};
 
-/// The listen backlog, as mio's own `TcpListener::bind` uses.
-const BACKLOG: i32 = 1024;
+/// The listen backlog: std's and mio's value, so that `--reuse-port`
+/// changes nothing but the option.
+const BACKLOG: i32 = 128;
 
 /// A non-blocking TCP listener on `addr`; with `reuse_port`, one that
 /// other processes may bind too (`SO_REUSEPORT`, Unix only).
