@@ -1,14 +1,67 @@
-//! Making the sockets: mio's own `bind`, or socket2 when an option must be
-//! set before binding (`SO_REUSEPORT`).
+//! Making the sockets: bind, register, report the real address. mio's own
+//! `bind`, or socket2 when an option must be set before binding
+//! (`SO_REUSEPORT`).
 
 use std::io;
 use std::net::SocketAddr;
 
+use log::warn;
 use mio::net::{TcpListener, UdpSocket};
+use mio::{Interest, Registry, Token};
+
+use crate::error::Error;
+use crate::turn::UDP;
 
 /// The listen backlog: std's and mio's value, so that `--reuse-port`
 /// changes nothing but the option.
 const BACKLOG: i32 = 128;
+
+/// Binds a TCP listener (`protocol`: `tcp` or `control`) and registers it
+/// with `token`.
+pub(crate) fn bind_tcp(
+    registry: &Registry,
+    addr: SocketAddr,
+    reuse_port: bool,
+    token: Token,
+    protocol: &'static str,
+) -> Result<(TcpListener, SocketAddr), Error> {
+    let bind_error = |source| Error::Bind {
+        protocol,
+        addr,
+        source,
+    };
+    let mut listener = tcp_listener(addr, reuse_port).map_err(bind_error)?;
+    let bound = listener.local_addr().map_err(bind_error)?;
+    warn_if_exposed(protocol, bound);
+    registry.register(&mut listener, token, Interest::READABLE)?;
+    Ok((listener, bound))
+}
+
+/// Binds the UDP socket and registers it.
+pub(crate) fn bind_udp(
+    registry: &Registry,
+    addr: SocketAddr,
+    reuse_port: bool,
+) -> Result<(UdpSocket, SocketAddr), Error> {
+    let bind_error = |source| Error::Bind {
+        protocol: "udp",
+        addr,
+        source,
+    };
+    let mut socket = udp_socket(addr, reuse_port).map_err(bind_error)?;
+    let bound = socket.local_addr().map_err(bind_error)?;
+    warn_if_exposed("udp", bound);
+    registry.register(&mut socket, UDP, Interest::READABLE)?;
+    Ok((socket, bound))
+}
+
+/// The defaults bind loopback only; anything else is reachable from the
+/// network, which deserves a word in the log.
+fn warn_if_exposed(protocol: &str, addr: SocketAddr) {
+    if !addr.ip().is_loopback() {
+        warn!("{protocol} bound to {addr}, which is not loopback: reachable from the network");
+    }
+}
 
 /// A non-blocking TCP listener on `addr`; with `reuse_port`, one that
 /// other processes may bind too (`SO_REUSEPORT`, Unix only).

@@ -15,11 +15,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use log::{info, trace, warn};
-use mio::net::{TcpListener, UdpSocket};
-use mio::{Events, Interest, Poll, Registry, Token, Waker};
+use log::{info, trace};
+use mio::{Events, Interest, Poll, Token, Waker};
 
-use crate::bind;
+use crate::bind::{bind_tcp, bind_udp};
 use crate::config::Config;
 use crate::config::Mode;
 use crate::control::{self, Command, Control, Reply};
@@ -31,7 +30,8 @@ use crate::stats::{Stats, add};
 use crate::tcp::Tcp;
 use crate::timer::{Clock, Due, Millis, Timers};
 use crate::turn::{
-    CONTROL_BASE, CONTROL_LISTENER, FIRST_FIXED, LISTENER, Ready, SIGNALS, Turn, UDP, WAKER,
+    CONTROL_BASE, CONTROL_LISTENER, Described, FIRST_FIXED, LISTENER, Ready, SIGNALS, Turn, UDP,
+    WAKER,
 };
 use crate::udp::Udp;
 
@@ -593,79 +593,4 @@ fn execute(tcp: &mut Tcp, command: Command, t: &mut Turn<'_>) -> Reply {
         Command::Stats => return Ok(control::stats_line(&t.counters.snapshot())),
     }
     Ok(String::new())
-}
-
-/// An event as the trace log shows it: `conn 3 readable writable`.
-struct Described<'a>(&'a mio::event::Event);
-
-impl fmt::Display for Described<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let event = self.0;
-        match event.token() {
-            LISTENER => f.write_str("listener")?,
-            UDP => f.write_str("udp")?,
-            WAKER => f.write_str("waker")?,
-            SIGNALS => f.write_str("signals")?,
-            Token(key) => write!(f, "conn {key}")?,
-        }
-        for (set, name) in [
-            (event.is_readable(), "readable"),
-            (event.is_writable(), "writable"),
-            (event.is_read_closed(), "read-closed"),
-            (event.is_write_closed(), "write-closed"),
-            (event.is_error(), "error"),
-        ] {
-            if set {
-                write!(f, " {name}")?;
-            }
-        }
-        Ok(())
-    }
-}
-
-/// Binds a TCP listener (`protocol`: `tcp` or `control`) and registers it
-/// with `token`.
-fn bind_tcp(
-    registry: &Registry,
-    addr: SocketAddr,
-    reuse_port: bool,
-    token: Token,
-    protocol: &'static str,
-) -> Result<(TcpListener, SocketAddr), Error> {
-    let bind_error = |source| Error::Bind {
-        protocol,
-        addr,
-        source,
-    };
-    let mut listener = bind::tcp_listener(addr, reuse_port).map_err(bind_error)?;
-    let bound = listener.local_addr().map_err(bind_error)?;
-    warn_if_exposed(protocol, bound);
-    registry.register(&mut listener, token, Interest::READABLE)?;
-    Ok((listener, bound))
-}
-
-/// Binds the UDP socket and registers it.
-fn bind_udp(
-    registry: &Registry,
-    addr: SocketAddr,
-    reuse_port: bool,
-) -> Result<(UdpSocket, SocketAddr), Error> {
-    let bind_error = |source| Error::Bind {
-        protocol: "udp",
-        addr,
-        source,
-    };
-    let mut socket = bind::udp_socket(addr, reuse_port).map_err(bind_error)?;
-    let bound = socket.local_addr().map_err(bind_error)?;
-    warn_if_exposed("udp", bound);
-    registry.register(&mut socket, UDP, Interest::READABLE)?;
-    Ok((socket, bound))
-}
-
-/// The defaults bind loopback only; anything else is reachable from the
-/// network, which deserves a word in the log.
-fn warn_if_exposed(protocol: &str, addr: SocketAddr) {
-    if !addr.ip().is_loopback() {
-        warn!("{protocol} bound to {addr}, which is not loopback: reachable from the network");
-    }
 }

@@ -5,6 +5,8 @@
 //! handlers ([`tcp`](crate::tcp), [`udp`](crate::udp)): they all use it,
 //! and it uses none of them.
 
+use std::fmt;
+
 use mio::{Registry, Token};
 
 use crate::fault::Faults;
@@ -55,4 +57,36 @@ pub(crate) enum Ready {
     Udp,
     Conn { key: usize, id: u32 },
     Control { key: usize },
+}
+
+/// An event as the trace log shows it: `conn 3 readable writable`.
+pub(crate) struct Described<'a>(pub &'a mio::event::Event);
+
+impl fmt::Display for Described<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let event = self.0;
+        match event.token() {
+            LISTENER => f.write_str("listener")?,
+            UDP => f.write_str("udp")?,
+            WAKER => f.write_str("waker")?,
+            SIGNALS => f.write_str("signals")?,
+            CONTROL_LISTENER => f.write_str("control listener")?,
+            Token(key) if (CONTROL_BASE.0..FIRST_FIXED.0).contains(&key) => {
+                write!(f, "control {}", key - CONTROL_BASE.0)?
+            }
+            Token(key) => write!(f, "conn {key}")?,
+        }
+        for (set, name) in [
+            (event.is_readable(), "readable"),
+            (event.is_writable(), "writable"),
+            (event.is_read_closed(), "read-closed"),
+            (event.is_write_closed(), "write-closed"),
+            (event.is_error(), "error"),
+        ] {
+            if set {
+                write!(f, " {name}")?;
+            }
+        }
+        Ok(())
+    }
 }

@@ -1,3 +1,4 @@
+use super::judge::splitmix64;
 use super::*;
 
 fn parse(spec: &str) -> Fault {

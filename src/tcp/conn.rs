@@ -22,18 +22,18 @@
 //! The [crate docs](crate#the-life-of-a-connection) tell the same story
 //! from the loop's side.
 
-use std::collections::VecDeque;
 use std::io::{self, ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr};
 
-use log::{debug, warn};
+use log::warn;
 
 use crate::config::Mode;
-use crate::fault::{self, FaultKind, Faults, Verdict};
+use crate::fault::Faults;
 use crate::framing::{LineFramer, Piece};
-use crate::reply::{Pattern, Protocol, Replies, Request};
+use crate::reply::{Protocol, Replies, Request};
 use crate::stats::{Counters, add};
 use crate::timer::{Millis, RateLimit};
+use buffers::Buffers;
 
 /// Reads per connection per turn, so one fast client cannot starve the
 /// others (with 64 KiB reads, 1 MiB a turn).
@@ -142,60 +142,6 @@ pub(crate) struct Connection {
     buffers: Option<Box<Buffers>>,
 }
 
-/// A connection's own buffers: a custom responder's line and replies, and
-/// input read but not yet framed. The fixed reply needs none of them.
-#[derive(Debug, Default)]
-struct Buffers {
-    /// Custom responder: the peer, given to it with each message.
-    peer: Option<SocketAddr>,
-    /// Custom responder, line mode: the bytes of the open line so far.
-    /// Bounded by `max_line`.
-    line: Vec<u8>,
-    /// Custom responder: reply bytes owed; `out[out_at..]` are not written.
-    /// Bounded by the owed-bytes bound plus one reply.
-    out: Vec<u8>,
-    out_at: usize,
-    /// Input read but not framed yet: what was left of a read when the
-    /// owed bytes reached their bound. At most one read buffer.
-    unread: Vec<u8>,
-    /// Faults: replies shaped or delayed, and the end they chose, in order.
-    /// Their bytes count as owed, so the owed-bytes bound holds.
-    steps: VecDeque<Step>,
-    /// Sum of the bytes of the `Send` steps.
-    step_bytes: usize,
-    /// The first step waits until then: the connection's timer wakes it.
-    wake_at: Option<Millis>,
-}
-
-/// A reply shaped by faults, or the end they chose, waiting its turn.
-#[derive(Debug)]
-enum Step {
-    /// Reply bytes to write from `at` on; with a dribble, `chunk` bytes at
-    /// a time, `every_ms` apart (`chunk_left` of the current one to go).
-    Send {
-        bytes: Vec<u8>,
-        at: Millis,
-        dribble: Option<(u32, Millis)>,
-        chunk_left: usize,
-    },
-    /// Then end the connection: at `at`, or `wait_ms` after the steps
-    /// before it are done.
-    End {
-        ending: Ending,
-        at: Option<Millis>,
-        wait_ms: Millis,
-    },
-}
-
-/// How a fault ends a connection.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Ending {
-    /// FIN, then the usual lingering close.
-    Fin,
-    /// RST.
-    Reset,
-}
-
 impl Connection {
     /// A new connection at `now`. `custom_peer`: the peer's address when a
     /// custom responder makes the replies (it is given the peer), `None`
@@ -282,34 +228,6 @@ impl Connection {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         }
-    }
-
-    /// The fixed reply is about to change: the bytes owed under the old
-    /// one become a step at the front of the queue, so they go out as
-    /// they were promised.
-    pub fn keep_owed_bytes(&mut self, pattern: &Pattern) {
-        let (owed, start) = (self.owed as usize, self.pattern_at as usize);
-        // The next pattern starts afresh, whatever its length.
-        (self.owed, self.pattern_at) = (0, 0);
-        if owed == 0 {
-            return;
-        }
-        let bytes: Vec<u8> = pattern
-            .bytes()
-            .iter()
-            .copied()
-            .cycle()
-            .skip(start)
-            .take(owed)
-            .collect();
-        let buffers = self.buffers();
-        buffers.step_bytes += bytes.len();
-        buffers.steps.push_front(Step::Send {
-            bytes,
-            at: 0,
-            dribble: None,
-            chunk_left: 0,
-        });
     }
 
     /// Shutting down: take no new requests, finish what is owed, then
@@ -442,10 +360,6 @@ impl Connection {
         self.drop_idle_buffers();
     }
 
-    fn has_unread(&self) -> bool {
-        self.buffers.as_ref().is_some_and(|b| !b.unread.is_empty())
-    }
-
     /// Takes messages from `input`; returns how many bytes were used.
     fn take(&mut self, stream: &impl Stream, input: &[u8], cx: &mut Ctx<'_>) -> usize {
         match cx.mode {
@@ -571,118 +485,6 @@ impl Connection {
         buffers.line.clear();
     }
 
-    fn has_steps(&self) -> bool {
-        self.buffers.as_ref().is_some_and(|b| !b.steps.is_empty())
-    }
-
-    /// With faults in force, or steps waiting: judges the message, then
-    /// queues its reply as steps, shaped as the verdict says. A clean
-    /// reply goes the same way while steps wait, to keep replies in order.
-    fn owe_faulty_reply(&mut self, message: Message<'_>, newline: bool, cx: &mut Ctx<'_>) {
-        let ordinals = [u64::from(self.id), u64::from(self.messages)];
-        let verdict = match cx.faults.any(Protocol::Tcp) {
-            true => cx.faults.judge(Protocol::Tcp, ordinals),
-            false => Verdict::default(),
-        };
-        if !verdict.is_clean() {
-            cx.counters.add_faults(&verdict.applied);
-            debug!(
-                "conn #{}: message {}: fault {verdict}",
-                self.id, self.messages
-            );
-        }
-        match verdict.terminal {
-            Some(FaultKind::Hang) => return self.phase = Phase::Hanging,
-            Some(kind) => {
-                let ending = if kind == FaultKind::Reset {
-                    Ending::Reset
-                } else {
-                    Ending::Fin
-                };
-                return self.push_end(ending, Some(cx.now + verdict.delay_ms), 0);
-            }
-            None => {}
-        }
-        let mut bytes = self.reply_bytes(message, newline, cx);
-        if let Some(seed) = verdict.corrupt {
-            let text = bytes.len() - usize::from(newline && bytes.last() == Some(&b'\n'));
-            fault::corrupt(&mut bytes[..text], seed);
-        }
-        if let Some(n) = verdict.truncate {
-            bytes.truncate(n);
-        }
-        let buffers = self.buffers();
-        buffers.step_bytes += bytes.len();
-        buffers.steps.push_back(Step::Send {
-            chunk_left: verdict.dribble.map_or(0, |(chunk, _)| chunk as usize),
-            bytes,
-            at: cx.now + verdict.delay_ms,
-            dribble: verdict.dribble,
-        });
-        if verdict.truncate.is_some() || verdict.slow_close_ms.is_some() {
-            self.push_end(Ending::Fin, None, verdict.slow_close_ms.unwrap_or(0));
-        }
-    }
-
-    /// Queues the end of the connection; it takes no more messages.
-    fn push_end(&mut self, ending: Ending, at: Option<Millis>, wait_ms: Millis) {
-        let end = Step::End {
-            ending,
-            at,
-            wait_ms,
-        };
-        self.buffers().steps.push_back(end);
-        self.phase = Phase::Closing;
-    }
-
-    /// The reply to `message` as bytes: the fixed reply's, or the
-    /// responder's (none if it declines), with `\n` in line mode.
-    fn reply_bytes(&mut self, message: Message<'_>, newline: bool, cx: &mut Ctx<'_>) -> Vec<u8> {
-        let (responder, scratch) = match cx.replies {
-            Replies::Fixed(pattern) => return pattern.bytes()[..pattern.unit()].to_vec(),
-            Replies::Custom { responder, scratch } => (responder, scratch),
-        };
-        let buffers = self.buffers();
-        let request = Request {
-            protocol: Protocol::Tcp,
-            peer: buffers.peer.unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0))),
-            message: match message {
-                Message::Input(bytes) => bytes,
-                Message::Buffered => &buffers.line,
-            },
-        };
-        scratch.clear();
-        let mut bytes = Vec::new();
-        if responder.respond(&request, scratch) {
-            bytes.extend_from_slice(scratch);
-            if newline {
-                bytes.push(b'\n');
-            }
-        }
-        buffers.line.clear();
-        bytes
-    }
-
-    /// The connection's buffers, made on first use.
-    fn buffers(&mut self) -> &mut Buffers {
-        self.buffers.get_or_insert_with(Box::default)
-    }
-
-    /// Frees the buffers of a fixed-reply connection once they are empty:
-    /// an idle connection keeps none.
-    fn drop_idle_buffers(&mut self) {
-        if let Some(b) = &self.buffers {
-            if b.peer.is_none()
-                && b.unread.is_empty()
-                && b.out.is_empty()
-                && b.line.is_empty()
-                && b.steps.is_empty()
-            {
-                self.buffers = None;
-            }
-        }
-    }
-
     /// Writes what is owed until it is all out, the socket would block,
     /// or a fault's step must wait: the fixed reply's count, a responder's
     /// bytes, then the steps. A short write is progress, not an error: the
@@ -743,74 +545,6 @@ impl Connection {
         result.map(|(_, blocked)| blocked)
     }
 
-    /// Runs the fault steps that are due, in order: writes their bytes
-    /// (a dribble's a chunk at a time), ends the connection when an end
-    /// comes up. Stops at a step that must wait, noting when it is due.
-    fn flush_steps(
-        &mut self,
-        b: &mut Buffers,
-        stream: &mut impl Stream,
-        cx: &Ctx<'_>,
-    ) -> Result<(), Close> {
-        b.wake_at = None;
-        while let Some(step) = b.steps.front_mut() {
-            match step {
-                Step::Send {
-                    bytes,
-                    at,
-                    dribble,
-                    chunk_left,
-                } => {
-                    if *at > cx.now {
-                        b.wake_at = Some(*at);
-                        return Ok(());
-                    }
-                    let limit = match dribble {
-                        Some(_) => (*chunk_left).min(bytes.len()),
-                        None => bytes.len(),
-                    };
-                    let (n, blocked) = self
-                        .write_owed(stream, &bytes[..limit], cx.now, cx.counters)
-                        .map_err(Close::Failed)?;
-                    bytes.drain(..n);
-                    b.step_bytes -= n;
-                    if let Some((chunk, every_ms)) = *dribble {
-                        *chunk_left -= n;
-                        if *chunk_left == 0 {
-                            *chunk_left = chunk as usize;
-                            *at = cx.now + every_ms;
-                        }
-                    }
-                    if bytes.is_empty() {
-                        b.steps.pop_front();
-                    } else if blocked {
-                        self.write_blocked = true;
-                        return Ok(());
-                    }
-                }
-                Step::End {
-                    ending,
-                    at,
-                    wait_ms,
-                } => {
-                    let due = *at.get_or_insert(cx.now + *wait_ms);
-                    if due > cx.now {
-                        b.wake_at = Some(due);
-                        return Ok(());
-                    }
-                    let ending = *ending;
-                    b.steps.clear();
-                    b.step_bytes = 0;
-                    if ending == Ending::Reset {
-                        return Err(Close::Reset);
-                    }
-                    // A FIN: the phase is Closing, the lingering close follows.
-                }
-            }
-        }
-        Ok(())
-    }
-
     /// Writes `bytes` until all are out or the socket would block; returns
     /// how many were written and whether it blocked. Bytes written before
     /// an error are counted too.
@@ -866,5 +600,7 @@ enum Reads {
     OutOfBudget,
 }
 
+mod buffers;
+mod steps;
 #[cfg(test)]
 mod tests;

@@ -1,0 +1,294 @@
+//! Deciding: which faults hit a message, as a pure function of the seed,
+//! the fault's position, the protocol and the message's ordinals.
+
+use std::fmt;
+
+use super::{Fault, FaultKind, KINDS, Selector};
+use crate::reply::Protocol;
+
+/// A message's identity for the seeded choices: TCP `[connection ordinal,
+/// message ordinal on it]`, UDP `[datagram ordinal, 0]`.
+pub(crate) type Ordinals = [u64; 2];
+
+/// What the faults decided for one message.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub(crate) struct Verdict {
+    /// Milliseconds before the reply (or the terminal fault) happens.
+    pub delay_ms: u64,
+    /// A terminal fault replacing the reply: drop, hang, close or reset.
+    pub terminal: Option<FaultKind>,
+    pub truncate: Option<usize>,
+    /// Seed for the corrupted bytes, if corrupt applies.
+    pub corrupt: Option<u64>,
+    pub duplicate: bool,
+    /// `(bytes, every_ms)`.
+    pub dribble: Option<(u32, u64)>,
+    pub slow_close_ms: Option<u64>,
+    /// Faults applied, by [`FaultKind::index`].
+    pub applied: [u8; KINDS],
+}
+
+impl Verdict {
+    /// Nothing applies: the plain reply, at once.
+    pub fn is_clean(&self) -> bool {
+        self.applied.iter().all(|&n| n == 0)
+    }
+
+    /// A terminal fault replaces the reply: the shapers selected with it
+    /// do not apply, and are not counted.
+    fn drop_shapers(&mut self) {
+        for kind in [
+            FaultKind::Truncate(0),
+            FaultKind::Corrupt,
+            FaultKind::Duplicate,
+            FaultKind::Dribble {
+                bytes: 1,
+                every_ms: 0,
+            },
+            FaultKind::SlowClose(0),
+        ] {
+            self.applied[kind.index()] = 0;
+        }
+        self.truncate = None;
+        self.corrupt = None;
+        self.duplicate = false;
+        self.dribble = None;
+        self.slow_close_ms = None;
+    }
+}
+
+/// The faults applied, as the debug log shows them: `delay 120 ms, truncate 4`.
+impl fmt::Display for Verdict {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut parts = Vec::new();
+        if self.delay_ms > 0 || self.applied[0] > 0 {
+            parts.push(format!("delay {} ms", self.delay_ms));
+        }
+        if let Some(kind) = self.terminal {
+            parts.push(kind.name().to_string());
+        }
+        if let Some(n) = self.truncate {
+            parts.push(format!("truncate {n}"));
+        }
+        if self.corrupt.is_some() {
+            parts.push("corrupt".into());
+        }
+        if self.duplicate {
+            parts.push("duplicate".into());
+        }
+        if let Some((bytes, ms)) = self.dribble {
+            parts.push(format!("dribble {bytes}/{ms} ms"));
+        }
+        if let Some(ms) = self.slow_close_ms {
+            parts.push(format!("slow-close {ms} ms"));
+        }
+        f.write_str(&parts.join(", "))
+    }
+}
+
+/// A fault in force, with its own count of the messages it has judged.
+#[derive(Debug, Clone)]
+struct Active {
+    fault: Fault,
+    /// Messages of its protocol judged since it was added.
+    seen: u64,
+}
+
+/// The faults in force and the seed.
+#[derive(Debug, Clone)]
+pub(crate) struct Faults {
+    seed: u64,
+    active: Vec<Active>,
+    /// Whether any fault of each protocol is in force: the hot paths check
+    /// only this.
+    tcp: bool,
+    udp: bool,
+}
+
+impl Faults {
+    pub fn new(seed: u64, faults: &[Fault]) -> Faults {
+        let mut set = Faults {
+            seed,
+            active: Vec::new(),
+            tcp: false,
+            udp: false,
+        };
+        for fault in faults {
+            set.add(fault.clone());
+        }
+        set
+    }
+
+    pub fn seed(&self) -> u64 {
+        self.seed
+    }
+
+    /// Adds a fault; its selectors count from now.
+    pub fn add(&mut self, fault: Fault) {
+        self.active.push(Active { fault, seen: 0 });
+        self.refresh();
+    }
+
+    /// Removes every fault.
+    pub fn clear(&mut self) {
+        self.active.clear();
+        self.refresh();
+    }
+
+    fn refresh(&mut self) {
+        let has = |p| self.active.iter().any(|a| a.fault.protocol == p);
+        (self.tcp, self.udp) = (has(Protocol::Tcp), has(Protocol::Udp));
+    }
+
+    /// Whether any fault of `protocol` is in force.
+    #[inline]
+    pub fn any(&self, protocol: Protocol) -> bool {
+        match protocol {
+            Protocol::Tcp => self.tcp,
+            Protocol::Udp => self.udp,
+        }
+    }
+
+    /// Judges one message of `protocol`, which has `ordinals`: counts it
+    /// for every fault of its protocol and returns what applies.
+    pub fn judge(&mut self, protocol: Protocol, ordinals: Ordinals) -> Verdict {
+        let mut verdict = Verdict::default();
+        let seed = self.seed;
+        for (position, active) in self.active.iter_mut().enumerate() {
+            if active.fault.protocol != protocol {
+                continue;
+            }
+            active.seen += 1;
+            let key = Key {
+                seed,
+                position: position as u64,
+                protocol,
+                ordinals,
+            };
+            if selects(&active.fault.select, active.seen, &key) {
+                apply(&mut verdict, active.fault.kind, &key);
+            }
+        }
+        if verdict.terminal.is_some() {
+            verdict.drop_shapers();
+        }
+        verdict
+    }
+}
+
+/// Whether `select` picks the message that is the `nth` (from 1) its
+/// fault judged.
+fn selects(select: &Selector, nth: u64, key: &Key) -> bool {
+    select.first.is_none_or(|n| nth <= n)
+        && select.after.is_none_or(|n| nth > n)
+        && select.every.is_none_or(|n| n > 0 && nth % n == 0)
+        && select
+            .p
+            .is_none_or(|p| unit_interval(key.hash(Purpose::Select)) < p)
+}
+
+/// Adds one selected fault to the verdict, in composition order.
+fn apply(verdict: &mut Verdict, kind: FaultKind, key: &Key) {
+    let applied = match kind {
+        FaultKind::Delay { min_ms, max_ms } => {
+            let span = max_ms - min_ms;
+            let pick = match span {
+                0 => 0,
+                _ => key.hash(Purpose::Delay) % (span + 1),
+            };
+            verdict.delay_ms = verdict.delay_ms.saturating_add(min_ms + pick);
+            true
+        }
+        FaultKind::Drop | FaultKind::Hang | FaultKind::Close | FaultKind::Reset => {
+            let first = verdict.terminal.is_none();
+            if first {
+                verdict.terminal = Some(kind);
+            }
+            first
+        }
+        FaultKind::Truncate(n) => set_once(&mut verdict.truncate, n),
+        FaultKind::Corrupt => set_once(&mut verdict.corrupt, key.hash(Purpose::Corrupt)),
+        FaultKind::Duplicate => !std::mem::replace(&mut verdict.duplicate, true),
+        FaultKind::Dribble { bytes, every_ms } => set_once(&mut verdict.dribble, (bytes, every_ms)),
+        FaultKind::SlowClose(ms) => set_once(&mut verdict.slow_close_ms, ms),
+    };
+    if applied {
+        verdict.applied[kind.index()] += 1;
+    }
+}
+
+/// Sets `slot` if it is empty; whether it did (the first one wins).
+fn set_once<T>(slot: &mut Option<T>, value: T) -> bool {
+    let first = slot.is_none();
+    if first {
+        *slot = Some(value);
+    }
+    first
+}
+
+/// What a hash is for: the same message gets independent choices.
+#[derive(Clone, Copy)]
+enum Purpose {
+    Select = 1,
+    Delay = 2,
+    Corrupt = 3,
+}
+
+/// Everything a seeded choice depends on.
+struct Key {
+    seed: u64,
+    position: u64,
+    protocol: Protocol,
+    ordinals: Ordinals,
+}
+
+impl Key {
+    fn hash(&self, purpose: Purpose) -> u64 {
+        let protocol = match self.protocol {
+            Protocol::Tcp => 1,
+            Protocol::Udp => 2,
+        };
+        [
+            self.position,
+            protocol,
+            self.ordinals[0],
+            self.ordinals[1],
+            purpose as u64,
+        ]
+        .into_iter()
+        .fold(splitmix64(self.seed), |h, part| splitmix64(h ^ part))
+    }
+}
+
+/// SplitMix64's output function: a fast, well-mixed 64-bit hash.
+pub(crate) fn splitmix64(x: u64) -> u64 {
+    let mut z = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// A hash mapped to `[0, 1)`, from its top 53 bits.
+fn unit_interval(h: u64) -> f64 {
+    (h >> 11) as f64 / (1u64 << 53) as f64
+}
+
+/// Overwrites every byte of `text` with a different one, chosen from
+/// `seed`; never a `\n`, so corrupted lines still split.
+pub(crate) fn corrupt(text: &mut [u8], seed: u64) {
+    for (i, byte) in text.iter_mut().enumerate() {
+        let mut pick = splitmix64(seed ^ i as u64) as u8;
+        while pick == *byte || pick == b'\n' {
+            pick = pick.wrapping_add(1);
+        }
+        *byte = pick;
+    }
+}
+
+/// A seed when none was given: the clock and the process id, mixed.
+pub(crate) fn random_seed() -> u64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    splitmix64(nanos ^ u64::from(std::process::id()).rotate_left(32))
+}

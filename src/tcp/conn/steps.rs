@@ -1,0 +1,243 @@
+//! Faults on a connection: replies shaped or held back, and the end a
+//! fault chose, as *steps* queued behind what the connection already owes.
+//!
+//! A message judged by a fault becomes a `Send` step (its reply bytes,
+//! shaped, with the moment they may leave) and perhaps an `End` step (FIN
+//! or RST, at a moment or some time after the steps before it). Flushing
+//! runs the steps that are due, in order, and stops at one that must
+//! wait, noting when: that moment becomes the connection's deadline on
+//! the loop's timer heap. Steps' bytes count as owed, so backpressure
+//! bounds them as it bounds any reply.
+
+use std::net::SocketAddr;
+
+use log::debug;
+
+use super::{Buffers, Close, Connection, Ctx, Message, Phase, Stream};
+use crate::fault::{self, FaultKind, Verdict};
+use crate::reply::{Pattern, Protocol, Replies, Request};
+use crate::timer::Millis;
+
+/// A reply shaped by faults, or the end they chose, waiting its turn.
+#[derive(Debug)]
+pub(super) enum Step {
+    /// Reply bytes to write from `at` on; with a dribble, `chunk` bytes at
+    /// a time, `every_ms` apart (`chunk_left` of the current one to go).
+    Send {
+        bytes: Vec<u8>,
+        at: Millis,
+        dribble: Option<(u32, Millis)>,
+        chunk_left: usize,
+    },
+    /// Then end the connection: at `at`, or `wait_ms` after the steps
+    /// before it are done.
+    End {
+        ending: Ending,
+        at: Option<Millis>,
+        wait_ms: Millis,
+    },
+}
+
+/// How a fault ends a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Ending {
+    /// FIN, then the usual lingering close.
+    Fin,
+    /// RST.
+    Reset,
+}
+
+impl Connection {
+    /// The fixed reply is about to change: the bytes owed under the old
+    /// one become a step at the front of the queue, so they go out as
+    /// they were promised.
+    pub fn keep_owed_bytes(&mut self, pattern: &Pattern) {
+        let (owed, start) = (self.owed as usize, self.pattern_at as usize);
+        // The next pattern starts afresh, whatever its length.
+        (self.owed, self.pattern_at) = (0, 0);
+        if owed == 0 {
+            return;
+        }
+        let bytes: Vec<u8> = pattern
+            .bytes()
+            .iter()
+            .copied()
+            .cycle()
+            .skip(start)
+            .take(owed)
+            .collect();
+        let buffers = self.buffers();
+        buffers.step_bytes += bytes.len();
+        buffers.steps.push_front(Step::Send {
+            bytes,
+            at: 0,
+            dribble: None,
+            chunk_left: 0,
+        });
+    }
+
+    pub(super) fn has_steps(&self) -> bool {
+        self.buffers.as_ref().is_some_and(|b| !b.steps.is_empty())
+    }
+
+    /// With faults in force, or steps waiting: judges the message, then
+    /// queues its reply as steps, shaped as the verdict says. A clean
+    /// reply goes the same way while steps wait, to keep replies in order.
+    pub(super) fn owe_faulty_reply(
+        &mut self,
+        message: Message<'_>,
+        newline: bool,
+        cx: &mut Ctx<'_>,
+    ) {
+        let ordinals = [u64::from(self.id), u64::from(self.messages)];
+        let verdict = match cx.faults.any(Protocol::Tcp) {
+            true => cx.faults.judge(Protocol::Tcp, ordinals),
+            false => Verdict::default(),
+        };
+        if !verdict.is_clean() {
+            cx.counters.add_faults(&verdict.applied);
+            debug!(
+                "conn #{}: message {}: fault {verdict}",
+                self.id, self.messages
+            );
+        }
+        match verdict.terminal {
+            Some(FaultKind::Hang) => return self.phase = Phase::Hanging,
+            Some(kind) => {
+                let ending = if kind == FaultKind::Reset {
+                    Ending::Reset
+                } else {
+                    Ending::Fin
+                };
+                return self.push_end(ending, Some(cx.now + verdict.delay_ms), 0);
+            }
+            None => {}
+        }
+        let mut bytes = self.reply_bytes(message, newline, cx);
+        if let Some(seed) = verdict.corrupt {
+            let text = bytes.len() - usize::from(newline && bytes.last() == Some(&b'\n'));
+            fault::corrupt(&mut bytes[..text], seed);
+        }
+        if let Some(n) = verdict.truncate {
+            bytes.truncate(n);
+        }
+        let buffers = self.buffers();
+        buffers.step_bytes += bytes.len();
+        buffers.steps.push_back(Step::Send {
+            chunk_left: verdict.dribble.map_or(0, |(chunk, _)| chunk as usize),
+            bytes,
+            at: cx.now + verdict.delay_ms,
+            dribble: verdict.dribble,
+        });
+        if verdict.truncate.is_some() || verdict.slow_close_ms.is_some() {
+            self.push_end(Ending::Fin, None, verdict.slow_close_ms.unwrap_or(0));
+        }
+    }
+
+    /// Queues the end of the connection; it takes no more messages.
+    fn push_end(&mut self, ending: Ending, at: Option<Millis>, wait_ms: Millis) {
+        let end = Step::End {
+            ending,
+            at,
+            wait_ms,
+        };
+        self.buffers().steps.push_back(end);
+        self.phase = Phase::Closing;
+    }
+
+    /// The reply to `message` as bytes: the fixed reply's, or the
+    /// responder's (none if it declines), with `\n` in line mode.
+    fn reply_bytes(&mut self, message: Message<'_>, newline: bool, cx: &mut Ctx<'_>) -> Vec<u8> {
+        let (responder, scratch) = match cx.replies {
+            Replies::Fixed(pattern) => return pattern.bytes()[..pattern.unit()].to_vec(),
+            Replies::Custom { responder, scratch } => (responder, scratch),
+        };
+        let buffers = self.buffers();
+        let request = Request {
+            protocol: Protocol::Tcp,
+            peer: buffers.peer.unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0))),
+            message: match message {
+                Message::Input(bytes) => bytes,
+                Message::Buffered => &buffers.line,
+            },
+        };
+        scratch.clear();
+        let mut bytes = Vec::new();
+        if responder.respond(&request, scratch) {
+            bytes.extend_from_slice(scratch);
+            if newline {
+                bytes.push(b'\n');
+            }
+        }
+        buffers.line.clear();
+        bytes
+    }
+
+    /// Runs the fault steps that are due, in order: writes their bytes
+    /// (a dribble's a chunk at a time), ends the connection when an end
+    /// comes up. Stops at a step that must wait, noting when it is due.
+    pub(super) fn flush_steps(
+        &mut self,
+        b: &mut Buffers,
+        stream: &mut impl Stream,
+        cx: &Ctx<'_>,
+    ) -> Result<(), Close> {
+        b.wake_at = None;
+        while let Some(step) = b.steps.front_mut() {
+            match step {
+                Step::Send {
+                    bytes,
+                    at,
+                    dribble,
+                    chunk_left,
+                } => {
+                    if *at > cx.now {
+                        b.wake_at = Some(*at);
+                        return Ok(());
+                    }
+                    let limit = match dribble {
+                        Some(_) => (*chunk_left).min(bytes.len()),
+                        None => bytes.len(),
+                    };
+                    let (n, blocked) = self
+                        .write_owed(stream, &bytes[..limit], cx.now, cx.counters)
+                        .map_err(Close::Failed)?;
+                    bytes.drain(..n);
+                    b.step_bytes -= n;
+                    if let Some((chunk, every_ms)) = *dribble {
+                        *chunk_left -= n;
+                        if *chunk_left == 0 {
+                            *chunk_left = chunk as usize;
+                            *at = cx.now + every_ms;
+                        }
+                    }
+                    if bytes.is_empty() {
+                        b.steps.pop_front();
+                    } else if blocked {
+                        self.write_blocked = true;
+                        return Ok(());
+                    }
+                }
+                Step::End {
+                    ending,
+                    at,
+                    wait_ms,
+                } => {
+                    let due = *at.get_or_insert(cx.now + *wait_ms);
+                    if due > cx.now {
+                        b.wake_at = Some(due);
+                        return Ok(());
+                    }
+                    let ending = *ending;
+                    b.steps.clear();
+                    b.step_bytes = 0;
+                    if ending == Ending::Reset {
+                        return Err(Close::Reset);
+                    }
+                    // A FIN: the phase is Closing, the lingering close follows.
+                }
+            }
+        }
+        Ok(())
+    }
+}
