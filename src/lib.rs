@@ -132,9 +132,7 @@
 //! fixed reply on Linux the payload is never needed, so `recvmmsg` takes up
 //! to 32 datagrams per system call without copying them, and one
 //! `sendmmsg` answers them all: with a one-line cast for `MSG_TRUNC`
-//! receives, the crate's only `unsafe` code. A batch shorter than asked
-//! for means `recvmmsg`'s own receive hit `WouldBlock`: the socket is
-//! drained, and no further call is made to learn it again.
+//! receives, the crate's only `unsafe` code.
 //!
 //! ## Time
 //!
