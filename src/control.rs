@@ -35,7 +35,7 @@ use crate::timer::{Due, Millis, RateLimit};
 use crate::turn::{CONTROL_BASE, Ready, Turn};
 
 /// Control connections open at once, at most; one more is closed at once.
-pub const MAX_CONTROL_CONNECTIONS: usize = 64;
+pub const MAX_CONTROL_CONNECTIONS: usize = crate::turn::CONTROL_SLOTS;
 /// Longest wait a `received` may ask for, in seconds (a day).
 const MAX_WAIT_SECS: u64 = 86_400;
 /// Reads per control connection per turn.

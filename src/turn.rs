@@ -26,10 +26,12 @@ pub(crate) const SIGNALS: Token = Token(usize::MAX - 4);
 pub(crate) const CONTROL_LISTENER: Token = Token(usize::MAX - 5);
 /// Tokens at or above this one name fixed sources, not connections.
 pub(crate) const FIRST_FIXED: Token = Token(usize::MAX - 16);
+/// Tokens reserved for control connections: one per connection that may
+/// be open at once.
+pub(crate) const CONTROL_SLOTS: usize = 64;
 /// Control connection `key` has token `CONTROL_BASE + key`, below the
 /// fixed tokens and far above any data connection's slab key.
-pub(crate) const CONTROL_BASE: Token =
-    Token(FIRST_FIXED.0 - crate::control::MAX_CONTROL_CONNECTIONS);
+pub(crate) const CONTROL_BASE: Token = Token(FIRST_FIXED.0 - CONTROL_SLOTS);
 
 /// Everything a handler may touch during one turn, borrowed from the
 /// server: the poll's registry (to change its own interest), the clock
