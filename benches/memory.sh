@@ -30,13 +30,21 @@ for settings in default smallest; do
     read -r _ tcp <&"$out"
     read -r _ udp <&"$out"
     idle=$(rss_kib "$pid")
+    # One long line fills the read buffer: its pages are resident from now on.
+    port=${tcp##*:}
+    exec {conn}<>"/dev/tcp/127.0.0.1/$port"
+    { head -c 60000 /dev/zero | tr '\0' x; echo; } |
+        dd bs=60001 iflag=fullblock status=none >&"$conn"
+    read -r _ <&"$conn"
+    exec {conn}<&-
+    busy=$(rss_kib "$pid")
     result=$(target/release/examples/loadgen --tcp "$tcp" --udp "$udp" --pid "$pid" \
         --scenario idle --conns "$CONNS")
     kill "$pid"
     exec {out}<&-
     per_conn=$(grep -o 'rss_per_conn_b=[0-9]*' <<<"$result" | cut -d= -f2)
-    printf '%-9s idle server RSS %5d KiB; per idle connection %4d B (%d connections) %s\n' \
-        "$settings" "$idle" "$per_conn" "$CONNS" "${args[*]:+[${args[*]}]}"
+    printf '%-9s idle server RSS %5d KiB, %5d KiB after one 60 KB line; per idle connection %4d B (%d connections) %s\n' \
+        "$settings" "$idle" "$busy" "$per_conn" "$CONNS" "${args[*]:+[${args[*]}]}"
 done
 
 for profile in release small; do

@@ -125,7 +125,7 @@ pub(crate) enum Replies {
 
 /// Bytes of the shared fixed-reply pattern at most: writes of owed replies
 /// go out in slices of up to this size.
-const PATTERN_BYTES: usize = 64 * 1024;
+pub(crate) const PATTERN_BYTES: usize = 64 * 1024;
 
 /// The fixed reply repeated: `Received\nReceived\n...` in line mode.
 pub(crate) struct Pattern {
@@ -138,9 +138,14 @@ pub(crate) struct Pattern {
 }
 
 impl Pattern {
-    pub fn new(text: &[u8], newline: bool) -> Pattern {
+    /// The reply `text` (with `\n` in line mode) repeated to fill at most
+    /// `size` bytes, [`PATTERN_BYTES`] at most, one reply at least. The
+    /// server sizes it to the owed-bytes bound: a connection seldom owes
+    /// more, so longer slices would seldom be written, and a small host
+    /// keeps the memory.
+    pub fn new(text: &[u8], newline: bool, size: usize) -> Pattern {
         let unit = text.len() + usize::from(newline);
-        let count = (PATTERN_BYTES / unit).max(1);
+        let count = (size.min(PATTERN_BYTES) / unit).max(1);
         let mut bytes = Vec::with_capacity(count * unit);
         for _ in 0..count {
             bytes.extend_from_slice(text);

@@ -198,7 +198,11 @@ impl Server {
                 responder,
                 scratch: Vec::new(),
             },
-            None => Replies::Fixed(Pattern::new(&config.reply, config.mode == Mode::Line)),
+            None => Replies::Fixed(Pattern::new(
+                &config.reply,
+                config.mode == Mode::Line,
+                config.max_owed,
+            )),
         };
         let poll = Poll::new()?;
         let waker = Waker::new(poll.registry(), WAKER)?;

@@ -448,7 +448,7 @@ mod tests {
 
         let (mut buf, mut timers, mut ready) = (vec![0; 1024], Timers::with_capacity(0), vec![]);
         let mut faults = crate::fault::Faults::new(0, &[]);
-        let mut replies = Replies::Fixed(Pattern::new(b"Received", false));
+        let mut replies = Replies::Fixed(Pattern::new(b"Received", false, 64));
         let mut t = Turn {
             registry: poll.registry(),
             now: 0,

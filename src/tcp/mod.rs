@@ -463,7 +463,7 @@ impl Tcp {
                 slot.conn.keep_owed_bytes(old);
             }
         }
-        *t.replies = Replies::Fixed(Pattern::new(&text, self.mode == Mode::Line));
+        *t.replies = Replies::Fixed(Pattern::new(&text, self.mode == Mode::Line, self.max_owed));
         Ok(String::new())
     }
 

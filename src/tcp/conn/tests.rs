@@ -114,7 +114,7 @@ impl Loop {
             max_owed: crate::DEFAULT_MAX_OWED,
             now: 0,
             buf: vec![0; 64 * 1024],
-            replies: Replies::Fixed(Pattern::new(REPLY, mode == Mode::Line)),
+            replies: Replies::Fixed(Pattern::new(REPLY, mode == Mode::Line, 64)),
             counters: Counters::default(),
             warnings: RateLimit::default(),
             faults: Faults::new(1, &[]),
