@@ -333,3 +333,231 @@ fn every_public_constructor_rejects_a_bad_config_without_panicking() {
         }
     }
 }
+
+/// Turns `server` (at most 10 ms each) until `done` holds, within
+/// `DEADLINE`; whether it held.
+fn turn_until(server: &mut Server, mut done: impl FnMut(&Server) -> bool) -> bool {
+    let deadline = Instant::now() + DEADLINE;
+    while !done(server) {
+        if Instant::now() >= deadline {
+            return false;
+        }
+        server.turn(Some(Duration::from_millis(10))).unwrap();
+    }
+    true
+}
+
+/// Reads what a non-blocking stream has now into `got`; whether the peer
+/// has closed it.
+#[track_caller]
+fn read_now(mut stream: &TcpStream, got: &mut Vec<u8>) -> bool {
+    let mut buf = [0; 64 * 1024];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return false,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => panic!("read: {e}"),
+        }
+    }
+}
+
+/// Clients that connect while the server is not turning wait in the
+/// listen backlog, and one readiness event stands for all of them: no
+/// other event comes. So the listener must be accepted from until
+/// `WouldBlock`, and, when the per-turn accept budget stops that early,
+/// served again next turn from the still-ready list (GUIDE traps 1, 2).
+#[test]
+fn every_client_waiting_in_the_backlog_is_served_without_another_event() {
+    for n in [3, ackloop::ACCEPTS_PER_TURN + 6] {
+        let mut server = Server::bind(Config::loopback()).unwrap();
+        let tcp = server.tcp_addr().unwrap();
+        let clients: Vec<TcpStream> = (0..n)
+            .map(|_| {
+                let mut client = connect(tcp);
+                client.write_all(b"Hello, Server").unwrap();
+                client.set_nonblocking(true).unwrap();
+                client
+            })
+            .collect();
+        let mut replies = vec![Vec::new(); n];
+        let mut closed = vec![false; n];
+        let all_served = turn_until(&mut server, |_| {
+            for (i, client) in clients.iter().enumerate() {
+                if !closed[i] {
+                    closed[i] = read_now(client, &mut replies[i]);
+                }
+            }
+            closed.iter().all(|&c| c)
+        });
+        let served = closed.iter().filter(|&&c| c).count();
+        assert!(
+            all_served,
+            "{served} of {n} waiting clients served within {DEADLINE:?} ({} accepted)",
+            server.stats().accepted
+        );
+        assert!(replies.iter().all(|r| r == b"Received"), "{replies:?}");
+    }
+}
+
+/// Finding the server's own sockets in this process, to give them receive
+/// buffers large enough that a burst waits there whole.
+#[cfg(target_os = "linux")]
+mod sockets {
+    use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+    use std::os::fd::RawFd;
+
+    fn address(
+        fd: RawFd,
+        get: unsafe extern "C" fn(
+            libc::c_int,
+            *mut libc::sockaddr,
+            *mut libc::socklen_t,
+        ) -> libc::c_int,
+    ) -> Option<SocketAddr> {
+        // SAFETY: an all-zero sockaddr_in is valid.
+        let mut addr: libc::sockaddr_in = unsafe { std::mem::zeroed() };
+        let mut len = size_of::<libc::sockaddr_in>() as libc::socklen_t;
+        // SAFETY: `addr` is writable for `len` bytes; a descriptor that is
+        // not an IPv4 socket only makes the call fail.
+        let rc = unsafe { get(fd, (&raw mut addr).cast(), &mut len) };
+        if rc != 0 || i32::from(addr.sin_family) != libc::AF_INET {
+            return None;
+        }
+        let ip = Ipv4Addr::from(u32::from_be(addr.sin_addr.s_addr));
+        Some(SocketAddrV4::new(ip, u16::from_be(addr.sin_port)).into())
+    }
+
+    /// This process's socket bound to `local` and connected to `peer`
+    /// (`None`: not connected).
+    #[track_caller]
+    pub fn find(local: SocketAddr, peer: Option<SocketAddr>) -> RawFd {
+        std::fs::read_dir("/proc/self/fd")
+            .unwrap()
+            .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse().ok())
+            .find(|&fd| {
+                address(fd, libc::getsockname) == Some(local)
+                    && address(fd, libc::getpeername) == peer
+            })
+            .unwrap_or_else(|| panic!("no socket {local} -> {peer:?} in this process"))
+    }
+
+    #[track_caller]
+    fn set(fd: RawFd, option: libc::c_int, value: libc::c_int) {
+        // SAFETY: setsockopt with a pointer to a live c_int of the size
+        // passed.
+        let rc = unsafe {
+            libc::setsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                option,
+                (&raw const value).cast(),
+                size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        assert_eq!(rc, 0, "setsockopt: {}", std::io::Error::last_os_error());
+    }
+
+    /// Sets SO_RCVBUF (the kernel doubles it, within `rmem_max`).
+    #[track_caller]
+    pub fn set_receive_buffer(fd: RawFd, bytes: usize) {
+        set(fd, libc::SO_RCVBUF, bytes as libc::c_int);
+    }
+
+    /// Bytes of a TCP socket's send queue not yet acknowledged by the peer.
+    #[track_caller]
+    pub fn unacknowledged(fd: RawFd) -> usize {
+        let mut n: libc::c_int = 0;
+        // SAFETY: TIOCOUTQ writes one c_int.
+        let rc = unsafe { libc::ioctl(fd, libc::TIOCOUTQ, &raw mut n) };
+        assert_eq!(rc, 0, "TIOCOUTQ: {}", std::io::Error::last_os_error());
+        n as usize
+    }
+}
+
+/// A pipelined burst longer than one turn's reads ([`READS_PER_TURN`]
+/// reads of 64 KiB) that is already all in the server's receive buffer:
+/// nothing more will arrive, so no event will report the rest. The server
+/// must serve the connection again from its still-ready list (GUIDE
+/// trap 2).
+///
+/// [`READS_PER_TURN`]: ackloop::READS_PER_TURN
+#[cfg(target_os = "linux")]
+#[test]
+fn a_burst_longer_than_one_turns_reads_is_answered_without_another_event() {
+    use std::os::fd::AsRawFd;
+    let mut config = Config::loopback();
+    config.mode = Mode::Line;
+    config.udp = None;
+    let mut server = Server::bind(config).unwrap();
+    let tcp = server.tcp_addr().unwrap();
+    let mut client = connect(tcp);
+    client.set_write_timeout(Some(DEADLINE)).unwrap();
+    assert!(turn_until(&mut server, |s| s.stats().accepted == 1));
+    let theirs = sockets::find(tcp, Some(client.local_addr().unwrap()));
+    sockets::set_receive_buffer(theirs, 4 << 20);
+
+    // 1 KiB lines, half a turn's reads more than one turn takes.
+    let line = [&[b'x'; 1023][..], b"\n"].concat();
+    let lines = (ackloop::READS_PER_TURN + 8) * 64;
+    client.write_all(&line.repeat(lines)).unwrap();
+    let deadline = Instant::now() + DEADLINE;
+    while sockets::unacknowledged(client.as_raw_fd()) > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "setup: the burst never all reached the server's receive buffer"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+
+    client.set_nonblocking(true).unwrap();
+    let mut replies = Vec::new();
+    let answered = turn_until(&mut server, |_| {
+        read_now(&client, &mut replies);
+        replies.len() >= lines * 9
+    });
+    assert!(
+        answered,
+        "{} of {lines} lines answered within {DEADLINE:?}",
+        replies.len() / 9
+    );
+    assert!(replies.chunks(9).all(|r| r == b"Received\n"));
+}
+
+/// The same for UDP: more datagrams than one turn takes
+/// ([`DATAGRAMS_PER_TURN`]) all wait in the server's receive buffer before
+/// it turns; every one is answered, with no datagram after them to raise
+/// another event (GUIDE traps 1, 2).
+///
+/// [`DATAGRAMS_PER_TURN`]: ackloop::DATAGRAMS_PER_TURN
+#[cfg(target_os = "linux")]
+#[test]
+fn a_datagram_burst_longer_than_one_turns_budget_is_answered_without_another_event() {
+    use std::os::fd::AsRawFd;
+    let mut config = Config::loopback();
+    config.tcp = None;
+    let mut server = Server::bind(config).unwrap();
+    let udp = server.udp_addr().unwrap();
+    sockets::set_receive_buffer(sockets::find(udp, None), 4 << 20);
+    let client = udp_socket();
+    sockets::set_receive_buffer(client.as_raw_fd(), 4 << 20);
+    client.connect(udp).unwrap();
+    let n = ackloop::DATAGRAMS_PER_TURN + 44;
+    for _ in 0..n {
+        // Loopback delivers during the send: each is queued when it returns.
+        client.send(b"burst").unwrap();
+    }
+
+    client.set_nonblocking(true).unwrap();
+    let mut answered = 0;
+    let mut buf = [0; 64];
+    let all = turn_until(&mut server, |_| {
+        while let Ok(len) = client.recv(&mut buf) {
+            assert_eq!(&buf[..len], b"Received");
+            answered += 1;
+        }
+        answered == n
+    });
+    assert!(all, "{answered} of {n} datagrams answered within {DEADLINE:?}");
+}
