@@ -565,3 +565,86 @@ fn a_datagram_burst_longer_than_one_turns_budget_is_answered_without_another_eve
     });
     assert!(all, "{answered} of {n} datagrams answered within {DEADLINE:?}");
 }
+
+/// The idle timeout of the tests on deadlines: short, so they are quick.
+const IDLE: Duration = Duration::from_millis(300);
+
+/// mio has no timers: a deadline is kept only by passing it to `poll` as
+/// its timeout. A silent client on an otherwise idle server is closed at
+/// its idle deadline, though no event ever wakes the loop (GUIDE trap 7).
+#[test]
+fn an_idle_deadline_wakes_a_loop_that_has_no_events() {
+    let server = TestServer::builder()
+        .mode(Mode::Line)
+        .configure(|c| c.idle_timeout = Some(IDLE))
+        .start()
+        .unwrap();
+    let started = Instant::now();
+    let mut silent = connect(server.tcp_addr());
+    let mut rest = Vec::new();
+    silent
+        .read_to_end(&mut rest)
+        .unwrap_or_else(|e| panic!("not closed within {DEADLINE:?}: {e}"));
+    let after = started.elapsed();
+    assert_eq!(rest, b"");
+    assert!(after >= IDLE * 9 / 10, "closed after {after:?}, before {IDLE:?}");
+}
+
+/// Connects a client to a host-driven server and turns it until the
+/// client is accepted: the client (non-blocking) and when it connected.
+fn idle_client(server: &mut Server) -> (TcpStream, Instant) {
+    let started = Instant::now();
+    let client = connect(server.tcp_addr().unwrap());
+    let accepted = server.stats().accepted + 1;
+    assert!(turn_until(server, |s| s.stats().accepted == accepted));
+    client.set_nonblocking(true).unwrap();
+    (client, started)
+}
+
+/// A host-driven line-mode server with the idle timeout `IDLE`.
+fn idle_server() -> Server {
+    let mut config = Config::loopback();
+    config.mode = Mode::Line;
+    config.udp = None;
+    config.idle_timeout = Some(IDLE);
+    Server::bind(config).unwrap()
+}
+
+/// An empty list of events does not mean a deadline passed: a host that
+/// turns the server with short timeouts gets one empty poll after another,
+/// and the idle connection stays open until its deadline truly comes
+/// (GUIDE trap 7).
+#[test]
+fn empty_polls_do_not_bring_a_deadline_forward() {
+    let mut server = idle_server();
+    let (client, started) = idle_client(&mut server);
+    let mut got = Vec::new();
+    let closed = turn_until(&mut server, |_| read_now(&client, &mut got));
+    let after = started.elapsed();
+    assert!(closed, "not closed within {DEADLINE:?}");
+    assert_eq!(got, b"");
+    assert!(after >= IDLE * 9 / 10, "closed after {after:?}, before {IDLE:?}");
+}
+
+/// Nor does a list with events mean no deadline passed: while another
+/// client keeps every poll busy, the silent one is still closed at its
+/// deadline (GUIDE trap 7).
+#[test]
+fn a_loop_busy_every_turn_still_keeps_deadlines() {
+    let mut server = idle_server();
+    let (silent, started) = idle_client(&mut server);
+    let (busy, _) = idle_client(&mut server);
+    let mut replies = Vec::new();
+    let mut got = Vec::new();
+    let closed = turn_until(&mut server, |_| {
+        // A line before every poll: no turn ever finds no event. The
+        // replies are read, so none piles up.
+        (&busy).write_all(b"x\n").unwrap();
+        read_now(&busy, &mut replies);
+        read_now(&silent, &mut got)
+    });
+    let after = started.elapsed();
+    assert!(closed, "the silent client not closed within {DEADLINE:?}");
+    assert!(after >= IDLE * 9 / 10, "closed after {after:?}, before {IDLE:?}");
+    assert!(!replies.is_empty() && replies.chunks(9).all(|r| r == b"Received\n"));
+}
