@@ -563,7 +563,10 @@ fn a_datagram_burst_longer_than_one_turns_budget_is_answered_without_another_eve
         }
         answered == n
     });
-    assert!(all, "{answered} of {n} datagrams answered within {DEADLINE:?}");
+    assert!(
+        all,
+        "{answered} of {n} datagrams answered within {DEADLINE:?}"
+    );
 }
 
 /// The idle timeout of the tests on deadlines: short, so they are quick.
@@ -587,7 +590,10 @@ fn an_idle_deadline_wakes_a_loop_that_has_no_events() {
         .unwrap_or_else(|e| panic!("not closed within {DEADLINE:?}: {e}"));
     let after = started.elapsed();
     assert_eq!(rest, b"");
-    assert!(after >= IDLE * 9 / 10, "closed after {after:?}, before {IDLE:?}");
+    assert!(
+        after >= IDLE * 9 / 10,
+        "closed after {after:?}, before {IDLE:?}"
+    );
 }
 
 /// Connects a client to a host-driven server and turns it until the
@@ -623,7 +629,10 @@ fn empty_polls_do_not_bring_a_deadline_forward() {
     let after = started.elapsed();
     assert!(closed, "not closed within {DEADLINE:?}");
     assert_eq!(got, b"");
-    assert!(after >= IDLE * 9 / 10, "closed after {after:?}, before {IDLE:?}");
+    assert!(
+        after >= IDLE * 9 / 10,
+        "closed after {after:?}, before {IDLE:?}"
+    );
 }
 
 /// Nor does a list with events mean no deadline passed: while another
@@ -645,6 +654,9 @@ fn a_loop_busy_every_turn_still_keeps_deadlines() {
     });
     let after = started.elapsed();
     assert!(closed, "the silent client not closed within {DEADLINE:?}");
-    assert!(after >= IDLE * 9 / 10, "closed after {after:?}, before {IDLE:?}");
+    assert!(
+        after >= IDLE * 9 / 10,
+        "closed after {after:?}, before {IDLE:?}"
+    );
     assert!(!replies.is_empty() && replies.chunks(9).all(|r| r == b"Received\n"));
 }

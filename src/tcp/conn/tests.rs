@@ -263,12 +263,15 @@ fn line_mode_answers_a_final_unterminated_line_then_closes() {
     let mut conn = lp.connection();
     let mut s = Script::with_input(&[b"a\nlast"]).room(1024);
     s.eof = true;
-    // The peer's EOF came first, so once the replies are out: closed.
+    // The peer's EOF came first, so once the replies are out: closed,
+    // with no FIN and no lingering for a peer that has gone.
     assert!(matches!(
         lp.advance(&mut conn, &mut s, true),
         Err(Close::Done)
     ));
     assert_eq!(s.written, line_replies(2));
+    assert_eq!(s.reads, 2, "the bytes, then the EOF: nothing read after it");
+    assert!(!s.shut_down.get());
 }
 
 #[test]
@@ -776,4 +779,60 @@ fn a_custom_responder_always_sees_the_peer_even_after_backpressure() {
         (peer, b"z".to_vec()),
     ];
     assert_eq!(*seen.lock().unwrap(), expected);
+}
+
+#[test]
+fn after_a_burst_the_reply_buffer_shrinks_but_is_kept_for_the_next_replies() {
+    // A custom responder's replies go through the connection's own
+    // buffer. After a burst it shrinks back to at most KEEP_CAPACITY, so
+    // an idle connection keeps little memory; yet ordinary replies then
+    // reuse what is kept: no allocation per message.
+    let reply = |_: &Request<'_>, out: &mut Vec<u8>| {
+        out.extend_from_slice(&[b'y'; 99]);
+        true
+    };
+    let mut lp = Loop::new(Mode::Line).custom(reply);
+    let mut conn = lp.connection();
+    let mut s = Script::with_input(&[&lines(100)]).room(0);
+    lp.advance(&mut conn, &mut s, true).unwrap();
+    assert_eq!(conn.owed_len(), 100 * 100, "a burst of replies owed");
+    s.room = usize::MAX;
+    lp.advance(&mut conn, &mut s, false).unwrap();
+    let capacity = |conn: &Connection| conn.buffers.as_ref().unwrap().out.capacity();
+    let kept = capacity(&conn);
+    assert!(kept <= KEEP_CAPACITY, "{kept} bytes kept after the burst");
+    for _ in 0..3 {
+        // The reply is made while the socket is full: it waits in the
+        // buffer kept, which holds it without growing.
+        s.room = 0;
+        s.push(&lines(1));
+        lp.advance(&mut conn, &mut s, true).unwrap();
+        assert_eq!(conn.owed_len(), 100);
+        assert_eq!(capacity(&conn), kept, "the buffer grew for one reply");
+        s.room = usize::MAX;
+        lp.advance(&mut conn, &mut s, false).unwrap();
+        assert_eq!(capacity(&conn), kept, "the buffer changed once drained");
+    }
+    assert_eq!(s.written.len(), 103 * 100);
+}
+
+/// The one adapter that touches a real socket: mio's stream as a `Stream`.
+#[test]
+fn mios_stream_sends_our_fin_on_shutdown_write_and_knows_its_peer() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let mut client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+    let (accepted, peer) = listener.accept().unwrap();
+    accepted.set_nonblocking(true).unwrap();
+    let stream = mio::net::TcpStream::from_std(accepted);
+    assert_eq!(Stream::peer_addr(&stream).unwrap(), peer);
+    assert_eq!(peer, client.local_addr().unwrap());
+    Stream::shutdown_write(&stream).unwrap();
+    client
+        .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    let mut rest = Vec::new();
+    client
+        .read_to_end(&mut rest)
+        .expect("our FIN ends the peer's reads");
+    assert_eq!(rest, b"");
 }
