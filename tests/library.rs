@@ -459,6 +459,36 @@ mod sockets {
         assert_eq!(rc, 0, "setsockopt: {}", std::io::Error::last_os_error());
     }
 
+    /// This process's socket bound to `local` and connected to `peer`, once
+    /// it exists (another thread may be about to accept it).
+    #[track_caller]
+    pub fn find_soon(local: SocketAddr, peer: SocketAddr) -> RawFd {
+        let deadline = std::time::Instant::now() + super::DEADLINE;
+        loop {
+            let found = std::fs::read_dir("/proc/self/fd")
+                .unwrap()
+                .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse().ok())
+                .find(|&fd| {
+                    address(fd, libc::getsockname) == Some(local)
+                        && address(fd, libc::getpeername) == Some(peer)
+                });
+            if let Some(fd) = found {
+                return fd;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "never accepted: {local} -> {peer}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+    }
+
+    /// Sets SO_SNDBUF (the kernel doubles it, within `wmem_max`).
+    #[track_caller]
+    pub fn set_send_buffer(fd: RawFd, bytes: usize) {
+        set(fd, libc::SO_SNDBUF, bytes as libc::c_int);
+    }
+
     /// Sets SO_RCVBUF (the kernel doubles it, within `rmem_max`).
     #[track_caller]
     pub fn set_receive_buffer(fd: RawFd, bytes: usize) {
@@ -487,11 +517,16 @@ mod sockets {
     /// Bytes of a TCP socket's send queue not yet acknowledged by the peer.
     #[track_caller]
     pub fn unacknowledged(fd: RawFd) -> usize {
+        try_unacknowledged(fd)
+            .unwrap_or_else(|| panic!("TIOCOUTQ: {}", std::io::Error::last_os_error()))
+    }
+
+    /// The same, or `None` if `fd` is no longer a socket (closed).
+    pub fn try_unacknowledged(fd: RawFd) -> Option<usize> {
         let mut n: libc::c_int = 0;
         // SAFETY: TIOCOUTQ writes one c_int.
         let rc = unsafe { libc::ioctl(fd, libc::TIOCOUTQ, &raw mut n) };
-        assert_eq!(rc, 0, "TIOCOUTQ: {}", std::io::Error::last_os_error());
-        n as usize
+        (rc == 0).then_some(n as usize)
     }
 }
 
@@ -686,4 +721,51 @@ fn a_loop_busy_every_turn_still_keeps_deadlines() {
         "closed after {after:?}, before {IDLE:?}"
     );
     assert!(!replies.is_empty() && replies.chunks(9).all(|r| r == b"Received\n"));
+}
+
+/// A short write is progress, not an error (GUIDE trap 4). The server's
+/// send buffer is made tiny and the client reads nothing until that buffer
+/// is full, so the server's writes have certainly stopped short on
+/// `WouldBlock`; from then on the replies go out in short writes as the
+/// client reads. Every one still arrives whole and in order, and the
+/// connection ends with a FIN.
+#[cfg(target_os = "linux")]
+#[test]
+fn replies_many_times_the_send_buffer_arrive_whole_through_short_writes() {
+    let mut config = Config::loopback();
+    config.mode = Mode::Line;
+    config.udp = None;
+    let mut server = Server::bind(config).unwrap();
+    let tcp = server.tcp_addr().unwrap();
+    let handle = server.handle();
+    let running = std::thread::spawn(move || server.run());
+    let mut client = connect(tcp);
+    client.set_write_timeout(Some(DEADLINE)).unwrap();
+    let theirs = sockets::find_soon(tcp, client.local_addr().unwrap());
+    sockets::set_send_buffer(theirs, 4096);
+
+    // 180 KB of replies: far more than the send buffer and the client's
+    // receive window together.
+    let lines = 20_000;
+    client.write_all(&b"x\n".repeat(lines)).unwrap();
+    // Unacknowledged bytes wait in the server's send queue only once the
+    // client's receive window is full: the server's writes now block.
+    let deadline = Instant::now() + DEADLINE;
+    while sockets::try_unacknowledged(theirs).is_some_and(|n| n < 4096) {
+        assert!(
+            Instant::now() < deadline,
+            "the server never filled its send buffer"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    client.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut replies = Vec::new();
+    client
+        .read_to_end(&mut replies)
+        .unwrap_or_else(|e| panic!("{e} after {} reply bytes", replies.len()));
+    assert_eq!(replies.len(), lines * 9);
+    assert!(replies.chunks(9).all(|r| r == b"Received\n"));
+    handle.shutdown();
+    let stats = running.join().unwrap().unwrap();
+    assert_eq!(stats.bytes_out, (lines * 9) as u64);
 }
