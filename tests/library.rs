@@ -769,3 +769,71 @@ fn replies_many_times_the_send_buffer_arrive_whole_through_short_writes() {
     let stats = running.join().unwrap().unwrap();
     assert_eq!(stats.bytes_out, (lines * 9) as u64);
 }
+
+/// Closing a socket with unread input sends a reset, and the reset throws
+/// away the replies still queued in the kernel behind our FIN (GUIDE
+/// trap 9). Here the client has not read yet, so most of its replies wait
+/// in the server's send queue when the server is done with it (a line
+/// over `max_line` ends the exchange); then the client sends a few more
+/// bytes, which the server never reads as a request. A lingering close
+/// reads and discards them until the client's EOF; every reply arrives,
+/// then a FIN.
+#[cfg(target_os = "linux")]
+#[test]
+fn replies_queued_behind_the_fin_survive_input_sent_after_the_close() {
+    let mut config = Config::loopback();
+    config.mode = Mode::Line;
+    config.udp = None;
+    config.max_line = 8;
+    let mut server = Server::bind(config).unwrap();
+    let tcp = server.tcp_addr().unwrap();
+    let client = connect(tcp);
+    assert!(turn_until(&mut server, |s| s.stats().accepted == 1));
+    // Room in the server's send queue for the replies the client's
+    // receive window cannot take yet.
+    let theirs = sockets::find(tcp, Some(client.local_addr().unwrap()));
+    sockets::set_send_buffer(theirs, 1 << 20);
+
+    let lines = 30_000; // 270 KB of replies
+    let mut request = b"x\n".repeat(lines);
+    request.extend_from_slice(b"far too long\n");
+    let total = request.len() as u64;
+    let mut writer = client.try_clone().unwrap();
+    let sender = std::thread::spawn(move || writer.write_all(&request));
+    assert!(
+        turn_until(&mut server, |s| s.stats().bytes_in == total),
+        "the server never read the whole request"
+    );
+    sender.join().unwrap().unwrap();
+    // The server is done with this client; replies still wait in its send
+    // queue. Now input it will not answer.
+    (&client).write_all(b"late\n").unwrap();
+
+    client.set_nonblocking(true).unwrap();
+    let mut replies = Vec::new();
+    let mut error = None;
+    let closed = turn_until(&mut server, |_| {
+        let mut buf = [0; 64 * 1024];
+        loop {
+            match (&client).read(&mut buf) {
+                Ok(0) => return true,
+                Ok(n) => replies.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return false,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    error = Some(e);
+                    return true;
+                }
+            }
+        }
+    });
+    assert!(closed, "not closed within {DEADLINE:?}");
+    assert!(
+        error.is_none(),
+        "{:?} after {} of {lines} replies",
+        error,
+        replies.len() / 9
+    );
+    assert_eq!(replies.len(), lines * 9);
+    assert!(replies.chunks(9).all(|r| r == b"Received\n"));
+}
