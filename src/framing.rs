@@ -206,4 +206,176 @@ mod tests {
         };
         assert_eq!(framer.next(b"\n"), (1, Piece::Line(end)));
     }
+
+    /// Feeds `inputs` one after the other, cutting each into pieces: what
+    /// the framer returns, with the bytes each piece used.
+    fn pieces<'a>(framer: &mut LineFramer, inputs: &[&'a [u8]]) -> Vec<(usize, Piece<'a>)> {
+        let mut out = Vec::new();
+        for input in inputs {
+            let mut rest: &'a [u8] = input;
+            while !rest.is_empty() {
+                let (used, piece) = framer.next(rest);
+                rest = &rest[used..];
+                out.push((used, piece));
+            }
+        }
+        out
+    }
+
+    fn line(tail: &[u8], carried: usize, carried_cr: bool) -> Piece<'_> {
+        Piece::Line(LineEnd {
+            tail,
+            carried,
+            carried_cr,
+        })
+    }
+
+    #[test]
+    fn a_line_of_exactly_max_line_is_accepted_and_one_more_byte_is_not() {
+        for input in [&b"1234\n"[..], b"1234\r\n"] {
+            let mut framer = LineFramer::new(4);
+            assert_eq!(framer.max_line(), 4);
+            assert_eq!(
+                framer.next(input),
+                (input.len(), line(b"1234", 0, false)),
+                "{input:?}"
+            );
+        }
+        for input in [&b"12345\n"[..], b"12345\r\n"] {
+            let mut framer = LineFramer::new(4);
+            assert_eq!(framer.next(input), (input.len(), Piece::TooLong));
+        }
+    }
+
+    #[test]
+    fn the_limit_counts_the_carried_bytes_too() {
+        let mut framer = LineFramer::new(4);
+        let got = pieces(&mut framer, &[b"12", b"34\n"]);
+        assert_eq!(
+            got,
+            [(2, Piece::Partial(b"12")), (3, line(b"34", 2, false))]
+        );
+        let Piece::Line(end) = &got[1].1 else {
+            unreachable!()
+        };
+        assert_eq!(end.len(), 4);
+
+        let mut framer = LineFramer::new(4);
+        let got = pieces(&mut framer, &[b"12", b"345\n"]);
+        assert_eq!(got, [(2, Piece::Partial(b"12")), (4, Piece::TooLong)]);
+        // A carried "\r\n" split: the '\r' is not content, so 4 fit.
+        let mut framer = LineFramer::new(4);
+        let got = pieces(&mut framer, &[b"1234\r", b"\n"]);
+        assert_eq!(got[1], (1, line(b"", 5, true)));
+    }
+
+    #[test]
+    fn several_lines_in_one_input_are_cut_one_by_one() {
+        let mut framer = LineFramer::new(8);
+        let got = pieces(&mut framer, &[b"a\n\r\nbc\r\nd"]);
+        assert_eq!(
+            got,
+            [
+                (2, line(b"a", 0, false)),
+                (2, line(b"", 0, false)),
+                (4, line(b"bc", 0, false)),
+                (1, Piece::Partial(b"d")),
+            ]
+        );
+        assert_eq!(framer.open_len(), 1);
+    }
+
+    #[test]
+    fn the_open_length_grows_with_each_partial_and_resets_at_the_newline() {
+        let mut framer = LineFramer::new(16);
+        assert_eq!(framer.open_len(), 0);
+        framer.next(b"ab");
+        assert_eq!(framer.open_len(), 2);
+        framer.next(b"cd\r");
+        assert_eq!(framer.open_len(), 5, "a trailing '\r' counts");
+        assert_eq!(framer.next(b"e\nf").1, line(b"e", 5, false));
+        assert_eq!(framer.open_len(), 0);
+    }
+
+    #[test]
+    fn a_cr_not_followed_by_the_newline_is_content() {
+        // Inside one input.
+        let mut framer = LineFramer::new(8);
+        assert_eq!(framer.next(b"a\rb\n").1, line(b"a\rb", 0, false));
+        // Split after the '\r': the carried '\r' stays content.
+        let mut framer = LineFramer::new(8);
+        let got = pieces(&mut framer, &[b"a\r", b"b\n"]);
+        let Piece::Line(end) = &got[1].1 else {
+            panic!("{got:?}")
+        };
+        assert_eq!(
+            *end,
+            LineEnd {
+                tail: b"b",
+                carried: 2,
+                carried_cr: false
+            }
+        );
+        assert_eq!(end.len(), 3);
+        // A carried line without a '\r' keeps all its bytes.
+        let mut framer = LineFramer::new(8);
+        let got = pieces(&mut framer, &[b"ab", b"\n"]);
+        assert_eq!(got[1], (1, line(b"", 2, false)));
+    }
+
+    #[test]
+    fn a_partial_over_the_limit_fails_at_once_even_with_a_trailing_cr() {
+        let mut framer = LineFramer::new(4);
+        assert_eq!(framer.next(b"123"), (3, Piece::Partial(b"123")));
+        assert_eq!(framer.next(b"45\r"), (3, Piece::TooLong));
+        assert_eq!(framer.next(b"ok\n"), (3, Piece::TooLong), "stays failed");
+    }
+
+    #[test]
+    fn line_end_length_and_emptiness() {
+        let end = |tail, carried, carried_cr| LineEnd {
+            tail,
+            carried,
+            carried_cr,
+        };
+        assert_eq!(end(b"ab", 3, true).len(), 4);
+        assert_eq!(end(b"ab", 3, false).len(), 5);
+        assert_eq!(end(b"ab", 0, true).len(), 2, "saturates");
+        assert!(end(b"", 0, false).is_empty());
+        assert!(end(b"", 1, true).is_empty(), "a carried \"\\r\" alone");
+        assert!(!end(b"", 1, false).is_empty());
+        assert!(!end(b"x", 0, false).is_empty());
+    }
+
+    #[test]
+    fn finish_owes_a_reply_for_an_open_line_within_the_limit() {
+        let mut framer = LineFramer::new(4);
+        assert_eq!(framer.finish(), Ok(None), "nothing open");
+        framer.next(b"12");
+        framer.next(b"34");
+        assert_eq!(framer.finish(), Ok(Some(4)));
+        assert_eq!(framer.open_len(), 0);
+        assert_eq!(framer.finish(), Ok(None), "finished once");
+    }
+
+    #[test]
+    fn finish_counts_a_final_cr_as_content() {
+        let mut framer = LineFramer::new(4);
+        assert!(matches!(framer.next(b"1234\r").1, Piece::Partial(_)));
+        assert_eq!(framer.finish(), Err(TooLong), "five bytes of content");
+        // With room for it, the '\r' is part of the final line.
+        let mut framer = LineFramer::new(8);
+        framer.next(b"ab\r");
+        assert_eq!(framer.finish(), Ok(Some(3)));
+        // And finishing forgets it: a later "\n" is an empty line.
+        assert_eq!(framer.next(b"\n").1, line(b"", 0, false));
+    }
+
+    #[test]
+    fn finish_after_a_too_long_line_is_an_error_even_if_little_is_open() {
+        let mut framer = LineFramer::new(4);
+        assert_eq!(framer.next(b"12").1, Piece::Partial(b"12"));
+        assert_eq!(framer.next(b"345\n").1, Piece::TooLong);
+        assert_eq!(framer.finish(), Err(TooLong));
+    }
 }

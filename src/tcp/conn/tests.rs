@@ -19,6 +19,10 @@ struct Script {
     written: Vec<u8>,
     room: usize,
     write_error: Option<ErrorKind>,
+    /// This many writes fail with `Interrupted` before any other outcome.
+    interrupted_writes: usize,
+    /// Writes return `Ok(0)`: the socket takes nothing and says so.
+    zero_writes: bool,
     /// `shutdown(Write)` was called: our FIN.
     shut_down: std::cell::Cell<bool>,
 }
@@ -63,8 +67,15 @@ impl Read for Script {
 
 impl Write for Script {
     fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+        if self.interrupted_writes > 0 {
+            self.interrupted_writes -= 1;
+            return Err(ErrorKind::Interrupted.into());
+        }
         if let Some(kind) = self.write_error {
             return Err(kind.into());
+        }
+        if self.zero_writes {
+            return Ok(0);
         }
         if self.room == 0 {
             return Err(ErrorKind::WouldBlock.into());
@@ -255,12 +266,15 @@ fn line_mode_answers_a_final_unterminated_line_then_closes() {
     let mut conn = lp.connection();
     let mut s = Script::with_input(&[b"a\nlast"]).room(1024);
     s.eof = true;
-    // The peer's EOF came first, so once the replies are out: closed.
+    // The peer's EOF came first, so once the replies are out: closed,
+    // with no FIN and no lingering for a peer that has gone.
     assert!(matches!(
         lp.advance(&mut conn, &mut s, true),
         Err(Close::Done)
     ));
     assert_eq!(s.written, line_replies(2));
+    assert_eq!(s.reads, 2, "the bytes, then the EOF: nothing read after it");
+    assert!(!s.shut_down.get());
 }
 
 #[test]
@@ -412,8 +426,14 @@ fn interrupted_reads_and_writes_are_retried() {
     let mut s = Script::default().room(100);
     s.input.push_back(Err(ErrorKind::Interrupted.into()));
     s.push(b"a\n");
+    s.interrupted_writes = 2;
     lp.advance(&mut conn, &mut s, true).unwrap();
     assert_eq!(s.written, line_replies(1));
+    assert_eq!(
+        s.interrupted_writes, 0,
+        "both interrupted writes were retried"
+    );
+    assert!(!conn.wants_writable());
 }
 
 #[test]
@@ -574,4 +594,249 @@ fn buffers_are_freed_once_kept_input_is_taken() {
         conn.buffers.is_none(),
         "an idle fixed-reply connection keeps none"
     );
+}
+
+#[test]
+fn a_write_error_closes_with_the_error() {
+    let mut lp = Loop::new(Mode::Line);
+    let mut conn = lp.connection();
+    let mut s = Script::with_input(&[b"a\n"]).room(100);
+    s.write_error = Some(ErrorKind::BrokenPipe);
+    match lp.advance(&mut conn, &mut s, true) {
+        Err(Close::Failed(e)) => assert_eq!(e.kind(), ErrorKind::BrokenPipe),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn a_socket_that_takes_zero_bytes_fails_the_connection_instead_of_spinning() {
+    let mut lp = Loop::new(Mode::Line);
+    let mut conn = lp.connection();
+    let mut s = Script::with_input(&[b"a\n"]).room(100);
+    s.zero_writes = true;
+    match lp.advance(&mut conn, &mut s, true) {
+        Err(Close::Failed(e)) => assert_eq!(e.kind(), ErrorKind::WriteZero),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn a_closing_connection_reads_nothing_until_its_replies_are_out() {
+    let mut lp = Loop::new(Mode::Once);
+    let mut conn = lp.connection();
+    let mut s = Script::with_input(&[b"hi"]).room(0);
+    lp.advance(&mut conn, &mut s, true).unwrap();
+    assert_eq!(conn.phase(), Phase::Closing);
+    // The peer keeps sending and the socket says readable: not one read
+    // while the reply is owed, so a peer that never reads cannot keep the
+    // server busy discarding.
+    let reads = s.reads;
+    s.push(b"more");
+    s.eof = true;
+    for _ in 0..3 {
+        assert_eq!(
+            lp.advance(&mut conn, &mut s, true).unwrap(),
+            Advance::Waiting
+        );
+    }
+    assert_eq!(s.reads, reads);
+    assert_eq!(conn.owed_len(), REPLY.len());
+    // Once the reply is out: FIN, then the discarded input and the EOF.
+    s.room = 100;
+    assert!(matches!(
+        lp.advance(&mut conn, &mut s, true),
+        Err(Close::Done)
+    ));
+    assert_eq!(s.written, REPLY);
+    assert!(s.shut_down.get());
+    assert_eq!(lp.stats().bytes_in, 6);
+}
+
+#[test]
+fn a_closing_connection_with_replies_owed_keeps_its_idle_deadline() {
+    let idle = Some(1_000);
+    let mut lp = Loop::new(Mode::Once);
+    let mut conn = lp.connection();
+    lp.now = 100;
+    let mut s = Script::with_input(&[b"hi"]).room(0);
+    lp.advance(&mut conn, &mut s, true).unwrap();
+    assert_eq!(conn.phase(), Phase::Closing);
+    assert_eq!(conn.deadline(idle), Some(1_100));
+    assert_eq!(conn.deadline(None), None, "no idle timeout: no deadline");
+}
+
+#[test]
+fn short_writes_of_fixed_replies_resume_where_they_stopped_across_the_pattern_end() {
+    // More lines than one pass over the 64 KiB reply pattern holds, written
+    // through a socket that takes an odd number of bytes at a time: every
+    // resumption starts at the right byte, also where the pattern wraps.
+    let n = 10_000;
+    let mut lp = Loop::new(Mode::Line);
+    let mut conn = lp.connection();
+    let mut s = Script::with_input(&[&lines(n)]).room(4_099);
+    lp.advance(&mut conn, &mut s, true).unwrap();
+    let mut turns = 0;
+    while s.written.len() < n * 9 {
+        turns += 1;
+        assert!(turns < 100, "stuck at {} bytes", s.written.len());
+        assert!(conn.wants_writable(), "bytes owed: writable wanted");
+        s.room = 4_099;
+        lp.advance(&mut conn, &mut s, false).unwrap();
+    }
+    assert!(s.written == line_replies(n), "the replies are not intact");
+    assert_eq!(conn.owed_len(), 0);
+    assert_eq!(lp.stats().messages, n as u64);
+    assert_eq!(lp.stats().bytes_out, (n * 9) as u64);
+}
+
+#[test]
+fn short_writes_of_custom_replies_resume_where_they_stopped() {
+    let mut lp = Loop::new(Mode::Line).custom(Echo);
+    let mut conn = lp.connection();
+    let mut s = Script::with_input(&[b"hello\nab\n"]).room(2);
+    lp.advance(&mut conn, &mut s, true).unwrap();
+    assert_eq!(s.written, b"he");
+    assert_eq!(conn.owed_len(), 7, "\"llo\\nab\\n\" owed");
+    assert!(conn.wants_writable());
+    s.room = 5;
+    lp.advance(&mut conn, &mut s, false).unwrap();
+    assert_eq!(s.written, b"hello\na");
+    assert_eq!(conn.owed_len(), 2);
+    s.room = 100;
+    lp.advance(&mut conn, &mut s, false).unwrap();
+    assert_eq!(s.written, b"hello\nab\n");
+    assert_eq!(conn.owed_len(), 0);
+    assert!(!conn.wants_writable());
+    // The next reply goes out whole after the drained ones.
+    s.push(b"c\n");
+    lp.advance(&mut conn, &mut s, true).unwrap();
+    assert_eq!(s.written, b"hello\nab\nc\n");
+}
+
+#[test]
+fn kept_input_survives_several_partial_drains() {
+    let mut lp = Loop::new(Mode::Line);
+    lp.max_owed = 2 * 9;
+    let mut conn = lp.connection();
+    let mut s = Script::with_input(&[&lines(10)]).room(0);
+    lp.advance(&mut conn, &mut s, true).unwrap();
+    assert_eq!(lp.stats().messages, 2);
+    // More from the socket, behind the kept lines.
+    s.push(b"y\n");
+    // The client reads two replies at a time: each drain takes two more
+    // kept lines, then the socket's line.
+    let mut turns = 0;
+    while s.written.len() < 11 * 9 {
+        turns += 1;
+        assert!(turns <= 6, "stuck at {} bytes", s.written.len());
+        s.room = 2 * 9;
+        lp.advance(&mut conn, &mut s, false).unwrap();
+        assert!(conn.owed_len() <= lp.max_owed);
+    }
+    assert_eq!(s.written, line_replies(11));
+    assert_eq!(lp.stats().messages, 11);
+    assert_eq!(s.input.len(), 0, "the socket's line was read");
+}
+
+#[test]
+fn a_fixed_reply_connection_keeps_no_buffers_however_its_lines_are_split() {
+    let mut lp = Loop::new(Mode::Line);
+    let mut conn = lp.connection();
+    let mut s = Script::with_input(&[b"ab", b"c\r", b"\nde", b"f\n", b"gh"]).room(1024);
+    lp.advance(&mut conn, &mut s, true).unwrap();
+    assert_eq!(s.written, line_replies(2));
+    assert!(
+        conn.buffers.is_none(),
+        "the fixed reply needs no copy of the lines"
+    );
+}
+
+#[test]
+fn a_custom_responder_always_sees_the_peer_even_after_backpressure() {
+    use std::sync::{Arc, Mutex};
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let log = Arc::clone(&seen);
+    // Records every request; answers all but those starting with 'q'.
+    let recorder = move |request: &Request<'_>, reply: &mut Vec<u8>| {
+        log.lock()
+            .unwrap()
+            .push((request.peer, request.message.to_vec()));
+        reply.extend_from_slice(b"ok");
+        !request.message.starts_with(b"q")
+    };
+    let mut lp = Loop::new(Mode::Line).custom(recorder);
+    lp.max_owed = 3; // one "ok\n"
+    let mut conn = lp.connection();
+    let mut s = Script::with_input(&[b"a\nq\n", b"z\n"]).room(0);
+    lp.advance(&mut conn, &mut s, true).unwrap();
+    assert_eq!(seen.lock().unwrap().len(), 1, "\"q\" kept: one reply owed");
+    // The reply drains; the kept "q" (declined) and the socket's "z" are
+    // taken. The connection's buffers are empty for a moment in between,
+    // but it stays a custom responder's connection with its peer.
+    s.room = 100;
+    lp.advance(&mut conn, &mut s, false).unwrap();
+    assert_eq!(s.written, b"ok\nok\n");
+    let peer = SocketAddr::from(([127, 0, 0, 1], 9));
+    let expected = [
+        (peer, b"a".to_vec()),
+        (peer, b"q".to_vec()),
+        (peer, b"z".to_vec()),
+    ];
+    assert_eq!(*seen.lock().unwrap(), expected);
+}
+
+#[test]
+fn after_a_burst_the_reply_buffer_shrinks_but_is_kept_for_the_next_replies() {
+    // A custom responder's replies go through the connection's own
+    // buffer. After a burst it shrinks back to at most KEEP_CAPACITY, so
+    // an idle connection keeps little memory; yet ordinary replies then
+    // reuse what is kept: no allocation per message.
+    let reply = |_: &Request<'_>, out: &mut Vec<u8>| {
+        out.extend_from_slice(&[b'y'; 99]);
+        true
+    };
+    let mut lp = Loop::new(Mode::Line).custom(reply);
+    let mut conn = lp.connection();
+    let mut s = Script::with_input(&[&lines(100)]).room(0);
+    lp.advance(&mut conn, &mut s, true).unwrap();
+    assert_eq!(conn.owed_len(), 100 * 100, "a burst of replies owed");
+    s.room = usize::MAX;
+    lp.advance(&mut conn, &mut s, false).unwrap();
+    let capacity = |conn: &Connection| conn.buffers.as_ref().unwrap().out.capacity();
+    let kept = capacity(&conn);
+    assert!(kept <= KEEP_CAPACITY, "{kept} bytes kept after the burst");
+    for _ in 0..3 {
+        // The reply is made while the socket is full: it waits in the
+        // buffer kept, which holds it without growing.
+        s.room = 0;
+        s.push(&lines(1));
+        lp.advance(&mut conn, &mut s, true).unwrap();
+        assert_eq!(conn.owed_len(), 100);
+        assert_eq!(capacity(&conn), kept, "the buffer grew for one reply");
+        s.room = usize::MAX;
+        lp.advance(&mut conn, &mut s, false).unwrap();
+        assert_eq!(capacity(&conn), kept, "the buffer changed once drained");
+    }
+    assert_eq!(s.written.len(), 103 * 100);
+}
+
+/// The one adapter that touches a real socket: mio's stream as a `Stream`.
+#[test]
+fn mios_stream_sends_our_fin_on_shutdown_write_and_knows_its_peer() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let mut client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+    let (accepted, peer) = listener.accept().unwrap();
+    accepted.set_nonblocking(true).unwrap();
+    let stream = mio::net::TcpStream::from_std(accepted);
+    assert_eq!(Stream::peer_addr(&stream).unwrap(), peer);
+    assert_eq!(peer, client.local_addr().unwrap());
+    Stream::shutdown_write(&stream).unwrap();
+    client
+        .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    let mut rest = Vec::new();
+    client
+        .read_to_end(&mut rest)
+        .expect("our FIN ends the peer's reads");
+    assert_eq!(rest, b"");
 }
