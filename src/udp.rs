@@ -171,7 +171,11 @@ impl Udp {
             if taken >= DATAGRAMS_PER_TURN {
                 break;
             }
-            let received = match batch.receive(&self.socket) {
+            // Through `try_io`: a call mio does not make itself must still
+            // tell mio's selector when it hits `WouldBlock` (epoll needs
+            // nothing; mio's poll(2) selector re-arms the socket then).
+            let socket = &self.socket;
+            let received = match socket.try_io(|| batch.receive(socket)) {
                 Ok(n) => n,
                 // Drained: the next datagram brings a new event.
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return false,
@@ -191,7 +195,8 @@ impl Udp {
             }
             let mut next = 0;
             while next < received && self.queue.is_empty() {
-                match batch.send(&self.socket, reply, next..received) {
+                let socket = &self.socket;
+                match socket.try_io(|| batch.send(socket, reply, next..received)) {
                     Ok(sent) => {
                         add(&t.counters.bytes_out, (sent * reply.len()) as u64);
                         next += sent;
@@ -390,7 +395,9 @@ fn receive(socket: &UdpSocket, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)
         // copies the datagram), so `buf` stays initialized.
         let uninit = unsafe { &mut *(std::ptr::from_mut(buf) as *mut [MaybeUninit<u8>]) };
         let sock = socket2::SockRef::from(socket);
-        let (len, from) = sock.recv_from_with_flags(uninit, libc::MSG_TRUNC)?;
+        // Through `try_io`, as for the batches: mio must see `WouldBlock`.
+        let (len, from) =
+            socket.try_io(|| sock.recv_from_with_flags(uninit, libc::MSG_TRUNC))?;
         let from = from
             .as_socket()
             .ok_or_else(|| io::Error::other("a datagram from a non-IP address"))?;
