@@ -396,8 +396,7 @@ fn receive(socket: &UdpSocket, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)
         let uninit = unsafe { &mut *(std::ptr::from_mut(buf) as *mut [MaybeUninit<u8>]) };
         let sock = socket2::SockRef::from(socket);
         // Through `try_io`, as for the batches: mio must see `WouldBlock`.
-        let (len, from) =
-            socket.try_io(|| sock.recv_from_with_flags(uninit, libc::MSG_TRUNC))?;
+        let (len, from) = socket.try_io(|| sock.recv_from_with_flags(uninit, libc::MSG_TRUNC))?;
         let from = from
             .as_socket()
             .ok_or_else(|| io::Error::other("a datagram from a non-IP address"))?;

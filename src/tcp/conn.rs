@@ -30,7 +30,7 @@ use log::warn;
 use crate::config::Mode;
 use crate::fault::Faults;
 use crate::framing::{LineFramer, Piece};
-use crate::reply::{Protocol, Replies, Request};
+use crate::reply::{Protocol, Replies, Request, Responder};
 use crate::stats::{Counters, add};
 use crate::timer::{Millis, RateLimit};
 use buffers::Buffers;
@@ -467,22 +467,8 @@ impl Connection {
             Replies::Custom { responder, scratch } => (responder, scratch),
         };
         let buffers = self.buffers();
-        let request = Request {
-            protocol: Protocol::Tcp,
-            peer: buffers.peer.unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0))),
-            message: match message {
-                Message::Input(bytes) => bytes,
-                Message::Buffered => &buffers.line,
-            },
-        };
-        scratch.clear();
-        if responder.respond(&request, scratch) {
-            buffers.out.extend_from_slice(scratch);
-            if newline {
-                buffers.out.push(b'\n');
-            }
-        }
-        buffers.line.clear();
+        let reply = respond(buffers, message, responder, scratch);
+        append_reply(&mut buffers.out, reply, newline);
     }
 
     /// Writes what is owed until it is all out, the socket would block,
@@ -574,6 +560,39 @@ impl Connection {
             self.last_active = now;
         }
         result.map(|blocked| (written, blocked))
+    }
+}
+
+/// Asks `responder` for the reply to `message` (whose bytes may be the
+/// open line in `buffers`); the reply, if any, is in `scratch`. The open
+/// line is cleared: it was this message.
+fn respond<'s>(
+    buffers: &mut Buffers,
+    message: Message<'_>,
+    responder: &mut Box<dyn Responder + Send>,
+    scratch: &'s mut Vec<u8>,
+) -> Option<&'s [u8]> {
+    let request = Request {
+        protocol: Protocol::Tcp,
+        peer: buffers.peer.unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0))),
+        message: match message {
+            Message::Input(bytes) => bytes,
+            Message::Buffered => &buffers.line,
+        },
+    };
+    scratch.clear();
+    let answered = responder.respond(&request, scratch);
+    buffers.line.clear();
+    answered.then_some(scratch.as_slice())
+}
+
+/// Appends a responder's reply to `out`, with `\n` in line mode.
+fn append_reply(out: &mut Vec<u8>, reply: Option<&[u8]>, newline: bool) {
+    if let Some(reply) = reply {
+        out.extend_from_slice(reply);
+        if newline {
+            out.push(b'\n');
+        }
     }
 }
 

@@ -9,13 +9,11 @@
 //! the loop's timer heap. Steps' bytes count as owed, so backpressure
 //! bounds them as it bounds any reply.
 
-use std::net::SocketAddr;
-
 use log::debug;
 
-use super::{Buffers, Close, Connection, Ctx, Message, Phase, Stream};
+use super::{Buffers, Close, Connection, Ctx, Message, Phase, Stream, append_reply, respond};
 use crate::fault::{self, FaultKind, Verdict};
-use crate::reply::{Pattern, Protocol, Replies, Request};
+use crate::reply::{Pattern, Protocol, Replies};
 use crate::timer::Millis;
 
 /// A reply shaped by faults, or the end they chose, waiting its turn.
@@ -152,24 +150,9 @@ impl Connection {
             Replies::Fixed(pattern) => return pattern.bytes()[..pattern.unit()].to_vec(),
             Replies::Custom { responder, scratch } => (responder, scratch),
         };
-        let buffers = self.buffers();
-        let request = Request {
-            protocol: Protocol::Tcp,
-            peer: buffers.peer.unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0))),
-            message: match message {
-                Message::Input(bytes) => bytes,
-                Message::Buffered => &buffers.line,
-            },
-        };
-        scratch.clear();
+        let reply = respond(self.buffers(), message, responder, scratch);
         let mut bytes = Vec::new();
-        if responder.respond(&request, scratch) {
-            bytes.extend_from_slice(scratch);
-            if newline {
-                bytes.push(b'\n');
-            }
-        }
-        buffers.line.clear();
+        append_reply(&mut bytes, reply, newline);
         bytes
     }
 
