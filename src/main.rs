@@ -1,8 +1,8 @@
 //! The `ackloop` command: parse arguments, set up logging, bind, print the
 //! bound addresses, watch signals, run. All the serving is the library's.
 //!
-//! Nothing here panics when stdout or stderr is a closed pipe (SPEC
-//! section 2): a line that cannot be written is dropped, or, for stdout's
+//! Nothing here panics when stdout or stderr is a closed pipe (the
+//! contract): a line that cannot be written is dropped, or, for stdout's
 //! few lines, is a one-line error and exit status 1.
 
 mod cli;

@@ -269,7 +269,7 @@ impl Udp {
         for _ in 0..1 + usize::from(verdict.duplicate) {
             match verdict.delay_ms {
                 0 => self.send_or_queue(&reply, from, t.counters, t.now),
-                delay => self.delay_reply(&reply, from, t.now + delay, t),
+                delay => self.delay_reply(&reply, from, t.now.saturating_add(delay), t),
             }
         }
     }

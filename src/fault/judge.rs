@@ -192,9 +192,10 @@ fn apply(verdict: &mut Verdict, kind: FaultKind, key: &Key) {
     let applied = match kind {
         FaultKind::Delay { min_ms, max_ms } => {
             let span = max_ms - min_ms;
-            let pick = match span {
-                0 => 0,
-                _ => key.hash(Purpose::Delay) % (span + 1),
+            // The whole u64 range has no `span + 1`: any hash is in it.
+            let pick = match span.checked_add(1) {
+                Some(values) => key.hash(Purpose::Delay) % values,
+                None => key.hash(Purpose::Delay),
             };
             verdict.delay_ms = verdict.delay_ms.saturating_add(min_ms + pick);
             true

@@ -335,3 +335,11 @@ fn probabilities_print_as_short_decimals() {
     }
     assert_eq!(parse("udp:drop,p=.50").to_string(), "udp:drop,p=0.5");
 }
+
+#[test]
+fn extreme_values_do_not_overflow() {
+    let mut faults = Faults::new(1, &[parse("tcp:delay=0-18446744073709551615")]);
+    faults.add(parse("tcp:delay=18446744073709551615"));
+    let v = faults.judge(Protocol::Tcp, [0, 0]);
+    assert_eq!(v.delay_ms, u64::MAX, "delays saturate");
+}

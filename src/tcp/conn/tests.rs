@@ -840,3 +840,21 @@ fn mios_stream_sends_our_fin_on_shutdown_write_and_knows_its_peer() {
         .expect("our FIN ends the peer's reads");
     assert_eq!(rest, b"");
 }
+
+#[test]
+fn a_delay_at_the_end_of_time_neither_overflows_nor_wakes() {
+    let mut lp = Loop::new(Mode::Line);
+    lp.faults = Faults::new(1, &["tcp:delay=18446744073709551615".parse().unwrap()]);
+    lp.now = 5;
+    let mut conn = lp.connection();
+    let mut s = Script::with_input(&[b"a\n"]).room(100);
+    lp.advance(&mut conn, &mut s, true).unwrap();
+    assert!(s.written.is_empty(), "held back");
+    assert_eq!(conn.wake_at(), Some(u64::MAX));
+    assert!(!conn.wants_writable(), "waiting on time, not on the socket");
+    assert_eq!(
+        conn.expiry(Some(1_000)),
+        None,
+        "owed a delayed reply: not idle"
+    );
+}
