@@ -1,7 +1,7 @@
 //! Failing system calls: the `ackloop` binary run under strace's fault
 //! injection (`strace -e inject=SYSCALL:error=ERRNO:when=A..B`), which
-//! fails chosen calls of one system call once the server is serving (SPEC
-//! section 2: "Nothing the machine does wrong ends the loop").
+//! fails chosen calls of one system call once the server is serving (the
+//! contract: "Nothing the machine does wrong ends the loop").
 //!
 //! While the calls fail, clients may fail too. Afterwards the server must
 //! (1) still be running, (2) serve a fresh TCP and a fresh UDP exchange,
@@ -18,6 +18,9 @@
 //! Black box, loopback only. strace must be installed (CI's `.ci/run`
 //! installs it); without it these tests fail saying so. The cases of one
 //! test run side by side, each with its own server, to keep the run short.
+//!
+//! Linux only: strace and `/proc`.
+#![cfg(target_os = "linux")]
 
 mod common;
 
