@@ -56,6 +56,17 @@ impl Clock {
     }
 }
 
+/// The first moment on the loop's clock that is surely `ms` after `now`
+/// in real time: `now` is truncated, up to a millisecond behind the real
+/// time, so a wait of `ms > 0` is rounded up by one. A fault's delay or
+/// gap is a lower bound, never a little short.
+pub(crate) fn at_least(now: Millis, ms: Millis) -> Millis {
+    match ms {
+        0 => now,
+        ms => now.saturating_add(ms).saturating_add(1),
+    }
+}
+
 /// What comes due when a deadline passes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) enum Due {
@@ -214,6 +225,13 @@ mod tests {
             "3 ms later the clock reads {}",
             clock.now()
         );
+    }
+
+    #[test]
+    fn at_least_rounds_a_wait_up_and_saturates() {
+        assert_eq!(at_least(10, 0), 10, "no wait: now");
+        assert_eq!(at_least(10, 5), 16, "now may be a millisecond behind");
+        assert_eq!(at_least(10, Millis::MAX), Millis::MAX);
     }
 
     #[test]

@@ -23,7 +23,7 @@ use mio::{Interest, Registry};
 use crate::fault::{self, FaultKind};
 use crate::reply::{Protocol, Replies, Request};
 use crate::stats::{Counters, add};
-use crate::timer::{Due, Millis, RateLimit};
+use crate::timer::{Due, Millis, RateLimit, at_least};
 use crate::turn::{Ready, Turn, UDP};
 
 #[cfg(target_os = "linux")]
@@ -269,7 +269,7 @@ impl Udp {
         for _ in 0..1 + usize::from(verdict.duplicate) {
             match verdict.delay_ms {
                 0 => self.send_or_queue(&reply, from, t.counters, t.now),
-                delay => self.delay_reply(&reply, from, t.now.saturating_add(delay), t),
+                delay => self.delay_reply(&reply, from, at_least(t.now, delay), t),
             }
         }
     }

@@ -14,7 +14,7 @@ use log::debug;
 use super::{Buffers, Close, Connection, Ctx, Message, Phase, Stream, append_reply, respond};
 use crate::fault::{self, FaultKind, Verdict};
 use crate::reply::{Pattern, Protocol, Replies};
-use crate::timer::Millis;
+use crate::timer::{Millis, at_least};
 
 /// A reply shaped by faults, or the end they chose, waiting its turn.
 #[derive(Debug)]
@@ -107,7 +107,7 @@ impl Connection {
                 } else {
                     Ending::Fin
                 };
-                return self.push_end(ending, Some(cx.now.saturating_add(verdict.delay_ms)), 0);
+                return self.push_end(ending, Some(at_least(cx.now, verdict.delay_ms)), 0);
             }
             None => {}
         }
@@ -124,7 +124,7 @@ impl Connection {
         buffers.steps.push_back(Step::Send {
             chunk_left: verdict.dribble.map_or(0, |(chunk, _)| chunk as usize),
             bytes,
-            at: cx.now.saturating_add(verdict.delay_ms),
+            at: at_least(cx.now, verdict.delay_ms),
             dribble: verdict.dribble,
         });
         if verdict.truncate.is_some() || verdict.slow_close_ms.is_some() {
@@ -191,7 +191,7 @@ impl Connection {
                         *chunk_left -= n;
                         if *chunk_left == 0 {
                             *chunk_left = chunk as usize;
-                            *at = cx.now.saturating_add(every_ms);
+                            *at = at_least(cx.now, every_ms);
                         }
                     }
                     if bytes.is_empty() {
@@ -206,7 +206,7 @@ impl Connection {
                     at,
                     wait_ms,
                 } => {
-                    let due = *at.get_or_insert(cx.now.saturating_add(*wait_ms));
+                    let due = *at.get_or_insert(at_least(cx.now, *wait_ms));
                     if due > cx.now {
                         b.wake_at = Some(due);
                         return Ok(());
