@@ -31,7 +31,7 @@ use slab::Slab;
 use crate::fault::Fault;
 use crate::framing::{LineFramer, Piece};
 use crate::stats::Stats;
-use crate::timer::{Due, Millis, RateLimit};
+use crate::timer::{Due, Millis, RateLimit, at_least};
 use crate::turn::{CONTROL_BASE, Ready, Turn};
 
 /// Control connections open at once, at most; one more is closed at once.
@@ -357,7 +357,7 @@ impl ControlConn {
                 let wait = Wait {
                     count,
                     secs,
-                    deadline: t.now + ms,
+                    deadline: at_least(t.now, ms),
                 };
                 let arrived = arrived(&t.counters.snapshot());
                 if arrived >= count {
