@@ -32,7 +32,7 @@ use crate::fault::Fault;
 use crate::framing::{LineFramer, Piece};
 use crate::stats::Stats;
 use crate::timer::{Due, Millis, RateLimit, at_least};
-use crate::turn::{CONTROL_BASE, Ready, Turn};
+use crate::turn::{CONTROL_BASE, Ready, Turn, settle_writable};
 
 /// Control connections open at once, at most; one more is closed at once.
 pub const MAX_CONTROL_CONNECTIONS: usize = crate::turn::CONTROL_SLOTS;
@@ -391,21 +391,16 @@ impl ControlConn {
 
     /// `WRITABLE` interest exactly while answers are owed.
     fn settle_interest(&mut self, key: usize, t: &Turn<'_>) -> Result<(), String> {
-        let want = !self.out.is_empty();
-        if want == self.write_interest {
-            return Ok(());
-        }
-        let interest = if want {
-            Interest::READABLE | Interest::WRITABLE
-        } else {
-            Interest::READABLE
-        };
         let token = Token(CONTROL_BASE.0 + key);
-        t.registry
-            .reregister(&mut self.stream, token, interest)
-            .map_err(|e| e.to_string())?;
-        self.write_interest = want;
-        Ok(())
+        let want = !self.out.is_empty();
+        settle_writable(
+            t.registry,
+            &mut self.stream,
+            token,
+            &mut self.write_interest,
+            want,
+        )
+        .map_err(|e| e.to_string())
     }
 }
 

@@ -7,7 +7,10 @@
 
 use std::fmt;
 
-use mio::{Registry, Token};
+use std::io;
+
+use mio::event::Source;
+use mio::{Interest, Registry, Token};
 
 use crate::fault::Faults;
 use crate::reply::Replies;
@@ -47,6 +50,31 @@ pub(crate) struct Turn<'a> {
     pub ready: &'a mut Vec<Ready>,
     /// The faults in force (none by default).
     pub faults: &'a mut Faults,
+}
+
+/// Registers `WRITABLE` interest on `source` exactly while `want` says
+/// bytes wait for the socket; `registered` is what is registered now.
+/// Kept for good, a socket is reported writable after every read on some
+/// platforms and the loop spins (mio #1963). Every handler settles its
+/// interest through here.
+pub(crate) fn settle_writable(
+    registry: &Registry,
+    source: &mut impl Source,
+    token: Token,
+    registered: &mut bool,
+    want: bool,
+) -> io::Result<()> {
+    if want == *registered {
+        return Ok(());
+    }
+    let interest = if want {
+        Interest::READABLE | Interest::WRITABLE
+    } else {
+        Interest::READABLE
+    };
+    registry.reregister(source, token, interest)?;
+    *registered = want;
+    Ok(())
 }
 
 /// A source left with work undone when its budget ran out. Readiness is

@@ -17,14 +17,14 @@ use std::net::SocketAddr;
 use std::sync::atomic::Ordering::Relaxed;
 
 use log::{Level, debug, log_enabled, trace, warn};
+use mio::Registry;
 use mio::net::UdpSocket;
-use mio::{Interest, Registry};
 
 use crate::fault::{self, FaultKind};
 use crate::reply::{Protocol, Replies, Request};
 use crate::stats::{Counters, add};
 use crate::timer::{Due, Millis, RateLimit, at_least};
-use crate::turn::{Ready, Turn, UDP};
+use crate::turn::{Ready, Turn, UDP, settle_writable};
 
 #[cfg(target_os = "linux")]
 mod batch;
@@ -368,17 +368,9 @@ impl Udp {
     /// `WRITABLE` interest exactly while replies wait.
     fn settle_interest(&mut self, registry: &Registry) {
         let want = !self.queue.is_empty();
-        if want == self.write_interest {
-            return;
-        }
-        let interest = if want {
-            Interest::READABLE | Interest::WRITABLE
-        } else {
-            Interest::READABLE
-        };
-        match registry.reregister(&mut self.socket, UDP, interest) {
-            Ok(()) => self.write_interest = want,
-            Err(e) => warn!("udp: cannot change interest: {e}"),
+        let registered = &mut self.write_interest;
+        if let Err(e) = settle_writable(registry, &mut self.socket, UDP, registered, want) {
+            warn!("udp: cannot change interest: {e}");
         }
     }
 }
@@ -432,7 +424,7 @@ mod tests {
         let poll = mio::Poll::new().unwrap();
         let mut socket = UdpSocket::bind("127.0.0.1:0".parse().unwrap()).unwrap();
         poll.registry()
-            .register(&mut socket, UDP, Interest::READABLE)
+            .register(&mut socket, UDP, mio::Interest::READABLE)
             .unwrap();
         let client = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
         client

@@ -26,7 +26,7 @@ use crate::reply::{Pattern, Protocol, Replies};
 use crate::stats::add;
 use crate::stats::sub;
 use crate::timer::{Due, Millis, NEVER, RateLimit, Timers};
-use crate::turn::{LISTENER, Ready, Turn};
+use crate::turn::{LISTENER, Ready, Turn, settle_writable};
 use conn::{Advance, Close, Connection, Ctx, Phase};
 
 pub use conn::{LINGER_MS, READS_PER_TURN};
@@ -479,18 +479,8 @@ impl Tcp {
 /// Registers `WRITABLE` interest exactly while the connection wants it.
 fn settle_interest(slot: &mut Slot, key: usize, t: &Turn<'_>) -> io::Result<()> {
     let want = slot.conn.wants_writable();
-    if want == slot.write_interest {
-        return Ok(());
-    }
-    let interest = if want {
-        Interest::READABLE | Interest::WRITABLE
-    } else {
-        Interest::READABLE
-    };
-    t.registry
-        .reregister(&mut slot.stream, Token(key), interest)?;
-    slot.write_interest = want;
-    Ok(())
+    let registered = &mut slot.write_interest;
+    settle_writable(t.registry, &mut slot.stream, Token(key), registered, want)
 }
 
 /// Makes sure a timer entry is armed no later than the connection's
