@@ -259,7 +259,7 @@ pub use config::{
 };
 pub use control::MAX_CONTROL_CONNECTIONS;
 pub use error::Error;
-pub use fault::{Fault, FaultCounts, FaultKind, Selector};
+pub use fault::{Fault, FaultCounts, FaultKind, MAX_FAULTS, Selector};
 pub use handle::{CHANGE_TIMEOUT, Handle};
 pub use reply::{Echo, FixedReply, Protocol, Request, Responder};
 pub use server::{SHUTDOWN_GRACE_MS, Server, Status};

@@ -589,7 +589,7 @@ impl Sources {
 fn execute(tcp: &mut Tcp, command: Command, t: &mut Turn<'_>) -> Reply {
     info!("control: {command}");
     match command {
-        Command::AddFault(fault) => t.faults.add(fault),
+        Command::AddFault(fault) => t.faults.add(fault)?,
         Command::ClearFaults => t.faults.clear(),
         Command::SetReply(text) => return tcp.set_reply(text, t),
         Command::Refuse => return tcp.refuse(t),

@@ -343,3 +343,30 @@ fn extreme_values_do_not_overflow() {
     let v = faults.judge(Protocol::Tcp, [0, 0]);
     assert_eq!(v.delay_ms, u64::MAX, "delays saturate");
 }
+
+#[test]
+fn sixty_four_selected_delays_add_up_and_are_all_counted() {
+    let faults: Vec<Fault> = (0..MAX_FAULTS).map(|_| parse("udp:delay=10")).collect();
+    let mut faults = Faults::new(1, &faults);
+    let v = faults.judge(Protocol::Udp, [1, 0]);
+    assert_eq!(v.delay_ms, 640);
+    assert_eq!(v.applied[0], 64);
+}
+
+#[test]
+fn adding_checks_the_fault_and_the_cap_and_changes_nothing_on_error() {
+    let mut faults = Faults::new(1, &[]);
+    let mut bad = parse("tcp:dribble=1/0");
+    bad.kind = FaultKind::Dribble {
+        bytes: 0,
+        every_ms: 0,
+    };
+    assert!(faults.add(bad).is_err());
+    assert!(!faults.any(Protocol::Tcp), "not in force");
+    for _ in 0..MAX_FAULTS {
+        faults.add(parse("udp:drop")).unwrap();
+    }
+    let error = faults.add(parse("tcp:close")).unwrap_err();
+    assert!(error.starts_with("fault 'tcp:close': 64 faults"), "{error}");
+    assert!(!faults.any(Protocol::Tcp), "not in force");
+}
