@@ -150,7 +150,7 @@ fn a_fault_added_later_counts_from_then() {
     let mut faults = Faults::new(1, &[]);
     assert!(!faults.any(Protocol::Udp));
     judge_udp(&mut faults, 10);
-    faults.add(parse("udp:drop,first=1"));
+    faults.add(parse("udp:drop,first=1")).unwrap();
     assert!(faults.any(Protocol::Udp));
     assert_eq!(
         faults.judge(Protocol::Udp, [10, 0]).terminal,
@@ -339,7 +339,7 @@ fn probabilities_print_as_short_decimals() {
 #[test]
 fn extreme_values_do_not_overflow() {
     let mut faults = Faults::new(1, &[parse("tcp:delay=0-18446744073709551615")]);
-    faults.add(parse("tcp:delay=18446744073709551615"));
+    faults.add(parse("tcp:delay=18446744073709551615")).unwrap();
     let v = faults.judge(Protocol::Tcp, [0, 0]);
     assert_eq!(v.delay_ms, u64::MAX, "delays saturate");
 }
