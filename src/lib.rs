@@ -264,5 +264,5 @@ pub use handle::{CHANGE_TIMEOUT, Handle};
 pub use reply::{Echo, FixedReply, Protocol, Request, Responder};
 pub use server::{SHUTDOWN_GRACE_MS, Server, Status};
 pub use stats::Stats;
-pub use tcp::{ACCEPTS_PER_TURN, LINGER_MS, READS_PER_TURN};
+pub use tcp::{ACCEPTS_PER_TURN, LINGER_CAP_MS, LINGER_MS, READS_PER_TURN};
 pub use udp::DATAGRAMS_PER_TURN;

@@ -26,9 +26,6 @@ use std::time::{Duration, Instant};
 /// Milliseconds since the server started: the loop's unit of time.
 pub(crate) type Millis = u64;
 
-/// "No deadline armed."
-pub(crate) const NEVER: Millis = Millis::MAX;
-
 /// The loop's clock. One read per turn, shared by every handler.
 #[derive(Debug)]
 pub(crate) struct Clock {

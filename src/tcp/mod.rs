@@ -25,11 +25,11 @@ use crate::control::Reply;
 use crate::reply::{Pattern, Protocol, Replies};
 use crate::stats::add;
 use crate::stats::sub;
-use crate::timer::{Due, Millis, NEVER, RateLimit, Timers};
+use crate::timer::{Due, Millis, RateLimit, Timers};
 use crate::turn::{LISTENER, Ready, Turn, settle_writable};
-use conn::{Advance, Close, Connection, Ctx, Phase};
+use conn::{Advance, Close, Connection, Ctx, Phase, Stamp};
 
-pub use conn::{LINGER_MS, READS_PER_TURN};
+pub use conn::{LINGER_CAP_MS, LINGER_MS, READS_PER_TURN};
 
 /// Accepts per turn, so a connection storm cannot starve served clients.
 pub const ACCEPTS_PER_TURN: usize = 64;
@@ -46,17 +46,20 @@ pub(crate) const TIMER_SLACK: usize = 1024;
 /// events of one poll); more only grow it once.
 const CLOSED_PER_TURN: usize = 1024;
 
-/// A live connection: its socket, its state machine, and what the table
-/// keeps for it (registered interest, armed timer).
+/// A live connection: its socket, its state machine, and its armed timer:
+/// 40 bytes, which with its timer entry is an idle connection's whole cost.
+///
+/// The interest registered is not kept: it is what
+/// [`Connection::wants_writable`] said when the connection was last
+/// driven, since every drive settles it (or closes the connection), and
+/// nothing between drives changes what a connection wants.
 #[derive(Debug)]
 struct Slot {
     stream: TcpStream,
     conn: Connection,
-    /// `WRITABLE` is registered.
-    write_interest: bool,
-    /// The deadline of this connection's live timer entry, or [`NEVER`]
-    /// (a sentinel rather than an `Option`: 8 bytes less per connection).
-    timer_at: Millis,
+    /// The deadline of this connection's live timer entry, if one is
+    /// armed (entries are armed at most [`Stamp::HORIZON`] ahead).
+    timer_at: Option<Stamp>,
 }
 
 /// The listener and every connection.
@@ -219,9 +222,8 @@ impl Tcp {
         let custom_peer = matches!(t.replies, Replies::Custom { .. }).then_some(peer);
         entry.insert(Some(Slot {
             stream,
-            conn: Connection::new(id, self.max_line, t.now, custom_peer),
-            write_interest: false,
-            timer_at: NEVER,
+            conn: Connection::new(id, t.now, custom_peer),
+            timer_at: None,
         }));
         add(&t.counters.accepted, 1);
         add(&t.counters.open, 1);
@@ -256,10 +258,12 @@ impl Tcp {
         let Some(Some(slot)) = self.conns.get_mut(key) else {
             return;
         };
+        let registered = slot.conn.wants_writable();
         let before = log_enabled!(Level::Trace).then(|| t.counters.snapshot());
         let mut cx = Ctx {
             now: t.now,
             mode: self.mode,
+            max_line: self.max_line,
             max_owed: self.max_owed,
             buf: t.buf,
             replies: t.replies,
@@ -285,10 +289,10 @@ impl Tcp {
                     id: slot.conn.id,
                 });
             }
-            settle_interest(slot, key, t).map_err(Close::Failed)
+            settle_interest(slot, key, registered, t).map_err(Close::Failed)
         });
         match result {
-            Ok(()) => arm_timer(slot, key, self.idle_ms, t.timers),
+            Ok(()) => arm_timer(slot, key, self.idle_ms, t.now, t.timers),
             Err(why) => self.close(key, why, t),
         }
     }
@@ -336,24 +340,24 @@ impl Tcp {
         let Some(Some(slot)) = self.conns.get_mut(key) else {
             return;
         };
-        if slot.conn.id != id || slot.timer_at != at {
+        if slot.conn.id != id || slot.timer_at != Some(Stamp::of(at)) {
             return; // Stale: the connection is gone or re-armed earlier.
         }
-        slot.timer_at = NEVER;
+        slot.timer_at = None;
         if slot.conn.wake_at().is_some_and(|at| at <= t.now) {
             // A fault's delayed step is due: it needs a turn, not a close.
             return self.drive(key, false, t);
         }
-        match slot.conn.expiry(self.idle_ms) {
+        match slot.conn.expiry(t.now, self.idle_ms) {
             Some(deadline) if deadline <= t.now => {
                 let what = match slot.conn.phase() {
-                    Phase::Lingering => "linger over",
-                    Phase::Open | Phase::Closing | Phase::Hanging => "idle",
+                    Phase::Lingering { .. } => "linger over",
+                    Phase::Open { .. } | Phase::Closing { .. } | Phase::Hanging => "idle",
                 };
                 debug!("conn {key}: {what}; closing");
                 self.close(key, Close::Done, t);
             }
-            _ => arm_timer(slot, key, self.idle_ms, t.timers),
+            _ => arm_timer(slot, key, self.idle_ms, t.now, t.timers),
         }
     }
 
@@ -374,8 +378,9 @@ impl Tcp {
         if timers.len() > 2 * self.conns.len() + TIMER_SLACK {
             timers.retain(|entry| match entry.due {
                 Due::Conn { key, id } => self.conns.get(key as usize).is_some_and(|slot| {
-                    slot.as_ref()
-                        .is_some_and(|slot| slot.conn.id == id && slot.timer_at == entry.at)
+                    slot.as_ref().is_some_and(|slot| {
+                        slot.conn.id == id && slot.timer_at == Some(Stamp::of(entry.at))
+                    })
                 }),
                 _ => true,
             });
@@ -476,23 +481,39 @@ impl Tcp {
     }
 }
 
-/// Registers `WRITABLE` interest exactly while the connection wants it.
-fn settle_interest(slot: &mut Slot, key: usize, t: &Turn<'_>) -> io::Result<()> {
+/// Registers `WRITABLE` interest exactly while the connection wants it;
+/// `registered`: what it wanted before this drive.
+fn settle_interest(slot: &mut Slot, key: usize, registered: bool, t: &Turn<'_>) -> io::Result<()> {
     let want = slot.conn.wants_writable();
-    let registered = &mut slot.write_interest;
-    settle_writable(t.registry, &mut slot.stream, Token(key), registered, want)
+    let mut registered = registered;
+    settle_writable(
+        t.registry,
+        &mut slot.stream,
+        Token(key),
+        &mut registered,
+        want,
+    )
 }
 
 /// Makes sure a timer entry is armed no later than the connection's
 /// deadline. A deadline that moved later needs nothing: the earlier entry
 /// re-arms itself when it comes due.
-fn arm_timer(slot: &mut Slot, key: usize, idle_ms: Option<Millis>, timers: &mut Timers) {
-    if let Some(at) = slot.conn.deadline(idle_ms) {
-        if at < slot.timer_at {
-            slot.timer_at = at;
-            let (key, id) = (key as u32, slot.conn.id);
-            timers.arm(at, Due::Conn { key, id });
-        }
+fn arm_timer(
+    slot: &mut Slot,
+    key: usize,
+    idle_ms: Option<Millis>,
+    now: Millis,
+    timers: &mut Timers,
+) {
+    let Some(deadline) = slot.conn.deadline(now, idle_ms) else {
+        return;
+    };
+    // A farther deadline is reached in hops, so the stamp reads back.
+    let at = deadline.min(now.saturating_add(Stamp::HORIZON));
+    if slot.timer_at.is_none_or(|armed| at < armed.near(now)) {
+        slot.timer_at = Some(Stamp::of(at));
+        let (key, id) = (key as u32, slot.conn.id);
+        timers.arm(at, Due::Conn { key, id });
     }
 }
 
@@ -537,5 +558,18 @@ mod spare {
             #[cfg(not(unix))]
             return false;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// An idle connection's cost is this slot and its timer entry: pinned,
+    /// so that a new field is a decision, not an accident.
+    #[test]
+    fn a_slot_is_40_bytes() {
+        let slot = std::mem::size_of::<Option<super::Slot>>();
+        // mio keeps a selector id beside each socket in debug builds.
+        let debug_extra = if cfg!(debug_assertions) { 16 } else { 0 };
+        assert_eq!(slot, 40 + debug_extra);
     }
 }
