@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use log::{info, trace};
-use mio::{Events, Interest, Poll, Token, Waker};
+use mio::{Events, Poll, Token, Waker};
 
 use crate::bind::{bind_tcp, bind_udp};
 use crate::command;
@@ -30,7 +30,7 @@ use crate::reply::{Pattern, Replies, Responder};
 use crate::stats::{Stats, add};
 use crate::tcp::Tcp;
 use crate::timer::{Clock, Due, Millis, Timers};
-use crate::turn::{CONTROL_LISTENER, Described, LISTENER, Owner, Ready, SIGNALS, Turn, WAKER};
+use crate::turn::{CONTROL_LISTENER, Described, LISTENER, Owner, Ready, Turn, WAKER};
 use crate::udp::Udp;
 
 // `AsFd`/`AsRawFd` for a host's own loop. mio's poll is one descriptor
@@ -314,11 +314,12 @@ impl Server {
     /// If the signal handlers cannot be installed or registered.
     #[cfg(all(feature = "signals", unix))]
     pub fn watch_signals(&mut self) -> io::Result<()> {
+        use crate::turn::SIGNALS;
         use signal_hook_mio::v1_0::Signals;
         let mut signals = Signals::new([libc::SIGINT, libc::SIGTERM])?;
         self.poll
             .registry()
-            .register(&mut signals, SIGNALS, Interest::READABLE)?;
+            .register(&mut signals, SIGNALS, mio::Interest::READABLE)?;
         self.sources.signals = Some(signals);
         Ok(())
     }
