@@ -2,13 +2,14 @@
 //! and (in [`steps`](super::steps)) the faults' steps, each written until
 //! all is out or the socket would block.
 
-use std::io::{self, ErrorKind};
+use std::io;
 use std::net::SocketAddr;
 
 use super::{Buffers, Close, Connection, Ctx, KEEP_CAPACITY, Stamp, Stream};
-use crate::reply::{Protocol, Replies, Request, Responder};
+use crate::reply::{Protocol, Replies, Request, Responder, ask};
 use crate::stats::{Counters, add};
 use crate::timer::Millis;
+use crate::write::write_until_blocked;
 
 /// Where a message's bytes are.
 pub(super) enum Message<'a> {
@@ -112,20 +113,7 @@ impl Connection {
         now: Millis,
         counters: &Counters,
     ) -> io::Result<(usize, bool)> {
-        let mut written = 0;
-        let result = loop {
-            if written == bytes.len() {
-                break Ok(false);
-            }
-            match stream.write(&bytes[written..]) {
-                Ok(0) => break Err(ErrorKind::WriteZero.into()),
-                Ok(n) => written += n,
-                // The socket buffer is full: remember where we stopped.
-                Err(e) if e.kind() == ErrorKind::WouldBlock => break Ok(true),
-                Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                Err(e) => break Err(e),
-            }
-        };
+        let (written, result) = write_until_blocked(stream, bytes);
         if written > 0 {
             add(&counters.bytes_out, written as u64);
             self.last_active = Stamp::of(now);
@@ -157,10 +145,9 @@ pub(super) fn respond<'s>(
             Message::Buffered => &buffers.line,
         },
     };
-    scratch.clear();
-    let answered = responder.respond(&request, scratch);
+    let reply = ask(responder.as_mut(), scratch, &request);
     buffers.line.clear();
-    answered.then_some(scratch.as_slice())
+    reply
 }
 
 /// Appends a responder's reply to `out`, with `\n` in line mode.
