@@ -39,6 +39,13 @@ use crate::write::write_until_blocked;
 pub const MAX_CONTROL_CONNECTIONS: usize = crate::turn::CONTROL_SLOTS;
 /// Reads per control connection per turn.
 const READS_PER_TURN: usize = 4;
+/// Bytes of answers not yet sent past which a control connection's
+/// commands wait (and it is not read) until they drain: a client that
+/// sends without reading cannot grow the server (SPEC 9). Past it by one
+/// answer at most; the input left over is one read at most.
+pub(crate) const MAX_UNSENT_ANSWERS: usize = 64 * 1024;
+/// Bytes a control connection reads at a time.
+const READ_SIZE: usize = 4096;
 
 /// A `received` waiting for its count.
 #[derive(Debug)]
@@ -56,12 +63,16 @@ struct ControlConn {
     framer: LineFramer,
     /// The command line so far; bounded by `--max-line`.
     line: Vec<u8>,
-    /// Input read while a `received` waits: its commands come after the
-    /// answer. At most one read.
+    /// Input read while commands must wait (a `received` waits, or too
+    /// many answers are unsent): its commands come later, in order. At
+    /// most one read.
     held: Vec<u8>,
-    /// Answers not yet written.
+    /// Answers not yet written; commands wait past [`MAX_UNSENT_ANSWERS`].
     out: Vec<u8>,
     wait: Option<Wait>,
+    /// The client shut down its sending side: once every command read is
+    /// answered and sent, the connection closes.
+    peer_eof: bool,
     write_interest: bool,
 }
 
@@ -113,6 +124,7 @@ impl Control {
                 held: Vec::new(),
                 out: Vec::new(),
                 wait: None,
+                peer_eof: false,
                 write_interest: false,
             };
             match self
@@ -141,9 +153,12 @@ impl Control {
             settle_writable(t.registry, &mut conn.stream, token, registered, want)
                 .map_err(|e| e.to_string())
         });
+        let done = conn.is_done();
         self.waiting = self.conns.iter().filter(|(_, c)| c.wait.is_some()).count();
-        if let Err(why) = outcome {
-            self.close(key, &why, t);
+        match outcome {
+            Err(why) => self.close(key, &why, t),
+            Ok(()) if done => self.close(key, "end of stream, every answer sent", t),
+            Ok(()) => {}
         }
     }
 
@@ -208,43 +223,105 @@ fn answer_wait(wait: &Wait, arrived: u64) -> String {
     }
 }
 
+/// Why a control connection stopped reading for now.
+enum Reads {
+    /// `WouldBlock`, or the end of stream: an event or nothing will come.
+    Drained,
+    /// The budget ran out with input perhaps left: serve it next turn.
+    OutOfBudget,
+    /// Commands must wait (a `received`, or unsent answers at the bound).
+    Waiting,
+}
+
 impl ControlConn {
-    /// Takes held input and reads new input, carrying out each command,
-    /// until `WouldBlock`, a `received` that must wait, or the budget;
-    /// then writes the answers. `Err` closes the connection.
+    /// Whether the next command may be carried out now: no `received`
+    /// waits, and the unsent answers are under their bound.
+    fn takes_commands(&self) -> bool {
+        self.wait.is_none() && self.out.len() < MAX_UNSENT_ANSWERS
+    }
+
+    /// The client will send nothing more, and every command it sent is
+    /// answered and the answer sent.
+    fn is_done(&self) -> bool {
+        self.peer_eof && self.wait.is_none() && self.held.is_empty() && self.out.is_empty()
+    }
+
+    /// Carries out held input and reads new input, command by command,
+    /// then writes the answers; goes on while writing them lets commands
+    /// go on (nothing else would report the input left). `Err` closes the
+    /// connection.
     fn serve(
         &mut self,
         key: usize,
         t: &mut Turn<'_>,
         target: &mut impl Target,
     ) -> Result<(), String> {
-        if self.wait.is_none() && !self.held.is_empty() {
-            let held = std::mem::take(&mut self.held);
-            self.take(&held, t, target)?;
-        }
         let mut budget = READS_PER_TURN;
-        let mut buf = [0; 4096];
-        while self.wait.is_none() {
-            if budget == 0 {
-                t.ready.push(Ready::Control { key });
-                break;
+        loop {
+            if self.takes_commands() && !self.held.is_empty() {
+                let held = std::mem::take(&mut self.held);
+                self.take(&held, t, target)?;
             }
-            budget -= 1;
-            let n = match self.stream.read(&mut buf) {
-                Ok(0) => return Err("end of stream".into()),
-                Ok(n) => n,
-                // Drained: the next bytes bring a new event.
-                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e.to_string()),
-            };
-            self.take(&buf[..n], t, target)?;
+            let reads = self.read_commands(&mut budget, t, target)?;
+            self.flush()?;
+            match reads {
+                Reads::Waiting if self.takes_commands() => continue,
+                Reads::OutOfBudget => t.ready.push(Ready::Control { key }),
+                Reads::Waiting | Reads::Drained => {}
+            }
+            return Ok(());
         }
-        self.flush()
     }
 
-    /// Frames `input` into command lines and answers each; input after a
-    /// `received` that must wait is held for later.
+    /// Reads and carries out commands while they may go on, until
+    /// `WouldBlock`, the end of stream or the end of `budget`.
+    fn read_commands(
+        &mut self,
+        budget: &mut usize,
+        t: &mut Turn<'_>,
+        target: &mut impl Target,
+    ) -> Result<Reads, String> {
+        let mut buf = [0; READ_SIZE];
+        loop {
+            if self.peer_eof {
+                return Ok(Reads::Drained);
+            }
+            if !self.takes_commands() || !self.held.is_empty() {
+                return Ok(Reads::Waiting);
+            }
+            if *budget == 0 {
+                return Ok(Reads::OutOfBudget);
+            }
+            *budget -= 1;
+            match self.stream.read(&mut buf) {
+                Ok(0) => self.on_eof(t, target)?,
+                Ok(n) => self.take(&buf[..n], t, target)?,
+                // Drained: the next bytes bring a new event.
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(Reads::Drained),
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+    }
+
+    /// The client shut down its sending side. A last line without `\n`
+    /// is still a command, as on data connections; nothing is held then,
+    /// since input is read only while commands go on.
+    fn on_eof(&mut self, t: &mut Turn<'_>, target: &mut impl Target) -> Result<(), String> {
+        self.peer_eof = true;
+        match self.framer.finish() {
+            Ok(Some(_)) => {
+                let line = std::mem::take(&mut self.line);
+                self.answer(&line, t, target);
+                Ok(())
+            }
+            Ok(None) => Ok(()),
+            Err(_) => Err("line over --max-line".into()),
+        }
+    }
+
+    /// Frames `input` into command lines and answers each; once commands
+    /// must wait, the rest is held for later.
     fn take(
         &mut self,
         mut input: &[u8],
@@ -252,7 +329,7 @@ impl ControlConn {
         target: &mut impl Target,
     ) -> Result<(), String> {
         while !input.is_empty() {
-            if self.wait.is_some() {
+            if !self.takes_commands() {
                 self.held.extend_from_slice(input);
                 return Ok(());
             }
