@@ -31,7 +31,7 @@ use crate::command::{self, Request, Target};
 use crate::framing::{LineFramer, Piece};
 use crate::stats::Stats;
 use crate::table::Table;
-use crate::timer::{Due, Millis, RateLimit, at_least};
+use crate::timer::{ACCEPT_RETRY_MS, Due, Entry, Millis, Pause, RateLimit, at_least};
 use crate::turn::{CONTROL_BASE, Ready, Turn, settle_writable};
 use crate::write::write_until_blocked;
 
@@ -83,6 +83,8 @@ pub(crate) struct Control {
     max_line: usize,
     /// Connections with a `received` waiting.
     waiting: usize,
+    /// Accepting is paused after an accept error.
+    accept_pause: Pause,
     refuse_log: RateLimit,
 }
 
@@ -94,19 +96,29 @@ impl Control {
             conns: Table::new(CONTROL_BASE, max, max, max),
             max_line,
             waiting: 0,
+            accept_pause: Pause::default(),
             refuse_log: RateLimit::default(),
         }
     }
 
     /// The listener is readable: accept until `WouldBlock`.
     pub fn accept(&mut self, t: &mut Turn<'_>, target: &mut impl Target) {
+        if self.accept_pause.holds(t.now) {
+            return; // Paused after an accept error; its timer resumes it.
+        }
         while let Some(listener) = &self.listener {
             let (stream, peer) = match listener.accept() {
                 Ok(accepted) => accepted,
                 // Drained: the next connection brings a new event.
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return,
-                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-                Err(e) => return debug!("control: accept failed: {e}"),
+                Err(e) if is_transient(&e) => continue,
+                // Out of descriptors, say: the clients waiting will not be
+                // reported again, so try again later (no spin, no stall).
+                Err(e) => {
+                    warn!("control: accept failed: {e}; trying again in {ACCEPT_RETRY_MS} ms");
+                    let due = Due::ControlAcceptRetry;
+                    return self.accept_pause.start(t.now, due, t.timers);
+                }
             };
             if self.conns.is_full() {
                 if self.refuse_log.allow(t.now) {
@@ -147,12 +159,18 @@ impl Control {
         let Some(conn) = self.conns.get_mut(key) else {
             return; // Closed earlier in this batch: a stale event.
         };
+        let waited = conn.wait.is_some();
         let outcome = conn.serve(key, t, target).and_then(|()| {
             let want = !conn.out.is_empty();
             let registered = &mut conn.write_interest;
             settle_writable(t.registry, &mut conn.stream, token, registered, want)
                 .map_err(|e| e.to_string())
         });
+        if let (false, Some(wait)) = (waited, &conn.wait) {
+            // A `received` began to wait: its one timer entry.
+            let due = Due::ControlWait { key: key as u32 };
+            t.timers.arm(wait.deadline, due);
+        }
         let done = conn.is_done();
         self.waiting = self.conns.iter().filter(|(_, c)| c.wait.is_some()).count();
         match outcome {
@@ -187,6 +205,31 @@ impl Control {
         }
     }
 
+    /// The accept-retry entry due `at` came due.
+    pub fn on_accept_retry(&mut self, at: Millis, t: &mut Turn<'_>, target: &mut impl Target) {
+        if self.accept_pause.is_current(at) {
+            self.accept(t, target);
+        }
+    }
+
+    /// How many timer entries of control can be current at once: one per
+    /// waiting `received`, and the listener's pause.
+    pub fn timers_current(&self) -> usize {
+        self.waiting + 1
+    }
+
+    /// Whether a control timer entry is the one its owner armed last (see
+    /// [`Timers::sweep`](crate::timer::Timers::sweep)).
+    pub fn is_current(&self, entry: &Entry) -> bool {
+        match entry.due {
+            Due::ControlWait { key } => (self.conns.get(key as usize))
+                .and_then(|conn| conn.wait.as_ref())
+                .is_some_and(|wait| wait.deadline == entry.at),
+            Due::ControlAcceptRetry => self.accept_pause.is_current(entry.at),
+            _ => false,
+        }
+    }
+
     /// Closes every control connection and the listener: the server stops.
     pub fn close_all(&mut self, t: &mut Turn<'_>) {
         if let Some(mut listener) = self.listener.take() {
@@ -208,6 +251,14 @@ impl Control {
             let _ = t.registry.deregister(&mut conn.stream);
         }
     }
+}
+
+/// Accept errors that concern one client only: try the next.
+fn is_transient(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        ErrorKind::Interrupted | ErrorKind::ConnectionAborted | ErrorKind::ConnectionReset
+    )
 }
 
 /// Messages that count for `received`: TCP messages and datagrams.
@@ -366,7 +417,6 @@ impl ControlConn {
                 if arrived >= count {
                     answer_wait(&wait, arrived)
                 } else {
-                    t.timers.arm(wait.deadline, Due::ControlWait);
                     self.wait = Some(wait);
                     return;
                 }

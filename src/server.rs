@@ -29,7 +29,7 @@ use crate::handle::{Handle, Shared};
 use crate::reply::{Pattern, Replies, Responder};
 use crate::stats::{Stats, add};
 use crate::tcp::Tcp;
-use crate::timer::{Clock, Due, Millis, Timers};
+use crate::timer::{Clock, Due, Millis, SWEEP_SLACK, Timers};
 use crate::turn::{CONTROL_LISTENER, Described, LISTENER, Owner, Ready, Turn, WAKER};
 use crate::udp::Udp;
 
@@ -55,6 +55,8 @@ use crate::udp::Udp;
     )),
 ))]
 mod host;
+#[cfg(test)]
+mod tests;
 
 /// Events taken from the kernel per poll; more simply wait a turn (and a
 /// host polling the server's descriptor finds it still readable).
@@ -264,7 +266,7 @@ impl Server {
             buf: vec![0; config.read_buffer].into_boxed_slice(),
             clock: Clock::new(),
             // Room for the sweep threshold with few connections open.
-            timers: Timers::with_capacity(2 * crate::tcp::TIMER_SLACK),
+            timers: Timers::with_capacity(2 * SWEEP_SLACK),
             ready: Vec::with_capacity(READY_CAPACITY),
             ready_next: Vec::with_capacity(READY_CAPACITY),
             faults,
@@ -345,9 +347,12 @@ impl Server {
     }
 
     /// How long until the server next needs a turn with nothing happening
-    /// on its sockets: zero while a source is still ready, the time to the
-    /// nearest deadline (idle timeout, lingering close, accept retry,
-    /// shutdown grace), or `None` when only socket events can give it work.
+    /// on its sockets: zero while a source is still ready, and zero for
+    /// good once the server is [stopped](Status::Stopped) (a turn then
+    /// returns at once); else the time to the nearest deadline (idle
+    /// timeout, lingering close, a fault's delay, accept retry, a control
+    /// `received`, shutdown grace), or `None` when only socket events can
+    /// give it work.
     ///
     /// A host driving the server calls [`turn`](Server::turn) no later than
     /// this, the way smoltcp's `poll_delay` pairs with its `poll`. A host
@@ -471,14 +476,32 @@ impl Sources {
     }
 
     /// The end of a turn: answer the control waits that are due, free the
-    /// slots closed during the turn, sweep stale timers.
+    /// keys closed during the turn, sweep stale timers.
     fn end_turn(&mut self, t: &mut Turn<'_>) {
         let Sources { control, tcp, .. } = self;
         if let Some(control) = control {
             control.check_waits(t, tcp);
             control.end_turn();
         }
-        tcp.end_turn(t.timers);
+        tcp.end_turn();
+        self.sweep_timers(t.timers);
+    }
+
+    /// Drops stale timer entries once they may outnumber the current ones;
+    /// each entry's owner says whether it is current.
+    fn sweep_timers(&self, timers: &mut Timers) {
+        // Each open connection, each listener's pause, the UDP delays, each
+        // control wait and the shutdown grace: one entry each at most.
+        let control = self.control.as_ref();
+        let current = self.tcp.open() + 3 + control.map_or(0, Control::timers_current);
+        timers.sweep(current, |entry| match entry.due {
+            Due::Conn { .. } | Due::AcceptRetry => self.tcp.is_current(entry),
+            Due::ControlWait { .. } | Due::ControlAcceptRetry => {
+                control.is_some_and(|control| control.is_current(entry))
+            }
+            Due::UdpDelay => (self.udp.as_ref()).is_some_and(|udp| udp.is_current_delay(entry.at)),
+            Due::ShutdownGrace => true,
+        });
     }
 
     /// Carries out the changes other threads asked for, in order, and
@@ -502,14 +525,18 @@ impl Sources {
     fn on_due(&mut self, due: Due, at: Millis, t: &mut Turn<'_>) {
         match due {
             Due::Conn { key, id } => self.tcp.on_timer(key, id, at, t),
-            Due::AcceptRetry => self.tcp.on_accept_retry(t),
-            // `end_turn` answers the waits that are due.
-            Due::ControlWait => {}
-            Due::UdpDelay => {
-                if let Some(udp) = &mut self.udp {
-                    udp.release_delayed(t);
+            Due::AcceptRetry => self.tcp.on_accept_retry(at, t),
+            Due::ControlAcceptRetry => {
+                if let Some(control) = &mut self.control {
+                    control.on_accept_retry(at, t, &mut self.tcp);
                 }
             }
+            // `end_turn` answers the waits that are due.
+            Due::ControlWait { .. } => {}
+            Due::UdpDelay => match &mut self.udp {
+                Some(udp) if udp.is_current_delay(at) => udp.release_delayed(t),
+                _ => {} // Stale: an earlier delay took its place.
+            },
             Due::ShutdownGrace => {
                 info!("shutdown grace period over: closing everything");
                 self.close_everything(t);

@@ -24,7 +24,7 @@ use crate::config::Config;
 use crate::fault::{self, FaultKind};
 use crate::reply::{Protocol, Replies, Request, ask};
 use crate::stats::{Counters, add};
-use crate::timer::{Due, Millis, RateLimit, at_least};
+use crate::timer::{Due, Millis, NEVER, RateLimit, at_least};
 use crate::turn::{Ready, Turn, UDP, settle_writable};
 use crate::write::nonblocking;
 
@@ -54,6 +54,9 @@ pub(crate) struct Udp {
     /// the queue's bounds.
     delayed: BinaryHeap<Reverse<(Millis, u64, Queued)>>,
     delayed_serial: u64,
+    /// The deadline of the one timer entry armed for the delayed replies:
+    /// the earliest of them, or [`NEVER`] when none waits.
+    delay_timer_at: Millis,
     /// Sum of the queued and delayed replies' lengths.
     queued_bytes: usize,
     /// Buffers of replies already sent, kept for the next queued reply so
@@ -82,6 +85,7 @@ impl Udp {
             queue: VecDeque::new(),
             delayed: BinaryHeap::new(),
             delayed_serial: 0,
+            delay_timer_at: NEVER,
             queued_bytes: 0,
             spare: Vec::new(),
             write_interest: false,
@@ -285,10 +289,25 @@ impl Udp {
         let bytes = reply.to_vec();
         self.delayed
             .push(Reverse((at, self.delayed_serial, Queued { to, bytes })));
-        t.timers.arm(at, Due::UdpDelay);
+        self.arm_delay_timer(t);
     }
 
-    /// A delay's timer came due: sends (or queues) the replies it held.
+    /// Keeps one timer entry for all the delayed replies, due with the
+    /// earliest: an entry armed before for a later one becomes stale.
+    fn arm_delay_timer(&mut self, t: &mut Turn<'_>) {
+        let earliest = self.delayed.peek().map_or(NEVER, |Reverse((at, _, _))| *at);
+        if earliest < self.delay_timer_at {
+            t.timers.arm(earliest, Due::UdpDelay);
+        }
+        self.delay_timer_at = earliest;
+    }
+
+    /// Whether a delay entry due `at` is the current one.
+    pub fn is_current_delay(&self, at: Millis) -> bool {
+        self.delay_timer_at == at
+    }
+
+    /// The delay entry came due: sends (or queues) the replies it held.
     pub fn release_delayed(&mut self, t: &mut Turn<'_>) {
         while let Some(Reverse((at, _, _))) = self.delayed.peek() {
             if *at > t.now {
@@ -300,6 +319,8 @@ impl Udp {
             self.queued_bytes -= reply.bytes.len();
             self.send_or_queue(&reply.bytes, reply.to, t.counters, t.now);
         }
+        self.delay_timer_at = NEVER;
+        self.arm_delay_timer(t);
         self.settle_interest(t.registry);
     }
 

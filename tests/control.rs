@@ -351,7 +351,10 @@ fn a_received_still_waiting_at_the_end_of_stream_is_answered_when_it_ends() {
     let late = connect(server.control.unwrap());
     (&late).write_all(b"received 5 0.2\n").unwrap();
     late.shutdown(std::net::Shutdown::Write).unwrap();
-    assert_eq!(answers_until_closed(&late), ["error: timeout after 0.2 s with 0"]);
+    assert_eq!(
+        answers_until_closed(&late),
+        ["error: timeout after 0.2 s with 0"]
+    );
     assert_eq!(udp_request(server.udp(), b"1"), b"Received");
     let answers = answers_until_closed(&met);
     assert_eq!(answers.len(), 2, "{answers:?}");
@@ -400,13 +403,24 @@ fn a_control_client_that_never_reads_cannot_grow_the_server() {
 fn a_control_client_waiting_while_descriptors_ran_out_is_served_when_one_frees() {
     let server = Server::start_with_fd_limit(
         32,
-        &["--mode", "line", "--control", "127.0.0.1:0", "--log-level", "debug"],
+        &[
+            "--mode",
+            "line",
+            "--control",
+            "127.0.0.1:0",
+            "--log-level",
+            "debug",
+        ],
     );
     // Data clients take every descriptor: the one turned away (closed
     // unanswered) shows the server is at its limit.
     let mut held = Vec::new();
     loop {
-        assert!(held.len() < 32, "32 descriptors held {} clients", held.len());
+        assert!(
+            held.len() < 32,
+            "32 descriptors held {} clients",
+            held.len()
+        );
         let client = connect(server.tcp());
         (&client).write_all(b"hi\n").unwrap();
         let mut reply = [0; 9];
@@ -423,4 +437,17 @@ fn a_control_client_waiting_while_descriptors_ran_out_is_served_when_one_frees()
     // A descriptor frees; the waiting control client is now accepted.
     drop(held.pop());
     assert!(control.answer().starts_with("ok accepted="));
+}
+
+#[test]
+fn reply_with_a_responder_is_an_error_that_names_no_flag() {
+    let server = Server::start(&["--echo", "--control", "127.0.0.1:0"]);
+    let mut control = Control::open(&server);
+    let answer = control.ask("reply Got it");
+    assert!(answer.starts_with("error: "), "{answer}");
+    assert!(
+        !answer.contains("--"),
+        "a library user typed no flag: {answer}"
+    );
+    assert_eq!(tcp_request(server.tcp(), b"hi"), b"hi", "still echoing");
 }
