@@ -15,7 +15,7 @@
 //! | `received N SECS` | answer once N messages in all have arrived, or time out |
 //!
 //! This module reads, frames and answers control connections; parsing a
-//! line and carrying out its command belong to [`command`](crate::command),
+//! line and carrying out its command belong to [`crate::command`],
 //! the same code a [`Handle`](crate::Handle)'s calls go through. A pending
 //! `received` is a deadline on the timer heap, never a wait: the loop goes
 //! on serving meanwhile, and the connection's later commands wait their
