@@ -25,7 +25,7 @@ use crate::config::Config;
 use crate::fault::{self, FaultKind, Verdict};
 use crate::reply::{Protocol, Replies, Request, ask};
 use crate::stats::{Counters, add};
-use crate::timer::{Due, Millis, RateLimit, at_least};
+use crate::timer::{Due, Millis, NEVER, RateLimit, at_least};
 use crate::turn::{Ready, Turn, UDP, settle_writable};
 use crate::write::nonblocking;
 
@@ -56,6 +56,9 @@ pub(crate) struct Udp {
     /// the queue's bounds.
     delayed: BinaryHeap<Reverse<(Millis, u64, Queued)>>,
     delayed_serial: u64,
+    /// The deadline of the one timer entry armed for the delayed replies:
+    /// the earliest of them, or [`NEVER`] when none waits.
+    delay_timer_at: Millis,
     /// Sum of the queued and delayed replies' lengths.
     queued_bytes: usize,
     /// Buffers of replies already sent, kept for the next queued reply so
@@ -84,6 +87,7 @@ impl Udp {
             queue: VecDeque::new(),
             delayed: BinaryHeap::new(),
             delayed_serial: 0,
+            delay_timer_at: NEVER,
             queued_bytes: 0,
             spare: Vec::new(),
             write_interest: false,
@@ -294,17 +298,38 @@ impl Udp {
         let bytes = reply.to_vec();
         self.delayed
             .push(Reverse((at, self.delayed_serial, Queued { to, bytes })));
-        t.timers.arm(at, Due::UdpDelay);
+        self.arm_delay_timer(t);
     }
 
-    /// A delay's timer came due: sends (or queues) the replies it held,
+    /// Keeps one timer entry for all the delayed replies, due with the
+    /// earliest: an entry armed before for a later one becomes stale. An
+    /// entry is never due this turn (the turn's timer pass would come
+    /// round to it again): replies already due and left over by the
+    /// budget are on the still-ready list.
+    fn arm_delay_timer(&mut self, t: &mut Turn<'_>) {
+        let earliest = self.delayed.peek().map_or(NEVER, |Reverse((at, _, _))| *at);
+        let earliest = earliest.max(t.now + 1);
+        if earliest < self.delay_timer_at {
+            t.timers.arm(earliest, Due::UdpDelay);
+        }
+        self.delay_timer_at = earliest;
+    }
+
+    /// Whether a delay entry due `at` is the current one.
+    pub fn is_current_delay(&self, at: Millis) -> bool {
+        self.delay_timer_at == at
+    }
+
+    /// The delay entry came due: sends (or queues) the replies it held,
     /// [`DATAGRAMS_PER_TURN`] at most; more due go on next turn.
     pub fn release_delayed(&mut self, t: &mut Turn<'_>) {
+        self.delay_timer_at = NEVER;
         let mut sends = DATAGRAMS_PER_TURN;
         self.release_due(&mut sends, t);
         if sends == 0 {
             t.ready.push(Ready::Udp);
         }
+        self.arm_delay_timer(t);
         self.settle_interest(t.registry);
     }
 
