@@ -27,6 +27,8 @@ mod server;
 mod stale_key;
 #[cfg(target_os = "linux")]
 mod target;
+#[cfg(target_os = "linux")]
+mod trap;
 
 #[cfg(target_os = "linux")]
 fn main() {

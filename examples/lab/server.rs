@@ -6,6 +6,11 @@
 //! comment; search for `TRAP` to see all ten. [`Lab::bind`] with `None`
 //! builds the correct server.
 //!
+//! The path of a byte: `run` polls → `dispatch` by token → `serve_conn`
+//! reads until `WouldBlock` (`read`), cuts lines and owes a reply for each
+//! (`Conn::take`), writes until `WouldBlock` (`flush`), and registers
+//! `WRITABLE` only while something is still owed (`settle_interest`).
+//!
 //! Simplifications against ackloop, each harmless here: deadlines are
 //! found by scanning the connections (ackloop keeps a heap), a UDP reply
 //! the socket cannot take is dropped (ackloop queues it), and the only
@@ -22,55 +27,7 @@ use mio::net::{TcpListener, TcpStream, UdpSocket};
 use mio::{Events, Interest, Poll, Token, Waker};
 use slab::Slab;
 
-/// The ten traps, in GUIDE.md's order of appearance.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Trap {
-    NoDrain,
-    NoStillReady,
-    WritableForLife,
-    WriteAll,
-    OkZero,
-    NoDeadlineTimeout,
-    EmfileSpin,
-    CloseWithoutLinger,
-    NoBackpressure,
-    Interrupted,
-}
-
-impl Trap {
-    pub const ALL: [Trap; 10] = [
-        Trap::NoDrain,
-        Trap::NoStillReady,
-        Trap::WritableForLife,
-        Trap::WriteAll,
-        Trap::OkZero,
-        Trap::NoDeadlineTimeout,
-        Trap::EmfileSpin,
-        Trap::CloseWithoutLinger,
-        Trap::NoBackpressure,
-        Trap::Interrupted,
-    ];
-
-    /// The name on the command line: `no-drain`, ...
-    pub fn name(self) -> &'static str {
-        match self {
-            Trap::NoDrain => "no-drain",
-            Trap::NoStillReady => "no-still-ready",
-            Trap::WritableForLife => "writable-for-life",
-            Trap::WriteAll => "write-all",
-            Trap::OkZero => "ok-zero",
-            Trap::NoDeadlineTimeout => "no-deadline-timeout",
-            Trap::EmfileSpin => "emfile-spin",
-            Trap::CloseWithoutLinger => "close-without-linger",
-            Trap::NoBackpressure => "no-backpressure",
-            Trap::Interrupted => "interrupted",
-        }
-    }
-
-    pub fn from_name(name: &str) -> Option<Trap> {
-        Trap::ALL.into_iter().find(|trap| trap.name() == name)
-    }
-}
+pub use crate::trap::Trap;
 
 /// The reply to every line.
 pub const REPLY: &[u8] = b"Received\n";
@@ -98,16 +55,12 @@ const WAKER: Token = Token(usize::MAX - 2);
 /// What the probes count, readable from their thread.
 #[derive(Debug, Default)]
 pub struct Counters {
-    /// Polls that returned (with events or not).
-    pub wakeups: AtomicU64,
     /// Readiness events handled.
     pub events: AtomicU64,
     /// Accepts that failed for want of a descriptor.
     pub out_of_descriptors: AtomicU64,
     /// Bytes read from TCP clients.
     pub bytes_read: AtomicU64,
-    /// The most reply bytes one connection owed at once.
-    pub peak_owed: AtomicU64,
 }
 
 /// Where a connection is in its life.
@@ -189,13 +142,8 @@ impl Lab {
         let mut udp = UdpSocket::bind(loopback)?;
         poll.registry()
             .register(&mut listener, LISTENER, Interest::READABLE)?;
-        let mut udp_interest = Interest::READABLE;
-        if trap == Some(Trap::WritableForLife) {
-            // TRAP writable-for-life: the socket is writable nearly always,
-            // and every datagram sent makes it "become" writable again.
-            udp_interest = udp_interest | Interest::WRITABLE;
-        }
-        poll.registry().register(&mut udp, UDP, udp_interest)?;
+        let owes_nothing = interest(trap, false);
+        poll.registry().register(&mut udp, UDP, owes_nothing)?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
         Ok(Lab {
             trap,
@@ -236,15 +184,19 @@ impl Lab {
     pub fn run(mut self) -> io::Result<()> {
         let mut events = Events::with_capacity(256);
         while !self.stop.load(Relaxed) {
-            if let Err(e) = self.poll.poll(&mut events, self.poll_timeout()) {
-                if e.kind() == ErrorKind::Interrupted && self.trap != Some(Trap::Interrupted) {
-                    continue; // a signal arrived: nothing failed, poll again
+            match self.poll.poll(&mut events, self.poll_timeout()) {
+                Ok(()) => {}
+                // TRAP interrupted: the first signal to reach this thread
+                // while it waits ends the server.
+                Err(e)
+                    if e.kind() == ErrorKind::Interrupted
+                        && self.trap == Some(Trap::Interrupted) =>
+                {
+                    return Err(e);
                 }
-                // TRAP interrupted: with the check above gone, the first
-                // signal to reach this thread ends the server.
-                return Err(e);
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue, // a signal: poll again
+                Err(e) => return Err(e),
             }
-            self.counters.wakeups.fetch_add(1, Relaxed);
             for event in &events {
                 self.counters.events.fetch_add(1, Relaxed);
                 self.dispatch(event.token());
@@ -320,10 +272,7 @@ impl Lab {
 
     fn add(&mut self, mut stream: TcpStream) {
         let entry = self.conns.vacant_entry();
-        let mut interest = Interest::READABLE;
-        if self.trap == Some(Trap::WritableForLife) {
-            interest = interest | Interest::WRITABLE; // TRAP writable-for-life
-        }
+        let interest = interest(self.trap, false);
         let token = Token(entry.key());
         if self
             .poll
@@ -417,8 +366,6 @@ impl Lab {
                 Ok(n) => {
                     self.counters.bytes_read.fetch_add(n as u64, Relaxed);
                     conn.take(&self.buffer[..n]);
-                    let owed = conn.owed.len() as u64;
-                    self.counters.peak_owed.fetch_max(owed, Relaxed);
                     if self.trap == Some(Trap::NoDrain) {
                         // TRAP no-drain: one read per event; the rest of
                         // the burst is never reported again.
@@ -474,13 +421,10 @@ impl Lab {
         Ok(())
     }
 
-    /// `WRITABLE` only while bytes are owed.
+    /// Reregisters the connection if what it waits for changed.
     fn settle_interest(&mut self, key: usize, owes: bool) {
         let conn = &mut self.conns[key];
-        let mut wanted = Interest::READABLE;
-        if owes || self.trap == Some(Trap::WritableForLife) {
-            wanted = wanted | Interest::WRITABLE;
-        }
+        let wanted = interest(self.trap, owes);
         if wanted != conn.interest {
             conn.interest = wanted;
             let registry = self.poll.registry();
@@ -546,6 +490,18 @@ impl Conn {
                 self.owed.extend_from_slice(REPLY);
             }
         }
+    }
+}
+
+/// What a socket waits for: `WRITABLE` only while bytes are owed.
+fn interest(trap: Option<Trap>, owes: bool) -> Interest {
+    // TRAP writable-for-life: a socket is writable nearly always, and
+    // every reply sent makes it "become" writable again: a wake-up for
+    // nothing (on a level-triggered poll, a busy loop).
+    if owes || trap == Some(Trap::WritableForLife) {
+        Interest::READABLE | Interest::WRITABLE
+    } else {
+        Interest::READABLE
     }
 }
 

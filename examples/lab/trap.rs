@@ -1,0 +1,51 @@
+//! The traps' names, shared by the server, the probes and the tests.
+
+/// The ten traps, in GUIDE.md's order of appearance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trap {
+    NoDrain,
+    NoStillReady,
+    WritableForLife,
+    WriteAll,
+    OkZero,
+    NoDeadlineTimeout,
+    EmfileSpin,
+    CloseWithoutLinger,
+    NoBackpressure,
+    Interrupted,
+}
+
+impl Trap {
+    pub const ALL: [Trap; 10] = [
+        Trap::NoDrain,
+        Trap::NoStillReady,
+        Trap::WritableForLife,
+        Trap::WriteAll,
+        Trap::OkZero,
+        Trap::NoDeadlineTimeout,
+        Trap::EmfileSpin,
+        Trap::CloseWithoutLinger,
+        Trap::NoBackpressure,
+        Trap::Interrupted,
+    ];
+
+    /// The name on the command line: `no-drain`, ...
+    pub fn name(self) -> &'static str {
+        match self {
+            Trap::NoDrain => "no-drain",
+            Trap::NoStillReady => "no-still-ready",
+            Trap::WritableForLife => "writable-for-life",
+            Trap::WriteAll => "write-all",
+            Trap::OkZero => "ok-zero",
+            Trap::NoDeadlineTimeout => "no-deadline-timeout",
+            Trap::EmfileSpin => "emfile-spin",
+            Trap::CloseWithoutLinger => "close-without-linger",
+            Trap::NoBackpressure => "no-backpressure",
+            Trap::Interrupted => "interrupted",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Trap> {
+        Trap::ALL.into_iter().find(|trap| trap.name() == name)
+    }
+}
