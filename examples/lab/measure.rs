@@ -71,6 +71,17 @@ pub fn asleep(tid: i32) -> bool {
     after_name.starts_with('S')
 }
 
+/// Whether a `SIGUSR1` sent to the thread has not been handled yet.
+pub fn sigusr1_pending(tid: i32) -> bool {
+    let status = std::fs::read_to_string(task(tid).join("status")).unwrap_or_default();
+    let pending = status
+        .lines()
+        .find_map(|line| line.strip_prefix("SigPnd:"))
+        .and_then(|mask| u64::from_str_radix(mask.trim(), 16).ok())
+        .unwrap_or(0);
+    pending & (1 << (libc::SIGUSR1 - 1)) != 0
+}
+
 /// The process's resident memory in bytes.
 pub fn rss() -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();

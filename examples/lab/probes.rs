@@ -298,7 +298,9 @@ fn never_reader(target: &Target) -> io::Result<Finding> {
 }
 
 /// 20 exchanges, each followed by `SIGUSR1` to the server's thread while
-/// it waits in `epoll_wait`.
+/// it waits in `epoll_wait`. The next exchange starts only once the
+/// signal was handled: `epoll_wait` returns events it has rather than
+/// `EINTR`, so a request arriving first would hide the signal.
 fn signals(target: &Target) -> io::Result<Finding> {
     const ROUNDS: usize = 20;
     measure::catch_sigusr1()?;
@@ -314,6 +316,10 @@ fn signals(target: &Target) -> io::Result<Finding> {
             break; // the thread is gone
         }
         signals += 1;
+        let deadline = Instant::now() + STALL;
+        while measure::sigusr1_pending(target.tid) && Instant::now() < deadline {
+            std::thread::yield_now();
+        }
     }
     let alive = target.alive();
     let state = if alive {
