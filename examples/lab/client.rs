@@ -28,17 +28,28 @@ pub fn connect_small_window(addr: SocketAddr, bytes: usize) -> io::Result<TcpStr
     Ok(stream)
 }
 
+/// What a background writer did.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Sent {
+    pub bytes: u64,
+    /// A write failed on a reset from the server.
+    pub reset: bool,
+}
+
 /// Writes `bytes` from a thread of its own, so the client can read while
 /// it sends; a write blocked longer than `STALL` ends it.
-pub fn send_in_background(stream: &TcpStream, bytes: Vec<u8>) -> io::Result<JoinHandle<u64>> {
+pub fn send_in_background(stream: &TcpStream, bytes: Vec<u8>) -> io::Result<JoinHandle<Sent>> {
     let mut stream = stream.try_clone()?;
     stream.set_write_timeout(Some(STALL))?;
     Ok(std::thread::spawn(move || {
-        let mut sent = 0;
+        let mut sent = Sent::default();
         for chunk in bytes.chunks(64 * 1024) {
             match stream.write_all(chunk) {
-                Ok(()) => sent += chunk.len() as u64,
-                Err(_) => break, // blocked for good, or reset
+                Ok(()) => sent.bytes += chunk.len() as u64,
+                Err(e) => {
+                    sent.reset = e.kind() == ErrorKind::ConnectionReset;
+                    break; // blocked for good, or reset
+                }
             }
         }
         sent
@@ -47,9 +58,9 @@ pub fn send_in_background(stream: &TcpStream, bytes: Vec<u8>) -> io::Result<Join
 
 /// Ends a background writer: a write blocked on a full window fails once
 /// the socket is shut down.
-pub fn finish(stream: &TcpStream, writer: JoinHandle<u64>) -> u64 {
+pub fn finish(stream: &TcpStream, writer: JoinHandle<Sent>) -> Sent {
     let _ = stream.shutdown(Shutdown::Both);
-    writer.join().unwrap_or(0)
+    writer.join().unwrap_or_default()
 }
 
 /// How a client's reading ended.
@@ -57,7 +68,7 @@ pub fn finish(stream: &TcpStream, writer: JoinHandle<u64>) -> u64 {
 pub enum End {
     /// Everything expected arrived.
     All,
-    /// The server closed (FIN) first.
+    /// The connection ended (a FIN, or a reset another call reported).
     Closed,
     /// The server reset the connection.
     Reset,
@@ -69,7 +80,7 @@ impl End {
     pub fn says(self) -> &'static str {
         match self {
             End::All => "all arrived",
-            End::Closed => "then the server closed the connection",
+            End::Closed => "then the connection ended",
             End::Reset => "then a reset",
             End::Stalled => "then nothing for 1 s",
         }

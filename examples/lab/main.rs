@@ -88,7 +88,7 @@ mod lab {
             ),
             Trap::OkZero => (
                 "Ok(0) not taken as end of stream",
-                "read returns 0 for good after the peer's FIN: the socket is never closed",
+                "after the peer's FIN every read returns 0 at once, taken for \"nothing yet\"",
                 "Ok(0) is EOF: answer what is owed, then close",
                 "src/tcp/conn.rs, Conn::read_until_blocked and Conn::on_eof",
             ),
@@ -209,8 +209,13 @@ mod lab {
             for kind in [Kind::Broken(trap), Kind::Correct, Kind::Ackloop] {
                 let (finding, ok) = run(trap, kind);
                 all_ok &= ok;
+                let why = if finding.symptom {
+                    format!(": {}", lesson.why)
+                } else {
+                    String::new()
+                };
                 let flag = if ok { "" } else { " **unexpected**" };
-                cells.push(format!("{}{flag}", finding.figure));
+                cells.push(format!("{}{why}{flag}", finding.figure));
             }
             println!(
                 "| `{}` | {} | {} | {} | {} |",
@@ -225,7 +230,8 @@ mod lab {
         let deferred = stale_key::describe(&stale_key::replay(false));
         println!(
             "| `stale-key` (scripted, not on Linux) | keys freed at once: {at_once} | \
-             free keys when the batch ends | {deferred} | src/tcp/mod.rs, Tcp::end_turn |"
+             free keys when the batch ends | {deferred} | frees keys when the batch ends \
+             (src/tcp/mod.rs, Tcp::end_turn) |"
         );
         all_ok
     }

@@ -43,8 +43,10 @@ pub const DATAGRAMS_PER_TURN: usize = 64;
 pub const MAX_OWED: usize = 64 * 1024;
 /// A longer line closes the connection (after the replies owed before it).
 pub const MAX_LINE: usize = 1024;
-/// A connection with no bytes moved for this long is closed.
-pub const IDLE_TIMEOUT: Duration = Duration::from_secs(1);
+/// A connection with no bytes moved for this long is closed. Longer than
+/// a probe's client waits in silence (`client::STALL`), so a stall is
+/// seen as a stall, not as an idle close.
+pub const IDLE_TIMEOUT: Duration = Duration::from_millis(1500);
 /// How long a closing connection reads and discards before it is dropped.
 pub const LINGER: Duration = Duration::from_secs(2);
 
