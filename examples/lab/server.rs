@@ -2,9 +2,9 @@
 //! server that gets every rule of GUIDE.md right, written to be read.
 //!
 //! Each trap of a first mio server is this same server with one change,
-//! written where it happens as `if self.trap == Some(Trap::X)` and a `TRAP`
-//! comment; search for `TRAP` to see all ten. [`Lab::bind`] with `None`
-//! builds the correct server.
+//! written where it happens as a test of `self.trap == Some(Trap::X)` and
+//! a `TRAP` comment; search for `TRAP` to see all ten. [`Lab::bind`] with
+//! `None` builds the correct server.
 //!
 //! The path of a byte: `run` polls → `dispatch` by token → `serve_conn`
 //! reads until `WouldBlock` (`read`), cuts lines and owes a reply for each
@@ -13,8 +13,9 @@
 //!
 //! Simplifications against ackloop, each harmless here: deadlines are
 //! found by scanning the connections (ackloop keeps a heap), a UDP reply
-//! the socket cannot take is dropped (ackloop queues it), and the only
-//! reply is `Received`. The [`Counters`] exist for the probes only.
+//! the socket cannot take is dropped (ackloop queues it), a last line
+//! without `\n` gets no reply, and the only reply is `Received`. The
+//! [`Counters`] exist for the probes only.
 
 use std::fs::File;
 use std::io::{self, ErrorKind, Read, Write};
@@ -254,7 +255,9 @@ impl Lab {
                         break;
                     }
                 }
-                Err(_) => continue, // that client is gone (ECONNABORTED)
+                // That client is gone (ECONNABORTED): the next may be fine.
+                // (ackloop retries any other error after a pause.)
+                Err(_) => continue,
             }
         }
     }
@@ -402,8 +405,8 @@ impl Lab {
         let conn = &mut self.conns[key];
         if self.trap == Some(Trap::WriteAll) {
             // TRAP write-all: on a non-blocking socket `write_all` fails
-            // with WouldBlock midway, and the bytes it did write are
-            // forgotten; the connection ends with its replies cut short.
+            // with WouldBlock as soon as the send buffer is full, and the
+            // error ends the connection with its replies cut short.
             conn.stream.write_all(&conn.owed)?;
             conn.owed.clear();
         }
