@@ -82,7 +82,7 @@ mod lab {
             ),
             Trap::WriteAll => (
                 "write_all on a non-blocking socket",
-                "write_all fails with WouldBlock midway and forgets what it wrote",
+                "write_all fails with WouldBlock once the send buffer is full, and the error ends the connection",
                 "a short write is progress: keep the rest for the next WRITABLE",
                 "src/tcp/conn.rs, Conn::write_owed",
             ),

@@ -215,7 +215,7 @@ fn idle_client(target: &Target) -> io::Result<Finding> {
 /// A client arrives while the process has no descriptor left: is it
 /// closed promptly, and what CPU does the server burn meanwhile?
 fn out_of_descriptors(target: &Target) -> io::Result<Finding> {
-    const WINDOW: Duration = Duration::from_millis(1500);
+    const WINDOW: Duration = Duration::from_secs(1);
     use socket2::{Domain, Socket, Type};
     // Everything the probe needs is opened before the descriptors run out.
     let socket = Socket::new(Domain::IPV4, Type::STREAM, None)?;
