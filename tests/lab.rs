@@ -109,12 +109,20 @@ fn interrupted() {
     trap_shows_only_when_broken(Trap::Interrupted);
 }
 
-/// Every trap has a test above, and a name the example accepts.
+/// Every trap has a test above, a name the example accepts, and exactly
+/// one `TRAP` comment in the server marking its change.
 #[test]
-fn every_trap_is_named_and_tested() {
+fn every_trap_is_named_tested_and_marked() {
     assert_eq!(Trap::ALL.len(), 10);
+    let server = include_str!("../examples/lab/server.rs");
     for trap in Trap::ALL {
         assert_eq!(Trap::from_name(trap.name()), Some(trap));
+        let marker = format!("// TRAP {}:", trap.name());
+        assert_eq!(server.matches(&marker).count(), 1, "{marker}");
+        assert!(
+            trap.change().is_some_and(|(_, text)| text.len() > 20),
+            "{marker}"
+        );
     }
 }
 

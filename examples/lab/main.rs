@@ -187,10 +187,10 @@ mod lab {
         let (broken, ok_broken) = run(trap, Kind::Broken(trap));
         println!("  broken:  {} ({})", broken.figure, verdict(&broken));
         println!("           {}", lesson.why);
-        println!(
-            "  fix:     {} (search examples/lab/server.rs for TRAP)",
-            lesson.fix
-        );
+        if let Some((line, comment)) = trap.change() {
+            println!("  change:  examples/lab/server.rs:{line}: {comment}");
+        }
+        println!("  fix:     {}", lesson.fix);
         let (correct, ok_correct) = run(trap, Kind::Correct);
         println!("  correct: {} ({})", correct.figure, verdict(&correct));
         let (ackloop, ok_ackloop) = run(trap, Kind::Ackloop);

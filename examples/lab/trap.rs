@@ -48,4 +48,20 @@ impl Trap {
     pub fn from_name(name: &str) -> Option<Trap> {
         Trap::ALL.into_iter().find(|trap| trap.name() == name)
     }
+
+    /// Where the server changes for this trap: the line number of its
+    /// `TRAP` comment in `server.rs`, and the comment's text.
+    pub fn change(self) -> Option<(usize, String)> {
+        const SERVER: &str = include_str!("server.rs");
+        let marker = format!("// TRAP {}:", self.name());
+        let lines: Vec<&str> = SERVER.lines().collect();
+        let start = lines.iter().position(|line| line.contains(&marker))?;
+        let comment: Vec<&str> = lines[start..]
+            .iter()
+            .map(|line| line.trim())
+            .take_while(|line| line.starts_with("//"))
+            .map(|line| line.trim_start_matches("//").trim())
+            .collect();
+        Some((start + 1, comment.join(" ")))
+    }
 }
