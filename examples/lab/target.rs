@@ -87,9 +87,16 @@ impl Target {
             })
             .start()
             .map_err(io::Error::other)?;
-        // Probes run one at a time, so exactly one such thread exists.
-        let tid = measure::thread_named("ackloop-test-server")
-            .ok_or_else(|| io::Error::other("cannot find the TestServer's thread"))?;
+        // Probes run one at a time, so one such thread runs; the last
+        // probe's may take a moment more to leave the list of tasks.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(1);
+        let tid = loop {
+            match measure::thread_named("ackloop-test-server") {
+                Some(tid) => break tid,
+                None if std::time::Instant::now() < deadline => std::thread::yield_now(),
+                None => return Err(io::Error::other("cannot find the TestServer's thread")),
+            }
+        };
         Ok(Target {
             tcp: server.tcp_addr(),
             udp: server.udp_addr(),
