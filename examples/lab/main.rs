@@ -84,7 +84,7 @@ mod lab {
                 "write_all on a non-blocking socket",
                 "write_all fails with WouldBlock once the send buffer is full, and the error ends the connection",
                 "a short write is progress: keep the rest for the next WRITABLE",
-                "src/tcp/conn.rs, Conn::write_owed",
+                "src/write.rs, write_until_blocked (used by Conn::write_owed)",
             ),
             Trap::OkZero => (
                 "Ok(0) not taken as end of stream",
@@ -120,7 +120,7 @@ mod lab {
                 "EINTR treated as fatal",
                 "a signal makes epoll_wait return Interrupted, and the server ends",
                 "retry the poll on Interrupted",
-                "src/server.rs, Server::turn",
+                "src/server.rs, Server::turn; src/write.rs, nonblocking",
             ),
         };
         Lesson {
@@ -231,7 +231,7 @@ mod lab {
         println!(
             "| `stale-key` (scripted, not on Linux) | keys freed at once: {at_once} | \
              free keys when the batch ends | {deferred} | frees keys when the batch ends \
-             (src/tcp/mod.rs, Tcp::end_turn) |"
+             (src/table.rs, Table::end_turn) |"
         );
         all_ok
     }
@@ -251,7 +251,7 @@ mod lab {
             "  keys freed after the batch: {}",
             stale_key::describe(&deferred)
         );
-        println!("  ackloop: src/tcp/mod.rs, Tcp::end_turn");
+        println!("  ackloop: src/table.rs, Table::end_turn");
         at_once.closed.contains(&"B") && !deferred.closed.contains(&"B")
     }
 }

@@ -16,7 +16,7 @@
 //!
 //! If step 1 frees key 0 at once, step 2 gives key 0 to client B, and
 //! step 3 closes B, who did nothing wrong. Freeing keys when the batch
-//! ends (the lab's server and ackloop's `Tcp::end_turn` both do) gives B
+//! ends (the lab's server and ackloop's `Table::end_turn` both do) gives B
 //! key 1, and step 3 finds key 0 already closed. The script below replays
 //! that batch through a slab, both ways, without a socket.
 
