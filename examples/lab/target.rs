@@ -163,7 +163,7 @@ struct EventCounter;
 
 impl log::Log for EventCounter {
     fn enabled(&self, metadata: &log::Metadata<'_>) -> bool {
-        metadata.target() == "ackloop::server"
+        metadata.target().starts_with("ackloop::server") // the loop, wherever it dispatches
     }
 
     fn log(&self, record: &log::Record<'_>) {
