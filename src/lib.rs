@@ -242,8 +242,9 @@
 //! | [`MAX_FAULTS`] | 64 | a fault more is an error (`error:` on control, `Err` from the library) |
 //! | [`SHUTDOWN_GRACE_MS`] | 5 s | close everything |
 //!
-//! Memory is about 64 KiB of shared buffers plus well under 128 bytes per
-//! idle connection (with the fixed reply). A busy connection may add
+//! Memory is about 64 KiB of shared buffers plus 56 bytes per idle
+//! connection (with the fixed reply, faults or not): a 40-byte slot and a
+//! 16-byte timer entry, reserved up front for [`Config::max_connections`]. A busy connection may add
 //! buffers of its own: input held back by backpressure (at most one read,
 //! 64 KiB) and, with a custom [`Responder`], the open line (at most
 //! `max_line`) and its owed replies (at most [`Config::max_owed`] plus one reply,
