@@ -19,11 +19,21 @@ const CONNECTIONS: usize = 5_000;
 /// socket in debug builds.
 const BUDGET: i64 = 64 + if cfg!(debug_assertions) { 16 } else { 0 };
 
+/// One test, the servers one after the other: the test process holds
+/// every client's descriptor.
 #[test]
-fn an_idle_connection_costs_at_most_64_bytes() {
+fn an_idle_connection_costs_at_most_64_bytes_with_or_without_faults() {
+    assert_idle_cost_within_budget(&[]);
+    // A fault in force that selects none of the messages adds nothing:
+    // each is judged clean and takes the fault-free path.
+    assert_idle_cost_within_budget(&["--fault", "tcp:delay=1000,first=0"]);
+}
+
+#[track_caller]
+fn assert_idle_cost_within_budget(extra: &[&str]) {
     raise_descriptor_limit(CONNECTIONS as u64 + 200);
     let max = (CONNECTIONS + 100).to_string();
-    let args = [
+    let mut args = vec![
         "--mode",
         "line",
         "--log-level",
@@ -31,6 +41,7 @@ fn an_idle_connection_costs_at_most_64_bytes() {
         "--max-connections",
         &max,
     ];
+    args.extend_from_slice(extra);
     let server = Server::start(&args);
     // One long line first: the read buffer's pages are resident from now on.
     let warm = connect(server.tcp());
@@ -51,7 +62,7 @@ fn an_idle_connection_costs_at_most_64_bytes() {
     let per_connection = grown * 1024 / CONNECTIONS as i64;
     assert!(
         per_connection <= BUDGET,
-        "{per_connection} bytes per idle connection ({grown} KiB for {CONNECTIONS})"
+        "{per_connection} bytes per idle connection ({grown} KiB for {CONNECTIONS}) {extra:?}"
     );
 }
 
