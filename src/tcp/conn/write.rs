@@ -57,6 +57,8 @@ impl Connection {
             Some(mut buffers) if !buffers.steps.is_empty() => {
                 let result = self.flush_steps(&mut buffers, stream, cx);
                 self.buffers = Some(buffers);
+                // Its steps all run, a fixed-reply connection keeps none.
+                self.drop_idle_buffers();
                 result
             }
             buffers => {

@@ -61,3 +61,17 @@ fn delayed_replies_are_bounded_by_their_memory_not_their_bytes() {
     lp.advance(&mut conn, &mut s, false).unwrap();
     assert!(lp.stats().messages as usize > taken, "resumed");
 }
+
+#[test]
+fn once_its_delayed_replies_are_out_a_connection_keeps_no_buffers() {
+    let mut lp = Loop::new(Mode::Line);
+    lp.faults = Faults::new(1, &["tcp:delay=10".parse().unwrap()]);
+    let mut conn = lp.connection();
+    let mut s = Script::with_input(&[&lines(3)]).room(usize::MAX);
+    lp.advance(&mut conn, &mut s, true).unwrap();
+    assert!(conn.has_steps(), "three replies held back");
+    lp.now = 11;
+    lp.advance(&mut conn, &mut s, false).unwrap();
+    assert_eq!(s.written, line_replies(3));
+    assert!(conn.buffers.is_none(), "idle again: back to its 32 bytes");
+}
