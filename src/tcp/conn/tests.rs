@@ -606,5 +606,6 @@ fn mios_stream_sends_our_fin_on_shutdown_write_and_knows_its_peer() {
 }
 
 mod lean;
+mod phases;
 mod time;
 mod writes;
