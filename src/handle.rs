@@ -21,7 +21,25 @@ pub(crate) struct Shared {
     pub counters: Counters,
     /// Changes asked for by other threads, applied by the loop when woken.
     pub changes: Mutex<Vec<Change>>,
+    /// The loop has stopped (or its server is gone): no change will be
+    /// taken. Set with `changes` locked, so none is left waiting.
+    pub stopped: AtomicBool,
 }
+
+impl Shared {
+    /// The loop will take no more changes: answers those waiting, and
+    /// every later one at once, with an error.
+    pub fn stop_taking_changes(&self) {
+        let mut changes = self.changes.lock().unwrap_or_else(|p| p.into_inner());
+        self.stopped.store(true, Ordering::SeqCst);
+        for (_, reply_to) in changes.drain(..) {
+            let _ = reply_to.send(Err(STOPPED.into()));
+        }
+    }
+}
+
+/// Why a change to a stopped server fails.
+const STOPPED: &str = "the server has stopped";
 
 /// A command another thread asks the loop to carry out, and where the
 /// loop sends its reply.
@@ -160,6 +178,9 @@ impl Handle {
             .changes
             .lock()
             .unwrap_or_else(|p| p.into_inner());
+        if self.shared.stopped.load(Ordering::SeqCst) {
+            return Err(STOPPED.into()); // Nobody would take it.
+        }
         changes.push((command, reply_to));
         drop(changes);
         self.shared

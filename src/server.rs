@@ -267,6 +267,7 @@ impl Server {
                 stop_requested: AtomicBool::new(false),
                 counters: Default::default(),
                 changes: Default::default(),
+                stopped: AtomicBool::new(false),
             }),
             status: Status::Running,
         })
@@ -420,8 +421,18 @@ impl Server {
         std::mem::swap(ready, ready_next);
         if sources.stopping && sources.is_idle() {
             self.status = Status::Stopped;
+            self.shared.stop_taking_changes();
             info!("ackloop stopped: {}", self.stats());
         }
         Ok(self.status)
+    }
+}
+
+impl Drop for Server {
+    /// A [`Handle`] outlives its server: its calls fail at once from now
+    /// on, and those waiting are answered, rather than waiting out
+    /// [`CHANGE_TIMEOUT`](crate::CHANGE_TIMEOUT).
+    fn drop(&mut self) {
+        self.shared.stop_taking_changes();
     }
 }
