@@ -467,3 +467,89 @@ fn reply_with_a_responder_is_an_error_that_names_no_flag() {
     );
     assert_eq!(tcp_request(server.tcp(), b"hi"), b"hi", "still echoing");
 }
+
+#[test]
+fn received_with_extreme_counts_and_waits_is_answered_or_refused() {
+    let server = Server::start(&["--control", "127.0.0.1:0"]);
+    let mut control = Control::open(&server);
+    let max = u64::MAX;
+    assert_eq!(
+        control.ask(&format!("received {max} 0.05")),
+        "error: timeout after 0.05 s with 0"
+    );
+    assert_eq!(control.ask("received 0 86400"), "ok 0", "already arrived");
+    for line in [
+        "received 18446744073709551616 1", // u64::MAX + 1
+        "received 1 86400.001",
+        "received -1 1",
+        "received 1 1 1",
+    ] {
+        let answer = control.ask(line);
+        assert!(answer.starts_with("error: "), "{line:?}: {answer:?}");
+    }
+    assert!(control.ask("stats").starts_with("ok "));
+}
+
+#[test]
+fn control_lines_at_max_line_are_answered_and_one_more_byte_closes() {
+    let server = Server::start(&["--control", "127.0.0.1:0", "--max-line", "16"]);
+    let mut control = Control::open(&server);
+    // "reply " and ten bytes: sixteen, the longest line allowed.
+    assert_eq!(control.ask("reply 0123456789"), "ok");
+    assert_eq!(
+        control.ask(&format!("{:<15}x", "stats")),
+        "error: stats takes no argument"
+    );
+    assert_eq!(tcp_request(server.tcp(), b"hi"), b"0123456789");
+    let mut long = Control::open(&server);
+    long.send("reply 0123456789A");
+    let drained = common::read_until_closed(&long.stream, DEADLINE);
+    assert_ne!(drained.end, common::End::TimedOut, "closed");
+    assert!(
+        drained.bytes.is_empty(),
+        "no answer: {:?}",
+        text(&drained.bytes)
+    );
+    assert!(control.ask("stats").starts_with("ok "), "others go on");
+}
+
+#[test]
+fn a_control_reply_too_long_for_a_reply_is_an_error_and_changes_nothing() {
+    let server = Server::start(&["--control", "127.0.0.1:0"]);
+    let mut control = Control::open(&server);
+    let answer = control.ask(&format!("reply {}", "x".repeat(2048)));
+    assert_eq!(answer, "error: reply: must be 1 to 1024 bytes, got 2048");
+    assert!(
+        control
+            .ask("reply ")
+            .starts_with("error: reply: must be 1 to 1024")
+    );
+    assert_eq!(tcp_request(server.tcp(), b"hi"), b"Received");
+}
+
+#[test]
+fn sigterm_while_64_control_clients_wait_closes_them_all_at_once() {
+    let mut server = Server::start(&["--control", "127.0.0.1:0"]);
+    let mut waiting: Vec<Control> = (0..64).map(|_| Control::open(&server)).collect();
+    for control in &mut waiting {
+        // Answered first, so the connection is surely taken (not the 65th).
+        assert!(control.ask("stats").starts_with("ok "));
+        control.send("received 1000000 86400");
+    }
+    // Data clients are served while all 64 wait.
+    assert_eq!(tcp_request(server.tcp(), b"hi"), b"Received");
+    assert_eq!(udp_request(server.udp(), b"hi"), b"Received");
+    let began = Instant::now();
+    server.signal(common::SIGTERM);
+    let status = server.wait_timeout(DEADLINE).expect("exits");
+    assert_eq!(status.code(), Some(0));
+    assert!(
+        began.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        began.elapsed()
+    );
+    for control in &waiting {
+        let drained = common::read_until_closed(&control.stream, DEADLINE);
+        assert_ne!(drained.end, common::End::TimedOut);
+    }
+}
