@@ -5,6 +5,9 @@
 
 #![cfg(unix)]
 
+#[cfg(target_os = "linux")]
+mod common;
+
 use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream, UdpSocket};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
@@ -362,7 +365,7 @@ fn the_descriptor_stays_readable_while_events_wait() {
     /// connections more.
     const EVENTS_PER_TURN: usize = 1024;
     const CLIENTS: usize = EVENTS_PER_TURN + 76;
-    raise_descriptor_limit(2 * CLIENTS as u64 + 64);
+    common::raise_descriptor_limit(2 * CLIENTS as u64 + 64);
 
     let mut config = Config::loopback();
     config.udp = None;
@@ -414,28 +417,4 @@ fn the_descriptor_stays_readable_while_events_wait() {
     turn_now(&mut server);
     assert_eq!(server.stats().bytes_in, CLIENTS as u64, "the rest");
     assert!(!readable_now(server.as_fd()), "all taken");
-}
-
-/// Raises this process's soft limit on open descriptors to `needed`, if
-/// the hard limit allows.
-#[cfg(target_os = "linux")]
-#[track_caller]
-fn raise_descriptor_limit(needed: u64) {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: both calls take a pointer to one valid `rlimit`.
-    unsafe {
-        assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit), 0);
-        if limit.rlim_cur < needed && limit.rlim_max >= needed {
-            limit.rlim_cur = needed;
-            assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &limit), 0);
-        }
-    }
-    assert!(
-        limit.rlim_cur >= needed,
-        "this test needs {needed} descriptors; the limit is {}",
-        limit.rlim_cur
-    );
 }

@@ -9,7 +9,7 @@ mod common;
 
 use std::io::Write;
 
-use common::{Server, connect, read_exactly};
+use common::{Server, connect, raise_descriptor_limit, read_exactly};
 
 /// Enough that a page more or less (4 KiB) moves the figure by a byte.
 const CONNECTIONS: usize = 5_000;
@@ -63,28 +63,5 @@ fn assert_idle_cost_within_budget(extra: &[&str]) {
     assert!(
         per_connection <= BUDGET,
         "{per_connection} bytes per idle connection ({grown} KiB for {CONNECTIONS}) {extra:?}"
-    );
-}
-
-/// Raises this process's soft limit on open descriptors to `needed` (the
-/// server, its child, inherits it), if the hard limit allows.
-#[track_caller]
-fn raise_descriptor_limit(needed: u64) {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: both calls take a pointer to one valid `rlimit`.
-    unsafe {
-        assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit), 0);
-        if limit.rlim_cur < needed && limit.rlim_max >= needed {
-            limit.rlim_cur = needed;
-            assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &limit), 0);
-        }
-    }
-    assert!(
-        limit.rlim_cur >= needed,
-        "this test needs {needed} descriptors; the limit is {}",
-        limit.rlim_cur
     );
 }

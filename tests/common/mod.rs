@@ -738,3 +738,26 @@ pub fn write_until_blocked(mut stream: &TcpStream, bytes: u64, chunk: &[u8]) -> 
     }
     sent
 }
+
+/// Raises this process's soft limit on open descriptors to `needed` (a
+/// server started as a child inherits it), if the hard limit allows.
+#[track_caller]
+pub fn raise_descriptor_limit(needed: u64) {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: both calls take a pointer to one valid `rlimit`.
+    unsafe {
+        assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit), 0);
+        if limit.rlim_cur < needed && limit.rlim_max >= needed {
+            limit.rlim_cur = needed;
+            assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &limit), 0);
+        }
+    }
+    assert!(
+        limit.rlim_cur >= needed,
+        "this test needs {needed} descriptors; the limit is {}",
+        limit.rlim_cur
+    );
+}
