@@ -479,6 +479,24 @@ mod tests {
     use crate::timer::Timers;
     use std::time::Duration;
 
+    /// Runs `body` with a turn of its own: a fixed reply, no faults, a
+    /// fresh timer heap and still-ready list, the clock at 0.
+    fn with_turn(registry: &Registry, counters: &Counters, body: impl FnOnce(&mut Turn<'_>)) {
+        let (mut buf, mut timers, mut ready) = (vec![0; 1024], Timers::with_capacity(0), vec![]);
+        let mut faults = crate::fault::Faults::new(0, &[]);
+        let mut replies = Replies::Fixed(Pattern::new(b"Received", false, 64));
+        body(&mut Turn {
+            registry,
+            now: 0,
+            buf: &mut buf,
+            replies: &mut replies,
+            counters,
+            timers: &mut timers,
+            ready: &mut ready,
+            faults: &mut faults,
+        });
+    }
+
     /// On loopback the kernel almost never makes `send_to` block, so the
     /// queue is filled by hand here, then drained by a real `serve`.
     #[test]
@@ -506,48 +524,37 @@ mod tests {
         udp.queue_reply(&vec![0; queue_bytes], to, &counters, 0);
         assert_eq!(counters.snapshot().replies_dropped, 6);
 
-        let (mut buf, mut timers, mut ready) = (vec![0; 1024], Timers::with_capacity(0), vec![]);
-        let mut faults = crate::fault::Faults::new(0, &[]);
-        let mut replies = Replies::Fixed(Pattern::new(b"Received", false, 64));
-        let mut t = Turn {
-            registry: poll.registry(),
-            now: 0,
-            buf: &mut buf,
-            replies: &mut replies,
-            counters: &counters,
-            timers: &mut timers,
-            ready: &mut ready,
-            faults: &mut faults,
-        };
-        // The socket has nothing to receive, so serve only sends: a
-        // turn's budget at a time, the socket staying on the ready list
-        // while replies are left.
-        let mut turns = 0;
-        loop {
-            udp.serve(&mut t);
-            turns += 1;
-            let sent = (turns * DATAGRAMS_PER_TURN).min(queue_len);
-            assert_eq!(udp.queued(), queue_len - sent, "turn {turns}");
-            if udp.queued() == 0 {
-                break;
+        with_turn(poll.registry(), &counters, |t| {
+            // The socket has nothing to receive, so serve only sends: a
+            // turn's budget at a time, the socket staying on the ready list
+            // while replies are left.
+            let mut turns = 0;
+            loop {
+                udp.serve(t);
+                turns += 1;
+                let sent = (turns * DATAGRAMS_PER_TURN).min(queue_len);
+                assert_eq!(udp.queued(), queue_len - sent, "turn {turns}");
+                if udp.queued() == 0 {
+                    break;
+                }
+                assert_eq!(t.ready.pop(), Some(Ready::Udp), "still ready");
             }
-            assert_eq!(t.ready.pop(), Some(Ready::Udp), "still ready");
-        }
-        assert_eq!(turns, queue_len.div_ceil(DATAGRAMS_PER_TURN));
-        let sent: usize = (0..queue_len).map(|i| format!("{i}").len()).sum();
-        assert_eq!(counters.snapshot().bytes_out, sent as u64);
-        // Loopback delivers during `send_to`, so what will arrive has
-        // arrived; the client's receive buffer holds the first few hundred
-        // (the kernel drops the rest), and they are in order.
-        client.set_nonblocking(true).unwrap();
-        let mut got = [0; 16];
-        let mut received = 0;
-        while let Ok(n) = client.recv(&mut got) {
-            assert_eq!(&got[..n], format!("{received}").as_bytes(), "in order");
-            received += 1;
-        }
-        assert!(received >= 100, "only {received} replies arrived");
-        assert!(udp.spare.len() <= queue_len, "spares are bounded");
+            assert_eq!(turns, queue_len.div_ceil(DATAGRAMS_PER_TURN));
+            let sent: usize = (0..queue_len).map(|i| format!("{i}").len()).sum();
+            assert_eq!(counters.snapshot().bytes_out, sent as u64);
+            // Loopback delivers during `send_to`, so what will arrive has
+            // arrived; the client's receive buffer holds the first few hundred
+            // (the kernel drops the rest), and they are in order.
+            client.set_nonblocking(true).unwrap();
+            let mut got = [0; 16];
+            let mut received = 0;
+            while let Ok(n) = client.recv(&mut got) {
+                assert_eq!(&got[..n], format!("{received}").as_bytes(), "in order");
+                received += 1;
+            }
+            assert!(received >= 100, "only {received} replies arrived");
+            assert!(udp.spare.len() <= queue_len, "spares are bounded");
+        });
     }
 
     #[test]
@@ -562,30 +569,19 @@ mod tests {
         let config = crate::Config::default();
         let mut udp = Udp::new(socket, false, &config);
         let counters = Counters::default();
-        let (mut buf, mut timers, mut ready) = (vec![0; 1024], Timers::with_capacity(0), vec![]);
-        let mut faults = crate::fault::Faults::new(0, &[]);
-        let mut replies = Replies::Fixed(Pattern::new(b"Received", false, 64));
-        let mut t = Turn {
-            registry: poll.registry(),
-            now: 0,
-            buf: &mut buf,
-            replies: &mut replies,
-            counters: &counters,
-            timers: &mut timers,
-            ready: &mut ready,
-            faults: &mut faults,
-        };
-        let held = DATAGRAMS_PER_TURN + 10;
-        for _ in 0..held {
-            udp.delay_reply(b"late", to, 5, &mut t);
-        }
-        t.now = 5;
-        udp.release_delayed(&mut t);
-        assert_eq!(udp.delayed.len(), 10, "one turn's budget released");
-        assert_eq!(t.ready.pop(), Some(Ready::Udp), "the rest next turn");
-        udp.serve(&mut t);
-        assert_eq!(udp.queued(), 0);
-        assert!(t.ready.is_empty());
-        assert_eq!(counters.snapshot().bytes_out, 4 * held as u64);
+        with_turn(poll.registry(), &counters, |t| {
+            let held = DATAGRAMS_PER_TURN + 10;
+            for _ in 0..held {
+                udp.delay_reply(b"late", to, 5, t);
+            }
+            t.now = 5;
+            udp.release_delayed(t);
+            assert_eq!(udp.delayed.len(), 10, "one turn's budget released");
+            assert_eq!(t.ready.pop(), Some(Ready::Udp), "the rest next turn");
+            udp.serve(t);
+            assert_eq!(udp.queued(), 0);
+            assert!(t.ready.is_empty());
+            assert_eq!(counters.snapshot().bytes_out, 4 * held as u64);
+        });
     }
 }
