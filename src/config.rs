@@ -130,7 +130,8 @@ pub struct Config {
     /// binding, so that several processes can share one address and the
     /// kernel spreads clients over them (Unix only).
     pub reuse_port: bool,
-    /// The one read buffer shared by every socket, in bytes. Smaller saves
+    /// The one read buffer shared by every data socket, in bytes (control
+    /// connections read their short lines 4 KiB at a time). Smaller saves
     /// memory on a small host: TCP input is read in more pieces, and a
     /// custom responder sees at most this much of a datagram or of once
     /// mode's first bytes (a datagram is still counted at its real length).

@@ -98,7 +98,7 @@
 //!    (Lab: [`emfile-spin`](#the-traps-lab).)
 //! 2. **Read.** The connection is registered for `READABLE`. Bytes go into
 //!    one read buffer ([`Config::read_buffer`], 64 KiB by default) shared
-//!    by every socket: bytes are framed and answered before the next read,
+//!    by every data socket: bytes are framed and answered before the next read,
 //!    so nobody needs a buffer of their own.
 //! 3. **Owe.** A message makes a reply owed. With the fixed reply, a
 //!    connection owes "n bytes of `ReceivedReceived...`" — just a count,
@@ -189,13 +189,16 @@
 //! TRACE [ackloop::server] event listener readable           ← a client is waiting
 //! TRACE [mio::poll] registering event source with poller: token=Token(0), interests=READABLE
 //! DEBUG [ackloop::tcp] conn 0: accepted 127.0.0.1:57330     ← slab key 0 is its token
-//! TRACE [ackloop::tcp] conn 0: read 14 bytes, wrote 9 bytes, owes 0 (Open)
+//! TRACE [ackloop::tcp] conn 0: read 14 bytes, wrote 9 bytes, owes 0 (Open { line: OpenLine { word: 0 }, paused: false })
 //!                                                           ← read at once after accept: one line,
 //!                                                             one reply, written whole: no WRITABLE
 //! TRACE [ackloop::server] event conn 0 readable read-closed ← the client closed
-//! TRACE [ackloop::tcp] conn 0: read 0 bytes, wrote 0 bytes, owes 0 (Closing)
+//! TRACE [ackloop::tcp] conn 0: read 0 bytes, wrote 0 bytes, owes 0 (Closing { peer_eof: true })
 //! DEBUG [ackloop::tcp] conn 0: closed                       ← EOF: nothing owed, close
 //! ```
+//!
+//! (When the client's bytes come after the accept, the first `read` line
+//! says `read 0 bytes` and an `event conn 0 readable` brings the line.)
 //!
 //! (No `deregistering` line follows the close on Linux: closing the
 //! descriptor takes it off epoll's list by itself; elsewhere the
@@ -235,20 +238,22 @@
 //! | [`Config::idle_timeout`] | 60 s | close the connection |
 //! | [`Config::max_line`] | 64 KiB | close after the replies owed for earlier lines, warn |
 //! | [`Config::max_owed`] | 64 KiB | take no more lines, stop reading the connection until its replies drain |
-//! | [`Config::read_buffer`] | 64 KiB | one buffer for every socket; a datagram larger than it is counted whole, read in part |
+//! | [`Config::read_buffer`] | 64 KiB | one buffer for every data socket; a datagram larger than it is counted whole, read in part |
 //! | [`READS_PER_TURN`], [`ACCEPTS_PER_TURN`], [`DATAGRAMS_PER_TURN`] | 16, 64, 256 | serve the source again next turn |
 //! | [`Config::udp_queue_len`], [`Config::udp_queue_bytes`] | 1024, 256 KiB | drop the UDP reply, count it |
 //! | [`LINGER_MS`], [`LINGER_CAP_MS`] | 2 s, 30 s | close a lingering connection: silent that long, or lingered that long in all |
 //! | [`MAX_FAULTS`] | 64 | a fault more is an error (`error:` on control, `Err` from the library) |
 //! | [`SHUTDOWN_GRACE_MS`] | 5 s | close everything |
 //!
-//! Memory is about 64 KiB of shared buffers plus 56 bytes per idle
-//! connection (with the fixed reply, faults or not): a 40-byte slot and a
-//! 16-byte timer entry, reserved up front for [`Config::max_connections`]. A busy connection may add
-//! buffers of its own: input held back by backpressure (at most one read,
-//! 64 KiB) and, with a custom [`Responder`], the open line (at most
-//! `max_line`) and its owed replies (at most [`Config::max_owed`] plus one reply,
-//! whose size the responder decides).
+//! Memory is about 130 KiB of shared buffers (the read buffer and, with
+//! the fixed reply, the reply pattern sized to [`Config::max_owed`]: 64 KiB
+//! each by default) plus 56 bytes per idle connection (with the fixed
+//! reply, faults or not): a 40-byte slot and a 16-byte timer entry,
+//! reserved up front for [`Config::max_connections`]. A busy connection
+//! may add buffers of its own: input held back by backpressure (at most
+//! one read, 64 KiB) and, with a custom [`Responder`], the open line (at
+//! most `max_line`) and its owed replies (at most [`Config::max_owed`] plus
+//! one reply, whose size the responder decides).
 //!
 //! # Features
 //!

@@ -566,7 +566,7 @@ mod tests {
             .unwrap();
         let sink = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
         let to = sink.local_addr().unwrap();
-        let config = crate::Config::default();
+        let config = Config::default();
         let mut udp = Udp::new(socket, false, &config);
         let counters = Counters::default();
         with_turn(poll.registry(), &counters, |t| {
