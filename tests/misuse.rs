@@ -184,3 +184,24 @@ fn a_responder_whose_replies_are_huge_costs_the_reply_not_the_server() {
     assert!(reply[..HUGE].iter().all(|&b| b == b'h'));
     assert_eq!(&reply[HUGE..], b"\nok\n");
 }
+
+#[test]
+fn refuse_and_accept_without_tcp_are_errors_that_name_no_flag() {
+    let server = TestServer::builder()
+        .configure(|c| c.tcp = None)
+        .start()
+        .unwrap();
+    let handle = server.handle();
+    for (name, result) in [("refuse", handle.refuse()), ("accept", handle.accept())] {
+        let why = result.expect_err(name);
+        assert!(why.contains("no TCP"), "{name}: {why}");
+        assert!(
+            !why.contains("--"),
+            "{name}: a library user typed no flag: {why}"
+        );
+    }
+    assert!(
+        udp_try(server.udp_addr(), DEADLINE).is_some(),
+        "UDP goes on"
+    );
+}

@@ -410,12 +410,16 @@ impl Tcp {
     }
 }
 
+/// Why `refuse` and `accept` fail without TCP: in words a control client
+/// and a library user both understand (neither typed `--no-tcp`).
+const NO_TCP: &str = "no TCP: this server serves UDP only";
+
 /// What live control changes on the TCP side (see [`command`](crate::command)).
 impl Target for Tcp {
     /// Closes the listener: new clients are refused; open connections go
     /// on.
     fn refuse(&mut self, t: &mut Turn<'_>) -> Reply {
-        self.listen_addr.ok_or("tcp is off (--no-tcp)")?;
+        self.listen_addr.ok_or(NO_TCP)?;
         if let Some(mut listener) = self.listener.take() {
             let _ = t.registry.deregister(&mut listener);
         }
@@ -424,7 +428,7 @@ impl Target for Tcp {
 
     /// Listens again on the same address after [`refuse`](Tcp::refuse).
     fn listen_again(&mut self, t: &mut Turn<'_>) -> Reply {
-        let addr = self.listen_addr.ok_or("tcp is off (--no-tcp)")?;
+        let addr = self.listen_addr.ok_or(NO_TCP)?;
         if self.stopping {
             return Err("shutting down".into());
         }
