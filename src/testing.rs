@@ -378,16 +378,23 @@ impl TestServer {
         lock(&self.record.log).unrecorded
     }
 
-    /// Waits until at least `n` messages arrived, for at most `timeout`.
+    /// Waits until at least `n` messages arrived, for at most `timeout`
+    /// (`Duration::MAX`: no limit), and returns those recorded: all of
+    /// them, unless more arrived than the [record
+    /// limit](Builder::record_limit) keeps.
     ///
     /// # Errors
     ///
-    /// On timeout, `Err` with the messages that did arrive.
+    /// On timeout, `Err` with the messages recorded so far.
     pub fn try_wait_for(&self, n: usize, timeout: Duration) -> Result<Vec<Message>, Vec<Message>> {
-        let deadline = Instant::now() + timeout;
+        let deadline = Instant::now().checked_add(timeout);
         let mut log = lock(&self.record.log);
-        while log.messages.len() < n {
-            let left = deadline.saturating_duration_since(Instant::now());
+        // Messages past the record limit arrived too: count them.
+        while (log.messages.len() as u64).saturating_add(log.unrecorded) < n as u64 {
+            let left = match deadline {
+                Some(deadline) => deadline.saturating_duration_since(Instant::now()),
+                None => Duration::MAX, // Too far to name: no limit.
+            };
             if left.is_zero() {
                 return Err(log.messages.clone());
             }
@@ -399,7 +406,8 @@ impl TestServer {
         Ok(log.messages.clone())
     }
 
-    /// Waits until at least `n` messages arrived and returns them all.
+    /// Waits until at least `n` messages arrived and returns those
+    /// recorded (all of them, within the record limit).
     ///
     /// # Panics
     ///

@@ -205,3 +205,28 @@ fn refuse_and_accept_without_tcp_are_errors_that_name_no_flag() {
         "UDP goes on"
     );
 }
+
+#[test]
+fn try_wait_for_without_a_limit_of_time_does_not_panic() {
+    let server = TestServer::start().unwrap();
+    let addr = server.tcp_addr();
+    // Sent from another thread, so the wait usually begins first.
+    let client = std::thread::spawn(move || tcp_exchange(addr));
+    let messages = server.try_wait_for(1, Duration::MAX).expect("one arrived");
+    assert_eq!(messages.len(), 1);
+    assert_eq!(client.join().unwrap(), b"Received");
+}
+
+#[test]
+fn waiting_for_more_messages_than_are_recorded_ends_when_they_arrived() {
+    let server = TestServer::builder().record_limit(1).start().unwrap();
+    for _ in 0..3 {
+        assert!(udp_try(server.udp_addr(), DEADLINE).is_some());
+    }
+    let began = Instant::now();
+    let recorded = server
+        .try_wait_for(3, Duration::from_secs(5))
+        .expect("3 arrived, 1 recorded");
+    assert!(began.elapsed() < PROMPT, "took {:?}", began.elapsed());
+    assert_eq!((recorded.len(), server.unrecorded()), (1, 2));
+}
