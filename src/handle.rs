@@ -1,5 +1,6 @@
 //! The [`Handle`]: what other threads may do with a running server.
 
+use std::cell::Cell;
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
@@ -40,6 +41,32 @@ impl Shared {
 
 /// Why a change to a stopped server fails.
 const STOPPED: &str = "the server has stopped";
+
+thread_local! {
+    /// The server whose turn this thread is running (its [`Shared`]'s
+    /// address), or 0. A change asked of it from here (a responder using
+    /// the handle, say) would wait for the loop, which waits for it.
+    static TURNING: Cell<usize> = const { Cell::new(0) };
+}
+
+/// Marks the current thread as running a turn of the server `shared`
+/// belongs to, until dropped.
+pub(crate) struct InTurn {
+    before: usize,
+}
+
+impl InTurn {
+    pub fn enter(shared: &Arc<Shared>) -> InTurn {
+        let before = TURNING.replace(Arc::as_ptr(shared) as usize);
+        InTurn { before }
+    }
+}
+
+impl Drop for InTurn {
+    fn drop(&mut self) {
+        TURNING.set(self.before);
+    }
+}
 
 /// A command another thread asks the loop to carry out, and where the
 /// loop sends its reply.
@@ -96,7 +123,8 @@ impl Handle {
     /// its `first`/`after`/`every` count from then.
     ///
     /// Like every change through a handle, it waits for the loop: call it
-    /// from another thread than the one running the loop.
+    /// from another thread than the one running the loop (from the loop's
+    /// own thread, a responder say, it fails at once).
     ///
     /// # Errors
     ///
@@ -172,6 +200,13 @@ impl Handle {
 
     /// Sends `command` to the loop and waits for its reply.
     fn run(&self, command: Command) -> Reply {
+        if TURNING.get() == Arc::as_ptr(&self.shared) as usize {
+            return Err(
+                "called from the loop's own thread, which would wait for itself: \
+                        call it from another thread"
+                    .into(),
+            );
+        }
         let (reply_to, reply) = mpsc::channel();
         let mut changes = self
             .shared

@@ -24,7 +24,7 @@ use crate::config::Mode;
 use crate::control::Control;
 use crate::error::Error;
 use crate::fault::{self, Faults};
-use crate::handle::{Handle, Shared};
+use crate::handle::{Handle, InTurn, Shared};
 use crate::reply::{Pattern, Replies, Responder};
 use crate::stats::Stats;
 use crate::tcp::{RESERVED_CONNECTIONS, Tcp};
@@ -372,6 +372,8 @@ impl Server {
         if self.status == Status::Stopped {
             return Ok(Status::Stopped);
         }
+        // A handle used during the turn (by a responder) must not wait for it.
+        let _in_turn = InTurn::enter(&self.shared);
         let timeout = match (timeout, self.poll_delay()) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),

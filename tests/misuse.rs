@@ -6,6 +6,7 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use ackloop::testing::TestServer;
@@ -41,6 +42,12 @@ fn udp_try(addr: SocketAddr, wait: Duration) -> Option<Vec<u8>> {
     Some(buf)
 }
 
+/// One call through a handle, named in the test's table.
+type HandleCall<'a> = Box<dyn Fn() -> Result<(), String> + 'a>;
+
+/// One hand-made change to a configuration.
+type ConfigChange = fn(&mut Config);
+
 #[test]
 fn handle_calls_after_the_server_stopped_fail_at_once() {
     let mut server = Server::bind(Config::loopback()).unwrap();
@@ -50,7 +57,7 @@ fn handle_calls_after_the_server_stopped_fail_at_once() {
     thread.join().unwrap().unwrap();
     // The server is dropped with its thread: nobody will take a change.
     let fault: Fault = "udp:drop".parse().unwrap();
-    let calls: [(&str, Box<dyn Fn() -> Result<(), String>>); 5] = [
+    let calls: [(&str, HandleCall<'_>); 5] = [
         ("add_fault", Box::new(|| handle.add_fault(fault.clone()))),
         ("clear_faults", Box::new(|| handle.clear_faults())),
         ("set_reply", Box::new(|| handle.set_reply("Later"))),
@@ -109,7 +116,7 @@ fn set_reply_with_an_empty_or_oversized_text_is_an_error_and_changes_nothing() {
 
 #[test]
 fn a_hand_built_config_with_extreme_fields_is_refused_or_served() {
-    let extreme: [(&str, fn(&mut Config)); 10] = [
+    let extreme: [(&str, ConfigChange); 10] = [
         ("max_connections 0", |c| c.max_connections = 0),
         ("idle 1 ns", |c| {
             c.idle_timeout = Some(Duration::from_nanos(1));
@@ -229,4 +236,35 @@ fn waiting_for_more_messages_than_are_recorded_ends_when_they_arrived() {
         .expect("3 arrived, 1 recorded");
     assert!(began.elapsed() < PROMPT, "took {:?}", began.elapsed());
     assert_eq!((recorded.len(), server.unrecorded()), (1, 2));
+}
+
+#[test]
+fn a_handle_called_from_the_loop_itself_fails_at_once_instead_of_stalling_it() {
+    // A responder that changes the server through its handle: the loop
+    // would wait for itself.
+    let slot: Arc<Mutex<Option<ackloop::Handle>>> = Arc::default();
+    let in_responder = Arc::clone(&slot);
+    let server = TestServer::builder()
+        .responder(move |_: &Request<'_>, reply: &mut Vec<u8>| {
+            let handle = in_responder.lock().unwrap().clone();
+            let result = handle.map(|handle| handle.clear_faults());
+            reply.extend_from_slice(format!("{result:?}").as_bytes());
+            true
+        })
+        .start()
+        .unwrap();
+    *slot.lock().unwrap() = Some(server.handle());
+    let began = Instant::now();
+    let reply = String::from_utf8(tcp_exchange(server.tcp_addr())).unwrap();
+    assert!(
+        began.elapsed() < PROMPT,
+        "the loop stalled {:?}",
+        began.elapsed()
+    );
+    assert!(reply.starts_with("Some(Err("), "{reply}");
+    assert!(reply.contains("loop's own thread"), "{reply}");
+    assert!(
+        udp_try(server.udp_addr(), DEADLINE).is_some(),
+        "still serving"
+    );
 }
