@@ -76,7 +76,8 @@ pub(crate) type Change = (Command, mpsc::Sender<Reply>);
 pub const CHANGE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A handle to a running server, for other threads: ask it to stop, read
-/// its counters. Cheap to clone.
+/// its counters, change its faults, its reply and its listener as live
+/// control does. Cheap to clone.
 ///
 /// # Examples
 ///

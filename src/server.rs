@@ -288,7 +288,8 @@ impl Server {
         self.control_addr
     }
 
-    /// A handle for other threads: request shutdown, read counters.
+    /// A handle for other threads: request shutdown, read counters, make
+    /// the changes live control makes.
     pub fn handle(&self) -> Handle {
         Handle {
             shared: Arc::clone(&self.shared),
