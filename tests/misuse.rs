@@ -268,3 +268,17 @@ fn a_handle_called_from_the_loop_itself_fails_at_once_instead_of_stalling_it() {
         "still serving"
     );
 }
+
+#[test]
+fn a_turn_with_the_longest_timeout_still_wakes_for_events() {
+    let mut server = Server::bind(Config::loopback()).unwrap();
+    let handle = server.handle();
+    handle.shutdown(); // The waker's event is waiting: the turn must not sleep.
+    let began = Instant::now();
+    let deadline = began + DEADLINE;
+    while server.turn(Some(Duration::MAX)).unwrap() == ackloop::Status::Running {
+        assert!(Instant::now() < deadline, "the server did not stop");
+    }
+    assert!(began.elapsed() < PROMPT, "took {:?}", began.elapsed());
+    assert_eq!(server.poll_delay(), Some(Duration::ZERO), "stopped: turn at once");
+}
