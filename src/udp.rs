@@ -497,15 +497,20 @@ mod tests {
         });
     }
 
+    /// A UDP socket on `127.0.0.1:0`, registered on `poll`, without batches.
+    fn registered(poll: &mio::Poll, config: &Config) -> Udp {
+        let mut socket = UdpSocket::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        poll.registry()
+            .register(&mut socket, UDP, mio::Interest::READABLE)
+            .unwrap();
+        Udp::new(socket, false, config)
+    }
+
     /// On loopback the kernel almost never makes `send_to` block, so the
     /// queue is filled by hand here, then drained by a real `serve`.
     #[test]
     fn queued_replies_are_bounded_then_sent_in_order() {
         let poll = mio::Poll::new().unwrap();
-        let mut socket = UdpSocket::bind("127.0.0.1:0".parse().unwrap()).unwrap();
-        poll.registry()
-            .register(&mut socket, UDP, mio::Interest::READABLE)
-            .unwrap();
         let client = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
         client
             .set_read_timeout(Some(Duration::from_secs(10)))
@@ -513,7 +518,7 @@ mod tests {
         let to = client.local_addr().unwrap();
         let config = Config::default();
         let (queue_len, queue_bytes) = (config.udp_queue_len, config.udp_queue_bytes);
-        let mut udp = Udp::new(socket, false, &config);
+        let mut udp = registered(&poll, &config);
         let counters = Counters::default();
         for i in 0..queue_len + 5 {
             udp.queue_reply(format!("{i}").as_bytes(), to, &counters, 0);
@@ -560,14 +565,10 @@ mod tests {
     #[test]
     fn delayed_replies_due_together_are_released_a_turn_budget_at_a_time() {
         let poll = mio::Poll::new().unwrap();
-        let mut socket = UdpSocket::bind("127.0.0.1:0".parse().unwrap()).unwrap();
-        poll.registry()
-            .register(&mut socket, UDP, mio::Interest::READABLE)
-            .unwrap();
         let sink = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
         let to = sink.local_addr().unwrap();
         let config = Config::default();
-        let mut udp = Udp::new(socket, false, &config);
+        let mut udp = registered(&poll, &config);
         let counters = Counters::default();
         with_turn(poll.registry(), &counters, |t| {
             let held = DATAGRAMS_PER_TURN + 10;

@@ -280,5 +280,9 @@ fn a_turn_with_the_longest_timeout_still_wakes_for_events() {
         assert!(Instant::now() < deadline, "the server did not stop");
     }
     assert!(began.elapsed() < PROMPT, "took {:?}", began.elapsed());
-    assert_eq!(server.poll_delay(), Some(Duration::ZERO), "stopped: turn at once");
+    assert_eq!(
+        server.poll_delay(),
+        Some(Duration::ZERO),
+        "stopped: turn at once"
+    );
 }
