@@ -4,6 +4,7 @@
 use std::fmt;
 
 use super::{Fault, FaultKind, KINDS, Selector};
+use crate::relay::Direction;
 use crate::reply::Protocol;
 
 /// A message's identity for the seeded choices: TCP `[connection ordinal,
@@ -94,6 +95,13 @@ struct Active {
     seen: u64,
 }
 
+impl Active {
+    /// Whether it judges `protocol`'s messages travelling in `dir`.
+    fn acts_on(&self, protocol: Protocol, dir: Direction) -> bool {
+        self.fault.protocol == protocol && self.fault.select.dir.unwrap_or_default() == dir
+    }
+}
+
 /// The faults in force and the seed.
 #[derive(Debug, Clone)]
 pub(crate) struct Faults {
@@ -149,13 +157,25 @@ impl Faults {
         }
     }
 
+    /// Whether any fault of `protocol` acts in direction `dir` (relays).
+    pub fn any_in(&self, protocol: Protocol, dir: Direction) -> bool {
+        self.any(protocol) && self.active.iter().any(|a| a.acts_on(protocol, dir))
+    }
+
     /// Judges one message of `protocol`, which has `ordinals`: counts it
     /// for every fault of its protocol and returns what applies.
     pub fn judge(&mut self, protocol: Protocol, ordinals: Ordinals) -> Verdict {
+        self.judge_in(protocol, Direction::Down, ordinals)
+    }
+
+    /// Judges one relayed message travelling in direction `dir`: only the
+    /// faults of that direction see it, so each direction counts its own
+    /// messages. Without a relay every message is `Down`.
+    pub fn judge_in(&mut self, protocol: Protocol, dir: Direction, ordinals: Ordinals) -> Verdict {
         let mut verdict = Verdict::default();
         let seed = self.seed;
         for (position, active) in self.active.iter_mut().enumerate() {
-            if active.fault.protocol != protocol {
+            if !active.acts_on(protocol, dir) {
                 continue;
             }
             active.seen += 1;

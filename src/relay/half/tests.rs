@@ -1,0 +1,292 @@
+//! The half-pipe's transitions, with scripted streams: no sockets.
+
+use std::collections::VecDeque;
+use std::io::{self, ErrorKind, Read, Write};
+
+use super::*;
+
+/// What a scripted source does on each read, in order; when the script
+/// runs out it blocks.
+#[derive(Debug)]
+enum Step {
+    Bytes(Vec<u8>),
+    Block,
+    Eof,
+    Fail(ErrorKind),
+}
+
+#[derive(Debug, Default)]
+struct Source {
+    script: VecDeque<Step>,
+    /// Reads made, `WouldBlock` ones included.
+    reads: usize,
+}
+
+impl Source {
+    fn new(script: impl IntoIterator<Item = Step>) -> Source {
+        Source {
+            script: script.into_iter().collect(),
+            reads: 0,
+        }
+    }
+}
+
+impl Read for Source {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        assert!(!buf.is_empty(), "never read into an empty buffer");
+        self.reads += 1;
+        match self.script.pop_front() {
+            None | Some(Step::Block) => Err(ErrorKind::WouldBlock.into()),
+            Some(Step::Eof) => Ok(0),
+            Some(Step::Fail(kind)) => Err(kind.into()),
+            Some(Step::Bytes(mut bytes)) => {
+                let n = bytes.len().min(buf.len());
+                buf[..n].copy_from_slice(&bytes[..n]);
+                if n < bytes.len() {
+                    self.script.push_front(Step::Bytes(bytes.split_off(n)));
+                }
+                Ok(n)
+            }
+        }
+    }
+}
+
+/// A sink that takes `room` more bytes, then blocks.
+#[derive(Debug, Default)]
+struct Sink {
+    got: Vec<u8>,
+    room: usize,
+    shut: bool,
+    fail: Option<ErrorKind>,
+}
+
+impl Sink {
+    fn with_room(room: usize) -> Sink {
+        Sink {
+            room,
+            ..Sink::default()
+        }
+    }
+}
+
+impl Write for Sink {
+    fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+        assert!(!self.shut, "write after our FIN");
+        if let Some(kind) = self.fail {
+            return Err(kind.into());
+        }
+        if self.room == 0 {
+            return Err(ErrorKind::WouldBlock.into());
+        }
+        let n = bytes.len().min(self.room).min(7); // short writes, always
+        self.got.extend_from_slice(&bytes[..n]);
+        self.room -= n;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl super::Sink for Sink {
+    fn shutdown_write(&mut self) -> io::Result<()> {
+        if let Some(kind) = self.fail {
+            return Err(kind.into());
+        }
+        self.shut = true;
+        Ok(())
+    }
+}
+
+/// One pump with a buffer of `buf_len` and a bound of `max_owed`.
+fn pump(
+    pipe: &mut HalfPipe,
+    source: &mut Source,
+    sink: Option<&mut Sink>,
+    (buf_len, max_owed): (usize, usize),
+) -> Result<Pumped, Broken> {
+    let mut buf = vec![0; buf_len];
+    let mut cx = Pump::new(&mut buf, max_owed);
+    pipe.pump(source, sink, &mut cx)
+}
+
+const ROOMY: (usize, usize) = (64, 1024);
+
+#[test]
+fn bytes_flow_through_and_nothing_is_held() {
+    let mut pipe = HalfPipe::default();
+    let mut source = Source::new([Step::Bytes(b"hello, upstream".to_vec())]);
+    let mut sink = Sink::with_room(usize::MAX);
+    let pumped = pump(&mut pipe, &mut source, Some(&mut sink), ROOMY).unwrap();
+    assert_eq!(pumped, Pumped::Waiting);
+    assert_eq!(sink.got, b"hello, upstream");
+    assert_eq!(pipe.held(), 0);
+    assert_eq!(pipe.rest.capacity(), 0, "a flowing pipe holds no buffer");
+    assert!(!pipe.wants_writable());
+}
+
+#[test]
+fn the_counts_of_a_pump_are_what_moved() {
+    let mut pipe = HalfPipe::default();
+    let mut source = Source::new([Step::Bytes(vec![1; 30])]);
+    let mut sink = Sink::with_room(10);
+    let mut buf = vec![0; 64];
+    let mut cx = Pump::new(&mut buf, 1024);
+    pipe.pump(&mut source, Some(&mut sink), &mut cx).unwrap();
+    assert_eq!((cx.read, cx.written), (30, 10));
+    assert_eq!(pipe.held(), 20);
+}
+
+#[test]
+fn a_full_sink_keeps_the_rest_and_stops_reading_the_source() {
+    let mut pipe = HalfPipe::default();
+    let mut source = Source::new([Step::Bytes(vec![b'a'; 40]), Step::Bytes(vec![b'b'; 40])]);
+    let mut sink = Sink::with_room(10);
+    let pumped = pump(&mut pipe, &mut source, Some(&mut sink), ROOMY).unwrap();
+    assert_eq!(pumped, Pumped::Waiting);
+    assert_eq!(pipe.held(), 30, "only the unwritten rest is kept");
+    assert!(pipe.wants_writable());
+    assert_eq!(source.reads, 1, "not read while a rest is held");
+    // The sink drains: the rest goes first, then the source is read again
+    // (no readable event would report the bytes left in it).
+    sink.room = usize::MAX;
+    let pumped = pump(&mut pipe, &mut source, Some(&mut sink), ROOMY).unwrap();
+    assert_eq!(pumped, Pumped::Waiting);
+    let mut expected = vec![b'a'; 40];
+    expected.extend([b'b'; 40]);
+    assert_eq!(sink.got, expected);
+    assert_eq!(pipe.held(), 0);
+    assert_eq!(pipe.rest.capacity(), 0, "drained: the memory goes back");
+}
+
+#[test]
+fn the_rest_never_exceeds_the_bound() {
+    for max_owed in [1, 5, 64, 100] {
+        let mut pipe = HalfPipe::default();
+        let mut source = Source::new([Step::Bytes(vec![7; 500])]);
+        // Not connected yet: everything read is held.
+        let pumped = pump(&mut pipe, &mut source, None::<&mut Sink>, (64, max_owed)).unwrap();
+        assert_eq!(pumped, Pumped::Waiting, "max_owed {max_owed}");
+        assert_eq!(pipe.held(), max_owed, "max_owed {max_owed}");
+        // A sink that takes nothing: still nothing more is read.
+        let mut sink = Sink::with_room(0);
+        pump(&mut pipe, &mut source, Some(&mut sink), (64, max_owed)).unwrap();
+        assert_eq!(pipe.held(), max_owed, "max_owed {max_owed}");
+    }
+}
+
+#[test]
+fn bytes_sent_before_the_connect_go_first_once_connected() {
+    let mut pipe = HalfPipe::default();
+    let mut source = Source::new([Step::Bytes(b"early ".to_vec())]);
+    pump(&mut pipe, &mut source, None::<&mut Sink>, ROOMY).unwrap();
+    assert_eq!(pipe.held(), 6);
+    assert!(!pipe.ended());
+    source.script.push_back(Step::Bytes(b"later".to_vec()));
+    let mut sink = Sink::with_room(usize::MAX);
+    pump(&mut pipe, &mut source, Some(&mut sink), ROOMY).unwrap();
+    assert_eq!(sink.got, b"early later");
+}
+
+#[test]
+fn the_fin_is_passed_on_after_the_bytes_before_it() {
+    let mut pipe = HalfPipe::default();
+    let mut source = Source::new([Step::Bytes(vec![3; 20]), Step::Eof]);
+    let mut sink = Sink::with_room(8);
+    let pumped = pump(&mut pipe, &mut source, Some(&mut sink), ROOMY).unwrap();
+    assert_eq!(pumped, Pumped::Waiting);
+    assert!(!sink.shut, "bytes still held: no FIN yet");
+    assert_eq!(source.reads, 1);
+    sink.room = usize::MAX;
+    let pumped = pump(&mut pipe, &mut source, Some(&mut sink), ROOMY).unwrap();
+    assert_eq!(pumped, Pumped::Ended);
+    assert_eq!(sink.got, vec![3; 20]);
+    assert!(sink.shut && pipe.ended());
+    // Over: further pumps read nothing.
+    let reads = source.reads;
+    let pumped = pump(&mut pipe, &mut source, Some(&mut sink), ROOMY).unwrap();
+    assert_eq!(pumped, Pumped::Ended);
+    assert_eq!(source.reads, reads);
+}
+
+#[test]
+fn a_fin_before_the_connect_waits_for_it() {
+    let mut pipe = HalfPipe::default();
+    let mut source = Source::new([Step::Bytes(b"bye".to_vec()), Step::Eof]);
+    let pumped = pump(&mut pipe, &mut source, None::<&mut Sink>, ROOMY).unwrap();
+    assert_eq!(pumped, Pumped::Waiting);
+    assert!(!pipe.ended());
+    let mut sink = Sink::with_room(usize::MAX);
+    let pumped = pump(&mut pipe, &mut source, Some(&mut sink), ROOMY).unwrap();
+    assert_eq!(pumped, Pumped::Ended);
+    assert_eq!(sink.got, b"bye");
+    assert!(sink.shut);
+}
+
+#[test]
+fn a_source_reset_breaks_the_pipe() {
+    let mut pipe = HalfPipe::default();
+    let mut source = Source::new([
+        Step::Bytes(b"x".to_vec()),
+        Step::Fail(ErrorKind::ConnectionReset),
+    ]);
+    let mut sink = Sink::with_room(usize::MAX);
+    let broken = pump(&mut pipe, &mut source, Some(&mut sink), ROOMY).unwrap_err();
+    assert!(matches!(broken, Broken::Source(e) if e.kind() == ErrorKind::ConnectionReset));
+    assert_eq!(sink.got, b"x", "bytes before the reset went through");
+}
+
+#[test]
+fn a_sink_reset_breaks_the_pipe() {
+    let mut pipe = HalfPipe::default();
+    let mut source = Source::new([Step::Bytes(b"x".to_vec())]);
+    let mut sink = Sink {
+        fail: Some(ErrorKind::BrokenPipe),
+        ..Sink::with_room(usize::MAX)
+    };
+    let broken = pump(&mut pipe, &mut source, Some(&mut sink), ROOMY).unwrap_err();
+    assert!(matches!(broken, Broken::Sink(e) if e.kind() == ErrorKind::BrokenPipe));
+}
+
+#[test]
+fn a_drained_source_waits_for_its_next_event() {
+    let mut pipe = HalfPipe::default();
+    let mut source = Source::new([
+        Step::Bytes(b"one".to_vec()),
+        Step::Block,
+        Step::Bytes(b"two".to_vec()),
+    ]);
+    let mut sink = Sink::with_room(usize::MAX);
+    let pumped = pump(&mut pipe, &mut source, Some(&mut sink), ROOMY).unwrap();
+    assert_eq!(pumped, Pumped::Waiting);
+    assert_eq!(sink.got, b"one");
+    pump(&mut pipe, &mut source, Some(&mut sink), ROOMY).unwrap();
+    assert_eq!(sink.got, b"onetwo");
+}
+
+#[test]
+fn interrupted_reads_are_retried() {
+    let mut pipe = HalfPipe::default();
+    let mut source = Source::new([
+        Step::Fail(ErrorKind::Interrupted),
+        Step::Bytes(b"ok".to_vec()),
+    ]);
+    let mut sink = Sink::with_room(usize::MAX);
+    pump(&mut pipe, &mut source, Some(&mut sink), ROOMY).unwrap();
+    assert_eq!(sink.got, b"ok");
+}
+
+#[test]
+fn a_fast_source_is_cut_short_by_the_budget() {
+    let mut pipe = HalfPipe::default();
+    let chunks = (0..READS_PER_PUMP + 3).map(|_| Step::Bytes(vec![1; 64]));
+    let mut source = Source::new(chunks);
+    let mut sink = Sink::with_room(usize::MAX);
+    let pumped = pump(&mut pipe, &mut source, Some(&mut sink), ROOMY).unwrap();
+    assert_eq!(pumped, Pumped::StillReady);
+    assert_eq!(source.reads, READS_PER_PUMP);
+    let pumped = pump(&mut pipe, &mut source, Some(&mut sink), ROOMY).unwrap();
+    assert_eq!(pumped, Pumped::Waiting);
+    assert_eq!(sink.got.len(), (READS_PER_PUMP + 3) * 64);
+}
