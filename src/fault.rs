@@ -475,7 +475,7 @@ impl fmt::Display for Fault {
 
 mod judge;
 
-pub(crate) use judge::{Faults, Verdict, corrupt, random_seed};
+pub(crate) use judge::{Faults, Verdict, corrupt, corrupt_at, random_seed};
 
 #[cfg(test)]
 mod tests;

@@ -297,8 +297,15 @@ fn unit_interval(h: u64) -> f64 {
 /// Overwrites every byte of `text` with a different one, chosen from
 /// `seed`; never a `\n`, so corrupted lines still split.
 pub(crate) fn corrupt(text: &mut [u8], seed: u64) {
+    corrupt_at(text, seed, 0);
+}
+
+/// [`corrupt`] for the piece of a stream that starts at `offset`: each
+/// byte's replacement depends on its place in the stream only, not on how
+/// reads happened to cut it (a relayed stream, SPEC 11).
+pub(crate) fn corrupt_at(text: &mut [u8], seed: u64, offset: u64) {
     for (i, byte) in text.iter_mut().enumerate() {
-        let mut pick = splitmix64(seed ^ i as u64) as u8;
+        let mut pick = splitmix64(seed ^ offset.wrapping_add(i as u64)) as u8;
         while pick == *byte || pick == b'\n' {
             pick = pick.wrapping_add(1);
         }

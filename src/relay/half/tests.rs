@@ -107,7 +107,7 @@ fn pump(
     (buf_len, max_owed): (usize, usize),
 ) -> Result<Pumped, Broken> {
     let mut buf = vec![0; buf_len];
-    let mut cx = Pump::new(&mut buf, max_owed);
+    let mut cx = Pump::new(0, &mut buf, max_owed);
     pipe.pump(source, sink, &mut cx)
 }
 
@@ -132,7 +132,7 @@ fn the_counts_of_a_pump_are_what_moved() {
     let mut source = Source::new([Step::Bytes(vec![1; 30])]);
     let mut sink = Sink::with_room(10);
     let mut buf = vec![0; 64];
-    let mut cx = Pump::new(&mut buf, 1024);
+    let mut cx = Pump::new(0, &mut buf, 1024);
     pipe.pump(&mut source, Some(&mut sink), &mut cx).unwrap();
     assert_eq!((cx.read, cx.written), (30, 10));
     assert_eq!(pipe.held(), 20);
@@ -289,4 +289,178 @@ fn a_fast_source_is_cut_short_by_the_budget() {
     let pumped = pump(&mut pipe, &mut source, Some(&mut sink), ROOMY).unwrap();
     assert_eq!(pumped, Pumped::Waiting);
     assert_eq!(sink.got.len(), (READS_PER_PUMP + 3) * 64);
+}
+
+// ----- faults on a direction ---------------------------------------------
+
+/// One pump at `now` of a shaped pipe into a sink that takes everything.
+fn pump_at(pipe: &mut HalfPipe, source: &mut Source, sink: &mut Sink, now: Millis) -> Pumped {
+    let mut buf = vec![0; 64];
+    let mut cx = Pump::new(now, &mut buf, 1024);
+    pipe.pump(source, Some(sink), &mut cx).unwrap()
+}
+
+#[test]
+fn a_delay_holds_every_byte_that_long_after_it_arrived() {
+    let mut pipe = HalfPipe::shaped(Shape {
+        delay_ms: 100,
+        ..Shape::default()
+    });
+    let mut source = Source::new([Step::Bytes(b"first".to_vec())]);
+    let mut sink = Sink::with_room(usize::MAX);
+    assert_eq!(
+        pump_at(&mut pipe, &mut source, &mut sink, 10),
+        Pumped::Waiting
+    );
+    assert!(sink.got.is_empty());
+    // Rounded up by the clock's millisecond: a lower bound.
+    assert_eq!(pipe.wake_at(), Some(111));
+    assert!(
+        !pipe.wants_writable(),
+        "waiting for time, not for the socket"
+    );
+    source.script.push_back(Step::Bytes(b"second".to_vec()));
+    pump_at(&mut pipe, &mut source, &mut sink, 50);
+    assert!(sink.got.is_empty());
+    pump_at(&mut pipe, &mut source, &mut sink, 111);
+    assert_eq!(sink.got, b"first", "the second bytes are not due yet");
+    assert_eq!(pipe.wake_at(), Some(151));
+    pump_at(&mut pipe, &mut source, &mut sink, 151);
+    assert_eq!(sink.got, b"firstsecond");
+    assert_eq!(pipe.wake_at(), None);
+}
+
+#[test]
+fn delayed_bytes_count_against_the_bound() {
+    let mut pipe = HalfPipe::shaped(Shape {
+        delay_ms: 100,
+        ..Shape::default()
+    });
+    let mut source = Source::new([Step::Bytes(vec![1; 500])]);
+    let mut sink = Sink::with_room(usize::MAX);
+    let mut buf = vec![0; 64];
+    let mut cx = Pump::new(0, &mut buf, 100);
+    pipe.pump(&mut source, Some(&mut sink), &mut cx).unwrap();
+    assert_eq!(pipe.held(), 100);
+}
+
+#[test]
+fn a_dribble_paces_the_stream() {
+    let mut pipe = HalfPipe::shaped(Shape {
+        dribble: Some((4, 50)),
+        ..Shape::default()
+    });
+    let mut source = Source::new([Step::Bytes(b"0123456789".to_vec()), Step::Eof]);
+    let mut sink = Sink::with_room(usize::MAX);
+    pump_at(&mut pipe, &mut source, &mut sink, 0);
+    assert_eq!(sink.got, b"0123");
+    assert_eq!(pipe.wake_at(), Some(51));
+    pump_at(&mut pipe, &mut source, &mut sink, 30);
+    assert_eq!(sink.got, b"0123", "not before the gap");
+    pump_at(&mut pipe, &mut source, &mut sink, 51);
+    assert_eq!(sink.got, b"01234567");
+    assert!(!sink.shut, "the FIN comes after the last piece");
+    assert_eq!(
+        pump_at(&mut pipe, &mut source, &mut sink, 102),
+        Pumped::Ended
+    );
+    assert_eq!(sink.got, b"0123456789");
+    assert!(sink.shut);
+}
+
+#[test]
+fn a_truncate_relays_that_many_bytes_then_cuts() {
+    let mut pipe = HalfPipe::shaped(Shape {
+        truncate: Some(6),
+        ..Shape::default()
+    });
+    let mut source = Source::new([Step::Bytes(b"abcd".to_vec()), Step::Bytes(b"efgh".to_vec())]);
+    let mut sink = Sink::with_room(usize::MAX);
+    assert_eq!(pump_at(&mut pipe, &mut source, &mut sink, 0), Pumped::Cut);
+    assert_eq!(sink.got, b"abcdef");
+    assert!(sink.shut);
+    let mut zero = HalfPipe::shaped(Shape {
+        truncate: Some(0),
+        ..Shape::default()
+    });
+    let mut source = Source::new([Step::Bytes(b"abcd".to_vec())]);
+    let mut sink = Sink::with_room(usize::MAX);
+    assert_eq!(pump_at(&mut zero, &mut source, &mut sink, 0), Pumped::Cut);
+    assert!(sink.got.is_empty() && sink.shut);
+}
+
+#[test]
+fn corrupt_changes_every_byte_the_same_way_at_any_split() {
+    let shape = Shape {
+        corrupt: Some(42),
+        ..Shape::default()
+    };
+    let text: Vec<u8> = (0..200u8).collect();
+    let mut outputs = Vec::new();
+    for split in [1, 7, 64, 200] {
+        let mut pipe = HalfPipe::shaped(shape.clone());
+        let chunks = text.chunks(split).map(|c| Step::Bytes(c.to_vec()));
+        let mut source = Source::new(chunks);
+        let mut sink = Sink::with_room(usize::MAX);
+        while pump_at(&mut pipe, &mut source, &mut sink, 0) == Pumped::StillReady {}
+        assert_eq!(sink.got.len(), text.len());
+        assert!(
+            sink.got.iter().zip(&text).all(|(a, b)| a != b),
+            "split {split}"
+        );
+        outputs.push(sink.got);
+    }
+    assert!(outputs.windows(2).all(|w| w[0] == w[1]));
+}
+
+#[test]
+fn a_hang_discards_and_never_passes_the_fin() {
+    let mut pipe = HalfPipe::shaped(Shape {
+        hang: true,
+        ..Shape::default()
+    });
+    let mut source = Source::new([Step::Bytes(vec![9; 300]), Step::Eof]);
+    let mut sink = Sink::with_room(usize::MAX);
+    let mut buf = vec![0; 64];
+    let mut cx = Pump::new(0, &mut buf, 100);
+    assert_eq!(
+        pipe.pump(&mut source, Some(&mut sink), &mut cx).unwrap(),
+        Pumped::Waiting
+    );
+    assert_eq!(cx.read, 300, "read and discarded, past the bound");
+    assert!(sink.got.is_empty() && !sink.shut && !pipe.ended());
+    assert_eq!(pipe.held(), 0);
+}
+
+#[test]
+fn a_slow_close_holds_the_fin() {
+    let mut pipe = HalfPipe::shaped(Shape {
+        slow_close_ms: Some(200),
+        ..Shape::default()
+    });
+    let mut source = Source::new([Step::Bytes(b"bye".to_vec()), Step::Eof]);
+    let mut sink = Sink::with_room(usize::MAX);
+    assert_eq!(
+        pump_at(&mut pipe, &mut source, &mut sink, 5),
+        Pumped::Waiting
+    );
+    assert_eq!(sink.got, b"bye");
+    assert!(!sink.shut);
+    assert_eq!(pipe.wake_at(), Some(206));
+    assert_eq!(
+        pump_at(&mut pipe, &mut source, &mut sink, 205),
+        Pumped::Waiting
+    );
+    assert_eq!(
+        pump_at(&mut pipe, &mut source, &mut sink, 206),
+        Pumped::Ended
+    );
+    assert!(sink.shut);
+}
+
+#[test]
+fn no_fault_makes_a_plain_pipe() {
+    let pipe = HalfPipe::shaped(Shape::default());
+    assert!(pipe.shaped.is_none());
+    assert_eq!(pipe.wake_at(), None);
 }
