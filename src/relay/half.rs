@@ -205,6 +205,12 @@ impl HalfPipe {
         shaped.fin_at
     }
 
+    /// Takes nothing more from the source (shutting down): what is held
+    /// goes out, then the FIN.
+    pub fn finish(&mut self) {
+        self.source_done = true;
+    }
+
     /// Whether nothing more will be taken from the source.
     fn taking_done(&self) -> bool {
         self.source_done || self.shaped.as_ref().is_some_and(|s| s.cut)

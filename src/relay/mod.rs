@@ -27,6 +27,7 @@ use std::str::FromStr;
 use crate::reply::Protocol;
 
 pub(crate) mod half;
+pub(crate) mod pair;
 
 /// Where one protocol's clients are relayed to: `PROTO:ADDR`, as
 /// `--upstream tcp:127.0.0.1:6379` writes it.
