@@ -44,20 +44,22 @@ impl fmt::Display for Stats {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
+            // The upstream's byte counts come before the client's, so
+            // that the last "bytes in" on the line is the client's.
             "accepted {}, rejected {}, open {}, messages {}, datagrams {}, \
-             bytes in {}, bytes out {}, replies dropped {}, upstream failed {}, \
-             up bytes in {}, up bytes out {}, faults {}",
+             upstream failed {}, up bytes in {}, up bytes out {}, \
+             bytes in {}, bytes out {}, replies dropped {}, faults {}",
             self.accepted,
             self.rejected,
             self.open,
             self.messages,
             self.datagrams,
-            self.bytes_in,
-            self.bytes_out,
-            self.replies_dropped,
             self.upstream_failed,
             self.up_bytes_in,
             self.up_bytes_out,
+            self.bytes_in,
+            self.bytes_out,
+            self.replies_dropped,
             self.faults.total(),
         )?;
         let mut kinds = self.faults.by_kind().into_iter().filter(|(_, n)| *n > 0);
