@@ -236,6 +236,7 @@
 #![doc(test(attr(deny(warnings))))]
 
 mod bind;
+mod command;
 mod config;
 mod control;
 mod error;
@@ -246,11 +247,13 @@ mod relay;
 mod reply;
 mod server;
 mod stats;
+mod table;
 mod tcp;
 pub mod testing;
 mod timer;
 mod turn;
 mod udp;
+mod write;
 
 pub use config::{
     Config, DEFAULT_ADDR, DEFAULT_IDLE_TIMEOUT_SECS, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_LINE,

@@ -123,6 +123,19 @@ pub(crate) enum Replies {
     },
 }
 
+/// Asks `responder` for the reply to `request`, written into `scratch`
+/// (cleared first, its allocation kept): the reply, or `None` when the
+/// responder sends nothing. TCP connections and UDP both ask through here.
+pub(crate) fn ask<'s>(
+    responder: &mut (dyn Responder + Send),
+    scratch: &'s mut Vec<u8>,
+    request: &Request<'_>,
+) -> Option<&'s [u8]> {
+    scratch.clear();
+    let answered = responder.respond(request, scratch);
+    answered.then_some(scratch.as_slice())
+}
+
 /// Bytes of the shared fixed-reply pattern at most: writes of owed replies
 /// go out in slices of up to this size.
 pub(crate) const PATTERN_BYTES: usize = 64 * 1024;

@@ -16,12 +16,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use log::{info, trace};
-use mio::{Events, Interest, Poll, Token, Waker};
+use mio::{Events, Poll, Token, Waker};
 
 use crate::bind::{bind_tcp, bind_udp};
+use crate::command;
 use crate::config::Config;
 use crate::config::Mode;
-use crate::control::{self, Command, Control, Reply};
+use crate::control::Control;
 use crate::error::Error;
 use crate::fault::{self, Faults};
 use crate::handle::{Handle, Shared};
@@ -29,10 +30,7 @@ use crate::reply::{Pattern, Replies, Responder};
 use crate::stats::{Stats, add};
 use crate::tcp::Tcp;
 use crate::timer::{Clock, Due, Millis, Timers};
-use crate::turn::{
-    CONTROL_BASE, CONTROL_LISTENER, Described, FIRST_FIXED, LISTENER, Ready, SIGNALS, Turn, UDP,
-    WAKER,
-};
+use crate::turn::{CONTROL_LISTENER, Described, LISTENER, Owner, Ready, Turn, WAKER};
 use crate::udp::Udp;
 
 // `AsFd`/`AsRawFd` for a host's own loop. mio's poll is one descriptor
@@ -316,11 +314,12 @@ impl Server {
     /// If the signal handlers cannot be installed or registered.
     #[cfg(all(feature = "signals", unix))]
     pub fn watch_signals(&mut self) -> io::Result<()> {
+        use crate::turn::SIGNALS;
         use signal_hook_mio::v1_0::Signals;
         let mut signals = Signals::new([libc::SIGINT, libc::SIGTERM])?;
         self.poll
             .registry()
-            .register(&mut signals, SIGNALS, Interest::READABLE)?;
+            .register(&mut signals, SIGNALS, mio::Interest::READABLE)?;
         self.sources.signals = Some(signals);
         Ok(())
     }
@@ -433,22 +432,20 @@ impl Server {
 impl Sources {
     /// Hands one event to the handler its token names.
     fn dispatch(&mut self, token: Token, readable: bool, shared: &Shared, t: &mut Turn<'_>) {
-        match token {
-            LISTENER => self.tcp.accept(t),
-            UDP => self.serve_udp(t),
-            WAKER => {
+        match Owner::of(token) {
+            Owner::Listener => self.tcp.accept(t),
+            Owner::Udp => self.serve_udp(t),
+            Owner::Waker => {
                 self.apply_changes(shared, t);
                 if shared.stop_requested.load(Ordering::SeqCst) {
                     self.begin_shutdown(t);
                 }
             }
-            SIGNALS => self.on_signals(t),
-            CONTROL_LISTENER => self.serve_control(None, t),
-            Token(key) if (CONTROL_BASE.0..FIRST_FIXED.0).contains(&key) => {
-                self.serve_control(Some(key - CONTROL_BASE.0), t);
-            }
-            Token(key) if key >= FIRST_FIXED.0 => {}
-            Token(key) => self.tcp.on_event(key, readable, t),
+            Owner::Signals => self.on_signals(t),
+            Owner::ControlListener => self.serve_control(None, t),
+            Owner::Control(key) => self.serve_control(Some(key), t),
+            Owner::Conn(key) => self.tcp.on_event(key, readable, t),
+            Owner::Unknown => {}
         }
     }
 
@@ -467,10 +464,9 @@ impl Sources {
         let Some(control) = control else {
             return;
         };
-        let mut run = |command, t: &mut Turn<'_>| execute(tcp, command, t);
         match key {
-            None => control.accept(t, &mut run),
-            Some(key) => control.drive(key, t, &mut run),
+            None => control.accept(t, tcp),
+            Some(key) => control.drive(key, t, tcp),
         }
     }
 
@@ -479,7 +475,7 @@ impl Sources {
     fn end_turn(&mut self, t: &mut Turn<'_>) {
         let Sources { control, tcp, .. } = self;
         if let Some(control) = control {
-            control.check_waits(t, &mut |command, t| execute(tcp, command, t));
+            control.check_waits(t, tcp);
             control.end_turn();
         }
         tcp.end_turn(t.timers);
@@ -491,7 +487,7 @@ impl Sources {
         let changes =
             std::mem::take(&mut *shared.changes.lock().unwrap_or_else(|p| p.into_inner()));
         for (command, reply_to) in changes {
-            let reply = execute(&mut self.tcp, command, t);
+            let reply = command::execute(command, &mut self.tcp, t);
             let _ = reply_to.send(reply);
         }
     }
@@ -583,18 +579,4 @@ impl Sources {
 
     #[cfg(not(all(feature = "signals", unix)))]
     fn on_signals(&mut self, _: &mut Turn<'_>) {}
-}
-
-/// Carries out a command from a control connection or a [`Handle`].
-fn execute(tcp: &mut Tcp, command: Command, t: &mut Turn<'_>) -> Reply {
-    info!("control: {command}");
-    match command {
-        Command::AddFault(fault) => t.faults.add(fault),
-        Command::ClearFaults => t.faults.clear(),
-        Command::SetReply(text) => return tcp.set_reply(text, t),
-        Command::Refuse => return tcp.refuse(t),
-        Command::Accept => return tcp.listen_again(t),
-        Command::Stats => return Ok(control::stats_line(&t.counters.snapshot())),
-    }
-    Ok(String::new())
 }

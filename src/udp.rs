@@ -20,11 +20,13 @@ use log::{Level, debug, log_enabled, trace, warn};
 use mio::Registry;
 use mio::net::UdpSocket;
 
+use crate::config::Config;
 use crate::fault::{self, FaultKind};
-use crate::reply::{Protocol, Replies, Request};
+use crate::reply::{Protocol, Replies, Request, ask};
 use crate::stats::{Counters, add};
 use crate::timer::{Due, Millis, RateLimit, at_least};
 use crate::turn::{Ready, Turn, UDP, settle_writable};
+use crate::write::nonblocking;
 
 #[cfg(target_os = "linux")]
 mod batch;
@@ -72,7 +74,7 @@ pub(crate) struct Udp {
 impl Udp {
     /// `fixed_reply`: every reply is the same, so datagrams can be taken
     /// and answered in batches without reading their payloads.
-    pub fn new(socket: UdpSocket, fixed_reply: bool, config: &crate::Config) -> Udp {
+    pub fn new(socket: UdpSocket, fixed_reply: bool, config: &Config) -> Udp {
         Udp {
             queue_len: config.udp_queue_len,
             queue_bytes: config.udp_queue_bytes,
@@ -227,13 +229,12 @@ impl Udp {
         let reply: Option<&[u8]> = match t.replies {
             Replies::Fixed(pattern) => Some(pattern.text()),
             Replies::Custom { responder, scratch } => {
-                scratch.clear();
                 let request = Request {
                     protocol: Protocol::Udp,
                     peer: from,
                     message: &t.buf[..len],
                 };
-                responder.respond(&request, scratch).then_some(scratch)
+                ask(responder.as_mut(), scratch, &request)
             }
         };
         if t.faults.any(Protocol::Udp) {
@@ -400,14 +401,7 @@ fn receive(socket: &UdpSocket, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)
 
 /// One `send_to`: `Ok(Some(n))` sent, `Ok(None)` would block.
 fn send(socket: &UdpSocket, bytes: &[u8], to: SocketAddr) -> io::Result<Option<usize>> {
-    loop {
-        match socket.send_to(bytes, to) {
-            Ok(n) => return Ok(Some(n)),
-            Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(None),
-            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        }
-    }
+    nonblocking(|| socket.send_to(bytes, to))
 }
 
 #[cfg(test)]
@@ -431,7 +425,7 @@ mod tests {
             .set_read_timeout(Some(Duration::from_secs(10)))
             .unwrap();
         let to = client.local_addr().unwrap();
-        let config = crate::Config::default();
+        let config = Config::default();
         let (queue_len, queue_bytes) = (config.udp_queue_len, config.udp_queue_bytes);
         let mut udp = Udp::new(socket, false, &config);
         let counters = Counters::default();
