@@ -30,7 +30,7 @@ use crate::reply::{Pattern, Replies, Responder};
 use crate::stats::{Stats, add};
 use crate::tcp::Tcp;
 use crate::timer::{Clock, Due, Millis, Timers};
-use crate::turn::{CONTROL_LISTENER, Described, LISTENER, Owner, Ready, Turn, WAKER};
+use crate::turn::{CONTROL_LISTENER, Described, LISTENER, Owner, Readiness, Ready, Turn, WAKER};
 use crate::udp::Udp;
 
 // `AsFd`/`AsRawFd` for a host's own loop. mio's poll is one descriptor
@@ -230,10 +230,11 @@ impl Server {
             }
             None => (None, None),
         };
-        let faults = Faults::new(
+        let mut faults = Faults::new(
             config.seed.unwrap_or_else(fault::random_seed),
             &config.faults,
         );
+        faults.set_relayed(|protocol| config.upstream(protocol).is_some());
         if !config.faults.is_empty() {
             let specs: Vec<String> = config.faults.iter().map(ToString::to_string).collect();
             let how = if config.seed.is_some() {
@@ -410,8 +411,7 @@ impl Server {
         };
         for event in events.iter() {
             trace!("event {}", Described(event));
-            let readable = event.is_readable() || event.is_read_closed() || event.is_error();
-            sources.dispatch(event.token(), readable, shared, &mut t);
+            sources.dispatch(event.token(), Readiness::of(event), shared, &mut t);
         }
         for still_ready in ready.drain(..) {
             sources.serve_again(still_ready, &mut t);
@@ -431,7 +431,7 @@ impl Server {
 
 impl Sources {
     /// Hands one event to the handler its token names.
-    fn dispatch(&mut self, token: Token, readable: bool, shared: &Shared, t: &mut Turn<'_>) {
+    fn dispatch(&mut self, token: Token, ready: Readiness, shared: &Shared, t: &mut Turn<'_>) {
         match Owner::of(token) {
             Owner::Listener => self.tcp.accept(t),
             Owner::Udp => self.serve_udp(t),
@@ -444,7 +444,9 @@ impl Sources {
             Owner::Signals => self.on_signals(t),
             Owner::ControlListener => self.serve_control(None, t),
             Owner::Control(key) => self.serve_control(Some(key), t),
-            Owner::Conn(key) => self.tcp.on_event(key, readable, t),
+            Owner::Conn(key) => self.tcp.on_event(key, ready, t),
+            Owner::Upstream(key) => self.tcp.on_upstream_event(key, ready, t),
+            Owner::Flow(_) => {}
             Owner::Unknown => {}
         }
     }

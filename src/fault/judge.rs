@@ -111,6 +111,8 @@ pub(crate) struct Faults {
     /// only this.
     tcp: bool,
     udp: bool,
+    /// Whether TCP and UDP are relayed (section 11).
+    relayed: [bool; 2],
 }
 
 impl Faults {
@@ -120,6 +122,7 @@ impl Faults {
             active: Vec::new(),
             tcp: false,
             udp: false,
+            relayed: [false; 2],
         };
         for fault in faults {
             set.add(fault.clone());
@@ -135,6 +138,25 @@ impl Faults {
     pub fn add(&mut self, fault: Fault) {
         self.active.push(Active { fault, seen: 0 });
         self.refresh();
+    }
+
+    /// Which protocols are relayed: only their faults may say `dir=`.
+    pub fn set_relayed(&mut self, relayed: impl Fn(Protocol) -> bool) {
+        self.relayed = [relayed(Protocol::Tcp), relayed(Protocol::Udp)];
+    }
+
+    /// Checks that `fault` fits this server: `dir=` only on a relayed
+    /// protocol.
+    ///
+    /// # Errors
+    ///
+    /// A one-line message naming the fault.
+    pub fn check(&self, fault: &Fault) -> Result<(), String> {
+        let relayed = |p| match p {
+            Protocol::Tcp => self.relayed[0],
+            Protocol::Udp => self.relayed[1],
+        };
+        super::check_direction(fault, relayed)
     }
 
     /// Removes every fault.

@@ -28,6 +28,7 @@ use crate::reply::Protocol;
 
 pub(crate) mod half;
 pub(crate) mod pair;
+pub(crate) mod pairs;
 
 /// Where one protocol's clients are relayed to: `PROTO:ADDR`, as
 /// `--upstream tcp:127.0.0.1:6379` writes it.

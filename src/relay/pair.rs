@@ -26,10 +26,13 @@
 
 use std::io::{self, ErrorKind, Read};
 
+use log::debug;
+
 use super::half::{Broken, HalfPipe, Pump, Pumped, Shape, Sink};
 use crate::stats::{Counters, add};
 use crate::tcp::LINGER_MS;
 use crate::timer::Millis;
+pub(crate) use crate::turn::Readiness;
 
 /// What a pair needs of a socket: bytes both ways, a FIN, and for the
 /// upstream, how its connect went.
@@ -60,23 +63,6 @@ impl Endpoint for mio::net::TcpStream {
 pub(crate) enum Side {
     Client,
     Upstream,
-}
-
-/// What a socket's readiness event said.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub(crate) struct Readiness {
-    /// Readable, read-closed or in error: a read will not block.
-    pub readable: bool,
-    /// Writable, write-closed or in error: a write will not block.
-    pub writable: bool,
-}
-
-impl Readiness {
-    /// Both ways: for a pair resumed from the still-ready list or a timer.
-    pub const BOTH: Readiness = Readiness {
-        readable: true,
-        writable: true,
-    };
 }
 
 /// How far [`Pair::advance`] got.
@@ -197,6 +183,7 @@ impl<S: Endpoint> Pair<S> {
     }
 
     /// Bytes held in both directions.
+    #[cfg(test)]
     pub fn held(&self) -> usize {
         self.up.held() + self.down.held()
     }
@@ -342,11 +329,12 @@ impl<S: Endpoint> Pair<S> {
             // The side that failed is the source when a read failed, the
             // sink when a write did.
             Err(broken) => {
-                let failed = match (broken, from) {
-                    (Broken::Source(_), side) => side,
-                    (Broken::Sink(_), Side::Client) => Side::Upstream,
-                    (Broken::Sink(_), Side::Upstream) => Side::Client,
+                let (failed, e) = match (broken, from) {
+                    (Broken::Source(e), side) => (side, e),
+                    (Broken::Sink(e), Side::Client) => (Side::Upstream, e),
+                    (Broken::Sink(e), Side::Upstream) => (Side::Client, e),
                 };
+                debug!("pair {}: the {failed:?} side failed: {e}", self.id);
                 Err(End::Reset {
                     upstream_failed: failed == Side::Upstream,
                 })

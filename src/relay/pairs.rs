@@ -97,15 +97,17 @@ impl Pairs {
         self.next_id = self.next_id.wrapping_add(1);
         let times = (t.now, t.now.saturating_add(self.connect_ms));
         let registry = t.registry;
-        let inserted = self.table.insert(registry, client, Interest::READABLE, |client| {
-            let pair = Pair::new(id, (client, upstream), times, shapes, doom);
-            Slot {
-                pair,
-                // Writable: the connect is done (or failed).
-                write_interest: [false, true],
-                timer_at: NEVER,
-            }
-        });
+        let inserted = self
+            .table
+            .insert(registry, client, Interest::READABLE, |client| {
+                let pair = Pair::new(id, (client, upstream), times, shapes, doom);
+                Slot {
+                    pair,
+                    // Writable: the connect is done (or failed).
+                    write_interest: [false, true],
+                    timer_at: NEVER,
+                }
+            });
         let key = match inserted {
             Ok(key) => key,
             Err(e) => return warn!("cannot register {peer}: {e}"),
@@ -120,10 +122,15 @@ impl Pairs {
             return;
         }
         add(&t.counters.open, 1);
-        debug!("pair {key}: accepted {peer}, connecting to {}", self.upstream);
+        debug!(
+            "pair {key}: accepted {peer}, connecting to {}",
+            self.upstream
+        );
         // The request often arrives with the connection: hold it now
         // rather than wait a whole turn for the readable event.
-        self.drive(key, t, |pair, cx| pair.advance(Side::Client, Readiness::BOTH, cx));
+        self.drive(key, t, |pair, cx| {
+            pair.advance(Side::Client, Readiness::BOTH, cx)
+        });
     }
 
     /// A readiness event for `side` of pair `key`.
@@ -210,7 +217,10 @@ impl Pairs {
         }
         // Closing a descriptor takes it off epoll; elsewhere mio needs a
         // deregister first (see `Tcp::close`).
-        if !cfg!(all(target_os = "linux", not(mio_unsupported_force_poll_poll))) {
+        if !cfg!(all(
+            target_os = "linux",
+            not(mio_unsupported_force_poll_poll)
+        )) {
             let (mut client, mut upstream) = (client, upstream);
             let _ = t.registry.deregister(&mut client);
             let _ = t.registry.deregister(&mut upstream);
@@ -218,7 +228,13 @@ impl Pairs {
     }
 
     /// A client whose upstream could not even be asked: reset it.
-    fn connect_failed(&mut self, client: TcpStream, peer: SocketAddr, e: std::io::Error, t: &mut Turn<'_>) {
+    fn connect_failed(
+        &mut self,
+        client: TcpStream,
+        peer: SocketAddr,
+        e: std::io::Error,
+        t: &mut Turn<'_>,
+    ) {
         reset(&client);
         debug!("{peer}: reset: no connect to the upstream");
         self.count_failure(&format!("connect failed: {e}"), t);
@@ -316,11 +332,24 @@ fn shape_of(verdict: &Verdict, now: Millis) -> (Shape, Option<(Millis, Doom)>) {
 /// wanted.
 fn settle_interest(slot: &mut Slot, key: usize, t: &Turn<'_>) -> std::io::Result<()> {
     let pair = &mut slot.pair;
-    let [client_wants, upstream_wants] = [Side::Client, Side::Upstream].map(|s| pair.wants_writable(s));
+    let [client_wants, upstream_wants] =
+        [Side::Client, Side::Upstream].map(|s| pair.wants_writable(s));
     let [client_registered, upstream_registered] = &mut slot.write_interest;
-    settle_writable(t.registry, &mut pair.client, Token(key), client_registered, client_wants)?;
+    settle_writable(
+        t.registry,
+        &mut pair.client,
+        Token(key),
+        client_registered,
+        client_wants,
+    )?;
     let token = upstream_token(key);
-    settle_writable(t.registry, &mut pair.upstream, token, upstream_registered, upstream_wants)
+    settle_writable(
+        t.registry,
+        &mut pair.upstream,
+        token,
+        upstream_registered,
+        upstream_wants,
+    )
 }
 
 /// Makes sure a timer entry is armed no later than the pair's deadline.
