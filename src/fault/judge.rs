@@ -179,11 +179,6 @@ impl Faults {
         }
     }
 
-    /// Whether any fault of `protocol` acts in direction `dir` (relays).
-    pub fn any_in(&self, protocol: Protocol, dir: Direction) -> bool {
-        self.any(protocol) && self.active.iter().any(|a| a.acts_on(protocol, dir))
-    }
-
     /// Judges one message of `protocol`, which has `ordinals`: counts it
     /// for every fault of its protocol and returns what applies.
     pub fn judge(&mut self, protocol: Protocol, ordinals: Ordinals) -> Verdict {

@@ -285,10 +285,9 @@ impl<S: Endpoint> Pair<S> {
         if up {
             advance = self.pump(Side::Client, cx)?;
         }
-        if down && self.phase == Phase::Relaying && self.doom.is_none() {
-            if self.pump(Side::Upstream, cx)? == Advance::StillReady {
-                advance = Advance::StillReady;
-            }
+        let relaying = self.phase == Phase::Relaying && self.doom.is_none();
+        if down && relaying && self.pump(Side::Upstream, cx)? == Advance::StillReady {
+            advance = Advance::StillReady;
         }
         let lingering = matches!(self.phase, Phase::Lingering { .. });
         if self.up.ended() && self.down.ended() && !lingering {
