@@ -446,7 +446,7 @@ impl Sources {
             Owner::Control(key) => self.serve_control(Some(key), t),
             Owner::Conn(key) => self.tcp.on_event(key, ready, t),
             Owner::Upstream(key) => self.tcp.on_upstream_event(key, ready, t),
-            Owner::Flow(_) => {}
+            Owner::Flow(key) => self.serve_flow(key, t),
             Owner::Unknown => {}
         }
     }
@@ -457,6 +457,7 @@ impl Sources {
             Ready::Udp => self.serve_udp(t),
             Ready::Conn { key, id } => self.tcp.resume(key, id, t),
             Ready::Control { key } => self.serve_control(Some(key), t),
+            Ready::Flow { key } => self.serve_flow(key, t),
         }
     }
 
@@ -481,6 +482,15 @@ impl Sources {
             control.end_turn();
         }
         tcp.end_turn(t.timers);
+        if let Some(udp) = &mut self.udp {
+            udp.end_turn();
+        }
+    }
+
+    fn serve_flow(&mut self, key: usize, t: &mut Turn<'_>) {
+        if let Some(udp) = &mut self.udp {
+            udp.serve_flow(key, t);
+        }
     }
 
     /// Carries out the changes other threads asked for, in order, and
@@ -504,6 +514,11 @@ impl Sources {
     fn on_due(&mut self, due: Due, at: Millis, t: &mut Turn<'_>) {
         match due {
             Due::Conn { key, id } => self.tcp.on_timer(key, id, at, t),
+            Due::Flow { key, id } => {
+                if let Some(udp) = &mut self.udp {
+                    udp.on_flow_timer(key as usize, id, at, t);
+                }
+            }
             Due::AcceptRetry => self.tcp.on_accept_retry(t),
             // `end_turn` answers the waits that are due.
             Due::ControlWait => {}
@@ -556,7 +571,7 @@ impl Sources {
         self.tcp.close_all(t);
         if let Some(mut udp) = self.udp.take() {
             add(&t.counters.replies_dropped, udp.queued() as u64);
-            udp.deregister(t.registry);
+            udp.deregister(t);
         }
     }
 

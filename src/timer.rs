@@ -74,6 +74,8 @@ pub(crate) enum Due {
     Conn { key: u32, id: u32 },
     /// The listener may be tried again after an accept error.
     AcceptRetry,
+    /// Relayed UDP flow `key`, serial `id`: its idle deadline.
+    Flow { key: u32, id: u32 },
     /// A UDP reply held back by a `delay` fault is due.
     UdpDelay,
     /// A control connection's `received` times out.

@@ -91,8 +91,17 @@ pub(crate) fn settle_writable(
 pub(crate) enum Ready {
     Listener,
     Udp,
-    Conn { key: usize, id: u32 },
-    Control { key: usize },
+    Conn {
+        key: usize,
+        id: u32,
+    },
+    Control {
+        key: usize,
+    },
+    /// Relayed UDP flow `key`.
+    Flow {
+        key: usize,
+    },
 }
 
 /// Whom a token names: the one place tokens are decoded, for the loop's

@@ -22,6 +22,8 @@ use mio::net::UdpSocket;
 
 use crate::config::Config;
 use crate::fault::{self, FaultKind};
+use crate::relay::Direction;
+use crate::relay::flows::Flows;
 use crate::reply::{Protocol, Replies, Request, ask};
 use crate::stats::{Counters, add};
 use crate::timer::{Due, Millis, RateLimit, at_least};
@@ -66,6 +68,9 @@ pub(crate) struct Udp {
     /// `WRITABLE` is registered: only while the queue holds replies.
     write_interest: bool,
     drop_log: RateLimit,
+    /// A relay (`--upstream udp:...`): datagrams go to the upstream through
+    /// per-client flows, and its replies come back through here.
+    relay: Option<Box<Flows>>,
     /// Linux, fixed reply: sources and lengths of a `recvmmsg` batch.
     #[cfg(target_os = "linux")]
     batch: Option<Box<batch::Batch>>,
@@ -86,6 +91,9 @@ impl Udp {
             spare: Vec::new(),
             write_interest: false,
             drop_log: RateLimit::default(),
+            relay: config
+                .upstream_udp
+                .map(|up| Box::new(Flows::new(up, config))),
             #[cfg(target_os = "linux")]
             batch: fixed_reply.then(batch::Batch::new),
         }
@@ -93,7 +101,8 @@ impl Udp {
 
     /// Replies still waiting to be sent, delayed ones included.
     pub fn queued(&self) -> usize {
-        self.queue.len() + self.delayed.len()
+        let held = self.relay.as_ref().map_or(0, |flows| flows.held());
+        self.queue.len() + self.delayed.len() + held
     }
 
     /// The socket is ready (or was left still ready last turn): send what
@@ -102,6 +111,10 @@ impl Udp {
     /// on the still-ready list.
     pub fn serve(&mut self, t: &mut Turn<'_>) {
         self.send_queued(t);
+        if self.relay.is_some() {
+            let still_ready = self.serve_relay(t);
+            return self.settle(still_ready, Ready::Udp, t);
+        }
         #[cfg(target_os = "linux")]
         let still_ready = match self.batch.take() {
             // Faults judge each datagram: no batches while any is in force.
@@ -118,15 +131,86 @@ impl Udp {
         };
         #[cfg(not(target_os = "linux"))]
         let still_ready = self.serve_one_by_one(t);
+        self.settle(still_ready, Ready::Udp, t);
+    }
+
+    /// Settles the socket's interest, and puts `source` on the still-ready
+    /// list if its budget ran out.
+    fn settle(&mut self, still_ready: bool, source: Ready, t: &mut Turn<'_>) {
         self.settle_interest(t.registry);
         if still_ready {
-            t.ready.push(Ready::Udp);
+            t.ready.push(source);
+        }
+    }
+
+    /// Relay: takes client datagrams and sends each upstream through its
+    /// flow. Whether the budget ran out.
+    fn serve_relay(&mut self, t: &mut Turn<'_>) -> bool {
+        let Some(flows) = self.relay.as_deref_mut() else {
+            return false;
+        };
+        for _ in 0..DATAGRAMS_PER_TURN {
+            match receive(&self.socket, t.buf) {
+                Ok((len, from)) => {
+                    add(&t.counters.datagrams, 1);
+                    add(&t.counters.bytes_in, len as u64);
+                    let ordinal = t.counters.datagrams.load(Relaxed);
+                    flows.send_up(len.min(t.buf.len()), from, ordinal, t);
+                }
+                // Drained: the next datagram brings a new event.
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return false,
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(e) => debug!("udp: receive error: {e}"),
+            }
+        }
+        true
+    }
+
+    /// Relay: flow `key` is readable: each datagram the upstream sent on it
+    /// goes to its client from the public socket, as the `down` faults say.
+    pub fn serve_flow(&mut self, key: usize, t: &mut Turn<'_>) {
+        let Some(mut flows) = self.relay.take() else {
+            return;
+        };
+        let mut still_ready = true;
+        for _ in 0..DATAGRAMS_PER_TURN {
+            let Some((len, client, ordinal)) = flows.receive(key, t) else {
+                still_ready = false;
+                break;
+            };
+            let len = len.min(t.buf.len());
+            if t.faults.any(Protocol::Udp) {
+                let reply = Some(t.buf[..len].to_vec());
+                self.answer_faulty(reply, client, (Direction::Down, ordinal), t);
+            } else {
+                self.send_or_queue(&t.buf[..len], client, t.counters, t.now);
+            }
+        }
+        self.relay = Some(flows);
+        self.settle(still_ready, Ready::Flow { key }, t);
+    }
+
+    /// Relay: flow `key`'s idle timer came due.
+    pub fn on_flow_timer(&mut self, key: usize, id: u32, at: Millis, t: &mut Turn<'_>) {
+        if let Some(flows) = &mut self.relay {
+            flows.on_timer(key, id, at, t);
+        }
+    }
+
+    /// The end of a turn: the keys of flows closed during it are freed.
+    pub fn end_turn(&mut self) {
+        if let Some(flows) = &mut self.relay {
+            flows.end_turn();
         }
     }
 
     /// Takes the socket off the poll before it is dropped (mio's rule:
     /// some selectors keep state per source).
-    pub fn deregister(&mut self, registry: &Registry) {
+    pub fn deregister(&mut self, t: &mut Turn<'_>) {
+        if let Some(flows) = &mut self.relay {
+            flows.close_all(t);
+        }
+        let registry = t.registry;
         if let Err(e) = registry.deregister(&mut self.socket) {
             debug!("udp: cannot deregister: {e}");
         }
@@ -239,18 +323,25 @@ impl Udp {
         };
         if t.faults.any(Protocol::Udp) {
             let reply = reply.map(<[u8]>::to_vec);
-            return self.answer_faulty(reply, from, t);
+            let ordinal = t.counters.datagrams.load(Relaxed);
+            return self.answer_faulty(reply, from, (Direction::Down, ordinal), t);
         }
         if let Some(reply) = reply {
             self.send_or_queue(reply, from, t.counters, t.now);
         }
     }
 
-    /// With faults in force: judges the datagram, then drops, shapes,
-    /// duplicates or delays its reply as the verdict says.
-    fn answer_faulty(&mut self, reply: Option<Vec<u8>>, from: SocketAddr, t: &mut Turn<'_>) {
-        let ordinal = t.counters.datagrams.load(Relaxed);
-        let verdict = t.faults.judge(Protocol::Udp, [ordinal, 0]);
+    /// With faults in force: judges the datagram (its direction and
+    /// ordinal in it), then drops, shapes, duplicates or delays its reply
+    /// as the verdict says.
+    fn answer_faulty(
+        &mut self,
+        reply: Option<Vec<u8>>,
+        from: SocketAddr,
+        (dir, ordinal): (Direction, u64),
+        t: &mut Turn<'_>,
+    ) {
+        let verdict = t.faults.judge_in(Protocol::Udp, dir, [ordinal, 0]);
         if !verdict.is_clean() {
             t.counters.add_faults(&verdict.applied);
             debug!("udp: datagram {ordinal} from {from}: fault {verdict}");
@@ -288,8 +379,12 @@ impl Udp {
         t.timers.arm(at, Due::UdpDelay);
     }
 
-    /// A delay's timer came due: sends (or queues) the replies it held.
+    /// A delay's timer came due: sends (or queues) the replies it held,
+    /// and on a relay the client datagrams it held.
     pub fn release_delayed(&mut self, t: &mut Turn<'_>) {
+        if let Some(flows) = &mut self.relay {
+            flows.release_held(t);
+        }
         while let Some(Reverse((at, _, _))) = self.delayed.peek() {
             if *at > t.now {
                 break;

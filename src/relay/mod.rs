@@ -26,6 +26,7 @@ use std::str::FromStr;
 
 use crate::reply::Protocol;
 
+pub(crate) mod flows;
 pub(crate) mod half;
 pub(crate) mod pair;
 pub(crate) mod pairs;
