@@ -367,3 +367,14 @@ fn arm_timer(slot: &mut Slot, key: usize, idle_ms: Option<Millis>, timers: &mut 
 fn reset(stream: &TcpStream) {
     let _ = socket2::SockRef::from(stream).set_linger(Some(Duration::ZERO));
 }
+
+#[cfg(test)]
+mod tests {
+    /// An idle pair holds no buffer: its memory is its slot (192 bytes on
+    /// 64-bit Linux today) and the kernel's two sockets.
+    #[test]
+    fn an_idle_pair_is_small() {
+        let slot = std::mem::size_of::<super::Slot>();
+        assert!(slot <= 256, "a pair's slot is {slot} bytes");
+    }
+}
