@@ -444,6 +444,50 @@ fn dir_needs_a_relay_and_faults_at_run_time_work_on_it() {
     assert!(ask(control, "fault udp:drop,dir=up").starts_with("error: "));
 }
 
+#[test]
+fn line_mode_judges_each_line_in_its_direction() {
+    // Down: the second reply line is held 300 ms, the third behind it.
+    let args = ["--mode", "line", "--fault", "tcp:delay=300,every=2"];
+    let relay = tcp_relay(echo_upstream(), &args);
+    let client = connect(relay.tcp());
+    let started = Instant::now();
+    (&client).write_all(b"one\ntwo\nthree\n").unwrap();
+    assert_eq!(read_exactly(&client, 4), b"one\n");
+    assert!(started.elapsed() < Duration::from_millis(300));
+    assert_eq!(read_exactly(&client, 10), b"two\nthree\n");
+    assert!(started.elapsed() >= Duration::from_millis(300));
+    // Up: the upstream gets the first line, then the pair is reset.
+    let args = ["--mode", "line", "--fault", "tcp:reset,every=2,dir=up"];
+    let relay = tcp_relay(echo_upstream(), &args);
+    let (bytes, end, _) = exchange(relay.tcp(), b"one\ntwo\nthree\n");
+    assert_eq!(end, End::Reset);
+    assert!(b"one\n".starts_with(&bytes), "{bytes:?}");
+}
+
+#[test]
+fn line_mode_counts_client_lines_and_closes_on_an_over_long_one() {
+    let (tell, told) = mpsc::channel();
+    let upstream = tcp_upstream(move |_, mut stream| {
+        let mut got = Vec::new();
+        let _ = stream.read_to_end(&mut got);
+        tell.send(got).unwrap();
+    });
+    let args = [
+        "--mode",
+        "line",
+        "--max-line",
+        "16",
+        "--control",
+        "127.0.0.1:0",
+    ];
+    let relay = tcp_relay(upstream, &args);
+    let control = relay.control.unwrap();
+    let (_, end, _) = exchange(relay.tcp(), b"ok\nfine\nthis line is too long\nnever\n");
+    assert_eq!(end, End::Eof, "the pair is closed");
+    assert_eq!(text(&told.recv_timeout(DEADLINE).unwrap()), "ok\nfine\n");
+    assert_eq!(ask(control, "received 2 5"), "ok 2");
+}
+
 // ----- a real client and server no one here wrote -------------------------
 
 #[test]
