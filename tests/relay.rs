@@ -488,6 +488,39 @@ fn line_mode_counts_client_lines_and_closes_on_an_over_long_one() {
     assert_eq!(ask(control, "received 2 5"), "ok 2");
 }
 
+/// The library's way: a test server relaying to another, ackloop's own
+/// line-mode echo, with a fault on the requests.
+#[test]
+fn the_test_server_builder_takes_an_upstream() {
+    use ackloop::testing::TestServer;
+    use ackloop::{Echo, Mode};
+    let echo = TestServer::builder()
+        .mode(Mode::Line)
+        .responder(Echo)
+        .start()
+        .unwrap();
+    let upstream = format!("tcp:{}", echo.tcp_addr()).parse().unwrap();
+    let relay = TestServer::builder()
+        .mode(Mode::Line)
+        .upstream(upstream)
+        .fault("tcp:corrupt,every=2,dir=up".parse().unwrap())
+        .seed(9)
+        .start()
+        .unwrap();
+    let client = connect(relay.tcp_addr());
+    (&client).write_all(b"one\ntwo\nthree\n").unwrap();
+    let back = read_exactly(&client, 14);
+    assert_eq!(&back[..4], b"one\n");
+    assert_ne!(
+        &back[4..8],
+        b"two\n",
+        "the second line was corrupted on its way up"
+    );
+    assert_eq!(&back[8..], b"three\n");
+    assert_eq!(echo.wait_for(3)[0].bytes, b"one");
+    assert_eq!(relay.stats().up_bytes_out, 14);
+}
+
 // ----- a real client and server no one here wrote -------------------------
 
 #[test]
