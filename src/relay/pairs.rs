@@ -128,7 +128,9 @@ impl Pairs {
             Err(e) => return warn!("cannot register {peer}: {e}"),
         };
         // The upstream's token follows from the key, known only now.
-        let slot = self.table.get_mut(key).expect("just inserted");
+        let Some(slot) = self.table.get_mut(key) else {
+            return;
+        };
         let interest = Interest::READABLE | Interest::WRITABLE;
         let token = upstream_token(key);
         if let Err(e) = registry.register(&mut slot.pair.upstream, token, interest) {

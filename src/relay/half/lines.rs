@@ -56,69 +56,78 @@ pub(crate) struct Lines {
     seen: u64,
 }
 
-/// The pipe's line state; only a line-mode pipe has one.
-fn parts(pipe: &mut HalfPipe) -> (&mut Shaped, &mut Vec<u8>) {
-    let shaped = pipe
-        .shaped
-        .as_deref_mut()
-        .expect("a line-mode pipe is shaped");
-    (shaped, &mut pipe.rest)
+/// Runs `step` on the pipe's line state, the rest of its shaped state and
+/// its rest buffer; `otherwise` for a pipe that judges no lines.
+fn with_lines<T>(
+    pipe: &mut HalfPipe,
+    otherwise: T,
+    step: impl FnOnce(&mut Lines, &mut Shaped, &mut Vec<u8>) -> T,
+) -> T {
+    let Some(shaped) = pipe.shaped.as_deref_mut() else {
+        return otherwise;
+    };
+    let Some(mut lines) = shaped.lines.take() else {
+        return otherwise;
+    };
+    let result = step(&mut lines, shaped, &mut pipe.rest);
+    shaped.lines = Some(lines);
+    result
 }
 
 /// No fault in force: `bytes` go straight through. Counts the complete
 /// lines among them and measures the open one; returns how many of them
 /// may go (those before a line over `--max-line`, which ends the pair).
 pub(super) fn pass(pipe: &mut HalfPipe, bytes: &[u8], now: Millis, lx: &mut LineCx<'_>) -> usize {
-    let (shaped, _) = parts(pipe);
-    let lines = shaped.lines.as_mut().expect("line mode");
-    let mut start = 0;
-    for nl in memchr_iter(b'\n', bytes) {
-        if lines.passed + (nl - start) > lx.max_line {
+    with_lines(pipe, bytes.len(), |lines, shaped, _| {
+        let mut start = 0;
+        for nl in memchr_iter(b'\n', bytes) {
+            if lines.passed + (nl - start) > lx.max_line {
+                return over_long(shaped, start, now, lx);
+            }
+            lines.passed = 0;
+            lines.seen += 1;
+            count_message(lx);
+            start = nl + 1;
+        }
+        lines.passed += bytes.len() - start;
+        if lines.passed > lx.max_line {
             return over_long(shaped, start, now, lx);
         }
-        lines.passed = 0;
-        lines.seen += 1;
-        count_message(lx);
-        start = nl + 1;
-    }
-    lines.passed += bytes.len() - start;
-    if lines.passed > lx.max_line {
-        return over_long(shaped, start, now, lx);
-    }
-    bytes.len()
+        bytes.len()
+    })
 }
 
 /// Faults in force: the last `appended` bytes of the rest are new. Judges
 /// every line they complete, in order.
 pub(super) fn judge(pipe: &mut HalfPipe, appended: usize, now: Millis, lx: &mut LineCx<'_>) {
-    let (shaped, rest) = parts(pipe);
-    shaped.lines.as_mut().expect("line mode").pending += appended;
-    loop {
-        let lines = shaped.lines.as_mut().expect("line mode");
-        let start = rest.len() - lines.pending;
-        let nl = memchr(b'\n', &rest[start..]);
-        // The line's length so far, terminator excluded.
-        let len = lines.passed + nl.unwrap_or(lines.pending);
-        if len > lx.max_line {
-            rest.truncate(start);
-            lines.pending = 0;
-            over_long(shaped, 0, now, lx);
-            return;
+    with_lines(pipe, (), |lines, shaped, rest| {
+        lines.pending += appended;
+        loop {
+            let start = rest.len() - lines.pending;
+            let nl = memchr(b'\n', &rest[start..]);
+            // The line's length so far, terminator excluded.
+            let len = lines.passed + nl.unwrap_or(lines.pending);
+            if len > lx.max_line {
+                rest.truncate(start);
+                lines.pending = 0;
+                over_long(shaped, 0, now, lx);
+                return;
+            }
+            let Some(nl) = nl else {
+                return; // The open line waits for its newline.
+            };
+            let ordinal = lines.seen;
+            lines.seen += 1;
+            lines.pending -= nl + 1;
+            lines.passed = 0;
+            count_message(lx);
+            if !apply(shaped, rest, (start, nl + 1), ordinal, now, lx) {
+                // The line ended the direction: `apply` dropped what followed.
+                lines.pending = 0;
+                return;
+            }
         }
-        let Some(nl) = nl else {
-            return; // The open line waits for its newline.
-        };
-        let ordinal = lines.seen;
-        lines.seen += 1;
-        lines.pending -= nl + 1;
-        lines.passed = 0;
-        count_message(lx);
-        if !apply(shaped, rest, (start, nl + 1), ordinal, now, lx) {
-            // The line ended the direction: `apply` dropped what followed.
-            shaped.lines.as_mut().expect("line mode").pending = 0;
-            return;
-        }
-    }
+    })
 }
 
 /// Judges the line `rest[start..start + len]` (its `\n` included) and does
