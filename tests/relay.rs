@@ -427,6 +427,31 @@ fn the_same_seed_resets_the_same_connections() {
 }
 
 #[test]
+fn bad_upstreams_exit_2_naming_the_option() {
+    for args in [
+        &["--upstream", "tcp:127.0.0.1:0"][..],
+        &["--upstream", "tcp:nowhere"],
+        &["--upstream", "sctp:127.0.0.1:9"],
+        &[
+            "--upstream",
+            "tcp:127.0.0.1:9",
+            "--upstream",
+            "tcp:127.0.0.1:10",
+        ],
+        &["--no-udp", "--upstream", "udp:127.0.0.1:9"],
+    ] {
+        let (status, stdout, stderr) = common::run(args);
+        assert_eq!(status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(
+            stdout.is_empty(),
+            "{args:?}: nothing bound, nothing printed"
+        );
+        assert_eq!(stderr.lines().count(), 1, "{args:?}: {stderr}");
+        assert!(stderr.contains("--upstream"), "{args:?}: {stderr}");
+    }
+}
+
+#[test]
 fn dir_needs_a_relay_and_faults_at_run_time_work_on_it() {
     let (status, _, stderr) = common::run(&["--fault", "tcp:delay=5,dir=up"]);
     assert_eq!(status.code(), Some(2));
