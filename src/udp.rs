@@ -23,7 +23,7 @@ use mio::net::UdpSocket;
 use crate::config::Config;
 use crate::fault::{self, FaultKind};
 use crate::relay::Direction;
-use crate::relay::flows::Flows;
+use crate::relay::flows::{Flows, Received};
 use crate::reply::{Protocol, Replies, Request, ask};
 use crate::stats::{Counters, add};
 use crate::timer::{Due, Millis, RateLimit, at_least};
@@ -174,9 +174,13 @@ impl Udp {
         };
         let mut still_ready = true;
         for _ in 0..DATAGRAMS_PER_TURN {
-            let Some((len, client, ordinal)) = flows.receive(key, t) else {
-                still_ready = false;
-                break;
+            let (len, client, ordinal) = match flows.receive(key, t) {
+                Received::Datagram(len, client, ordinal) => (len, client, ordinal),
+                Received::Again => continue,
+                Received::Drained => {
+                    still_ready = false;
+                    break;
+                }
             };
             let len = len.min(t.buf.len());
             if t.faults.any(Protocol::Udp) {

@@ -216,29 +216,35 @@ impl Flows {
     }
 
     /// Receives the next datagram the upstream sent on flow `key` into
-    /// `t.buf`: its length, the client it is for and its `down` ordinal;
-    /// `None` once drained. An upstream error (ICMP port unreachable) is
-    /// counted and skipped: the flow goes on.
-    pub fn receive(&mut self, key: usize, t: &mut Turn<'_>) -> Option<(usize, SocketAddr, u64)> {
-        let flow = self.table.get_mut(key)?;
-        loop {
-            match flow.socket.recv(t.buf) {
-                Ok(n) => {
-                    flow.last_active = t.now;
-                    add(&t.counters.up_bytes_in, n as u64);
-                    self.down_seen += 1;
-                    return Some((n, flow.client, self.down_seen));
-                }
-                // Drained: the upstream's next datagram brings an event.
-                Err(e) if e.kind() == ErrorKind::WouldBlock => {
-                    arm_timer(flow, key, self.flow_ms, t.timers);
-                    return None;
-                }
-                Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                Err(e) => {
-                    add(&t.counters.upstream_failed, 1);
-                    debug!("udp: flow {key} ({}): upstream error: {e}", flow.client);
-                }
+    /// `t.buf`. An upstream error (ICMP port unreachable) is counted, and
+    /// the flow goes on.
+    pub fn receive(&mut self, key: usize, t: &mut Turn<'_>) -> Received {
+        let Some(flow) = self.table.get_mut(key) else {
+            return Received::Drained;
+        };
+        match flow.socket.recv(t.buf) {
+            Ok(n) => {
+                flow.last_active = t.now;
+                add(&t.counters.up_bytes_in, n as u64);
+                self.down_seen += 1;
+                Received::Datagram(n, flow.client, self.down_seen)
+            }
+            // Drained: the upstream's next datagram brings an event.
+            Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                arm_timer(flow, key, self.flow_ms, t.timers);
+                Received::Drained
+            }
+            Err(e) if e.kind() == ErrorKind::Interrupted => Received::Again,
+            Err(e) if is_unreachable(&e) => {
+                add(&t.counters.upstream_failed, 1);
+                debug!("udp: flow {key} ({}): upstream error: {e}", flow.client);
+                Received::Again
+            }
+            // Anything else may well repeat: leave the flow for now (its
+            // next event, or its idle timeout, comes back to it).
+            Err(e) => {
+                debug!("udp: flow {key} ({}): receive failed: {e}", flow.client);
+                Received::Drained
             }
         }
     }
@@ -285,23 +291,46 @@ impl Flows {
     }
 }
 
+/// What [`Flows::receive`] found.
+pub(crate) enum Received {
+    /// A datagram of this length in the buffer, for this client, with
+    /// this `down` ordinal.
+    Datagram(usize, SocketAddr, u64),
+    /// An error taken (and counted if the upstream's): try again.
+    Again,
+    /// Nothing more now.
+    Drained,
+}
+
 /// Sends `datagram` upstream on `flow`; a socket that cannot take it now
-/// drops it (UDP may), counted.
+/// drops it (UDP may), counted. An ICMP error from an earlier datagram
+/// may surface here: counted, and the send tried once more.
 fn send(flow: &mut Flow, datagram: &[u8], counters: &Counters) {
-    loop {
+    for _ in 0..SEND_TRIES {
         match flow.socket.send(datagram) {
             Ok(n) => return add(&counters.up_bytes_out, n as u64),
             Err(e) if e.kind() == ErrorKind::Interrupted => {}
-            // ICMP from an earlier datagram surfaces here too: counted.
-            Err(e) if e.kind() == ErrorKind::ConnectionRefused => {
-                add(&counters.upstream_failed, 1);
-            }
+            Err(e) if is_unreachable(&e) => add(&counters.upstream_failed, 1),
             Err(e) => {
                 debug!("udp: flow for {}: send failed: {e}", flow.client);
-                return add(&counters.replies_dropped, 1);
+                break;
             }
         }
     }
+    add(&counters.replies_dropped, 1);
+}
+
+/// Sends tried per datagram: an interrupted call or a stale ICMP error
+/// costs one more try, never a loop.
+const SEND_TRIES: usize = 3;
+
+/// An error the upstream caused: an ICMP "port unreachable" (and its
+/// cousins) reported for an earlier datagram.
+fn is_unreachable(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        ErrorKind::ConnectionRefused | ErrorKind::HostUnreachable | ErrorKind::NetworkUnreachable
+    )
 }
 
 /// A UDP socket connected to `upstream`, bound to a free port on the
