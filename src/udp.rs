@@ -26,7 +26,7 @@ use crate::relay::Direction;
 use crate::relay::flows::{Flows, Received};
 use crate::reply::{Protocol, Replies, Request, ask};
 use crate::stats::{Counters, add};
-use crate::timer::{Due, Millis, RateLimit, at_least};
+use crate::timer::{Due, Millis, NEVER, RateLimit, at_least};
 use crate::turn::{Ready, Turn, UDP, settle_writable};
 use crate::write::nonblocking;
 
@@ -56,6 +56,9 @@ pub(crate) struct Udp {
     /// the queue's bounds.
     delayed: BinaryHeap<Reverse<(Millis, u64, Queued)>>,
     delayed_serial: u64,
+    /// The deadline of the one timer entry armed for the delayed replies:
+    /// the earliest of them, or [`NEVER`] when none waits.
+    delay_timer_at: Millis,
     /// Sum of the queued and delayed replies' lengths.
     queued_bytes: usize,
     /// Buffers of replies already sent, kept for the next queued reply so
@@ -87,6 +90,7 @@ impl Udp {
             queue: VecDeque::new(),
             delayed: BinaryHeap::new(),
             delayed_serial: 0,
+            delay_timer_at: NEVER,
             queued_bytes: 0,
             spare: Vec::new(),
             write_interest: false,
@@ -149,6 +153,7 @@ impl Udp {
         let Some(flows) = self.relay.as_deref_mut() else {
             return false;
         };
+        let mut still_ready = true;
         for _ in 0..DATAGRAMS_PER_TURN {
             match receive(&self.socket, t.buf) {
                 Ok((len, from)) => {
@@ -158,12 +163,17 @@ impl Udp {
                     flows.send_up(len.min(t.buf.len()), from, ordinal, t);
                 }
                 // Drained: the next datagram brings a new event.
-                Err(e) if e.kind() == ErrorKind::WouldBlock => return false,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                    still_ready = false;
+                    break;
+                }
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,
                 Err(e) => debug!("udp: receive error: {e}"),
             }
         }
-        true
+        // An `up` delay may have held a datagram.
+        self.arm_delay_timer(t);
+        still_ready
     }
 
     /// Relay: flow `key` is readable: each datagram the upstream sent on it
@@ -199,6 +209,18 @@ impl Udp {
         if let Some(flows) = &mut self.relay {
             flows.on_timer(key, id, at, t);
         }
+    }
+
+    /// Relay: the flows open now (each has one timer entry).
+    pub fn flows(&self) -> usize {
+        self.relay.as_ref().map_or(0, |flows| flows.open())
+    }
+
+    /// Relay: whether a flow's timer entry is its current one.
+    pub fn is_current_flow(&self, entry: &crate::timer::Entry) -> bool {
+        self.relay
+            .as_ref()
+            .is_some_and(|flows| flows.is_current(entry))
     }
 
     /// The end of a turn: the keys of flows closed during it are freed.
@@ -380,10 +402,31 @@ impl Udp {
         let bytes = reply.to_vec();
         self.delayed
             .push(Reverse((at, self.delayed_serial, Queued { to, bytes })));
-        t.timers.arm(at, Due::UdpDelay);
+        self.arm_delay_timer(t);
     }
 
-    /// A delay's timer came due: sends (or queues) the replies it held,
+    /// Keeps one timer entry for all the delayed replies (and on a relay
+    /// the client datagrams held), due with the earliest: an entry armed
+    /// before for a later one becomes stale.
+    fn arm_delay_timer(&mut self, t: &mut Turn<'_>) {
+        let replies = self.delayed.peek().map_or(NEVER, |Reverse((at, _, _))| *at);
+        let held = self
+            .relay
+            .as_ref()
+            .map_or(NEVER, |flows| flows.earliest_held());
+        let earliest = replies.min(held);
+        if earliest < self.delay_timer_at {
+            t.timers.arm(earliest, Due::UdpDelay);
+        }
+        self.delay_timer_at = earliest;
+    }
+
+    /// Whether a delay entry due `at` is the current one.
+    pub fn is_current_delay(&self, at: Millis) -> bool {
+        self.delay_timer_at == at
+    }
+
+    /// The delay entry came due: sends (or queues) the replies it held,
     /// and on a relay the client datagrams it held.
     pub fn release_delayed(&mut self, t: &mut Turn<'_>) {
         if let Some(flows) = &mut self.relay {
@@ -399,6 +442,8 @@ impl Udp {
             self.queued_bytes -= reply.bytes.len();
             self.send_or_queue(&reply.bytes, reply.to, t.counters, t.now);
         }
+        self.delay_timer_at = NEVER;
+        self.arm_delay_timer(t);
         self.settle_interest(t.registry);
     }
 

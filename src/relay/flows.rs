@@ -25,7 +25,7 @@ use crate::fault::{self, FaultKind};
 use crate::reply::Protocol;
 use crate::stats::{Counters, add};
 use crate::table::Table;
-use crate::timer::{Due, Millis, NEVER, RateLimit, Timers, at_least};
+use crate::timer::{Due, Entry, Millis, NEVER, RateLimit, Timers, at_least};
 use crate::turn::{CONTROL_BASE, FLOW_BASE, Turn};
 
 /// Flows closed in one turn before the list of held keys grows.
@@ -97,6 +97,11 @@ impl Flows {
         self.held.len()
     }
 
+    /// When the earliest held datagram is due, or [`NEVER`].
+    pub fn earliest_held(&self) -> Millis {
+        self.held.peek().map_or(NEVER, |Reverse((at, ..))| *at)
+    }
+
     /// Relays the client datagram `datagram` from `client` upstream, through
     /// its flow (made now if it is the source's first), as the `up` faults
     /// say. `ordinal`: the datagram's, for the seeded choices.
@@ -145,8 +150,8 @@ impl Flows {
                     self.held_serial += 1;
                     self.held_bytes += len;
                     let entry = (at, self.held_serial, key, id, datagram.to_vec());
+                    // `udp` arms the one delay entry for it.
                     self.held.push(Reverse(entry));
-                    t.timers.arm(at, Due::UdpDelay);
                 }
             }
         }
@@ -283,6 +288,20 @@ impl Flows {
         }
         self.held.clear();
         self.held_bytes = 0;
+    }
+
+    /// Flows open now.
+    pub fn open(&self) -> usize {
+        self.table.open()
+    }
+
+    /// Whether a flow's timer entry is the one it armed last.
+    pub fn is_current(&self, entry: &Entry) -> bool {
+        match entry.due {
+            Due::Flow { key, id } => (self.table.get(key as usize))
+                .is_some_and(|flow| flow.id == id && flow.timer_at == entry.at),
+            _ => false,
+        }
     }
 
     /// Frees the keys of flows closed this turn.
