@@ -23,7 +23,7 @@ use mio::net::UdpSocket;
 use crate::config::Config;
 use crate::fault::{self, FaultKind};
 use crate::relay::Direction;
-use crate::relay::flows::{Flows, Received};
+use crate::relay::flows::Flows;
 use crate::reply::{Protocol, Replies, Request, ask};
 use crate::stats::{Counters, add};
 use crate::timer::{Due, Millis, NEVER, RateLimit, at_least};
@@ -32,6 +32,7 @@ use crate::write::nonblocking;
 
 #[cfg(target_os = "linux")]
 mod batch;
+mod relay;
 
 /// Datagrams read per turn before other sources get their turn: a flood
 /// on UDP cannot starve TCP clients.
@@ -144,89 +145,6 @@ impl Udp {
         self.settle_interest(t.registry);
         if still_ready {
             t.ready.push(source);
-        }
-    }
-
-    /// Relay: takes client datagrams and sends each upstream through its
-    /// flow. Whether the budget ran out.
-    fn serve_relay(&mut self, t: &mut Turn<'_>) -> bool {
-        let Some(flows) = self.relay.as_deref_mut() else {
-            return false;
-        };
-        let mut still_ready = true;
-        for _ in 0..DATAGRAMS_PER_TURN {
-            match receive(&self.socket, t.buf) {
-                Ok((len, from)) => {
-                    add(&t.counters.datagrams, 1);
-                    add(&t.counters.bytes_in, len as u64);
-                    let ordinal = t.counters.datagrams.load(Relaxed);
-                    flows.send_up(len.min(t.buf.len()), from, ordinal, t);
-                }
-                // Drained: the next datagram brings a new event.
-                Err(e) if e.kind() == ErrorKind::WouldBlock => {
-                    still_ready = false;
-                    break;
-                }
-                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-                Err(e) => debug!("udp: receive error: {e}"),
-            }
-        }
-        // An `up` delay may have held a datagram.
-        self.arm_delay_timer(t);
-        still_ready
-    }
-
-    /// Relay: flow `key` is readable: each datagram the upstream sent on it
-    /// goes to its client from the public socket, as the `down` faults say.
-    pub fn serve_flow(&mut self, key: usize, t: &mut Turn<'_>) {
-        let Some(mut flows) = self.relay.take() else {
-            return;
-        };
-        let mut still_ready = true;
-        for _ in 0..DATAGRAMS_PER_TURN {
-            let (len, client, ordinal) = match flows.receive(key, t) {
-                Received::Datagram(len, client, ordinal) => (len, client, ordinal),
-                Received::Again => continue,
-                Received::Drained => {
-                    still_ready = false;
-                    break;
-                }
-            };
-            let len = len.min(t.buf.len());
-            if t.faults.any(Protocol::Udp) {
-                let reply = Some(t.buf[..len].to_vec());
-                self.answer_faulty(reply, client, (Direction::Down, ordinal), t);
-            } else {
-                self.send_or_queue(&t.buf[..len], client, t.counters, t.now);
-            }
-        }
-        self.relay = Some(flows);
-        self.settle(still_ready, Ready::Flow { key }, t);
-    }
-
-    /// Relay: flow `key`'s idle timer came due.
-    pub fn on_flow_timer(&mut self, key: usize, id: u32, at: Millis, t: &mut Turn<'_>) {
-        if let Some(flows) = &mut self.relay {
-            flows.on_timer(key, id, at, t);
-        }
-    }
-
-    /// Relay: the flows open now (each has one timer entry).
-    pub fn flows(&self) -> usize {
-        self.relay.as_ref().map_or(0, |flows| flows.open())
-    }
-
-    /// Relay: whether a flow's timer entry is its current one.
-    pub fn is_current_flow(&self, entry: &crate::timer::Entry) -> bool {
-        self.relay
-            .as_ref()
-            .is_some_and(|flows| flows.is_current(entry))
-    }
-
-    /// The end of a turn: the keys of flows closed during it are freed.
-    pub fn end_turn(&mut self) {
-        if let Some(flows) = &mut self.relay {
-            flows.end_turn();
         }
     }
 
