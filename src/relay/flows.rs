@@ -27,6 +27,7 @@ use crate::stats::{Counters, add};
 use crate::table::Table;
 use crate::timer::{Due, Entry, Millis, NEVER, RateLimit, Timers, at_least};
 use crate::turn::{CONTROL_BASE, FLOW_BASE, Turn};
+use crate::write::nonblocking;
 
 /// Flows closed in one turn before the list of held keys grows.
 const CLOSED_PER_TURN: usize = 64;
@@ -326,9 +327,9 @@ pub(crate) enum Received {
 /// may surface here: counted, and the send tried once more.
 fn send(flow: &mut Flow, datagram: &[u8], counters: &Counters) {
     for _ in 0..SEND_TRIES {
-        match flow.socket.send(datagram) {
-            Ok(n) => return add(&counters.up_bytes_out, n as u64),
-            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+        match nonblocking(|| flow.socket.send(datagram)) {
+            Ok(Some(n)) => return add(&counters.up_bytes_out, n as u64),
+            Ok(None) => break, // Full: UDP may drop.
             Err(e) if is_unreachable(&e) => add(&counters.upstream_failed, 1),
             Err(e) => {
                 debug!("udp: flow for {}: send failed: {e}", flow.client);
@@ -339,8 +340,8 @@ fn send(flow: &mut Flow, datagram: &[u8], counters: &Counters) {
     add(&counters.replies_dropped, 1);
 }
 
-/// Sends tried per datagram: an interrupted call or a stale ICMP error
-/// costs one more try, never a loop.
+/// Sends tried per datagram: a stale ICMP error costs one more try, never
+/// a loop.
 const SEND_TRIES: usize = 3;
 
 /// An error the upstream caused: an ICMP "port unreachable" (and its

@@ -29,6 +29,7 @@ use std::collections::VecDeque;
 use std::io::{self, ErrorKind, Read, Write};
 
 use crate::fault;
+use crate::write::write_until_blocked;
 use crate::timer::{Millis, at_least};
 
 /// Reads per half-pipe per pump, so one fast pair cannot starve the others
@@ -519,21 +520,12 @@ impl Shaped {
     }
 }
 
-/// Writes as much of `bytes` as `sink` takes now: the count written, which
-/// is short when the sink blocked. A short write is progress, not an error.
+/// Writes as much of `bytes` as `sink` takes now, through the crate's one
+/// write loop: the count written, short when the sink blocked (the rest
+/// waits for its writable event).
 fn write_some(sink: &mut impl Write, bytes: &[u8]) -> io::Result<usize> {
-    let mut at = 0;
-    while at < bytes.len() {
-        match sink.write(&bytes[at..]) {
-            Ok(0) => return Err(ErrorKind::WriteZero.into()),
-            Ok(n) => at += n,
-            // Full: the rest waits for the sink's writable event.
-            Err(e) if e.kind() == ErrorKind::WouldBlock => break,
-            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(at)
+    let (written, blocked) = write_until_blocked(sink, bytes);
+    blocked.map(|_| written)
 }
 
 mod lines;
