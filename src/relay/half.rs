@@ -29,8 +29,8 @@ use std::collections::VecDeque;
 use std::io::{self, ErrorKind, Read, Write};
 
 use crate::fault;
-use crate::write::write_until_blocked;
 use crate::timer::{Millis, at_least};
+use crate::write::write_until_blocked;
 
 /// Reads per half-pipe per pump, so one fast pair cannot starve the others
 /// (with 64 KiB reads, 1 MiB a turn), as for an ordinary connection.
@@ -280,6 +280,7 @@ impl HalfPipe {
     /// goes out, then the FIN.
     pub fn finish(&mut self) {
         self.source_done = true;
+        lines::release_open(self);
     }
 
     /// Whether nothing more will be taken from the source.
@@ -341,6 +342,10 @@ impl HalfPipe {
             };
             if n == 0 {
                 self.source_done = true;
+                if let Some(lx) = cx.lines.as_mut() {
+                    // A last line without its newline is a line too.
+                    lines::judge_last(self, cx.now, lx);
+                }
                 continue;
             }
             cx.read += n as u64;
