@@ -281,6 +281,10 @@ impl HalfPipe {
     pub fn finish(&mut self) {
         self.source_done = true;
         lines::release_open(self);
+        // A hang holds the FIN back from the peers, not from a shutdown.
+        if let Some(shaped) = self.shaped.as_deref_mut() {
+            shaped.shape.hang = false;
+        }
     }
 
     /// Whether nothing more will be taken from the source.
