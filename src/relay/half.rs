@@ -172,14 +172,27 @@ struct Shaped {
     /// Line mode: a fault that ends the pair at this time, once the bytes
     /// before it are out.
     doom: Option<(Millis, Doom)>,
-    /// Line mode: where this direction's lines stand.
-    lines: Option<lines::Lines>,
+    /// Line mode: held bytes go out only as judged lines, in chunks.
+    in_lines: bool,
 }
 
 impl Shaped {
+    fn new(shape: Shape, in_lines: bool) -> Shaped {
+        Shaped {
+            shape,
+            chunks: VecDeque::new(),
+            next_piece_at: 0,
+            taken: 0,
+            cut: false,
+            fin_at: None,
+            doom: None,
+            in_lines,
+        }
+    }
+
     /// Whether held bytes wait in chunks (rather than all going at once).
     fn uses_chunks(&self) -> bool {
-        self.shape.delay_ms > 0 || self.lines.is_some()
+        self.shape.delay_ms > 0 || self.in_lines
     }
 }
 
@@ -198,7 +211,10 @@ pub(crate) struct HalfPipe {
     /// Our FIN went to the sink: the direction is over.
     sink_shut: bool,
     /// Faults on this direction, if any (boxed: a plain pair stays small).
+    /// In line mode, made when a fault first holds a line.
     shaped: Option<Box<Shaped>>,
+    /// Line mode: where this direction's lines stand (a few counts).
+    lines: Option<Box<lines::Lines>>,
 }
 
 impl HalfPipe {
@@ -213,27 +229,33 @@ impl HalfPipe {
     /// whose lines are judged one by one (line mode). Plain, with no
     /// state beyond the rest, when neither applies.
     pub fn new(shape: Shape, lines: bool) -> HalfPipe {
-        let shaped = (lines || shape != Shape::default()).then(|| {
-            Box::new(Shaped {
-                shape,
-                chunks: VecDeque::new(),
-                next_piece_at: 0,
-                taken: 0,
-                cut: false,
-                fin_at: None,
-                doom: None,
-                lines: lines.then(lines::Lines::default),
-            })
-        });
+        let shaped = (shape != Shape::default()).then(|| Box::new(Shaped::new(shape, lines)));
         HalfPipe {
             shaped,
+            lines: lines.then(Box::default),
             ..HalfPipe::default()
         }
     }
 
     /// Whether this direction's lines are judged one by one (line mode).
     pub fn judges_lines(&self) -> bool {
-        self.shaped.as_ref().is_some_and(|s| s.lines.is_some())
+        self.lines.is_some()
+    }
+
+    /// The faults' state, made now if this is the first time a fault
+    /// needs it (line mode): bytes held already go first, as they are.
+    /// With it, the rest.
+    fn shaped_and_rest(&mut self) -> (&mut Shaped, &mut Vec<u8>) {
+        let held = self.held();
+        let in_lines = self.lines.is_some();
+        let shaped = self.shaped.get_or_insert_with(|| {
+            let mut shaped = Shaped::new(Shape::default(), in_lines);
+            if held > 0 {
+                shaped.push_chunk(0, held, None);
+            }
+            Box::new(shaped)
+        });
+        (shaped, &mut self.rest)
     }
 
     /// Bytes held for the sink.
@@ -358,8 +380,10 @@ impl HalfPipe {
             let straight = self.held() == 0 && !holding && self.passes_straight();
             if let Some(lx) = cx.lines.as_mut() {
                 if !straight {
-                    // Held until each line is complete and judged.
-                    self.rest.extend_from_slice(&cx.buf[..kept]);
+                    // Held until each line is complete and judged (what
+                    // was held before goes first, as it is).
+                    let (_, rest) = self.shaped_and_rest();
+                    rest.extend_from_slice(&cx.buf[..kept]);
                     lines::judge(self, kept, cx.now, lx);
                     continue;
                 }
