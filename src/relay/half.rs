@@ -329,22 +329,8 @@ impl HalfPipe {
         let mut reads = 0;
         loop {
             if let Some(sink) = sink.as_deref_mut() {
-                self.flush(sink, cx)?;
-                if self.blocked {
-                    return Ok(Pumped::Waiting);
-                }
-                if self.held() == 0 {
-                    if let Some((at, doom)) = self.shaped.as_ref().and_then(|s| s.doom) {
-                        let due = at <= cx.now;
-                        return Ok(if due {
-                            Pumped::Doom(doom)
-                        } else {
-                            Pumped::Waiting
-                        });
-                    }
-                    if self.taking_done() {
-                        return self.pass_fin(sink, cx.now);
-                    }
+                if let Some(over) = self.drain_into(sink, cx)? {
+                    return Ok(over);
                 }
             }
             if self.taking_done() {
@@ -375,41 +361,79 @@ impl HalfPipe {
                 continue;
             }
             cx.read += n as u64;
-            let mut kept = self.take(&mut cx.buf[..n], cx.now);
-            let holding = cx.lines.as_ref().is_some_and(LineCx::holding);
-            let straight = self.held() == 0 && !holding && self.passes_straight();
-            if let Some(lx) = cx.lines.as_mut() {
-                if !straight {
-                    // Held until each line is complete and judged (what
-                    // was held before goes first, as it is).
-                    let (_, rest) = self.shaped_and_rest();
-                    rest.extend_from_slice(&cx.buf[..kept]);
-                    lines::judge(self, kept, cx.now, lx);
-                    continue;
-                }
-                kept = lines::pass(self, &cx.buf[..kept], cx.now, lx);
-            }
-            let written = match sink.as_deref_mut() {
-                Some(sink) if straight => {
-                    write_some(sink, &cx.buf[..kept]).map_err(Broken::Sink)?
-                }
-                _ => 0,
-            };
-            cx.written += written as u64;
-            // Only what the sink would not take is copied.
-            self.rest.extend_from_slice(&cx.buf[written..kept]);
-            if let Some(shaped) = self.shaped.as_deref_mut().filter(|s| s.uses_chunks()) {
-                // Line mode: a line that passed may go as soon as the sink
-                // takes it.
-                if straight && kept > written {
-                    shaped.push_chunk(cx.now, kept - written, None);
-                }
-            }
-            if straight && written < kept && sink.is_some() {
-                self.blocked = true;
-                return Ok(Pumped::Waiting);
+            if self.pass_on(n, sink.as_deref_mut(), cx)? {
+                return Ok(Pumped::Waiting); // The sink blocked.
             }
         }
+    }
+
+    /// Writes to `sink` what may go now; then, with nothing held, a fault
+    /// that ends the pair or the FIN. `Some` when this pump is over.
+    fn drain_into(
+        &mut self,
+        sink: &mut impl Sink,
+        cx: &mut Pump<'_>,
+    ) -> Result<Option<Pumped>, Broken> {
+        self.flush(sink, cx)?;
+        if self.blocked {
+            return Ok(Some(Pumped::Waiting));
+        }
+        if self.held() > 0 {
+            return Ok(None);
+        }
+        if let Some((at, doom)) = self.shaped.as_ref().and_then(|s| s.doom) {
+            return Ok(Some(match at <= cx.now {
+                true => Pumped::Doom(doom),
+                false => Pumped::Waiting,
+            }));
+        }
+        match self.taking_done() {
+            true => self.pass_fin(sink, cx.now).map(Some),
+            false => Ok(None),
+        }
+    }
+
+    /// The `n` bytes just read into the buffer: what the faults and the
+    /// lines make of them, written straight to `sink` when nothing holds
+    /// them, and only what it would not take kept. Whether the sink
+    /// blocked.
+    fn pass_on<S: Sink>(
+        &mut self,
+        n: usize,
+        sink: Option<&mut S>,
+        cx: &mut Pump<'_>,
+    ) -> Result<bool, Broken> {
+        let mut kept = self.take(&mut cx.buf[..n], cx.now);
+        let holding = cx.lines.as_ref().is_some_and(LineCx::holding);
+        let straight = self.held() == 0 && !holding && self.passes_straight();
+        if let Some(lx) = cx.lines.as_mut() {
+            if !straight {
+                // Held until each line is complete and judged (what was
+                // held before goes first, as it is).
+                let (_, rest) = self.shaped_and_rest();
+                rest.extend_from_slice(&cx.buf[..kept]);
+                lines::judge(self, kept, cx.now, lx);
+                return Ok(false);
+            }
+            kept = lines::pass(self, &cx.buf[..kept], cx.now, lx);
+        }
+        let connected = sink.is_some();
+        let written = match sink {
+            Some(sink) if straight => write_some(sink, &cx.buf[..kept]).map_err(Broken::Sink)?,
+            _ => 0,
+        };
+        cx.written += written as u64;
+        // Only what the sink would not take is copied.
+        self.rest.extend_from_slice(&cx.buf[written..kept]);
+        if let Some(shaped) = self.shaped.as_deref_mut().filter(|s| s.uses_chunks()) {
+            // Line mode: a line that passed may go as soon as the sink
+            // takes it.
+            if straight && kept > written {
+                shaped.push_chunk(cx.now, kept - written, None);
+            }
+        }
+        self.blocked = straight && written < kept && connected;
+        Ok(self.blocked)
     }
 
     /// Whether bytes just read may go straight to the sink: no fault
