@@ -296,6 +296,12 @@ fn stats_name_the_relay_counters() {
     );
     assert!(stats.contains(" upstream_failed=0 "), "{stats}");
     assert!(stats.contains(" up_bytes_out=5 "), "{stats}");
+    // Stream mode: a pair whose client sent bytes is one message, so a
+    // test can wait for its clients with `received`.
+    assert!(stats.contains(" messages=1 "), "{stats}");
+    let second = connect(relay.tcp());
+    (&second).write_all(b"6").unwrap();
+    assert_eq!(ask(control, "received 2 5"), "ok 2");
 }
 
 // ----- faults on relayed TCP ----------------------------------------------

@@ -157,6 +157,9 @@ pub(crate) struct Pair<S> {
     /// Shutting down: the sources are no longer read, so once both
     /// directions are out the pair lingers rather than closing at once.
     stopping: bool,
+    /// Stream mode: the client's first bytes arrived, and were counted as
+    /// the pair's one message (as once mode counts its first read).
+    counted: bool,
 }
 
 impl<S: Endpoint> Pair<S> {
@@ -188,6 +191,7 @@ impl<S: Endpoint> Pair<S> {
             eof: [false; 2],
             last_active: now,
             stopping: false,
+            counted: false,
         }
     }
 
@@ -360,6 +364,11 @@ impl<S: Endpoint> Pair<S> {
         };
         add(bytes_read, read);
         add(bytes_written, written);
+        if from == Side::Client && read > 0 && !self.counted && !self.up.judges_lines() {
+            // The message is the connection (line mode counts lines).
+            self.counted = true;
+            add(&counters.messages, 1);
+        }
         if read + written > 0 {
             self.last_active = cx.now;
         }
