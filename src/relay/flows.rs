@@ -25,6 +25,7 @@ use crate::stats::{Counters, add};
 use crate::table::Table;
 use crate::timer::{Due, Entry, Millis, NEVER, RateLimit, Timers, at_least};
 use crate::turn::{CONTROL_BASE, FLOW_BASE, Turn};
+use crate::udp::DATAGRAMS_PER_TURN;
 use crate::write::nonblocking;
 
 /// Flows closed in one turn before the list of held keys grows.
@@ -70,7 +71,9 @@ pub(crate) struct Flows {
     /// The UDP queue's bounds, which held datagrams count against.
     queue_len: usize,
     queue_bytes: usize,
-    full_log: RateLimit,
+    /// Flow warnings (at the bound, no socket to be had): at most one a
+    /// second, whatever clients do.
+    warnings: RateLimit,
 }
 
 impl Flows {
@@ -88,7 +91,7 @@ impl Flows {
             held_bytes: 0,
             queue_len: config.udp_queue_len,
             queue_bytes: config.udp_queue_bytes,
-            full_log: RateLimit::default(),
+            warnings: RateLimit::default(),
         }
     }
 
@@ -155,11 +158,14 @@ impl Flows {
         }
     }
 
-    /// Sends the client datagrams whose `up` delay is over.
+    /// Sends the client datagrams whose `up` delay is over, a turn's
+    /// budget of them at most: more due wait for the delay entry `udp`
+    /// arms again, a millisecond later.
     pub fn release_held(&mut self, t: &mut Turn<'_>) {
-        while let Some(Reverse((at, ..))) = self.held.peek() {
-            if *at > t.now {
-                break;
+        for _ in 0..DATAGRAMS_PER_TURN {
+            match self.held.peek() {
+                Some(Reverse((at, ..))) if *at <= t.now => {}
+                _ => return,
             }
             let Some(Reverse((_, _, key, id, datagram))) = self.held.pop() else {
                 break;
@@ -178,7 +184,7 @@ impl Flows {
             return Some(key);
         }
         if self.table.open() >= self.max_flows {
-            if self.full_log.allow(t.now) {
+            if self.warnings.allow(t.now) {
                 warn!(
                     "udp: at --max-flows {}: dropping datagrams from new sources \
                      (further drops are logged at most once a second)",
@@ -190,7 +196,9 @@ impl Flows {
         let socket = match connected_socket(self.upstream) {
             Ok(socket) => socket,
             Err(e) => {
-                warn!("udp: no flow for {client}: {e}");
+                if self.warnings.allow(t.now) {
+                    warn!("udp: no flow for {client}: {e} (logged at most once a second)");
+                }
                 return None;
             }
         };
