@@ -188,6 +188,21 @@
 //! descriptor takes it off epoll's list by itself; elsewhere the
 //! connection is deregistered first, as mio asks.)
 //!
+//! ## A relay: two half-pipes per client
+//!
+//! With an [`Upstream`] ([`Config::add_upstream`], `--upstream`) a
+//! protocol's socket relays to a real server instead of answering. A TCP
+//! client becomes a *pair*: its socket and a non-blocking connect to the
+//! upstream, each registered with its own token, and one state machine
+//! per direction (a half-pipe, as haproxy's channels are): bytes read go
+//! straight from the shared buffer to the other side, and only what that
+//! side would not take is kept, at most `max_owed`, while the source is
+//! not read (backpressure both ways). A FIN travels its direction after
+//! the bytes before it; a reset resets the other side. A UDP client
+//! source gets a *flow*: a socket of its own connected to the upstream,
+//! so the kernel sorts the replies, which leave from the public socket.
+//! Faults act on either direction ([`Direction`], `dir=`).
+//!
 //! # Resource bounds
 //!
 //! | bound | default | at the limit |
@@ -201,6 +216,8 @@
 //! | [`Config::udp_queue_len`], [`Config::udp_queue_bytes`] | 1024, 256 KiB | drop the UDP reply, count it |
 //! | [`LINGER_MS`] | 2 s | close a lingering connection |
 //! | [`SHUTDOWN_GRACE_MS`] | 5 s | close everything |
+//! | [`Config::connect_timeout`] | 5 s | relay: reset the client, count `upstream_failed` |
+//! | [`Config::max_flows`], [`Config::flow_timeout`] | 1024, 30 s | relay: drop a new source's datagram and count it; close the flow |
 //!
 //! Memory is about 64 KiB of shared buffers plus well under 128 bytes per
 //! idle connection (with the fixed reply). A busy connection may add

@@ -427,6 +427,31 @@ fn the_same_seed_resets_the_same_connections() {
 }
 
 #[test]
+fn bad_upstreams_exit_2_naming_the_option() {
+    for args in [
+        &["--upstream", "tcp:127.0.0.1:0"][..],
+        &["--upstream", "tcp:nowhere"],
+        &["--upstream", "sctp:127.0.0.1:9"],
+        &[
+            "--upstream",
+            "tcp:127.0.0.1:9",
+            "--upstream",
+            "tcp:127.0.0.1:10",
+        ],
+        &["--no-udp", "--upstream", "udp:127.0.0.1:9"],
+    ] {
+        let (status, stdout, stderr) = common::run(args);
+        assert_eq!(status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(
+            stdout.is_empty(),
+            "{args:?}: nothing bound, nothing printed"
+        );
+        assert_eq!(stderr.lines().count(), 1, "{args:?}: {stderr}");
+        assert!(stderr.contains("--upstream"), "{args:?}: {stderr}");
+    }
+}
+
+#[test]
 fn dir_needs_a_relay_and_faults_at_run_time_work_on_it() {
     let (status, _, stderr) = common::run(&["--fault", "tcp:delay=5,dir=up"]);
     assert_eq!(status.code(), Some(2));
@@ -442,6 +467,83 @@ fn dir_needs_a_relay_and_faults_at_run_time_work_on_it() {
     assert!(ask(control, "accept").starts_with("ok"));
     assert_eq!(exchange(relay.tcp(), b"y").0, b"y");
     assert!(ask(control, "fault udp:drop,dir=up").starts_with("error: "));
+}
+
+#[test]
+fn line_mode_judges_each_line_in_its_direction() {
+    // Down: the second reply line is held 300 ms, the third behind it.
+    let args = ["--mode", "line", "--fault", "tcp:delay=300,every=2"];
+    let relay = tcp_relay(echo_upstream(), &args);
+    let client = connect(relay.tcp());
+    let started = Instant::now();
+    (&client).write_all(b"one\ntwo\nthree\n").unwrap();
+    assert_eq!(read_exactly(&client, 4), b"one\n");
+    assert!(started.elapsed() < Duration::from_millis(300));
+    assert_eq!(read_exactly(&client, 10), b"two\nthree\n");
+    assert!(started.elapsed() >= Duration::from_millis(300));
+    // Up: the upstream gets the first line, then the pair is reset.
+    let args = ["--mode", "line", "--fault", "tcp:reset,every=2,dir=up"];
+    let relay = tcp_relay(echo_upstream(), &args);
+    let (bytes, end, _) = exchange(relay.tcp(), b"one\ntwo\nthree\n");
+    assert_eq!(end, End::Reset);
+    assert!(b"one\n".starts_with(&bytes), "{bytes:?}");
+}
+
+#[test]
+fn line_mode_counts_client_lines_and_closes_on_an_over_long_one() {
+    let (tell, told) = mpsc::channel();
+    let upstream = tcp_upstream(move |_, mut stream| {
+        let mut got = Vec::new();
+        let _ = stream.read_to_end(&mut got);
+        tell.send(got).unwrap();
+    });
+    let args = [
+        "--mode",
+        "line",
+        "--max-line",
+        "16",
+        "--control",
+        "127.0.0.1:0",
+    ];
+    let relay = tcp_relay(upstream, &args);
+    let control = relay.control.unwrap();
+    let (_, end, _) = exchange(relay.tcp(), b"ok\nfine\nthis line is too long\nnever\n");
+    assert_eq!(end, End::Eof, "the pair is closed");
+    assert_eq!(text(&told.recv_timeout(DEADLINE).unwrap()), "ok\nfine\n");
+    assert_eq!(ask(control, "received 2 5"), "ok 2");
+}
+
+/// The library's way: a test server relaying to another, ackloop's own
+/// line-mode echo, with a fault on the requests.
+#[test]
+fn the_test_server_builder_takes_an_upstream() {
+    use ackloop::testing::TestServer;
+    use ackloop::{Echo, Mode};
+    let echo = TestServer::builder()
+        .mode(Mode::Line)
+        .responder(Echo)
+        .start()
+        .unwrap();
+    let upstream = format!("tcp:{}", echo.tcp_addr()).parse().unwrap();
+    let relay = TestServer::builder()
+        .mode(Mode::Line)
+        .upstream(upstream)
+        .fault("tcp:corrupt,every=2,dir=up".parse().unwrap())
+        .seed(9)
+        .start()
+        .unwrap();
+    let client = connect(relay.tcp_addr());
+    (&client).write_all(b"one\ntwo\nthree\n").unwrap();
+    let back = read_exactly(&client, 14);
+    assert_eq!(&back[..4], b"one\n");
+    assert_ne!(
+        &back[4..8],
+        b"two\n",
+        "the second line was corrupted on its way up"
+    );
+    assert_eq!(&back[8..], b"three\n");
+    assert_eq!(echo.wait_for(3)[0].bytes, b"one");
+    assert_eq!(relay.stats().up_bytes_out, 14);
 }
 
 // ----- a real client and server no one here wrote -------------------------

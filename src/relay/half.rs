@@ -62,6 +62,19 @@ pub(crate) enum Pumped {
     /// A `truncate` fault's bytes are out and the FIN with them: the pair
     /// ends.
     Cut,
+    /// Line mode: a `close`, `reset` or `slow-close` on a line (or a line
+    /// over `--max-line`) ends the pair, now that the lines before it are
+    /// out.
+    Doom(Doom),
+}
+
+/// A fault that ends the whole pair.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Doom {
+    /// `close`: FIN both ways (then a lingering close).
+    Close,
+    /// `reset`: RST both ways.
+    Reset,
 }
 
 /// Why a half-pipe cannot go on: the pair is reset.
@@ -86,6 +99,8 @@ pub(crate) struct Pump<'a> {
     pub read: u64,
     /// Bytes written to the sink during this pump.
     pub written: u64,
+    /// Line mode: how this direction's lines are judged.
+    pub lines: Option<LineCx<'a>>,
 }
 
 impl<'a> Pump<'a> {
@@ -96,7 +111,15 @@ impl<'a> Pump<'a> {
             max_owed,
             read: 0,
             written: 0,
+            lines: None,
         }
+    }
+
+    /// Bytes a direction may hold: `max_owed`, and in line mode room for
+    /// one whole line beyond it (a line is judged once it is complete).
+    fn bound(&self) -> usize {
+        let line = self.lines.as_ref().map_or(0, |lx| lx.max_line + 1);
+        self.max_owed + line
     }
 }
 
@@ -118,14 +141,24 @@ pub(crate) struct Shape {
     pub slow_close_ms: Option<u64>,
 }
 
+/// Held bytes that go out together: no earlier than `at`, `pace`d if a
+/// dribble says so.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Chunk {
+    at: Millis,
+    len: usize,
+    pace: Option<(u32, u64)>,
+}
+
 /// A shaped direction's own state: the fault and its clocks.
 #[derive(Debug)]
 struct Shaped {
     shape: Shape,
-    /// The release times of the held bytes, oldest first, as `(at,
-    /// bytes)`; kept only with a delay. Bytes read in one millisecond
-    /// share an entry, so there are at most `delay_ms + 1` of them.
-    chunks: VecDeque<(Millis, usize)>,
+    /// The held bytes' release, oldest first; kept with a delay and in
+    /// line mode (where the open line's bytes, not yet judged, are in no
+    /// chunk). Bytes released at the same time share an entry, so there
+    /// are at most `delay_ms + 1` of them, or one per held line.
+    chunks: VecDeque<Chunk>,
     /// Dribble: when the next piece may go.
     next_piece_at: Millis,
     /// Bytes taken from the source so far: a corrupted byte's offset, and
@@ -135,6 +168,18 @@ struct Shaped {
     cut: bool,
     /// Slow close: when the FIN may go, once it is due.
     fin_at: Option<Millis>,
+    /// Line mode: a fault that ends the pair at this time, once the bytes
+    /// before it are out.
+    doom: Option<(Millis, Doom)>,
+    /// Line mode: where this direction's lines stand.
+    lines: Option<lines::Lines>,
+}
+
+impl Shaped {
+    /// Whether held bytes wait in chunks (rather than all going at once).
+    fn uses_chunks(&self) -> bool {
+        self.shape.delay_ms > 0 || self.lines.is_some()
+    }
 }
 
 /// One direction of a pair (see the module docs).
@@ -156,9 +201,18 @@ pub(crate) struct HalfPipe {
 }
 
 impl HalfPipe {
-    /// A direction the faults `shape`; a plain one if none applies.
+    /// A direction the faults `shape` (stream mode); a plain one if none
+    /// applies.
+    #[cfg(test)]
     pub fn shaped(shape: Shape) -> HalfPipe {
-        let shaped = (shape != Shape::default()).then(|| {
+        HalfPipe::new(shape, false)
+    }
+
+    /// A direction the faults `shape` (stream mode), or with `lines`, one
+    /// whose lines are judged one by one (line mode). Plain, with no
+    /// state beyond the rest, when neither applies.
+    pub fn new(shape: Shape, lines: bool) -> HalfPipe {
+        let shaped = (lines || shape != Shape::default()).then(|| {
             Box::new(Shaped {
                 shape,
                 chunks: VecDeque::new(),
@@ -166,12 +220,19 @@ impl HalfPipe {
                 taken: 0,
                 cut: false,
                 fin_at: None,
+                doom: None,
+                lines: lines.then(lines::Lines::default),
             })
         });
         HalfPipe {
             shaped,
             ..HalfPipe::default()
         }
+    }
+
+    /// Whether this direction's lines are judged one by one (line mode).
+    pub fn judges_lines(&self) -> bool {
+        self.shaped.as_ref().is_some_and(|s| s.lines.is_some())
     }
 
     /// Bytes held for the sink.
@@ -198,11 +259,20 @@ impl HalfPipe {
         if self.sink_shut || self.blocked {
             return None;
         }
-        if self.held() > 0 {
-            let due = shaped.chunks.front().map_or(0, |&(at, _)| at);
-            return Some(due.max(shaped.next_piece_at));
+        if self.held() == 0 {
+            return shaped.doom.map(|(at, _)| at).or(shaped.fin_at);
         }
-        shaped.fin_at
+        let (at, pace) = match shaped.uses_chunks() {
+            true => shaped
+                .chunks
+                .front()
+                .map(|c| (c.at, c.pace.or(shaped.shape.dribble)))?,
+            false => (0, Some(shaped.shape.dribble?)),
+        };
+        Some(match pace {
+            Some(_) => at.max(shaped.next_piece_at),
+            None => at,
+        })
     }
 
     /// Takes nothing more from the source (shutting down): what is held
@@ -235,14 +305,24 @@ impl HalfPipe {
                 if self.blocked {
                     return Ok(Pumped::Waiting);
                 }
-                if self.held() == 0 && self.taking_done() {
-                    return self.pass_fin(sink, cx.now);
+                if self.held() == 0 {
+                    if let Some((at, doom)) = self.shaped.as_ref().and_then(|s| s.doom) {
+                        let due = at <= cx.now;
+                        return Ok(if due {
+                            Pumped::Doom(doom)
+                        } else {
+                            Pumped::Waiting
+                        });
+                    }
+                    if self.taking_done() {
+                        return self.pass_fin(sink, cx.now);
+                    }
                 }
             }
             if self.taking_done() {
                 return Ok(Pumped::Waiting); // The FIN waits for the sink.
             }
-            let room = cx.max_owed - self.held();
+            let room = cx.bound().saturating_sub(self.held());
             if room == 0 {
                 return Ok(Pumped::Waiting); // Full: backpressure.
             }
@@ -263,8 +343,18 @@ impl HalfPipe {
                 continue;
             }
             cx.read += n as u64;
-            let kept = self.take(&mut cx.buf[..n], cx.now);
-            let straight = self.held() == 0 && self.shaped.is_none();
+            let mut kept = self.take(&mut cx.buf[..n], cx.now);
+            let holding = cx.lines.as_ref().is_some_and(LineCx::holding);
+            let straight = self.held() == 0 && !holding && self.passes_straight();
+            if let Some(lx) = cx.lines.as_mut() {
+                if !straight {
+                    // Held until each line is complete and judged.
+                    self.rest.extend_from_slice(&cx.buf[..kept]);
+                    lines::judge(self, kept, cx.now, lx);
+                    continue;
+                }
+                kept = lines::pass(self, &cx.buf[..kept], cx.now, lx);
+            }
             let written = match sink.as_deref_mut() {
                 Some(sink) if straight => {
                     write_some(sink, &cx.buf[..kept]).map_err(Broken::Sink)?
@@ -274,11 +364,31 @@ impl HalfPipe {
             cx.written += written as u64;
             // Only what the sink would not take is copied.
             self.rest.extend_from_slice(&cx.buf[written..kept]);
+            if let Some(shaped) = self.shaped.as_deref_mut().filter(|s| s.uses_chunks()) {
+                // Line mode: a line that passed may go as soon as the sink
+                // takes it.
+                if straight && kept > written {
+                    shaped.push_chunk(cx.now, kept - written, None);
+                }
+            }
             if straight && written < kept && sink.is_some() {
                 self.blocked = true;
                 return Ok(Pumped::Waiting);
             }
         }
+    }
+
+    /// Whether bytes just read may go straight to the sink: no fault
+    /// holds them and nothing is waiting in chunks.
+    fn passes_straight(&self) -> bool {
+        self.shaped.as_ref().is_none_or(|s| {
+            let plain = Shape {
+                truncate: None,
+                corrupt: None,
+                ..s.shape.clone()
+            };
+            plain == Shape::default() && s.chunks.is_empty()
+        })
     }
 
     /// Applies the faults to `bytes` just read at `now`: how many of them
@@ -304,10 +414,7 @@ impl HalfPipe {
         shaped.taken += kept as u64;
         if shape.delay_ms > 0 && kept > 0 {
             let at = at_least(now, shape.delay_ms);
-            match shaped.chunks.back_mut() {
-                Some((last, len)) if *last == at => *len += kept,
-                _ => shaped.chunks.push_back((at, kept)),
-            }
+            shaped.push_chunk(at, kept, None);
         }
         kept
     }
@@ -316,7 +423,7 @@ impl HalfPipe {
     /// faults, the bytes whose delay is over, a dribbled piece at a time.
     /// Once all is out its memory goes back: a flowing pipe holds none.
     fn flush(&mut self, sink: &mut impl Sink, cx: &mut Pump<'_>) -> Result<(), Broken> {
-        let may_go = self.may_go(cx.now);
+        let (may_go, pace) = self.may_go(cx.now);
         if may_go == 0 {
             return Ok(());
         }
@@ -326,7 +433,7 @@ impl HalfPipe {
         self.rest_at += written;
         self.blocked = written < may_go;
         if let Some(shaped) = self.shaped.as_deref_mut() {
-            shaped.sent(written, cx.now);
+            shaped.sent(written, pace, cx.now);
         }
         if self.held() == 0 {
             self.rest = Vec::new();
@@ -335,25 +442,27 @@ impl HalfPipe {
         Ok(())
     }
 
-    /// How many held bytes may be written at `now`.
-    fn may_go(&self, now: Millis) -> usize {
+    /// How many held bytes may be written at `now`, and the dribble that
+    /// paces them, if any.
+    fn may_go(&self, now: Millis) -> (usize, Option<(u32, u64)>) {
         let held = self.held();
         let Some(shaped) = self.shaped.as_deref() else {
-            return held;
+            return (held, None);
         };
-        let mut due = if shaped.shape.delay_ms > 0 {
-            let ready = shaped.chunks.iter().take_while(|&&(at, _)| at <= now);
-            ready.map(|&(_, len)| len).sum()
-        } else {
-            held
+        let (due, pace) = match shaped.chunks.front() {
+            Some(front) => {
+                let same = |c: &&Chunk| c.at <= now && c.pace == front.pace;
+                let due = shaped.chunks.iter().take_while(same).map(|c| c.len).sum();
+                (due, front.pace.or(shaped.shape.dribble))
+            }
+            None if shaped.uses_chunks() => (0, None),
+            None => (held, shaped.shape.dribble),
         };
-        if let Some((bytes, _)) = shaped.shape.dribble {
-            due = match now >= shaped.next_piece_at {
-                true => due.min(bytes as usize),
-                false => 0,
-            };
+        match pace {
+            Some(_) if now < shaped.next_piece_at => (0, pace),
+            Some((bytes, _)) => (due.min(bytes as usize), pace),
+            None => (due, None),
         }
-        due
     }
 
     /// The source's FIN (or a truncate's end) reached the sink's turn:
@@ -379,23 +488,31 @@ impl HalfPipe {
 }
 
 impl Shaped {
-    /// `n` held bytes went out at `now`: their release entries go, and a
+    /// Holds `len` more bytes until `at`, paced by `pace`.
+    fn push_chunk(&mut self, at: Millis, len: usize, pace: Option<(u32, u64)>) {
+        match self.chunks.back_mut() {
+            Some(last) if last.at == at && last.pace == pace => last.len += len,
+            _ => self.chunks.push_back(Chunk { at, len, pace }),
+        }
+    }
+
+    /// `n` held bytes went out at `now`, `pace`d: their chunks go, and a
     /// dribble waits its gap before the next piece.
-    fn sent(&mut self, mut n: usize, now: Millis) {
+    fn sent(&mut self, mut n: usize, pace: Option<(u32, u64)>, now: Millis) {
         if n == 0 {
             return;
         }
-        if let Some((_, every_ms)) = self.shape.dribble {
+        if let Some((_, every_ms)) = pace {
             self.next_piece_at = at_least(now, every_ms);
         }
         while n > 0 {
-            let Some((_, len)) = self.chunks.front_mut() else {
+            let Some(chunk) = self.chunks.front_mut() else {
                 return;
             };
-            let done = n.min(*len);
-            *len -= done;
+            let done = n.min(chunk.len);
+            chunk.len -= done;
             n -= done;
-            if *len == 0 {
+            if chunk.len == 0 {
                 self.chunks.pop_front();
             }
         }
@@ -419,5 +536,9 @@ fn write_some(sink: &mut impl Write, bytes: &[u8]) -> io::Result<usize> {
     Ok(at)
 }
 
+mod lines;
+
+pub(crate) use lines::LineCx;
+
 #[cfg(test)]
-mod tests;
+pub(super) mod tests;

@@ -4,8 +4,16 @@
 //!
 //! The vocabulary lives here: [`Upstream`] (where a protocol is relayed
 //! to) and [`Direction`] (which way bytes travel, as a fault's `dir=`
-//! selector names it). [`half`] is one direction of a TCP pair, a state
-//! machine with no sockets.
+//! selector names it). The path of a relayed byte, top down:
+//!
+//! - [`pairs`]: the table of TCP pairs, what needs the loop (tokens,
+//!   interest, timers, closing); [`tcp`](crate::tcp) hands it every
+//!   client when TCP is relayed;
+//! - [`pair`]: one pair's life (connect, relay, linger), no sockets;
+//! - [`half`]: one direction of a pair (the rest buffer, the FIN, the
+//!   faults; `half::lines` for line mode), no sockets;
+//! - [`flows`]: UDP flows, one connected socket per client source;
+//!   [`udp`](crate::udp) hands it every datagram when UDP is relayed.
 //!
 //! # Examples
 //!

@@ -28,10 +28,13 @@ use std::io::{self, ErrorKind, Read};
 
 use log::debug;
 
-use super::half::{Broken, HalfPipe, Pump, Pumped, Shape, Sink};
+use super::Direction;
+pub(crate) use super::half::Doom;
+use super::half::{Broken, HalfPipe, LineCx, Pump, Pumped, Shape, Sink};
+use crate::fault::Faults;
 use crate::stats::{Counters, add};
 use crate::tcp::LINGER_MS;
-use crate::timer::Millis;
+use crate::timer::{Millis, RateLimit};
 pub(crate) use crate::turn::Readiness;
 
 /// What a pair needs of a socket: bytes both ways, a FIN, and for the
@@ -87,13 +90,16 @@ pub(crate) enum End {
     ConnectFailed(io::Error),
 }
 
-/// A fault that ends the whole pair before any byte is relayed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Doom {
-    /// `close`: FIN both ways (then a lingering close).
-    Close,
-    /// `reset`: RST both ways.
-    Reset,
+/// What the faults decided for a pair when it was accepted.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Plan {
+    /// Stream mode: the faults on each direction (up, down).
+    pub shapes: [Shape; 2],
+    /// Stream mode: a `close` or `reset` that ends the pair at this time,
+    /// before any byte is relayed.
+    pub doom: Option<(Millis, Doom)>,
+    /// Line mode: each line is judged on its own.
+    pub lines: bool,
 }
 
 /// Where a pair is in its life (see the module docs).
@@ -118,6 +124,12 @@ pub(crate) struct PairCx<'a> {
     /// Bytes each direction holds at most.
     pub max_owed: usize,
     pub counters: &'a Counters,
+    /// The faults in force, for line mode's per-line verdicts.
+    pub faults: &'a mut Faults,
+    /// The longest line (line mode).
+    pub max_line: usize,
+    /// Limits the over-long-line warning, shared by all pairs.
+    pub warnings: &'a mut RateLimit,
 }
 
 /// A client, its upstream, and a half-pipe each way.
@@ -126,6 +138,8 @@ pub(crate) struct Pair<S> {
     /// Serial number: tells this pair from an earlier one that had the same
     /// table key, for timer entries and the still-ready list.
     pub id: u32,
+    /// Its place in accept order: the first of its messages' ordinals.
+    ordinal: u64,
     pub client: S,
     pub upstream: S,
     /// Client to upstream.
@@ -146,22 +160,27 @@ pub(crate) struct Pair<S> {
 }
 
 impl<S: Endpoint> Pair<S> {
-    /// A pair whose upstream's connect was just started at `now`, to fail
-    /// at `connect_deadline`; `shapes` are the faults on each direction
-    /// (up, down), `doom` a fault that ends the pair.
+    /// A pair, the `ordinal`th accepted, whose upstream's connect was
+    /// just started at `now`, to fail at `connect_deadline`, with the
+    /// faults `plan` decided.
     pub fn new(
-        id: u32,
+        (id, ordinal): (u32, u64),
         (client, upstream): (S, S),
         (now, connect_deadline): (Millis, Millis),
-        [up, down]: [Shape; 2],
-        doom: Option<(Millis, Doom)>,
+        plan: Plan,
     ) -> Pair<S> {
+        let Plan {
+            shapes: [up, down],
+            doom,
+            lines,
+        } = plan;
         Pair {
             id,
+            ordinal,
             client,
             upstream,
-            up: HalfPipe::shaped(up),
-            down: HalfPipe::shaped(down),
+            up: HalfPipe::new(up, lines),
+            down: HalfPipe::new(down, lines),
             phase: Phase::Connecting {
                 deadline: connect_deadline,
             },
@@ -192,14 +211,17 @@ impl<S: Endpoint> Pair<S> {
     /// the linger, or the idle timeout (`idle_ms` after bytes last moved;
     /// a pair holding bytes for a fault's time is not idle).
     pub fn deadline(&self, idle_ms: Option<Millis>) -> Option<Millis> {
-        let wake = [
-            self.up.wake_at(),
-            self.down.wake_at(),
-            self.doom.map(|d| d.0),
-        ]
-        .into_iter()
-        .flatten()
-        .min();
+        // A direction's clock matters only while it can write: before
+        // that (connecting, doomed) its due bytes would wake it for nothing.
+        let writing = self.phase == Phase::Relaying && self.doom.is_none();
+        let pipes = [self.up.wake_at(), self.down.wake_at()]
+            .into_iter()
+            .flatten()
+            .min();
+        let wake = [pipes.filter(|_| writing), self.doom.map(|d| d.0)]
+            .into_iter()
+            .flatten()
+            .min();
         let end = match self.phase {
             Phase::Connecting { deadline } => Some(deadline),
             Phase::Lingering { since } => Some(since.saturating_add(LINGER_MS)),
@@ -305,10 +327,30 @@ impl<S: Endpoint> Pair<S> {
     fn pump(&mut self, from: Side, cx: &mut PairCx<'_>) -> Result<Advance, End> {
         let relaying = self.phase == Phase::Relaying && self.doom.is_none();
         let mut pump = Pump::new(cx.now, cx.buf, cx.max_owed);
-        let (pipe, source, sink) = match from {
-            Side::Client => (&mut self.up, &mut self.client, &mut self.upstream),
-            Side::Upstream => (&mut self.down, &mut self.upstream, &mut self.client),
+        let (pipe, source, sink, dir) = match from {
+            Side::Client => (
+                &mut self.up,
+                &mut self.client,
+                &mut self.upstream,
+                Direction::Up,
+            ),
+            Side::Upstream => (
+                &mut self.down,
+                &mut self.upstream,
+                &mut self.client,
+                Direction::Down,
+            ),
         };
+        if pipe.judges_lines() {
+            pump.lines = Some(LineCx {
+                faults: cx.faults,
+                counters: cx.counters,
+                dir,
+                conn: self.ordinal,
+                max_line: cx.max_line,
+                warnings: cx.warnings,
+            });
+        }
         let result = pipe.pump(source, relaying.then_some(sink), &mut pump);
         let (read, written) = (pump.read, pump.written);
         let counters = cx.counters;
@@ -324,7 +366,10 @@ impl<S: Endpoint> Pair<S> {
         match result {
             Ok(Pumped::Waiting | Pumped::Ended) => Ok(Advance::Waiting),
             Ok(Pumped::StillReady) => Ok(Advance::StillReady),
-            Ok(Pumped::Cut) => self.begin_linger(cx),
+            Ok(Pumped::Cut | Pumped::Doom(Doom::Close)) => self.begin_linger(cx),
+            Ok(Pumped::Doom(Doom::Reset)) => Err(End::Reset {
+                upstream_failed: false,
+            }),
             // The side that failed is the source when a read failed, the
             // sink when a write did.
             Err(broken) => {

@@ -15,8 +15,8 @@ use mio::{Interest, Token};
 
 use super::Direction;
 use super::half::Shape;
-use super::pair::{Advance, Doom, End, Pair, PairCx, Readiness, Side};
-use crate::config::Config;
+use super::pair::{Advance, Doom, End, Pair, PairCx, Plan, Readiness, Side};
+use crate::config::{Config, Mode};
 use crate::fault::{FaultKind, Verdict};
 use crate::reply::Protocol;
 use crate::stats::{add, sub};
@@ -51,6 +51,12 @@ pub(crate) struct Pairs {
     idle_ms: Option<Millis>,
     /// Bytes each direction holds at most.
     max_owed: usize,
+    /// `--mode line`: each line is a message, judged on its own.
+    line_mode: bool,
+    /// The longest line (line mode).
+    max_line: usize,
+    /// Limits the over-long-line warning.
+    line_log: RateLimit,
     next_id: u32,
     /// Pairs accepted so far: a pair's ordinal for the seeded faults.
     accepted: u64,
@@ -67,6 +73,9 @@ impl Pairs {
             connect_ms: config.connect_timeout.as_millis() as Millis,
             idle_ms: config.idle_timeout.map(|d| d.as_millis() as Millis),
             max_owed: config.max_owed,
+            line_mode: config.mode == Mode::Line,
+            max_line: config.max_line,
+            line_log: RateLimit::default(),
             next_id: 0,
             accepted: 0,
             failure_log: RateLimit::default(),
@@ -92,7 +101,13 @@ impl Pairs {
         // Relayed bytes are the peers' own: pass them on without delay.
         let _ = client.set_nodelay(true);
         let _ = upstream.set_nodelay(true);
-        let (shapes, doom) = judge(ordinal, t);
+        let plan = match self.line_mode {
+            true => Plan {
+                lines: true,
+                ..Plan::default()
+            },
+            false => judge(ordinal, t),
+        };
         let id = self.next_id;
         self.next_id = self.next_id.wrapping_add(1);
         let times = (t.now, t.now.saturating_add(self.connect_ms));
@@ -100,7 +115,7 @@ impl Pairs {
         let inserted = self
             .table
             .insert(registry, client, Interest::READABLE, |client| {
-                let pair = Pair::new(id, (client, upstream), times, shapes, doom);
+                let pair = Pair::new((id, ordinal), (client, upstream), times, plan);
                 Slot {
                     pair,
                     // Writable: the connect is done (or failed).
@@ -113,7 +128,9 @@ impl Pairs {
             Err(e) => return warn!("cannot register {peer}: {e}"),
         };
         // The upstream's token follows from the key, known only now.
-        let slot = self.table.get_mut(key).expect("just inserted");
+        let Some(slot) = self.table.get_mut(key) else {
+            return;
+        };
         let interest = Interest::READABLE | Interest::WRITABLE;
         let token = upstream_token(key);
         if let Err(e) = registry.register(&mut slot.pair.upstream, token, interest) {
@@ -174,6 +191,9 @@ impl Pairs {
             buf: t.buf,
             max_owed: self.max_owed,
             counters: t.counters,
+            faults: t.faults,
+            max_line: self.max_line,
+            warnings: &mut self.line_log,
         };
         let result = step(&mut slot.pair, &mut cx).and_then(|advance| {
             if advance == Advance::StillReady {
@@ -290,9 +310,9 @@ fn upstream_token(key: usize) -> Token {
 /// The faults of a pair's two directions, judged once, in accept order
 /// (SPEC 11, stream mode): each direction's shape, and a `close` or
 /// `reset` that ends the pair (after any delay of its direction).
-fn judge(ordinal: u64, t: &mut Turn<'_>) -> ([Shape; 2], Option<(Millis, Doom)>) {
+fn judge(ordinal: u64, t: &mut Turn<'_>) -> Plan {
     if !t.faults.any(Protocol::Tcp) {
-        return Default::default();
+        return Plan::default();
     }
     let mut doom = None;
     let shapes = [Direction::Up, Direction::Down].map(|dir| {
@@ -306,7 +326,11 @@ fn judge(ordinal: u64, t: &mut Turn<'_>) -> ([Shape; 2], Option<(Millis, Doom)>)
         doom = doom.or(ends);
         shape
     });
-    (shapes, doom)
+    Plan {
+        shapes,
+        doom,
+        lines: false,
+    }
 }
 
 /// What a verdict does to one direction of a stream.

@@ -8,7 +8,7 @@ use super::*;
 /// What a scripted source does on each read, in order; when the script
 /// runs out it blocks.
 #[derive(Debug)]
-enum Step {
+pub(super) enum Step {
     Bytes(Vec<u8>),
     Block,
     Eof,
@@ -16,14 +16,14 @@ enum Step {
 }
 
 #[derive(Debug, Default)]
-struct Source {
-    script: VecDeque<Step>,
+pub(super) struct Source {
+    pub(super) script: VecDeque<Step>,
     /// Reads made, `WouldBlock` ones included.
     reads: usize,
 }
 
 impl Source {
-    fn new(script: impl IntoIterator<Item = Step>) -> Source {
+    pub(super) fn new(script: impl IntoIterator<Item = Step>) -> Source {
         Source {
             script: script.into_iter().collect(),
             reads: 0,
@@ -53,15 +53,15 @@ impl Read for Source {
 
 /// A sink that takes `room` more bytes, then blocks.
 #[derive(Debug, Default)]
-struct Sink {
-    got: Vec<u8>,
-    room: usize,
-    shut: bool,
+pub(super) struct Sink {
+    pub(super) got: Vec<u8>,
+    pub(super) room: usize,
+    pub(super) shut: bool,
     fail: Option<ErrorKind>,
 }
 
 impl Sink {
-    fn with_room(room: usize) -> Sink {
+    pub(super) fn with_room(room: usize) -> Sink {
         Sink {
             room,
             ..Sink::default()

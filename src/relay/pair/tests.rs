@@ -91,13 +91,13 @@ const IDLE: Option<Millis> = Some(60_000);
 
 /// A pair accepted at 0 whose upstream is still connecting.
 fn connecting(shapes: [Shape; 2], doom: Option<(Millis, Doom)>) -> Pair<Peer> {
-    Pair::new(
-        7,
-        (Peer::connected(), Peer::default()),
-        (0, CONNECT_MS),
+    let plan = Plan {
         shapes,
         doom,
-    )
+        lines: false,
+    };
+    let sockets = (Peer::connected(), Peer::default());
+    Pair::new((7, 0), sockets, (0, CONNECT_MS), plan)
 }
 
 /// A plain pair, connected.
@@ -111,24 +111,34 @@ fn relaying() -> Pair<Peer> {
 /// One readiness event (both ways) on `side` at `now`.
 fn event(pair: &mut Pair<Peer>, side: Side, now: Millis) -> Result<Advance, End> {
     let counters = Counters::default();
+    let mut faults = Faults::new(0, &[]);
+    let mut warnings = RateLimit::default();
     let mut buf = vec![0; 16];
     let mut cx = PairCx {
         now,
         buf: &mut buf,
         max_owed: 64,
         counters: &counters,
+        faults: &mut faults,
+        max_line: 1024,
+        warnings: &mut warnings,
     };
     pair.advance(side, Readiness::BOTH, &mut cx)
 }
 
 fn timer(pair: &mut Pair<Peer>, now: Millis) -> Result<Advance, End> {
     let counters = Counters::default();
+    let mut faults = Faults::new(0, &[]);
+    let mut warnings = RateLimit::default();
     let mut buf = vec![0; 16];
     let mut cx = PairCx {
         now,
         buf: &mut buf,
         max_owed: 64,
         counters: &counters,
+        faults: &mut faults,
+        max_line: 1024,
+        warnings: &mut warnings,
     };
     pair.on_timer(IDLE, &mut cx)
 }
