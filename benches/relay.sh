@@ -141,8 +141,8 @@ relay_table() {
     echo
     echo "Relays: medians of $ROUNDS rounds, ${DURATION}s each; relay on CPU 0, upstream (C reference)"
     echo "and loadgen on CPU 1. cpu: the relay process's CPU time (utime+stime, with its children,"
-    echo "100 Hz ticks) per operation; relay:bulk per MiB, its rate in MiB/s, its latency the whole"
-    echo "${BULK_MIB} MiB. added: p50 / p99 through the relay minus the same direct to the upstream."
+    echo "100 Hz ticks) per operation; relay:bulk per MiB, its rate in MiB/s, its latency the time"
+    echo "${BULK_MIB} MiB took. added: p50 / p99 through the relay minus the same direct to the upstream."
     echo
     awk -v kind=relay -v relays="$RELAYS" "$MEDIANS"'
 function cell(x, fmt) { return x == "" ? " - |" : sprintf(" " fmt " |", x) }
@@ -150,7 +150,10 @@ function ratio(a, b) { return a == "" || b == "" || b <= 0 ? " - |" : sprintf(" 
 function added(r, l,    d50, d99, r50, r99) {
     d50 = get("direct", l, "p50_us"); d99 = get("direct", l, "p99_us")
     r50 = get(r, l, "p50_us"); r99 = get(r, l, "p99_us")
-    return d50 == "" || r50 == "" ? " - |" : sprintf(" %+.1f / %+.1f |", r50 - d50, r99 - d99)
+    if (d50 == "" || r50 == "") return " - |"
+    # bulk: one sample, the whole transfer, in ms
+    if (l ~ /bulk/) return sprintf(" %+.0f ms |", (r50 - d50) / 1000)
+    return sprintf(" %+.1f / %+.1f |", r50 - d50, r99 - d99)
 }
 function column(name) { head = head " " name " |"; rule = rule "---:|" }
 END {
@@ -177,7 +180,9 @@ END {
         row = row cell(get("direct", l, "rate"), "%.0f")
         for (i = 1; i <= nr; i++) row = row cell(get(rv[i], l, "rate"), "%.0f")
         d50 = get("direct", l, "p50_us")
-        row = row (d50 == "" ? " - |" : sprintf(" %.1f / %.1f |", d50, get("direct", l, "p99_us")))
+        if (d50 == "") row = row " - |"
+        else if (l ~ /bulk/) row = row sprintf(" %.0f ms |", d50 / 1000)
+        else row = row sprintf(" %.1f / %.1f |", d50, get("direct", l, "p99_us"))
         for (i = 1; i <= nr; i++) row = row added(rv[i], l)
         e = bad["direct", l] + 0
         for (i = 1; i <= nr; i++) e = e " / " (get(rv[i], l, "ops") == "" ? "-" : bad[rv[i], l] + 0)

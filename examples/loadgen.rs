@@ -293,20 +293,18 @@ fn stat_ticks(pid: &str, n: usize) -> Option<u64> {
 /// listed in /proc/PID/task/TID/children. A child that exits while being
 /// read is skipped (its time moves to the parent).
 fn tree_ticks(pid: &str) -> Option<u64> {
-    let own = stat_ticks(pid, 4)?;
-    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
-    let lists = tasks
+    let mut ticks = stat_ticks(pid, 4)?;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))
+        .ok()?
         .flatten()
-        .filter_map(|task| std::fs::read_to_string(task.path().join("children")).ok());
-    let children: u64 = lists
-        .flat_map(|list| {
-            list.split_whitespace()
-                .map(str::to_owned)
-                .collect::<Vec<_>>()
-        })
-        .filter_map(|child| tree_ticks(&child))
-        .sum();
-    Some(own + children)
+    {
+        let children = std::fs::read_to_string(task.path().join("children")).unwrap_or_default();
+        ticks += children
+            .split_whitespace()
+            .filter_map(tree_ticks)
+            .sum::<u64>();
+    }
+    Some(ticks)
 }
 
 /// Resident memory of a process in KiB (the VmRSS line of /proc/PID/status).
