@@ -15,7 +15,7 @@
 //! | `received N SECS` | answer once N messages in all have arrived, or time out |
 //!
 //! This module reads, frames and answers control connections; parsing a
-//! line and carrying out its command belong to [`command`](crate::command),
+//! line and carrying out its command belong to [`crate::command`],
 //! the same code a [`Handle`](crate::Handle)'s calls go through. A pending
 //! `received` is a deadline on the timer heap, never a wait: the loop goes
 //! on serving meanwhile, and the connection's later commands wait their
@@ -31,7 +31,7 @@ use crate::command::{self, Request, Target};
 use crate::framing::{LineFramer, Piece};
 use crate::stats::Stats;
 use crate::table::Table;
-use crate::timer::{Due, Millis, RateLimit, at_least};
+use crate::timer::{ACCEPT_RETRY_MS, Due, Entry, Millis, Pause, RateLimit, at_least};
 use crate::turn::{CONTROL_BASE, Ready, Turn, settle_writable};
 use crate::write::write_until_blocked;
 
@@ -39,6 +39,13 @@ use crate::write::write_until_blocked;
 pub const MAX_CONTROL_CONNECTIONS: usize = crate::turn::CONTROL_SLOTS;
 /// Reads per control connection per turn.
 const READS_PER_TURN: usize = 4;
+/// Bytes of answers not yet sent past which a control connection's
+/// commands wait (and it is not read) until they drain: a client that
+/// sends without reading cannot grow the server (SPEC 9). Past it by one
+/// answer at most; the input left over is one read at most.
+pub(crate) const MAX_UNSENT_ANSWERS: usize = 64 * 1024;
+/// Bytes a control connection reads at a time.
+const READ_SIZE: usize = 4096;
 
 /// A `received` waiting for its count.
 #[derive(Debug)]
@@ -56,12 +63,16 @@ struct ControlConn {
     framer: LineFramer,
     /// The command line so far; bounded by `--max-line`.
     line: Vec<u8>,
-    /// Input read while a `received` waits: its commands come after the
-    /// answer. At most one read.
+    /// Input read while commands must wait (a `received` waits, or too
+    /// many answers are unsent): its commands come later, in order. At
+    /// most one read.
     held: Vec<u8>,
-    /// Answers not yet written.
+    /// Answers not yet written; commands wait past [`MAX_UNSENT_ANSWERS`].
     out: Vec<u8>,
     wait: Option<Wait>,
+    /// The client shut down its sending side: once every command read is
+    /// answered and sent, the connection closes.
+    peer_eof: bool,
     write_interest: bool,
 }
 
@@ -72,6 +83,8 @@ pub(crate) struct Control {
     max_line: usize,
     /// Connections with a `received` waiting.
     waiting: usize,
+    /// Accepting is paused after an accept error.
+    accept_pause: Pause,
     refuse_log: RateLimit,
 }
 
@@ -83,19 +96,29 @@ impl Control {
             conns: Table::new(CONTROL_BASE, max, max, max),
             max_line,
             waiting: 0,
+            accept_pause: Pause::default(),
             refuse_log: RateLimit::default(),
         }
     }
 
     /// The listener is readable: accept until `WouldBlock`.
     pub fn accept(&mut self, t: &mut Turn<'_>, target: &mut impl Target) {
+        if self.accept_pause.holds(t.now) {
+            return; // Paused after an accept error; its timer resumes it.
+        }
         while let Some(listener) = &self.listener {
             let (stream, peer) = match listener.accept() {
                 Ok(accepted) => accepted,
                 // Drained: the next connection brings a new event.
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return,
-                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-                Err(e) => return debug!("control: accept failed: {e}"),
+                Err(e) if is_transient(&e) => continue,
+                // Out of descriptors, say: the clients waiting will not be
+                // reported again, so try again later (no spin, no stall).
+                Err(e) => {
+                    warn!("control: accept failed: {e}; trying again in {ACCEPT_RETRY_MS} ms");
+                    let due = Due::ControlAcceptRetry;
+                    return self.accept_pause.start(t.now, due, t.timers);
+                }
             };
             if self.conns.is_full() {
                 if self.refuse_log.allow(t.now) {
@@ -113,6 +136,7 @@ impl Control {
                 held: Vec::new(),
                 out: Vec::new(),
                 wait: None,
+                peer_eof: false,
                 write_interest: false,
             };
             match self
@@ -135,15 +159,24 @@ impl Control {
         let Some(conn) = self.conns.get_mut(key) else {
             return; // Closed earlier in this batch: a stale event.
         };
+        let waited = conn.wait.is_some();
         let outcome = conn.serve(key, t, target).and_then(|()| {
             let want = !conn.out.is_empty();
             let registered = &mut conn.write_interest;
             settle_writable(t.registry, &mut conn.stream, token, registered, want)
                 .map_err(|e| e.to_string())
         });
+        if let (false, Some(wait)) = (waited, &conn.wait) {
+            // A `received` began to wait: its one timer entry.
+            let due = Due::ControlWait { key: key as u32 };
+            t.timers.arm(wait.deadline, due);
+        }
+        let done = conn.is_done();
         self.waiting = self.conns.iter().filter(|(_, c)| c.wait.is_some()).count();
-        if let Err(why) = outcome {
-            self.close(key, &why, t);
+        match outcome {
+            Err(why) => self.close(key, &why, t),
+            Ok(()) if done => self.close(key, "end of stream, every answer sent", t),
+            Ok(()) => {}
         }
     }
 
@@ -172,6 +205,31 @@ impl Control {
         }
     }
 
+    /// The accept-retry entry due `at` came due.
+    pub fn on_accept_retry(&mut self, at: Millis, t: &mut Turn<'_>, target: &mut impl Target) {
+        if self.accept_pause.is_current(at) {
+            self.accept(t, target);
+        }
+    }
+
+    /// How many timer entries of control can be current at once: one per
+    /// waiting `received`, and the listener's pause.
+    pub fn timers_current(&self) -> usize {
+        self.waiting + 1
+    }
+
+    /// Whether a control timer entry is the one its owner armed last (see
+    /// [`Timers::sweep`](crate::timer::Timers::sweep)).
+    pub fn is_current(&self, entry: &Entry) -> bool {
+        match entry.due {
+            Due::ControlWait { key } => (self.conns.get(key as usize))
+                .and_then(|conn| conn.wait.as_ref())
+                .is_some_and(|wait| wait.deadline == entry.at),
+            Due::ControlAcceptRetry => self.accept_pause.is_current(entry.at),
+            _ => false,
+        }
+    }
+
     /// Closes every control connection and the listener: the server stops.
     pub fn close_all(&mut self, t: &mut Turn<'_>) {
         if let Some(mut listener) = self.listener.take() {
@@ -195,6 +253,14 @@ impl Control {
     }
 }
 
+/// Accept errors that concern one client only: try the next.
+fn is_transient(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        ErrorKind::Interrupted | ErrorKind::ConnectionAborted | ErrorKind::ConnectionReset
+    )
+}
+
 /// Messages that count for `received`: TCP messages and datagrams.
 fn arrived(stats: &Stats) -> u64 {
     stats.messages + stats.datagrams
@@ -208,43 +274,105 @@ fn answer_wait(wait: &Wait, arrived: u64) -> String {
     }
 }
 
+/// Why a control connection stopped reading for now.
+enum Reads {
+    /// `WouldBlock`, or the end of stream: an event or nothing will come.
+    Drained,
+    /// The budget ran out with input perhaps left: serve it next turn.
+    OutOfBudget,
+    /// Commands must wait (a `received`, or unsent answers at the bound).
+    Waiting,
+}
+
 impl ControlConn {
-    /// Takes held input and reads new input, carrying out each command,
-    /// until `WouldBlock`, a `received` that must wait, or the budget;
-    /// then writes the answers. `Err` closes the connection.
+    /// Whether the next command may be carried out now: no `received`
+    /// waits, and the unsent answers are under their bound.
+    fn takes_commands(&self) -> bool {
+        self.wait.is_none() && self.out.len() < MAX_UNSENT_ANSWERS
+    }
+
+    /// The client will send nothing more, and every command it sent is
+    /// answered and the answer sent.
+    fn is_done(&self) -> bool {
+        self.peer_eof && self.wait.is_none() && self.held.is_empty() && self.out.is_empty()
+    }
+
+    /// Carries out held input and reads new input, command by command,
+    /// then writes the answers; goes on while writing them lets commands
+    /// go on (nothing else would report the input left). `Err` closes the
+    /// connection.
     fn serve(
         &mut self,
         key: usize,
         t: &mut Turn<'_>,
         target: &mut impl Target,
     ) -> Result<(), String> {
-        if self.wait.is_none() && !self.held.is_empty() {
-            let held = std::mem::take(&mut self.held);
-            self.take(&held, t, target)?;
-        }
         let mut budget = READS_PER_TURN;
-        let mut buf = [0; 4096];
-        while self.wait.is_none() {
-            if budget == 0 {
-                t.ready.push(Ready::Control { key });
-                break;
+        loop {
+            if self.takes_commands() && !self.held.is_empty() {
+                let held = std::mem::take(&mut self.held);
+                self.take(&held, t, target)?;
             }
-            budget -= 1;
-            let n = match self.stream.read(&mut buf) {
-                Ok(0) => return Err("end of stream".into()),
-                Ok(n) => n,
-                // Drained: the next bytes bring a new event.
-                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e.to_string()),
-            };
-            self.take(&buf[..n], t, target)?;
+            let reads = self.read_commands(&mut budget, t, target)?;
+            self.flush()?;
+            match reads {
+                Reads::Waiting if self.takes_commands() => continue,
+                Reads::OutOfBudget => t.ready.push(Ready::Control { key }),
+                Reads::Waiting | Reads::Drained => {}
+            }
+            return Ok(());
         }
-        self.flush()
     }
 
-    /// Frames `input` into command lines and answers each; input after a
-    /// `received` that must wait is held for later.
+    /// Reads and carries out commands while they may go on, until
+    /// `WouldBlock`, the end of stream or the end of `budget`.
+    fn read_commands(
+        &mut self,
+        budget: &mut usize,
+        t: &mut Turn<'_>,
+        target: &mut impl Target,
+    ) -> Result<Reads, String> {
+        let mut buf = [0; READ_SIZE];
+        loop {
+            if self.peer_eof {
+                return Ok(Reads::Drained);
+            }
+            if !self.takes_commands() || !self.held.is_empty() {
+                return Ok(Reads::Waiting);
+            }
+            if *budget == 0 {
+                return Ok(Reads::OutOfBudget);
+            }
+            *budget -= 1;
+            match self.stream.read(&mut buf) {
+                Ok(0) => self.on_eof(t, target)?,
+                Ok(n) => self.take(&buf[..n], t, target)?,
+                // Drained: the next bytes bring a new event.
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(Reads::Drained),
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+    }
+
+    /// The client shut down its sending side. A last line without `\n`
+    /// is still a command, as on data connections; nothing is held then,
+    /// since input is read only while commands go on.
+    fn on_eof(&mut self, t: &mut Turn<'_>, target: &mut impl Target) -> Result<(), String> {
+        self.peer_eof = true;
+        match self.framer.finish() {
+            Ok(Some(_)) => {
+                let line = std::mem::take(&mut self.line);
+                self.answer(&line, t, target);
+                Ok(())
+            }
+            Ok(None) => Ok(()),
+            Err(_) => Err("line over --max-line".into()),
+        }
+    }
+
+    /// Frames `input` into command lines and answers each; once commands
+    /// must wait, the rest is held for later.
     fn take(
         &mut self,
         mut input: &[u8],
@@ -252,7 +380,7 @@ impl ControlConn {
         target: &mut impl Target,
     ) -> Result<(), String> {
         while !input.is_empty() {
-            if self.wait.is_some() {
+            if !self.takes_commands() {
                 self.held.extend_from_slice(input);
                 return Ok(());
             }
@@ -289,7 +417,6 @@ impl ControlConn {
                 if arrived >= count {
                     answer_wait(&wait, arrived)
                 } else {
-                    t.timers.arm(wait.deadline, Due::ControlWait);
                     self.wait = Some(wait);
                     return;
                 }

@@ -86,13 +86,27 @@ impl<T> Table<T> {
         interest: Interest,
         build: impl FnOnce(S) -> T,
     ) -> io::Result<usize> {
+        self.insert_with(|token| {
+            registry.register(&mut source, token, interest)?;
+            Ok(build(source))
+        })
+    }
+
+    /// Inserts the entry `make` builds for the next free key's token (an
+    /// entry with more than one socket registers each itself, say with
+    /// the token for one and a token of its own range for the other);
+    /// returns the key.
+    ///
+    /// # Errors
+    ///
+    /// When the table is full, or as `make` fails: nothing is inserted.
+    pub fn insert_with(&mut self, make: impl FnOnce(Token) -> io::Result<T>) -> io::Result<usize> {
         if self.is_full() {
             return Err(io::Error::other("no free key"));
         }
         let entry = self.slots.vacant_entry();
         let key = entry.key();
-        registry.register(&mut source, Token(self.base + key), interest)?;
-        entry.insert(Some(build(source)));
+        entry.insert(Some(make(Token(self.base + key))?));
         Ok(key)
     }
 

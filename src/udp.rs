@@ -26,12 +26,13 @@ use crate::relay::Direction;
 use crate::relay::flows::Flows;
 use crate::reply::{Protocol, Replies, Request, ask};
 use crate::stats::{Counters, add};
-use crate::timer::{Due, Millis, RateLimit, at_least};
+use crate::timer::{Due, Millis, NEVER, RateLimit, at_least};
 use crate::turn::{Ready, Turn, UDP, settle_writable};
 use crate::write::nonblocking;
 
 #[cfg(target_os = "linux")]
 mod batch;
+mod relay;
 
 /// Datagrams read per turn before other sources get their turn: a flood
 /// on UDP cannot starve TCP clients.
@@ -56,6 +57,9 @@ pub(crate) struct Udp {
     /// the queue's bounds.
     delayed: BinaryHeap<Reverse<(Millis, u64, Queued)>>,
     delayed_serial: u64,
+    /// The deadline of the one timer entry armed for the delayed replies:
+    /// the earliest of them, or [`NEVER`] when none waits.
+    delay_timer_at: Millis,
     /// Sum of the queued and delayed replies' lengths.
     queued_bytes: usize,
     /// Buffers of replies already sent, kept for the next queued reply so
@@ -87,6 +91,7 @@ impl Udp {
             queue: VecDeque::new(),
             delayed: BinaryHeap::new(),
             delayed_serial: 0,
+            delay_timer_at: NEVER,
             queued_bytes: 0,
             spare: Vec::new(),
             write_interest: false,
@@ -140,67 +145,6 @@ impl Udp {
         self.settle_interest(t.registry);
         if still_ready {
             t.ready.push(source);
-        }
-    }
-
-    /// Relay: takes client datagrams and sends each upstream through its
-    /// flow. Whether the budget ran out.
-    fn serve_relay(&mut self, t: &mut Turn<'_>) -> bool {
-        let Some(flows) = self.relay.as_deref_mut() else {
-            return false;
-        };
-        for _ in 0..DATAGRAMS_PER_TURN {
-            match receive(&self.socket, t.buf) {
-                Ok((len, from)) => {
-                    add(&t.counters.datagrams, 1);
-                    add(&t.counters.bytes_in, len as u64);
-                    let ordinal = t.counters.datagrams.load(Relaxed);
-                    flows.send_up(len.min(t.buf.len()), from, ordinal, t);
-                }
-                // Drained: the next datagram brings a new event.
-                Err(e) if e.kind() == ErrorKind::WouldBlock => return false,
-                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-                Err(e) => debug!("udp: receive error: {e}"),
-            }
-        }
-        true
-    }
-
-    /// Relay: flow `key` is readable: each datagram the upstream sent on it
-    /// goes to its client from the public socket, as the `down` faults say.
-    pub fn serve_flow(&mut self, key: usize, t: &mut Turn<'_>) {
-        let Some(mut flows) = self.relay.take() else {
-            return;
-        };
-        let mut still_ready = true;
-        for _ in 0..DATAGRAMS_PER_TURN {
-            let Some((len, client, ordinal)) = flows.receive(key, t) else {
-                still_ready = false;
-                break;
-            };
-            let len = len.min(t.buf.len());
-            if t.faults.any(Protocol::Udp) {
-                let reply = Some(t.buf[..len].to_vec());
-                self.answer_faulty(reply, client, (Direction::Down, ordinal), t);
-            } else {
-                self.send_or_queue(&t.buf[..len], client, t.counters, t.now);
-            }
-        }
-        self.relay = Some(flows);
-        self.settle(still_ready, Ready::Flow { key }, t);
-    }
-
-    /// Relay: flow `key`'s idle timer came due.
-    pub fn on_flow_timer(&mut self, key: usize, id: u32, at: Millis, t: &mut Turn<'_>) {
-        if let Some(flows) = &mut self.relay {
-            flows.on_timer(key, id, at, t);
-        }
-    }
-
-    /// The end of a turn: the keys of flows closed during it are freed.
-    pub fn end_turn(&mut self) {
-        if let Some(flows) = &mut self.relay {
-            flows.end_turn();
         }
     }
 
@@ -376,10 +320,31 @@ impl Udp {
         let bytes = reply.to_vec();
         self.delayed
             .push(Reverse((at, self.delayed_serial, Queued { to, bytes })));
-        t.timers.arm(at, Due::UdpDelay);
+        self.arm_delay_timer(t);
     }
 
-    /// A delay's timer came due: sends (or queues) the replies it held,
+    /// Keeps one timer entry for all the delayed replies (and on a relay
+    /// the client datagrams held), due with the earliest: an entry armed
+    /// before for a later one becomes stale.
+    fn arm_delay_timer(&mut self, t: &mut Turn<'_>) {
+        let replies = self.delayed.peek().map_or(NEVER, |Reverse((at, _, _))| *at);
+        let held = self
+            .relay
+            .as_ref()
+            .map_or(NEVER, |flows| flows.earliest_held());
+        let earliest = replies.min(held);
+        if earliest < self.delay_timer_at {
+            t.timers.arm(earliest, Due::UdpDelay);
+        }
+        self.delay_timer_at = earliest;
+    }
+
+    /// Whether a delay entry due `at` is the current one.
+    pub fn is_current_delay(&self, at: Millis) -> bool {
+        self.delay_timer_at == at
+    }
+
+    /// The delay entry came due: sends (or queues) the replies it held,
     /// and on a relay the client datagrams it held.
     pub fn release_delayed(&mut self, t: &mut Turn<'_>) {
         if let Some(flows) = &mut self.relay {
@@ -395,6 +360,8 @@ impl Udp {
             self.queued_bytes -= reply.bytes.len();
             self.send_or_queue(&reply.bytes, reply.to, t.counters, t.now);
         }
+        self.delay_timer_at = NEVER;
+        self.arm_delay_timer(t);
         self.settle_interest(t.registry);
     }
 

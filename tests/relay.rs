@@ -409,6 +409,89 @@ fn a_slow_close_holds_the_fin() {
     assert!(took >= Duration::from_millis(300), "{took:?}");
 }
 
+/// Every TCP kind, each way, against the echo upstream: what the client
+/// gets back, how it ends, and the least time it takes.
+#[test]
+fn each_tcp_fault_kind_acts_in_each_direction() {
+    const HELLO: &[u8] = b"Hello, Server";
+    let ms = Duration::from_millis;
+    for dir in ["down", "up"] {
+        for (kind, bytes, end, least) in [
+            ("delay=200", Some(HELLO), End::Eof, ms(200)),
+            ("dribble=4/50", Some(HELLO), End::Eof, ms(150)),
+            ("truncate=4", None, End::Eof, ms(0)),
+            ("corrupt", None, End::Eof, ms(0)),
+            ("hang", Some(&b""[..]), End::Eof, ms(900)),
+            ("close", Some(&b""[..]), End::Eof, ms(0)),
+            ("reset", Some(&b""[..]), End::Reset, ms(0)),
+            ("slow-close=200", Some(HELLO), End::Eof, ms(200)),
+        ] {
+            let fault = format!("tcp:{kind},dir={dir}");
+            let args = [
+                "--fault",
+                fault.as_str(),
+                "--idle-timeout",
+                "1",
+                "--seed",
+                "4",
+            ];
+            let relay = tcp_relay(echo_upstream(), &args);
+            let (got, how, took) = exchange(relay.tcp(), HELLO);
+            let case = format!("{fault}: {:?} {how:?} after {took:?}", text(&got));
+            assert_eq!(how, end, "{case}");
+            assert!(took >= least, "{case}");
+            match (kind, bytes) {
+                (_, Some(bytes)) => assert_eq!(got, bytes, "{case}"),
+                // Cut after 4 bytes: down, the client gets them; up, the
+                // upstream does, and the pair ends before its echo.
+                ("truncate=4", None) => assert!(b"Hell".starts_with(&got), "{case}"),
+                _ => {
+                    assert_eq!(got.len(), HELLO.len(), "{case}");
+                    assert!(got.iter().zip(HELLO).all(|(a, b)| a != b), "{case}");
+                }
+            }
+        }
+    }
+}
+
+/// Every UDP kind, each way, against the UDP echo upstream.
+#[test]
+fn each_udp_fault_kind_acts_in_each_direction() {
+    let upstream = UdpUpstream::echo();
+    for dir in ["down", "up"] {
+        for kind in ["delay=200", "truncate=2", "corrupt", "duplicate", "drop"] {
+            let fault = format!("udp:{kind},dir={dir}");
+            let relay = udp_relay(upstream.addr, &["--fault", &fault, "--seed", "4"]);
+            let client = udp_client(Duration::from_millis(300));
+            let sent = Instant::now();
+            client.send_to(b"Hello", relay.udp()).unwrap();
+            let first = udp_receive(&client).map(|(bytes, _)| bytes);
+            let took = sent.elapsed();
+            let second = udp_receive(&client).map(|(bytes, _)| bytes);
+            let case = format!("{fault}: {first:?} {second:?} after {took:?}");
+            match kind {
+                "delay=200" => assert!(
+                    first.as_deref() == Some(b"Hello") && took >= Duration::from_millis(200),
+                    "{case}"
+                ),
+                "truncate=2" => assert_eq!(first.as_deref(), Some(&b"He"[..]), "{case}"),
+                "corrupt" => {
+                    let got = first.expect("a reply");
+                    assert!(
+                        got.len() == 5 && got.iter().zip(b"Hello").all(|(a, b)| a != b),
+                        "{case}"
+                    );
+                }
+                "duplicate" => assert!(first.is_some() && first == second, "{case}"),
+                _ => assert_eq!(first, None, "{case}"),
+            }
+            if kind != "duplicate" {
+                assert_eq!(second, None, "{case}");
+            }
+        }
+    }
+}
+
 #[test]
 fn the_same_seed_resets_the_same_connections() {
     let pattern = |seed: &str| -> Vec<End> {

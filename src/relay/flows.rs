@@ -25,8 +25,9 @@ use crate::fault::{self, FaultKind};
 use crate::reply::Protocol;
 use crate::stats::{Counters, add};
 use crate::table::Table;
-use crate::timer::{Due, Millis, NEVER, RateLimit, Timers, at_least};
+use crate::timer::{Due, Entry, Millis, NEVER, RateLimit, Timers, at_least};
 use crate::turn::{CONTROL_BASE, FLOW_BASE, Turn};
+use crate::write::nonblocking;
 
 /// Flows closed in one turn before the list of held keys grows.
 const CLOSED_PER_TURN: usize = 64;
@@ -97,6 +98,11 @@ impl Flows {
         self.held.len()
     }
 
+    /// When the earliest held datagram is due, or [`NEVER`].
+    pub fn earliest_held(&self) -> Millis {
+        self.held.peek().map_or(NEVER, |Reverse((at, ..))| *at)
+    }
+
     /// Relays the client datagram `datagram` from `client` upstream, through
     /// its flow (made now if it is the source's first), as the `up` faults
     /// say. `ordinal`: the datagram's, for the seeded choices.
@@ -145,8 +151,8 @@ impl Flows {
                     self.held_serial += 1;
                     self.held_bytes += len;
                     let entry = (at, self.held_serial, key, id, datagram.to_vec());
+                    // `udp` arms the one delay entry for it.
                     self.held.push(Reverse(entry));
-                    t.timers.arm(at, Due::UdpDelay);
                 }
             }
         }
@@ -216,29 +222,35 @@ impl Flows {
     }
 
     /// Receives the next datagram the upstream sent on flow `key` into
-    /// `t.buf`: its length, the client it is for and its `down` ordinal;
-    /// `None` once drained. An upstream error (ICMP port unreachable) is
-    /// counted and skipped: the flow goes on.
-    pub fn receive(&mut self, key: usize, t: &mut Turn<'_>) -> Option<(usize, SocketAddr, u64)> {
-        let flow = self.table.get_mut(key)?;
-        loop {
-            match flow.socket.recv(t.buf) {
-                Ok(n) => {
-                    flow.last_active = t.now;
-                    add(&t.counters.up_bytes_in, n as u64);
-                    self.down_seen += 1;
-                    return Some((n, flow.client, self.down_seen));
-                }
-                // Drained: the upstream's next datagram brings an event.
-                Err(e) if e.kind() == ErrorKind::WouldBlock => {
-                    arm_timer(flow, key, self.flow_ms, t.timers);
-                    return None;
-                }
-                Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                Err(e) => {
-                    add(&t.counters.upstream_failed, 1);
-                    debug!("udp: flow {key} ({}): upstream error: {e}", flow.client);
-                }
+    /// `t.buf`. An upstream error (ICMP port unreachable) is counted, and
+    /// the flow goes on.
+    pub fn receive(&mut self, key: usize, t: &mut Turn<'_>) -> Received {
+        let Some(flow) = self.table.get_mut(key) else {
+            return Received::Drained;
+        };
+        match flow.socket.recv(t.buf) {
+            Ok(n) => {
+                flow.last_active = t.now;
+                add(&t.counters.up_bytes_in, n as u64);
+                self.down_seen += 1;
+                Received::Datagram(n, flow.client, self.down_seen)
+            }
+            // Drained: the upstream's next datagram brings an event.
+            Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                arm_timer(flow, key, self.flow_ms, t.timers);
+                Received::Drained
+            }
+            Err(e) if e.kind() == ErrorKind::Interrupted => Received::Again,
+            Err(e) if is_unreachable(&e) => {
+                add(&t.counters.upstream_failed, 1);
+                debug!("udp: flow {key} ({}): upstream error: {e}", flow.client);
+                Received::Again
+            }
+            // Anything else may well repeat: leave the flow for now (its
+            // next event, or its idle timeout, comes back to it).
+            Err(e) => {
+                debug!("udp: flow {key} ({}): receive failed: {e}", flow.client);
+                Received::Drained
             }
         }
     }
@@ -279,29 +291,66 @@ impl Flows {
         self.held_bytes = 0;
     }
 
+    /// Flows open now.
+    pub fn open(&self) -> usize {
+        self.table.open()
+    }
+
+    /// Whether a flow's timer entry is the one it armed last.
+    pub fn is_current(&self, entry: &Entry) -> bool {
+        match entry.due {
+            Due::Flow { key, id } => (self.table.get(key as usize))
+                .is_some_and(|flow| flow.id == id && flow.timer_at == entry.at),
+            _ => false,
+        }
+    }
+
     /// Frees the keys of flows closed this turn.
     pub fn end_turn(&mut self) {
         self.table.end_turn();
     }
 }
 
+/// What [`Flows::receive`] found.
+pub(crate) enum Received {
+    /// A datagram of this length in the buffer, for this client, with
+    /// this `down` ordinal.
+    Datagram(usize, SocketAddr, u64),
+    /// An error taken (and counted if the upstream's): try again.
+    Again,
+    /// Nothing more now.
+    Drained,
+}
+
 /// Sends `datagram` upstream on `flow`; a socket that cannot take it now
-/// drops it (UDP may), counted.
+/// drops it (UDP may), counted. An ICMP error from an earlier datagram
+/// may surface here: counted, and the send tried once more.
 fn send(flow: &mut Flow, datagram: &[u8], counters: &Counters) {
-    loop {
-        match flow.socket.send(datagram) {
-            Ok(n) => return add(&counters.up_bytes_out, n as u64),
-            Err(e) if e.kind() == ErrorKind::Interrupted => {}
-            // ICMP from an earlier datagram surfaces here too: counted.
-            Err(e) if e.kind() == ErrorKind::ConnectionRefused => {
-                add(&counters.upstream_failed, 1);
-            }
+    for _ in 0..SEND_TRIES {
+        match nonblocking(|| flow.socket.send(datagram)) {
+            Ok(Some(n)) => return add(&counters.up_bytes_out, n as u64),
+            Ok(None) => break, // Full: UDP may drop.
+            Err(e) if is_unreachable(&e) => add(&counters.upstream_failed, 1),
             Err(e) => {
                 debug!("udp: flow for {}: send failed: {e}", flow.client);
-                return add(&counters.replies_dropped, 1);
+                break;
             }
         }
     }
+    add(&counters.replies_dropped, 1);
+}
+
+/// Sends tried per datagram: a stale ICMP error costs one more try, never
+/// a loop.
+const SEND_TRIES: usize = 3;
+
+/// An error the upstream caused: an ICMP "port unreachable" (and its
+/// cousins) reported for an earlier datagram.
+fn is_unreachable(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        ErrorKind::ConnectionRefused | ErrorKind::HostUnreachable | ErrorKind::NetworkUnreachable
+    )
 }
 
 /// A UDP socket connected to `upstream`, bound to a free port on the

@@ -30,6 +30,7 @@ use std::io::{self, ErrorKind, Read, Write};
 
 use crate::fault;
 use crate::timer::{Millis, at_least};
+use crate::write::write_until_blocked;
 
 /// Reads per half-pipe per pump, so one fast pair cannot starve the others
 /// (with 64 KiB reads, 1 MiB a turn), as for an ordinary connection.
@@ -279,6 +280,11 @@ impl HalfPipe {
     /// goes out, then the FIN.
     pub fn finish(&mut self) {
         self.source_done = true;
+        lines::release_open(self);
+        // A hang holds the FIN back from the peers, not from a shutdown.
+        if let Some(shaped) = self.shaped.as_deref_mut() {
+            shaped.shape.hang = false;
+        }
     }
 
     /// Whether nothing more will be taken from the source.
@@ -340,6 +346,10 @@ impl HalfPipe {
             };
             if n == 0 {
                 self.source_done = true;
+                if let Some(lx) = cx.lines.as_mut() {
+                    // A last line without its newline is a line too.
+                    lines::judge_last(self, cx.now, lx);
+                }
                 continue;
             }
             cx.read += n as u64;
@@ -519,21 +529,12 @@ impl Shaped {
     }
 }
 
-/// Writes as much of `bytes` as `sink` takes now: the count written, which
-/// is short when the sink blocked. A short write is progress, not an error.
+/// Writes as much of `bytes` as `sink` takes now, through the crate's one
+/// write loop: the count written, short when the sink blocked (the rest
+/// waits for its writable event).
 fn write_some(sink: &mut impl Write, bytes: &[u8]) -> io::Result<usize> {
-    let mut at = 0;
-    while at < bytes.len() {
-        match sink.write(&bytes[at..]) {
-            Ok(0) => return Err(ErrorKind::WriteZero.into()),
-            Ok(n) => at += n,
-            // Full: the rest waits for the sink's writable event.
-            Err(e) if e.kind() == ErrorKind::WouldBlock => break,
-            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(at)
+    let (written, blocked) = write_until_blocked(sink, bytes);
+    blocked.map(|_| written)
 }
 
 mod lines;

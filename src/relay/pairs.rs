@@ -112,32 +112,25 @@ impl Pairs {
         self.next_id = self.next_id.wrapping_add(1);
         let times = (t.now, t.now.saturating_add(self.connect_ms));
         let registry = t.registry;
-        let inserted = self
-            .table
-            .insert(registry, client, Interest::READABLE, |client| {
-                let pair = Pair::new((id, ordinal), (client, upstream), times, plan);
-                Slot {
-                    pair,
-                    // Writable: the connect is done (or failed).
-                    write_interest: [false, true],
-                    timer_at: NEVER,
-                }
-            });
+        let inserted = self.table.insert_with(|token| {
+            let (mut client, mut upstream) = (client, upstream);
+            registry.register(&mut client, token, Interest::READABLE)?;
+            // Writable: the connect is done (or failed).
+            let interest = Interest::READABLE | Interest::WRITABLE;
+            if let Err(e) = registry.register(&mut upstream, upstream_token(token.0), interest) {
+                let _ = registry.deregister(&mut client);
+                return Err(e);
+            }
+            Ok(Slot {
+                pair: Pair::new((id, ordinal), (client, upstream), times, plan),
+                write_interest: [false, true],
+                timer_at: NEVER,
+            })
+        });
         let key = match inserted {
             Ok(key) => key,
-            Err(e) => return warn!("cannot register {peer}: {e}"),
+            Err(e) => return warn!("cannot register {peer} and its upstream: {e}"),
         };
-        // The upstream's token follows from the key, known only now.
-        let Some(slot) = self.table.get_mut(key) else {
-            return;
-        };
-        let interest = Interest::READABLE | Interest::WRITABLE;
-        let token = upstream_token(key);
-        if let Err(e) = registry.register(&mut slot.pair.upstream, token, interest) {
-            warn!("cannot register the upstream of {peer}: {e}");
-            let _ = self.table.close(key);
-            return;
-        }
         add(&t.counters.open, 1);
         debug!(
             "pair {key}: accepted {peer}, connecting to {}",

@@ -27,7 +27,7 @@ use crate::reply::{Pattern, Protocol, Replies};
 use crate::stats::add;
 use crate::stats::sub;
 use crate::table::Table;
-use crate::timer::{Due, Millis, NEVER, RateLimit, Timers};
+use crate::timer::{ACCEPT_RETRY_MS, Due, Entry, Millis, NEVER, Pause, RateLimit, Timers};
 use crate::turn::{LISTENER, Readiness, Ready, Turn, UPSTREAM_BASE, settle_writable};
 use conn::{Advance, Close, Connection, Ctx, Phase};
 
@@ -35,15 +35,9 @@ pub use conn::{LINGER_MS, READS_PER_TURN};
 
 /// Accepts per turn, so a connection storm cannot starve served clients.
 pub const ACCEPTS_PER_TURN: usize = 64;
-/// After an accept error other than `WouldBlock`, how long until the
-/// listener is tried again, in milliseconds: no retry storm, no stall.
-pub const ACCEPT_RETRY_MS: Millis = 1_000;
 /// Connection slots allocated up front, so that ordinary concurrency never
 /// grows the slab while serving (it grows, once, past this).
 const PREALLOCATED_CONNECTIONS: usize = 256;
-/// Stale timer entries tolerated beyond twice the open connections before
-/// the heap is swept.
-pub(crate) const TIMER_SLACK: usize = 1024;
 /// Closed connections a turn can hold without growing the list (the
 /// events of one poll); more only grow it once.
 const CLOSED_PER_TURN: usize = 1024;
@@ -80,8 +74,8 @@ pub(crate) struct Tcp {
     next_id: u32,
     /// A descriptor held in reserve for when the process runs out.
     spare_fd: spare::SpareFd,
-    /// Accepting is paused until then after an accept error.
-    accept_retry_at: Option<Millis>,
+    /// Accepting is paused after an accept error.
+    accept_pause: Pause,
     reject_log: RateLimit,
     line_log: RateLimit,
     /// Shutting down: no new clients; connections close once their owed
@@ -112,7 +106,7 @@ impl Tcp {
             max_line: config.max_line,
             next_id: 0,
             spare_fd: spare::SpareFd::reserve(),
-            accept_retry_at: None,
+            accept_pause: Pause::default(),
             reject_log: RateLimit::default(),
             line_log: RateLimit::default(),
             stopping: false,
@@ -132,10 +126,9 @@ impl Tcp {
     /// The listener is readable: accept until `WouldBlock`, or until the
     /// per-turn budget runs out (then it goes on the still-ready list).
     pub fn accept(&mut self, t: &mut Turn<'_>) {
-        if self.accept_retry_at.is_some_and(|at| t.now < at) {
+        if self.accept_pause.holds(t.now) {
             return; // Paused after an accept error; its timer resumes it.
         }
-        self.accept_retry_at = None;
         for _ in 0..ACCEPTS_PER_TURN {
             let Some(listener) = &self.listener else {
                 return;
@@ -157,9 +150,7 @@ impl Tcp {
 
     /// Stops accepting for [`ACCEPT_RETRY_MS`]: no retry storm, no stall.
     fn pause_accepting(&mut self, t: &mut Turn<'_>) {
-        let at = t.now + ACCEPT_RETRY_MS;
-        self.accept_retry_at = Some(at);
-        t.timers.arm(at, Due::AcceptRetry);
+        self.accept_pause.start(t.now, Due::AcceptRetry, t.timers);
     }
 
     /// Out of file descriptors. The failed accept would fail again at
@@ -384,30 +375,31 @@ impl Tcp {
         }
     }
 
-    /// The accept-retry timer came due.
-    pub fn on_accept_retry(&mut self, t: &mut Turn<'_>) {
-        if self.accept_retry_at.is_some_and(|at| at <= t.now) {
+    /// The accept-retry entry due `at` came due.
+    pub fn on_accept_retry(&mut self, at: Millis, t: &mut Turn<'_>) {
+        if self.accept_pause.is_current(at) {
             self.accept(t);
         }
     }
 
-    /// Frees the keys of connections closed this turn, and sweeps the
-    /// timer heap when stale entries (of closed connections, or of
-    /// deadlines re-armed earlier) outnumber the open connections.
-    pub fn end_turn(&mut self, timers: &mut Timers) {
+    /// Frees the keys of connections closed this turn.
+    pub fn end_turn(&mut self) {
         self.conns.end_turn();
         if let Some(relay) = &mut self.relay {
             relay.end_turn();
         }
-        if timers.len() > 2 * self.open() + TIMER_SLACK {
-            timers.retain(|entry| match (entry.due, &self.relay) {
-                (Due::Conn { key, id }, Some(relay)) => {
-                    relay.is_live_timer(key as usize, id, entry.at)
-                }
-                (Due::Conn { key, id }, None) => (self.conns.get(key as usize))
-                    .is_some_and(|slot| slot.conn.id == id && slot.timer_at == entry.at),
-                _ => true,
-            });
+    }
+
+    /// Whether a timer entry of the listener or of a connection (or a
+    /// relayed pair) is the one its owner armed last (see
+    /// [`Timers::sweep`](crate::timer::Timers::sweep)).
+    pub fn is_current(&self, entry: &Entry) -> bool {
+        match (entry.due, &self.relay) {
+            (Due::Conn { key, id }, Some(relay)) => relay.is_live_timer(key as usize, id, entry.at),
+            (Due::Conn { key, id }, None) => (self.conns.get(key as usize))
+                .is_some_and(|slot| slot.conn.id == id && slot.timer_at == entry.at),
+            (Due::AcceptRetry, _) => self.accept_pause.is_current(entry.at),
+            _ => false,
         }
     }
 
@@ -490,7 +482,7 @@ impl Target for Tcp {
                 return match responder.set_reply_text(&text) {
                     true => Ok(String::new()),
                     false => {
-                        Err("replies come from a responder (--echo) with no reply text".into())
+                        Err("replies come from a responder with no reply text to change".into())
                     }
                 };
             }

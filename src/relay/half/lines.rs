@@ -130,7 +130,36 @@ pub(super) fn judge(pipe: &mut HalfPipe, appended: usize, now: Millis, lx: &mut 
     })
 }
 
-/// Judges the line `rest[start..start + len]` (its `\n` included) and does
+/// The source's FIN came after an open line held for judging: it is
+/// judged as the last line, as section 3 answers one.
+pub(super) fn judge_last(pipe: &mut HalfPipe, now: Millis, lx: &mut LineCx<'_>) {
+    with_lines(pipe, (), |lines, shaped, rest| {
+        if lines.pending == 0 {
+            return;
+        }
+        let start = rest.len() - lines.pending;
+        let ordinal = lines.seen;
+        lines.seen += 1;
+        let len = lines.pending;
+        lines.pending = 0;
+        lines.passed = 0;
+        count_message(lx);
+        apply(shaped, rest, (start, len), ordinal, now, lx);
+    });
+}
+
+/// Shutting down: an open line held for judging goes as it is.
+pub(super) fn release_open(pipe: &mut HalfPipe) {
+    with_lines(pipe, (), |lines, shaped, _| {
+        if lines.pending > 0 {
+            shaped.push_chunk(0, lines.pending, None);
+            lines.pending = 0;
+        }
+    });
+}
+
+/// Judges the line `rest[start..start + len]` (its `\n` included, if it
+/// has one) and does
 /// what the verdict says. Whether later lines may follow it.
 fn apply(
     shaped: &mut Shaped,
@@ -170,7 +199,10 @@ fn apply(
         _ => {}
     }
     if let Some(seed) = verdict.corrupt {
-        fault::corrupt(&mut rest[start..start + len - 1], seed);
+        // The newline stays, so corrupted lines still split.
+        let line = &mut rest[start..start + len];
+        let text = line.strip_suffix(b"\n").map_or(len, <[u8]>::len);
+        fault::corrupt(&mut line[..text], seed);
     }
     let kept = verdict.truncate.map_or(len, |n| n.min(len));
     shaped.push_chunk(at, kept, verdict.dribble);

@@ -464,3 +464,20 @@ fn no_fault_makes_a_plain_pipe() {
     assert!(pipe.shaped.is_none());
     assert_eq!(pipe.wake_at(), None);
 }
+
+#[test]
+fn a_shutdown_ends_a_hanging_direction_with_its_fin() {
+    let mut pipe = HalfPipe::shaped(Shape {
+        hang: true,
+        ..Shape::default()
+    });
+    let mut source = Source::new([Step::Bytes(b"ignored".to_vec())]);
+    let mut sink = Sink::with_room(usize::MAX);
+    assert_eq!(
+        pump_at(&mut pipe, &mut source, &mut sink, 0),
+        Pumped::Waiting
+    );
+    pipe.finish();
+    assert_eq!(pump_at(&mut pipe, &mut source, &mut sink, 1), Pumped::Ended);
+    assert!(sink.got.is_empty() && sink.shut);
+}

@@ -180,3 +180,54 @@ fn lines_held_before_the_connect_or_by_a_full_sink_go_later() {
     );
     assert_eq!(sink.got, b"early\nlater\n");
 }
+
+#[test]
+fn a_last_line_without_its_newline_is_judged_at_the_fin() {
+    let (mut set, counters) = (faults(&["tcp:corrupt,every=2,dir=up"]), Counters::default());
+    let mut pipe = HalfPipe::new(Shape::default(), true);
+    let reads = [Step::Bytes(b"one\nlast".to_vec()), Step::Eof];
+    let mut source = Source::new(reads);
+    let mut sink = Sink::with_room(usize::MAX);
+    let pumped = pump_lines(
+        &mut pipe,
+        &mut source,
+        Some(&mut sink),
+        (&mut set, &counters),
+        0,
+    );
+    assert_eq!(pumped, Pumped::Ended, "the FIN follows the last line");
+    assert_eq!(&sink.got[..4], b"one\n");
+    assert_eq!(sink.got.len(), 8);
+    assert!(
+        sink.got[4..].iter().zip(b"last").all(|(a, b)| a != b),
+        "every byte"
+    );
+    assert!(sink.shut);
+    assert_eq!(counters.snapshot().messages, 2);
+}
+
+#[test]
+fn a_shutdown_lets_an_open_line_go_as_it_is() {
+    let (mut set, counters) = (faults(&["tcp:corrupt,dir=up"]), Counters::default());
+    let mut pipe = HalfPipe::new(Shape::default(), true);
+    let mut source = Source::new([Step::Bytes(b"half a li".to_vec())]);
+    let mut sink = Sink::with_room(usize::MAX);
+    pump_lines(
+        &mut pipe,
+        &mut source,
+        Some(&mut sink),
+        (&mut set, &counters),
+        0,
+    );
+    assert!(sink.got.is_empty());
+    pipe.finish();
+    let pumped = pump_lines(
+        &mut pipe,
+        &mut source,
+        Some(&mut sink),
+        (&mut set, &counters),
+        1,
+    );
+    assert_eq!(pumped, Pumped::Ended);
+    assert_eq!(sink.got, b"half a li");
+}
