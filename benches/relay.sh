@@ -17,8 +17,8 @@ free_port() {
 }
 
 # start_quiet PROTO PORT PREFIX...: runs "${CMD[@]}", which prints no
-# address, behind the prefix and waits until it listens on PROTO port PORT;
-# sets SERVER_PID.
+# address, behind the prefix and waits until it (not another process that
+# took the port meanwhile) listens on PROTO port PORT; sets SERVER_PID.
 start_quiet() {
     local proto=$1 port=$2
     shift 2
@@ -26,7 +26,7 @@ start_quiet() {
     SERVER_PID=$!
     LIVE[$SERVER_PID]=1
     for _ in $(seq 50); do
-        [[ -n $(ss -Hln "--$proto" "sport = :$port") ]] && return 0
+        [[ $(ss -Hlnp "--$proto" "sport = :$port") == *"pid=$SERVER_PID,"* ]] && return 0
         kill -0 "$SERVER_PID" 2>/dev/null || break
         sleep 0.1
     done
