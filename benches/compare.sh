@@ -31,6 +31,7 @@
 #   BULK_MIB [1024]    MiB sent one way in the relay:bulk scenario
 #   RELAY_IDLE_CONNS [5000]  idle pairs in relay:idle (a pair holds two
 #                      descriptors in the relay)
+#   UPSTREAM_CPU [1]   the CPU the relays' upstream is pinned to
 #
 # Each server runs pinned to CPU 0 (taskset -c 0), the load generator
 # (examples/loadgen.rs, one thread) to CPU 1. The load generator is often
@@ -42,7 +43,8 @@
 # reference server (line mode; once mode for UDP), started afresh for each
 # run. The relay runs alone on CPU 0, as the servers do; the upstream shares
 # CPU 1 with the load generator, so that nothing else is scheduled on the
-# measured relay's CPU. ackloop runs as `--upstream tcp:UP --upstream udp:UP`
+# measured relay's CPU, and the direct runs find the upstream where the
+# relayed ones do (the added latency is then the relay's alone). ackloop runs as `--upstream tcp:UP --upstream udp:UP`
 # (the dist build, --log-level off), haproxy in TCP mode with nbthread 1
 # (TCP only: it relays no UDP), socat with TCP-LISTEN,fork,reuseaddr and
 # UDP-LISTEN,fork,reuseaddr (its CPU time includes its forked children).
@@ -61,6 +63,7 @@ C_SRC=${C_SRC:-../shared/bench/c_epoll/server.c}
 RELAYS=${RELAYS-ackloop haproxy socat}
 BULK_MIB=${BULK_MIB:-1024}
 RELAY_IDLE_CONNS=${RELAY_IDLE_CONNS:-5000}
+UPSTREAM_CPU=${UPSTREAM_CPU:-1}
 OUT=target/bench
 # The shipped build (Cargo.toml's dist profile): what users run.
 LOADGEN=target/dist/examples/loadgen

@@ -2,7 +2,7 @@
 # The relay scenarios of benches/compare.sh (sourced by it; see its header):
 # an upstream, a relay in front of it, the load generator through it, and
 # the relay table. Uses compare.sh's OUT, RESULTS, LOADGEN, DURATION,
-# RELAYS, RELAY_IDLE_CONNS, LIVE, MEDIANS and its server functions.
+# RELAYS, RELAY_IDLE_CONNS, UPSTREAM_CPU, LIVE, MEDIANS and its server functions.
 
 # free_port: sets PORT to a port no TCP or UDP socket uses, below the
 # ephemeral range (haproxy cannot listen on port 0 and say which it got).
@@ -101,7 +101,7 @@ relay_names() {
 
 # run_relay NAME LABEL MODE LOADGEN_ARGS...: one measured run through relay
 # NAME (direct: to the upstream itself; plain: ackloop without upstream),
-# the upstream in MODE on CPU 1; appended to RESULTS.
+# the upstream in MODE on UPSTREAM_CPU; appended to RESULTS.
 run_relay() {
     local name=$1 label=$2 mode=$3 proto=tcp upstream= result
     shift 3
@@ -112,7 +112,7 @@ run_relay() {
         start_server setsid taskset -c 0
     else
         CMD=("$OUT/c_epoll" --drain --tcp 127.0.0.1:0 --udp 127.0.0.1:0 --mode "$mode")
-        start_server setsid taskset -c 1
+        start_server setsid taskset -c "$UPSTREAM_CPU"
         upstream=$SERVER_PID UP_TCP=$TCP UP_UDP=$UDP
         [[ $name == direct ]] || start_relay "$name" "$proto" "$label"
     fi
@@ -140,7 +140,7 @@ need_tool() {
 relay_table() {
     echo
     echo "Relays: medians of $ROUNDS rounds, ${DURATION}s each; relay on CPU 0, upstream (C reference)"
-    echo "and loadgen on CPU 1. cpu: the relay process's CPU time (utime+stime, with its children,"
+    echo "on CPU $UPSTREAM_CPU, loadgen on CPU 1. cpu: the relay process's CPU time (utime+stime, with its children,"
     echo "100 Hz ticks) per operation; relay:bulk per MiB, its rate in MiB/s, its latency the time"
     echo "${BULK_MIB} MiB took. added: p50 / p99 through the relay minus the same direct to the upstream."
     echo
