@@ -48,8 +48,8 @@
 # (the dist build, --log-level off), haproxy in TCP mode with nbthread 1
 # (TCP only: it relays no UDP), socat with TCP-LISTEN,fork,reuseaddr and
 # UDP-LISTEN,fork,reuseaddr (its CPU time includes its forked children).
-# The script installs haproxy and socat with apt-get when they are missing:
-# it expects to run as root on Debian or Ubuntu for that.
+# The script installs haproxy, socat and ss (iproute2) with apt-get when they
+# are missing: it expects to run as root on Debian or Ubuntu for that.
 set -euo pipefail
 export LC_ALL=C # a '.' decimal point in $EPOCHREALTIME and awk
 cd "$(dirname "$0")/.."
@@ -255,7 +255,7 @@ mkdir -p "$OUT"
 : >"$OUT/server.err"
 : >"$OUT/loadgen.err"
 if ((RELAYED)); then
-    command -v ss >/dev/null || die "ss not found (iproute2)"
+    need_tool ss iproute2
     for tool in haproxy socat; do
         if relays "$tool"; then need_tool "$tool"; fi
     done

@@ -126,13 +126,14 @@ run_relay() {
     printf '  %-8s %-14s %s\n' "$name" "$label" "$result" >&2
 }
 
-# need_tool NAME: installs Debian package NAME (its program has the same
-# name) with apt-get when missing.
+# need_tool PROGRAM [PACKAGE]: installs the Debian package (named as the
+# program by default) with apt-get when the program is missing.
 need_tool() {
+    local package=${2:-$1}
     command -v "$1" >/dev/null && return 0
-    echo "installing $1 with apt-get ..." >&2
-    { apt-get install -y -qq "$1" || { apt-get update -qq && apt-get install -y -qq "$1"; }; } >>"$OUT/apt.log" 2>&1 ||
-        die "$1 is missing and apt-get could not install it (see $OUT/apt.log; run as root on Debian or Ubuntu, or leave $1 out of RELAYS)"
+    echo "installing $package with apt-get ..." >&2
+    { apt-get install -y -qq "$package" || { apt-get update -qq && apt-get install -y -qq "$package"; }; } >>"$OUT/apt.log" 2>&1 ||
+        die "$1 is missing and apt-get could not install $package (see $OUT/apt.log; run as root on Debian or Ubuntu)"
 }
 
 # relay_table: the relay scenarios' medians, one row per scenario; then the
