@@ -93,7 +93,12 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, String
                 config.idle_timeout = (secs > 0).then(|| Duration::from_secs(secs));
             }
             Long("max-line") => config.max_line = number(&name, &mut parser)?,
-            Long("fault") => config.faults.push(text(&name, &mut parser)?.parse()?),
+            Long("fault") => {
+                let spec = text(&name, &mut parser)?;
+                config
+                    .faults
+                    .push(spec.parse().map_err(|e| format!("--{e}"))?);
+            }
             Long("seed") => config.seed = Some(number(&name, &mut parser)?),
             Long("control") => config.control = Some(address(&name, &mut parser)?),
             Long("upstream") => config.add_upstream(text(&name, &mut parser)?.parse()?)?,

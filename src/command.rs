@@ -57,10 +57,7 @@ pub(crate) trait Target {
 pub(crate) fn execute(command: Command, target: &mut impl Target, t: &mut Turn<'_>) -> Reply {
     info!("control: {command}");
     match command {
-        Command::AddFault(fault) => {
-            t.faults.check(&fault)?;
-            t.faults.add(fault)
-        }
+        Command::AddFault(fault) => t.faults.add(fault)?,
         Command::ClearFaults => t.faults.clear(),
         Command::SetReply(text) => return target.set_reply(text, t),
         Command::Refuse => return target.refuse(t),

@@ -25,9 +25,9 @@ use crate::control::Control;
 use crate::error::Error;
 use crate::fault::{self, Faults};
 use crate::handle::{Handle, Shared};
-use crate::reply::{Pattern, Replies, Responder};
+use crate::reply::{Pattern, Protocol, Replies, Responder};
 use crate::stats::Stats;
-use crate::tcp::Tcp;
+use crate::tcp::{RESERVED_CONNECTIONS, Tcp};
 use crate::timer::{Clock, Millis, SWEEP_SLACK, Timers};
 use crate::turn::{CONTROL_LISTENER, Described, LISTENER, Readiness, Ready, Turn, WAKER};
 use crate::udp::Udp;
@@ -221,11 +221,12 @@ impl Server {
             }
             None => (None, None),
         };
-        let mut faults = Faults::new(
+        let relayed = [Protocol::Tcp, Protocol::Udp].map(|p| config.upstream(p).is_some());
+        let faults = Faults::relaying(
             config.seed.unwrap_or_else(fault::random_seed),
             &config.faults,
+            relayed,
         );
-        faults.set_relayed(|protocol| config.upstream(protocol).is_some());
         if !config.faults.is_empty() {
             let specs: Vec<String> = config.faults.iter().map(ToString::to_string).collect();
             let how = if config.seed.is_some() {
@@ -255,8 +256,11 @@ impl Server {
             // needs their own.
             buf: vec![0; config.read_buffer].into_boxed_slice(),
             clock: Clock::new(),
-            // Room for the sweep threshold with few connections open.
-            timers: Timers::with_capacity(2 * SWEEP_SLACK),
+            // Room for an entry per connection and the sweep threshold,
+            // reserved as the connection table is (see RESERVED_CONNECTIONS).
+            timers: Timers::with_capacity(
+                config.max_connections.min(RESERVED_CONNECTIONS) + 2 * SWEEP_SLACK,
+            ),
             ready: Vec::with_capacity(READY_CAPACITY),
             ready_next: Vec::with_capacity(READY_CAPACITY),
             faults,

@@ -328,7 +328,9 @@ fn exchange(relay: SocketAddr, request: &[u8]) -> (Vec<u8>, End, Duration) {
 fn a_delay_holds_each_direction_that_long() {
     for dir in ["down", "up"] {
         let fault = format!("tcp:delay=300,dir={dir}");
-        let relay = tcp_relay(echo_upstream(), &["--fault", &fault]);
+        // Delayed bytes count against the bound: a bound of their own, so
+        // that the smallest settings do not make each byte wait its turn.
+        let relay = tcp_relay(echo_upstream(), &["--fault", &fault, "--max-owed", "64"]);
         let (bytes, end, took) = exchange(relay.tcp(), b"late");
         assert_eq!((text(&bytes).as_str(), end), ("late", End::Eof), "{dir}");
         assert!(took >= Duration::from_millis(300), "{dir}: {took:?}");
@@ -427,6 +429,8 @@ fn each_tcp_fault_kind_acts_in_each_direction() {
             ("slow-close=200", Some(HELLO), End::Eof, ms(200)),
         ] {
             let fault = format!("tcp:{kind},dir={dir}");
+            // Delayed bytes count against the bound: one of their own, so
+            // that the smallest settings do not make each byte wait its turn.
             let args = [
                 "--fault",
                 fault.as_str(),
@@ -434,6 +438,8 @@ fn each_tcp_fault_kind_acts_in_each_direction() {
                 "1",
                 "--seed",
                 "4",
+                "--max-owed",
+                "64",
             ];
             let relay = tcp_relay(echo_upstream(), &args);
             let (got, how, took) = exchange(relay.tcp(), HELLO);
@@ -462,11 +468,16 @@ fn each_udp_fault_kind_acts_in_each_direction() {
         for kind in ["delay=200", "truncate=2", "corrupt", "duplicate", "drop"] {
             let fault = format!("udp:{kind},dir={dir}");
             let relay = udp_relay(upstream.addr, &["--fault", &fault, "--seed", "4"]);
-            let client = udp_client(Duration::from_millis(300));
+            // A reply that comes, comes within a few milliseconds: waits
+            // for absence can be short, waits for a reply must not be.
+            let first_wait = if kind == "drop" { 300 } else { 5_000 };
+            let client = udp_client(Duration::from_millis(first_wait));
             let sent = Instant::now();
             client.send_to(b"Hello", relay.udp()).unwrap();
             let first = udp_receive(&client).map(|(bytes, _)| bytes);
             let took = sent.elapsed();
+            let second_wait = Duration::from_millis(if kind == "duplicate" { 5_000 } else { 100 });
+            client.set_read_timeout(Some(second_wait)).unwrap();
             let second = udp_receive(&client).map(|(bytes, _)| bytes);
             let case = format!("{fault}: {first:?} {second:?} after {took:?}");
             match kind {
@@ -592,7 +603,15 @@ fn line_mode_counts_client_lines_and_closes_on_an_over_long_one() {
     let control = relay.control.unwrap();
     let (_, end, _) = exchange(relay.tcp(), b"ok\nfine\nthis line is too long\nnever\n");
     assert_eq!(end, End::Eof, "the pair is closed");
-    assert_eq!(text(&told.recv_timeout(DEADLINE).unwrap()), "ok\nfine\n");
+    // Without a fault lines pass as they come: the pair closes once more
+    // than --max-line bytes of one went by, so at most that many passed
+    // (with one big read, none of them).
+    let got = text(&told.recv_timeout(DEADLINE).unwrap());
+    assert!(
+        got.starts_with("ok\nfine\n") && got.len() <= 8 + 16,
+        "{got:?}"
+    );
+    assert!(!got.contains("long"), "{got:?}");
     assert_eq!(ask(control, "received 2 5"), "ok 2");
 }
 
@@ -717,10 +736,15 @@ impl Drop for PythonHttp {
 
 // ----- helpers --------------------------------------------------------------
 
+/// Whether `e` says the peer reset the connection (a shutdown after the
+/// reset says "not connected").
 fn is_reset(e: &std::io::Error) -> bool {
     matches!(
         e.kind(),
-        ErrorKind::ConnectionReset | ErrorKind::ConnectionAborted | ErrorKind::BrokenPipe
+        ErrorKind::ConnectionReset
+            | ErrorKind::ConnectionAborted
+            | ErrorKind::BrokenPipe
+            | ErrorKind::NotConnected
     )
 }
 

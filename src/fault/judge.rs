@@ -3,7 +3,9 @@
 
 use std::fmt;
 
-use super::{Fault, FaultKind, KINDS, Selector};
+use log::warn;
+
+use super::{Fault, FaultKind, KINDS, MAX_FAULTS, Selector};
 use crate::relay::Direction;
 use crate::reply::Protocol;
 
@@ -25,8 +27,9 @@ pub(crate) struct Verdict {
     /// `(bytes, every_ms)`.
     pub dribble: Option<(u32, u64)>,
     pub slow_close_ms: Option<u64>,
-    /// Faults applied, by [`FaultKind::index`].
-    pub applied: [u8; KINDS],
+    /// Faults applied, by [`FaultKind::index`]. At most [`MAX_FAULTS`]
+    /// each; a `u32` all the same, so no list length can overflow it.
+    pub applied: [u32; KINDS],
 }
 
 impl Verdict {
@@ -116,16 +119,31 @@ pub(crate) struct Faults {
 }
 
 impl Faults {
+    /// Faults on a server that relays nothing (tests).
+    #[cfg(test)]
     pub fn new(seed: u64, faults: &[Fault]) -> Faults {
+        Faults::relaying(seed, faults, [false; 2])
+    }
+
+    /// The faults of a configuration, which [`Config::validate`] checked,
+    /// on a server that relays TCP (`relayed[0]`) and UDP (`relayed[1]`):
+    /// only their faults may say `dir=`. One that fails
+    /// [`add`](Faults::add)'s check anyway is left out and logged, never
+    /// put in force.
+    ///
+    /// [`Config::validate`]: crate::Config::validate
+    pub fn relaying(seed: u64, faults: &[Fault], relayed: [bool; 2]) -> Faults {
         let mut set = Faults {
             seed,
             active: Vec::new(),
             tcp: false,
             udp: false,
-            relayed: [false; 2],
+            relayed,
         };
         for fault in faults {
-            set.add(fault.clone());
+            if let Err(e) = set.add(fault.clone()) {
+                warn!("{e}: left out");
+            }
         }
         set
     }
@@ -134,29 +152,29 @@ impl Faults {
         self.seed
     }
 
-    /// Adds a fault; its selectors count from now.
-    pub fn add(&mut self, fault: Fault) {
-        self.active.push(Active { fault, seen: 0 });
-        self.refresh();
-    }
-
-    /// Which protocols are relayed: only their faults may say `dir=`.
-    pub fn set_relayed(&mut self, relayed: impl Fn(Protocol) -> bool) {
-        self.relayed = [relayed(Protocol::Tcp), relayed(Protocol::Udp)];
-    }
-
-    /// Checks that `fault` fits this server: `dir=` only on a relayed
-    /// protocol.
+    /// Adds a fault; its selectors count from now. Every way in comes
+    /// through here, so the check is made whoever built the fault.
     ///
     /// # Errors
     ///
-    /// A one-line message naming the fault.
-    pub fn check(&self, fault: &Fault) -> Result<(), String> {
+    /// The fault fails [`Fault::validate`], says `dir=` on a protocol
+    /// that is not relayed, or [`MAX_FAULTS`] are in force already;
+    /// nothing changes.
+    pub fn add(&mut self, fault: Fault) -> Result<(), String> {
+        fault.validate()?;
         let relayed = |p| match p {
             Protocol::Tcp => self.relayed[0],
             Protocol::Udp => self.relayed[1],
         };
-        super::check_direction(fault, relayed)
+        super::check_direction(&fault, relayed)?;
+        if self.active.len() >= MAX_FAULTS {
+            return Err(format!(
+                "fault '{fault}': {MAX_FAULTS} faults are in force already (clear them first)"
+            ));
+        }
+        self.active.push(Active { fault, seen: 0 });
+        self.refresh();
+        Ok(())
     }
 
     /// Removes every fault.

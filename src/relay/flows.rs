@@ -19,10 +19,8 @@ use log::{debug, warn};
 use mio::Interest;
 use mio::net::UdpSocket;
 
-use super::Direction;
 use crate::config::Config;
-use crate::fault::{self, FaultKind};
-use crate::reply::Protocol;
+use crate::fault::{self, FaultKind, Verdict};
 use crate::stats::{Counters, add};
 use crate::table::Table;
 use crate::timer::{Due, Entry, Millis, NEVER, RateLimit, Timers, at_least};
@@ -39,7 +37,8 @@ struct Flow {
     socket: UdpSocket,
     /// The client this flow relays for.
     client: SocketAddr,
-    /// Serial number, for timer entries.
+    /// Serial number: a held datagram finds its own flow, not a later one
+    /// in the same key.
     id: u32,
     /// When a datagram last moved, either way.
     last_active: Millis,
@@ -103,11 +102,16 @@ impl Flows {
         self.held.peek().map_or(NEVER, |Reverse((at, ..))| *at)
     }
 
-    /// Relays the client datagram `datagram` from `client` upstream, through
-    /// its flow (made now if it is the source's first), as the `up` faults
-    /// say. `ordinal`: the datagram's, for the seeded choices.
-    /// The datagram is `t.buf[..len]`.
-    pub fn send_up(&mut self, len: usize, client: SocketAddr, ordinal: u64, t: &mut Turn<'_>) {
+    /// Relays the client datagram in `t.buf[..len]` from `client` upstream,
+    /// through its flow (made now if it is the source's first), as the
+    /// `up` faults' `verdict` says.
+    pub fn send_up(
+        &mut self,
+        len: usize,
+        client: SocketAddr,
+        verdict: Option<Verdict>,
+        t: &mut Turn<'_>,
+    ) {
         let Some(key) = self.flow_of(client, t) else {
             return add(&t.counters.replies_dropped, 1);
         };
@@ -117,16 +121,9 @@ impl Flows {
         flow.last_active = t.now;
         arm_timer(flow, key, self.flow_ms, t.timers);
         let datagram = &mut t.buf[..len];
-        if !t.faults.any(Protocol::Udp) {
+        let Some(verdict) = verdict else {
             return send(flow, datagram, t.counters);
-        }
-        let verdict = t
-            .faults
-            .judge_in(Protocol::Udp, Direction::Up, [ordinal, 0]);
-        if !verdict.is_clean() {
-            t.counters.add_faults(&verdict.applied);
-            debug!("udp: datagram {ordinal} up from {client}: fault {verdict}");
-        }
+        };
         if verdict.terminal == Some(FaultKind::Drop) {
             return;
         }
@@ -256,12 +253,14 @@ impl Flows {
     }
 
     /// Flow `key`'s timer came due: close it if it is idle, or re-arm.
-    pub fn on_timer(&mut self, key: usize, id: u32, at: Millis, t: &mut Turn<'_>) {
+    /// The entry is the flow's own if it is due when the flow's
+    /// `timer_at` says (as for a connection).
+    pub fn on_timer(&mut self, key: usize, at: Millis, t: &mut Turn<'_>) {
         let Some(flow) = self.table.get_mut(key) else {
             return;
         };
-        if flow.id != id || flow.timer_at != at {
-            return; // Stale.
+        if flow.timer_at != at {
+            return; // Stale: the flow is gone or re-armed earlier.
         }
         flow.timer_at = NEVER;
         let idle = self
@@ -299,8 +298,9 @@ impl Flows {
     /// Whether a flow's timer entry is the one it armed last.
     pub fn is_current(&self, entry: &Entry) -> bool {
         match entry.due {
-            Due::Flow { key, id } => (self.table.get(key as usize))
-                .is_some_and(|flow| flow.id == id && flow.timer_at == entry.at),
+            Due::Flow { key } => {
+                (self.table.get(key as usize)).is_some_and(|flow| flow.timer_at == entry.at)
+            }
             _ => false,
         }
     }
@@ -375,12 +375,6 @@ fn arm_timer(flow: &mut Flow, key: usize, flow_ms: Option<Millis>, timers: &mut 
     let at = flow.last_active.saturating_add(ms);
     if at < flow.timer_at {
         flow.timer_at = at;
-        timers.arm(
-            at,
-            Due::Flow {
-                key: key as u32,
-                id: flow.id,
-            },
-        );
+        timers.arm(at, Due::Flow { key: key as u32 });
     }
 }

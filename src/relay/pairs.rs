@@ -156,11 +156,15 @@ impl Pairs {
     }
 
     /// Pair `key`'s timer entry came due.
-    pub fn on_timer(&mut self, key: usize, id: u32, at: Millis, t: &mut Turn<'_>) {
+    /// The entry is the pair's own if it is due when the pair's
+    /// `timer_at` says (as for a connection: a new pair in the same key
+    /// that armed the very same moment is served by the first entry, and
+    /// finds the other stale).
+    pub fn on_timer(&mut self, key: usize, at: Millis, t: &mut Turn<'_>) {
         let Some(slot) = self.table.get_mut(key) else {
             return;
         };
-        if slot.pair.id != id || slot.timer_at != at {
+        if slot.timer_at != at {
             return; // Stale: the pair is gone or re-armed earlier.
         }
         slot.timer_at = NEVER;
@@ -287,11 +291,10 @@ impl Pairs {
         self.table.end_turn();
     }
 
-    /// Whether a timer entry is still its pair's live one (for the sweep).
-    pub fn is_live_timer(&self, key: usize, id: u32, at: Millis) -> bool {
-        self.table
-            .get(key)
-            .is_some_and(|slot| slot.pair.id == id && slot.timer_at == at)
+    /// Whether a timer entry is still its pair's current one (for the
+    /// sweep).
+    pub fn is_current(&self, key: usize, at: Millis) -> bool {
+        self.table.get(key).is_some_and(|slot| slot.timer_at == at)
     }
 }
 
@@ -374,8 +377,7 @@ fn arm_timer(slot: &mut Slot, key: usize, idle_ms: Option<Millis>, timers: &mut 
     if let Some(at) = slot.pair.deadline(idle_ms) {
         if at < slot.timer_at {
             slot.timer_at = at;
-            let (key, id) = (key as u32, slot.pair.id);
-            timers.arm(at, Due::Conn { key, id });
+            timers.arm(at, Due::Conn { key: key as u32 });
         }
     }
 }

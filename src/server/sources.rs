@@ -140,10 +140,10 @@ impl Sources {
     /// A deadline came due.
     pub(super) fn on_due(&mut self, due: Due, at: Millis, t: &mut Turn<'_>) {
         match due {
-            Due::Conn { key, id } => self.tcp.on_timer(key, id, at, t),
-            Due::Flow { key, id } => {
+            Due::Conn { key } => self.tcp.on_timer(key, at, t),
+            Due::Flow { key } => {
                 if let Some(udp) = &mut self.udp {
-                    udp.on_flow_timer(key as usize, id, at, t);
+                    udp.on_flow_timer(key as usize, at, t);
                 }
             }
             Due::AcceptRetry => self.tcp.on_accept_retry(at, t),

@@ -8,10 +8,9 @@ use std::sync::atomic::Ordering::Relaxed;
 
 use log::debug;
 
-use super::{DATAGRAMS_PER_TURN, Udp, receive};
+use super::{DATAGRAMS_PER_TURN, Udp, judge, receive};
 use crate::relay::Direction;
 use crate::relay::flows::Received;
-use crate::reply::Protocol;
 use crate::stats::add;
 use crate::timer::{Entry, Millis};
 use crate::turn::{Ready, Turn};
@@ -30,7 +29,8 @@ impl Udp {
                     add(&t.counters.datagrams, 1);
                     add(&t.counters.bytes_in, len as u64);
                     let ordinal = t.counters.datagrams.load(Relaxed);
-                    flows.send_up(len.min(t.buf.len()), from, ordinal, t);
+                    let verdict = judge(from, (Direction::Up, ordinal), t);
+                    flows.send_up(len.min(t.buf.len()), from, verdict, t);
                 }
                 // Drained: the next datagram brings a new event.
                 Err(e) if e.kind() == ErrorKind::WouldBlock => {
@@ -63,11 +63,10 @@ impl Udp {
                 }
             };
             let len = len.min(t.buf.len());
-            if t.faults.any(Protocol::Udp) {
-                let reply = Some(t.buf[..len].to_vec());
-                self.answer_faulty(reply, client, (Direction::Down, ordinal), t);
-            } else {
-                self.send_or_queue(&t.buf[..len], client, t.counters, t.now);
+            match judge(client, (Direction::Down, ordinal), t) {
+                None => self.send_or_queue(&t.buf[..len], client, t.counters, t.now),
+                // Shaped, so copied out of the shared buffer.
+                Some(verdict) => self.answer_faulty(t.buf[..len].to_vec(), &verdict, client, t),
             }
         }
         self.relay = Some(flows);
@@ -75,9 +74,9 @@ impl Udp {
     }
 
     /// Relay: flow `key`'s idle timer came due.
-    pub fn on_flow_timer(&mut self, key: usize, id: u32, at: Millis, t: &mut Turn<'_>) {
+    pub fn on_flow_timer(&mut self, key: usize, at: Millis, t: &mut Turn<'_>) {
         if let Some(flows) = &mut self.relay {
-            flows.on_timer(key, id, at, t);
+            flows.on_timer(key, at, t);
         }
     }
 

@@ -32,7 +32,7 @@ fn pump_lines(
 
 fn faults(specs: &[&str]) -> Faults {
     let parsed: Vec<crate::Fault> = specs.iter().map(|s| s.parse().unwrap()).collect();
-    Faults::new(1, &parsed)
+    Faults::relaying(1, &parsed, [true; 2])
 }
 
 fn text(bytes: &[u8]) -> String {
