@@ -15,8 +15,9 @@
 //! - `udp`: one datagram in flight per socket; no reply within 200 ms is a
 //!   loss, and the socket sends again.
 //! - `idle`: connections to a line-mode server, each confirmed by one round
-//!   trip; reports the server's RSS growth per connection (`--pid` needed),
-//!   holds them for a second, closes them.
+//!   trip; reports the server's RSS growth per connection (`--pid` needed;
+//!   from after one warm-up connection), holds them for a second, closes
+//!   them.
 //! - `bulk`: one connection sends `--mib` MiB with no newline, then shuts
 //!   down its sending side. A line-mode server answers that one unfinished
 //!   line only at EOF, so its reply (and its close) means every byte has
@@ -645,7 +646,10 @@ fn run_tcp(args: &Args) -> io::Result<()> {
     let (scenario, idle) = (args.scenario, args.scenario == Scenario::Idle);
     let mut pool = Pool::new(&poll, args, scenario != Scenario::Once)?;
     let baseline = match (idle, args.pid) {
-        (true, Some(pid)) => rss_kib(pid)?, // before the first connection
+        (true, Some(pid)) => {
+            warm_up_server(args)?;
+            rss_kib(pid)? // before the measured connections
+        }
         _ => 0,
     };
     // once connects inside the measured window (connecting is half of its
@@ -697,6 +701,22 @@ fn run_tcp(args: &Args) -> io::Result<()> {
     }
     report(args, &pool.stats, measured, &extra);
     Ok(())
+}
+
+/// idle: one connection and one round trip before the baseline, so that
+/// what the server touches once (code first run, first allocations: about
+/// 70 KiB) is not counted per connection.
+fn warm_up_server(args: &Args) -> io::Result<()> {
+    let mut stream = std::net::TcpStream::connect_timeout(&args.tcp, SETUP_LIMIT)?;
+    stream.set_read_timeout(Some(SETUP_LIMIT))?;
+    stream.write_all(REQUEST)?;
+    stream.write_all(b"\n")?;
+    let mut reply = vec![0; args.reply.len() + 1];
+    stream.read_exact(&mut reply)?;
+    match reply.strip_suffix(b"\n") == Some(&args.reply[..]) {
+        true => Ok(()),
+        false => Err(invalid("wrong reply bytes")),
+    }
 }
 
 /// Opens every slot with no request queued, at most `MAX_CONNECTING` at a
