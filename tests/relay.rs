@@ -259,8 +259,10 @@ fn never_readers_on_either_side_leave_memory_bounded() {
     (&served).write_all(b"still served").unwrap();
     assert_eq!(read_exactly(&served, 12), b"still served");
     let grown = relay.rss_kib().saturating_sub(before);
-    // About 2 x max_owed per stalled pair, plus slack for the allocator.
-    assert!(grown < 4 * 1024, "RSS grew {grown} KiB");
+    // Two stalled pairs, each holding at most 2 x max_owed (64 KiB here):
+    // 256 KiB, and as much again for the allocator's slack. (Measured:
+    // 64 to 84 KiB.)
+    assert!(grown < 512, "RSS grew {grown} KiB");
     drop(never_reads);
 }
 

@@ -172,14 +172,27 @@ struct Shaped {
     /// Line mode: a fault that ends the pair at this time, once the bytes
     /// before it are out.
     doom: Option<(Millis, Doom)>,
-    /// Line mode: where this direction's lines stand.
-    lines: Option<lines::Lines>,
+    /// Line mode: held bytes go out only as judged lines, in chunks.
+    in_lines: bool,
 }
 
 impl Shaped {
+    fn new(shape: Shape, in_lines: bool) -> Shaped {
+        Shaped {
+            shape,
+            chunks: VecDeque::new(),
+            next_piece_at: 0,
+            taken: 0,
+            cut: false,
+            fin_at: None,
+            doom: None,
+            in_lines,
+        }
+    }
+
     /// Whether held bytes wait in chunks (rather than all going at once).
     fn uses_chunks(&self) -> bool {
-        self.shape.delay_ms > 0 || self.lines.is_some()
+        self.shape.delay_ms > 0 || self.in_lines
     }
 }
 
@@ -198,7 +211,10 @@ pub(crate) struct HalfPipe {
     /// Our FIN went to the sink: the direction is over.
     sink_shut: bool,
     /// Faults on this direction, if any (boxed: a plain pair stays small).
+    /// In line mode, made when a fault first holds a line.
     shaped: Option<Box<Shaped>>,
+    /// Line mode: where this direction's lines stand (a few counts).
+    lines: Option<Box<lines::Lines>>,
 }
 
 impl HalfPipe {
@@ -213,27 +229,33 @@ impl HalfPipe {
     /// whose lines are judged one by one (line mode). Plain, with no
     /// state beyond the rest, when neither applies.
     pub fn new(shape: Shape, lines: bool) -> HalfPipe {
-        let shaped = (lines || shape != Shape::default()).then(|| {
-            Box::new(Shaped {
-                shape,
-                chunks: VecDeque::new(),
-                next_piece_at: 0,
-                taken: 0,
-                cut: false,
-                fin_at: None,
-                doom: None,
-                lines: lines.then(lines::Lines::default),
-            })
-        });
+        let shaped = (shape != Shape::default()).then(|| Box::new(Shaped::new(shape, lines)));
         HalfPipe {
             shaped,
+            lines: lines.then(Box::default),
             ..HalfPipe::default()
         }
     }
 
     /// Whether this direction's lines are judged one by one (line mode).
     pub fn judges_lines(&self) -> bool {
-        self.shaped.as_ref().is_some_and(|s| s.lines.is_some())
+        self.lines.is_some()
+    }
+
+    /// The faults' state, made now if this is the first time a fault
+    /// needs it (line mode): bytes held already go first, as they are.
+    /// With it, the rest.
+    fn shaped_and_rest(&mut self) -> (&mut Shaped, &mut Vec<u8>) {
+        let held = self.held();
+        let in_lines = self.lines.is_some();
+        let shaped = self.shaped.get_or_insert_with(|| {
+            let mut shaped = Shaped::new(Shape::default(), in_lines);
+            if held > 0 {
+                shaped.push_chunk(0, held, None);
+            }
+            Box::new(shaped)
+        });
+        (shaped, &mut self.rest)
     }
 
     /// Bytes held for the sink.
@@ -307,22 +329,8 @@ impl HalfPipe {
         let mut reads = 0;
         loop {
             if let Some(sink) = sink.as_deref_mut() {
-                self.flush(sink, cx)?;
-                if self.blocked {
-                    return Ok(Pumped::Waiting);
-                }
-                if self.held() == 0 {
-                    if let Some((at, doom)) = self.shaped.as_ref().and_then(|s| s.doom) {
-                        let due = at <= cx.now;
-                        return Ok(if due {
-                            Pumped::Doom(doom)
-                        } else {
-                            Pumped::Waiting
-                        });
-                    }
-                    if self.taking_done() {
-                        return self.pass_fin(sink, cx.now);
-                    }
+                if let Some(over) = self.drain_into(sink, cx)? {
+                    return Ok(over);
                 }
             }
             if self.taking_done() {
@@ -353,39 +361,79 @@ impl HalfPipe {
                 continue;
             }
             cx.read += n as u64;
-            let mut kept = self.take(&mut cx.buf[..n], cx.now);
-            let holding = cx.lines.as_ref().is_some_and(LineCx::holding);
-            let straight = self.held() == 0 && !holding && self.passes_straight();
-            if let Some(lx) = cx.lines.as_mut() {
-                if !straight {
-                    // Held until each line is complete and judged.
-                    self.rest.extend_from_slice(&cx.buf[..kept]);
-                    lines::judge(self, kept, cx.now, lx);
-                    continue;
-                }
-                kept = lines::pass(self, &cx.buf[..kept], cx.now, lx);
-            }
-            let written = match sink.as_deref_mut() {
-                Some(sink) if straight => {
-                    write_some(sink, &cx.buf[..kept]).map_err(Broken::Sink)?
-                }
-                _ => 0,
-            };
-            cx.written += written as u64;
-            // Only what the sink would not take is copied.
-            self.rest.extend_from_slice(&cx.buf[written..kept]);
-            if let Some(shaped) = self.shaped.as_deref_mut().filter(|s| s.uses_chunks()) {
-                // Line mode: a line that passed may go as soon as the sink
-                // takes it.
-                if straight && kept > written {
-                    shaped.push_chunk(cx.now, kept - written, None);
-                }
-            }
-            if straight && written < kept && sink.is_some() {
-                self.blocked = true;
-                return Ok(Pumped::Waiting);
+            if self.pass_on(n, sink.as_deref_mut(), cx)? {
+                return Ok(Pumped::Waiting); // The sink blocked.
             }
         }
+    }
+
+    /// Writes to `sink` what may go now; then, with nothing held, a fault
+    /// that ends the pair or the FIN. `Some` when this pump is over.
+    fn drain_into(
+        &mut self,
+        sink: &mut impl Sink,
+        cx: &mut Pump<'_>,
+    ) -> Result<Option<Pumped>, Broken> {
+        self.flush(sink, cx)?;
+        if self.blocked {
+            return Ok(Some(Pumped::Waiting));
+        }
+        if self.held() > 0 {
+            return Ok(None);
+        }
+        if let Some((at, doom)) = self.shaped.as_ref().and_then(|s| s.doom) {
+            return Ok(Some(match at <= cx.now {
+                true => Pumped::Doom(doom),
+                false => Pumped::Waiting,
+            }));
+        }
+        match self.taking_done() {
+            true => self.pass_fin(sink, cx.now).map(Some),
+            false => Ok(None),
+        }
+    }
+
+    /// The `n` bytes just read into the buffer: what the faults and the
+    /// lines make of them, written straight to `sink` when nothing holds
+    /// them, and only what it would not take kept. Whether the sink
+    /// blocked.
+    fn pass_on<S: Sink>(
+        &mut self,
+        n: usize,
+        sink: Option<&mut S>,
+        cx: &mut Pump<'_>,
+    ) -> Result<bool, Broken> {
+        let mut kept = self.take(&mut cx.buf[..n], cx.now);
+        let holding = cx.lines.as_ref().is_some_and(LineCx::holding);
+        let straight = self.held() == 0 && !holding && self.passes_straight();
+        if let Some(lx) = cx.lines.as_mut() {
+            if !straight {
+                // Held until each line is complete and judged (what was
+                // held before goes first, as it is).
+                let (_, rest) = self.shaped_and_rest();
+                rest.extend_from_slice(&cx.buf[..kept]);
+                lines::judge(self, kept, cx.now, lx);
+                return Ok(false);
+            }
+            kept = lines::pass(self, &cx.buf[..kept], cx.now, lx);
+        }
+        let connected = sink.is_some();
+        let written = match sink {
+            Some(sink) if straight => write_some(sink, &cx.buf[..kept]).map_err(Broken::Sink)?,
+            _ => 0,
+        };
+        cx.written += written as u64;
+        // Only what the sink would not take is copied.
+        self.rest.extend_from_slice(&cx.buf[written..kept]);
+        if let Some(shaped) = self.shaped.as_deref_mut().filter(|s| s.uses_chunks()) {
+            // Line mode: a line that passed may go as soon as the sink
+            // takes it.
+            if straight && kept > written {
+                shaped.push_chunk(cx.now, kept - written, None);
+            }
+        }
+        self.blocked = straight && written < kept && connected;
+        Ok(self.blocked)
     }
 
     /// Whether bytes just read may go straight to the sink: no fault

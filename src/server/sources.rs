@@ -97,8 +97,9 @@ impl Sources {
     /// Drops stale timer entries once they may outnumber the current ones;
     /// each entry's owner says whether it is current.
     fn sweep_timers(&self, timers: &mut Timers) {
-        // Each open connection, each listener's pause, the UDP delays, each
-        // control wait and the shutdown grace: one entry each at most.
+        // Each open connection (or relayed pair), each relayed UDP flow,
+        // each listener's pause, the UDP delays, each control wait and the
+        // shutdown grace: one entry each at most.
         let control = self.control.as_ref();
         let flows = self.udp.as_ref().map_or(0, Udp::flows);
         let current = self.tcp.open() + flows + 3 + control.map_or(0, Control::timers_current);

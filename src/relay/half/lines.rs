@@ -56,21 +56,18 @@ pub(crate) struct Lines {
     seen: u64,
 }
 
-/// Runs `step` on the pipe's line state, the rest of its shaped state and
-/// its rest buffer; `otherwise` for a pipe that judges no lines.
+/// Runs `step` on the pipe's line state and the pipe; `otherwise` for a
+/// pipe that judges no lines.
 fn with_lines<T>(
     pipe: &mut HalfPipe,
     otherwise: T,
-    step: impl FnOnce(&mut Lines, &mut Shaped, &mut Vec<u8>) -> T,
+    step: impl FnOnce(&mut Lines, &mut HalfPipe) -> T,
 ) -> T {
-    let Some(shaped) = pipe.shaped.as_deref_mut() else {
+    let Some(mut lines) = pipe.lines.take() else {
         return otherwise;
     };
-    let Some(mut lines) = shaped.lines.take() else {
-        return otherwise;
-    };
-    let result = step(&mut lines, shaped, &mut pipe.rest);
-    shaped.lines = Some(lines);
+    let result = step(&mut lines, pipe);
+    pipe.lines = Some(lines);
     result
 }
 
@@ -78,11 +75,11 @@ fn with_lines<T>(
 /// lines among them and measures the open one; returns how many of them
 /// may go (those before a line over `--max-line`, which ends the pair).
 pub(super) fn pass(pipe: &mut HalfPipe, bytes: &[u8], now: Millis, lx: &mut LineCx<'_>) -> usize {
-    with_lines(pipe, bytes.len(), |lines, shaped, _| {
+    with_lines(pipe, bytes.len(), |lines, pipe| {
         let mut start = 0;
         for nl in memchr_iter(b'\n', bytes) {
             if lines.passed + (nl - start) > lx.max_line {
-                return over_long(shaped, start, now, lx);
+                return over_long(pipe.shaped_and_rest().0, start, now, lx);
             }
             lines.passed = 0;
             lines.seen += 1;
@@ -91,7 +88,7 @@ pub(super) fn pass(pipe: &mut HalfPipe, bytes: &[u8], now: Millis, lx: &mut Line
         }
         lines.passed += bytes.len() - start;
         if lines.passed > lx.max_line {
-            return over_long(shaped, start, now, lx);
+            return over_long(pipe.shaped_and_rest().0, start, now, lx);
         }
         bytes.len()
     })
@@ -100,7 +97,8 @@ pub(super) fn pass(pipe: &mut HalfPipe, bytes: &[u8], now: Millis, lx: &mut Line
 /// Faults in force: the last `appended` bytes of the rest are new. Judges
 /// every line they complete, in order.
 pub(super) fn judge(pipe: &mut HalfPipe, appended: usize, now: Millis, lx: &mut LineCx<'_>) {
-    with_lines(pipe, (), |lines, shaped, rest| {
+    with_lines(pipe, (), |lines, pipe| {
+        let (shaped, rest) = pipe.shaped_and_rest();
         lines.pending += appended;
         loop {
             let start = rest.len() - lines.pending;
@@ -133,10 +131,11 @@ pub(super) fn judge(pipe: &mut HalfPipe, appended: usize, now: Millis, lx: &mut 
 /// The source's FIN came after an open line held for judging: it is
 /// judged as the last line, as section 3 answers one.
 pub(super) fn judge_last(pipe: &mut HalfPipe, now: Millis, lx: &mut LineCx<'_>) {
-    with_lines(pipe, (), |lines, shaped, rest| {
+    with_lines(pipe, (), |lines, pipe| {
         if lines.pending == 0 {
             return;
         }
+        let (shaped, rest) = pipe.shaped_and_rest();
         let start = rest.len() - lines.pending;
         let ordinal = lines.seen;
         lines.seen += 1;
@@ -150,9 +149,9 @@ pub(super) fn judge_last(pipe: &mut HalfPipe, now: Millis, lx: &mut LineCx<'_>) 
 
 /// Shutting down: an open line held for judging goes as it is.
 pub(super) fn release_open(pipe: &mut HalfPipe) {
-    with_lines(pipe, (), |lines, shaped, _| {
+    with_lines(pipe, (), |lines, pipe| {
         if lines.pending > 0 {
-            shaped.push_chunk(0, lines.pending, None);
+            pipe.shaped_and_rest().0.push_chunk(0, lines.pending, None);
             lines.pending = 0;
         }
     });

@@ -231,3 +231,36 @@ fn a_shutdown_lets_an_open_line_go_as_it_is() {
     assert_eq!(pumped, Pumped::Ended);
     assert_eq!(sink.got, b"half a li");
 }
+
+#[test]
+fn bytes_held_before_a_fault_came_go_first_as_they_are() {
+    let counters = Counters::default();
+    let mut pipe = HalfPipe::new(Shape::default(), true);
+    let mut source = Source::new([Step::Bytes(b"early\n".to_vec())]);
+    let mut none = faults(&[]);
+    // Not connected yet: the line passed, and is held for the sink.
+    pump_lines(&mut pipe, &mut source, None, (&mut none, &counters), 0);
+    assert_eq!(pipe.held(), 6);
+    // A fault now: the next line is held for its delay, the bytes held
+    // before go as they are.
+    let mut delay = faults(&["tcp:delay=100,dir=up"]);
+    source.script.push_back(Step::Bytes(b"next\n".to_vec()));
+    pump_lines(&mut pipe, &mut source, None, (&mut delay, &counters), 1);
+    let mut sink = Sink::with_room(usize::MAX);
+    pump_lines(
+        &mut pipe,
+        &mut source,
+        Some(&mut sink),
+        (&mut delay, &counters),
+        2,
+    );
+    assert_eq!(sink.got, b"early\n");
+    pump_lines(
+        &mut pipe,
+        &mut source,
+        Some(&mut sink),
+        (&mut delay, &counters),
+        102,
+    );
+    assert_eq!(sink.got, b"early\nnext\n");
+}
