@@ -32,6 +32,7 @@
 use std::fmt;
 use std::str::FromStr;
 
+use crate::relay::Direction;
 use crate::reply::Protocol;
 
 /// One fault: which protocol, what it does, which messages it hits.
@@ -95,6 +96,10 @@ pub struct Selector {
     pub after: Option<u64>,
     /// The Nth, 2Nth, ... message; N at least 1.
     pub every: Option<u64>,
+    /// On a relay (section 11), the direction whose messages it judges:
+    /// `None` is [`Direction::Down`], what the client receives. Only a
+    /// relayed protocol takes it.
+    pub dir: Option<Direction>,
 }
 
 /// Faults applied, by kind, as [`Stats`](crate::Stats) counts them.
@@ -269,6 +274,24 @@ impl Fault {
     }
 }
 
+/// A fault's `dir=` needs its protocol relayed (`relayed` says which are).
+///
+/// # Errors
+///
+/// A one-line message naming the fault.
+pub(crate) fn check_direction(
+    fault: &Fault,
+    relayed: impl Fn(Protocol) -> bool,
+) -> Result<(), String> {
+    match fault.select.dir {
+        Some(_) if !relayed(fault.protocol) => Err(format!(
+            "fault '{fault}': dir= needs a relay (--upstream {}:ADDR)",
+            proto_name(fault.protocol)
+        )),
+        _ => Ok(()),
+    }
+}
+
 fn proto_name(protocol: Protocol) -> &'static str {
     match protocol {
         Protocol::Tcp => "tcp",
@@ -307,6 +330,7 @@ impl FromStr for Fault {
                 "first" => select.first = Some(integer(key, value).map_err(|why| bad(&why))?),
                 "after" => select.after = Some(integer(key, value).map_err(|why| bad(&why))?),
                 "every" => select.every = Some(integer(key, value).map_err(|why| bad(&why))?),
+                "dir" => select.dir = Some(value.parse().map_err(|why: String| bad(&why))?),
                 _ => return Err(bad(&format!("unknown selector '{key}'"))),
             }
         }
@@ -453,13 +477,16 @@ impl fmt::Display for Fault {
                 write!(f, ",{name}={n}")?;
             }
         }
+        if let Some(dir) = s.dir {
+            write!(f, ",dir={dir}")?;
+        }
         Ok(())
     }
 }
 
 mod judge;
 
-pub(crate) use judge::{Faults, Verdict, corrupt, random_seed};
+pub(crate) use judge::{Faults, Verdict, corrupt, corrupt_at, random_seed};
 
 #[cfg(test)]
 mod tests;

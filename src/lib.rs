@@ -204,6 +204,21 @@
 //! descriptor takes it off epoll's list by itself; elsewhere the
 //! connection is deregistered first, as mio asks.)
 //!
+//! ## A relay: two half-pipes per client
+//!
+//! With an [`Upstream`] ([`Config::add_upstream`], `--upstream`) a
+//! protocol's socket relays to a real server instead of answering. A TCP
+//! client becomes a *pair*: its socket and a non-blocking connect to the
+//! upstream, each registered with its own token, and one state machine
+//! per direction (a half-pipe, as haproxy's channels are): bytes read go
+//! straight from the shared buffer to the other side, and only what that
+//! side would not take is kept, at most `max_owed`, while the source is
+//! not read (backpressure both ways). A FIN travels its direction after
+//! the bytes before it; a reset resets the other side. A UDP client
+//! source gets a *flow*: a socket of its own connected to the upstream,
+//! so the kernel sorts the replies, which leave from the public socket.
+//! Faults act on either direction ([`Direction`], `dir=`).
+//!
 //! ## The traps lab
 //!
 //! `examples/lab/` runs each mistake this tour warns against, and
@@ -244,6 +259,8 @@
 //! | [`LINGER_MS`], [`LINGER_CAP_MS`] | 2 s, 30 s | close a lingering connection: silent that long, or lingered that long in all |
 //! | [`MAX_FAULTS`] | 64 | a fault more is an error (`error:` on control, `Err` from the library) |
 //! | [`SHUTDOWN_GRACE_MS`] | 5 s | close everything |
+//! | [`Config::connect_timeout`] | 5 s | relay: reset the client, count `upstream_failed` |
+//! | [`Config::max_flows`], [`Config::flow_timeout`] | 1024, 30 s | relay: drop a new source's datagram and count it; close the flow |
 //!
 //! Memory is about 130 KiB of shared buffers (the read buffer and, with
 //! the fixed reply, the reply pattern sized to [`Config::max_owed`]: 64 KiB
@@ -289,6 +306,7 @@ mod error;
 mod fault;
 pub mod framing;
 mod handle;
+mod relay;
 mod reply;
 mod server;
 mod stats;
@@ -310,6 +328,7 @@ pub use control::MAX_CONTROL_CONNECTIONS;
 pub use error::Error;
 pub use fault::{Fault, FaultCounts, FaultKind, MAX_FAULTS, Selector};
 pub use handle::{CHANGE_TIMEOUT, Handle};
+pub use relay::{Direction, Upstream};
 pub use reply::{Echo, FixedReply, Protocol, Request, Responder};
 pub use server::{SHUTDOWN_GRACE_MS, Server, Status};
 pub use stats::Stats;

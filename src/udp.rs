@@ -23,6 +23,8 @@ use mio::net::UdpSocket;
 
 use crate::config::Config;
 use crate::fault::{self, FaultKind, Verdict};
+use crate::relay::Direction;
+use crate::relay::flows::Flows;
 use crate::reply::{Protocol, Replies, Request, ask};
 use crate::stats::{Counters, add};
 use crate::timer::{Due, Millis, NEVER, RateLimit, at_least};
@@ -31,6 +33,7 @@ use crate::write::nonblocking;
 
 #[cfg(target_os = "linux")]
 mod batch;
+mod relay;
 
 /// Datagrams read per turn before other sources get their turn: a flood
 /// on UDP cannot starve TCP clients. Replies sent from the queue, and
@@ -71,6 +74,9 @@ pub(crate) struct Udp {
     /// `WRITABLE` is registered: only while the queue holds replies.
     write_interest: bool,
     drop_log: RateLimit,
+    /// A relay (`--upstream udp:...`): datagrams go to the upstream through
+    /// per-client flows, and its replies come back through here.
+    relay: Option<Box<Flows>>,
     /// Linux, fixed reply: sources and lengths of a `recvmmsg` batch.
     #[cfg(target_os = "linux")]
     batch: Option<Box<batch::Batch>>,
@@ -92,14 +98,19 @@ impl Udp {
             spare: Vec::new(),
             write_interest: false,
             drop_log: RateLimit::default(),
+            relay: config
+                .upstream_udp
+                .map(|up| Box::new(Flows::new(up, config))),
             #[cfg(target_os = "linux")]
             batch: fixed_reply.then(batch::Batch::new),
         }
     }
 
-    /// Replies still waiting to be sent, delayed ones included.
+    /// Replies still waiting to be sent, delayed ones included (and on a
+    /// relay, client datagrams held by a delay).
     pub fn queued(&self) -> usize {
-        self.queue.len() + self.delayed.len()
+        let held = self.relay.as_ref().map_or(0, |flows| flows.held());
+        self.queue.len() + self.delayed.len() + held
     }
 
     /// The socket is ready (or was left still ready last turn): release
@@ -115,6 +126,10 @@ impl Udp {
         if sends == 0 {
             self.settle_interest(t.registry);
             return t.ready.push(Ready::Udp);
+        }
+        if self.relay.is_some() {
+            let still_ready = self.serve_relay(t);
+            return self.settle(still_ready, Ready::Udp, t);
         }
         #[cfg(target_os = "linux")]
         let still_ready = match self.batch.take() {
@@ -132,15 +147,25 @@ impl Udp {
         };
         #[cfg(not(target_os = "linux"))]
         let still_ready = self.serve_one_by_one(t);
+        self.settle(still_ready, Ready::Udp, t);
+    }
+
+    /// Settles the socket's interest, and puts `source` on the still-ready
+    /// list if its budget ran out.
+    fn settle(&mut self, still_ready: bool, source: Ready, t: &mut Turn<'_>) {
         self.settle_interest(t.registry);
         if still_ready {
-            t.ready.push(Ready::Udp);
+            t.ready.push(source);
         }
     }
 
-    /// Takes the socket off the poll before it is dropped (mio's rule:
-    /// some selectors keep state per source).
-    pub fn deregister(&mut self, registry: &Registry) {
+    /// Takes the socket (and a relay's flows) off the poll before it is
+    /// dropped (mio's rule: some selectors keep state per source).
+    pub fn deregister(&mut self, t: &mut Turn<'_>) {
+        if let Some(flows) = &mut self.relay {
+            flows.close_all(t);
+        }
+        let registry = t.registry;
         if let Err(e) = registry.deregister(&mut self.socket) {
             debug!("udp: cannot deregister: {e}");
         }
@@ -240,7 +265,8 @@ impl Udp {
     /// Makes the reply to the datagram in `t.buf[..len]` and sends or
     /// queues it.
     fn answer(&mut self, len: usize, from: SocketAddr, t: &mut Turn<'_>) {
-        let verdict = judge(from, t);
+        let ordinal = t.counters.datagrams.load(Relaxed);
+        let verdict = judge(from, (Direction::Down, ordinal), t);
         let reply: Option<&[u8]> = match t.replies {
             Replies::Fixed(pattern) => Some(pattern.text()),
             Replies::Custom { responder, scratch } => {
@@ -307,7 +333,13 @@ impl Udp {
     /// round to it again): replies already due and left over by the
     /// budget are on the still-ready list.
     fn arm_delay_timer(&mut self, t: &mut Turn<'_>) {
-        let earliest = self.delayed.peek().map_or(NEVER, |Reverse((at, _, _))| *at);
+        let replies = self.delayed.peek().map_or(NEVER, |Reverse((at, _, _))| *at);
+        // A relay's client datagrams held by an `up` delay share the entry.
+        let held = self
+            .relay
+            .as_ref()
+            .map_or(NEVER, |flows| flows.earliest_held());
+        let earliest = replies.min(held);
         let earliest = earliest.max(t.now + 1);
         if earliest < self.delay_timer_at {
             t.timers.arm(earliest, Due::UdpDelay);
@@ -324,6 +356,9 @@ impl Udp {
     /// [`DATAGRAMS_PER_TURN`] at most; more due go on next turn.
     pub fn release_delayed(&mut self, t: &mut Turn<'_>) {
         self.delay_timer_at = NEVER;
+        if let Some(flows) = &mut self.relay {
+            flows.release_held(t);
+        }
         let mut sends = DATAGRAMS_PER_TURN;
         self.release_due(&mut sends, t);
         if sends == 0 {
@@ -427,20 +462,20 @@ impl Udp {
     }
 }
 
-/// Judges the datagram just counted, with UDP faults in force: the
-/// verdict if any fault applies (counted and logged), else `None`, and the
-/// reply goes out as it is.
-fn judge(from: SocketAddr, t: &mut Turn<'_>) -> Option<Verdict> {
+/// Judges a datagram of `peer`'s (the `ordinal`th travelling in `dir`:
+/// `Down` for a reply, `Up` for a relayed request), with UDP faults in
+/// force: the verdict if any fault applies (counted and logged), else
+/// `None`, and the datagram goes out as it is.
+fn judge(peer: SocketAddr, (dir, ordinal): (Direction, u64), t: &mut Turn<'_>) -> Option<Verdict> {
     if !t.faults.any(Protocol::Udp) {
         return None;
     }
-    let ordinal = t.counters.datagrams.load(Relaxed);
-    let verdict = t.faults.judge(Protocol::Udp, [ordinal, 0]);
+    let verdict = t.faults.judge_in(Protocol::Udp, dir, [ordinal, 0]);
     if verdict.is_clean() {
         return None;
     }
     t.counters.add_faults(&verdict.applied);
-    debug!("udp: datagram {ordinal} from {from}: fault {verdict}");
+    debug!("udp: datagram {ordinal} {dir} for {peer}: fault {verdict}");
     Some(verdict)
 }
 
