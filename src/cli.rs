@@ -4,7 +4,7 @@ use std::ffi::OsString;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
-use ackloop::{Config, MAX_REPLY_LEN};
+use ackloop::{Config, JournalTarget, MAX_REPLY_LEN};
 use log::LevelFilter;
 
 pub const HELP: &str = "\
@@ -19,7 +19,14 @@ Options:
   --mode once|line         TCP framing [default: once]
                              once: reply once to the first bytes, then close
                              line: reply to every line, connection stays open
-  --reply TEXT             reply text, 1 to 1024 bytes [default: Received]
+  --reply TEXT             reply text, 1 to 1024 bytes [default: Received]; TEXT takes the
+                             escapes \\n \\r \\t \\\\ \\xHH (a backslash is written \\\\)
+  --rule 'MATCH => REPLY [|| REPLY ...]'
+                           scripted reply, repeatable, first match wins; MATCH is exact:TEXT,
+                             prefix:TEXT, contains:TEXT or *; replies in order, the last repeats
+  --greeting TEXT          sent on every accepted TCP connection first (no \\n added)
+  --script FILE            control commands run at start-up, one a line, # comments
+  --journal FILE|-         one JSON line per message and reply, appended to FILE or stdout
   --echo                   send every message back instead (RFC 862 echo)
   --max-connections N      live TCP connections at most [default: 1024]
   --idle-timeout SECS      close a TCP connection silent this long; 0 never [default: 60]
@@ -28,10 +35,11 @@ Options:
                              kinds: delay=MS|MIN-MAX, truncate=N, corrupt (tcp, udp);
                              duplicate, drop (udp); dribble=BYTES/MS, hang, close,
                              reset, slow-close=MS (tcp)
-                             selectors: p=PROBABILITY, first=N, after=N, every=N
+                             selectors: p=PROBABILITY, first=N, after=N, every=N, match=MATCH
   --seed N                 seed of the faults' random choices [default: random, logged]
   --control ADDR           live control socket, loopback only (commands: fault SPEC, clear,
-                             reply TEXT, refuse, accept, stats, received N SECS)
+                             reply TEXT, rule SPEC, rules clear, greeting TEXT, push TEXT,
+                             refuse, accept, stats, received N SECS)
   --reuse-port             set SO_REUSEPORT: several processes share the tcp and udp addresses
   --read-buffer BYTES      the one read buffer, 512 to 1048576 [default: 65536]
   --max-owed BYTES         reply bytes owed before a connection is not read, 1 to 16777216 [default: 65536]
@@ -43,7 +51,7 @@ Options:
 
 On start it prints `tcp ADDR`, `udp ADDR` and `control ADDR` (the bound addresses) on stdout.
 SIGINT or SIGTERM: stop accepting, finish owed replies (5 s at most), exit 0.
-Exit status: 0 after a signal, 1 when a socket cannot be bound, 2 for bad usage.";
+Exit status: 0 after a signal, 1 when a socket or the journal cannot be opened, 2 for bad usage.";
 
 /// What the command line asks for.
 pub enum Command {
@@ -80,7 +88,10 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, String
                     .parse()
                     .map_err(|e| format!("{name}: {e}"))?
             }
-            Long("reply") => config.reply = text(&name, &mut parser)?.into_bytes(),
+            Long("reply") => config.reply = escaped(&name, &mut parser)?,
+            Long("rule") => config.rules.push(text(&name, &mut parser)?.parse()?),
+            Long("greeting") => config.greeting = Some(escaped(&name, &mut parser)?),
+            Long("journal") => config.journal = Some(journal(&name, &mut parser)?),
             Long("max-connections") => config.max_connections = number(&name, &mut parser)?,
             Long("idle-timeout") => {
                 let secs: u64 = number(&name, &mut parser)?;
@@ -110,6 +121,23 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, String
     }
     config.validate()?;
     Ok(Command::Serve(Box::new(config), log_level, echo))
+}
+
+/// The option's value with its escapes (`\\n`, `\\xHH`, ...) replaced.
+fn escaped(name: &str, parser: &mut lexopt::Parser) -> Result<Vec<u8>, String> {
+    ackloop::unescape(&text(name, parser)?).map_err(|why| format!("{name}: {why}"))
+}
+
+/// `-` for stdout, else a file name.
+fn journal(name: &str, parser: &mut lexopt::Parser) -> Result<JournalTarget, String> {
+    let value = parser
+        .value()
+        .map_err(|_| format!("{name}: needs a value"))?;
+    match value.to_str() {
+        Some("-") => Ok(JournalTarget::Stdout),
+        Some("") => Err(format!("{name}: needs a file name, or - for stdout")),
+        _ => Ok(JournalTarget::File(value.into())),
+    }
 }
 
 /// The option's value as UTF-8 text.

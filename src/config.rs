@@ -8,6 +8,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use crate::fault::Fault;
+use crate::journal::JournalTarget;
+use crate::rules::{MAX_RULES, Rule};
 
 /// Default TCP and UDP address: loopback, port 8000, as in the article.
 pub const DEFAULT_ADDR: &str = "127.0.0.1:8000";
@@ -141,6 +143,15 @@ pub struct Config {
     pub udp_queue_len: usize,
     /// Bytes of UDP replies waiting, at most.
     pub udp_queue_bytes: usize,
+    /// Scripted replies, tried in order before the reply text; the first
+    /// that matches a message answers it (none by default).
+    pub rules: Vec<Rule>,
+    /// Sent on every accepted TCP connection before anything else (1 to
+    /// [`MAX_REPLY_LEN`] bytes, no `\n` added); `None` for none.
+    pub greeting: Option<Vec<u8>>,
+    /// Where the journal of every message and reply goes; `None` for no
+    /// journal (and no cost).
+    pub journal: Option<JournalTarget>,
 }
 
 impl Default for Config {
@@ -162,6 +173,9 @@ impl Default for Config {
             max_owed: DEFAULT_MAX_OWED,
             udp_queue_len: DEFAULT_UDP_QUEUE_LEN,
             udp_queue_bytes: DEFAULT_UDP_QUEUE_BYTES,
+            rules: Vec::new(),
+            greeting: None,
+            journal: None,
         }
     }
 }
@@ -230,6 +244,18 @@ impl Config {
                 ));
             }
         }
+        if let Some(greeting) = &self.greeting {
+            if greeting.is_empty() || greeting.len() > MAX_REPLY_LEN {
+                return Err(format!(
+                    "--greeting: must be 1 to {MAX_REPLY_LEN} bytes, got {}",
+                    greeting.len()
+                ));
+            }
+        }
+        if self.rules.len() > MAX_RULES {
+            return Err(format!("--rule: at most {MAX_RULES} rules"));
+        }
+        self.rules.iter().try_for_each(Rule::validate)?;
         self.faults.iter().try_for_each(Fault::validate)
     }
 }

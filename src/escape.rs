@@ -35,7 +35,9 @@ pub fn unescape(text: &str) -> Result<Vec<u8>, String> {
             i += 1;
             continue;
         }
-        let (value, used) = escaped(&bytes[i + 1..]).map_err(|why| format!("{why} at byte {i}"))?;
+        let (value, used) = escaped(&bytes[i + 1..]).map_err(|why| {
+            format!(r"{why} at byte {i} (escapes: \n \r \t \\ \xHH; write \\ for a backslash)")
+        })?;
         out.push(value);
         i += 1 + used;
     }
@@ -45,7 +47,6 @@ pub fn unescape(text: &str) -> Result<Vec<u8>, String> {
 /// The byte an escape stands for, given what follows its backslash, and
 /// how many of those bytes it used.
 fn escaped(after: &[u8]) -> Result<(u8, usize), String> {
-    let hint = r"(escapes: \n \r \t \\ \xHH; write \\ for a backslash)";
     match after {
         [b'n', ..] => Ok((b'\n', 1)),
         [b'r', ..] => Ok((b'\r', 1)),
@@ -53,15 +54,15 @@ fn escaped(after: &[u8]) -> Result<(u8, usize), String> {
         [b'\\', ..] => Ok((b'\\', 1)),
         [b'x', high, low, ..] => match (hex(*high), hex(*low)) {
             (Some(high), Some(low)) => Ok((high << 4 | low, 3)),
-            _ => Err(format!(r"\x needs two hex digits {hint}")),
+            _ => Err(r"\x needs two hex digits".into()),
         },
-        [b'x', ..] => Err(format!(r"\x needs two hex digits {hint}")),
-        [] => Err(format!(r"a lone \ ends the text {hint}")),
+        [b'x', ..] => Err(r"\x needs two hex digits".into()),
+        [] => Err(r"a lone \ ends the text".into()),
         [_, ..] => {
             // Name the whole character, not half of a UTF-8 sequence.
             let next = String::from_utf8_lossy(&after[..after.len().min(4)]);
             let c = next.chars().next().unwrap_or('?');
-            Err(format!(r"unknown escape \{c} {hint}"))
+            Err(format!(r"unknown escape \{c}"))
         }
     }
 }

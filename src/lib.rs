@@ -265,7 +265,9 @@ pub use error::Error;
 pub use escape::{escape, unescape};
 pub use fault::{Fault, FaultCounts, FaultKind, Selector};
 pub use handle::{CHANGE_TIMEOUT, Handle};
-pub use journal::{AppliedFaults, Direction, JournalCallback, JournalEvent, MAX_JOURNAL_BUFFER};
+pub use journal::{
+    AppliedFaults, Direction, JournalCallback, JournalEvent, JournalTarget, MAX_JOURNAL_BUFFER,
+};
 pub use reply::{Echo, FixedReply, Protocol, Request, Responder};
 pub use rules::{MAX_RULES, Match, Rule};
 pub use server::{SHUTDOWN_GRACE_MS, Server, Status};
