@@ -33,6 +33,7 @@ use std::fmt;
 use std::str::FromStr;
 
 use crate::reply::Protocol;
+use crate::rules::Match;
 
 /// One fault: which protocol, what it does, which messages it hits.
 #[derive(Debug, Clone, PartialEq)]
@@ -85,7 +86,7 @@ pub enum FaultKind {
 
 /// Which messages a fault hits. The conditions combine with AND; the
 /// counts are of the protocol's messages since the fault was added.
-#[derive(Debug, Clone, Copy, PartialEq, Default)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct Selector {
     /// With this probability, 0 to 1.
     pub p: Option<f64>,
@@ -95,6 +96,9 @@ pub struct Selector {
     pub after: Option<u64>,
     /// The Nth, 2Nth, ... message; N at least 1.
     pub every: Option<u64>,
+    /// Only messages this fits (`match=MATCH`, as in a rule); `first`,
+    /// `after` and `every` still count every message.
+    pub matches: Option<Match>,
 }
 
 /// Faults applied, by kind, as [`Stats`](crate::Stats) counts them.
@@ -296,9 +300,12 @@ impl FromStr for Fault {
                 "first" => select.first = Some(integer(key, value).map_err(|why| bad(&why))?),
                 "after" => select.after = Some(integer(key, value).map_err(|why| bad(&why))?),
                 "every" => select.every = Some(integer(key, value).map_err(|why| bad(&why))?),
+                // Its text cannot hold a comma: `\x2c` writes one.
+                "match" => select.matches = Some(value.parse().map_err(|why: String| bad(&why))?),
                 _ => return Err(bad(&format!("unknown selector '{key}'"))),
             }
         }
+
         let fault = Fault {
             protocol,
             kind,
@@ -441,6 +448,10 @@ impl fmt::Display for Fault {
             if let Some(n) = n {
                 write!(f, ",{name}={n}")?;
             }
+        }
+        if let Some(matches) = &s.matches {
+            let text = matches.to_string().replace(',', r"\x2c");
+            write!(f, ",match={text}")?;
         }
         Ok(())
     }

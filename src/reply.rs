@@ -3,6 +3,8 @@
 
 use std::net::SocketAddr;
 
+use crate::rules::{Rule, Rules};
+
 /// The protocol a message arrived on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Protocol {
@@ -117,10 +119,78 @@ pub(crate) enum Replies {
     Fixed(Pattern),
     /// Replies come from the host's responder, one message at a time.
     Custom {
-        responder: Box<dyn Responder + Send>,
+        responder: Scripted,
         /// Where the responder writes; cleared, never freed, between uses.
         scratch: Vec<u8>,
     },
+}
+
+impl Replies {
+    /// The rules, after turning the fixed reply into a responder if it is
+    /// one: rules need each message whole, which only the responder path
+    /// keeps. Returns the old pattern too, whose owed bytes each
+    /// connection must keep (see `Connection::keep_owed_bytes`).
+    pub fn scripted(&mut self) -> (&mut Rules, Option<Pattern>) {
+        let old = match self {
+            Replies::Fixed(pattern) => {
+                let fixed = FixedReply(pattern.text().to_vec());
+                let custom = Replies::Custom {
+                    responder: Scripted::new(Vec::new(), Box::new(fixed)),
+                    scratch: Vec::new(),
+                };
+                match std::mem::replace(self, custom) {
+                    Replies::Fixed(old) => Some(old),
+                    Replies::Custom { .. } => None,
+                }
+            }
+            Replies::Custom { .. } => None,
+        };
+        match self {
+            Replies::Custom { responder, .. } => (&mut responder.rules, old),
+            Replies::Fixed(_) => unreachable!("made a responder above"),
+        }
+    }
+}
+
+/// A responder with scripted rules in front: the first rule that fits a
+/// message answers it (an empty reply: no reply at all), and a message no
+/// rule fits goes to the inner responder (the fixed reply, the echo, or
+/// the host's own).
+pub(crate) struct Scripted {
+    pub rules: Rules,
+    inner: Box<dyn Responder + Send>,
+}
+
+impl Scripted {
+    pub fn new(rules: Vec<Rule>, inner: Box<dyn Responder + Send>) -> Scripted {
+        Scripted {
+            rules: Rules::new(&rules),
+            inner,
+        }
+    }
+}
+
+/// Inherent methods, named as [`Responder`]'s: the callers read the same
+/// whether the rules are there or not.
+impl Scripted {
+    /// The reply to `request`, appended to `reply`; `false`: none.
+    pub fn respond(&mut self, request: &Request<'_>, reply: &mut Vec<u8>) -> bool {
+        if self.rules.is_empty() {
+            return self.inner.respond(request, reply);
+        }
+        match self.rules.answer(request.message) {
+            Some(text) => {
+                reply.extend_from_slice(text);
+                !text.is_empty()
+            }
+            None => self.inner.respond(request, reply),
+        }
+    }
+
+    /// Changes the inner responder's reply text, if it has one.
+    pub fn set_reply_text(&mut self, text: &[u8]) -> bool {
+        self.inner.set_reply_text(text)
+    }
 }
 
 /// Bytes of the shared fixed-reply pattern at most: writes of owed replies

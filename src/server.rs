@@ -25,7 +25,7 @@ use crate::control::{self, Command, Control, Reply};
 use crate::error::Error;
 use crate::fault::{self, Faults};
 use crate::handle::{Handle, Shared};
-use crate::reply::{Pattern, Replies, Responder};
+use crate::reply::{FixedReply, Pattern, Replies, Responder, Scripted};
 use crate::stats::{Stats, add};
 use crate::tcp::Tcp;
 use crate::timer::{Clock, Due, Millis, Timers};
@@ -193,9 +193,17 @@ impl Server {
         responder: Option<Box<dyn Responder + Send>>,
     ) -> Result<Server, Error> {
         config.validate().map_err(Error::Config)?;
+        // Rules and `match=` faults need each message whole: the
+        // responder path, with the fixed reply as the responder.
+        let needs_messages =
+            !config.rules.is_empty() || config.faults.iter().any(|f| f.select.matches.is_some());
+        let responder = match responder {
+            None if needs_messages => Some(Box::new(FixedReply(config.reply.clone())) as _),
+            responder => responder,
+        };
         let replies = match responder {
             Some(responder) => Replies::Custom {
-                responder,
+                responder: Scripted::new(config.rules.clone(), responder),
                 scratch: Vec::new(),
             },
             None => Replies::Fixed(Pattern::new(

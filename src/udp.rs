@@ -238,18 +238,27 @@ impl Udp {
         };
         if t.faults.any(Protocol::Udp) {
             let reply = reply.map(<[u8]>::to_vec);
-            return self.answer_faulty(reply, from, t);
+            return self.answer_faulty(reply, len, from, t);
         }
         if let Some(reply) = reply {
             self.send_or_queue(reply, from, t.counters, t.now);
         }
     }
 
-    /// With faults in force: judges the datagram, then drops, shapes,
-    /// duplicates or delays its reply as the verdict says.
-    fn answer_faulty(&mut self, reply: Option<Vec<u8>>, from: SocketAddr, t: &mut Turn<'_>) {
+    /// With faults in force: judges the datagram in `t.buf[..len]`, then
+    /// drops, shapes, duplicates or delays its reply as the verdict says.
+    fn answer_faulty(
+        &mut self,
+        reply: Option<Vec<u8>>,
+        len: usize,
+        from: SocketAddr,
+        t: &mut Turn<'_>,
+    ) {
         let ordinal = t.counters.datagrams.load(Relaxed);
-        let verdict = t.faults.judge(Protocol::Udp, [ordinal, 0]);
+        let datagram = &t.buf[..len];
+        let verdict = t
+            .faults
+            .judge_message(Protocol::Udp, [ordinal, 0], datagram);
         if !verdict.is_clean() {
             t.counters.add_faults(&verdict.applied);
             debug!("udp: datagram {ordinal} from {from}: fault {verdict}");

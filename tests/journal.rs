@@ -57,7 +57,12 @@ fn python(program: &str, args: &[&str], input: &str) -> (bool, String, String) {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap_or_else(|e| panic!("these tests need python3 (.ci/run installs it): {e}"));
-    child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
     let mut status = None;
     wait_until(DEADLINE, || {
         status = child.try_wait().unwrap();
@@ -108,7 +113,10 @@ for line in sys.stdin:
 #[track_caller]
 fn read_journal(journal: &str) -> Vec<String> {
     let (ok, stdout, stderr) = python(READ_JOURNAL, &[], journal);
-    assert!(ok, "the journal is not what section 13 says:\n{stderr}\n{journal}");
+    assert!(
+        ok,
+        "the journal is not what section 13 says:\n{stderr}\n{journal}"
+    );
     stdout.lines().map(String::from).collect()
 }
 
@@ -135,7 +143,10 @@ fn journal_lines_parse_as_json_in_order_with_b64_for_bytes_that_are_not_utf8() {
     assert_eq!(text(&drained.bytes), "hi\nReceived\nReceived\n");
     assert_eq!(drained.end, End::Reset);
     assert_eq!(text(&udp_request(server.udp(), b"dgram")), "Received");
-    assert!(wait_until(DEADLINE, || journal.lines() >= 10), "lines written within a turn");
+    assert!(
+        wait_until(DEADLINE, || journal.lines() >= 10),
+        "lines written within a turn"
+    );
     let (status, _) = server.terminate();
     assert!(status.success());
     let lines = read_journal(&std::fs::read_to_string(&journal.0).unwrap());
@@ -204,7 +215,12 @@ fn a_journal_on_a_closed_stdout_pipe_costs_only_the_journal() {
     let mut stdout = BufReader::new(child.stdout.take().unwrap());
     let mut first = String::new();
     stdout.read_line(&mut first).unwrap();
-    let addr = first.trim().strip_prefix("tcp ").expect("a tcp line").parse().unwrap();
+    let addr = first
+        .trim()
+        .strip_prefix("tcp ")
+        .expect("a tcp line")
+        .parse()
+        .unwrap();
     drop(stdout); // The reader goes away: every journal write fails.
     for _ in 0..5 {
         assert_eq!(text(&tcp_request(addr, b"ping")), "Received");
@@ -235,7 +251,10 @@ fn a_journal_that_cannot_be_opened_is_a_start_up_error() {
     assert_eq!(status.code(), Some(1), "{stderr}");
     assert_eq!(stdout, "", "nothing bound");
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
-    assert!(stderr.contains("/nonexistent/dir/journal.jsonl"), "{stderr}");
+    assert!(
+        stderr.contains("/nonexistent/dir/journal.jsonl"),
+        "{stderr}"
+    );
 }
 
 /// ackloop as an SMTP server: a banner, then one rule per command
@@ -275,7 +294,11 @@ except Exception as e:
 #[test]
 fn smtplib_sends_a_mail_through_a_scripted_smtp_server_and_the_journal_shows_it() {
     let journal = TempPath::new("smtp.jsonl");
-    let args = [&SMTP[..], &["--rule", "* =>", "--journal", journal.path(), "--no-udp"]].concat();
+    let args = [
+        &SMTP[..],
+        &["--rule", "* =>", "--journal", journal.path(), "--no-udp"],
+    ]
+    .concat();
     let mut server = Server::start(&args);
     let port = server.tcp().port().to_string();
     let (ok, stdout, stderr) = python(SEND_MAIL, &[&port], "");
@@ -314,7 +337,13 @@ fn smtplib_sends_a_mail_through_a_scripted_smtp_server_and_the_journal_shows_it(
 fn smtplib_raises_when_the_server_resets_on_data() {
     let args = [
         &SMTP[..],
-        &["--rule", "* =>", "--fault", "tcp:reset,match=exact:data", "--no-udp"],
+        &[
+            "--rule",
+            "* =>",
+            "--fault",
+            "tcp:reset,match=exact:data",
+            "--no-udp",
+        ],
     ]
     .concat();
     let server = Server::start(&args);

@@ -109,7 +109,9 @@ fn line_mode_matches_lines_without_their_terminator_and_replies_take_escapes() {
         r"back\\slash",
     ]);
     let stream = connect(server.tcp());
-    (&stream).write_all(b"ehlo client\r\nehlo client\n").unwrap();
+    (&stream)
+        .write_all(b"ehlo client\r\nehlo client\n")
+        .unwrap();
     let want = b"250-hello\r\n250 ok\r\n250-hello\r\n250 ok\r\n";
     assert_eq!(text(&read_exactly(&stream, want.len())), text(want));
     (&stream).write_all(b"a\x00b\n spaced \nother\n").unwrap();
@@ -150,13 +152,21 @@ fn the_greeting_comes_before_anything_else_in_both_modes() {
         // Before the client says anything.
         assert_eq!(read_exactly(&stream, hello.len()), hello, "{mode}");
         (&stream).write_all(b"hi\n").unwrap();
-        let reply = if mode == "once" { "Received" } else { "Received\n" };
+        let reply = if mode == "once" {
+            "Received"
+        } else {
+            "Received\n"
+        };
         assert_eq!(text(&read_exactly(&stream, reply.len())), reply, "{mode}");
         // A client that sends at once still gets the greeting first.
         let stream = connect(server.tcp());
         (&stream).write_all(b"hi\n").unwrap();
         let both = [&hello[..], reply.as_bytes()].concat();
-        assert_eq!(text(&read_exactly(&stream, both.len())), text(&both), "{mode}");
+        assert_eq!(
+            text(&read_exactly(&stream, both.len())),
+            text(&both),
+            "{mode}"
+        );
     }
 }
 
@@ -232,11 +242,23 @@ fn a_match_selector_faults_exactly_the_messages_it_fits() {
     // the 2nd is not (it does not fit).
     let udp = server.udp();
     let short = Duration::from_millis(300);
-    assert_eq!(udp_try(udp, b"x1", DEADLINE).as_deref(), Some(&b"Received"[..]));
-    assert_eq!(udp_try(udp, b"y2", DEADLINE).as_deref(), Some(&b"Received"[..]));
-    assert_eq!(udp_try(udp, b"x3", DEADLINE).as_deref(), Some(&b"Received"[..]));
+    assert_eq!(
+        udp_try(udp, b"x1", DEADLINE).as_deref(),
+        Some(&b"Received"[..])
+    );
+    assert_eq!(
+        udp_try(udp, b"y2", DEADLINE).as_deref(),
+        Some(&b"Received"[..])
+    );
+    assert_eq!(
+        udp_try(udp, b"x3", DEADLINE).as_deref(),
+        Some(&b"Received"[..])
+    );
     assert_eq!(udp_try(udp, b"x4", short), None);
-    assert_eq!(udp_try(udp, b"x5", DEADLINE).as_deref(), Some(&b"Received"[..]));
+    assert_eq!(
+        udp_try(udp, b"x5", DEADLINE).as_deref(),
+        Some(&b"Received"[..])
+    );
 
     let (status, _, stderr) = run(&["--fault", "tcp:close,match=nope"]);
     assert_eq!(status.code(), Some(2), "{stderr}");
@@ -361,7 +383,10 @@ fn pushes_to_a_client_that_never_reads_are_bounded() {
     assert_eq!(text(&tcp_request(server.tcp(), b"y\n")), "Received\n");
     let rss = server.rss_kib();
     assert!(rss < 32 * 1024, "RSS {rss} KiB after 16 MB of pushes");
-    assert!(control.stat("dropped") > 0, "pushes over the bound are dropped");
+    assert!(
+        control.stat("dropped") > 0,
+        "pushes over the bound are dropped"
+    );
     // What the sleeper gets is whole pushes, then its next reply.
     (&sleeper).write_all(b"z\n").unwrap();
     let got = read_through(&sleeper, b"Received\n");
@@ -377,7 +402,10 @@ fn read_through(mut stream: &TcpStream, end: &[u8]) -> Vec<u8> {
     let mut buf = vec![0; 64 * 1024];
     let deadline = std::time::Instant::now() + DEADLINE;
     while !got.ends_with(end) {
-        assert!(std::time::Instant::now() < deadline, "no {end:?} within the deadline");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no {end:?} within the deadline"
+        );
         match stream.read(&mut buf) {
             Ok(0) => panic!("EOF before {end:?}"),
             Ok(n) => got.extend_from_slice(&buf[..n]),

@@ -149,9 +149,21 @@ impl Faults {
         }
     }
 
-    /// Judges one message of `protocol`, which has `ordinals`: counts it
-    /// for every fault of its protocol and returns what applies.
+    /// Judges a message with no bytes (for tests of the counting).
+    #[cfg(test)]
     pub fn judge(&mut self, protocol: Protocol, ordinals: Ordinals) -> Verdict {
+        self.judge_message(protocol, ordinals, &[])
+    }
+
+    /// Judges one message of `protocol`, which has `ordinals` and is
+    /// `message`: counts it for every fault of its protocol and returns
+    /// what applies.
+    pub fn judge_message(
+        &mut self,
+        protocol: Protocol,
+        ordinals: Ordinals,
+        message: &[u8],
+    ) -> Verdict {
         let mut verdict = Verdict::default();
         let seed = self.seed;
         for (position, active) in self.active.iter_mut().enumerate() {
@@ -165,7 +177,7 @@ impl Faults {
                 protocol,
                 ordinals,
             };
-            if selects(&active.fault.select, active.seen, &key) {
+            if selects(&active.fault.select, active.seen, &key, message) {
                 apply(&mut verdict, active.fault.kind, &key);
             }
         }
@@ -176,15 +188,15 @@ impl Faults {
     }
 }
 
-/// Whether `select` picks the message that is the `nth` (from 1) its
-/// fault judged.
-fn selects(select: &Selector, nth: u64, key: &Key) -> bool {
+/// Whether `select` picks `message`, the `nth` (from 1) its fault judged.
+fn selects(select: &Selector, nth: u64, key: &Key, message: &[u8]) -> bool {
     select.first.is_none_or(|n| nth <= n)
         && select.after.is_none_or(|n| nth > n)
         && select.every.is_none_or(|n| n > 0 && nth % n == 0)
         && select
             .p
             .is_none_or(|p| unit_interval(key.hash(Purpose::Select)) < p)
+        && select.matches.as_ref().is_none_or(|m| m.matches(message))
 }
 
 /// Adds one selected fault to the verdict, in composition order.

@@ -30,7 +30,7 @@ use log::warn;
 use crate::config::Mode;
 use crate::fault::Faults;
 use crate::framing::{LineFramer, Piece};
-use crate::reply::{Protocol, Replies, Request, Responder};
+use crate::reply::{Protocol, Replies, Request, Responder, Scripted};
 use crate::stats::{Counters, add};
 use crate::timer::{Millis, RateLimit};
 use buffers::Buffers;
@@ -569,7 +569,7 @@ impl Connection {
 fn respond<'s>(
     buffers: &mut Buffers,
     message: Message<'_>,
-    responder: &mut Box<dyn Responder + Send>,
+    responder: &mut Scripted,
     scratch: &'s mut Vec<u8>,
 ) -> Option<&'s [u8]> {
     let request = Request {

@@ -89,7 +89,13 @@ impl Connection {
     ) {
         let ordinals = [u64::from(self.id), u64::from(self.messages)];
         let verdict = match cx.faults.any(Protocol::Tcp) {
-            true => cx.faults.judge(Protocol::Tcp, ordinals),
+            true => {
+                let bytes = match message {
+                    Message::Input(bytes) => bytes,
+                    Message::Buffered => &self.buffers().line,
+                };
+                cx.faults.judge_message(Protocol::Tcp, ordinals, bytes)
+            }
             false => Verdict::default(),
         };
         if !verdict.is_clean() {

@@ -134,7 +134,7 @@ impl Loop {
 
     fn custom(mut self, responder: impl crate::Responder + Send + 'static) -> Loop {
         self.replies = Replies::Custom {
-            responder: Box::new(responder),
+            responder: crate::reply::Scripted::new(Vec::new(), Box::new(responder)),
             scratch: Vec::new(),
         };
         self
