@@ -6,12 +6,16 @@
 #   benches/compare.sh                 # from the repository root
 #   ROUNDS=5 DURATION=5 benches/compare.sh
 #   SERVERS=c benches/compare.sh       # the C reference alone
+#   BEFORE=05b89a1 SERVERS="before ackloop c" benches/compare.sh
+#                                      # an older revision in the same run
 #
 # Environment (defaults in brackets):
 #   ROUNDS [3]         rounds; each runs every scenario once per server, the
 #                      servers alternating (A B A B ...); medians are reported
 #   DURATION [3]       seconds per measured run
-#   SERVERS ["ackloop c"]  which servers to run
+#   SERVERS ["ackloop c"]  which servers to run (ackloop, c, before)
+#   BEFORE             a git revision, built in a worktree under target/bench,
+#                      run as the server "before" (before/after in one run)
 #   IDLE_CONNS [10000] connections in the idle scenario
 #   ONLY [all]         run only the scenarios whose label starts with one of
 #                      these words (e.g. ONLY="udp line:64x16")
@@ -34,7 +38,8 @@ IDLE_CONNS=${IDLE_CONNS:-10000}
 START_RUNS=${START_RUNS:-20}
 C_SRC=${C_SRC:-../shared/bench/c_epoll/server.c}
 OUT=target/bench
-LOADGEN=target/release/examples/loadgen
+# The shipped build (Cargo.toml's dist profile): what users run.
+LOADGEN=target/dist/examples/loadgen
 RESULTS=$OUT/results.txt
 
 # label, server mode, load generator arguments
@@ -77,11 +82,12 @@ trap 'exit 130' INT TERM
 server_cmd() {
     local addrs=(--tcp 127.0.0.1:0 --udp 127.0.0.1:0 --mode "$2")
     case $1 in
-    ackloop) CMD=(target/release/ackloop "${addrs[@]}" --log-level off) ;;
+    ackloop) CMD=(target/dist/ackloop "${addrs[@]}" --log-level off) ;;
+    before) CMD=("$OUT/before/ackloop" "${addrs[@]}" --log-level off) ;;
     c) CMD=("$OUT/c_epoll" --drain "${addrs[@]}") ;;
     # Start-up baseline: a process that prints two lines and exits at once.
     spawn) CMD=(printf 'tcp -\nudp -\n') ;;
-    *) die "unknown server $1 (SERVERS takes ackloop and c)" ;;
+    *) die "unknown server $1 (SERVERS takes ackloop, c and before)" ;;
     esac
 }
 
@@ -120,7 +126,7 @@ run() {
     shift 3
     server_cmd "$name" "$mode"
     # ackloop's --max-connections defaults to 1024; the idle run needs more.
-    if [[ $name == ackloop && $label == idle:* ]]; then
+    if [[ $name != c && $label == idle:* ]]; then
         CMD+=(--max-connections $((IDLE_CONNS + 100)))
     fi
     start_server taskset -c 0
@@ -150,6 +156,20 @@ startup_ms() {
         awk '{ v[NR] = $1 } END { printf "%.2f", NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }')
 }
 
+# build_before REV: builds revision REV's shipped binary into $OUT/before,
+# in a worktree of its own (its dist profile, or release before dist existed).
+build_before() {
+    local tree=$OUT/before-tree profile=release
+    rm -rf "$tree" && git worktree prune
+    git worktree add --quiet --detach "$tree" "$1" || die "BEFORE=$1: not a revision"
+    grep -q '^\[profile.dist\]' "$tree/Cargo.toml" && profile=dist
+    (cd "$tree" && CARGO_TARGET_DIR=$PWD/../before-target cargo build --profile "$profile" --quiet --bin ackloop) ||
+        die "BEFORE=$1 does not build"
+    mkdir -p "$OUT/before"
+    cp "$OUT/before-target/$profile/ackloop" "$OUT/before/ackloop"
+    git worktree remove --force "$tree"
+}
+
 # --------------------------------------------------------------------- main
 
 has() { [[ " $SERVERS " == *" $1 "* ]]; }
@@ -168,10 +188,14 @@ mkdir -p "$OUT"
 : >"$OUT/loadgen.err"
 echo "building ..." >&2
 if has ackloop; then
-    cargo build --release --quiet ||
+    cargo build --profile dist --quiet ||
         die "ackloop does not build; SERVERS=c benches/compare.sh runs the C reference alone"
 fi
-cargo build --release --quiet --example loadgen
+if has before; then
+    [[ -n ${BEFORE:-} ]] || die "SERVERS names before: set BEFORE to a git revision"
+    build_before "$BEFORE"
+fi
+cargo build --profile dist --quiet --example loadgen
 [[ -f $C_SRC ]] || die "C reference not found at $C_SRC (set C_SRC)"
 ${CC:-cc} -O2 -Wall -Wextra -o "$OUT/c_epoll" "$C_SRC"
 
@@ -227,9 +251,11 @@ function get(s, l, k) { return median(v[s, l, k]) }
 END {
     ns = split(servers, sv, " ")
     both = (servers ~ /ackloop/ && servers ~ /(^| )c( |$)/)
+    hasb = (servers ~ /ackloop/ && servers ~ /before/)
     head = "| scenario |"; rule = "|---|"
     for (i = 1; i <= ns; i++) { head = head " " sv[i] " cpu µs/op |"; rule = rule "---:|" }
     if (both) { head = head " ackloop/c |"; rule = rule "---:|" }
+    if (hasb) { head = head " ackloop/before |"; rule = rule "---:|" }
     for (i = 1; i <= ns; i++) { head = head " " sv[i] " rate/s |"; rule = rule "---:|" }
     for (i = 1; i <= ns; i++) { head = head " " sv[i] " p99 µs |"; rule = rule "---:|" }
     head = head " errors+lost |"; rule = rule "---:|"
@@ -242,6 +268,10 @@ END {
         if (both) {
             a = get("ackloop", l, "server_cpu_us_per_op"); c = get("c", l, "server_cpu_us_per_op")
             row = row (c > 0 ? sprintf(" %.2f |", a / c) : " - |")
+        }
+        if (hasb) {
+            a = get("ackloop", l, "server_cpu_us_per_op"); b = get("before", l, "server_cpu_us_per_op")
+            row = row (b > 0 ? sprintf(" %.2f |", a / b) : " - |")
         }
         for (i = 1; i <= ns; i++) row = row sprintf(" %.0f |", get(sv[i], l, "rate"))
         for (i = 1; i <= ns; i++) row = row sprintf(" %.1f |", get(sv[i], l, "p99_us"))

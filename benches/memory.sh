@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Memory and size on a small host: RSS of an idle ackloop, RSS per idle
 # connection, at the default settings and at the smallest ones, and the
-# stripped binary's size with the release profile and with `opt-level = "z"`
+# stripped binary's size with the dist profile (the shipped build) and with `opt-level = "z"`
 # (the `small` profile).
 #
 #   benches/memory.sh                 # 10,000 idle connections [CONNS]
+#   BIN=old/ackloop benches/memory.sh # another build, the same way
 #
 # Loopback only. The load generator (examples/loadgen.rs, scenario idle)
 # opens CONNS line-mode connections, confirms each with one round trip and
@@ -14,8 +15,10 @@ export LC_ALL=C
 cd "$(dirname "$0")/.."
 
 CONNS=${CONNS:-10000}
+# BIN=path/to/ackloop measures another build (e.g. an older revision's) the same way.
+BIN=${BIN:-target/dist/ackloop}
 SMALLEST="--read-buffer 512 --max-owed 1 --udp-queue-len 1 --udp-queue-bytes 1024"
-cargo build --release --quiet --bin ackloop --example loadgen
+cargo build --profile dist --quiet --bin ackloop --example loadgen
 cargo build --profile small --quiet --bin ackloop
 ulimit -n $((CONNS + 1000)) 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 
@@ -24,7 +27,7 @@ rss_kib() { awk '/^VmRSS/ { print $2 }' "/proc/$1/status"; }
 for settings in default smallest; do
     args=()
     [[ $settings == smallest ]] && read -r -a args <<<"$SMALLEST"
-    exec {out}< <(exec target/release/ackloop --tcp 127.0.0.1:0 --udp 127.0.0.1:0 \
+    exec {out}< <(exec "$BIN" --tcp 127.0.0.1:0 --udp 127.0.0.1:0 \
         --mode line --log-level off --max-connections $((CONNS + 100)) "${args[@]}")
     pid=$!
     read -r _ tcp <&"$out"
@@ -38,7 +41,7 @@ for settings in default smallest; do
     read -r _ <&"$conn"
     exec {conn}<&-
     busy=$(rss_kib "$pid")
-    result=$(target/release/examples/loadgen --tcp "$tcp" --udp "$udp" --pid "$pid" \
+    result=$(target/dist/examples/loadgen --tcp "$tcp" --udp "$udp" --pid "$pid" \
         --scenario idle --conns "$CONNS")
     kill "$pid"
     exec {out}<&-
@@ -47,7 +50,7 @@ for settings in default smallest; do
         "$settings" "$idle" "$busy" "$per_conn" "$CONNS" "${args[*]:+[${args[*]}]}"
 done
 
-for profile in release small; do
+for profile in dist small; do
     strip -o "target/ackloop.$profile.stripped" "target/$profile/ackloop"
     printf 'binary, %-7s profile: %d bytes stripped\n' "$profile" \
         "$(stat -c %s "target/ackloop.$profile.stripped")"

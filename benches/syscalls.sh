@@ -17,12 +17,12 @@ cd "$(dirname "$0")/.."
 
 DURATION=${DURATION:-3}
 OUT=target/bench
-LOADGEN=target/release/examples/loadgen
+LOADGEN=target/dist/examples/loadgen
 [[ $# -ge 2 ]] || { sed -n '2,13p' "$0" >&2; exit 2; }
 mode=$1
 shift
 command -v perf >/dev/null || { echo "syscalls.sh: perf not found (apt-get install linux-perf)" >&2; exit 1; }
-if [[ ! -x $OUT/c_epoll || ! -x $LOADGEN || ! -x target/release/ackloop ]]; then
+if [[ ! -x $OUT/c_epoll || ! -x $LOADGEN || ! -x target/dist/ackloop ]]; then
     ROUNDS=1 DURATION=1 ONLY=udp START_RUNS=1 benches/compare.sh >/dev/null
 fi
 
@@ -32,7 +32,7 @@ for kind in "${KINDS[@]}"; do events+=",syscalls:sys_enter_$kind"; done
 
 for name in ackloop c; do
     case $name in
-    ackloop) cmd=(target/release/ackloop --log-level off) ;;
+    ackloop) cmd=(target/dist/ackloop --log-level off) ;;
     c) cmd=("$OUT/c_epoll" --drain) ;;
     esac
     exec {fd}< <(exec taskset -c 0 "${cmd[@]}" --tcp 127.0.0.1:0 --udp 127.0.0.1:0 --mode "$mode" 2>/dev/null)
