@@ -22,6 +22,7 @@
 //! The [crate docs](crate#the-life-of-a-connection) tell the same story
 //! from the loop's side.
 
+use std::cell::RefCell;
 use std::io::{self, ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr};
 
@@ -30,7 +31,8 @@ use log::warn;
 use crate::config::Mode;
 use crate::fault::Faults;
 use crate::framing::{LineFramer, Piece};
-use crate::reply::{Protocol, Replies, Request, Responder, Scripted};
+use crate::journal::Journal;
+use crate::reply::{Protocol, Replies, Request, Scripted};
 use crate::stats::{Counters, add};
 use crate::timer::{Millis, RateLimit};
 use buffers::Buffers;
@@ -78,6 +80,9 @@ pub(crate) struct Ctx<'a> {
     pub warnings: &'a mut RateLimit,
     /// The faults in force.
     pub faults: &'a mut Faults,
+    /// The journal, if there is one: then every reply goes through the
+    /// steps, to be journaled when it leaves.
+    pub journal: Option<&'a RefCell<Journal>>,
 }
 
 /// Where a connection is in its life (see the module docs).
@@ -365,7 +370,7 @@ impl Connection {
         match cx.mode {
             // Once mode: the first bytes are the message; answer, then close.
             Mode::Once => {
-                self.owe_reply(Message::Input(input), false, cx);
+                self.owe_reply(Message::Input(input), false, b"", cx);
                 if self.phase == Phase::Open {
                     self.phase = Phase::Closing;
                 }
@@ -408,6 +413,10 @@ impl Connection {
                     // A custom responder needs the line in one piece: join
                     // the bytes carried from earlier reads. Otherwise the
                     // whole line is in this input, or the reply ignores it.
+                    let ending: &[u8] = match end.carried_cr || input[..used].ends_with(b"\r\n") {
+                        true => b"\r\n",
+                        false => b"\n",
+                    };
                     let message = if custom && end.carried > 0 {
                         let line = &mut self.buffers().line;
                         if end.carried_cr {
@@ -418,7 +427,7 @@ impl Connection {
                     } else {
                         Message::Input(end.tail)
                     };
-                    self.owe_reply(message, true, cx);
+                    self.owe_reply(message, true, ending, cx);
                 }
                 Piece::Partial(bytes) => {
                     if let Replies::Custom { .. } = cx.replies {
@@ -441,7 +450,7 @@ impl Connection {
             (Phase::Open, Mode::Line) => {
                 // A final line without '\n' is still a line.
                 if let Ok(Some(_)) = self.framer.finish() {
-                    self.owe_reply(Message::Buffered, true, cx);
+                    self.owe_reply(Message::Buffered, true, b"", cx);
                 }
                 self.phase = Phase::Closing;
                 Ok(())
@@ -452,11 +461,15 @@ impl Connection {
 
     /// Counts one message and owes its reply: with the fixed reply one
     /// more unit of the pattern, with a custom one whatever the responder
-    /// says (plus `\n` in line mode), queued on the connection.
-    fn owe_reply(&mut self, message: Message<'_>, newline: bool, cx: &mut Ctx<'_>) {
+    /// says (plus `\n` in line mode), queued on the connection. `ending`:
+    /// the line's terminator as it came, for the journal.
+    fn owe_reply(&mut self, message: Message<'_>, newline: bool, ending: &[u8], cx: &mut Ctx<'_>) {
         add(&cx.counters.messages, 1);
         self.messages = self.messages.wrapping_add(1);
-        if cx.faults.any(Protocol::Tcp) || self.has_steps() {
+        if cx.journal.is_some() {
+            self.journal_in(message.clone(), ending, cx);
+        }
+        if cx.faults.any(Protocol::Tcp) || self.has_steps() || cx.journal.is_some() {
             return self.owe_faulty_reply(message, newline, cx);
         }
         let (responder, scratch) = match cx.replies {
@@ -597,6 +610,7 @@ fn append_reply(out: &mut Vec<u8>, reply: Option<&[u8]>, newline: bool) {
 }
 
 /// Where a message's bytes are.
+#[derive(Clone, Copy)]
 enum Message<'a> {
     /// In the input just taken.
     Input(&'a [u8]),
@@ -620,6 +634,7 @@ enum Reads {
 }
 
 mod buffers;
+mod journal;
 mod steps;
 #[cfg(test)]
 mod tests;

@@ -266,6 +266,7 @@ impl Tcp {
             counters: t.counters,
             warnings: &mut self.line_log,
             faults: t.faults,
+            journal: None,
         };
         let outcome = slot.conn.advance(&mut slot.stream, readable, &mut cx);
         if let Some(before) = before {

@@ -11,8 +11,10 @@
 
 use log::debug;
 
+use super::journal::Note;
 use super::{Buffers, Close, Connection, Ctx, Message, Phase, Stream, append_reply, respond};
 use crate::fault::{self, FaultKind, Verdict};
+use crate::journal::{AppliedFaults, Direction};
 use crate::reply::{Pattern, Protocol, Replies};
 use crate::timer::{Millis, at_least};
 
@@ -26,6 +28,8 @@ pub(super) enum Step {
         at: Millis,
         dribble: Option<(u32, Millis)>,
         chunk_left: usize,
+        /// With a journal: its line, written when the first byte leaves.
+        note: Option<Note>,
     },
     /// Then end the connection: at `at`, or `wait_ms` after the steps
     /// before it are done.
@@ -33,6 +37,8 @@ pub(super) enum Step {
         ending: Ending,
         at: Option<Millis>,
         wait_ms: Millis,
+        /// With a journal: the fault that ends it, journaled then.
+        note: Option<Note>,
     },
 }
 
@@ -71,6 +77,26 @@ impl Connection {
             at: 0,
             dribble: None,
             chunk_left: 0,
+            note: None,
+        });
+    }
+
+    /// Queues bytes the client did not ask for (a greeting, a push)
+    /// behind what it is owed: they count as owed, and later replies
+    /// follow them in order.
+    pub fn send_unasked(&mut self, bytes: Vec<u8>, journal: bool) {
+        let note = journal.then_some(Note {
+            msg: 0,
+            faults: AppliedFaults::default(),
+        });
+        let buffers = self.buffers();
+        buffers.step_bytes += bytes.len();
+        buffers.steps.push_back(Step::Send {
+            bytes,
+            at: 0,
+            dribble: None,
+            chunk_left: 0,
+            note,
         });
     }
 
@@ -105,15 +131,22 @@ impl Connection {
                 self.id, self.messages
             );
         }
+        let note = self.note(cx, AppliedFaults(verdict.applied));
         match verdict.terminal {
-            Some(FaultKind::Hang) => return self.phase = Phase::Hanging,
+            Some(FaultKind::Hang) => {
+                if let (Some(entry), Some(note)) = (self.journal_entry(cx), note) {
+                    entry.record(note, Direction::Out, &[], &mut self.buffers().journal_peer);
+                }
+                return self.phase = Phase::Hanging;
+            }
             Some(kind) => {
                 let ending = if kind == FaultKind::Reset {
                     Ending::Reset
                 } else {
                     Ending::Fin
                 };
-                return self.push_end(ending, Some(at_least(cx.now, verdict.delay_ms)), 0);
+                let at = Some(at_least(cx.now, verdict.delay_ms));
+                return self.push_end(ending, at, 0, note);
             }
             None => {}
         }
@@ -132,18 +165,26 @@ impl Connection {
             bytes,
             at: at_least(cx.now, verdict.delay_ms),
             dribble: verdict.dribble,
+            note,
         });
         if verdict.truncate.is_some() || verdict.slow_close_ms.is_some() {
-            self.push_end(Ending::Fin, None, verdict.slow_close_ms.unwrap_or(0));
+            self.push_end(Ending::Fin, None, verdict.slow_close_ms.unwrap_or(0), None);
         }
     }
 
     /// Queues the end of the connection; it takes no more messages.
-    fn push_end(&mut self, ending: Ending, at: Option<Millis>, wait_ms: Millis) {
+    fn push_end(
+        &mut self,
+        ending: Ending,
+        at: Option<Millis>,
+        wait_ms: Millis,
+        note: Option<Note>,
+    ) {
         let end = Step::End {
             ending,
             at,
             wait_ms,
+            note,
         };
         self.buffers().steps.push_back(end);
         self.phase = Phase::Closing;
@@ -172,6 +213,7 @@ impl Connection {
         cx: &Ctx<'_>,
     ) -> Result<(), Close> {
         b.wake_at = None;
+        let entry = self.journal_entry(cx);
         while let Some(step) = b.steps.front_mut() {
             match step {
                 Step::Send {
@@ -179,10 +221,17 @@ impl Connection {
                     at,
                     dribble,
                     chunk_left,
+                    note,
                 } => {
                     if *at > cx.now {
                         b.wake_at = Some(*at);
                         return Ok(());
+                    }
+                    // It leaves now: an empty reply has no line.
+                    if let (Some(entry), Some(note)) = (&entry, note.take()) {
+                        if !bytes.is_empty() || !note.faults.is_empty() {
+                            entry.record(note, Direction::Out, bytes, &mut b.journal_peer);
+                        }
                     }
                     let limit = match dribble {
                         Some(_) => (*chunk_left).min(bytes.len()),
@@ -211,11 +260,15 @@ impl Connection {
                     ending,
                     at,
                     wait_ms,
+                    note,
                 } => {
                     let due = *at.get_or_insert(at_least(cx.now, *wait_ms));
                     if due > cx.now {
                         b.wake_at = Some(due);
                         return Ok(());
+                    }
+                    if let (Some(entry), Some(note)) = (&entry, note.take()) {
+                        entry.record(note, Direction::Out, &[], &mut b.journal_peer);
                     }
                     let ending = *ending;
                     b.steps.clear();

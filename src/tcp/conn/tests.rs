@@ -161,6 +161,7 @@ impl Loop {
             counters: &self.counters,
             warnings: &mut self.warnings,
             faults: &mut self.faults,
+            journal: None,
         };
         conn.advance(stream, readable, &mut cx)
     }
@@ -469,6 +470,7 @@ fn bytes_written_before_a_write_error_are_counted() {
             counters: &lp.counters,
             warnings: &mut lp.warnings,
             faults: &mut lp.faults,
+            journal: None,
         };
         conn.advance(&mut failing, true, &mut cx)
     };

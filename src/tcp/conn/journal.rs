@@ -1,0 +1,91 @@
+//! A connection in the journal: each message as it came in, each reply as
+//! it leaves (a step carries a [`Note`] until then), the client's address
+//! on the connection's first line. Runs only with a journal: a server
+//! without one never builds a note.
+
+use std::cell::RefCell;
+use std::net::SocketAddr;
+
+use super::{Connection, Ctx, Message};
+use crate::journal::{AppliedFaults, Direction, Journal, JournalEvent};
+use crate::reply::Protocol;
+use crate::timer::Millis;
+
+/// What the journal will say of a reply, or of the end a fault chose, when
+/// it happens: its message's ordinal on the connection (0: a greeting or
+/// a push) and the faults applied to it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Note {
+    pub msg: u32,
+    pub faults: AppliedFaults,
+}
+
+/// Where a connection's journal lines go, and who it is.
+pub(super) struct Entry<'a> {
+    pub journal: &'a RefCell<Journal>,
+    pub now: Millis,
+    /// The connection's serial number; its accept ordinal is one more.
+    pub id: u32,
+}
+
+impl Entry<'_> {
+    /// Records `bytes` going `dir` for `note`'s message; `peer` is taken
+    /// (so named once) on the connection's first line.
+    pub fn record(&self, note: Note, dir: Direction, bytes: &[u8], peer: &mut Option<SocketAddr>) {
+        self.journal.borrow_mut().record(&JournalEvent {
+            t_ms: self.now,
+            protocol: Protocol::Tcp,
+            conn: Some(u64::from(self.id) + 1),
+            msg: u64::from(note.msg),
+            dir,
+            bytes,
+            peer: peer.take(),
+            faults: note.faults,
+        });
+    }
+}
+
+impl Connection {
+    /// The journal's entry for this connection now, if there is a journal.
+    pub(super) fn journal_entry<'a>(&self, cx: &Ctx<'a>) -> Option<Entry<'a>> {
+        cx.journal.map(|journal| Entry {
+            journal,
+            now: cx.now,
+            id: self.id,
+        })
+    }
+
+    /// Journals the message just counted, as it crossed the wire: its
+    /// bytes, then `ending` (the line's terminator).
+    pub(super) fn journal_in(&mut self, message: Message<'_>, ending: &[u8], cx: &Ctx<'_>) {
+        let Some(entry) = self.journal_entry(cx) else {
+            return;
+        };
+        let note = Note {
+            msg: self.messages,
+            faults: AppliedFaults::default(),
+        };
+        let b = self.buffers();
+        let mut bytes = match message {
+            Message::Input(bytes) => bytes.to_vec(),
+            Message::Buffered => b.line.clone(),
+        };
+        bytes.extend_from_slice(ending);
+        entry.record(note, Direction::In, &bytes, &mut b.journal_peer);
+    }
+
+    /// A note for the reply to the message just counted, if journaled.
+    pub(super) fn note(&self, cx: &Ctx<'_>, faults: AppliedFaults) -> Option<Note> {
+        cx.journal.is_some().then_some(Note {
+            msg: self.messages,
+            faults,
+        })
+    }
+}
+
+impl Connection {
+    /// With a journal: the connection's first line will name `peer`.
+    pub fn journal_peer(&mut self, peer: SocketAddr) {
+        self.buffers().journal_peer = Some(peer);
+    }
+}
