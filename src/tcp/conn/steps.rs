@@ -227,12 +227,6 @@ impl Connection {
                         b.wake_at = Some(*at);
                         return Ok(());
                     }
-                    // It leaves now: an empty reply has no line.
-                    if let (Some(entry), Some(note)) = (&entry, note.take()) {
-                        if !bytes.is_empty() || !note.faults.is_empty() {
-                            entry.record(note, Direction::Out, bytes, &mut b.journal_peer);
-                        }
-                    }
                     let limit = match dribble {
                         Some(_) => (*chunk_left).min(bytes.len()),
                         None => bytes.len(),
@@ -240,6 +234,15 @@ impl Connection {
                     let (n, blocked) = self
                         .write_owed(stream, &bytes[..limit], cx.now, cx.counters)
                         .map_err(Close::Failed)?;
+                    // Its first bytes left: journal it whole (an empty
+                    // reply has no line unless a fault made it so).
+                    if let (Some(entry), true) = (&entry, n > 0 || bytes.is_empty()) {
+                        if let Some(note) = note.take() {
+                            if !bytes.is_empty() || !note.faults.is_empty() {
+                                entry.record(note, Direction::Out, bytes, &mut b.journal_peer);
+                            }
+                        }
+                    }
                     bytes.drain(..n);
                     b.step_bytes -= n;
                     if let Some((chunk, every_ms)) = *dribble {
