@@ -2,7 +2,7 @@
 //!
 //! ```sh
 //! cargo run --release &                                  # the server
-//! cargo run --example tcp_client -- 127.0.0.1:8000
+//! cargo run --example tcp_client -- localhost:8000   # or 127.0.0.1:8000
 //! ```
 
 mod article;

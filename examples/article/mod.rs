@@ -9,7 +9,7 @@
 #![allow(dead_code)]
 
 use std::io::{self, Read, Write};
-use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs, UdpSocket};
 use std::time::Duration;
 
 /// What the article's clients send.
@@ -42,13 +42,28 @@ pub fn udp_hello(server: SocketAddr) -> io::Result<String> {
     Ok(String::from_utf8_lossy(&reply[..len]).into_owned())
 }
 
-/// The address from the first argument, or the article's `localhost:8000`.
+/// The server's address from the first argument, `HOST:PORT` with a name or
+/// an IP address, or the article's `localhost:8000`.
+///
+/// A name is resolved, IPv4 first: ackloop binds `127.0.0.1` by default,
+/// and `localhost` often resolves to `::1` before it.
 pub fn server_from_args() -> SocketAddr {
     let arg = std::env::args()
         .nth(1)
-        .unwrap_or_else(|| "127.0.0.1:8000".into());
-    arg.parse().unwrap_or_else(|_| {
-        eprintln!("usage: pass the server address, like 127.0.0.1:8000 (got '{arg}')");
-        std::process::exit(2)
-    })
+        .unwrap_or_else(|| "localhost:8000".into());
+    let resolved = arg.to_socket_addrs().map(|addrs| {
+        let mut addrs: Vec<SocketAddr> = addrs.collect();
+        addrs.sort_by_key(|addr| !addr.is_ipv4());
+        addrs.first().copied()
+    });
+    match resolved {
+        Ok(Some(addr)) => addr,
+        Ok(None) => usage(&arg, "it names no address"),
+        Err(e) => usage(&arg, &e.to_string()),
+    }
+}
+
+fn usage(arg: &str, why: &str) -> ! {
+    eprintln!("usage: pass the server as HOST:PORT, like localhost:8000 ('{arg}': {why})");
+    std::process::exit(2)
 }
