@@ -6,7 +6,7 @@
 //!
 //! | command | effect |
 //! |---|---|
-//! | `fault SPEC` | add a fault ([`Fault`] syntax) |
+//! | `fault SPEC` | add a fault ([`Fault`](crate::Fault) syntax) |
 //! | `clear` | remove every fault |
 //! | `reply TEXT` | the reply text from now on |
 //! | `refuse` | close the TCP listener: new clients are refused |
@@ -14,73 +14,38 @@
 //! | `stats` | `ok accepted=N rejected=N open=N messages=N ...` |
 //! | `received N SECS` | answer once N messages in all have arrived, or time out |
 //!
-//! This module reads, frames and answers control connections; the
-//! commands that act on the rest of the server (faults, reply, listener)
-//! are [`Command`]s the loop carries out, the same ones a
-//! [`Handle`](crate::Handle) sends. A pending `received` is a deadline on
-//! the timer heap, never a wait: the loop goes on serving meanwhile, and
-//! the connection's later commands wait their turn.
+//! This module reads, frames and answers control connections; parsing a
+//! line and carrying out its command belong to [`crate::command`],
+//! the same code a [`Handle`](crate::Handle)'s calls go through. A pending
+//! `received` is a deadline on the timer heap, never a wait: the loop goes
+//! on serving meanwhile, and the connection's later commands wait their
+//! turn.
 
-use std::io::{ErrorKind, Read, Write};
+use std::io::{ErrorKind, Read};
 
 use log::{debug, warn};
+use mio::Interest;
 use mio::net::{TcpListener, TcpStream};
-use mio::{Interest, Token};
-use slab::Slab;
 
-use crate::fault::Fault;
+use crate::command::{self, Request, Target};
 use crate::framing::{LineFramer, Piece};
 use crate::stats::Stats;
-use crate::timer::{Due, Millis, RateLimit, at_least};
+use crate::table::Table;
+use crate::timer::{ACCEPT_RETRY_MS, Due, Entry, Millis, Pause, RateLimit, at_least};
 use crate::turn::{CONTROL_BASE, Ready, Turn, settle_writable};
+use crate::write::write_until_blocked;
 
 /// Control connections open at once, at most; one more is closed at once.
 pub const MAX_CONTROL_CONNECTIONS: usize = crate::turn::CONTROL_SLOTS;
-/// Longest wait a `received` may ask for, in seconds (a day).
-const MAX_WAIT_SECS: u64 = 86_400;
 /// Reads per control connection per turn.
 const READS_PER_TURN: usize = 4;
-
-/// A change to the running server, from a control connection or a
-/// [`Handle`](crate::Handle).
-#[derive(Debug, Clone)]
-pub(crate) enum Command {
-    AddFault(Fault),
-    ClearFaults,
-    SetReply(Vec<u8>),
-    Refuse,
-    Accept,
-    Stats,
-}
-
-/// As a control line says it, for the log (Display rather than Debug: a
-/// probability's Debug would link float printing into the binary).
-impl std::fmt::Display for Command {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Command::AddFault(fault) => write!(f, "fault {fault}"),
-            Command::ClearFaults => f.write_str("clear"),
-            Command::SetReply(text) => write!(f, "reply {}", String::from_utf8_lossy(text)),
-            Command::Refuse => f.write_str("refuse"),
-            Command::Accept => f.write_str("accept"),
-            Command::Stats => f.write_str("stats"),
-        }
-    }
-}
-
-/// What a control line asks for.
-#[derive(Debug)]
-enum Request {
-    /// A command the loop carries out.
-    Run(Command),
-    /// Wait until `count` messages in all have arrived, for `secs` (as
-    /// sent), which is `ms` milliseconds.
-    Received {
-        count: u64,
-        secs: String,
-        ms: Millis,
-    },
-}
+/// Bytes of answers not yet sent past which a control connection's
+/// commands wait (and it is not read) until they drain: a client that
+/// sends without reading cannot grow the server (SPEC 9). Past it by one
+/// answer at most; the input left over is one read at most.
+pub(crate) const MAX_UNSENT_ANSWERS: usize = 64 * 1024;
+/// Bytes a control connection reads at a time.
+const READ_SIZE: usize = 4096;
 
 /// A `received` waiting for its count.
 #[derive(Debug)]
@@ -98,54 +63,64 @@ struct ControlConn {
     framer: LineFramer,
     /// The command line so far; bounded by `--max-line`.
     line: Vec<u8>,
-    /// Input read while a `received` waits: its commands come after the
-    /// answer. At most one read.
+    /// Input read while commands must wait (a `received` waits, or too
+    /// many answers are unsent): its commands come later, in order. At
+    /// most one read.
     held: Vec<u8>,
-    /// Answers not yet written.
+    /// Answers not yet written; commands wait past [`MAX_UNSENT_ANSWERS`].
     out: Vec<u8>,
     wait: Option<Wait>,
+    /// The client shut down its sending side: once every command read is
+    /// answered and sent, the connection closes.
+    peer_eof: bool,
     write_interest: bool,
 }
 
 /// The control listener and its connections.
 pub(crate) struct Control {
     listener: Option<TcpListener>,
-    /// `None` marks a connection closed this turn, freed when it ends.
-    conns: Slab<Option<ControlConn>>,
-    closed: Vec<usize>,
+    conns: Table<ControlConn>,
     max_line: usize,
     /// Connections with a `received` waiting.
     waiting: usize,
+    /// Accepting is paused after an accept error.
+    accept_pause: Pause,
     refuse_log: RateLimit,
 }
 
 impl Control {
     pub fn new(listener: TcpListener, max_line: usize) -> Control {
+        let max = MAX_CONTROL_CONNECTIONS;
         Control {
             listener: Some(listener),
-            conns: Slab::with_capacity(MAX_CONTROL_CONNECTIONS),
-            closed: Vec::new(),
+            conns: Table::new(CONTROL_BASE, max, max, max),
             max_line,
             waiting: 0,
+            accept_pause: Pause::default(),
             refuse_log: RateLimit::default(),
         }
     }
 
     /// The listener is readable: accept until `WouldBlock`.
-    pub fn accept(
-        &mut self,
-        t: &mut Turn<'_>,
-        run: &mut impl FnMut(Command, &mut Turn<'_>) -> Reply,
-    ) {
+    pub fn accept(&mut self, t: &mut Turn<'_>, target: &mut impl Target) {
+        if self.accept_pause.holds(t.now) {
+            return; // Paused after an accept error; its timer resumes it.
+        }
         while let Some(listener) = &self.listener {
-            let (mut stream, peer) = match listener.accept() {
+            let (stream, peer) = match listener.accept() {
                 Ok(accepted) => accepted,
                 // Drained: the next connection brings a new event.
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return,
-                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-                Err(e) => return debug!("control: accept failed: {e}"),
+                Err(e) if is_transient(&e) => continue,
+                // Out of descriptors, say: the clients waiting will not be
+                // reported again, so try again later (no spin, no stall).
+                Err(e) => {
+                    warn!("control: accept failed: {e}; trying again in {ACCEPT_RETRY_MS} ms");
+                    let due = Due::ControlAcceptRetry;
+                    return self.accept_pause.start(t.now, due, t.timers);
+                }
             };
-            if self.conns.len() >= MAX_CONTROL_CONNECTIONS {
+            if self.conns.is_full() {
                 if self.refuse_log.allow(t.now) {
                     warn!(
                         "control: {peer} closed: {MAX_CONTROL_CONNECTIONS} control connections open"
@@ -153,75 +128,105 @@ impl Control {
                 }
                 continue; // Dropping it closes it.
             }
-            let entry = self.conns.vacant_entry();
-            let key = entry.key();
-            let token = Token(CONTROL_BASE.0 + key);
-            if let Err(e) = t.registry.register(&mut stream, token, Interest::READABLE) {
-                warn!("control: cannot register {peer}: {e}");
-                continue;
-            }
-            debug!("control {key}: accepted {peer}");
-            entry.insert(Some(ControlConn {
+            let max_line = self.max_line;
+            let conn = |stream| ControlConn {
                 stream,
-                framer: LineFramer::new(self.max_line),
+                framer: LineFramer::new(max_line),
                 line: Vec::new(),
                 held: Vec::new(),
                 out: Vec::new(),
                 wait: None,
+                peer_eof: false,
                 write_interest: false,
-            }));
-            self.drive(key, t, run);
+            };
+            match self
+                .conns
+                .insert(t.registry, stream, Interest::READABLE, conn)
+            {
+                Ok(key) => {
+                    debug!("control {key}: accepted {peer}");
+                    self.drive(key, t, target);
+                }
+                Err(e) => warn!("control: cannot register {peer}: {e}"),
+            }
         }
     }
 
     /// A readiness event for control connection `key` (or a turn after its
     /// budget ran out).
-    pub fn drive(
-        &mut self,
-        key: usize,
-        t: &mut Turn<'_>,
-        run: &mut impl FnMut(Command, &mut Turn<'_>) -> Reply,
-    ) {
-        let Some(Some(conn)) = self.conns.get_mut(key) else {
+    pub fn drive(&mut self, key: usize, t: &mut Turn<'_>, target: &mut impl Target) {
+        let token = self.conns.token(key);
+        let Some(conn) = self.conns.get_mut(key) else {
             return; // Closed earlier in this batch: a stale event.
         };
-        let outcome = conn.serve(key, t, run);
-        self.waiting = (self.conns.iter())
-            .filter(|(_, c)| c.as_ref().is_some_and(|c| c.wait.is_some()))
-            .count();
-        if let Err(why) = outcome {
-            self.close(key, &why, t);
+        let waited = conn.wait.is_some();
+        let outcome = conn.serve(key, t, target).and_then(|()| {
+            let want = !conn.out.is_empty();
+            let registered = &mut conn.write_interest;
+            settle_writable(t.registry, &mut conn.stream, token, registered, want)
+                .map_err(|e| e.to_string())
+        });
+        if let (false, Some(wait)) = (waited, &conn.wait) {
+            // A `received` began to wait: its one timer entry.
+            let due = Due::ControlWait { key: key as u32 };
+            t.timers.arm(wait.deadline, due);
+        }
+        let done = conn.is_done();
+        self.waiting = self.conns.iter().filter(|(_, c)| c.wait.is_some()).count();
+        match outcome {
+            Err(why) => self.close(key, &why, t),
+            Ok(()) if done => self.close(key, "end of stream, every answer sent", t),
+            Ok(()) => {}
         }
     }
 
     /// Answers the `received` waits whose count arrived or whose time is
     /// up. Cheap when none waits; called at the end of every turn.
-    pub fn check_waits(
-        &mut self,
-        t: &mut Turn<'_>,
-        run: &mut impl FnMut(Command, &mut Turn<'_>) -> Reply,
-    ) {
+    pub fn check_waits(&mut self, t: &mut Turn<'_>, target: &mut impl Target) {
         if self.waiting == 0 {
             return;
         }
         let arrived = arrived(&t.counters.snapshot());
-        let due: Vec<usize> = self
-            .conns
-            .iter()
+        let due: Vec<usize> = (self.conns.iter())
             .filter_map(|(key, conn)| {
-                let wait = conn.as_ref()?.wait.as_ref()?;
+                let wait = conn.wait.as_ref()?;
                 (arrived >= wait.count || t.now >= wait.deadline).then_some(key)
             })
             .collect();
         for key in due {
-            if let Some(Some(conn)) = self.conns.get_mut(key) {
+            if let Some(conn) = self.conns.get_mut(key) {
                 if let Some(wait) = conn.wait.take() {
                     conn.out
                         .extend_from_slice(answer_wait(&wait, arrived).as_bytes());
                 }
             }
             // Its held commands and unread input now get their turn.
-            self.drive(key, t, run);
+            self.drive(key, t, target);
+        }
+    }
+
+    /// The accept-retry entry due `at` came due.
+    pub fn on_accept_retry(&mut self, at: Millis, t: &mut Turn<'_>, target: &mut impl Target) {
+        if self.accept_pause.is_current(at) {
+            self.accept(t, target);
+        }
+    }
+
+    /// How many timer entries of control can be current at once: one per
+    /// waiting `received`, and the listener's pause.
+    pub fn timers_current(&self) -> usize {
+        self.waiting + 1
+    }
+
+    /// Whether a control timer entry is the one its owner armed last (see
+    /// [`Timers::sweep`](crate::timer::Timers::sweep)).
+    pub fn is_current(&self, entry: &Entry) -> bool {
+        match entry.due {
+            Due::ControlWait { key } => (self.conns.get(key as usize))
+                .and_then(|conn| conn.wait.as_ref())
+                .is_some_and(|wait| wait.deadline == entry.at),
+            Due::ControlAcceptRetry => self.accept_pause.is_current(entry.at),
+            _ => false,
         }
     }
 
@@ -230,29 +235,30 @@ impl Control {
         if let Some(mut listener) = self.listener.take() {
             let _ = t.registry.deregister(&mut listener);
         }
-        let keys: Vec<usize> = self.conns.iter().map(|(key, _)| key).collect();
-        for key in keys {
+        for key in self.conns.keys() {
             self.close(key, "shutting down", t);
         }
     }
 
-    /// Frees the slots of connections closed this turn.
+    /// Frees the keys of connections closed this turn.
     pub fn end_turn(&mut self) {
-        for key in self.closed.drain(..) {
-            self.conns.remove(key);
-        }
+        self.conns.end_turn();
     }
 
     fn close(&mut self, key: usize, why: &str, t: &mut Turn<'_>) {
-        let Some(slot) = self.conns.get_mut(key) else {
-            return;
-        };
-        if let Some(mut conn) = slot.take() {
+        if let Some(mut conn) = self.conns.close(key) {
             debug!("control {key}: closed: {why}");
             let _ = t.registry.deregister(&mut conn.stream);
-            self.closed.push(key);
         }
     }
+}
+
+/// Accept errors that concern one client only: try the next.
+fn is_transient(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        ErrorKind::Interrupted | ErrorKind::ConnectionAborted | ErrorKind::ConnectionReset
+    )
 }
 
 /// Messages that count for `received`: TCP messages and datagrams.
@@ -268,56 +274,113 @@ fn answer_wait(wait: &Wait, arrived: u64) -> String {
     }
 }
 
-/// The result of a command the loop carried out: `Ok(text)` is answered
-/// `ok` (then the text, if any), `Err(why)` is answered `error: why`.
-pub(crate) type Reply = Result<String, String>;
+/// Why a control connection stopped reading for now.
+enum Reads {
+    /// `WouldBlock`, or the end of stream: an event or nothing will come.
+    Drained,
+    /// The budget ran out with input perhaps left: serve it next turn.
+    OutOfBudget,
+    /// Commands must wait (a `received`, or unsent answers at the bound).
+    Waiting,
+}
 
 impl ControlConn {
-    /// Takes held input and reads new input, carrying out each command,
-    /// until `WouldBlock`, a `received` that must wait, or the budget;
-    /// then writes the answers. `Err` closes the connection.
+    /// Whether the next command may be carried out now: no `received`
+    /// waits, and the unsent answers are under their bound.
+    fn takes_commands(&self) -> bool {
+        self.wait.is_none() && self.out.len() < MAX_UNSENT_ANSWERS
+    }
+
+    /// The client will send nothing more, and every command it sent is
+    /// answered and the answer sent.
+    fn is_done(&self) -> bool {
+        self.peer_eof && self.wait.is_none() && self.held.is_empty() && self.out.is_empty()
+    }
+
+    /// Carries out held input and reads new input, command by command,
+    /// then writes the answers; goes on while writing them lets commands
+    /// go on (nothing else would report the input left). `Err` closes the
+    /// connection.
     fn serve(
         &mut self,
         key: usize,
         t: &mut Turn<'_>,
-        run: &mut impl FnMut(Command, &mut Turn<'_>) -> Reply,
+        target: &mut impl Target,
     ) -> Result<(), String> {
-        if self.wait.is_none() && !self.held.is_empty() {
-            let held = std::mem::take(&mut self.held);
-            self.take(&held, t, run)?;
-        }
         let mut budget = READS_PER_TURN;
-        let mut buf = [0; 4096];
-        while self.wait.is_none() {
-            if budget == 0 {
-                t.ready.push(Ready::Control { key });
-                break;
+        loop {
+            if self.takes_commands() && !self.held.is_empty() {
+                let held = std::mem::take(&mut self.held);
+                self.take(&held, t, target)?;
             }
-            budget -= 1;
-            let n = match self.stream.read(&mut buf) {
-                Ok(0) => return Err("end of stream".into()),
-                Ok(n) => n,
-                // Drained: the next bytes bring a new event.
-                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e.to_string()),
-            };
-            self.take(&buf[..n], t, run)?;
+            let reads = self.read_commands(&mut budget, t, target)?;
+            self.flush()?;
+            match reads {
+                Reads::Waiting if self.takes_commands() => continue,
+                Reads::OutOfBudget => t.ready.push(Ready::Control { key }),
+                Reads::Waiting | Reads::Drained => {}
+            }
+            return Ok(());
         }
-        self.flush()?;
-        self.settle_interest(key, t)
     }
 
-    /// Frames `input` into command lines and answers each; input after a
-    /// `received` that must wait is held for later.
+    /// Reads and carries out commands while they may go on, until
+    /// `WouldBlock`, the end of stream or the end of `budget`.
+    fn read_commands(
+        &mut self,
+        budget: &mut usize,
+        t: &mut Turn<'_>,
+        target: &mut impl Target,
+    ) -> Result<Reads, String> {
+        let mut buf = [0; READ_SIZE];
+        loop {
+            if self.peer_eof {
+                return Ok(Reads::Drained);
+            }
+            if !self.takes_commands() || !self.held.is_empty() {
+                return Ok(Reads::Waiting);
+            }
+            if *budget == 0 {
+                return Ok(Reads::OutOfBudget);
+            }
+            *budget -= 1;
+            match self.stream.read(&mut buf) {
+                Ok(0) => self.on_eof(t, target)?,
+                Ok(n) => self.take(&buf[..n], t, target)?,
+                // Drained: the next bytes bring a new event.
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(Reads::Drained),
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+    }
+
+    /// The client shut down its sending side. A last line without `\n`
+    /// is still a command, as on data connections; nothing is held then,
+    /// since input is read only while commands go on.
+    fn on_eof(&mut self, t: &mut Turn<'_>, target: &mut impl Target) -> Result<(), String> {
+        self.peer_eof = true;
+        match self.framer.finish() {
+            Ok(Some(_)) => {
+                let line = std::mem::take(&mut self.line);
+                self.answer(&line, t, target);
+                Ok(())
+            }
+            Ok(None) => Ok(()),
+            Err(_) => Err("line over --max-line".into()),
+        }
+    }
+
+    /// Frames `input` into command lines and answers each; once commands
+    /// must wait, the rest is held for later.
     fn take(
         &mut self,
         mut input: &[u8],
         t: &mut Turn<'_>,
-        run: &mut impl FnMut(Command, &mut Turn<'_>) -> Reply,
+        target: &mut impl Target,
     ) -> Result<(), String> {
         while !input.is_empty() {
-            if self.wait.is_some() {
+            if !self.takes_commands() {
                 self.held.extend_from_slice(input);
                 return Ok(());
             }
@@ -332,7 +395,7 @@ impl ControlConn {
                     }
                     self.line.extend_from_slice(end.tail);
                     let line = std::mem::take(&mut self.line);
-                    self.answer(&line, t, run);
+                    self.answer(&line, t, target);
                 }
             }
         }
@@ -340,19 +403,10 @@ impl ControlConn {
     }
 
     /// Carries out one command line and queues its one-line answer.
-    fn answer(
-        &mut self,
-        line: &[u8],
-        t: &mut Turn<'_>,
-        run: &mut impl FnMut(Command, &mut Turn<'_>) -> Reply,
-    ) {
-        let answer = match parse(line) {
-            Err(why) => format!("error: {why}\n"),
-            Ok(Request::Run(command)) => match run(command, t) {
-                Ok(text) if text.is_empty() => "ok\n".to_string(),
-                Ok(text) => format!("ok {text}\n"),
-                Err(why) => format!("error: {why}\n"),
-            },
+    fn answer(&mut self, line: &[u8], t: &mut Turn<'_>, target: &mut impl Target) {
+        let answer = match command::parse(line) {
+            Err(why) => command::answer_line(&Err(why)),
+            Ok(Request::Run(order)) => command::answer_line(&command::execute(order, target, t)),
             Ok(Request::Received { count, secs, ms }) => {
                 let wait = Wait {
                     count,
@@ -363,7 +417,6 @@ impl ControlConn {
                 if arrived >= count {
                     answer_wait(&wait, arrived)
                 } else {
-                    t.timers.arm(wait.deadline, Due::ControlWait);
                     self.wait = Some(wait);
                     return;
                 }
@@ -374,155 +427,8 @@ impl ControlConn {
 
     /// Writes answers until done or `WouldBlock`.
     fn flush(&mut self) -> Result<(), String> {
-        while !self.out.is_empty() {
-            match self.stream.write(&self.out) {
-                Ok(0) => return Err("write returned 0".into()),
-                Ok(n) => {
-                    self.out.drain(..n);
-                }
-                // The rest waits for a writable event.
-                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e.to_string()),
-            }
-        }
-        Ok(())
-    }
-
-    /// `WRITABLE` interest exactly while answers are owed.
-    fn settle_interest(&mut self, key: usize, t: &Turn<'_>) -> Result<(), String> {
-        let token = Token(CONTROL_BASE.0 + key);
-        let want = !self.out.is_empty();
-        settle_writable(
-            t.registry,
-            &mut self.stream,
-            token,
-            &mut self.write_interest,
-            want,
-        )
-        .map_err(|e| e.to_string())
-    }
-}
-
-/// Parses one command line.
-fn parse(line: &[u8]) -> Result<Request, String> {
-    let line = std::str::from_utf8(line).map_err(|_| "a command is UTF-8 text".to_string())?;
-    let (word, rest) = match line.split_once(' ') {
-        Some((word, rest)) => (word, Some(rest)),
-        None => (line, None),
-    };
-    let no_argument = |command: Command| match rest {
-        None => Ok(Request::Run(command)),
-        Some(_) => Err(format!("{word} takes no argument")),
-    };
-    match word {
-        "" => Err("empty command (fault, clear, reply, refuse, accept, stats, received)".into()),
-        "fault" => {
-            let spec = rest.ok_or("fault needs a spec, like fault udp:drop,p=0.5")?;
-            Ok(Request::Run(Command::AddFault(spec.parse()?)))
-        }
-        "reply" => {
-            let text = rest.unwrap_or_default();
-            Ok(Request::Run(Command::SetReply(text.as_bytes().to_vec())))
-        }
-        "clear" => no_argument(Command::ClearFaults),
-        "refuse" => no_argument(Command::Refuse),
-        "accept" => no_argument(Command::Accept),
-        "stats" => no_argument(Command::Stats),
-        "received" => {
-            let usage = "received needs N SECS, like received 10 2.5";
-            let (count, secs) = rest.and_then(|r| r.split_once(' ')).ok_or(usage)?;
-            let count = count.parse().map_err(|_| usage.to_string())?;
-            let ms = crate::fault::decimal(secs, 3).ok_or(usage)?;
-            if ms > MAX_WAIT_SECS * 1000 {
-                return Err(format!("received: SECS must be 0 to {MAX_WAIT_SECS}"));
-            }
-            let secs = secs.to_string();
-            Ok(Request::Received { count, secs, ms })
-        }
-        _ => Err(format!(
-            "unknown command '{word}' (fault, clear, reply, refuse, accept, stats, received)"
-        )),
-    }
-}
-
-/// The `stats` answer: `accepted=N rejected=N ...`.
-pub(crate) fn stats_line(s: &Stats) -> String {
-    format!(
-        "accepted={} rejected={} open={} messages={} datagrams={} bytes_in={} bytes_out={} \
-         dropped={} faults={}",
-        s.accepted,
-        s.rejected,
-        s.open,
-        s.messages,
-        s.datagrams,
-        s.bytes_in,
-        s.bytes_out,
-        s.replies_dropped,
-        s.faults.total()
-    )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn command(line: &str) -> Result<Request, String> {
-        parse(line.as_bytes())
-    }
-
-    #[test]
-    fn commands_parse() {
-        assert!(matches!(
-            command("fault udp:drop"),
-            Ok(Request::Run(Command::AddFault(_)))
-        ));
-        assert!(matches!(
-            command("clear"),
-            Ok(Request::Run(Command::ClearFaults))
-        ));
-        assert!(matches!(
-            command("refuse"),
-            Ok(Request::Run(Command::Refuse))
-        ));
-        assert!(matches!(
-            command("accept"),
-            Ok(Request::Run(Command::Accept))
-        ));
-        assert!(matches!(command("stats"), Ok(Request::Run(Command::Stats))));
-        match command("reply  two words ") {
-            Ok(Request::Run(Command::SetReply(text))) => assert_eq!(text, b" two words "),
-            other => panic!("{other:?}"),
-        }
-        match command("received 10 0.25") {
-            Ok(Request::Received { count, secs, ms }) => {
-                assert_eq!((count, secs.as_str(), ms), (10, "0.25", 250));
-            }
-            other => panic!("{other:?}"),
-        }
-    }
-
-    #[test]
-    fn bad_commands_are_errors() {
-        for line in [
-            "",
-            "frobnicate",
-            "fault",
-            "fault tcp:drop",
-            "clear now",
-            "stats please",
-            "received",
-            "received 10",
-            "received x 1",
-            "received 1 -1",
-            "received 1 nan",
-            "received 1 1e9",
-        ] {
-            let err = command(line)
-                .err()
-                .unwrap_or_else(|| panic!("{line:?} accepted"));
-            assert!(!err.contains('\n'), "{line:?}: {err}");
-        }
-        assert!(parse(b"\xff").is_err(), "not UTF-8");
+        let (written, result) = write_until_blocked(&mut self.stream, &self.out);
+        self.out.drain(..written);
+        result.map(drop).map_err(|e| e.to_string())
     }
 }

@@ -11,7 +11,7 @@ pub enum Error {
     Config(String),
     /// A socket could not be bound.
     Bind {
-        /// `"tcp"` or `"udp"`.
+        /// `"tcp"`, `"udp"` or `"control"` (the `--control` socket).
         protocol: &'static str,
         /// The address asked for.
         addr: SocketAddr,

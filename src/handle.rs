@@ -8,7 +8,7 @@ use std::time::Duration;
 use log::warn;
 use mio::Waker;
 
-use crate::control::{Command, Reply};
+use crate::command::{Command, Reply};
 use crate::fault::Fault;
 use crate::stats::{Counters, Stats};
 

@@ -137,13 +137,16 @@
 //! ## Time
 //!
 //! mio has no timers. One binary heap holds every deadline the server
-//! keeps: one entry per connection (idle timeout, lingering close), the
-//! listener's retry after an accept error, the end of the shutdown grace
-//! period. Its first entry is the poll's timeout. A connection records
-//! when bytes last moved, in or out, and its entry is re-armed lazily when
-//! it comes due, so activity costs nothing on the heap. An empty turn does
-//! not mean a deadline passed, so the loop reads the clock after every
-//! poll.
+//! keeps, one entry per waiting thing: per connection (idle timeout,
+//! lingering close, a fault's delayed step), a listener's retry after an
+//! accept error, the earliest delayed UDP reply, a control `received`,
+//! the end of the shutdown grace period. Its first entry is the poll's
+//! timeout. A connection records when bytes last moved, in or out, and its
+//! entry is re-armed lazily when it comes due, so activity costs nothing
+//! on the heap; entries their owner no longer needs are skipped when due,
+//! and swept out once they could outnumber the live ones. An empty turn
+//! does not mean a deadline passed, so the loop reads the clock after
+//! every poll.
 //!
 //! ## A fault's delay
 //!
@@ -236,6 +239,7 @@
 #![doc(test(attr(deny(warnings))))]
 
 mod bind;
+mod command;
 mod config;
 mod control;
 mod error;
@@ -248,11 +252,13 @@ mod reply;
 mod rules;
 mod server;
 mod stats;
+mod table;
 mod tcp;
 pub mod testing;
 mod timer;
 mod turn;
 mod udp;
+mod write;
 
 pub use config::{
     Config, DEFAULT_ADDR, DEFAULT_IDLE_TIMEOUT_SECS, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_LINE,

@@ -170,11 +170,8 @@ impl Scripted {
     }
 }
 
-/// Inherent methods, named as [`Responder`]'s: the callers read the same
-/// whether the rules are there or not.
-impl Scripted {
-    /// The reply to `request`, appended to `reply`; `false`: none.
-    pub fn respond(&mut self, request: &Request<'_>, reply: &mut Vec<u8>) -> bool {
+impl Responder for Scripted {
+    fn respond(&mut self, request: &Request<'_>, reply: &mut Vec<u8>) -> bool {
         if self.rules.is_empty() {
             return self.inner.respond(request, reply);
         }
@@ -187,10 +184,22 @@ impl Scripted {
         }
     }
 
-    /// Changes the inner responder's reply text, if it has one.
-    pub fn set_reply_text(&mut self, text: &[u8]) -> bool {
+    fn set_reply_text(&mut self, text: &[u8]) -> bool {
         self.inner.set_reply_text(text)
     }
+}
+
+/// Asks `responder` for the reply to `request`, written into `scratch`
+/// (cleared first, its allocation kept): the reply, or `None` when the
+/// responder sends nothing. TCP connections and UDP both ask through here.
+pub(crate) fn ask<'s>(
+    responder: &mut (dyn Responder + Send),
+    scratch: &'s mut Vec<u8>,
+    request: &Request<'_>,
+) -> Option<&'s [u8]> {
+    scratch.clear();
+    let answered = responder.respond(request, scratch);
+    answered.then_some(scratch.as_slice())
 }
 
 /// Bytes of the shared fixed-reply pattern at most: writes of owed replies

@@ -12,28 +12,26 @@ use std::fmt;
 use std::io::{self, ErrorKind};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use log::{info, trace};
-use mio::{Events, Interest, Poll, Token, Waker};
+use mio::{Events, Poll, Waker};
 
 use crate::bind::{bind_tcp, bind_udp};
 use crate::config::Config;
 use crate::config::Mode;
-use crate::control::{self, Command, Control, Reply};
+use crate::control::Control;
 use crate::error::Error;
 use crate::fault::{self, Faults};
 use crate::handle::{Handle, Shared};
 use crate::reply::{FixedReply, Pattern, Replies, Responder, Scripted};
-use crate::stats::{Stats, add};
+use crate::stats::Stats;
 use crate::tcp::Tcp;
-use crate::timer::{Clock, Due, Millis, Timers};
-use crate::turn::{
-    CONTROL_BASE, CONTROL_LISTENER, Described, FIRST_FIXED, LISTENER, Ready, SIGNALS, Turn, UDP,
-    WAKER,
-};
+use crate::timer::{Clock, Millis, SWEEP_SLACK, Timers};
+use crate::turn::{CONTROL_LISTENER, Described, LISTENER, Ready, Turn, WAKER};
 use crate::udp::Udp;
+use sources::Sources;
 
 // `AsFd`/`AsRawFd` for a host's own loop. mio's poll is one descriptor
 // (epoll, kqueue) on these platforms only: the condition is mio's own for
@@ -57,6 +55,9 @@ use crate::udp::Udp;
     )),
 ))]
 mod host;
+mod sources;
+#[cfg(test)]
+mod tests;
 
 /// Events taken from the kernel per poll; more simply wait a turn (and a
 /// host polling the server's descriptor finds it still readable).
@@ -75,18 +76,6 @@ pub enum Status {
     Running,
     /// Everything is closed; further turns do nothing.
     Stopped,
-}
-
-/// The event sources and their handlers.
-struct Sources {
-    tcp: Tcp,
-    udp: Option<Udp>,
-    /// The live control socket and its connections (`--control`).
-    control: Option<Control>,
-    /// Shutdown has begun: no new clients, owed replies drain.
-    stopping: bool,
-    #[cfg(all(feature = "signals", unix))]
-    signals: Option<signal_hook_mio::v1_0::Signals>,
 }
 
 /// An ackloop server: the sockets, the poll and every connection.
@@ -274,7 +263,7 @@ impl Server {
             buf: vec![0; config.read_buffer].into_boxed_slice(),
             clock: Clock::new(),
             // Room for the sweep threshold with few connections open.
-            timers: Timers::with_capacity(2 * crate::tcp::TIMER_SLACK),
+            timers: Timers::with_capacity(2 * SWEEP_SLACK),
             ready: Vec::with_capacity(READY_CAPACITY),
             ready_next: Vec::with_capacity(READY_CAPACITY),
             faults,
@@ -324,11 +313,12 @@ impl Server {
     /// If the signal handlers cannot be installed or registered.
     #[cfg(all(feature = "signals", unix))]
     pub fn watch_signals(&mut self) -> io::Result<()> {
+        use crate::turn::SIGNALS;
         use signal_hook_mio::v1_0::Signals;
         let mut signals = Signals::new([libc::SIGINT, libc::SIGTERM])?;
         self.poll
             .registry()
-            .register(&mut signals, SIGNALS, Interest::READABLE)?;
+            .register(&mut signals, SIGNALS, mio::Interest::READABLE)?;
         self.sources.signals = Some(signals);
         Ok(())
     }
@@ -354,9 +344,12 @@ impl Server {
     }
 
     /// How long until the server next needs a turn with nothing happening
-    /// on its sockets: zero while a source is still ready, the time to the
-    /// nearest deadline (idle timeout, lingering close, accept retry,
-    /// shutdown grace), or `None` when only socket events can give it work.
+    /// on its sockets: zero while a source is still ready, and zero for
+    /// good once the server is [stopped](Status::Stopped) (a turn then
+    /// returns at once); else the time to the nearest deadline (idle
+    /// timeout, lingering close, a fault's delay, accept retry, a control
+    /// `received`, shutdown grace), or `None` when only socket events can
+    /// give it work.
     ///
     /// A host driving the server calls [`turn`](Server::turn) no later than
     /// this, the way smoltcp's `poll_delay` pairs with its `poll`. A host
@@ -436,173 +429,4 @@ impl Server {
         }
         Ok(self.status)
     }
-}
-
-impl Sources {
-    /// Hands one event to the handler its token names.
-    fn dispatch(&mut self, token: Token, readable: bool, shared: &Shared, t: &mut Turn<'_>) {
-        match token {
-            LISTENER => self.tcp.accept(t),
-            UDP => self.serve_udp(t),
-            WAKER => {
-                self.apply_changes(shared, t);
-                if shared.stop_requested.load(Ordering::SeqCst) {
-                    self.begin_shutdown(t);
-                }
-            }
-            SIGNALS => self.on_signals(t),
-            CONTROL_LISTENER => self.serve_control(None, t),
-            Token(key) if (CONTROL_BASE.0..FIRST_FIXED.0).contains(&key) => {
-                self.serve_control(Some(key - CONTROL_BASE.0), t);
-            }
-            Token(key) if key >= FIRST_FIXED.0 => {}
-            Token(key) => self.tcp.on_event(key, readable, t),
-        }
-    }
-
-    fn serve_again(&mut self, ready: Ready, t: &mut Turn<'_>) {
-        match ready {
-            Ready::Listener => self.tcp.accept(t),
-            Ready::Udp => self.serve_udp(t),
-            Ready::Conn { key, id } => self.tcp.resume(key, id, t),
-            Ready::Control { key } => self.serve_control(Some(key), t),
-        }
-    }
-
-    /// The control listener (`None`) or control connection `key` is ready.
-    fn serve_control(&mut self, key: Option<usize>, t: &mut Turn<'_>) {
-        let Sources { control, tcp, .. } = self;
-        let Some(control) = control else {
-            return;
-        };
-        let mut run = |command, t: &mut Turn<'_>| execute(tcp, command, t);
-        match key {
-            None => control.accept(t, &mut run),
-            Some(key) => control.drive(key, t, &mut run),
-        }
-    }
-
-    /// The end of a turn: answer the control waits that are due, free the
-    /// slots closed during the turn, sweep stale timers.
-    fn end_turn(&mut self, t: &mut Turn<'_>) {
-        let Sources { control, tcp, .. } = self;
-        if let Some(control) = control {
-            control.check_waits(t, &mut |command, t| execute(tcp, command, t));
-            control.end_turn();
-        }
-        tcp.end_turn(t.timers);
-    }
-
-    /// Carries out the changes other threads asked for, in order, and
-    /// sends each its reply.
-    fn apply_changes(&mut self, shared: &Shared, t: &mut Turn<'_>) {
-        let changes =
-            std::mem::take(&mut *shared.changes.lock().unwrap_or_else(|p| p.into_inner()));
-        for (command, reply_to) in changes {
-            let reply = execute(&mut self.tcp, command, t);
-            let _ = reply_to.send(reply);
-        }
-    }
-
-    fn serve_udp(&mut self, t: &mut Turn<'_>) {
-        if let Some(udp) = &mut self.udp {
-            udp.serve(t);
-        }
-    }
-
-    /// A deadline came due.
-    fn on_due(&mut self, due: Due, at: Millis, t: &mut Turn<'_>) {
-        match due {
-            Due::Conn { key, id } => self.tcp.on_timer(key, id, at, t),
-            Due::AcceptRetry => self.tcp.on_accept_retry(t),
-            // `end_turn` answers the waits that are due.
-            Due::ControlWait => {}
-            Due::UdpDelay => {
-                if let Some(udp) = &mut self.udp {
-                    udp.release_delayed(t);
-                }
-            }
-            Due::ShutdownGrace => {
-                info!("shutdown grace period over: closing everything");
-                self.close_everything(t);
-            }
-        }
-    }
-
-    // ----- shutting down ----------------------------------------------------
-    //
-    // One sequence:
-    // 1. `begin_shutdown` (a `Handle`, `Server::shutdown`, a first signal):
-    //    the listener closes; every connection finishes what it owes, then
-    //    closes gracefully; the grace deadline is armed.
-    // 2. After each turn, `Server::turn` asks `is_idle`: once nothing is
-    //    open and no UDP reply waits, the server is stopped.
-    // 3. If the grace deadline comes first (or a second signal), then
-    //    `close_everything`, and the turn's end finds it idle.
-
-    /// Starts the graceful shutdown (once).
-    fn begin_shutdown(&mut self, t: &mut Turn<'_>) {
-        if self.stopping {
-            return;
-        }
-        info!("shutting down: no new clients; finishing owed replies");
-        self.stopping = true;
-        t.timers.arm(t.now + SHUTDOWN_GRACE_MS, Due::ShutdownGrace);
-        self.tcp.stop(t);
-        // Control connections are not data: nothing is owed them.
-        if let Some(control) = &mut self.control {
-            control.close_all(t);
-        }
-    }
-
-    /// Nothing left to finish: no connection open, no UDP reply waiting.
-    fn is_idle(&self) -> bool {
-        self.tcp.open() == 0 && self.udp.as_ref().is_none_or(|udp| udp.queued() == 0)
-    }
-
-    /// Closes every connection and the UDP socket now. The replies still
-    /// queued for UDP are dropped, and counted.
-    fn close_everything(&mut self, t: &mut Turn<'_>) {
-        self.tcp.close_all(t);
-        if let Some(mut udp) = self.udp.take() {
-            add(&t.counters.replies_dropped, udp.queued() as u64);
-            udp.deregister(t.registry);
-        }
-    }
-
-    /// SIGINT/SIGTERM: the first stops gracefully, a second at once.
-    #[cfg(all(feature = "signals", unix))]
-    fn on_signals(&mut self, t: &mut Turn<'_>) {
-        let Some(signals) = &mut self.signals else {
-            return;
-        };
-        let count = signals.pending().count();
-        if count == 0 {
-            return;
-        }
-        if self.stopping || count > 1 {
-            info!("second signal: closing everything now");
-            self.begin_shutdown(t);
-            self.close_everything(t);
-        } else {
-            self.begin_shutdown(t);
-        }
-    }
-
-    #[cfg(not(all(feature = "signals", unix)))]
-    fn on_signals(&mut self, _: &mut Turn<'_>) {}
-}
-
-/// Carries out a command from a control connection or a [`Handle`].
-fn execute(tcp: &mut Tcp, command: Command, t: &mut Turn<'_>) -> Reply {
-    info!("control: {command}");
-    match command {
-        Command::AddFault(fault) => t.faults.add(fault),
-        Command::ClearFaults => t.faults.clear(),
-        Command::SetReply(text) => return tcp.set_reply(text, t),
-        Command::Refuse => return tcp.refuse(t),
-        Command::Accept => return tcp.listen_again(t),
-        Command::Stats => return Ok(control::stats_line(&t.counters.snapshot())),
-    }
-    Ok(String::new())
 }

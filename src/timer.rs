@@ -6,18 +6,32 @@
 //! mean a deadline passed, so the loop reads the clock after every poll.
 //!
 //! Every deadline lives in one heap, [`Timers`], each entry saying what is
-//! due ([`Due`]): a connection's idle or linger deadline, the listener's
-//! retry after an accept error, the end of the shutdown grace period. So
-//! the poll timeout is the heap's first entry and nothing else.
+//! due ([`Due`]): a connection's idle, linger or fault-step deadline; a
+//! listener's retry after an accept error (data and control); the
+//! earliest UDP reply held back by a delay; a control connection's
+//! `received` running out; the end of the shutdown grace period. So the
+//! poll timeout is the heap's first entry and nothing else.
 //!
-//! Cost: O(log n) to arm or expire, one 24-byte entry per connection.
-//! Activity does not touch the heap: a connection only records when bytes
-//! last moved. When its entry comes due the deadline is recomputed from
-//! that, and the entry is pushed again if it moved. So a busy connection
-//! costs one heap operation per idle period, not one per read, and no turn
-//! ever scans all connections. Entries of closed connections are swept out
-//! in one pass once they outnumber the live ones, so the heap's size
-//! follows the open connections, not the closed ones.
+//! **One entry per waiting thing.** Each owner remembers the deadline of
+//! the one entry it armed (a connection's `timer_at`, the UDP queue's
+//! earliest delay, a control wait's deadline, a listener's pause). An
+//! entry whose owner has moved on is *stale*: a heap cannot remove it
+//! cheaply, so it stays until it comes due, and is then skipped by a
+//! comparison. Activity does not touch the heap: a connection only records
+//! when bytes last moved; when its entry comes due the deadline is
+//! recomputed from that, and the entry is pushed again if it moved. So a
+//! busy connection costs one heap operation per idle period, not one per
+//! read, and no turn ever scans all connections.
+//!
+//! **The sweep.** Stale entries of far deadlines (a closed connection's
+//! idle timeout, a `received` answered early) would pile up, so once the
+//! heap holds more than twice the entries that can be current plus
+//! [`SWEEP_SLACK`], [`Timers::sweep`] asks each owner which entries are
+//! still its current one and drops the rest: every stale entry of every
+//! kind goes, so the heap's size follows the waiting things, and the O(n)
+//! pass is paid once per [`SWEEP_SLACK`] stale entries at least.
+//!
+//! Cost: O(log n) to arm or expire, one 24-byte entry per waiting thing.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -67,17 +81,29 @@ pub(crate) fn at_least(now: Millis, ms: Millis) -> Millis {
     }
 }
 
+/// Stale entries tolerated beyond twice the current ones before the heap
+/// is swept: a sweep is an O(n) pass, paid once per this many stale
+/// entries at least.
+pub(crate) const SWEEP_SLACK: usize = 1024;
+
+/// After an accept error other than `WouldBlock`, how long until a
+/// listener is tried again, in milliseconds: no retry storm, no stall.
+pub const ACCEPT_RETRY_MS: Millis = 1_000;
+
 /// What comes due when a deadline passes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) enum Due {
-    /// Connection `key`, serial `id`: its idle or linger deadline.
+    /// Connection `key`, serial `id`: its idle, linger or fault-step
+    /// deadline.
     Conn { key: u32, id: u32 },
-    /// The listener may be tried again after an accept error.
+    /// The data listener may be tried again after an accept error.
     AcceptRetry,
-    /// A UDP reply held back by a `delay` fault is due.
+    /// The control listener may be tried again after an accept error.
+    ControlAcceptRetry,
+    /// The earliest UDP reply held back by a `delay` fault is due.
     UdpDelay,
-    /// A control connection's `received` times out.
-    ControlWait,
+    /// Control connection `key`'s `received` times out.
+    ControlWait { key: u32 },
     /// The shutdown grace period is over: close everything.
     ShutdownGrace,
 }
@@ -110,17 +136,20 @@ impl Timers {
     }
 
     /// Entries held, stale ones included.
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.heap.len()
     }
 
-    /// Drops the entries `live` rejects. The heap never removes an entry
-    /// when its connection closes (a heap can't, cheaply), so the owner
-    /// calls this when stale entries outnumber live ones: O(n), amortized
-    /// O(1) per closed connection, and the heap stays within a constant
-    /// factor of the open connections.
-    pub fn retain(&mut self, mut live: impl FnMut(&Entry) -> bool) {
-        self.heap.retain(|Reverse(entry)| live(entry));
+    /// Drops the stale entries once they may outnumber the current ones:
+    /// `current` is how many entries can be current at most (one per
+    /// waiting thing), `is_current` asks the owner of an entry whether it
+    /// is still the one it armed. Every stale entry goes, so the next sweep
+    /// waits for at least [`SWEEP_SLACK`] more.
+    pub fn sweep(&mut self, current: usize, mut is_current: impl FnMut(&Entry) -> bool) {
+        if self.heap.len() > 2 * current + SWEEP_SLACK {
+            self.heap.retain(|Reverse(entry)| is_current(entry));
+        }
     }
 
     /// The earliest deadline, stale or not.
@@ -134,6 +163,42 @@ impl Timers {
             Some(Reverse(entry)) if entry.at <= now => self.heap.pop().map(|Reverse(e)| e),
             _ => None,
         }
+    }
+}
+
+/// A pause after an error, with its one timer entry: a listener whose
+/// accept failed waits [`ACCEPT_RETRY_MS`] before trying again. Readiness
+/// is edge-triggered, so a listener left with clients waiting would not be
+/// reported again: the timer is what tries it again.
+#[derive(Debug, Default)]
+pub(crate) struct Pause {
+    /// When the pause ends, and its entry is due; `None`: not paused.
+    until: Option<Millis>,
+}
+
+impl Pause {
+    /// Pauses until `ACCEPT_RETRY_MS` after `now`, arming `due` then.
+    pub fn start(&mut self, now: Millis, due: Due, timers: &mut Timers) {
+        let at = now.saturating_add(ACCEPT_RETRY_MS);
+        self.until = Some(at);
+        timers.arm(at, due);
+    }
+
+    /// Whether the pause still holds at `now`; one that is over is
+    /// forgotten.
+    pub fn holds(&mut self, now: Millis) -> bool {
+        match self.until {
+            Some(at) if now < at => true,
+            _ => {
+                self.until = None;
+                false
+            }
+        }
+    }
+
+    /// Whether an entry due `at` is this pause's current one.
+    pub fn is_current(&self, at: Millis) -> bool {
+        self.until == Some(at)
     }
 }
 
@@ -193,16 +258,35 @@ mod tests {
     }
 
     #[test]
-    fn retain_drops_exactly_the_rejected_entries() {
+    fn a_sweep_waits_for_the_slack_then_drops_every_stale_entry() {
         let mut timers = Timers::with_capacity(4);
-        for key in 0..4 {
-            timers.arm(u64::from(key), conn(key));
+        let stale = |e: &Entry| matches!(e.due, Due::ControlWait { .. });
+        for key in 0..SWEEP_SLACK as u32 {
+            timers.arm(u64::from(key), Due::ControlWait { key });
         }
         timers.arm(2, Due::ShutdownGrace);
-        timers.retain(|e| !matches!(e.due, Due::Conn { key, .. } if key % 2 == 0));
-        assert_eq!(timers.len(), 3);
+        timers.sweep(1, |e| !stale(e));
+        assert_eq!(timers.len(), SWEEP_SLACK + 1, "within the slack: no sweep");
+        timers.sweep(1, |e| !stale(e));
+        timers.arm(3, Due::UdpDelay);
+        timers.arm(4, Due::ControlWait { key: 0 });
+        timers.sweep(1, |e| !stale(e));
+        assert_eq!(timers.len(), 2, "every stale entry of any kind goes");
         let order: Vec<Due> = std::iter::from_fn(|| timers.pop_due(10).map(|e| e.due)).collect();
-        assert_eq!(order, [conn(1), Due::ShutdownGrace, conn(3)]);
+        assert_eq!(order, [Due::ShutdownGrace, Due::UdpDelay]);
+    }
+
+    #[test]
+    fn a_pause_holds_until_its_entry_is_due() {
+        let mut timers = Timers::default();
+        let mut pause = Pause::default();
+        assert!(!pause.holds(0));
+        pause.start(5, Due::AcceptRetry, &mut timers);
+        assert_eq!(timers.next_at(), Some(5 + ACCEPT_RETRY_MS));
+        assert!(pause.holds(5 + ACCEPT_RETRY_MS - 1));
+        assert!(pause.is_current(5 + ACCEPT_RETRY_MS));
+        assert!(!pause.holds(5 + ACCEPT_RETRY_MS));
+        assert!(!pause.is_current(5 + ACCEPT_RETRY_MS), "over: forgotten");
     }
 
     #[test]

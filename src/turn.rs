@@ -89,22 +89,53 @@ pub(crate) enum Ready {
     Control { key: usize },
 }
 
+/// Whom a token names: the one place tokens are decoded, for the loop's
+/// dispatch and the trace log alike.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Owner {
+    Listener,
+    Udp,
+    Waker,
+    Signals,
+    ControlListener,
+    /// Control connection `key`.
+    Control(usize),
+    /// Data connection `key`.
+    Conn(usize),
+    /// A fixed token no source has.
+    Unknown,
+}
+
+impl Owner {
+    pub fn of(token: Token) -> Owner {
+        match token {
+            LISTENER => Owner::Listener,
+            UDP => Owner::Udp,
+            WAKER => Owner::Waker,
+            SIGNALS => Owner::Signals,
+            CONTROL_LISTENER => Owner::ControlListener,
+            Token(key) if key >= FIRST_FIXED.0 => Owner::Unknown,
+            Token(key) if key >= CONTROL_BASE.0 => Owner::Control(key - CONTROL_BASE.0),
+            Token(key) => Owner::Conn(key),
+        }
+    }
+}
+
 /// An event as the trace log shows it: `conn 3 readable writable`.
 pub(crate) struct Described<'a>(pub &'a mio::event::Event);
 
 impl fmt::Display for Described<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let event = self.0;
-        match event.token() {
-            LISTENER => f.write_str("listener")?,
-            UDP => f.write_str("udp")?,
-            WAKER => f.write_str("waker")?,
-            SIGNALS => f.write_str("signals")?,
-            CONTROL_LISTENER => f.write_str("control listener")?,
-            Token(key) if (CONTROL_BASE.0..FIRST_FIXED.0).contains(&key) => {
-                write!(f, "control {}", key - CONTROL_BASE.0)?
-            }
-            Token(key) => write!(f, "conn {key}")?,
+        match Owner::of(event.token()) {
+            Owner::Listener => f.write_str("listener")?,
+            Owner::Udp => f.write_str("udp")?,
+            Owner::Waker => f.write_str("waker")?,
+            Owner::Signals => f.write_str("signals")?,
+            Owner::ControlListener => f.write_str("control listener")?,
+            Owner::Control(key) => write!(f, "control {key}")?,
+            Owner::Conn(key) => write!(f, "conn {key}")?,
+            Owner::Unknown => write!(f, "token {}", event.token().0)?,
         }
         for (set, name) in [
             (event.is_readable(), "readable"),
@@ -118,5 +149,22 @@ impl fmt::Display for Described<'_> {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_token_decodes_to_its_owner() {
+        assert_eq!(Owner::of(Token(0)), Owner::Conn(0));
+        assert_eq!(Owner::of(Token(1000)), Owner::Conn(1000));
+        assert_eq!(Owner::of(CONTROL_BASE), Owner::Control(0));
+        let last = Token(CONTROL_BASE.0 + CONTROL_SLOTS - 1);
+        assert_eq!(Owner::of(last), Owner::Control(CONTROL_SLOTS - 1));
+        assert_eq!(Owner::of(FIRST_FIXED), Owner::Unknown);
+        assert_eq!(Owner::of(LISTENER), Owner::Listener);
+        assert_eq!(Owner::of(CONTROL_LISTENER), Owner::ControlListener);
     }
 }

@@ -20,11 +20,13 @@ use log::{Level, debug, log_enabled, trace, warn};
 use mio::Registry;
 use mio::net::UdpSocket;
 
+use crate::config::Config;
 use crate::fault::{self, FaultKind};
-use crate::reply::{Protocol, Replies, Request};
+use crate::reply::{Protocol, Replies, Request, ask};
 use crate::stats::{Counters, add};
-use crate::timer::{Due, Millis, RateLimit, at_least};
+use crate::timer::{Due, Millis, NEVER, RateLimit, at_least};
 use crate::turn::{Ready, Turn, UDP, settle_writable};
+use crate::write::nonblocking;
 
 #[cfg(target_os = "linux")]
 mod batch;
@@ -52,6 +54,9 @@ pub(crate) struct Udp {
     /// the queue's bounds.
     delayed: BinaryHeap<Reverse<(Millis, u64, Queued)>>,
     delayed_serial: u64,
+    /// The deadline of the one timer entry armed for the delayed replies:
+    /// the earliest of them, or [`NEVER`] when none waits.
+    delay_timer_at: Millis,
     /// Sum of the queued and delayed replies' lengths.
     queued_bytes: usize,
     /// Buffers of replies already sent, kept for the next queued reply so
@@ -72,7 +77,7 @@ pub(crate) struct Udp {
 impl Udp {
     /// `fixed_reply`: every reply is the same, so datagrams can be taken
     /// and answered in batches without reading their payloads.
-    pub fn new(socket: UdpSocket, fixed_reply: bool, config: &crate::Config) -> Udp {
+    pub fn new(socket: UdpSocket, fixed_reply: bool, config: &Config) -> Udp {
         Udp {
             queue_len: config.udp_queue_len,
             queue_bytes: config.udp_queue_bytes,
@@ -80,6 +85,7 @@ impl Udp {
             queue: VecDeque::new(),
             delayed: BinaryHeap::new(),
             delayed_serial: 0,
+            delay_timer_at: NEVER,
             queued_bytes: 0,
             spare: Vec::new(),
             write_interest: false,
@@ -227,13 +233,12 @@ impl Udp {
         let reply: Option<&[u8]> = match t.replies {
             Replies::Fixed(pattern) => Some(pattern.text()),
             Replies::Custom { responder, scratch } => {
-                scratch.clear();
                 let request = Request {
                     protocol: Protocol::Udp,
                     peer: from,
                     message: &t.buf[..len],
                 };
-                responder.respond(&request, scratch).then_some(scratch)
+                ask(responder, scratch, &request)
             }
         };
         if t.faults.any(Protocol::Udp) {
@@ -293,10 +298,25 @@ impl Udp {
         let bytes = reply.to_vec();
         self.delayed
             .push(Reverse((at, self.delayed_serial, Queued { to, bytes })));
-        t.timers.arm(at, Due::UdpDelay);
+        self.arm_delay_timer(t);
     }
 
-    /// A delay's timer came due: sends (or queues) the replies it held.
+    /// Keeps one timer entry for all the delayed replies, due with the
+    /// earliest: an entry armed before for a later one becomes stale.
+    fn arm_delay_timer(&mut self, t: &mut Turn<'_>) {
+        let earliest = self.delayed.peek().map_or(NEVER, |Reverse((at, _, _))| *at);
+        if earliest < self.delay_timer_at {
+            t.timers.arm(earliest, Due::UdpDelay);
+        }
+        self.delay_timer_at = earliest;
+    }
+
+    /// Whether a delay entry due `at` is the current one.
+    pub fn is_current_delay(&self, at: Millis) -> bool {
+        self.delay_timer_at == at
+    }
+
+    /// The delay entry came due: sends (or queues) the replies it held.
     pub fn release_delayed(&mut self, t: &mut Turn<'_>) {
         while let Some(Reverse((at, _, _))) = self.delayed.peek() {
             if *at > t.now {
@@ -308,6 +328,8 @@ impl Udp {
             self.queued_bytes -= reply.bytes.len();
             self.send_or_queue(&reply.bytes, reply.to, t.counters, t.now);
         }
+        self.delay_timer_at = NEVER;
+        self.arm_delay_timer(t);
         self.settle_interest(t.registry);
     }
 
@@ -409,14 +431,7 @@ fn receive(socket: &UdpSocket, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)
 
 /// One `send_to`: `Ok(Some(n))` sent, `Ok(None)` would block.
 fn send(socket: &UdpSocket, bytes: &[u8], to: SocketAddr) -> io::Result<Option<usize>> {
-    loop {
-        match socket.send_to(bytes, to) {
-            Ok(n) => return Ok(Some(n)),
-            Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(None),
-            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        }
-    }
+    nonblocking(|| socket.send_to(bytes, to))
 }
 
 #[cfg(test)]
@@ -440,7 +455,7 @@ mod tests {
             .set_read_timeout(Some(Duration::from_secs(10)))
             .unwrap();
         let to = client.local_addr().unwrap();
-        let config = crate::Config::default();
+        let config = Config::default();
         let (queue_len, queue_bytes) = (config.udp_queue_len, config.udp_queue_bytes);
         let mut udp = Udp::new(socket, false, &config);
         let counters = Counters::default();

@@ -301,3 +301,153 @@ fn the_python_example_runs_against_the_binary() {
     );
     assert!(stdout.contains("datagrams=5"), "{stdout}");
 }
+
+// ----- misuse: half-closed, never-reading and starved clients -----------------
+
+/// Every line of what a control client read to the end, checked to end
+/// the stream with an orderly close.
+#[track_caller]
+fn answers_until_closed(stream: &TcpStream) -> Vec<String> {
+    let drained = common::read_until_closed(stream, DEADLINE);
+    assert_eq!(drained.end, common::End::Eof, "{:?}", text(&drained.bytes));
+    let answers = text(&drained.bytes);
+    assert!(answers.is_empty() || answers.ends_with('\n'), "{answers:?}");
+    answers.lines().map(String::from).collect()
+}
+
+#[test]
+fn a_client_that_half_closes_gets_every_answer_then_the_close() {
+    let server = Server::start(&["--control", "127.0.0.1:0"]);
+    // `printf 'stats\nclear\n' | nc -N`: everything, then FIN at once.
+    let stream = connect(server.control.unwrap());
+    (&stream).write_all(b"stats\nclear\n").unwrap();
+    stream.shutdown(std::net::Shutdown::Write).unwrap();
+    let answers = answers_until_closed(&stream);
+    assert_eq!(answers.len(), 2, "{answers:?}");
+    assert!(answers[0].starts_with("ok accepted=0"), "{answers:?}");
+    assert_eq!(answers[1], "ok");
+}
+
+#[test]
+fn a_last_line_without_newline_is_answered_at_the_end_of_stream() {
+    let server = Server::start(&["--control", "127.0.0.1:0"]);
+    let stream = connect(server.control.unwrap());
+    (&stream).write_all(b"clear\nstats").unwrap();
+    stream.shutdown(std::net::Shutdown::Write).unwrap();
+    let answers = answers_until_closed(&stream);
+    assert_eq!(answers.len(), 2, "{answers:?}");
+    assert_eq!(answers[0], "ok");
+    assert!(answers[1].starts_with("ok accepted=0"), "{answers:?}");
+}
+
+#[test]
+fn a_received_still_waiting_at_the_end_of_stream_is_answered_when_it_ends() {
+    let server = Server::start(&["--control", "127.0.0.1:0"]);
+    // One that is met after the FIN, with a command behind it.
+    let met = connect(server.control.unwrap());
+    (&met).write_all(b"received 1 10\nstats\n").unwrap();
+    met.shutdown(std::net::Shutdown::Write).unwrap();
+    // One that times out after the FIN.
+    let late = connect(server.control.unwrap());
+    (&late).write_all(b"received 5 0.2\n").unwrap();
+    late.shutdown(std::net::Shutdown::Write).unwrap();
+    assert_eq!(
+        answers_until_closed(&late),
+        ["error: timeout after 0.2 s with 0"]
+    );
+    assert_eq!(udp_request(server.udp(), b"1"), b"Received");
+    let answers = answers_until_closed(&met);
+    assert_eq!(answers.len(), 2, "{answers:?}");
+    assert_eq!(answers[0], "ok 1");
+    assert!(answers[1].contains("datagrams=1"), "{answers:?}");
+}
+
+#[test]
+fn answers_held_back_by_the_bound_all_come_once_the_client_reads() {
+    let server = Server::start(&["--control", "127.0.0.1:0"]);
+    // About 2 MB of answers, far past the bound on unsent answers, asked
+    // for before reading any of them.
+    const COMMANDS: usize = 20_000;
+    let stream = connect(server.control.unwrap());
+    (&stream).write_all(&b"stats\n".repeat(COMMANDS)).unwrap();
+    stream.shutdown(std::net::Shutdown::Write).unwrap();
+    let answers = answers_until_closed(&stream);
+    assert_eq!(answers.len(), COMMANDS);
+    assert!(answers.iter().all(|a| a.starts_with("ok accepted=")));
+}
+
+#[test]
+fn a_control_client_that_never_reads_cannot_grow_the_server() {
+    let server = Server::start(&["--control", "127.0.0.1:0"]);
+    let mut control = Control::open(&server);
+    assert!(control.ask("stats").starts_with("ok "));
+    let before = server.rss_kib();
+    // Commands without end, never reading an answer: the server must stop
+    // reading this client, so that its writes block.
+    const FLOOD: u64 = 16 << 20;
+    let flood = connect(server.control.unwrap());
+    flood
+        .set_write_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let sent = common::write_until_blocked(&flood, FLOOD, &b"stats\n".repeat(10_000));
+    assert!(sent < FLOOD, "all {sent} bytes of commands were taken");
+    // Everyone else is served meanwhile.
+    assert_eq!(tcp_request(server.tcp(), b"hi"), b"Received");
+    assert_eq!(udp_request(server.udp(), b"hi"), b"Received");
+    assert!(control.ask("stats").starts_with("ok "));
+    let grown = server.rss_kib().saturating_sub(before);
+    assert!(grown < 8 * 1024, "RSS grew by {grown} KiB");
+}
+
+#[test]
+fn a_control_client_waiting_while_descriptors_ran_out_is_served_when_one_frees() {
+    let server = Server::start_with_fd_limit(
+        32,
+        &[
+            "--mode",
+            "line",
+            "--control",
+            "127.0.0.1:0",
+            "--log-level",
+            "debug",
+        ],
+    );
+    // Data clients take every descriptor: the one turned away (closed
+    // unanswered) shows the server is at its limit.
+    let mut held = Vec::new();
+    loop {
+        assert!(
+            held.len() < 32,
+            "32 descriptors held {} clients",
+            held.len()
+        );
+        let client = connect(server.tcp());
+        (&client).write_all(b"hi\n").unwrap();
+        let mut reply = [0; 9];
+        match std::io::Read::read_exact(&mut &client, &mut reply) {
+            Ok(()) => held.push(client),
+            Err(_) => break, // Closed: out of descriptors.
+        }
+    }
+    let mut control = Control::open(&server);
+    control.send("stats");
+    server.wait_for_stderr("the control accept to fail", |e| {
+        e.contains("control: accept failed")
+    });
+    // A descriptor frees; the waiting control client is now accepted.
+    drop(held.pop());
+    assert!(control.answer().starts_with("ok accepted="));
+}
+
+#[test]
+fn reply_with_a_responder_is_an_error_that_names_no_flag() {
+    let server = Server::start(&["--echo", "--control", "127.0.0.1:0"]);
+    let mut control = Control::open(&server);
+    let answer = control.ask("reply Got it");
+    assert!(answer.starts_with("error: "), "{answer}");
+    assert!(
+        !answer.contains("--"),
+        "a library user typed no flag: {answer}"
+    );
+    assert_eq!(tcp_request(server.tcp(), b"hi"), b"hi", "still echoing");
+}

@@ -32,9 +32,10 @@ use crate::config::Mode;
 use crate::fault::Faults;
 use crate::framing::{LineFramer, Piece};
 use crate::journal::Journal;
-use crate::reply::{Protocol, Replies, Request, Scripted};
+use crate::reply::{Protocol, Replies, Request, Scripted, ask};
 use crate::stats::{Counters, add};
 use crate::timer::{Millis, RateLimit};
+use crate::write::write_until_blocked;
 use buffers::Buffers;
 
 /// Reads per connection per turn, so one fast client cannot starve the
@@ -554,20 +555,7 @@ impl Connection {
         now: Millis,
         counters: &Counters,
     ) -> io::Result<(usize, bool)> {
-        let mut written = 0;
-        let result = loop {
-            if written == bytes.len() {
-                break Ok(false);
-            }
-            match stream.write(&bytes[written..]) {
-                Ok(0) => break Err(ErrorKind::WriteZero.into()),
-                Ok(n) => written += n,
-                // The socket buffer is full: remember where we stopped.
-                Err(e) if e.kind() == ErrorKind::WouldBlock => break Ok(true),
-                Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                Err(e) => break Err(e),
-            }
-        };
+        let (written, result) = write_until_blocked(stream, bytes);
         if written > 0 {
             add(&counters.bytes_out, written as u64);
             self.last_active = now;
@@ -593,10 +581,9 @@ fn respond<'s>(
             Message::Buffered => &buffers.line,
         },
     };
-    scratch.clear();
-    let answered = responder.respond(&request, scratch);
+    let reply = ask(responder, scratch, &request);
     buffers.line.clear();
-    answered.then_some(scratch.as_slice())
+    reply
 }
 
 /// Appends a responder's reply to `out`, with `\n` in line mode.

@@ -1,6 +1,6 @@
 //! TCP: the listener and the connection table.
 //!
-//! The table is a [`Slab`] of connections whose keys are their tokens. It
+//! The table is a [`Table`] of connections whose keys are their tokens. It
 //! accepts (with a per-turn budget, the connection limit and the
 //! out-of-descriptors escape), hands each readiness event to the
 //! connection's state machine ([`conn`]), and does for it what needs the
@@ -18,30 +18,24 @@ use std::time::Duration;
 use log::{Level, debug, log_enabled, trace, warn};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Interest, Token};
-use slab::Slab;
 
+use crate::command::{Reply, Target};
 use crate::config::{Config, MAX_REPLY_LEN, Mode};
-use crate::control::Reply;
-use crate::reply::{Pattern, Protocol, Replies};
+use crate::reply::{Pattern, Protocol, Replies, Responder};
 use crate::stats::add;
 use crate::stats::sub;
-use crate::timer::{Due, Millis, NEVER, RateLimit, Timers};
-use crate::turn::{LISTENER, Ready, Turn, settle_writable};
+use crate::table::Table;
+use crate::timer::{ACCEPT_RETRY_MS, Due, Entry, Millis, NEVER, Pause, RateLimit, Timers};
+use crate::turn::{CONTROL_BASE, LISTENER, Ready, Turn, settle_writable};
 use conn::{Advance, Close, Connection, Ctx, Phase};
 
 pub use conn::{LINGER_MS, READS_PER_TURN};
 
 /// Accepts per turn, so a connection storm cannot starve served clients.
 pub const ACCEPTS_PER_TURN: usize = 64;
-/// After an accept error other than `WouldBlock`, how long until the
-/// listener is tried again, in milliseconds: no retry storm, no stall.
-pub const ACCEPT_RETRY_MS: Millis = 1_000;
 /// Connection slots allocated up front, so that ordinary concurrency never
 /// grows the slab while serving (it grows, once, past this).
 const PREALLOCATED_CONNECTIONS: usize = 256;
-/// Stale timer entries tolerated beyond twice the open connections before
-/// the heap is swept.
-pub(crate) const TIMER_SLACK: usize = 1024;
 /// Closed connections a turn can hold without growing the list (the
 /// events of one poll); more only grow it once.
 const CLOSED_PER_TURN: usize = 1024;
@@ -67,21 +61,19 @@ pub(crate) struct Tcp {
     listen_addr: Option<SocketAddr>,
     /// Listen with `SO_REUSEPORT` (`--reuse-port`).
     reuse_port: bool,
-    /// `None` marks a connection closed this turn, freed when it ends.
-    conns: Slab<Option<Slot>>,
+    /// Open connections; a closed one's key is freed when the turn ends.
+    conns: Table<Slot>,
     mode: Mode,
     max_connections: usize,
     max_owed: usize,
     /// Idle timeout in milliseconds, if any.
     idle_ms: Option<Millis>,
     max_line: usize,
-    /// Keys closed during this turn; freed when it ends.
-    closed: Vec<usize>,
     next_id: u32,
     /// A descriptor held in reserve for when the process runs out.
     spare_fd: spare::SpareFd,
-    /// Accepting is paused until then after an accept error.
-    accept_retry_at: Option<Millis>,
+    /// Accepting is paused after an accept error.
+    accept_pause: Pause,
     reject_log: RateLimit,
     line_log: RateLimit,
     /// Shutting down: no new clients; connections close once their owed
@@ -96,16 +88,20 @@ impl Tcp {
             listener,
             listen_addr,
             reuse_port: config.reuse_port,
-            conns: Slab::with_capacity(config.max_connections.min(PREALLOCATED_CONNECTIONS)),
+            conns: Table::new(
+                Token(0),
+                CONTROL_BASE.0,
+                config.max_connections.min(PREALLOCATED_CONNECTIONS),
+                CLOSED_PER_TURN,
+            ),
             mode: config.mode,
             max_connections: config.max_connections,
             max_owed: config.max_owed,
             idle_ms: config.idle_timeout.map(|d| d.as_millis() as Millis),
             max_line: config.max_line,
-            closed: Vec::with_capacity(CLOSED_PER_TURN),
             next_id: 0,
             spare_fd: spare::SpareFd::reserve(),
-            accept_retry_at: None,
+            accept_pause: Pause::default(),
             reject_log: RateLimit::default(),
             line_log: RateLimit::default(),
             stopping: false,
@@ -114,7 +110,7 @@ impl Tcp {
 
     /// Open connections.
     pub fn open(&self) -> usize {
-        self.conns.len() - self.closed.len()
+        self.conns.open()
     }
 
     // ----- accepting -------------------------------------------------------
@@ -122,10 +118,9 @@ impl Tcp {
     /// The listener is readable: accept until `WouldBlock`, or until the
     /// per-turn budget runs out (then it goes on the still-ready list).
     pub fn accept(&mut self, t: &mut Turn<'_>) {
-        if self.accept_retry_at.is_some_and(|at| t.now < at) {
+        if self.accept_pause.holds(t.now) {
             return; // Paused after an accept error; its timer resumes it.
         }
-        self.accept_retry_at = None;
         for _ in 0..ACCEPTS_PER_TURN {
             let Some(listener) = &self.listener else {
                 return;
@@ -147,9 +142,7 @@ impl Tcp {
 
     /// Stops accepting for [`ACCEPT_RETRY_MS`]: no retry storm, no stall.
     fn pause_accepting(&mut self, t: &mut Turn<'_>) {
-        let at = t.now + ACCEPT_RETRY_MS;
-        self.accept_retry_at = Some(at);
-        t.timers.arm(at, Due::AcceptRetry);
+        self.accept_pause.start(t.now, Due::AcceptRetry, t.timers);
     }
 
     /// Out of file descriptors. The failed accept would fail again at
@@ -185,7 +178,7 @@ impl Tcp {
     }
 
     /// Takes in one accepted stream, or turns it away over the limit.
-    fn admit(&mut self, mut stream: TcpStream, peer: SocketAddr, t: &mut Turn<'_>) {
+    fn admit(&mut self, stream: TcpStream, peer: SocketAddr, t: &mut Turn<'_>) {
         if self.open() >= self.max_connections {
             add(&t.counters.rejected, 1);
             if self.reject_log.allow(t.now) {
@@ -205,24 +198,23 @@ impl Tcp {
         if self.mode == Mode::Line || custom || t.faults.any(Protocol::Tcp) {
             let _ = stream.set_nodelay(true);
         }
-        let entry = self.conns.vacant_entry();
-        let key = entry.key();
-        if let Err(e) = t
-            .registry
-            .register(&mut stream, Token(key), Interest::READABLE)
-        {
-            warn!("cannot register {peer}: {e}");
-            return;
-        }
         let id = self.next_id;
-        self.next_id = self.next_id.wrapping_add(1);
         let custom_peer = matches!(t.replies, Replies::Custom { .. }).then_some(peer);
-        entry.insert(Some(Slot {
+        let conn = Connection::new(id, self.max_line, t.now, custom_peer);
+        let slot = |stream| Slot {
             stream,
-            conn: Connection::new(id, self.max_line, t.now, custom_peer),
+            conn,
             write_interest: false,
             timer_at: NEVER,
-        }));
+        };
+        let key = match self
+            .conns
+            .insert(t.registry, stream, Interest::READABLE, slot)
+        {
+            Ok(key) => key,
+            Err(e) => return warn!("cannot register {peer}: {e}"),
+        };
+        self.next_id = self.next_id.wrapping_add(1);
         add(&t.counters.accepted, 1);
         add(&t.counters.open, 1);
         debug!("conn {key}: accepted {peer}");
@@ -236,14 +228,14 @@ impl Tcp {
     /// A readiness event for connection `key`.
     pub fn on_event(&mut self, key: usize, readable: bool, t: &mut Turn<'_>) {
         // A key closed earlier in this batch has no slot: a stale event.
-        if let Some(Some(_)) = self.conns.get(key) {
+        if self.conns.get(key).is_some() {
             self.drive(key, readable, t);
         }
     }
 
     /// Serves a connection that was left still ready last turn.
     pub fn resume(&mut self, key: usize, id: u32, t: &mut Turn<'_>) {
-        if let Some(Some(slot)) = self.conns.get(key) {
+        if let Some(slot) = self.conns.get(key) {
             if slot.conn.id == id {
                 self.drive(key, true, t);
             }
@@ -253,7 +245,7 @@ impl Tcp {
     /// Runs connection `key` as far as it goes without blocking, then
     /// settles its interest, its timer and its place on the ready list.
     fn drive(&mut self, key: usize, readable: bool, t: &mut Turn<'_>) {
-        let Some(Some(slot)) = self.conns.get_mut(key) else {
+        let Some(slot) = self.conns.get_mut(key) else {
             return;
         };
         let before = log_enabled!(Level::Trace).then(|| t.counters.snapshot());
@@ -294,9 +286,9 @@ impl Tcp {
         }
     }
 
-    /// Closes connection `key` now; its slab entry is freed at turn end.
+    /// Closes connection `key` now; its key is freed at turn end.
     fn close(&mut self, key: usize, why: Close, t: &mut Turn<'_>) {
-        let Some(Some(slot)) = self.conns.get_mut(key) else {
+        let Some(mut slot) = self.conns.close(key) else {
             return;
         };
         match &why {
@@ -324,8 +316,7 @@ impl Tcp {
         )) {
             let _ = t.registry.deregister(&mut slot.stream);
         }
-        self.conns[key] = None;
-        self.closed.push(key);
+        drop(slot);
         sub(&t.counters.open, 1);
     }
 
@@ -334,7 +325,7 @@ impl Tcp {
     /// moved it to.
     pub fn on_timer(&mut self, key: u32, id: u32, at: Millis, t: &mut Turn<'_>) {
         let key = key as usize;
-        let Some(Some(slot)) = self.conns.get_mut(key) else {
+        let Some(slot) = self.conns.get_mut(key) else {
             return;
         };
         if slot.conn.id != id || slot.timer_at != at {
@@ -358,28 +349,26 @@ impl Tcp {
         }
     }
 
-    /// The accept-retry timer came due.
-    pub fn on_accept_retry(&mut self, t: &mut Turn<'_>) {
-        if self.accept_retry_at.is_some_and(|at| at <= t.now) {
+    /// The accept-retry entry due `at` came due.
+    pub fn on_accept_retry(&mut self, at: Millis, t: &mut Turn<'_>) {
+        if self.accept_pause.is_current(at) {
             self.accept(t);
         }
     }
 
-    /// Frees the slab entries of connections closed this turn, and sweeps
-    /// the timer heap when stale entries (of closed connections, or of
-    /// deadlines re-armed earlier) outnumber the open connections.
-    pub fn end_turn(&mut self, timers: &mut Timers) {
-        for key in self.closed.drain(..) {
-            self.conns.remove(key);
-        }
-        if timers.len() > 2 * self.conns.len() + TIMER_SLACK {
-            timers.retain(|entry| match entry.due {
-                Due::Conn { key, id } => self.conns.get(key as usize).is_some_and(|slot| {
-                    slot.as_ref()
-                        .is_some_and(|slot| slot.conn.id == id && slot.timer_at == entry.at)
-                }),
-                _ => true,
-            });
+    /// Frees the keys of connections closed this turn.
+    pub fn end_turn(&mut self) {
+        self.conns.end_turn();
+    }
+
+    /// Whether a timer entry of the listener or of a connection is the one
+    /// its owner armed last (see [`Timers::sweep`](crate::timer::Timers::sweep)).
+    pub fn is_current(&self, entry: &Entry) -> bool {
+        match entry.due {
+            Due::Conn { key, id } => (self.conns.get(key as usize))
+                .is_some_and(|slot| slot.conn.id == id && slot.timer_at == entry.at),
+            Due::AcceptRetry => self.accept_pause.is_current(entry.at),
+            _ => false,
         }
     }
 
@@ -393,25 +382,27 @@ impl Tcp {
         if let Some(mut listener) = self.listener.take() {
             let _ = t.registry.deregister(&mut listener);
         }
-        let live: Vec<usize> = self
-            .conns
-            .iter()
-            .filter(|(_, slot)| slot.is_some())
-            .map(|(key, _)| key)
-            .collect();
-        for key in live {
-            if let Some(Some(slot)) = self.conns.get_mut(key) {
+        for key in self.conns.keys() {
+            if let Some(slot) = self.conns.get_mut(key) {
                 slot.conn.stop();
             }
             self.drive(key, false, t);
         }
     }
 
-    // ----- live control ------------------------------------------------------
+    /// Closes every connection at once: the shutdown grace period is over.
+    pub fn close_all(&mut self, t: &mut Turn<'_>) {
+        for key in self.conns.keys() {
+            self.close(key, Close::Done, t);
+        }
+    }
+}
 
+/// What live control changes on the TCP side (see [`command`](crate::command)).
+impl Target for Tcp {
     /// Closes the listener: new clients are refused; open connections go
     /// on.
-    pub fn refuse(&mut self, t: &mut Turn<'_>) -> Reply {
+    fn refuse(&mut self, t: &mut Turn<'_>) -> Reply {
         self.listen_addr.ok_or("tcp is off (--no-tcp)")?;
         if let Some(mut listener) = self.listener.take() {
             let _ = t.registry.deregister(&mut listener);
@@ -420,7 +411,7 @@ impl Tcp {
     }
 
     /// Listens again on the same address after [`refuse`](Tcp::refuse).
-    pub fn listen_again(&mut self, t: &mut Turn<'_>) -> Reply {
+    fn listen_again(&mut self, t: &mut Turn<'_>) -> Reply {
         let addr = self.listen_addr.ok_or("tcp is off (--no-tcp)")?;
         if self.stopping {
             return Err("shutting down".into());
@@ -440,7 +431,7 @@ impl Tcp {
 
     /// Makes `text` the fixed reply from now on. Replies already owed keep
     /// the old text: each connection turns what it owes into bytes first.
-    pub fn set_reply(&mut self, text: Vec<u8>, t: &mut Turn<'_>) -> Reply {
+    fn set_reply(&mut self, text: Vec<u8>, t: &mut Turn<'_>) -> Reply {
         if text.is_empty() || text.len() > MAX_REPLY_LEN {
             return Err(format!(
                 "reply: must be 1 to {MAX_REPLY_LEN} bytes, got {}",
@@ -454,26 +445,16 @@ impl Tcp {
                 return match responder.set_reply_text(&text) {
                     true => Ok(String::new()),
                     false => {
-                        Err("replies come from a responder (--echo) with no reply text".into())
+                        Err("replies come from a responder with no reply text to change".into())
                     }
                 };
             }
         };
         for (_, slot) in self.conns.iter_mut() {
-            if let Some(slot) = slot {
-                slot.conn.keep_owed_bytes(old);
-            }
+            slot.conn.keep_owed_bytes(old);
         }
         *t.replies = Replies::Fixed(Pattern::new(&text, self.mode == Mode::Line, self.max_owed));
         Ok(String::new())
-    }
-
-    /// Closes every connection at once: the shutdown grace period is over.
-    pub fn close_all(&mut self, t: &mut Turn<'_>) {
-        let keys: Vec<usize> = self.conns.iter().map(|(key, _)| key).collect();
-        for key in keys {
-            self.close(key, Close::Done, t);
-        }
     }
 }
 

@@ -1,0 +1,239 @@
+//! Commands: the changes a running server takes without a restart, and
+//! the one place that carries them out.
+//!
+//! A command comes from a control line ([`parse`], used by
+//! [`control`](crate::control)) or from a [`Handle`](crate::Handle); either
+//! way the loop hands it to [`execute`] and sends back its [`Reply`]. This
+//! module sits below every handler: it acts on the turn's own state
+//! (faults, counters) and on the TCP side through [`Target`], and imports
+//! none of them.
+//!
+//! A new command is a [`Command`] variant, its arm in [`execute`], its
+//! word in [`parse`] and its text in `Display`.
+
+use std::fmt;
+
+use log::info;
+
+use crate::fault::Fault;
+use crate::stats::Stats;
+use crate::timer::Millis;
+use crate::turn::Turn;
+
+/// Longest wait a `received` may ask for, in seconds (a day).
+pub(crate) const MAX_WAIT_SECS: u64 = 86_400;
+
+/// The commands a control line may name, for error messages.
+const COMMANDS: &str = "fault, clear, reply, refuse, accept, stats, received";
+
+/// A change to the running server, from a control connection or a
+/// [`Handle`](crate::Handle).
+#[derive(Debug, Clone)]
+pub(crate) enum Command {
+    AddFault(Fault),
+    ClearFaults,
+    SetReply(Vec<u8>),
+    Refuse,
+    Accept,
+    Stats,
+}
+
+/// What a command answers: `Ok(text)` is answered `ok` (then the text,
+/// if any), `Err(why)` is answered `error: why`.
+pub(crate) type Reply = Result<String, String>;
+
+/// What commands change beyond the turn's own state: the TCP listener and
+/// the reply its connections owe. [`Tcp`](crate::tcp::Tcp) implements it.
+pub(crate) trait Target {
+    /// Closes the listener: new clients are refused.
+    fn refuse(&mut self, t: &mut Turn<'_>) -> Reply;
+    /// Listens again on the same address.
+    fn listen_again(&mut self, t: &mut Turn<'_>) -> Reply;
+    /// Makes `text` the reply from now on.
+    fn set_reply(&mut self, text: Vec<u8>, t: &mut Turn<'_>) -> Reply;
+}
+
+/// Carries out `command`, from a control connection or a [`Handle`](crate::Handle).
+pub(crate) fn execute(command: Command, target: &mut impl Target, t: &mut Turn<'_>) -> Reply {
+    info!("control: {command}");
+    match command {
+        Command::AddFault(fault) => t.faults.add(fault),
+        Command::ClearFaults => t.faults.clear(),
+        Command::SetReply(text) => return target.set_reply(text, t),
+        Command::Refuse => return target.refuse(t),
+        Command::Accept => return target.listen_again(t),
+        Command::Stats => return Ok(stats_line(&t.counters.snapshot())),
+    }
+    Ok(String::new())
+}
+
+/// As a control line says it, for the log (Display rather than Debug: a
+/// probability's Debug would link float printing into the binary).
+impl fmt::Display for Command {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Command::AddFault(fault) => write!(f, "fault {fault}"),
+            Command::ClearFaults => f.write_str("clear"),
+            Command::SetReply(text) => write!(f, "reply {}", String::from_utf8_lossy(text)),
+            Command::Refuse => f.write_str("refuse"),
+            Command::Accept => f.write_str("accept"),
+            Command::Stats => f.write_str("stats"),
+        }
+    }
+}
+
+/// What a control line asks for.
+#[derive(Debug)]
+pub(crate) enum Request {
+    /// A command the loop carries out.
+    Run(Command),
+    /// Wait until `count` messages in all have arrived, for `secs` (as
+    /// sent), which is `ms` milliseconds. Only a control connection can
+    /// wait, so this is not a [`Command`].
+    Received {
+        count: u64,
+        secs: String,
+        ms: Millis,
+    },
+}
+
+/// Parses one command line (without its `\n`).
+pub(crate) fn parse(line: &[u8]) -> Result<Request, String> {
+    let line = std::str::from_utf8(line).map_err(|_| "a command is UTF-8 text".to_string())?;
+    let (word, rest) = match line.split_once(' ') {
+        Some((word, rest)) => (word, Some(rest)),
+        None => (line, None),
+    };
+    let no_argument = |command: Command| match rest {
+        None => Ok(Request::Run(command)),
+        Some(_) => Err(format!("{word} takes no argument")),
+    };
+    match word {
+        "" => Err(format!("empty command ({COMMANDS})")),
+        "fault" => {
+            let spec = rest.ok_or("fault needs a spec, like fault udp:drop,p=0.5")?;
+            Ok(Request::Run(Command::AddFault(spec.parse()?)))
+        }
+        "reply" => {
+            let text = rest.unwrap_or_default();
+            Ok(Request::Run(Command::SetReply(text.as_bytes().to_vec())))
+        }
+        "clear" => no_argument(Command::ClearFaults),
+        "refuse" => no_argument(Command::Refuse),
+        "accept" => no_argument(Command::Accept),
+        "stats" => no_argument(Command::Stats),
+        "received" => parse_received(rest),
+        _ => Err(format!("unknown command '{word}' ({COMMANDS})")),
+    }
+}
+
+/// `received N SECS`: the count and the longest wait.
+fn parse_received(rest: Option<&str>) -> Result<Request, String> {
+    let usage = "received needs N SECS, like received 10 2.5";
+    let (count, secs) = rest.and_then(|r| r.split_once(' ')).ok_or(usage)?;
+    let count = count.parse().map_err(|_| usage.to_string())?;
+    let ms = crate::fault::decimal(secs, 3).ok_or(usage)?;
+    if ms > MAX_WAIT_SECS * 1000 {
+        return Err(format!("received: SECS must be 0 to {MAX_WAIT_SECS}"));
+    }
+    let secs = secs.to_string();
+    Ok(Request::Received { count, secs, ms })
+}
+
+/// The one line that answers a command: `ok`, `ok TEXT` or `error: WHY`,
+/// with its `\n`.
+pub(crate) fn answer_line(reply: &Reply) -> String {
+    match reply {
+        Ok(text) if text.is_empty() => "ok\n".to_string(),
+        Ok(text) => format!("ok {text}\n"),
+        Err(why) => format!("error: {why}\n"),
+    }
+}
+
+/// The `stats` answer: `accepted=N rejected=N ...`.
+pub(crate) fn stats_line(s: &Stats) -> String {
+    format!(
+        "accepted={} rejected={} open={} messages={} datagrams={} bytes_in={} bytes_out={} \
+         dropped={} faults={}",
+        s.accepted,
+        s.rejected,
+        s.open,
+        s.messages,
+        s.datagrams,
+        s.bytes_in,
+        s.bytes_out,
+        s.replies_dropped,
+        s.faults.total()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn command(line: &str) -> Result<Request, String> {
+        parse(line.as_bytes())
+    }
+
+    #[test]
+    fn commands_parse() {
+        assert!(matches!(
+            command("fault udp:drop"),
+            Ok(Request::Run(Command::AddFault(_)))
+        ));
+        assert!(matches!(
+            command("clear"),
+            Ok(Request::Run(Command::ClearFaults))
+        ));
+        assert!(matches!(
+            command("refuse"),
+            Ok(Request::Run(Command::Refuse))
+        ));
+        assert!(matches!(
+            command("accept"),
+            Ok(Request::Run(Command::Accept))
+        ));
+        assert!(matches!(command("stats"), Ok(Request::Run(Command::Stats))));
+        match command("reply  two words ") {
+            Ok(Request::Run(Command::SetReply(text))) => assert_eq!(text, b" two words "),
+            other => panic!("{other:?}"),
+        }
+        match command("received 10 0.25") {
+            Ok(Request::Received { count, secs, ms }) => {
+                assert_eq!((count, secs.as_str(), ms), (10, "0.25", 250));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn bad_commands_are_errors() {
+        for line in [
+            "",
+            "frobnicate",
+            "fault",
+            "fault tcp:drop",
+            "clear now",
+            "stats please",
+            "received",
+            "received 10",
+            "received x 1",
+            "received 1 -1",
+            "received 1 nan",
+            "received 1 1e9",
+        ] {
+            let err = command(line)
+                .err()
+                .unwrap_or_else(|| panic!("{line:?} accepted"));
+            assert!(!err.contains('\n'), "{line:?}: {err}");
+        }
+        assert!(parse(b"\xff").is_err(), "not UTF-8");
+    }
+
+    #[test]
+    fn every_answer_is_one_line() {
+        assert_eq!(answer_line(&Ok(String::new())), "ok\n");
+        assert_eq!(answer_line(&Ok("7".into())), "ok 7\n");
+        assert_eq!(answer_line(&Err("no".into())), "error: no\n");
+    }
+}

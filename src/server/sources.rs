@@ -1,0 +1,210 @@
+//! The loop's sources and what it does with each event: the dispatch by
+//! token, the deadlines that come due, the end of a turn, and the one
+//! shutdown sequence. Handlers act; this only decides which one.
+
+use std::sync::atomic::Ordering;
+
+use log::info;
+use mio::Token;
+
+use super::SHUTDOWN_GRACE_MS;
+use crate::command;
+use crate::control::Control;
+use crate::handle::Shared;
+use crate::stats::add;
+use crate::tcp::Tcp;
+use crate::timer::{Due, Millis, Timers};
+use crate::turn::{Owner, Ready, Turn};
+use crate::udp::Udp;
+
+/// The event sources and their handlers.
+pub(super) struct Sources {
+    pub(super) tcp: Tcp,
+    pub(super) udp: Option<Udp>,
+    /// The live control socket and its connections (`--control`).
+    pub(super) control: Option<Control>,
+    /// Shutdown has begun: no new clients, owed replies drain.
+    pub(super) stopping: bool,
+    #[cfg(all(feature = "signals", unix))]
+    pub(super) signals: Option<signal_hook_mio::v1_0::Signals>,
+}
+
+impl Sources {
+    /// Hands one event to the handler its token names.
+    pub(super) fn dispatch(
+        &mut self,
+        token: Token,
+        readable: bool,
+        shared: &Shared,
+        t: &mut Turn<'_>,
+    ) {
+        match Owner::of(token) {
+            Owner::Listener => self.tcp.accept(t),
+            Owner::Udp => self.serve_udp(t),
+            Owner::Waker => {
+                self.apply_changes(shared, t);
+                if shared.stop_requested.load(Ordering::SeqCst) {
+                    self.begin_shutdown(t);
+                }
+            }
+            Owner::Signals => self.on_signals(t),
+            Owner::ControlListener => self.serve_control(None, t),
+            Owner::Control(key) => self.serve_control(Some(key), t),
+            Owner::Conn(key) => self.tcp.on_event(key, readable, t),
+            Owner::Unknown => {}
+        }
+    }
+
+    pub(super) fn serve_again(&mut self, ready: Ready, t: &mut Turn<'_>) {
+        match ready {
+            Ready::Listener => self.tcp.accept(t),
+            Ready::Udp => self.serve_udp(t),
+            Ready::Conn { key, id } => self.tcp.resume(key, id, t),
+            Ready::Control { key } => self.serve_control(Some(key), t),
+        }
+    }
+
+    /// The control listener (`None`) or control connection `key` is ready.
+    fn serve_control(&mut self, key: Option<usize>, t: &mut Turn<'_>) {
+        let Sources { control, tcp, .. } = self;
+        let Some(control) = control else {
+            return;
+        };
+        match key {
+            None => control.accept(t, tcp),
+            Some(key) => control.drive(key, t, tcp),
+        }
+    }
+
+    /// The end of a turn: answer the control waits that are due, free the
+    /// keys closed during the turn, sweep stale timers.
+    pub(super) fn end_turn(&mut self, t: &mut Turn<'_>) {
+        let Sources { control, tcp, .. } = self;
+        if let Some(control) = control {
+            control.check_waits(t, tcp);
+            control.end_turn();
+        }
+        tcp.end_turn();
+        self.sweep_timers(t.timers);
+    }
+
+    /// Drops stale timer entries once they may outnumber the current ones;
+    /// each entry's owner says whether it is current.
+    fn sweep_timers(&self, timers: &mut Timers) {
+        // Each open connection, each listener's pause, the UDP delays, each
+        // control wait and the shutdown grace: one entry each at most.
+        let control = self.control.as_ref();
+        let current = self.tcp.open() + 3 + control.map_or(0, Control::timers_current);
+        timers.sweep(current, |entry| match entry.due {
+            Due::Conn { .. } | Due::AcceptRetry => self.tcp.is_current(entry),
+            Due::ControlWait { .. } | Due::ControlAcceptRetry => {
+                control.is_some_and(|control| control.is_current(entry))
+            }
+            Due::UdpDelay => (self.udp.as_ref()).is_some_and(|udp| udp.is_current_delay(entry.at)),
+            Due::ShutdownGrace => true,
+        });
+    }
+
+    /// Carries out the changes other threads asked for, in order, and
+    /// sends each its reply.
+    fn apply_changes(&mut self, shared: &Shared, t: &mut Turn<'_>) {
+        let changes =
+            std::mem::take(&mut *shared.changes.lock().unwrap_or_else(|p| p.into_inner()));
+        for (command, reply_to) in changes {
+            let reply = command::execute(command, &mut self.tcp, t);
+            let _ = reply_to.send(reply);
+        }
+    }
+
+    fn serve_udp(&mut self, t: &mut Turn<'_>) {
+        if let Some(udp) = &mut self.udp {
+            udp.serve(t);
+        }
+    }
+
+    /// A deadline came due.
+    pub(super) fn on_due(&mut self, due: Due, at: Millis, t: &mut Turn<'_>) {
+        match due {
+            Due::Conn { key, id } => self.tcp.on_timer(key, id, at, t),
+            Due::AcceptRetry => self.tcp.on_accept_retry(at, t),
+            Due::ControlAcceptRetry => {
+                if let Some(control) = &mut self.control {
+                    control.on_accept_retry(at, t, &mut self.tcp);
+                }
+            }
+            // `end_turn` answers the waits that are due.
+            Due::ControlWait { .. } => {}
+            Due::UdpDelay => match &mut self.udp {
+                Some(udp) if udp.is_current_delay(at) => udp.release_delayed(t),
+                _ => {} // Stale: an earlier delay took its place.
+            },
+            Due::ShutdownGrace => {
+                info!("shutdown grace period over: closing everything");
+                self.close_everything(t);
+            }
+        }
+    }
+
+    // ----- shutting down ----------------------------------------------------
+    //
+    // One sequence:
+    // 1. `begin_shutdown` (a `Handle`, `Server::shutdown`, a first signal):
+    //    the listener closes; every connection finishes what it owes, then
+    //    closes gracefully; the grace deadline is armed.
+    // 2. After each turn, `Server::turn` asks `is_idle`: once nothing is
+    //    open and no UDP reply waits, the server is stopped.
+    // 3. If the grace deadline comes first (or a second signal), then
+    //    `close_everything`, and the turn's end finds it idle.
+
+    /// Starts the graceful shutdown (once).
+    fn begin_shutdown(&mut self, t: &mut Turn<'_>) {
+        if self.stopping {
+            return;
+        }
+        info!("shutting down: no new clients; finishing owed replies");
+        self.stopping = true;
+        t.timers.arm(t.now + SHUTDOWN_GRACE_MS, Due::ShutdownGrace);
+        self.tcp.stop(t);
+        // Control connections are not data: nothing is owed them.
+        if let Some(control) = &mut self.control {
+            control.close_all(t);
+        }
+    }
+
+    /// Nothing left to finish: no connection open, no UDP reply waiting.
+    pub(super) fn is_idle(&self) -> bool {
+        self.tcp.open() == 0 && self.udp.as_ref().is_none_or(|udp| udp.queued() == 0)
+    }
+
+    /// Closes every connection and the UDP socket now. The replies still
+    /// queued for UDP are dropped, and counted.
+    fn close_everything(&mut self, t: &mut Turn<'_>) {
+        self.tcp.close_all(t);
+        if let Some(mut udp) = self.udp.take() {
+            add(&t.counters.replies_dropped, udp.queued() as u64);
+            udp.deregister(t.registry);
+        }
+    }
+
+    /// SIGINT/SIGTERM: the first stops gracefully, a second at once.
+    #[cfg(all(feature = "signals", unix))]
+    fn on_signals(&mut self, t: &mut Turn<'_>) {
+        let Some(signals) = &mut self.signals else {
+            return;
+        };
+        let count = signals.pending().count();
+        if count == 0 {
+            return;
+        }
+        if self.stopping || count > 1 {
+            info!("second signal: closing everything now");
+            self.begin_shutdown(t);
+            self.close_everything(t);
+        } else {
+            self.begin_shutdown(t);
+        }
+    }
+
+    #[cfg(not(all(feature = "signals", unix)))]
+    fn on_signals(&mut self, _: &mut Turn<'_>) {}
+}
