@@ -92,6 +92,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, String
             Long("rule") => config.rules.push(text(&name, &mut parser)?.parse()?),
             Long("greeting") => config.greeting = Some(escaped(&name, &mut parser)?),
             Long("journal") => config.journal = Some(journal(&name, &mut parser)?),
+            Long("script") => script(&name, &mut parser, &mut config)?,
             Long("max-connections") => config.max_connections = number(&name, &mut parser)?,
             Long("idle-timeout") => {
                 let secs: u64 = number(&name, &mut parser)?;
@@ -126,6 +127,18 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, String
 /// The option's value with its escapes (`\\n`, `\\xHH`, ...) replaced.
 fn escaped(name: &str, parser: &mut lexopt::Parser) -> Result<Vec<u8>, String> {
     ackloop::unescape(&text(name, parser)?).map_err(|why| format!("{name}: {why}"))
+}
+
+/// Runs the control commands of the file the option names on `config`.
+fn script(name: &str, parser: &mut lexopt::Parser, config: &mut Config) -> Result<(), String> {
+    let value = parser
+        .value()
+        .map_err(|_| format!("{name}: needs a file name"))?;
+    let path = value.to_string_lossy().into_owned();
+    let text = std::fs::read_to_string(&value).map_err(|e| format!("{name} {path}: {e}"))?;
+    config
+        .run_script(&text)
+        .map_err(|why| format!("{name} {path}: {why}"))
 }
 
 /// `-` for stdout, else a file name.

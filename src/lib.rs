@@ -250,6 +250,7 @@ mod handle;
 mod journal;
 mod reply;
 mod rules;
+mod script;
 mod server;
 mod stats;
 mod table;

@@ -126,6 +126,15 @@ pub(crate) enum Replies {
 }
 
 impl Replies {
+    /// The rules, if replies come from a responder; the fixed reply has
+    /// none (see [`scripted`](Replies::scripted)).
+    pub fn rules(&mut self) -> Option<&mut Rules> {
+        match self {
+            Replies::Custom { responder, .. } => Some(&mut responder.rules),
+            Replies::Fixed(_) => None,
+        }
+    }
+
     /// The rules, after turning the fixed reply into a responder if it is
     /// one: rules need each message whole, which only the responder path
     /// keeps. Returns the old pattern too, whose owed bytes each

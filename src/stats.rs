@@ -30,6 +30,9 @@ pub struct Stats {
     pub replies_dropped: u64,
     /// Faults applied on purpose, by kind (`--fault`).
     pub faults: FaultCounts,
+    /// Journal lines not written: its write failed, or a slow reader let
+    /// more than [`MAX_JOURNAL_BUFFER`](crate::MAX_JOURNAL_BUFFER) wait.
+    pub journal_lost: u64,
 }
 
 impl fmt::Display for Stats {
@@ -56,6 +59,9 @@ impl fmt::Display for Stats {
             }
             f.write_str(")")?;
         }
+        if self.journal_lost > 0 {
+            write!(f, ", journal lines lost {}", self.journal_lost)?;
+        }
         Ok(())
     }
 }
@@ -77,6 +83,7 @@ pub(crate) struct Counters {
     pub replies_dropped: AtomicU64,
     /// Faults applied, by [`FaultKind::index`](crate::FaultKind).
     pub faults: [AtomicU64; KINDS],
+    pub journal_lost: AtomicU64,
 }
 
 /// Adds `n` to a counter written by this thread only.
@@ -112,6 +119,7 @@ impl Counters {
             bytes_out: self.bytes_out.load(Relaxed),
             replies_dropped: self.replies_dropped.load(Relaxed),
             faults: FaultCounts::from_array(self.faults.each_ref().map(|n| n.load(Relaxed))),
+            journal_lost: self.journal_lost.load(Relaxed),
         }
     }
 }

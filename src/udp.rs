@@ -22,6 +22,7 @@ use mio::net::UdpSocket;
 
 use crate::config::Config;
 use crate::fault::{self, FaultKind};
+use crate::journal::{AppliedFaults, Direction};
 use crate::reply::{Protocol, Replies, Request, ask};
 use crate::stats::{Counters, add};
 use crate::timer::{Due, Millis, NEVER, RateLimit, at_least};
@@ -30,6 +31,7 @@ use crate::write::nonblocking;
 
 #[cfg(target_os = "linux")]
 mod batch;
+mod journal;
 
 /// Datagrams read per turn before other sources get their turn: a flood
 /// on UDP cannot starve TCP clients.
@@ -43,6 +45,8 @@ const SPARE_CAPACITY: usize = crate::config::MAX_REPLY_LEN;
 struct Queued {
     to: SocketAddr,
     bytes: Vec<u8>,
+    /// With a journal, a delayed reply's line, written when it leaves.
+    note: Option<journal::Note>,
 }
 
 /// The UDP socket and its reply queue.
@@ -230,6 +234,18 @@ impl Udp {
     /// Makes the reply to the datagram in `t.buf[..len]` and sends or
     /// queues it.
     fn answer(&mut self, len: usize, from: SocketAddr, t: &mut Turn<'_>) {
+        let ordinal = t.counters.datagrams.load(Relaxed);
+        if t.journal.is_some() {
+            let clean = AppliedFaults::default();
+            journal::record(
+                (t.journal, t.now),
+                ordinal,
+                Direction::In,
+                &t.buf[..len],
+                from,
+                clean,
+            );
+        }
         let reply: Option<&[u8]> = match t.replies {
             Replies::Fixed(pattern) => Some(pattern.text()),
             Replies::Custom { responder, scratch } => {
@@ -246,6 +262,17 @@ impl Udp {
             return self.answer_faulty(reply, len, from, t);
         }
         if let Some(reply) = reply {
+            if t.journal.is_some() {
+                let clean = AppliedFaults::default();
+                journal::record(
+                    (t.journal, t.now),
+                    ordinal,
+                    Direction::Out,
+                    reply,
+                    from,
+                    clean,
+                );
+            }
             self.send_or_queue(reply, from, t.counters, t.now);
         }
     }
@@ -268,11 +295,19 @@ impl Udp {
             t.counters.add_faults(&verdict.applied);
             debug!("udp: datagram {ordinal} from {from}: fault {verdict}");
         }
+        let faults = AppliedFaults(verdict.applied);
         let Some(mut reply) = reply else {
             return; // The responder sends nothing.
         };
         if verdict.terminal == Some(FaultKind::Drop) {
-            return;
+            return journal::record(
+                (t.journal, t.now),
+                ordinal,
+                Direction::Out,
+                &[],
+                from,
+                faults,
+            );
         }
         if let Some(seed) = verdict.corrupt {
             fault::corrupt(&mut reply, seed);
@@ -282,22 +317,45 @@ impl Udp {
         }
         for _ in 0..1 + usize::from(verdict.duplicate) {
             match verdict.delay_ms {
-                0 => self.send_or_queue(&reply, from, t.counters, t.now),
-                delay => self.delay_reply(&reply, from, at_least(t.now, delay), t),
+                0 => {
+                    journal::record(
+                        (t.journal, t.now),
+                        ordinal,
+                        Direction::Out,
+                        &reply,
+                        from,
+                        faults,
+                    );
+                    self.send_or_queue(&reply, from, t.counters, t.now);
+                }
+                delay => {
+                    let note = t.journal.is_some().then_some((ordinal, faults));
+                    self.delay_reply(&reply, from, at_least(t.now, delay), note, t);
+                }
             }
         }
     }
 
     /// Holds a reply back until `at`, within the queue's bounds.
-    fn delay_reply(&mut self, reply: &[u8], to: SocketAddr, at: Millis, t: &mut Turn<'_>) {
+    fn delay_reply(
+        &mut self,
+        reply: &[u8],
+        to: SocketAddr,
+        at: Millis,
+        note: Option<journal::Note>,
+        t: &mut Turn<'_>,
+    ) {
         if !self.has_room(reply.len(), t.counters, t.now) {
             return;
         }
         self.queued_bytes += reply.len();
         self.delayed_serial += 1;
         let bytes = reply.to_vec();
-        self.delayed
-            .push(Reverse((at, self.delayed_serial, Queued { to, bytes })));
+        self.delayed.push(Reverse((
+            at,
+            self.delayed_serial,
+            Queued { to, bytes, note },
+        )));
         self.arm_delay_timer(t);
     }
 
@@ -326,6 +384,16 @@ impl Udp {
                 break;
             };
             self.queued_bytes -= reply.bytes.len();
+            if let Some((ordinal, faults)) = reply.note {
+                journal::record(
+                    (t.journal, t.now),
+                    ordinal,
+                    Direction::Out,
+                    &reply.bytes,
+                    reply.to,
+                    faults,
+                );
+            }
             self.send_or_queue(&reply.bytes, reply.to, t.counters, t.now);
         }
         self.delay_timer_at = NEVER;
@@ -357,7 +425,11 @@ impl Udp {
         let mut bytes = self.spare.pop().unwrap_or_default();
         bytes.extend_from_slice(reply);
         self.queued_bytes += bytes.len();
-        self.queue.push_back(Queued { to, bytes });
+        self.queue.push_back(Queued {
+            to,
+            bytes,
+            note: None,
+        });
     }
 
     /// Whether a reply of `len` bytes fits the queue's bounds; if not, it
@@ -480,6 +552,7 @@ mod tests {
             timers: &mut timers,
             ready: &mut ready,
             faults: &mut faults,
+            journal: None,
         };
         // The socket has nothing to receive, so serve only sends.
         udp.serve(&mut t);
