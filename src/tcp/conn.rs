@@ -468,7 +468,7 @@ impl Connection {
         add(&cx.counters.messages, 1);
         self.messages = self.messages.wrapping_add(1);
         if cx.journal.is_some() {
-            self.journal_in(message.clone(), ending, cx);
+            self.journal_in(message, ending, cx);
         }
         if cx.faults.any(Protocol::Tcp) || self.has_steps() || cx.journal.is_some() {
             return self.owe_faulty_reply(message, newline, cx);
