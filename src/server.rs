@@ -404,7 +404,7 @@ impl Server {
     ///
     /// ```
     /// use std::sync::{Arc, Mutex};
-    /// use std::io::{Read, Write};
+    /// use std::io::Write;
     ///
     /// let mut server = ackloop::Server::bind(ackloop::Config::loopback())?;
     /// let seen = Arc::new(Mutex::new(Vec::new()));
