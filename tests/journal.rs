@@ -362,3 +362,32 @@ fn smtplib_raises_when_the_server_resets_on_data() {
     let stream = connect(server.tcp());
     assert_eq!(text(&read_exactly(&stream, 19)), "220 ackloop ESMTP\r\n");
 }
+
+#[test]
+fn a_journal_reader_that_stops_reading_never_stalls_the_loop() {
+    let mut child = Command::new(common::bin())
+        .args(["--tcp", "127.0.0.1:0", "--no-udp", "--mode", "line"])
+        .args(["--journal", "-"])
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Read the address line, then never read stdout again: the pipe (64 KiB)
+    // fills with journal lines.
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut first = String::new();
+    stdout.read_line(&mut first).unwrap();
+    let addr = first.trim().strip_prefix("tcp ").expect("a tcp line").parse().unwrap();
+    let stream = connect(addr);
+    let line = format!("{}\n", "x".repeat(1000));
+    // 4 MiB of journal: far past the pipe and the journal's 1 MiB buffer.
+    for _ in 0..2000 {
+        (&stream).write_all(line.as_bytes()).unwrap();
+        assert_eq!(text(&read_exactly(&stream, 9)), "Received\n");
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    drop(stdout);
+}
