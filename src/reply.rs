@@ -66,6 +66,14 @@ pub trait Responder {
         let _ = text;
         false
     }
+
+    /// Shows this responder a message that a [`Rule`](crate::Rule)
+    /// answered instead of it (rules are tried first), so that one that
+    /// records or counts messages sees them all. By default it ignores
+    /// them.
+    fn answered_by_rule(&mut self, request: &Request<'_>) {
+        let _ = request;
+    }
 }
 
 impl<F> Responder for F
@@ -186,6 +194,7 @@ impl Responder for Scripted {
         }
         match self.rules.answer(request.message) {
             Some(text) => {
+                self.inner.answered_by_rule(request);
                 reply.extend_from_slice(text);
                 !text.is_empty()
             }

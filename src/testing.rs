@@ -29,7 +29,8 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::{
-    Config, Error, Fault, FixedReply, Handle, Mode, Protocol, Request, Responder, Server, Stats,
+    Config, Error, Fault, FixedReply, Handle, Mode, Protocol, Request, Responder, Rule, Server,
+    Stats,
 };
 
 /// How long [`TestServer::wait_for`] waits before it gives up.
@@ -118,8 +119,14 @@ struct Recording {
     limit: usize,
 }
 
-impl Responder for Recording {
-    fn respond(&mut self, request: &Request<'_>, reply: &mut Vec<u8>) -> bool {
+impl Recording {
+    /// Records `request`, then (if `answer`) asks the inner responder.
+    fn respond_recorded(
+        &mut self,
+        request: &Request<'_>,
+        reply: &mut Vec<u8>,
+        answer: bool,
+    ) -> bool {
         let mut log = lock(&self.record.log);
         log.arrived[usize::from(request.protocol == Protocol::Udp)] += 1;
         if log.messages.len() < self.limit {
@@ -133,11 +140,23 @@ impl Responder for Recording {
         }
         drop(log);
         self.record.arrived.notify_all();
-        self.inner.respond(request, reply)
+        answer && self.inner.respond(request, reply)
+    }
+}
+
+impl Responder for Recording {
+    fn respond(&mut self, request: &Request<'_>, reply: &mut Vec<u8>) -> bool {
+        self.respond_recorded(request, reply, true)
     }
 
     fn set_reply_text(&mut self, text: &[u8]) -> bool {
         self.inner.set_reply_text(text)
+    }
+
+    /// A rule answered: recorded all the same.
+    fn answered_by_rule(&mut self, request: &Request<'_>) {
+        let mut ignored = Vec::new();
+        let _ = self.respond_recorded(request, &mut ignored, false);
     }
 }
 
@@ -203,6 +222,13 @@ impl Builder {
     /// Adds a fault, as `--fault` does: `.fault("udp:drop,p=0.1".parse()?)`.
     pub fn fault(mut self, fault: Fault) -> Builder {
         self.config.faults.push(fault);
+        self
+    }
+
+    /// Adds a rule, as `--rule` does: `.rule("exact:ping => pong".parse()?)`.
+    /// Messages a rule answers are recorded too.
+    pub fn rule(mut self, rule: Rule) -> Builder {
+        self.config.rules.push(rule);
         self
     }
 

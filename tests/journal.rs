@@ -379,7 +379,12 @@ fn a_journal_reader_that_stops_reading_never_stalls_the_loop() {
     let mut stdout = BufReader::new(child.stdout.take().unwrap());
     let mut first = String::new();
     stdout.read_line(&mut first).unwrap();
-    let addr = first.trim().strip_prefix("tcp ").expect("a tcp line").parse().unwrap();
+    let addr = first
+        .trim()
+        .strip_prefix("tcp ")
+        .expect("a tcp line")
+        .parse()
+        .unwrap();
     let stream = connect(addr);
     let line = format!("{}\n", "x".repeat(1000));
     // 4 MiB of journal: far past the pipe and the journal's 1 MiB buffer.

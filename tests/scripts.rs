@@ -412,3 +412,43 @@ fn read_through(mut stream: &TcpStream, end: &[u8]) -> Vec<u8> {
     }
     got
 }
+
+#[test]
+fn the_handle_and_the_builder_script_a_library_server() {
+    use ackloop::testing::TestServer;
+    use ackloop::{Match, Mode, Rule};
+
+    let server = TestServer::builder()
+        .mode(Mode::Line)
+        .rule("exact:ping => pong || pong again".parse().unwrap())
+        .start()
+        .unwrap();
+    let handle = server.handle();
+    let first = connect(server.tcp_addr());
+    (&first).write_all(b"ping\nping\nother\n").unwrap();
+    let want = "pong\npong again\nReceived\n";
+    assert_eq!(text(&read_exactly(&first, want.len())), want);
+    assert_eq!(server.received().len(), 3, "messages a rule answered are recorded");
+
+    handle.add_rule("prefix:get => 200".parse().unwrap()).unwrap();
+    let no_reply = Rule {
+        pattern: Match::Any,
+        replies: Vec::new(),
+    };
+    assert!(handle.add_rule(no_reply).is_err(), "checked as the control line is");
+    assert!(handle.set_greeting(Some(Vec::new())).is_err());
+    assert!(handle.push(vec![b'x'; 1025]).is_err());
+    handle.set_greeting(Some(b"hello\r\n".to_vec())).unwrap();
+    let second = connect(server.tcp_addr());
+    assert_eq!(text(&read_exactly(&second, 7)), "hello\r\n");
+    (&second).write_all(b"get /\n").unwrap();
+    assert_eq!(text(&read_exactly(&second, 4)), "200\n");
+
+    handle.push("news").unwrap();
+    for stream in [&first, &second] {
+        assert_eq!(text(&read_exactly(stream, 5)), "news\n");
+    }
+    handle.clear_rules().unwrap();
+    (&first).write_all(b"ping\n").unwrap();
+    assert_eq!(text(&read_exactly(&first, 9)), "Received\n");
+}
