@@ -78,6 +78,7 @@
 //! call returns [`std::io::ErrorKind::WouldBlock`]; bytes left behind
 //! after a short read may never be reported again. Every IO loop in this
 //! crate therefore ends with a visible `WouldBlock => break` arm.
+//! (Lab: [`no-drain`](#the-traps-lab).)
 //!
 //! A handler may still stop early on purpose, to be fair: a connection
 //! reads at most [`READS_PER_TURN`] times a turn, the listener accepts at
@@ -85,6 +86,7 @@
 //! [`DATAGRAMS_PER_TURN`] datagrams. Since nobody will report such a source
 //! again, the loop keeps it on a *still ready* list, serves it next turn,
 //! and meanwhile polls with a zero timeout.
+//! (Lab: [`no-still-ready`](#the-traps-lab).)
 //!
 //! ## The life of a connection
 //!
@@ -93,6 +95,7 @@
 //!    Out of file descriptors (`EMFILE`), accept would fail forever while
 //!    clients wait in the backlog, so the server frees a descriptor it
 //!    keeps in reserve, accepts and closes them, and takes it back.
+//!    (Lab: [`emfile-spin`](#the-traps-lab).)
 //! 2. **Read.** The connection is registered for `READABLE`. Bytes go into
 //!    one 64 KiB buffer shared by all connections: they are framed and
 //!    answered before the next read, so nobody needs a buffer of their own.
@@ -103,16 +106,19 @@
 //! 4. **Write.** Write until everything is out or `WouldBlock`. A short
 //!    write is progress, not an error (never `write_all` on a non-blocking
 //!    socket): remember where you stopped.
+//!    (Lab: [`write-all`](#the-traps-lab).)
 //! 5. **`WRITABLE` comes and goes.** Only while bytes are owed is the socket
 //!    registered for `WRITABLE`; the writable event then continues the
 //!    write. Registered for good, a socket is writable nearly always and
 //!    some platforms report it after every read: a busy loop for nothing.
+//!    (Lab: [`writable-for-life`](#the-traps-lab).)
 //! 6. **Backpressure.** A client can send without ever reading. Once a
 //!    connection owes [`Config::max_owed`] bytes, the server takes no more lines
 //!    from it (the rest of a read waits in a buffer of the connection's)
 //!    and stops reading it; the kernel's buffers fill and TCP flow control
 //!    slows the client. When the owed bytes drain, reading resumes at
 //!    once, because the input left unread will not be reported again.
+//!    (Lab: [`no-backpressure`](#the-traps-lab).)
 //! 7. **Close.** Closing a socket with unread input makes the kernel send a
 //!    reset, which can destroy a reply still in flight. So the server shuts
 //!    down its writing side (FIN), reads and discards until the peer closes
@@ -121,6 +127,7 @@
 //!    key is freed only when the turn ends: a later event in the same
 //!    batch for the old connection must not reach a new one that got the
 //!    same key.
+//!    (Lab: [`close-without-linger`, `stale-key`](#the-traps-lab).)
 //!
 //! ## Datagrams
 //!
@@ -147,6 +154,7 @@
 //! and swept out once they could outnumber the live ones. An empty turn
 //! does not mean a deadline passed, so the loop reads the clock after
 //! every poll.
+//! (Lab: [`no-deadline-timeout`](#the-traps-lab).)
 //!
 //! ## A fault's delay
 //!
@@ -190,6 +198,32 @@
 //! (No `deregistering` line follows the close on Linux: closing the
 //! descriptor takes it off epoll's list by itself; elsewhere the
 //! connection is deregistered first, as mio asks.)
+//!
+//! ## The traps lab
+//!
+//! `examples/lab/` runs each mistake this tour warns against, and
+//! measures it (Linux): a small correct server, the same server with one
+//! trap built in, and a probe that drives the client exposing the trap
+//! against the broken variant, the correct server and ackloop itself.
+//!
+//! ```sh
+//! cargo run --release --example lab -- TRAP   # one trap
+//! cargo run --release --example lab -- all    # the whole table
+//! ```
+//!
+//! | `TRAP` | the mistake | where the tour explains it |
+//! |---|---|---|
+//! | `no-drain` | one read per readiness event | [Readiness is edge-triggered](#readiness-is-edge-triggered-repeat-until-wouldblock) |
+//! | `no-still-ready` | a per-turn budget without the still-ready list | [Readiness is edge-triggered](#readiness-is-edge-triggered-repeat-until-wouldblock) |
+//! | `writable-for-life` | `WRITABLE` registered for good | [The life of a connection](#the-life-of-a-connection), 5 |
+//! | `write-all` | `write_all` on a non-blocking socket | [The life of a connection](#the-life-of-a-connection), 4 |
+//! | `ok-zero` | `Ok(0)` not taken as end of stream | [Watching it happen](#watching-it-happen): `read 0 bytes`, then closed |
+//! | `no-deadline-timeout` | the nearest deadline not used as the poll timeout | [Time](#time) |
+//! | `emfile-spin` | no spare descriptor when out of descriptors | [The life of a connection](#the-life-of-a-connection), 1 |
+//! | `close-without-linger` | closing with unread input: the reset eats the reply | [The life of a connection](#the-life-of-a-connection), 7 |
+//! | `no-backpressure` | owed bytes unbounded | [The life of a connection](#the-life-of-a-connection), 6 |
+//! | `interrupted` | `EINTR` from the poll treated as fatal | [`Server::turn`] retries it |
+//! | `stale-key` | a slab key freed mid-batch (cannot show on epoll: a scripted kqueue batch) | [The life of a connection](#the-life-of-a-connection), 7 |
 //!
 //! # Resource bounds
 //!
