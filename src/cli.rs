@@ -240,6 +240,16 @@ mod tests {
             (&["--max-owed", "0"], "--max-owed"),
             (&["--udp-queue-len", "0"], "--udp-queue-len"),
             (&["--udp-queue-bytes", "1023"], "--udp-queue-bytes"),
+            (&["--reply", r"a\q"], "--reply"),
+            (&["--reply", "a\\"], "--reply"),
+            (&["--rule", "no arrow"], "--rule"),
+            (&["--rule", r"exact:x => \x4"], "--rule"),
+            (&["--greeting", ""], "--greeting"),
+            (&["--greeting", r"\z"], "--greeting"),
+            (&["--journal", ""], "--journal"),
+            (&["--journal"], "--journal"),
+            (&["--script", "/nonexistent/ackloop.script"], "--script"),
+            (&["--fault", "tcp:reset,match=regex:x"], "match"),
         ] {
             let message = parse_args(args)
                 .err()
@@ -247,6 +257,28 @@ mod tests {
             assert!(message.contains(option), "{args:?}: {message}");
             assert!(!message.contains('\n'), "{args:?}: {message}");
         }
+    }
+
+    #[test]
+    fn scripted_options_fill_the_config() {
+        let Ok(Command::Serve(config, _, _)) = parse_args(&[
+            "--reply",
+            r"a\\b\r",
+            "--rule",
+            "exact:a => b",
+            "--rule",
+            "* =>",
+            "--greeting",
+            r"220\x20hi\r\n",
+            "--journal",
+            "-",
+        ]) else {
+            panic!("rejected")
+        };
+        assert_eq!(config.reply, b"a\\b\r");
+        assert_eq!(config.rules.len(), 2);
+        assert_eq!(config.greeting.as_deref(), Some(&b"220 hi\r\n"[..]));
+        assert_eq!(config.journal, Some(JournalTarget::Stdout));
     }
 
     #[test]
