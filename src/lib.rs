@@ -31,6 +31,14 @@
 //! [`Server::poll_delay`] says. [`Server::with_responder`] replaces the
 //! fixed reply with your own logic ([`Responder`], [`Echo`]).
 //!
+//! To stand in for a real protocol: [`Rule`]s answer messages by what they
+//! say (`"prefix:GET => 503 || 200"`, tried before the reply text),
+//! [`Config::greeting`] sends a banner first, [`Handle::push`] sends to
+//! every open connection unasked, and [`Server::on_journal`] (or
+//! [`Config::journal`]) reports every message and reply as a
+//! [`JournalEvent`]. Reply texts take the [`unescape`] escapes (`\r\n`,
+//! `\xHH`).
+//!
 //! # Nesting in a host's loop
 //!
 //! A host that already waits on descriptors of its own (`poll(2)`, epoll,
