@@ -428,14 +428,23 @@ fn the_handle_and_the_builder_script_a_library_server() {
     (&first).write_all(b"ping\nping\nother\n").unwrap();
     let want = "pong\npong again\nReceived\n";
     assert_eq!(text(&read_exactly(&first, want.len())), want);
-    assert_eq!(server.received().len(), 3, "messages a rule answered are recorded");
+    assert_eq!(
+        server.received().len(),
+        3,
+        "messages a rule answered are recorded"
+    );
 
-    handle.add_rule("prefix:get => 200".parse().unwrap()).unwrap();
+    handle
+        .add_rule("prefix:get => 200".parse().unwrap())
+        .unwrap();
     let no_reply = Rule {
         pattern: Match::Any,
         replies: Vec::new(),
     };
-    assert!(handle.add_rule(no_reply).is_err(), "checked as the control line is");
+    assert!(
+        handle.add_rule(no_reply).is_err(),
+        "checked as the control line is"
+    );
     assert!(handle.set_greeting(Some(Vec::new())).is_err());
     assert!(handle.push(vec![b'x'; 1025]).is_err());
     handle.set_greeting(Some(b"hello\r\n".to_vec())).unwrap();

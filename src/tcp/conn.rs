@@ -414,9 +414,10 @@ impl Connection {
                     // A custom responder needs the line in one piece: join
                     // the bytes carried from earlier reads. Otherwise the
                     // whole line is in this input, or the reply ignores it.
-                    let ending: &[u8] = match end.carried_cr || input[..used].ends_with(b"\r\n") {
-                        true => b"\r\n",
-                        false => b"\n",
+                    // The terminator as it came, for the journal only.
+                    let ending = match cx.journal {
+                        Some(_) => journal::line_ending(&input[..used], end.carried_cr),
+                        None => b"",
                     };
                     let message = if custom && end.carried > 0 {
                         let line = &mut self.buffers().line;
@@ -467,10 +468,10 @@ impl Connection {
     fn owe_reply(&mut self, message: Message<'_>, newline: bool, ending: &[u8], cx: &mut Ctx<'_>) {
         add(&cx.counters.messages, 1);
         self.messages = self.messages.wrapping_add(1);
-        if cx.journal.is_some() {
-            self.journal_in(message, ending, cx);
-        }
+        // One test on the fast path: faults, steps waiting, or a journal
+        // (whose replies are journaled as steps when they leave).
         if cx.faults.any(Protocol::Tcp) || self.has_steps() || cx.journal.is_some() {
+            self.journal_in(message, ending, cx);
             return self.owe_faulty_reply(message, newline, cx);
         }
         let (responder, scratch) = match cx.replies {

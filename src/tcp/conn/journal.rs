@@ -45,6 +45,16 @@ impl Entry<'_> {
     }
 }
 
+/// A line's terminator as it came: `\r\n` or `\n`. `consumed`: the input
+/// up to and including the line's `\n`; `carried_cr`: its `\r` came in an
+/// earlier read.
+pub(super) fn line_ending(consumed: &[u8], carried_cr: bool) -> &'static [u8] {
+    match carried_cr || consumed.ends_with(b"\r\n") {
+        true => b"\r\n",
+        false => b"\n",
+    }
+}
+
 impl Connection {
     /// The journal's entry for this connection now, if there is a journal.
     pub(super) fn journal_entry<'a>(&self, cx: &Ctx<'a>) -> Option<Entry<'a>> {
