@@ -12,7 +12,7 @@
 //! the journal stops, and serving goes on. Without a journal nothing here
 //! runs: the loop holds an `Option` and tests it once per event.
 
-use std::fmt::{self, Write as _};
+use std::fmt;
 use std::io::{self, Write};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -115,23 +115,21 @@ pub struct JournalEvent<'a> {
 impl JournalEvent<'_> {
     /// Appends the event as one line of JSON, `\n` included.
     pub fn write_json(&self, out: &mut Vec<u8>) {
-        let mut line = String::with_capacity(96 + self.bytes.len());
-        // Writing to a String cannot fail.
-        let _ = self.write_fields(&mut line);
-        out.extend_from_slice(line.as_bytes());
+        // Writing to a Vec cannot fail.
+        let _ = self.write_fields(out);
     }
 
-    fn write_fields(&self, line: &mut String) -> fmt::Result {
+    fn write_fields(&self, out: &mut Vec<u8>) -> io::Result<()> {
         let proto = match self.protocol {
             Protocol::Tcp => "tcp",
             Protocol::Udp => "udp",
         };
-        write!(line, r#"{{"t_ms":{},"proto":"{proto}""#, self.t_ms)?;
+        write!(out, r#"{{"t_ms":{},"proto":"{proto}""#, self.t_ms)?;
         if let Some(conn) = self.conn {
-            write!(line, r#","conn":{conn}"#)?;
+            write!(out, r#","conn":{conn}"#)?;
         }
         write!(
-            line,
+            out,
             r#","msg":{},"dir":"{}","len":{}"#,
             self.msg,
             self.dir.name(),
@@ -139,53 +137,63 @@ impl JournalEvent<'_> {
         )?;
         match std::str::from_utf8(self.bytes) {
             Ok(text) => {
-                line.push_str(r#","text":"#);
-                json_string(text, line);
+                out.extend_from_slice(br#","text":"#);
+                json_string(text, out);
             }
             Err(_) => {
-                line.push_str(r#","b64":""#);
-                base64(self.bytes, line);
-                line.push('"');
+                out.extend_from_slice(br#","b64":""#);
+                base64(self.bytes, out);
+                out.push(b'"');
             }
         }
         if let Some(peer) = self.peer {
-            write!(line, r#","peer":"{peer}""#)?;
+            write!(out, r#","peer":"{peer}""#)?;
         }
         if !self.faults.is_empty() {
-            line.push_str(r#","fault":["#);
+            out.extend_from_slice(br#","fault":["#);
             for (i, name) in self.faults.names().enumerate() {
                 let comma = if i == 0 { "" } else { "," };
-                write!(line, r#"{comma}"{name}""#)?;
+                write!(out, r#"{comma}"{name}""#)?;
             }
-            line.push(']');
+            out.push(b']');
         }
-        line.push_str("}\n");
+        out.extend_from_slice(b"}\n");
         Ok(())
     }
 }
 
 /// `text` as a JSON string, quotes included (RFC 8259: `"` and `\`
-/// escaped, control characters as `\n`, `\r`, `\t` or `\u00XX`).
-fn json_string(text: &str, out: &mut String) {
-    out.push('"');
-    for c in text.chars() {
-        match c {
-            '"' => out.push_str(r#"\""#),
-            '\\' => out.push_str(r"\\"),
-            '\n' => out.push_str(r"\n"),
-            '\r' => out.push_str(r"\r"),
-            '\t' => out.push_str(r"\t"),
-            c if u32::from(c) < 0x20 => {
-                let _ = write!(out, r"\u{:04x}", u32::from(c));
+/// escaped, control characters as `\n`, `\r`, `\t` or `\u00XX`). Runs of
+/// plain bytes are copied whole.
+fn json_string(text: &str, out: &mut Vec<u8>) {
+    out.push(b'"');
+    let bytes = text.as_bytes();
+    let mut plain = 0;
+    for (i, &byte) in bytes.iter().enumerate() {
+        let escaped: &[u8] = match byte {
+            b'"' => br#"\""#,
+            b'\\' => br"\\",
+            b'\n' => br"\n",
+            b'\r' => br"\r",
+            b'\t' => br"\t",
+            0..0x20 => b"",
+            _ => continue,
+        };
+        out.extend_from_slice(&bytes[plain..i]);
+        plain = i + 1;
+        match escaped {
+            b"" => {
+                let _ = write!(out, r"\u{byte:04x}");
             }
-            c => out.push(c),
+            escaped => out.extend_from_slice(escaped),
         }
     }
-    out.push('"');
+    out.extend_from_slice(&bytes[plain..]);
+    out.push(b'"');
 }
 
 /// `bytes` in standard base64 (RFC 4648, with `=` padding).
-fn base64(bytes: &[u8], out: &mut String) {
+fn base64(bytes: &[u8], out: &mut Vec<u8>) {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     for chunk in bytes.chunks(3) {
         let b = [
@@ -196,9 +204,9 @@ fn base64(bytes: &[u8], out: &mut String) {
         let n = u32::from(b[0]) << 16 | u32::from(b[1]) << 8 | u32::from(b[2]);
         for i in 0..4 {
             if i <= chunk.len() {
-                out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
+                out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize]);
             } else {
-                out.push('=');
+                out.push(b'=');
             }
         }
     }
@@ -478,7 +486,7 @@ mod tests {
             let len = format!(r#""len":{}"#, bytes.len());
             assert!(line.contains(&len), "{line}");
         }
-        let mut out = String::new();
+        let mut out = Vec::new();
         for (plain, b64) in [
             ("", ""),
             ("f", "Zg=="),
@@ -487,7 +495,7 @@ mod tests {
         ] {
             out.clear();
             base64(plain.as_bytes(), &mut out);
-            assert_eq!(out, b64);
+            assert_eq!(out, b64.as_bytes());
         }
     }
 

@@ -468,10 +468,8 @@ impl Connection {
     fn owe_reply(&mut self, message: Message<'_>, newline: bool, ending: &[u8], cx: &mut Ctx<'_>) {
         add(&cx.counters.messages, 1);
         self.messages = self.messages.wrapping_add(1);
-        // One test on the fast path: faults, steps waiting, or a journal
-        // (whose replies are journaled as steps when they leave).
-        if cx.faults.any(Protocol::Tcp) || self.has_steps() || cx.journal.is_some() {
-            self.journal_in(message, ending, cx);
+        if cx.faults.any(Protocol::Tcp) || self.has_steps() {
+            self.journal_in(message, ending, self.journal_entry(cx));
             return self.owe_faulty_reply(message, newline, cx);
         }
         let (responder, scratch) = match cx.replies {
@@ -481,9 +479,14 @@ impl Connection {
             }
             Replies::Custom { responder, scratch } => (responder, scratch),
         };
+        let entry = journal::Entry::of(cx.journal, cx.now, self.id);
+        self.journal_in(message, ending, entry);
         let buffers = self.buffers();
         let reply = respond(buffers, message, responder, scratch);
+        let start = buffers.out.len();
         append_reply(&mut buffers.out, reply, newline);
+        // Written with what is owed before it, in this turn's flush.
+        self.journal_out(start, entry);
     }
 
     /// Writes what is owed until it is all out, the socket would block,

@@ -1,6 +1,7 @@
 //! A connection in the journal: each message as it came in, each reply as
-//! it leaves (a step carries a [`Note`] until then), the client's address
-//! on the connection's first line. Runs only with a journal: a server
+//! it leaves (a reply owed at once with the turn's writes; one held back
+//! by a fault, or queued behind one, as a step carrying a [`Note`] until
+//! then), the client's address on the connection's first line. Runs only with a journal: a server
 //! without one never builds a note.
 
 use std::cell::RefCell;
@@ -21,6 +22,7 @@ pub(crate) struct Note {
 }
 
 /// Where a connection's journal lines go, and who it is.
+#[derive(Clone, Copy)]
 pub(super) struct Entry<'a> {
     pub journal: &'a RefCell<Journal>,
     pub now: Millis,
@@ -28,7 +30,12 @@ pub(super) struct Entry<'a> {
     pub id: u32,
 }
 
-impl Entry<'_> {
+impl<'a> Entry<'a> {
+    /// Connection `id`'s entry at `now`, if there is a journal.
+    pub fn of(journal: Option<&'a RefCell<Journal>>, now: Millis, id: u32) -> Option<Entry<'a>> {
+        journal.map(|journal| Entry { journal, now, id })
+    }
+
     /// Records `bytes` going `dir` for `note`'s message; `peer` is taken
     /// (so named once) on the connection's first line.
     pub fn record(&self, note: Note, dir: Direction, bytes: &[u8], peer: &mut Option<SocketAddr>) {
@@ -58,17 +65,18 @@ pub(super) fn line_ending(consumed: &[u8], carried_cr: bool) -> &'static [u8] {
 impl Connection {
     /// The journal's entry for this connection now, if there is a journal.
     pub(super) fn journal_entry<'a>(&self, cx: &Ctx<'a>) -> Option<Entry<'a>> {
-        cx.journal.map(|journal| Entry {
-            journal,
-            now: cx.now,
-            id: self.id,
-        })
+        Entry::of(cx.journal, cx.now, self.id)
     }
 
     /// Journals the message just counted, as it crossed the wire: its
     /// bytes, then `ending` (the line's terminator).
-    pub(super) fn journal_in(&mut self, message: Message<'_>, ending: &[u8], cx: &Ctx<'_>) {
-        let Some(entry) = self.journal_entry(cx) else {
+    pub(super) fn journal_in(
+        &mut self,
+        message: Message<'_>,
+        ending: &[u8],
+        entry: Option<Entry<'_>>,
+    ) {
+        let Some(entry) = entry else {
             return;
         };
         let note = Note {
@@ -82,6 +90,22 @@ impl Connection {
         };
         bytes.extend_from_slice(ending);
         entry.record(note, Direction::In, &bytes, &mut b.journal_peer);
+    }
+
+    /// Journals the reply to the message just counted, queued at `start`
+    /// of the owed bytes (none if it is empty).
+    pub(super) fn journal_out(&mut self, start: usize, entry: Option<Entry<'_>>) {
+        let Some(entry) = entry else {
+            return;
+        };
+        let note = Note {
+            msg: self.messages,
+            faults: AppliedFaults::default(),
+        };
+        let b = self.buffers();
+        if b.out.len() > start {
+            entry.record(note, Direction::Out, &b.out[start..], &mut b.journal_peer);
+        }
     }
 
     /// A note for the reply to the message just counted, if journaled.
