@@ -411,14 +411,15 @@ impl Connection {
             match piece {
                 Piece::Line(end) => {
                     let custom = matches!(cx.replies, Replies::Custom { .. });
+                    // The terminator as it came, for a journal (which
+                    // makes replies come from a responder).
+                    let ending = match custom {
+                        true => journal::line_ending(&input[..used], end.carried_cr),
+                        false => b"",
+                    };
                     // A custom responder needs the line in one piece: join
                     // the bytes carried from earlier reads. Otherwise the
                     // whole line is in this input, or the reply ignores it.
-                    // The terminator as it came, for the journal only.
-                    let ending = match cx.journal {
-                        Some(_) => journal::line_ending(&input[..used], end.carried_cr),
-                        None => b"",
-                    };
                     let message = if custom && end.carried > 0 {
                         let line = &mut self.buffers().line;
                         if end.carried_cr {
