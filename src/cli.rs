@@ -246,6 +246,7 @@ mod tests {
             (&["--rule", r"exact:x => \x4"], "--rule"),
             (&["--greeting", ""], "--greeting"),
             (&["--greeting", r"\z"], "--greeting"),
+            (&["--greeting", "hi", "--no-tcp"], "--greeting"),
             (&["--journal", ""], "--journal"),
             (&["--journal"], "--journal"),
             (&["--script", "/nonexistent/ackloop.script"], "--script"),

@@ -245,6 +245,9 @@ impl Config {
             }
         }
         if let Some(greeting) = &self.greeting {
+            if self.tcp.is_none() {
+                return Err("--greeting: greets TCP connections, and TCP is off (--no-tcp)".into());
+            }
             if greeting.is_empty() || greeting.len() > MAX_REPLY_LEN {
                 return Err(format!(
                     "--greeting: must be 1 to {MAX_REPLY_LEN} bytes, got {}",
