@@ -135,7 +135,7 @@ pub(crate) enum Replies {
 
 impl Replies {
     /// The rules, if replies come from a responder; the fixed reply has
-    /// none (see [`scripted`](Replies::scripted)).
+    /// none (see [`make_responder`](Replies::make_responder)).
     pub fn rules(&mut self) -> Option<&mut Rules> {
         match self {
             Replies::Custom { responder, .. } => Some(&mut responder.rules),
@@ -143,28 +143,23 @@ impl Replies {
         }
     }
 
-    /// The rules, after turning the fixed reply into a responder if it is
-    /// one: rules need each message whole, which only the responder path
-    /// keeps. Returns the old pattern too, whose owed bytes each
-    /// connection must keep (see `Connection::keep_owed_bytes`).
-    pub fn scripted(&mut self) -> (&mut Rules, Option<Pattern>) {
-        let old = match self {
-            Replies::Fixed(pattern) => {
-                let fixed = FixedReply(pattern.text().to_vec());
-                let custom = Replies::Custom {
-                    responder: Scripted::new(Vec::new(), Box::new(fixed)),
-                    scratch: Vec::new(),
-                };
-                match std::mem::replace(self, custom) {
-                    Replies::Fixed(old) => Some(old),
-                    Replies::Custom { .. } => None,
-                }
-            }
-            Replies::Custom { .. } => None,
+    /// Turns the fixed reply into a responder with the same text (rules,
+    /// `match=` faults and the journal need each message whole, which
+    /// only the responder path keeps). Returns the old pattern, whose owed
+    /// bytes each connection must keep (`Connection::keep_owed_bytes`);
+    /// `None` if replies already come from a responder.
+    pub fn make_responder(&mut self) -> Option<Pattern> {
+        let Replies::Fixed(pattern) = self else {
+            return None;
         };
-        match self {
-            Replies::Custom { responder, .. } => (&mut responder.rules, old),
-            Replies::Fixed(_) => unreachable!("made a responder above"),
+        let fixed = FixedReply(pattern.text().to_vec());
+        let responder = Replies::Custom {
+            responder: Scripted::new(Vec::new(), Box::new(fixed)),
+            scratch: Vec::new(),
+        };
+        match std::mem::replace(self, responder) {
+            Replies::Fixed(old) => Some(old),
+            Replies::Custom { .. } => None,
         }
     }
 }

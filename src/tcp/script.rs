@@ -15,7 +15,7 @@ impl Tcp {
     /// owes under the old pattern stays owed, as bytes. A line already
     /// half read when this happens is seen from its next bytes on.
     pub(crate) fn switch_to_responder(&mut self, replies: &mut Replies) {
-        if let (_, Some(old)) = replies.scripted() {
+        if let Some(old) = replies.make_responder() {
             for (_, slot) in self.conns.iter_mut() {
                 slot.conn.keep_owed_bytes(&old);
             }

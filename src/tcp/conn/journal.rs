@@ -1,8 +1,8 @@
 //! A connection in the journal: each message as it came in, each reply as
-//! it leaves (a reply owed at once with the turn's writes; one held back
-//! by a fault, or queued behind one, as a step carrying a [`Note`] until
-//! then), the client's address on the connection's first line. Runs only with a journal: a server
-//! without one never builds a note.
+//! it leaves (a reply owed at once goes out with the turn's writes; one
+//! held back by a fault, or queued behind one, is a step carrying a
+//! [`Note`] until then), and the client's address on the connection's
+//! first line. Runs only with a journal: without one no note is made.
 
 use std::cell::RefCell;
 use std::net::SocketAddr;
@@ -115,9 +115,7 @@ impl Connection {
             faults,
         })
     }
-}
 
-impl Connection {
     /// With a journal: the connection's first line will name `peer`.
     pub fn journal_peer(&mut self, peer: SocketAddr) {
         self.buffers().journal_peer = Some(peer);
