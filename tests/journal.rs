@@ -396,3 +396,51 @@ fn a_journal_reader_that_stops_reading_never_stalls_the_loop() {
     let _ = child.wait();
     drop(stdout);
 }
+
+#[test]
+fn udp_replies_are_journaled_when_they_leave_with_their_faults() {
+    let journal = TempPath::new("udp.jsonl");
+    let mut server = Server::start(&[
+        "--no-tcp",
+        "--journal",
+        journal.path(),
+        "--fault",
+        "udp:delay=200,match=exact:slow",
+        "--fault",
+        "udp:drop,match=exact:lost",
+    ]);
+    let udp = server.udp();
+    let slow = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    slow.connect(udp).unwrap();
+    slow.set_read_timeout(Some(DEADLINE)).unwrap();
+    slow.send(b"slow").unwrap();
+    let sent = std::time::Instant::now();
+    assert_eq!(text(&udp_request(udp, b"quick")), "Received");
+    let lost = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    lost.send_to(b"lost", udp).unwrap();
+    let mut buf = [0; 16];
+    let n = slow.recv(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"Received");
+    assert!(sent.elapsed() >= std::time::Duration::from_millis(200));
+    assert!(
+        wait_until(DEADLINE, || journal.lines() >= 6),
+        "lines written"
+    );
+    let (status, _) = server.terminate();
+    assert!(status.success());
+    let lines = read_journal(&std::fs::read_to_string(&journal.0).unwrap());
+    let at = |line: &str| {
+        lines
+            .iter()
+            .position(|l| l == line)
+            .unwrap_or_else(|| panic!("no {line:?} in {lines:#?}"))
+    };
+    // Each reply's line comes when it leaves: after its message, and the
+    // delayed one after the delay (so after the quick exchange's lines).
+    let slow_in = at("udp - 1 in 4 b'slow' peer");
+    let slow_out = at("udp - 1 out 8 b'Received' peer delay");
+    let quick_out = at("udp - 2 out 8 b'Received' peer");
+    assert!(slow_in < quick_out && quick_out < slow_out, "{lines:#?}");
+    assert!(at("udp - 3 in 4 b'lost' peer") < at("udp - 3 out 0 b'' peer drop"));
+    assert_eq!(lines.len(), 6, "{lines:#?}");
+}
