@@ -89,7 +89,12 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, String
                     .map_err(|e| format!("{name}: {e}"))?
             }
             Long("reply") => config.reply = escaped(&name, &mut parser)?,
-            Long("rule") => config.rules.push(text(&name, &mut parser)?.parse()?),
+            Long("rule") => {
+                let spec = text(&name, &mut parser)?;
+                config
+                    .rules
+                    .push(spec.parse().map_err(|e| format!("--{e}"))?);
+            }
             Long("greeting") => config.greeting = Some(escaped(&name, &mut parser)?),
             Long("journal") => config.journal = Some(journal(&name, &mut parser)?),
             Long("script") => script(&name, &mut parser, &mut config)?,
@@ -99,7 +104,12 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, String
                 config.idle_timeout = (secs > 0).then(|| Duration::from_secs(secs));
             }
             Long("max-line") => config.max_line = number(&name, &mut parser)?,
-            Long("fault") => config.faults.push(text(&name, &mut parser)?.parse()?),
+            Long("fault") => {
+                let spec = text(&name, &mut parser)?;
+                config
+                    .faults
+                    .push(spec.parse().map_err(|e| format!("--{e}"))?);
+            }
             Long("seed") => config.seed = Some(number(&name, &mut parser)?),
             Long("control") => config.control = Some(address(&name, &mut parser)?),
             Long("reuse-port") => config.reuse_port = true,

@@ -79,7 +79,7 @@ pub(crate) fn execute(command: Command, target: &mut impl Target, t: &mut Turn<'
             if fault.select.matches.is_some() {
                 target.see_messages(t);
             }
-            t.faults.add(fault);
+            t.faults.add(fault)?;
         }
         Command::ClearFaults => t.faults.clear(),
         Command::SetReply(text) => return target.set_reply(text, t),

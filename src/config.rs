@@ -7,7 +7,7 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use crate::fault::Fault;
+use crate::fault::{Fault, MAX_FAULTS};
 use crate::journal::JournalTarget;
 use crate::rules::{MAX_RULES, Rule};
 
@@ -112,8 +112,10 @@ pub struct Config {
     /// Live TCP connections at most; a client over the limit is accepted
     /// and closed at once, counted as rejected.
     pub max_connections: usize,
-    /// Close a TCP connection that received no bytes for this long; `None`
-    /// never closes an idle connection.
+    /// Close a TCP connection that moved no bytes, in or out, for this
+    /// long; `None` never closes an idle connection. Kept in whole
+    /// milliseconds (a fraction of one is cut off), so under 1 ms is an
+    /// error rather than a timeout of 0.
     pub idle_timeout: Option<Duration>,
     /// Longest line in line mode, terminator excluded; a longer line closes
     /// its connection after the replies owed for the lines before it.
@@ -212,9 +214,11 @@ impl Config {
             return Err("--max-connections: must be at least 1".into());
         }
         if let Some(idle) = self.idle_timeout {
-            if idle.is_zero() || idle.as_secs() > MAX_IDLE_TIMEOUT_SECS {
+            // Under 1 ms would be kept as 0 ms: a timeout at once, or none.
+            if idle.as_millis() == 0 || idle.as_secs() > MAX_IDLE_TIMEOUT_SECS {
                 return Err(format!(
-                    "--idle-timeout: must be 1 to {MAX_IDLE_TIMEOUT_SECS} seconds, or 0 for never"
+                    "--idle-timeout: must be 1 ms to {MAX_IDLE_TIMEOUT_SECS} s (0 on the \
+                     command line, None in a Config: never), got {idle:?}"
                 ));
             }
         }
@@ -258,7 +262,19 @@ impl Config {
         if self.rules.len() > MAX_RULES {
             return Err(format!("--rule: at most {MAX_RULES} rules"));
         }
-        self.rules.iter().try_for_each(Rule::validate)?;
-        self.faults.iter().try_for_each(Fault::validate)
+        if self.faults.len() > MAX_FAULTS {
+            return Err(format!(
+                "--fault: {} faults, at most {MAX_FAULTS}",
+                self.faults.len()
+            ));
+        }
+        // A rule's or fault's own message, in command line terms.
+        let flag = |e: String| format!("--{e}");
+        self.rules
+            .iter()
+            .try_for_each(|rule| rule.validate().map_err(flag))?;
+        self.faults
+            .iter()
+            .try_for_each(|fault| fault.validate().map_err(flag))
     }
 }

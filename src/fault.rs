@@ -226,14 +226,25 @@ impl FaultKind {
     }
 }
 
+/// Faults in force at once, at most: each message is judged by every one
+/// of its protocol, so the list bounds the work per message. A 65th is an
+/// error (`error: ...` on control, `Err` from the library).
+pub const MAX_FAULTS: usize = 64;
+
 impl Fault {
-    /// Checks what parsing checks, for a fault built by hand.
+    /// Checks what parsing checks, for a fault built by hand. Every way a
+    /// fault comes in (the command line, a control line, [`Config`], the
+    /// test server's builder, [`Handle::add_fault`]) runs this check, so
+    /// a fault that could not be written as text is never in force.
+    ///
+    /// [`Config`]: crate::Config
+    /// [`Handle::add_fault`]: crate::Handle::add_fault
     ///
     /// # Errors
     ///
-    /// A one-line message naming the fault.
+    /// A one-line message naming the fault, `fault 'SPEC': why`.
     pub fn validate(&self) -> Result<(), String> {
-        let bad = |why: String| Err(format!("--fault '{self}': {why}"));
+        let bad = |why: String| Err(format!("fault '{self}': {why}"));
         if !self.kind.applies_to(self.protocol) {
             return bad(format!(
                 "{} has no {} fault",
@@ -274,7 +285,7 @@ impl FromStr for Fault {
 
     /// Parses `PROTO:KIND[=VALUE][,SELECTOR...]`.
     fn from_str(spec: &str) -> Result<Fault, String> {
-        let bad = |why: &str| format!("--fault '{spec}': {why}");
+        let bad = |why: &str| format!("fault '{spec}': {why}");
         let mut parts = spec.split(',');
         let head = parts.next().unwrap_or_default();
         let (proto, kind) = head

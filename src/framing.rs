@@ -81,22 +81,18 @@ impl LineEnd<'_> {
 pub struct LineFramer {
     /// Longest line content accepted, terminator excluded.
     max_line: usize,
-    /// Bytes of the open (unterminated) line seen so far, a trailing `\r`
-    /// included.
-    open: usize,
-    /// The last byte of the open line is `\r`.
-    open_ends_cr: bool,
+    line: OpenLine,
     /// A line was too long: nothing more is framed.
     failed: bool,
 }
 
 impl LineFramer {
-    /// A framer for lines of at most `max_line` bytes, terminator excluded.
+    /// A framer for lines of at most `max_line` bytes, terminator excluded
+    /// (at most [`MAX_LINE_LIMIT`]: a larger limit is taken as that).
     pub fn new(max_line: usize) -> LineFramer {
         LineFramer {
-            max_line,
-            open: 0,
-            open_ends_cr: false,
+            max_line: max_line.min(MAX_LINE_LIMIT),
+            line: OpenLine::default(),
             failed: false,
         }
     }
@@ -108,7 +104,7 @@ impl LineFramer {
 
     /// Bytes of the open line so far (a trailing `\r` included).
     pub fn open_len(&self) -> usize {
-        self.open
+        self.line.len()
     }
 
     /// Cuts the next piece off the front of a non-empty `input`.
@@ -119,39 +115,9 @@ impl LineFramer {
         if self.failed {
             return (input.len(), Piece::TooLong);
         }
-        // `memchr` scans 16 or 32 bytes per instruction; a byte-by-byte
-        // search was half of the server's own CPU time with pipelined lines.
-        match memchr::memchr(b'\n', input) {
-            Some(newline) => {
-                let mut tail = &input[..newline];
-                // "\r\n" split across two inputs: the carried '\r' ends it.
-                let carried_cr = tail.is_empty() && self.open_ends_cr;
-                if let [rest @ .., b'\r'] = tail {
-                    tail = rest;
-                }
-                let end = LineEnd {
-                    tail,
-                    carried: self.open,
-                    carried_cr,
-                };
-                if end.len() > self.max_line {
-                    return self.fail(input.len());
-                }
-                self.open = 0;
-                self.open_ends_cr = false;
-                (newline + 1, Piece::Line(end))
-            }
-            None => {
-                self.open += input.len();
-                self.open_ends_cr = input.last() == Some(&b'\r');
-                // A trailing '\r' may still turn out to be the terminator.
-                let content = self.open - usize::from(self.open_ends_cr);
-                if content > self.max_line {
-                    return self.fail(input.len());
-                }
-                (input.len(), Piece::Partial(input))
-            }
-        }
+        let (used, piece) = self.line.next(input, self.max_line);
+        self.failed = piece == Piece::TooLong;
+        (used, piece)
     }
 
     /// The stream ended (the peer shut down writing). Returns the content
@@ -161,18 +127,92 @@ impl LineFramer {
     /// A final `\r` is content here: there is no `\n` to make it a
     /// terminator.
     pub fn finish(&mut self) -> Result<Option<usize>, TooLong> {
-        let open = std::mem::take(&mut self.open);
-        self.open_ends_cr = false;
-        match open {
-            0 => Ok(None),
-            n if n > self.max_line || self.failed => Err(TooLong),
-            n => Ok(Some(n)),
+        match self.line.finish(self.max_line) {
+            Ok(_) if self.failed => Err(TooLong),
+            result => result,
+        }
+    }
+}
+
+/// The largest limit a [`LineFramer`] keeps: an open line's length is
+/// kept in 31 bits (2 GiB, far above `--max-line`'s own limit).
+pub const MAX_LINE_LIMIT: usize = (1 << 31) - 2;
+
+/// What survives between reads of a line stream: the open line's length
+/// and whether it ends in `\r`, in one 32-bit word so that a connection
+/// holds it inline for 4 bytes; the limit is passed in, being the same
+/// for every connection. Once a line is too long the caller stops framing
+/// (a [`LineFramer`] remembers that; a connection closes).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct OpenLine {
+    /// Low 31 bits: bytes of the open line seen so far, a trailing `\r`
+    /// included, at most `max_line + 1`. Top bit: [`OpenLine::ENDS_CR`].
+    word: u32,
+}
+
+impl OpenLine {
+    /// No line open.
+    pub const EMPTY: OpenLine = OpenLine { word: 0 };
+    /// The last byte of the open line is `\r`.
+    const ENDS_CR: u32 = 1 << 31;
+
+    /// Bytes of the open line so far, a trailing `\r` included.
+    pub fn len(&self) -> usize {
+        (self.word & !Self::ENDS_CR) as usize
+    }
+
+    fn ends_cr(&self) -> bool {
+        self.word & Self::ENDS_CR != 0
+    }
+
+    /// Cuts the next piece off the front of a non-empty `input`, for lines
+    /// of at most `max_line` (at most [`MAX_LINE_LIMIT`]) bytes.
+    pub fn next<'a>(&mut self, input: &'a [u8], max_line: usize) -> (usize, Piece<'a>) {
+        // `memchr` scans 16 or 32 bytes per instruction; a byte-by-byte
+        // search was half of the server's own CPU time with pipelined lines.
+        match memchr::memchr(b'\n', input) {
+            Some(newline) => {
+                let mut tail = &input[..newline];
+                // "\r\n" split across two inputs: the carried '\r' ends it.
+                let carried_cr = tail.is_empty() && self.ends_cr();
+                if let [rest @ .., b'\r'] = tail {
+                    tail = rest;
+                }
+                let end = LineEnd {
+                    tail,
+                    carried: self.len(),
+                    carried_cr,
+                };
+                if end.len() > max_line {
+                    return (input.len(), Piece::TooLong);
+                }
+                *self = OpenLine::default();
+                (newline + 1, Piece::Line(end))
+            }
+            None => {
+                let len = self.len() + input.len();
+                let ends_cr = input.last() == Some(&b'\r');
+                // A trailing '\r' may still turn out to be the terminator.
+                if len - usize::from(ends_cr) > max_line {
+                    return (input.len(), Piece::TooLong);
+                }
+                // At most `max_line + 1`, which fits: see MAX_LINE_LIMIT.
+                let flag = if ends_cr { Self::ENDS_CR } else { 0 };
+                self.word = len as u32 | flag;
+                (input.len(), Piece::Partial(input))
+            }
         }
     }
 
-    fn fail(&mut self, used: usize) -> (usize, Piece<'static>) {
-        self.failed = true;
-        (used, Piece::TooLong)
+    /// The stream ended: the content length of a final unterminated line
+    /// (a final `\r` is content), `Err` if it is over `max_line`.
+    pub fn finish(&mut self, max_line: usize) -> Result<Option<usize>, TooLong> {
+        let open = std::mem::take(self).len();
+        match open {
+            0 => Ok(None),
+            n if n > max_line => Err(TooLong),
+            n => Ok(Some(n)),
+        }
     }
 }
 

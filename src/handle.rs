@@ -84,8 +84,12 @@ impl Handle {
     ///
     /// # Errors
     ///
-    /// If the loop did not take the change within [`CHANGE_TIMEOUT`] (it
-    /// is stopped, or blocked).
+    /// A fault that fails [`Fault::validate`] (its fields are public, so
+    /// it may be one no spec could write), [`MAX_FAULTS`] in force
+    /// already, or the loop did not take the change within
+    /// [`CHANGE_TIMEOUT`] (it is stopped, or blocked). Nothing changes.
+    ///
+    /// [`MAX_FAULTS`]: crate::MAX_FAULTS
     ///
     /// # Examples
     ///
@@ -104,6 +108,9 @@ impl Handle {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn add_fault(&self, fault: Fault) -> Result<(), String> {
+        // Checked here too, so a bad fault costs the loop no wake-up; the
+        // loop checks again (and counts against the cap) as it adds it.
+        fault.validate()?;
         self.run(Command::AddFault(fault)).map(drop)
     }
 

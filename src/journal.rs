@@ -68,7 +68,7 @@ impl Direction {
 /// Fault kinds applied to a message, by [`FaultKind`](crate::FaultKind)
 /// order; a journal's `out` line lists them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
-pub struct AppliedFaults(pub(crate) [u8; KINDS]);
+pub struct AppliedFaults(pub(crate) [u32; KINDS]);
 
 impl AppliedFaults {
     /// None applied.

@@ -105,8 +105,9 @@
 //!    keeps in reserve, accepts and closes them, and takes it back.
 //!    (Lab: [`emfile-spin`](#the-traps-lab).)
 //! 2. **Read.** The connection is registered for `READABLE`. Bytes go into
-//!    one 64 KiB buffer shared by all connections: they are framed and
-//!    answered before the next read, so nobody needs a buffer of their own.
+//!    one read buffer ([`Config::read_buffer`], 64 KiB by default) shared
+//!    by every socket: bytes are framed and answered before the next read,
+//!    so nobody needs a buffer of their own.
 //! 3. **Owe.** A message makes a reply owed. With the fixed reply, a
 //!    connection owes "n bytes of `ReceivedReceived...`" — just a count,
 //!    written from one shared pattern. A custom responder's bytes go into a
@@ -129,8 +130,9 @@
 //!    (Lab: [`no-backpressure`](#the-traps-lab).)
 //! 7. **Close.** Closing a socket with unread input makes the kernel send a
 //!    reset, which can destroy a reply still in flight. So the server shuts
-//!    down its writing side (FIN), reads and discards until the peer closes
-//!    or [`LINGER_MS`] pass (a *lingering close*), then drops the socket
+//!    down its writing side (FIN), reads and discards until the peer closes,
+//!    sends nothing for [`LINGER_MS`] or has been lingered for
+//!    [`LINGER_CAP_MS`] (a *lingering close*), then drops the socket
 //!    (deregistering it first where the platform needs that). Its slab
 //!    key is freed only when the turn ends: a later event in the same
 //!    batch for the old connection must not reach a new one that got the
@@ -244,11 +246,13 @@
 //! | [`Config::read_buffer`] | 64 KiB | one buffer for every socket; a datagram larger than it is counted whole, read in part |
 //! | [`READS_PER_TURN`], [`ACCEPTS_PER_TURN`], [`DATAGRAMS_PER_TURN`] | 16, 64, 256 | serve the source again next turn |
 //! | [`Config::udp_queue_len`], [`Config::udp_queue_bytes`] | 1024, 256 KiB | drop the UDP reply, count it |
-//! | [`LINGER_MS`] | 2 s | close a lingering connection |
+//! | [`LINGER_MS`], [`LINGER_CAP_MS`] | 2 s, 30 s | close a lingering connection: silent that long, or lingered that long in all |
+//! | [`MAX_FAULTS`] | 64 | a fault more is an error (`error:` on control, `Err` from the library) |
 //! | [`SHUTDOWN_GRACE_MS`] | 5 s | close everything |
 //!
-//! Memory is about 64 KiB of shared buffers plus well under 128 bytes per
-//! idle connection (with the fixed reply). A busy connection may add
+//! Memory is about 64 KiB of shared buffers plus 56 bytes per idle
+//! connection (with the fixed reply, faults or not): a 40-byte slot and a
+//! 16-byte timer entry, reserved up front for [`Config::max_connections`]. A busy connection may add
 //! buffers of its own: input held back by backpressure (at most one read,
 //! 64 KiB) and, with a custom [`Responder`], the open line (at most
 //! `max_line`) and its owed replies (at most [`Config::max_owed`] plus one reply,
@@ -312,7 +316,7 @@ pub use config::{
 pub use control::MAX_CONTROL_CONNECTIONS;
 pub use error::Error;
 pub use escape::{escape, unescape};
-pub use fault::{Fault, FaultCounts, FaultKind, Selector};
+pub use fault::{Fault, FaultCounts, FaultKind, MAX_FAULTS, Selector};
 pub use handle::{CHANGE_TIMEOUT, Handle};
 pub use journal::{
     AppliedFaults, Direction, JournalCallback, JournalEvent, JournalTarget, MAX_JOURNAL_BUFFER,
@@ -321,5 +325,5 @@ pub use reply::{Echo, FixedReply, Protocol, Request, Responder};
 pub use rules::{MAX_RULES, Match, Rule};
 pub use server::{SHUTDOWN_GRACE_MS, Server, Status};
 pub use stats::Stats;
-pub use tcp::{ACCEPTS_PER_TURN, LINGER_MS, READS_PER_TURN};
+pub use tcp::{ACCEPTS_PER_TURN, LINGER_CAP_MS, LINGER_MS, READS_PER_TURN};
 pub use udp::DATAGRAMS_PER_TURN;

@@ -113,14 +113,14 @@ impl Rule {
     ///
     /// # Errors
     ///
-    /// A one-line message naming the rule.
+    /// A one-line message naming the rule (`rule 'SPEC': why`).
     pub fn validate(&self) -> Result<(), String> {
         if self.replies.is_empty() {
-            return Err(format!("--rule '{self}': needs at least one reply"));
+            return Err(format!("rule '{self}': needs at least one reply"));
         }
         if let Some(long) = self.replies.iter().find(|r| r.len() > MAX_REPLY_LEN) {
             return Err(format!(
-                "--rule '{}': a reply is {} bytes, at most {MAX_REPLY_LEN}",
+                "rule '{}': a reply is {} bytes, at most {MAX_REPLY_LEN}",
                 self.pattern,
                 long.len()
             ));
@@ -135,7 +135,7 @@ impl FromStr for Rule {
     /// Parses `MATCH => REPLY [|| REPLY ...]`: split at the first `=>`,
     /// each part trimmed of spaces, then unescaped.
     fn from_str(spec: &str) -> Result<Rule, String> {
-        let bad = |why: &str| format!("--rule '{spec}': {why}");
+        let bad = |why: &str| format!("rule '{spec}': {why}");
         let (pattern, replies) = spec
             .split_once("=>")
             .ok_or_else(|| bad("expected MATCH => REPLY, like 'prefix:GET => 200 ok'"))?;
@@ -298,7 +298,7 @@ mod tests {
             let why = spec
                 .parse::<Rule>()
                 .expect_err(&format!("{spec:?} accepted"));
-            assert!(why.starts_with("--rule '"), "{spec:?}: {why}");
+            assert!(why.starts_with("rule '"), "{spec:?}: {why}");
             assert!(!why.contains('\n'), "{spec:?}: {why}");
         }
         let at_most = format!("* => {}", "x".repeat(MAX_REPLY_LEN));

@@ -29,7 +29,7 @@ use crate::handle::{Handle, Shared};
 use crate::journal::{self, Journal, JournalEvent};
 use crate::reply::{FixedReply, Pattern, Replies, Responder, Scripted};
 use crate::stats::Stats;
-use crate::tcp::Tcp;
+use crate::tcp::{RESERVED_CONNECTIONS, Tcp};
 use crate::timer::{Clock, Millis, SWEEP_SLACK, Timers};
 use crate::turn::{CONTROL_LISTENER, Described, LISTENER, Ready, Turn, WAKER};
 use crate::udp::Udp;
@@ -283,8 +283,11 @@ impl Server {
             // needs their own.
             buf: vec![0; config.read_buffer].into_boxed_slice(),
             clock: Clock::new(),
-            // Room for the sweep threshold with few connections open.
-            timers: Timers::with_capacity(2 * SWEEP_SLACK),
+            // Room for an entry per connection and the sweep threshold,
+            // reserved as the connection table is (see RESERVED_CONNECTIONS).
+            timers: Timers::with_capacity(
+                config.max_connections.min(RESERVED_CONNECTIONS) + 2 * SWEEP_SLACK,
+            ),
             ready: Vec::with_capacity(READY_CAPACITY),
             ready_next: Vec::with_capacity(READY_CAPACITY),
             faults,

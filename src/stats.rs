@@ -100,7 +100,7 @@ pub(crate) fn sub(counter: &AtomicU64, n: u64) {
 
 impl Counters {
     /// Adds faults applied, by kind (a verdict's `applied`).
-    pub fn add_faults(&self, applied: &[u8; KINDS]) {
+    pub fn add_faults(&self, applied: &[u32; KINDS]) {
         for (counter, &n) in self.faults.iter().zip(applied) {
             if n > 0 {
                 add(counter, u64::from(n));

@@ -31,7 +31,7 @@
 //! kind goes, so the heap's size follows the waiting things, and the O(n)
 //! pass is paid once per [`SWEEP_SLACK`] stale entries at least.
 //!
-//! Cost: O(log n) to arm or expire, one 24-byte entry per waiting thing.
+//! Cost: O(log n) to arm or expire, one 16-byte entry per waiting thing.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -93,9 +93,10 @@ pub const ACCEPT_RETRY_MS: Millis = 1_000;
 /// What comes due when a deadline passes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) enum Due {
-    /// Connection `key`, serial `id`: its idle, linger or fault-step
-    /// deadline.
-    Conn { key: u32, id: u32 },
+    /// Connection `key`: its idle, linger or fault-step deadline. No
+    /// serial: the connection tells its own entry by the deadline it
+    /// armed, which keeps an entry at 16 bytes, one per idle connection.
+    Conn { key: u32 },
     /// The data listener may be tried again after an accept error.
     AcceptRetry,
     /// The control listener may be tried again after an accept error.
@@ -229,7 +230,7 @@ mod tests {
     use super::*;
 
     fn conn(key: u32) -> Due {
-        Due::Conn { key, id: 0 }
+        Due::Conn { key }
     }
 
     #[test]

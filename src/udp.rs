@@ -2,8 +2,9 @@
 //! the replies the socket cannot take right now.
 //!
 //! There are no connections: each datagram is a whole message. With a
-//! custom responder it is read into the loop's shared 64 KiB buffer (the
-//! largest UDP payload, 65,507 bytes, fits) and answered with `send_to`.
+//! custom responder it is read into the loop's shared read buffer
+//! (`--read-buffer`, 64 KiB by default, so the largest UDP payload, 65,507
+//! bytes, fits) and answered with `send_to`.
 //! With the fixed reply on Linux, [`batch`] takes up to 32 datagrams per
 //! system call and answers them all with one more. Only when the socket
 //! would block does a reply wait in the queue, which the next writable
@@ -21,7 +22,7 @@ use mio::Registry;
 use mio::net::UdpSocket;
 
 use crate::config::Config;
-use crate::fault::{self, FaultKind};
+use crate::fault::{self, FaultKind, Verdict};
 use crate::journal::{AppliedFaults, Direction};
 use crate::reply::{Protocol, Replies, Request, ask};
 use crate::stats::{Counters, add};
@@ -34,7 +35,8 @@ mod batch;
 mod journal;
 
 /// Datagrams read per turn before other sources get their turn: a flood
-/// on UDP cannot starve TCP clients.
+/// on UDP cannot starve TCP clients. Replies sent from the queue, and
+/// delayed replies released, have a budget of the same size each turn.
 pub const DATAGRAMS_PER_TURN: usize = 256;
 
 /// Largest spare reply buffer kept for reuse (the fixed reply's limit).
@@ -104,12 +106,20 @@ impl Udp {
         self.queue.len() + self.delayed.len()
     }
 
-    /// The socket is ready (or was left still ready last turn): send what
-    /// waits, then answer datagrams until `WouldBlock` or the budget ends.
-    /// If the budget ran out with datagrams perhaps left, the socket goes
-    /// on the still-ready list.
+    /// The socket is ready (or was left still ready last turn): release
+    /// the delayed replies that are due and send what waits, then answer
+    /// datagrams until `WouldBlock` or the budget ends. Whatever budget
+    /// runs out, with work perhaps left, puts the socket on the
+    /// still-ready list; when the sends run out, no datagram is read this
+    /// turn (its reply would only queue behind the rest).
     pub fn serve(&mut self, t: &mut Turn<'_>) {
-        self.send_queued(t);
+        let mut sends = DATAGRAMS_PER_TURN;
+        self.release_due(&mut sends, t);
+        self.send_queued(&mut sends, t);
+        if sends == 0 {
+            self.settle_interest(t.registry);
+            return t.ready.push(Ready::Udp);
+        }
         #[cfg(target_os = "linux")]
         let still_ready = match self.batch.take() {
             // Faults judge each datagram: no batches while any is in force.
@@ -235,17 +245,17 @@ impl Udp {
     /// queues it.
     fn answer(&mut self, len: usize, from: SocketAddr, t: &mut Turn<'_>) {
         let ordinal = t.counters.datagrams.load(Relaxed);
-        if t.journal.is_some() {
-            let clean = AppliedFaults::default();
-            journal::record(
-                (t.journal, t.now),
-                ordinal,
-                Direction::In,
-                &t.buf[..len],
-                from,
-                clean,
-            );
-        }
+        let clean = AppliedFaults::default();
+        let datagram = &t.buf[..len];
+        journal::record(
+            (t.journal, t.now),
+            ordinal,
+            Direction::In,
+            datagram,
+            from,
+            clean,
+        );
+        let verdict = judge(from, len, t);
         let reply: Option<&[u8]> = match t.replies {
             Replies::Fixed(pattern) => Some(pattern.text()),
             Replies::Custom { responder, scratch } => {
@@ -257,13 +267,9 @@ impl Udp {
                 ask(responder, scratch, &request)
             }
         };
-        if t.faults.any(Protocol::Udp) {
-            let reply = reply.map(<[u8]>::to_vec);
-            return self.answer_faulty(reply, len, from, t);
-        }
-        if let Some(reply) = reply {
-            if t.journal.is_some() {
-                let clean = AppliedFaults::default();
+        match (reply, verdict) {
+            (None, _) => {} // The responder sends nothing.
+            (Some(reply), None) => {
                 journal::record(
                     (t.journal, t.now),
                     ordinal,
@@ -272,42 +278,29 @@ impl Udp {
                     from,
                     clean,
                 );
+                self.send_or_queue(reply, from, t.counters, t.now);
             }
-            self.send_or_queue(reply, from, t.counters, t.now);
+            // Shaped, so copied out of the shared reply.
+            (Some(reply), Some(verdict)) => {
+                let reply = reply.to_vec();
+                self.answer_faulty(reply, &verdict, (ordinal, from), t);
+            }
         }
     }
 
-    /// With faults in force: judges the datagram in `t.buf[..len]`, then
-    /// drops, shapes, duplicates or delays its reply as the verdict says.
+    /// Drops, shapes, duplicates or delays a reply as the verdict says;
+    /// `ordinal`: the datagram's, for the journal.
     fn answer_faulty(
         &mut self,
-        reply: Option<Vec<u8>>,
-        len: usize,
-        from: SocketAddr,
+        mut reply: Vec<u8>,
+        verdict: &Verdict,
+        (ordinal, from): (u64, SocketAddr),
         t: &mut Turn<'_>,
     ) {
-        let ordinal = t.counters.datagrams.load(Relaxed);
-        let datagram = &t.buf[..len];
-        let verdict = t
-            .faults
-            .judge_message(Protocol::Udp, [ordinal, 0], datagram);
-        if !verdict.is_clean() {
-            t.counters.add_faults(&verdict.applied);
-            debug!("udp: datagram {ordinal} from {from}: fault {verdict}");
-        }
         let faults = AppliedFaults(verdict.applied);
-        let Some(mut reply) = reply else {
-            return; // The responder sends nothing.
-        };
+        let journal = (t.journal, t.now);
         if verdict.terminal == Some(FaultKind::Drop) {
-            return journal::record(
-                (t.journal, t.now),
-                ordinal,
-                Direction::Out,
-                &[],
-                from,
-                faults,
-            );
+            return journal::record(journal, ordinal, Direction::Out, &[], from, faults);
         }
         if let Some(seed) = verdict.corrupt {
             fault::corrupt(&mut reply, seed);
@@ -318,14 +311,7 @@ impl Udp {
         for _ in 0..1 + usize::from(verdict.duplicate) {
             match verdict.delay_ms {
                 0 => {
-                    journal::record(
-                        (t.journal, t.now),
-                        ordinal,
-                        Direction::Out,
-                        &reply,
-                        from,
-                        faults,
-                    );
+                    journal::record(journal, ordinal, Direction::Out, &reply, from, faults);
                     self.send_or_queue(&reply, from, t.counters, t.now);
                 }
                 delay => {
@@ -360,9 +346,13 @@ impl Udp {
     }
 
     /// Keeps one timer entry for all the delayed replies, due with the
-    /// earliest: an entry armed before for a later one becomes stale.
+    /// earliest: an entry armed before for a later one becomes stale. An
+    /// entry is never due this turn (the turn's timer pass would come
+    /// round to it again): replies already due and left over by the
+    /// budget are on the still-ready list.
     fn arm_delay_timer(&mut self, t: &mut Turn<'_>) {
         let earliest = self.delayed.peek().map_or(NEVER, |Reverse((at, _, _))| *at);
+        let earliest = earliest.max(t.now + 1);
         if earliest < self.delay_timer_at {
             t.timers.arm(earliest, Due::UdpDelay);
         }
@@ -374,19 +364,36 @@ impl Udp {
         self.delay_timer_at == at
     }
 
-    /// The delay entry came due: sends (or queues) the replies it held.
+    /// The delay entry came due: sends (or queues) the replies it held,
+    /// [`DATAGRAMS_PER_TURN`] at most; more due go on next turn.
     pub fn release_delayed(&mut self, t: &mut Turn<'_>) {
-        while let Some(Reverse((at, _, _))) = self.delayed.peek() {
-            if *at > t.now {
-                break;
+        self.delay_timer_at = NEVER;
+        let mut sends = DATAGRAMS_PER_TURN;
+        self.release_due(&mut sends, t);
+        if sends == 0 {
+            t.ready.push(Ready::Udp);
+        }
+        self.arm_delay_timer(t);
+        self.settle_interest(t.registry);
+    }
+
+    /// Sends (or queues) the delayed replies that are due, one `sends`
+    /// each, while any are left.
+    fn release_due(&mut self, sends: &mut usize, t: &mut Turn<'_>) {
+        while *sends > 0 {
+            match self.delayed.peek() {
+                Some(Reverse((at, _, _))) if *at <= t.now => {}
+                _ => return,
             }
             let Some(Reverse((_, _, reply))) = self.delayed.pop() else {
-                break;
+                return;
             };
+            *sends -= 1;
             self.queued_bytes -= reply.bytes.len();
             if let Some((ordinal, faults)) = reply.note {
+                let journal = (t.journal, t.now);
                 journal::record(
-                    (t.journal, t.now),
+                    journal,
                     ordinal,
                     Direction::Out,
                     &reply.bytes,
@@ -396,9 +403,6 @@ impl Udp {
             }
             self.send_or_queue(&reply.bytes, reply.to, t.counters, t.now);
         }
-        self.delay_timer_at = NEVER;
-        self.arm_delay_timer(t);
-        self.settle_interest(t.registry);
     }
 
     /// Sends a reply now, or queues it behind those already waiting.
@@ -445,10 +449,13 @@ impl Udp {
         false
     }
 
-    /// Sends queued replies, oldest first, until the queue is empty or the
-    /// socket would block.
-    fn send_queued(&mut self, t: &mut Turn<'_>) {
-        while let Some(next) = self.queue.front() {
+    /// Sends queued replies, oldest first, until the queue is empty, the
+    /// socket would block or the `sends` run out.
+    fn send_queued(&mut self, sends: &mut usize, t: &mut Turn<'_>) {
+        while *sends > 0 {
+            let Some(next) = self.queue.front() else {
+                return;
+            };
             match send(&self.socket, &next.bytes, next.to) {
                 Ok(None) => break, // Still full: wait for the next writable event.
                 Ok(Some(n)) => add(&t.counters.bytes_out, n as u64),
@@ -457,6 +464,7 @@ impl Udp {
                     add(&t.counters.replies_dropped, 1);
                 }
             }
+            *sends -= 1;
             let mut sent = self.queue.pop_front().expect("front exists");
             self.queued_bytes -= sent.bytes.len();
             sent.bytes.clear();
@@ -476,6 +484,26 @@ impl Udp {
             warn!("udp: cannot change interest: {e}");
         }
     }
+}
+
+/// Judges the datagram just counted, with UDP faults in force: the
+/// verdict if any fault applies (counted and logged), else `None`, and the
+/// reply goes out as it is.
+fn judge(from: SocketAddr, len: usize, t: &mut Turn<'_>) -> Option<Verdict> {
+    if !t.faults.any(Protocol::Udp) {
+        return None;
+    }
+    let ordinal = t.counters.datagrams.load(Relaxed);
+    let datagram = &t.buf[..len];
+    let verdict = t
+        .faults
+        .judge_message(Protocol::Udp, [ordinal, 0], datagram);
+    if verdict.is_clean() {
+        return None;
+    }
+    t.counters.add_faults(&verdict.applied);
+    debug!("udp: datagram {ordinal} from {from}: fault {verdict}");
+    Some(verdict)
 }
 
 /// Receives one datagram into `buf`; returns its real length, which is
@@ -554,10 +582,21 @@ mod tests {
             faults: &mut faults,
             journal: None,
         };
-        // The socket has nothing to receive, so serve only sends.
-        udp.serve(&mut t);
-        assert!(t.ready.is_empty(), "not still ready");
-        assert_eq!(udp.queued(), 0);
+        // The socket has nothing to receive, so serve only sends: a
+        // turn's budget at a time, the socket staying on the ready list
+        // while replies are left.
+        let mut turns = 0;
+        loop {
+            udp.serve(&mut t);
+            turns += 1;
+            let sent = (turns * DATAGRAMS_PER_TURN).min(queue_len);
+            assert_eq!(udp.queued(), queue_len - sent, "turn {turns}");
+            if udp.queued() == 0 {
+                break;
+            }
+            assert_eq!(t.ready.pop(), Some(Ready::Udp), "still ready");
+        }
+        assert_eq!(turns, queue_len.div_ceil(DATAGRAMS_PER_TURN));
         let sent: usize = (0..queue_len).map(|i| format!("{i}").len()).sum();
         assert_eq!(counters.snapshot().bytes_out, sent as u64);
         // Loopback delivers during `send_to`, so what will arrive has
@@ -572,5 +611,45 @@ mod tests {
         }
         assert!(received >= 100, "only {received} replies arrived");
         assert!(udp.spare.len() <= queue_len, "spares are bounded");
+    }
+
+    #[test]
+    fn delayed_replies_due_together_are_released_a_turn_budget_at_a_time() {
+        let poll = mio::Poll::new().unwrap();
+        let mut socket = UdpSocket::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        poll.registry()
+            .register(&mut socket, UDP, mio::Interest::READABLE)
+            .unwrap();
+        let sink = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let to = sink.local_addr().unwrap();
+        let config = crate::Config::default();
+        let mut udp = Udp::new(socket, false, &config);
+        let counters = Counters::default();
+        let (mut buf, mut timers, mut ready) = (vec![0; 1024], Timers::with_capacity(0), vec![]);
+        let mut faults = crate::fault::Faults::new(0, &[]);
+        let mut replies = Replies::Fixed(Pattern::new(b"Received", false, 64));
+        let mut t = Turn {
+            registry: poll.registry(),
+            now: 0,
+            buf: &mut buf,
+            replies: &mut replies,
+            counters: &counters,
+            timers: &mut timers,
+            ready: &mut ready,
+            faults: &mut faults,
+            journal: None,
+        };
+        let held = DATAGRAMS_PER_TURN + 10;
+        for _ in 0..held {
+            udp.delay_reply(b"late", to, 5, None, &mut t);
+        }
+        t.now = 5;
+        udp.release_delayed(&mut t);
+        assert_eq!(udp.delayed.len(), 10, "one turn's budget released");
+        assert_eq!(t.ready.pop(), Some(Ready::Udp), "the rest next turn");
+        udp.serve(&mut t);
+        assert_eq!(udp.queued(), 0);
+        assert!(t.ready.is_empty());
+        assert_eq!(counters.snapshot().bytes_out, 4 * held as u64);
     }
 }

@@ -78,8 +78,14 @@ impl Running {
 
 /// Starts a server on its own thread, counting that thread's allocations.
 fn start(mode: Mode, echo: bool) -> Running {
+    start_with_faults(mode, echo, &[])
+}
+
+/// As [`start`], with `faults` in force.
+fn start_with_faults(mode: Mode, echo: bool, faults: &[&str]) -> Running {
     let mut config = Config::loopback();
     config.mode = mode;
+    config.faults = faults.iter().map(|f| f.parse().unwrap()).collect();
     let server = if echo {
         Server::with_responder(config, Echo)
     } else {
@@ -182,4 +188,33 @@ fn custom_responder_allocates_nothing_per_message() {
     });
     assert_eq!(allocations, 0, "echo, udp: 5000 datagrams");
     server.stop();
+}
+
+/// A fault in force that selects none of these messages costs nothing
+/// per message: judged clean, each takes the fault-free path.
+#[test]
+fn faults_in_force_that_select_nothing_allocate_nothing_per_message() {
+    let unselective = [
+        "tcp:reset,first=0",
+        "tcp:delay=100,every=1000000",
+        "udp:drop,first=0",
+    ];
+    for echo in [false, true] {
+        let server = start_with_faults(Mode::Line, echo, &unselective);
+        let mut stream = connect(server.tcp);
+        let expected: &[u8] = if echo {
+            b"Hello, Server\n"
+        } else {
+            b"Received\n"
+        };
+        let allocations =
+            server.allocations_in_steady_state(|| line_exchanges(&mut stream, 5_000, expected));
+        assert_eq!(allocations, 0, "line mode, echo {echo}: 5000 lines");
+        let socket = udp_socket();
+        let expected: &[u8] = if echo { b"Hello, Server" } else { b"Received" };
+        let allocations = server
+            .allocations_in_steady_state(|| udp_exchanges(&socket, server.udp, 5_000, expected));
+        assert_eq!(allocations, 0, "udp, echo {echo}: 5000 datagrams");
+        server.stop();
+    }
 }

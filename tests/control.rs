@@ -74,6 +74,22 @@ fn the_control_line_comes_after_the_others_and_is_loopback_only() {
 }
 
 #[test]
+fn past_the_fault_cap_control_answers_an_error_and_keeps_the_list() {
+    let server = Server::start(&["--control", "127.0.0.1:0"]);
+    let mut control = Control::open(&server);
+    for _ in 0..64 {
+        assert_eq!(control.ask("fault udp:delay=0"), "ok");
+    }
+    let answer = control.ask("fault udp:drop");
+    assert!(answer.starts_with("error: fault 'udp:drop'"), "{answer}");
+    assert!(!answer.contains("--fault"), "no flag was typed: {answer}");
+    // The drop was not added: datagrams are still answered.
+    assert_eq!(udp_request(server.udp(), b"hi"), b"Received");
+    assert_eq!(control.ask("clear"), "ok");
+    assert_eq!(control.ask("fault udp:drop,first=1"), "ok");
+}
+
+#[test]
 fn fault_then_clear_changes_what_clients_see() {
     let server = Server::start(&["--control", "127.0.0.1:0"]);
     let mut control = Control::open(&server);

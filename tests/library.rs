@@ -302,7 +302,7 @@ fn shutdown_is_bounded_when_a_client_never_reads() {
 #[test]
 fn every_public_constructor_rejects_a_bad_config_without_panicking() {
     type Spoil = fn(&mut Config);
-    let bad_configs: [(&str, Spoil); 5] = [
+    let bad_configs: [(&str, Spoil); 6] = [
         ("empty reply", |c| c.reply.clear()),
         ("reply too long", |c| {
             c.reply = vec![b'x'; ackloop::MAX_REPLY_LEN + 1]
@@ -310,6 +310,10 @@ fn every_public_constructor_rejects_a_bad_config_without_panicking() {
         ("no protocol", |c| (c.tcp, c.udp) = (None, None)),
         ("max_line 0", |c| c.max_line = 0),
         ("max_connections 0", |c| c.max_connections = 0),
+        // Kept in whole milliseconds, it would be 0.
+        ("idle under 1 ms", |c| {
+            c.idle_timeout = Some(Duration::from_micros(999))
+        }),
     ];
     for (what, spoil) in bad_configs {
         for mode in [Mode::Once, Mode::Line] {
@@ -387,6 +391,117 @@ fn the_handle_flips_faults_reply_and_listener_between_steps() {
     handle.accept().unwrap();
     assert_eq!(line(&connect(tcp)), "Got it\n");
     assert_eq!(server.stats().faults.close, 1);
+}
+
+/// Faults built by hand that no spec could write: each way in refuses
+/// them with a one-line error, and nothing changes.
+fn faults_no_spec_could_write() -> Vec<ackloop::Fault> {
+    use ackloop::{Fault, FaultKind, Selector};
+    // Not Copy (a `match=` holds bytes): a fresh one each time.
+    let all = Selector::default;
+    let fault = |protocol, kind, select| Fault {
+        protocol,
+        kind,
+        select,
+    };
+    let dribble_nothing = FaultKind::Dribble {
+        bytes: 0,
+        every_ms: 0,
+    };
+    let backwards = FaultKind::Delay {
+        min_ms: 500,
+        max_ms: 10,
+    };
+    vec![
+        fault(Protocol::Tcp, dribble_nothing, all()),
+        fault(Protocol::Tcp, backwards, all()),
+        fault(Protocol::Udp, backwards, all()),
+        fault(
+            Protocol::Udp,
+            FaultKind::Drop,
+            Selector {
+                p: Some(7.5),
+                ..all()
+            },
+        ),
+        fault(
+            Protocol::Udp,
+            FaultKind::Drop,
+            Selector {
+                p: Some(f64::NAN),
+                ..all()
+            },
+        ),
+        fault(
+            Protocol::Udp,
+            FaultKind::Drop,
+            Selector {
+                every: Some(0),
+                ..all()
+            },
+        ),
+        fault(Protocol::Tcp, FaultKind::Drop, all()),
+        fault(Protocol::Udp, FaultKind::Hang, all()),
+    ]
+}
+
+#[test]
+fn a_fault_no_spec_could_write_is_refused_by_every_way_in_and_serving_goes_on() {
+    let server = TestServer::builder().mode(Mode::Line).start().unwrap();
+    let handle = server.handle();
+    for fault in faults_no_spec_could_write() {
+        let error = handle.add_fault(fault.clone()).expect_err("refused");
+        assert!(error.starts_with("fault '"), "{error}");
+        assert!(!error.contains('\n'), "{error}");
+        let mut config = Config::loopback();
+        config.faults = vec![fault.clone()];
+        let refused = |r: Result<Server, ackloop::Error>| matches!(r, Err(ackloop::Error::Config(ref m)) if m.starts_with("--fault '"));
+        assert!(refused(Server::bind(config)), "{fault:?} in a Config");
+        let started = TestServer::builder().fault(fault.clone()).start();
+        assert!(
+            matches!(started, Err(ackloop::Error::Config(_))),
+            "{fault:?} on the builder"
+        );
+    }
+    // Nothing was put in force: the loop serves TCP and UDP, unfaulted.
+    let mut stream = connect(server.tcp_addr());
+    stream.write_all(b"Hello, Server\n").unwrap();
+    let mut reply = [0; 9];
+    stream.read_exact(&mut reply).expect("a TCP reply");
+    assert_eq!(&reply, b"Received\n");
+    let client = udp_socket();
+    client.send_to(b"Hello, Server", server.udp_addr()).unwrap();
+    assert_eq!(udp_reply(&client), b"Received");
+    assert_eq!(server.stats().faults.total(), 0);
+}
+
+#[test]
+fn the_fault_list_is_capped_and_clear_empties_it() {
+    let server = TestServer::start().unwrap();
+    let handle = server.handle();
+    let harmless: ackloop::Fault = "udp:delay=0".parse().unwrap();
+    for _ in 0..ackloop::MAX_FAULTS {
+        handle.add_fault(harmless.clone()).unwrap();
+    }
+    let error = handle
+        .add_fault(harmless.clone())
+        .expect_err("one too many");
+    assert!(error.contains("64 faults"), "{error}");
+    let client = udp_socket();
+    client.send_to(b"Hello, Server", server.udp_addr()).unwrap();
+    assert_eq!(udp_reply(&client), b"Received");
+    assert_eq!(
+        server.stats().faults.delay,
+        64,
+        "each fault in force counted once"
+    );
+    handle.clear_faults().unwrap();
+    handle.add_fault(harmless).expect("room again");
+    let mut config = Config::loopback();
+    config.faults = vec!["udp:drop".parse().unwrap(); ackloop::MAX_FAULTS + 1];
+    assert!(
+        matches!(Server::bind(config), Err(ackloop::Error::Config(m)) if m.contains("--fault"))
+    );
 }
 
 #[test]

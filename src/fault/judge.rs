@@ -3,7 +3,9 @@
 
 use std::fmt;
 
-use super::{Fault, FaultKind, KINDS, Selector};
+use log::warn;
+
+use super::{Fault, FaultKind, KINDS, MAX_FAULTS, Selector};
 use crate::reply::Protocol;
 
 /// A message's identity for the seeded choices: TCP `[connection ordinal,
@@ -24,8 +26,9 @@ pub(crate) struct Verdict {
     /// `(bytes, every_ms)`.
     pub dribble: Option<(u32, u64)>,
     pub slow_close_ms: Option<u64>,
-    /// Faults applied, by [`FaultKind::index`].
-    pub applied: [u8; KINDS],
+    /// Faults applied, by [`FaultKind::index`]. At most [`MAX_FAULTS`]
+    /// each; a `u32` all the same, so no list length can overflow it.
+    pub applied: [u32; KINDS],
 }
 
 impl Verdict {
@@ -106,6 +109,11 @@ pub(crate) struct Faults {
 }
 
 impl Faults {
+    /// The faults of a configuration, which [`Config::validate`] checked:
+    /// one that fails [`add`](Faults::add)'s check anyway is left out and
+    /// logged, never put in force.
+    ///
+    /// [`Config::validate`]: crate::Config::validate
     pub fn new(seed: u64, faults: &[Fault]) -> Faults {
         let mut set = Faults {
             seed,
@@ -114,7 +122,9 @@ impl Faults {
             udp: false,
         };
         for fault in faults {
-            set.add(fault.clone());
+            if let Err(e) = set.add(fault.clone()) {
+                warn!("{e}: left out");
+            }
         }
         set
     }
@@ -123,10 +133,23 @@ impl Faults {
         self.seed
     }
 
-    /// Adds a fault; its selectors count from now.
-    pub fn add(&mut self, fault: Fault) {
+    /// Adds a fault; its selectors count from now. Every way in comes
+    /// through here, so the check is made whoever built the fault.
+    ///
+    /// # Errors
+    ///
+    /// The fault fails [`Fault::validate`], or [`MAX_FAULTS`] are in
+    /// force already; nothing changes.
+    pub fn add(&mut self, fault: Fault) -> Result<(), String> {
+        fault.validate()?;
+        if self.active.len() >= MAX_FAULTS {
+            return Err(format!(
+                "fault '{fault}': {MAX_FAULTS} faults are in force already (clear them first)"
+            ));
+        }
         self.active.push(Active { fault, seen: 0 });
         self.refresh();
+        Ok(())
     }
 
     /// Removes every fault.

@@ -150,7 +150,7 @@ fn a_fault_added_later_counts_from_then() {
     let mut faults = Faults::new(1, &[]);
     assert!(!faults.any(Protocol::Udp));
     judge_udp(&mut faults, 10);
-    faults.add(parse("udp:drop,first=1"));
+    faults.add(parse("udp:drop,first=1")).unwrap();
     assert!(faults.any(Protocol::Udp));
     assert_eq!(
         faults.judge(Protocol::Udp, [10, 0]).terminal,
@@ -339,9 +339,36 @@ fn probabilities_print_as_short_decimals() {
 #[test]
 fn extreme_values_do_not_overflow() {
     let mut faults = Faults::new(1, &[parse("tcp:delay=0-18446744073709551615")]);
-    faults.add(parse("tcp:delay=18446744073709551615"));
+    faults.add(parse("tcp:delay=18446744073709551615")).unwrap();
     let v = faults.judge(Protocol::Tcp, [0, 0]);
     assert_eq!(v.delay_ms, u64::MAX, "delays saturate");
+}
+
+#[test]
+fn sixty_four_selected_delays_add_up_and_are_all_counted() {
+    let faults: Vec<Fault> = (0..MAX_FAULTS).map(|_| parse("udp:delay=10")).collect();
+    let mut faults = Faults::new(1, &faults);
+    let v = faults.judge(Protocol::Udp, [1, 0]);
+    assert_eq!(v.delay_ms, 640);
+    assert_eq!(v.applied[0], 64);
+}
+
+#[test]
+fn adding_checks_the_fault_and_the_cap_and_changes_nothing_on_error() {
+    let mut faults = Faults::new(1, &[]);
+    let mut bad = parse("tcp:dribble=1/0");
+    bad.kind = FaultKind::Dribble {
+        bytes: 0,
+        every_ms: 0,
+    };
+    assert!(faults.add(bad).is_err());
+    assert!(!faults.any(Protocol::Tcp), "not in force");
+    for _ in 0..MAX_FAULTS {
+        faults.add(parse("udp:drop")).unwrap();
+    }
+    let error = faults.add(parse("tcp:close")).unwrap_err();
+    assert!(error.starts_with("fault 'tcp:close': 64 faults"), "{error}");
+    assert!(!faults.any(Protocol::Tcp), "not in force");
 }
 
 #[test]

@@ -125,7 +125,7 @@ impl Sources {
     /// A deadline came due.
     pub(super) fn on_due(&mut self, due: Due, at: Millis, t: &mut Turn<'_>) {
         match due {
-            Due::Conn { key, id } => self.tcp.on_timer(key, id, at, t),
+            Due::Conn { key } => self.tcp.on_timer(key, at, t),
             Due::AcceptRetry => self.tcp.on_accept_retry(at, t),
             Due::ControlAcceptRetry => {
                 if let Some(control) = &mut self.control {

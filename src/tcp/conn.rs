@@ -1,23 +1,34 @@
 //! One connection's state machine: bytes in, replies owed, interest wanted,
 //! deadline. No sockets here: it reads and writes through [`Stream`], so
-//! its every transition is unit-tested with a scripted stream.
+//! its every transition is unit-tested with a scripted stream and time
+//! passed in.
 //!
 //! ```text
-//!   Open ──(once: first bytes / line: EOF, line too long / shutdown)──▶ Closing
+//!   Open ──(once: first bytes / line: line too long, a fault's end / stop)──▶ Closing
+//!   Open ──(line: the peer's EOF)──▶ Closing, peer gone
+//!   Open ◀──(owed bytes at the bound / drained)──▶ Open, paused
+//!   Open ──(the hang fault)──▶ Hanging ──(the peer's EOF, idle timeout)──▶ closed
 //!   Closing ──(all owed bytes written)──▶ Lingering   (we shut down writing)
-//!   Lingering ──(peer's EOF, or LINGER_MS elapsed)──▶ closed
+//!   Closing, peer gone ──(all owed bytes written)──▶ closed
+//!   Lingering ──(peer's EOF, LINGER_MS of silence, or LINGER_CAP_MS in all)──▶ closed
 //! ```
 //!
 //! * **Open**: reading. In line mode every complete line adds a reply to
 //!   what the connection owes. Once it owes `max_owed` bytes it takes no
-//!   more lines (the rest of the input waits) and reads nothing more until
-//!   the owed bytes drain: backpressure.
+//!   more lines (the rest of the input waits) and, *paused*, reads nothing
+//!   more until the owed bytes drain: backpressure.
 //! * **Closing**: no more replies will be made; write what is owed. No
 //!   reading: a peer that never reads cannot keep us busy discarding.
 //! * **Lingering**: our FIN is sent. Read and discard until the peer
 //!   closes, so that closing never meets unread input, which would make
 //!   the kernel send a reset that can destroy the reply (RFC 1122
-//!   4.2.2.13).
+//!   4.2.2.13). A peer that goes quiet for [`LINGER_MS`], or keeps sending
+//!   for [`LINGER_CAP_MS`], is closed anyway (nginx's `lingering_timeout`
+//!   and `lingering_time`).
+//!
+//! Whether a write is blocked is not a state of its own: it is "bytes are
+//! owed that the socket is due to take", which [`Connection::wants_writable`]
+//! reads off what is owed.
 //!
 //! The [crate docs](crate#the-life-of-a-connection) tell the same story
 //! from the loop's side.
@@ -30,19 +41,25 @@ use log::warn;
 
 use crate::config::Mode;
 use crate::fault::Faults;
-use crate::framing::{LineFramer, Piece};
+use crate::framing::{OpenLine, Piece};
 use crate::journal::Journal;
-use crate::reply::{Protocol, Replies, Request, Scripted, ask};
+use crate::reply::Replies;
 use crate::stats::{Counters, add};
 use crate::timer::{Millis, RateLimit};
-use crate::write::write_until_blocked;
 use buffers::Buffers;
+pub(crate) use stamp::Stamp;
+use write::Message;
 
 /// Reads per connection per turn, so one fast client cannot starve the
 /// others (with 64 KiB reads, 1 MiB a turn).
 pub const READS_PER_TURN: usize = 16;
-/// How long a lingering close waits for the peer's EOF, in milliseconds.
+/// How long a lingering close waits for the peer's EOF after the last
+/// bytes it sent (or after the close began), in milliseconds.
 pub const LINGER_MS: Millis = 2_000;
+/// How long a lingering close lasts at most, however often the peer sends,
+/// in milliseconds (nginx's `lingering_time` is the same 30 s). A peer
+/// that keeps sending after its reply cannot hold a connection open.
+pub const LINGER_CAP_MS: Millis = 30_000;
 /// A connection's buffers shrink back to this after a burst, so an idle
 /// connection keeps little memory.
 const KEEP_CAPACITY: usize = 4 * 1024;
@@ -71,7 +88,10 @@ pub(crate) struct Ctx<'a> {
     /// The turn's clock reading.
     pub now: Millis,
     pub mode: Mode,
-    /// Reading pauses while more reply bytes than this are owed.
+    /// Longest line in line mode, terminator excluded.
+    pub max_line: usize,
+    /// Reading pauses while a connection holds this many bytes for its
+    /// peer (see [`Connection::backlog`]).
     pub max_owed: usize,
     /// The loop's one read buffer.
     pub buf: &'a mut [u8],
@@ -81,20 +101,37 @@ pub(crate) struct Ctx<'a> {
     pub warnings: &'a mut RateLimit,
     /// The faults in force.
     pub faults: &'a mut Faults,
-    /// The journal, if there is one: then every reply goes through the
-    /// steps, to be journaled when it leaves.
+    /// The journal, if there is one (then replies come from a responder).
     pub journal: Option<&'a RefCell<Journal>>,
 }
 
-/// Where a connection is in its life (see the module docs).
+/// Where a connection is in its life (see the module docs), with what
+/// only that part of its life needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Phase {
-    Open,
-    Closing,
-    Lingering,
+    /// Reading and answering. `line`: line mode's open line so far.
+    /// `paused`: not reading, the owed bytes being at their bound.
+    Open { line: OpenLine, paused: bool },
+    /// No more replies: writing what is owed, reading nothing. Then our
+    /// FIN and a lingering close; or, if the peer's EOF came already
+    /// (`peer_eof`), the close itself.
+    Closing { peer_eof: bool },
+    /// Our FIN is sent; reading and discarding until the peer's EOF. Began
+    /// `since`, for [`LINGER_CAP_MS`].
+    Lingering { since: Stamp },
     /// The `hang` fault: no replies, no close; input is read and discarded
     /// until the peer or the idle timeout ends it.
     Hanging,
+}
+
+impl Phase {
+    /// Open, reading.
+    const OPEN: Phase = Phase::Open {
+        line: OpenLine::EMPTY,
+        paused: false,
+    };
+    /// Closing with the peer still sending.
+    const CLOSING: Phase = Phase::Closing { peer_eof: false };
 }
 
 /// Why a connection is to be closed now.
@@ -119,31 +156,25 @@ pub(crate) enum Advance {
 }
 
 /// One accepted client. Kept small: an idle connection with the fixed
-/// reply is this struct and nothing else.
+/// reply is this struct (32 bytes) and nothing else; buffers come only
+/// while a custom responder, kept input or a fault's step needs them.
 #[derive(Debug)]
 pub(crate) struct Connection {
     /// Serial number: tells this connection from an earlier one that had
-    /// the same slab key, for timer entries and the still-ready list.
+    /// the same slab key, for timer entries and the still-ready list; and
+    /// its ordinal for the faults' seeded choices.
     pub id: u32,
-    phase: Phase,
     /// Messages taken so far: the ordinal of the last one.
     messages: u32,
-    /// The last flush stopped on `WouldBlock` with bytes left to write.
-    write_blocked: bool,
-    /// Reading is paused by backpressure (owed bytes at the bound).
-    read_paused: bool,
-    /// The peer shut down its writing side.
-    peer_eof: bool,
     /// Fixed reply: bytes of the reply pattern owed, not yet written.
-    /// Bounded by the owed-bytes bound plus one reply.
+    /// Replies are owed whole and written from the front, so these are the
+    /// last `owed` bytes of whole replies: where they start in the pattern
+    /// follows from the count. Bounded by the owed-bytes bound plus one
+    /// reply.
     owed: u32,
-    /// Fixed reply: where in the pattern the next owed byte is.
-    pattern_at: u32,
-    /// Line mode: what the stream's open line looks like.
-    framer: LineFramer,
-    /// When bytes last moved, in or out; in `Lingering`, when lingering
-    /// began.
-    last_active: Millis,
+    /// When bytes last moved, in or out, or a fault's wait ended.
+    last_active: Stamp,
+    phase: Phase,
     /// Buffers, allocated only while needed (see [`Buffers`]).
     buffers: Option<Box<Buffers>>,
 }
@@ -152,23 +183,13 @@ impl Connection {
     /// A new connection at `now`. `custom_peer`: the peer's address when a
     /// custom responder makes the replies (it is given the peer), `None`
     /// for the fixed reply.
-    pub fn new(
-        id: u32,
-        max_line: usize,
-        now: Millis,
-        custom_peer: Option<SocketAddr>,
-    ) -> Connection {
+    pub fn new(id: u32, now: Millis, custom_peer: Option<SocketAddr>) -> Connection {
         Connection {
             id,
-            phase: Phase::Open,
             messages: 0,
-            write_blocked: false,
-            read_paused: false,
-            peer_eof: false,
             owed: 0,
-            pattern_at: 0,
-            framer: LineFramer::new(max_line),
-            last_active: now,
+            last_active: Stamp::of(now),
+            phase: Phase::OPEN,
             buffers: custom_peer.map(|peer| {
                 Box::new(Buffers {
                     peer: Some(peer),
@@ -192,19 +213,34 @@ impl Connection {
         self.owed as usize + own
     }
 
+    /// What the connection holds for its peer, in bytes of memory: the
+    /// owed reply bytes, and for each fault step its own size too (a
+    /// delayed empty reply is no byte, but it is a step). Reading pauses
+    /// at `max_owed` of it, so a peer that never reads holds little
+    /// whatever the faults do.
+    pub fn backlog(&self) -> usize {
+        let steps = self.buffers.as_ref().map_or(0, |b| b.steps.len());
+        self.owed_len() + steps * steps::STEP_COST
+    }
+
     /// Whether anything is still to be done before the phase can move on:
     /// bytes owed, or a fault's step waiting.
     fn has_pending(&self) -> bool {
-        self.owed_len() > 0 || self.buffers.as_ref().is_some_and(|b| !b.steps.is_empty())
+        self.owed_len() > 0 || self.has_steps()
     }
 
-    /// Whether `WRITABLE` interest is wanted: exactly while a write is
-    /// blocked with bytes owed. Registered for good, a socket is reported
-    /// writable after every read on some platforms, and the loop would
-    /// spin (mio #1963); and a reply held back by a delay waits for its
-    /// timer, not for the socket.
+    /// Whether `WRITABLE` interest is wanted: exactly while owed bytes
+    /// wait for the socket. Every flush writes until all is out or the
+    /// socket would block, so bytes still owed mean it blocked; bytes
+    /// held back by a delay wait for their timer, not for the socket.
+    /// Registered for good, a socket is reported writable after every
+    /// read on some platforms, and the loop would spin (mio #1963).
     pub fn wants_writable(&self) -> bool {
-        self.write_blocked
+        self.owed > 0
+            || self
+                .buffers
+                .as_ref()
+                .is_some_and(|b| b.out_at < b.out.len() || b.steps_blocked)
     }
 
     /// When a fault's delayed step is due: the connection needs a turn
@@ -213,24 +249,28 @@ impl Connection {
         self.buffers.as_ref().and_then(|b| b.wake_at)
     }
 
-    /// When this connection must be closed if nothing happens: the end of
-    /// its lingering close, or its idle deadline (`idle_ms` after bytes
-    /// last moved; `None`: never idle). A connection waiting for a delayed
-    /// reply is not idle.
-    pub fn expiry(&self, idle_ms: Option<Millis>) -> Option<Millis> {
+    /// When this connection must be closed if nothing happens, seen at
+    /// `now`: the end of its lingering close, or its idle deadline
+    /// (`idle_ms` after bytes last moved; `None`: never idle). A
+    /// connection waiting for a delayed reply is not idle.
+    pub fn expiry(&self, now: Millis, idle_ms: Option<Millis>) -> Option<Millis> {
+        let last_active = self.last_active.near(now);
         match self.phase {
-            Phase::Lingering => Some(self.last_active + LINGER_MS),
+            Phase::Lingering { since } => {
+                let quiet = last_active.saturating_add(LINGER_MS);
+                Some(quiet.min(since.near(now).saturating_add(LINGER_CAP_MS)))
+            }
             _ if self.wake_at().is_some() => None,
-            Phase::Open | Phase::Closing | Phase::Hanging => {
-                idle_ms.map(|idle| self.last_active + idle)
+            Phase::Open { .. } | Phase::Closing { .. } | Phase::Hanging => {
+                idle_ms.map(|idle| last_active.saturating_add(idle))
             }
         }
     }
 
-    /// The connection's next deadline of any kind: its expiry, or the
-    /// moment a delayed step is due.
-    pub fn deadline(&self, idle_ms: Option<Millis>) -> Option<Millis> {
-        match (self.expiry(idle_ms), self.wake_at()) {
+    /// The connection's next deadline of any kind, seen at `now`: its
+    /// expiry, or the moment a delayed step is due.
+    pub fn deadline(&self, now: Millis, idle_ms: Option<Millis>) -> Option<Millis> {
+        match (self.expiry(now, idle_ms), self.wake_at()) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         }
@@ -239,9 +279,8 @@ impl Connection {
     /// Shutting down: take no new requests, finish what is owed, then
     /// close as any connection does (FIN, lingering close).
     pub fn stop(&mut self) {
-        if matches!(self.phase, Phase::Open | Phase::Hanging) {
-            self.phase = Phase::Closing;
-            self.read_paused = false;
+        if let Phase::Open { .. } | Phase::Hanging = self.phase {
+            self.phase = Phase::CLOSING;
             if let Some(buffers) = self.buffers.as_mut() {
                 buffers.unread = Vec::new();
             }
@@ -261,31 +300,42 @@ impl Connection {
         let mut budget = READS_PER_TURN;
         let mut may_read = readable;
         loop {
+            let mut still_ready = false;
             if may_read && self.reads_wanted() {
                 match self.read_until_blocked(stream, &mut budget, cx)? {
                     Reads::Blocked | Reads::Paused => {}
-                    Reads::OutOfBudget => return Ok(Advance::StillReady),
+                    Reads::OutOfBudget => still_ready = true,
                     Reads::Eof => self.on_eof(cx)?,
                 }
             }
+            // Written before anything returns: bytes still owed after a
+            // flush mean the socket blocked (see `wants_writable`).
             self.flush(stream, cx)?;
+            if still_ready {
+                return Ok(Advance::StillReady);
+            }
             if self.has_pending() {
                 // The rest waits for a writable event, or a delay's timer.
                 return Ok(Advance::Waiting);
             }
             // Everything owed is written.
             may_read = match self.phase {
-                Phase::Closing if self.peer_eof => return Err(Close::Done),
-                Phase::Closing => {
+                Phase::Closing { peer_eof: true } => return Err(Close::Done),
+                Phase::Closing { peer_eof: false } => {
                     stream.shutdown_write().map_err(Close::Failed)?;
-                    self.phase = Phase::Lingering;
-                    self.last_active = cx.now;
+                    self.phase = Phase::Lingering {
+                        since: Stamp::of(cx.now),
+                    };
+                    self.last_active = Stamp::of(cx.now);
                     true
                 }
                 // Backpressure lifts: nothing will report the input we left
                 // unread, so read it now.
-                Phase::Open if self.read_paused => {
-                    self.read_paused = false;
+                Phase::Open { line, paused: true } => {
+                    self.phase = Phase::Open {
+                        line,
+                        paused: false,
+                    };
                     true
                 }
                 _ => return Ok(Advance::Waiting),
@@ -297,9 +347,9 @@ impl Connection {
     /// or Hanging (to discard).
     fn reads_wanted(&self) -> bool {
         match self.phase {
-            Phase::Open => !self.read_paused,
-            Phase::Closing => false,
-            Phase::Lingering | Phase::Hanging => true,
+            Phase::Open { paused, .. } => !paused,
+            Phase::Closing { .. } => false,
+            Phase::Lingering { .. } | Phase::Hanging => true,
         }
     }
 
@@ -313,13 +363,15 @@ impl Connection {
         cx: &mut Ctx<'_>,
     ) -> Result<Reads, Close> {
         while self.reads_wanted() {
-            if self.phase == Phase::Open && self.owed_len() >= cx.max_owed {
-                self.read_paused = true;
-                return Ok(Reads::Paused);
-            }
-            if self.phase == Phase::Open && self.has_unread() {
-                self.take_unread(stream, cx);
-                continue;
+            if let Phase::Open { line, .. } = self.phase {
+                if self.backlog() >= cx.max_owed {
+                    self.phase = Phase::Open { line, paused: true };
+                    return Ok(Reads::Paused);
+                }
+                if self.has_unread() {
+                    self.take_unread(stream, cx);
+                    continue;
+                }
             }
             if *budget == 0 {
                 return Ok(Reads::OutOfBudget);
@@ -334,8 +386,8 @@ impl Connection {
                 Err(e) => return Err(Close::Failed(e)),
             };
             add(&cx.counters.bytes_in, n as u64);
-            self.last_active = cx.now;
-            if self.phase == Phase::Open {
+            self.last_active = Stamp::of(cx.now);
+            if let Phase::Open { .. } = self.phase {
                 self.take_read(stream, n, cx);
             } // Lingering or Hanging: input is read only to be discarded.
         }
@@ -372,14 +424,14 @@ impl Connection {
             // Once mode: the first bytes are the message; answer, then close.
             Mode::Once => {
                 self.owe_reply(Message::Input(input), false, b"", cx);
-                if self.phase == Phase::Open {
-                    self.phase = Phase::Closing;
+                if let Phase::Open { .. } = self.phase {
+                    self.phase = Phase::CLOSING;
                 }
                 input.len()
             }
-            // A fault that ends the connection discards the rest.
             Mode::Line => match self.take_lines(input, cx) {
-                Ok(_) if self.phase != Phase::Open => input.len(),
+                // A fault that ends the connection discards the rest.
+                Ok(_) if !matches!(self.phase, Phase::Open { .. }) => input.len(),
                 Ok(used) => used,
                 Err(TooLong) => {
                     if cx.warnings.allow(cx.now) {
@@ -389,10 +441,10 @@ impl Connection {
                             stream
                                 .peer_addr()
                                 .map_or_else(|_| "unknown peer".into(), |a| a.to_string()),
-                            self.framer.max_line()
+                            cx.max_line
                         );
                     }
-                    self.phase = Phase::Closing;
+                    self.phase = Phase::CLOSING;
                     input.len()
                 }
             },
@@ -400,17 +452,21 @@ impl Connection {
     }
 
     /// Line mode: answers the complete lines in `input` until the input
-    /// ends or the owed bytes reach their bound; returns how many bytes
-    /// were used. Keeps the open line's bytes only if a custom responder
-    /// will want them.
+    /// ends, the backlog reaches its bound or the phase moves on; returns
+    /// how many bytes were used. Keeps the open line's bytes only if a
+    /// custom responder will want them.
     fn take_lines(&mut self, input: &[u8], cx: &mut Ctx<'_>) -> Result<usize, TooLong> {
         let mut used = 0;
-        while used < input.len() && self.owed_len() < cx.max_owed && self.phase == Phase::Open {
-            let (n, piece) = self.framer.next(&input[used..]);
+        while used < input.len() && self.backlog() < cx.max_owed {
+            let Phase::Open { mut line, paused } = self.phase else {
+                break;
+            };
+            let (n, piece) = line.next(&input[used..], cx.max_line);
+            self.phase = Phase::Open { line, paused };
             used += n;
+            let custom = matches!(cx.replies, Replies::Custom { .. });
             match piece {
                 Piece::Line(end) => {
-                    let custom = matches!(cx.replies, Replies::Custom { .. });
                     // The terminator as it came, for a journal (which
                     // makes replies come from a responder).
                     let ending = match custom {
@@ -432,11 +488,8 @@ impl Connection {
                     };
                     self.owe_reply(message, true, ending, cx);
                 }
-                Piece::Partial(bytes) => {
-                    if let Replies::Custom { .. } = cx.replies {
-                        self.buffers().line.extend_from_slice(bytes);
-                    }
-                }
+                Piece::Partial(bytes) if custom => self.buffers().line.extend_from_slice(bytes),
+                Piece::Partial(_) => {}
                 Piece::TooLong => return Err(TooLong),
             }
         }
@@ -445,169 +498,26 @@ impl Connection {
 
     /// The peer shut down writing.
     fn on_eof(&mut self, cx: &mut Ctx<'_>) -> Result<(), Close> {
-        self.peer_eof = true;
         match (self.phase, cx.mode) {
             // Nothing was sent, so nothing is owed; or lingering (or a
             // hang) is over.
-            (Phase::Open, Mode::Once) | (Phase::Lingering | Phase::Hanging, _) => Err(Close::Done),
-            (Phase::Open, Mode::Line) => {
+            (Phase::Open { .. }, Mode::Once) | (Phase::Lingering { .. } | Phase::Hanging, _) => {
+                Err(Close::Done)
+            }
+            (Phase::Open { mut line, .. }, Mode::Line) => {
                 // A final line without '\n' is still a line.
-                if let Ok(Some(_)) = self.framer.finish() {
+                if let Ok(Some(_)) = line.finish(cx.max_line) {
                     self.owe_reply(Message::Buffered, true, b"", cx);
                 }
-                self.phase = Phase::Closing;
+                self.phase = Phase::Closing { peer_eof: true };
                 Ok(())
             }
-            (Phase::Closing, _) => Ok(()),
-        }
-    }
-
-    /// Counts one message and owes its reply: with the fixed reply one
-    /// more unit of the pattern, with a custom one whatever the responder
-    /// says (plus `\n` in line mode), queued on the connection. `ending`:
-    /// the line's terminator as it came, for the journal.
-    fn owe_reply(&mut self, message: Message<'_>, newline: bool, ending: &[u8], cx: &mut Ctx<'_>) {
-        add(&cx.counters.messages, 1);
-        self.messages = self.messages.wrapping_add(1);
-        if cx.faults.any(Protocol::Tcp) || self.has_steps() {
-            self.journal_in(message, ending, self.journal_entry(cx));
-            return self.owe_faulty_reply(message, newline, cx);
-        }
-        let (responder, scratch) = match cx.replies {
-            Replies::Fixed(pattern) => {
-                self.owed += pattern.unit() as u32;
-                return;
-            }
-            Replies::Custom { responder, scratch } => (responder, scratch),
-        };
-        let entry = journal::Entry::of(cx.journal, cx.now, self.id);
-        self.journal_in(message, ending, entry);
-        let buffers = self.buffers();
-        let reply = respond(buffers, message, responder, scratch);
-        let start = buffers.out.len();
-        append_reply(&mut buffers.out, reply, newline);
-        // Written with what is owed before it, in this turn's flush.
-        self.journal_out(start, entry);
-    }
-
-    /// Writes what is owed until it is all out, the socket would block,
-    /// or a fault's step must wait: the fixed reply's count, a responder's
-    /// bytes, then the steps. A short write is progress, not an error: the
-    /// rest waits for the next writable event.
-    fn flush(&mut self, stream: &mut impl Stream, cx: &Ctx<'_>) -> Result<(), Close> {
-        self.write_blocked = self.flush_owed(stream, cx).map_err(Close::Failed)?;
-        if self.write_blocked {
-            return Ok(());
-        }
-        match self.buffers.take() {
-            Some(mut buffers) if !buffers.steps.is_empty() => {
-                let result = self.flush_steps(&mut buffers, stream, cx);
-                self.buffers = Some(buffers);
-                result
-            }
-            buffers => {
-                self.buffers = buffers;
+            (Phase::Closing { .. }, _) => {
+                self.phase = Phase::Closing { peer_eof: true };
                 Ok(())
             }
         }
     }
-
-    /// Writes the fixed reply's owed count and a responder's owed bytes;
-    /// returns whether the socket blocked.
-    fn flush_owed(&mut self, stream: &mut impl Stream, cx: &Ctx<'_>) -> io::Result<bool> {
-        if let Replies::Fixed(pattern) = &*cx.replies {
-            // The owed bytes are the next `owed` bytes of the periodic
-            // pattern, starting at `pattern_at`; write them in slices.
-            while self.owed > 0 {
-                let start = self.pattern_at as usize;
-                let end = pattern.bytes().len().min(start + self.owed as usize);
-                let slice = &pattern.bytes()[start..end];
-                let (n, blocked) = self.write_owed(stream, slice, cx.now, cx.counters)?;
-                self.owed -= n as u32;
-                self.pattern_at = ((start + n) % pattern.bytes().len()) as u32;
-                if blocked {
-                    return Ok(true);
-                }
-            }
-            return Ok(false);
-        }
-        let Some(mut buffers) = self.buffers.take() else {
-            return Ok(false);
-        };
-        let result = self.write_owed(stream, &buffers.out[buffers.out_at..], cx.now, cx.counters);
-        if let Ok((n, _)) = result {
-            buffers.out_at += n;
-        }
-        if buffers.out_at == buffers.out.len() {
-            buffers.out.clear();
-            buffers.out_at = 0;
-            buffers.out.shrink_to(KEEP_CAPACITY);
-            buffers
-                .line
-                .shrink_to(KEEP_CAPACITY.max(buffers.line.len()));
-        }
-        self.buffers = Some(buffers);
-        result.map(|(_, blocked)| blocked)
-    }
-
-    /// Writes `bytes` until all are out or the socket would block; returns
-    /// how many were written and whether it blocked. Bytes written before
-    /// an error are counted too.
-    fn write_owed(
-        &mut self,
-        stream: &mut impl Stream,
-        bytes: &[u8],
-        now: Millis,
-        counters: &Counters,
-    ) -> io::Result<(usize, bool)> {
-        let (written, result) = write_until_blocked(stream, bytes);
-        if written > 0 {
-            add(&counters.bytes_out, written as u64);
-            self.last_active = now;
-        }
-        result.map(|blocked| (written, blocked))
-    }
-}
-
-/// Asks `responder` for the reply to `message` (whose bytes may be the
-/// open line in `buffers`); the reply, if any, is in `scratch`. The open
-/// line is cleared: it was this message.
-fn respond<'s>(
-    buffers: &mut Buffers,
-    message: Message<'_>,
-    responder: &mut Scripted,
-    scratch: &'s mut Vec<u8>,
-) -> Option<&'s [u8]> {
-    let request = Request {
-        protocol: Protocol::Tcp,
-        peer: buffers.peer.unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0))),
-        message: match message {
-            Message::Input(bytes) => bytes,
-            Message::Buffered => &buffers.line,
-        },
-    };
-    let reply = ask(responder, scratch, &request);
-    buffers.line.clear();
-    reply
-}
-
-/// Appends a responder's reply to `out`, with `\n` in line mode.
-fn append_reply(out: &mut Vec<u8>, reply: Option<&[u8]>, newline: bool) {
-    if let Some(reply) = reply {
-        out.extend_from_slice(reply);
-        if newline {
-            out.push(b'\n');
-        }
-    }
-}
-
-/// Where a message's bytes are.
-#[derive(Clone, Copy)]
-enum Message<'a> {
-    /// In the input just taken.
-    Input(&'a [u8]),
-    /// In the connection's line buffer (a line that spanned reads).
-    Buffered,
 }
 
 /// A line exceeded `max_line`.
@@ -627,6 +537,8 @@ enum Reads {
 
 mod buffers;
 mod journal;
+mod stamp;
 mod steps;
 #[cfg(test)]
 mod tests;
+mod write;

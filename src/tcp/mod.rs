@@ -26,32 +26,40 @@ use crate::reply::{Pattern, Protocol, Replies, Responder};
 use crate::stats::add;
 use crate::stats::sub;
 use crate::table::Table;
-use crate::timer::{ACCEPT_RETRY_MS, Due, Entry, Millis, NEVER, Pause, RateLimit, Timers};
+use crate::timer::{ACCEPT_RETRY_MS, Due, Entry, Millis, Pause, RateLimit, Timers};
 use crate::turn::{CONTROL_BASE, LISTENER, Ready, Turn, settle_writable};
-use conn::{Advance, Close, Connection, Ctx, Phase};
+use conn::{Advance, Close, Connection, Ctx, Phase, Stamp};
 
-pub use conn::{LINGER_MS, READS_PER_TURN};
+pub use conn::{LINGER_CAP_MS, LINGER_MS, READS_PER_TURN};
 
 /// Accepts per turn, so a connection storm cannot starve served clients.
 pub const ACCEPTS_PER_TURN: usize = 64;
-/// Connection slots allocated up front, so that ordinary concurrency never
-/// grows the slab while serving (it grows, once, past this).
-const PREALLOCATED_CONNECTIONS: usize = 256;
+/// Connection slots reserved up front: `--max-connections` of them, at most
+/// this many. A reservation is address space, not memory: a slot's page
+/// is touched, and so resident, only once a connection takes it. And a
+/// table reserved whole never copies itself while it fills: a copy
+/// leaves the old block's pages behind in the allocator's heap (about 13
+/// bytes per connection at 10,000 connections). Past this many it grows
+/// by doubling, in place (a block this large is mapped on its own).
+pub(crate) const RESERVED_CONNECTIONS: usize = 65_536;
 /// Closed connections a turn can hold without growing the list (the
 /// events of one poll); more only grow it once.
 const CLOSED_PER_TURN: usize = 1024;
 
-/// A live connection: its socket, its state machine, and what the table
-/// keeps for it (registered interest, armed timer).
+/// A live connection: its socket, its state machine, and its armed timer:
+/// 40 bytes, which with its timer entry is an idle connection's whole cost.
+///
+/// The interest registered is not kept: it is what
+/// [`Connection::wants_writable`] said when the connection was last
+/// driven, since every drive settles it (or closes the connection), and
+/// nothing between drives changes what a connection wants.
 #[derive(Debug)]
 struct Slot {
     stream: TcpStream,
     conn: Connection,
-    /// `WRITABLE` is registered.
-    write_interest: bool,
-    /// The deadline of this connection's live timer entry, or [`NEVER`]
-    /// (a sentinel rather than an `Option`: 8 bytes less per connection).
-    timer_at: Millis,
+    /// The deadline of this connection's live timer entry, if one is
+    /// armed (entries are armed at most [`Stamp::HORIZON`] ahead).
+    timer_at: Option<Stamp>,
 }
 
 /// The listener and every connection.
@@ -95,7 +103,7 @@ impl Tcp {
             conns: Table::new(
                 Token(0),
                 CONTROL_BASE.0,
-                config.max_connections.min(PREALLOCATED_CONNECTIONS),
+                config.max_connections.min(RESERVED_CONNECTIONS),
                 CLOSED_PER_TURN,
             ),
             mode: config.mode,
@@ -206,7 +214,7 @@ impl Tcp {
         }
         let id = self.next_id;
         let custom_peer = custom.then_some(peer);
-        let mut conn = Connection::new(id, self.max_line, t.now, custom_peer);
+        let mut conn = Connection::new(id, t.now, custom_peer);
         if t.journal.is_some() {
             conn.journal_peer(peer);
         }
@@ -214,8 +222,7 @@ impl Tcp {
         let slot = |stream| Slot {
             stream,
             conn,
-            write_interest: false,
-            timer_at: NEVER,
+            timer_at: None,
         };
         let key = match self
             .conns
@@ -262,10 +269,12 @@ impl Tcp {
         let Some(slot) = self.conns.get_mut(key) else {
             return;
         };
+        let registered = slot.conn.wants_writable();
         let before = log_enabled!(Level::Trace).then(|| t.counters.snapshot());
         let mut cx = Ctx {
             now: t.now,
             mode: self.mode,
+            max_line: self.max_line,
             max_owed: self.max_owed,
             buf: t.buf,
             replies: t.replies,
@@ -292,10 +301,10 @@ impl Tcp {
                     id: slot.conn.id,
                 });
             }
-            settle_interest(slot, key, t).map_err(Close::Failed)
+            settle_interest(slot, key, registered, t).map_err(Close::Failed)
         });
         match result {
-            Ok(()) => arm_timer(slot, key, self.idle_ms, t.timers),
+            Ok(()) => arm_timer(slot, key, self.idle_ms, t.now, t.timers),
             Err(why) => self.close(key, why, t),
         }
     }
@@ -336,30 +345,34 @@ impl Tcp {
 
     /// Connection `key`'s timer entry came due: close the connection if its
     /// deadline truly passed, or re-arm it at the deadline that activity
-    /// moved it to.
-    pub fn on_timer(&mut self, key: u32, id: u32, at: Millis, t: &mut Turn<'_>) {
+    /// moved it to. The entry is the connection's own if it is due when the
+    /// connection's `timer_at` says: a closed connection's entry finds no
+    /// slot or another deadline (a new connection in the same key that
+    /// armed the very same moment is served by the first of the two
+    /// entries, and finds the other stale).
+    pub fn on_timer(&mut self, key: u32, at: Millis, t: &mut Turn<'_>) {
         let key = key as usize;
         let Some(slot) = self.conns.get_mut(key) else {
             return;
         };
-        if slot.conn.id != id || slot.timer_at != at {
+        if slot.timer_at != Some(Stamp::of(at)) {
             return; // Stale: the connection is gone or re-armed earlier.
         }
-        slot.timer_at = NEVER;
+        slot.timer_at = None;
         if slot.conn.wake_at().is_some_and(|at| at <= t.now) {
             // A fault's delayed step is due: it needs a turn, not a close.
             return self.drive(key, false, t);
         }
-        match slot.conn.expiry(self.idle_ms) {
+        match slot.conn.expiry(t.now, self.idle_ms) {
             Some(deadline) if deadline <= t.now => {
                 let what = match slot.conn.phase() {
-                    Phase::Lingering => "linger over",
-                    Phase::Open | Phase::Closing | Phase::Hanging => "idle",
+                    Phase::Lingering { .. } => "linger over",
+                    Phase::Open { .. } | Phase::Closing { .. } | Phase::Hanging => "idle",
                 };
                 debug!("conn {key}: {what}; closing");
                 self.close(key, Close::Done, t);
             }
-            _ => arm_timer(slot, key, self.idle_ms, t.timers),
+            _ => arm_timer(slot, key, self.idle_ms, t.now, t.timers),
         }
     }
 
@@ -379,8 +392,8 @@ impl Tcp {
     /// its owner armed last (see [`Timers::sweep`](crate::timer::Timers::sweep)).
     pub fn is_current(&self, entry: &Entry) -> bool {
         match entry.due {
-            Due::Conn { key, id } => (self.conns.get(key as usize))
-                .is_some_and(|slot| slot.conn.id == id && slot.timer_at == entry.at),
+            Due::Conn { key } => (self.conns.get(key as usize))
+                .is_some_and(|slot| slot.timer_at == Some(Stamp::of(entry.at))),
             Due::AcceptRetry => self.accept_pause.is_current(entry.at),
             _ => false,
         }
@@ -484,23 +497,38 @@ impl Target for Tcp {
     }
 }
 
-/// Registers `WRITABLE` interest exactly while the connection wants it.
-fn settle_interest(slot: &mut Slot, key: usize, t: &Turn<'_>) -> io::Result<()> {
+/// Registers `WRITABLE` interest exactly while the connection wants it;
+/// `registered`: what it wanted before this drive.
+fn settle_interest(slot: &mut Slot, key: usize, registered: bool, t: &Turn<'_>) -> io::Result<()> {
     let want = slot.conn.wants_writable();
-    let registered = &mut slot.write_interest;
-    settle_writable(t.registry, &mut slot.stream, Token(key), registered, want)
+    let mut registered = registered;
+    settle_writable(
+        t.registry,
+        &mut slot.stream,
+        Token(key),
+        &mut registered,
+        want,
+    )
 }
 
 /// Makes sure a timer entry is armed no later than the connection's
 /// deadline. A deadline that moved later needs nothing: the earlier entry
 /// re-arms itself when it comes due.
-fn arm_timer(slot: &mut Slot, key: usize, idle_ms: Option<Millis>, timers: &mut Timers) {
-    if let Some(at) = slot.conn.deadline(idle_ms) {
-        if at < slot.timer_at {
-            slot.timer_at = at;
-            let (key, id) = (key as u32, slot.conn.id);
-            timers.arm(at, Due::Conn { key, id });
-        }
+fn arm_timer(
+    slot: &mut Slot,
+    key: usize,
+    idle_ms: Option<Millis>,
+    now: Millis,
+    timers: &mut Timers,
+) {
+    let Some(deadline) = slot.conn.deadline(now, idle_ms) else {
+        return;
+    };
+    // A farther deadline is reached in hops, so the stamp reads back.
+    let at = deadline.min(now.saturating_add(Stamp::HORIZON));
+    if slot.timer_at.is_none_or(|armed| at < armed.near(now)) {
+        slot.timer_at = Some(Stamp::of(at));
+        timers.arm(at, Due::Conn { key: key as u32 });
     }
 }
 
@@ -545,5 +573,29 @@ mod spare {
             #[cfg(not(unix))]
             return false;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// An idle connection's cost is this slot and its timer entry, 56
+    /// bytes: pinned, so that a new field is a decision, not an accident.
+    #[test]
+    fn a_slot_is_40_bytes_and_a_timer_entry_16() {
+        assert_eq!(std::mem::size_of::<crate::timer::Entry>(), 16);
+        use std::mem::size_of;
+        /// Slab's own entry type, as the slab declares it.
+        #[allow(dead_code)]
+        enum SlabEntry<T> {
+            Vacant(usize),
+            Occupied(T),
+        }
+        // mio keeps a selector id beside each socket in debug builds.
+        let debug_extra = if cfg!(debug_assertions) { 16 } else { 0 };
+        assert_eq!(size_of::<Option<super::Slot>>(), 40 + debug_extra);
+        assert_eq!(
+            size_of::<SlabEntry<Option<super::Slot>>>(),
+            40 + debug_extra
+        );
     }
 }

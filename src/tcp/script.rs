@@ -31,7 +31,7 @@ impl Tcp {
 
     /// Sends `text` (and `\n` in line mode) to every open data connection
     /// now, behind what each already owes. A connection closing is
-    /// skipped; one that owes `max_owed` bytes already does not get it
+    /// skipped; one whose backlog is at `max_owed` already does not get it
     /// (counted as dropped), so a client that never reads cannot make
     /// pushes pile up.
     pub(super) fn push_to_all(&mut self, mut text: Vec<u8>, t: &mut Turn<'_>) -> Reply {
@@ -47,10 +47,10 @@ impl Tcp {
             let Some(slot) = self.conns.get_mut(key) else {
                 continue;
             };
-            if slot.conn.phase() != Phase::Open {
+            if !matches!(slot.conn.phase(), Phase::Open { .. }) {
                 continue;
             }
-            if slot.conn.owed_len() >= self.max_owed {
+            if slot.conn.backlog() >= self.max_owed {
                 add(&t.counters.replies_dropped, 1);
                 continue;
             }

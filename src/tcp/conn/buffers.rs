@@ -31,6 +31,8 @@ pub(super) struct Buffers {
     pub step_bytes: usize,
     /// The first step waits until then: the connection's timer wakes it.
     pub wake_at: Option<Millis>,
+    /// The first step's bytes are due but the socket would take no more.
+    pub steps_blocked: bool,
     /// With a journal: the peer, until the connection's first line names it.
     pub journal_peer: Option<SocketAddr>,
 }

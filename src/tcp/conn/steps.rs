@@ -6,17 +6,28 @@
 //! or RST, at a moment or some time after the steps before it). Flushing
 //! runs the steps that are due, in order, and stops at one that must
 //! wait, noting when: that moment becomes the connection's deadline on
-//! the loop's timer heap. Steps' bytes count as owed, so backpressure
-//! bounds them as it bounds any reply.
+//! the loop's timer heap. Steps count in the connection's backlog, their
+//! bytes and their own size ([`STEP_COST`]), so backpressure bounds them
+//! as it bounds any reply, whatever their bytes.
+//!
+//! Only what needs a step becomes one: a message no fault selects, with
+//! no step waiting before it, takes the owed-count fast path, and a reply
+//! with no bytes and no end (a responder that declined) needs no step.
 
 use log::debug;
 
 use super::journal::Note;
-use super::{Buffers, Close, Connection, Ctx, Message, Phase, Stream, append_reply, respond};
+use super::write::{Message, append_reply, pattern_start, respond};
+use super::{Buffers, Close, Connection, Ctx, Phase, Stamp, Stream};
 use crate::fault::{self, FaultKind, Verdict};
 use crate::journal::{AppliedFaults, Direction};
 use crate::reply::{Pattern, Protocol, Replies};
 use crate::timer::{Millis, at_least};
+
+/// What a step costs in the backlog besides its bytes: its place in the
+/// queue and the allocation that holds its bytes (a generous 16 bytes of
+/// allocator overhead).
+pub(super) const STEP_COST: usize = std::mem::size_of::<Step>() + 16;
 
 /// A reply shaped by faults, or the end they chose, waiting its turn.
 #[derive(Debug)]
@@ -28,7 +39,7 @@ pub(super) enum Step {
         at: Millis,
         dribble: Option<(u32, Millis)>,
         chunk_left: usize,
-        /// With a journal: its line, written when the first byte leaves.
+        /// With a journal: its line, written when its first bytes leave.
         note: Option<Note>,
     },
     /// Then end the connection: at `at`, or `wait_ms` after the steps
@@ -56,9 +67,9 @@ impl Connection {
     /// one become a step at the front of the queue, so they go out as
     /// they were promised.
     pub fn keep_owed_bytes(&mut self, pattern: &Pattern) {
-        let (owed, start) = (self.owed as usize, self.pattern_at as usize);
+        let (owed, start) = (self.owed as usize, pattern_start(self.owed, pattern.unit()));
         // The next pattern starts afresh, whatever its length.
-        (self.owed, self.pattern_at) = (0, 0);
+        self.owed = 0;
         if owed == 0 {
             return;
         }
@@ -79,11 +90,14 @@ impl Connection {
             chunk_left: 0,
             note: None,
         });
+        // Owed bytes left after a flush are bytes the socket refused: the
+        // step is blocked on it as they were, and writable interest stays.
+        buffers.steps_blocked = true;
     }
 
     /// Queues bytes the client did not ask for (a greeting, a push)
-    /// behind what it is owed: they count as owed, and later replies
-    /// follow them in order.
+    /// behind what it is owed: they count in its backlog, and later
+    /// replies follow them in order.
     pub fn send_unasked(&mut self, bytes: Vec<u8>, journal: bool) {
         let note = journal.then_some(Note {
             msg: 0,
@@ -104,33 +118,39 @@ impl Connection {
         self.buffers.as_ref().is_some_and(|b| !b.steps.is_empty())
     }
 
-    /// With faults in force, or steps waiting: judges the message, then
-    /// queues its reply as steps, shaped as the verdict says. A clean
-    /// reply goes the same way while steps wait, to keep replies in order.
-    pub(super) fn owe_faulty_reply(
+    /// Judges the message just counted, with TCP faults in force: the
+    /// verdict if any fault applies (counted and logged), else `None`.
+    pub(super) fn judge(&self, message: Message<'_>, cx: &mut Ctx<'_>) -> Option<Verdict> {
+        if !cx.faults.any(Protocol::Tcp) {
+            return None;
+        }
+        let ordinals = [u64::from(self.id), u64::from(self.messages)];
+        let bytes = match (message, &self.buffers) {
+            (Message::Input(bytes), _) => bytes,
+            (Message::Buffered, Some(buffers)) => &buffers.line,
+            (Message::Buffered, None) => &[],
+        };
+        let verdict = cx.faults.judge_message(Protocol::Tcp, ordinals, bytes);
+        if verdict.is_clean() {
+            return None;
+        }
+        cx.counters.add_faults(&verdict.applied);
+        debug!(
+            "conn #{}: message {}: fault {verdict}",
+            self.id, self.messages
+        );
+        Some(verdict)
+    }
+
+    /// Queues the reply to `message` as steps, shaped as the verdict says
+    /// (a clean one too, when steps wait: replies keep their order).
+    pub(super) fn queue_steps(
         &mut self,
         message: Message<'_>,
         newline: bool,
+        verdict: Verdict,
         cx: &mut Ctx<'_>,
     ) {
-        let ordinals = [u64::from(self.id), u64::from(self.messages)];
-        let verdict = match cx.faults.any(Protocol::Tcp) {
-            true => {
-                let bytes = match message {
-                    Message::Input(bytes) => bytes,
-                    Message::Buffered => &self.buffers().line,
-                };
-                cx.faults.judge_message(Protocol::Tcp, ordinals, bytes)
-            }
-            false => Verdict::default(),
-        };
-        if !verdict.is_clean() {
-            cx.counters.add_faults(&verdict.applied);
-            debug!(
-                "conn #{}: message {}: fault {verdict}",
-                self.id, self.messages
-            );
-        }
         let note = self.note(cx, AppliedFaults(verdict.applied));
         match verdict.terminal {
             Some(FaultKind::Hang) => {
@@ -158,15 +178,22 @@ impl Connection {
         if let Some(n) = verdict.truncate {
             bytes.truncate(n);
         }
-        let buffers = self.buffers();
-        buffers.step_bytes += bytes.len();
-        buffers.steps.push_back(Step::Send {
-            chunk_left: verdict.dribble.map_or(0, |(chunk, _)| chunk as usize),
-            bytes,
-            at: at_least(cx.now, verdict.delay_ms),
-            dribble: verdict.dribble,
-            note,
-        });
+        if !bytes.is_empty() {
+            let buffers = self.buffers();
+            buffers.step_bytes += bytes.len();
+            buffers.steps.push_back(Step::Send {
+                chunk_left: verdict.dribble.map_or(0, |(chunk, _)| chunk as usize),
+                bytes,
+                at: at_least(cx.now, verdict.delay_ms),
+                dribble: verdict.dribble,
+                note,
+            });
+        } else if let (Some(entry), Some(note)) = (self.journal_entry(cx), note) {
+            // Nothing to send: journaled now if a fault made it so.
+            if !note.faults.is_empty() {
+                entry.record(note, Direction::Out, &[], &mut self.buffers().journal_peer);
+            }
+        }
         if verdict.truncate.is_some() || verdict.slow_close_ms.is_some() {
             self.push_end(Ending::Fin, None, verdict.slow_close_ms.unwrap_or(0), None);
         }
@@ -187,7 +214,7 @@ impl Connection {
             note,
         };
         self.buffers().steps.push_back(end);
-        self.phase = Phase::Closing;
+        self.phase = Phase::CLOSING;
     }
 
     /// The reply to `message` as bytes: the fixed reply's, or the
@@ -212,7 +239,12 @@ impl Connection {
         stream: &mut impl Stream,
         cx: &Ctx<'_>,
     ) -> Result<(), Close> {
-        b.wake_at = None;
+        // A wait that ends is movement: the idle timeout counts from here,
+        // not from before the wait.
+        if b.wake_at.take().is_some_and(|at| at <= cx.now) {
+            self.last_active = Stamp::of(cx.now);
+        }
+        b.steps_blocked = false;
         let entry = self.journal_entry(cx);
         while let Some(step) = b.steps.front_mut() {
             match step {
@@ -234,13 +266,10 @@ impl Connection {
                     let (n, blocked) = self
                         .write_owed(stream, &bytes[..limit], cx.now, cx.counters)
                         .map_err(Close::Failed)?;
-                    // Its first bytes left: journal it whole (an empty
-                    // reply has no line unless a fault made it so).
-                    if let (Some(entry), true) = (&entry, n > 0 || bytes.is_empty()) {
+                    // Its first bytes left: journal it whole.
+                    if let (Some(entry), true) = (&entry, n > 0) {
                         if let Some(note) = note.take() {
-                            if !bytes.is_empty() || !note.faults.is_empty() {
-                                entry.record(note, Direction::Out, bytes, &mut b.journal_peer);
-                            }
+                            entry.record(note, Direction::Out, bytes, &mut b.journal_peer);
                         }
                     }
                     bytes.drain(..n);
@@ -255,7 +284,7 @@ impl Connection {
                     if bytes.is_empty() {
                         b.steps.pop_front();
                     } else if blocked {
-                        self.write_blocked = true;
+                        b.steps_blocked = true;
                         return Ok(());
                     }
                 }

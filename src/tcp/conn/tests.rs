@@ -4,7 +4,7 @@
 use std::collections::VecDeque;
 
 use super::*;
-use crate::reply::{Echo, Pattern};
+use crate::reply::{Echo, Pattern, Request};
 
 const REPLY: &[u8] = b"Received";
 
@@ -103,12 +103,21 @@ impl Stream for Script {
 }
 
 fn lingering(conn: &Connection) -> bool {
-    conn.phase() == Phase::Lingering
+    matches!(conn.phase(), Phase::Lingering { .. })
+}
+
+fn open(conn: &Connection) -> bool {
+    matches!(conn.phase(), Phase::Open { .. })
+}
+
+fn closing(conn: &Connection) -> bool {
+    matches!(conn.phase(), Phase::Closing { .. })
 }
 
 /// The loop's side: what a `Ctx` borrows.
 struct Loop {
     mode: Mode,
+    max_line: usize,
     max_owed: usize,
     now: Millis,
     buf: Vec<u8>,
@@ -123,6 +132,7 @@ impl Loop {
     fn new(mode: Mode) -> Loop {
         Loop {
             mode,
+            max_line: 16,
             max_owed: crate::DEFAULT_MAX_OWED,
             now: 0,
             buf: vec![0; 64 * 1024],
@@ -145,7 +155,7 @@ impl Loop {
     fn connection(&self) -> Connection {
         let custom = matches!(self.replies, Replies::Custom { .. });
         let peer = custom.then(|| SocketAddr::from(([127, 0, 0, 1], 9)));
-        Connection::new(7, 16, self.now, peer)
+        Connection::new(7, self.now, peer)
     }
 
     fn advance(
@@ -157,6 +167,7 @@ impl Loop {
         let mut cx = Ctx {
             now: self.now,
             mode: self.mode,
+            max_line: self.max_line,
             max_owed: self.max_owed,
             buf: &mut self.buf,
             replies: &mut self.replies,
@@ -236,7 +247,7 @@ fn writable_interest_exactly_while_bytes_are_owed() {
     assert_eq!(s.written, b"Rec", "a short write is progress");
     assert_eq!(conn.owed_len(), 5);
     assert!(conn.wants_writable(), "5 bytes owed");
-    assert_eq!(conn.phase(), Phase::Closing);
+    assert!(closing(&conn));
     assert!(!s.shut_down.get(), "no FIN before the reply");
     s.room = 2;
     lp.advance(&mut conn, &mut s, false).unwrap();
@@ -259,7 +270,7 @@ fn line_mode_answers_every_line_however_split() {
     );
     assert_eq!(s.written, line_replies(4));
     assert_eq!(lp.stats().messages, 4);
-    assert_eq!(conn.phase(), Phase::Open);
+    assert!(open(&conn));
     assert!(!conn.wants_writable());
 }
 
@@ -287,7 +298,7 @@ fn line_mode_eof_with_replies_owed_closes_once_they_are_written() {
     let mut s = Script::with_input(&[b"a\n"]).room(4);
     s.eof = true;
     assert!(lp.advance(&mut conn, &mut s, true).is_ok());
-    assert_eq!(conn.phase(), Phase::Closing);
+    assert!(closing(&conn));
     s.room = 100;
     assert!(matches!(
         lp.advance(&mut conn, &mut s, false),
@@ -334,7 +345,7 @@ fn backpressure_stops_taking_lines_at_the_bound_and_resumes_when_drained() {
     assert_eq!(s.written, line_replies(12));
     assert_eq!(lp.stats().messages, 12);
     assert!(!conn.wants_writable());
-    assert_eq!(conn.phase(), Phase::Open);
+    assert!(open(&conn));
 }
 
 #[test]
@@ -423,23 +434,6 @@ fn a_writable_event_alone_reads_nothing() {
 }
 
 #[test]
-fn interrupted_reads_and_writes_are_retried() {
-    let mut lp = Loop::new(Mode::Line);
-    let mut conn = lp.connection();
-    let mut s = Script::default().room(100);
-    s.input.push_back(Err(ErrorKind::Interrupted.into()));
-    s.push(b"a\n");
-    s.interrupted_writes = 2;
-    lp.advance(&mut conn, &mut s, true).unwrap();
-    assert_eq!(s.written, line_replies(1));
-    assert_eq!(
-        s.interrupted_writes, 0,
-        "both interrupted writes were retried"
-    );
-    assert!(!conn.wants_writable());
-}
-
-#[test]
 fn a_read_error_closes_with_the_error() {
     let mut lp = Loop::new(Mode::Line);
     let mut conn = lp.connection();
@@ -452,117 +446,6 @@ fn a_read_error_closes_with_the_error() {
 }
 
 #[test]
-fn bytes_written_before_a_write_error_are_counted() {
-    let mut lp = Loop::new(Mode::Line);
-    let mut conn = lp.connection();
-    let mut s = Script::with_input(&[&lines(2)]).room(12);
-    lp.advance(&mut conn, &mut s, true).unwrap();
-    assert_eq!(lp.stats().bytes_out, 12);
-    s.room = 3;
-    s.push(&lines(1));
-    // Three more bytes go out; then the socket fails.
-    let mut failing = FailAfter { inner: s, left: 3 };
-    let result = {
-        let mut cx = Ctx {
-            now: 0,
-            mode: Mode::Line,
-            max_owed: lp.max_owed,
-            buf: &mut lp.buf,
-            replies: &mut lp.replies,
-            counters: &lp.counters,
-            warnings: &mut lp.warnings,
-            faults: &mut lp.faults,
-            journal: None,
-        };
-        conn.advance(&mut failing, true, &mut cx)
-    };
-    assert!(matches!(result, Err(Close::Failed(_))));
-    assert_eq!(
-        lp.stats().bytes_out,
-        15,
-        "the 3 bytes before the error count"
-    );
-}
-
-/// A stream whose writes fail with a broken pipe once `left` bytes went.
-struct FailAfter {
-    inner: Script,
-    left: usize,
-}
-
-impl Read for FailAfter {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.inner.read(buf)
-    }
-}
-
-impl Write for FailAfter {
-    fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
-        if self.left == 0 {
-            return Err(ErrorKind::BrokenPipe.into());
-        }
-        let n = bytes.len().min(self.left);
-        self.left -= n;
-        self.inner.write(&bytes[..n])
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Stream for FailAfter {
-    fn shutdown_write(&self) -> io::Result<()> {
-        Ok(())
-    }
-
-    fn peer_addr(&self) -> io::Result<SocketAddr> {
-        self.inner.peer_addr()
-    }
-}
-
-#[test]
-fn idle_means_no_bytes_moved_either_way() {
-    let idle = Some(1_000);
-    let mut lp = Loop::new(Mode::Line);
-    let mut conn = lp.connection();
-    assert_eq!(conn.deadline(idle), Some(1_000), "from the accept");
-    assert_eq!(conn.deadline(None), None, "no idle timeout");
-    lp.now = 300;
-    let mut s = Script::with_input(&[&lines(3)]).room(9);
-    lp.advance(&mut conn, &mut s, true).unwrap();
-    assert_eq!(conn.deadline(idle), Some(1_300), "bytes arrived at 300");
-    // No input since, but the client drains its replies slowly: each
-    // write moves the deadline.
-    lp.now = 900;
-    s.room = 9;
-    lp.advance(&mut conn, &mut s, false).unwrap();
-    assert_eq!(conn.deadline(idle), Some(1_900), "bytes left at 900");
-    // A writable event that writes nothing moves nothing.
-    lp.now = 1_000;
-    lp.advance(&mut conn, &mut s, false).unwrap();
-    assert_eq!(conn.deadline(idle), Some(1_900));
-}
-
-#[test]
-fn lingering_lasts_linger_ms_from_its_start() {
-    let mut lp = Loop::new(Mode::Once);
-    let mut conn = lp.connection();
-    lp.now = 50;
-    let mut s = Script::with_input(&[b"hi"]).room(100);
-    lp.advance(&mut conn, &mut s, true).unwrap();
-    assert!(lingering(&conn));
-    assert_eq!(conn.deadline(Some(10_000)), Some(50 + LINGER_MS));
-    assert_eq!(conn.deadline(None), Some(50 + LINGER_MS), "idle or not");
-    // Input while lingering is discarded and moves the linger deadline.
-    lp.now = 80;
-    s.push(b"late");
-    lp.advance(&mut conn, &mut s, true).unwrap();
-    assert_eq!(s.written, REPLY, "no second reply");
-    assert_eq!(conn.deadline(None), Some(80 + LINGER_MS));
-}
-
-#[test]
 fn stop_takes_no_new_lines_and_closes_after_the_owed_replies() {
     let mut lp = Loop::new(Mode::Line);
     lp.max_owed = 9;
@@ -571,7 +454,7 @@ fn stop_takes_no_new_lines_and_closes_after_the_owed_replies() {
     lp.advance(&mut conn, &mut s, true).unwrap();
     assert_eq!(lp.stats().messages, 1, "one taken, two kept");
     conn.stop();
-    assert_eq!(conn.phase(), Phase::Closing);
+    assert!(closing(&conn));
     s.room = 100;
     s.push(&lines(1));
     lp.advance(&mut conn, &mut s, true).unwrap();
@@ -601,36 +484,12 @@ fn buffers_are_freed_once_kept_input_is_taken() {
 }
 
 #[test]
-fn a_write_error_closes_with_the_error() {
-    let mut lp = Loop::new(Mode::Line);
-    let mut conn = lp.connection();
-    let mut s = Script::with_input(&[b"a\n"]).room(100);
-    s.write_error = Some(ErrorKind::BrokenPipe);
-    match lp.advance(&mut conn, &mut s, true) {
-        Err(Close::Failed(e)) => assert_eq!(e.kind(), ErrorKind::BrokenPipe),
-        other => panic!("{other:?}"),
-    }
-}
-
-#[test]
-fn a_socket_that_takes_zero_bytes_fails_the_connection_instead_of_spinning() {
-    let mut lp = Loop::new(Mode::Line);
-    let mut conn = lp.connection();
-    let mut s = Script::with_input(&[b"a\n"]).room(100);
-    s.zero_writes = true;
-    match lp.advance(&mut conn, &mut s, true) {
-        Err(Close::Failed(e)) => assert_eq!(e.kind(), ErrorKind::WriteZero),
-        other => panic!("{other:?}"),
-    }
-}
-
-#[test]
 fn a_closing_connection_reads_nothing_until_its_replies_are_out() {
     let mut lp = Loop::new(Mode::Once);
     let mut conn = lp.connection();
     let mut s = Script::with_input(&[b"hi"]).room(0);
     lp.advance(&mut conn, &mut s, true).unwrap();
-    assert_eq!(conn.phase(), Phase::Closing);
+    assert!(closing(&conn));
     // The peer keeps sending and the socket says readable: not one read
     // while the reply is owed, so a peer that never reads cannot keep the
     // server busy discarding.
@@ -654,67 +513,6 @@ fn a_closing_connection_reads_nothing_until_its_replies_are_out() {
     assert_eq!(s.written, REPLY);
     assert!(s.shut_down.get());
     assert_eq!(lp.stats().bytes_in, 6);
-}
-
-#[test]
-fn a_closing_connection_with_replies_owed_keeps_its_idle_deadline() {
-    let idle = Some(1_000);
-    let mut lp = Loop::new(Mode::Once);
-    let mut conn = lp.connection();
-    lp.now = 100;
-    let mut s = Script::with_input(&[b"hi"]).room(0);
-    lp.advance(&mut conn, &mut s, true).unwrap();
-    assert_eq!(conn.phase(), Phase::Closing);
-    assert_eq!(conn.deadline(idle), Some(1_100));
-    assert_eq!(conn.deadline(None), None, "no idle timeout: no deadline");
-}
-
-#[test]
-fn short_writes_of_fixed_replies_resume_where_they_stopped_across_the_pattern_end() {
-    // More lines than one pass over the 64 KiB reply pattern holds, written
-    // through a socket that takes an odd number of bytes at a time: every
-    // resumption starts at the right byte, also where the pattern wraps.
-    let n = 10_000;
-    let mut lp = Loop::new(Mode::Line);
-    let mut conn = lp.connection();
-    let mut s = Script::with_input(&[&lines(n)]).room(4_099);
-    lp.advance(&mut conn, &mut s, true).unwrap();
-    let mut turns = 0;
-    while s.written.len() < n * 9 {
-        turns += 1;
-        assert!(turns < 100, "stuck at {} bytes", s.written.len());
-        assert!(conn.wants_writable(), "bytes owed: writable wanted");
-        s.room = 4_099;
-        lp.advance(&mut conn, &mut s, false).unwrap();
-    }
-    assert!(s.written == line_replies(n), "the replies are not intact");
-    assert_eq!(conn.owed_len(), 0);
-    assert_eq!(lp.stats().messages, n as u64);
-    assert_eq!(lp.stats().bytes_out, (n * 9) as u64);
-}
-
-#[test]
-fn short_writes_of_custom_replies_resume_where_they_stopped() {
-    let mut lp = Loop::new(Mode::Line).custom(Echo);
-    let mut conn = lp.connection();
-    let mut s = Script::with_input(&[b"hello\nab\n"]).room(2);
-    lp.advance(&mut conn, &mut s, true).unwrap();
-    assert_eq!(s.written, b"he");
-    assert_eq!(conn.owed_len(), 7, "\"llo\\nab\\n\" owed");
-    assert!(conn.wants_writable());
-    s.room = 5;
-    lp.advance(&mut conn, &mut s, false).unwrap();
-    assert_eq!(s.written, b"hello\na");
-    assert_eq!(conn.owed_len(), 2);
-    s.room = 100;
-    lp.advance(&mut conn, &mut s, false).unwrap();
-    assert_eq!(s.written, b"hello\nab\n");
-    assert_eq!(conn.owed_len(), 0);
-    assert!(!conn.wants_writable());
-    // The next reply goes out whole after the drained ones.
-    s.push(b"c\n");
-    lp.advance(&mut conn, &mut s, true).unwrap();
-    assert_eq!(s.written, b"hello\nab\nc\n");
 }
 
 #[test]
@@ -789,41 +587,6 @@ fn a_custom_responder_always_sees_the_peer_even_after_backpressure() {
     assert_eq!(*seen.lock().unwrap(), expected);
 }
 
-#[test]
-fn after_a_burst_the_reply_buffer_shrinks_but_is_kept_for_the_next_replies() {
-    // A custom responder's replies go through the connection's own
-    // buffer. After a burst it shrinks back to at most KEEP_CAPACITY, so
-    // an idle connection keeps little memory; yet ordinary replies then
-    // reuse what is kept: no allocation per message.
-    let reply = |_: &Request<'_>, out: &mut Vec<u8>| {
-        out.extend_from_slice(&[b'y'; 99]);
-        true
-    };
-    let mut lp = Loop::new(Mode::Line).custom(reply);
-    let mut conn = lp.connection();
-    let mut s = Script::with_input(&[&lines(100)]).room(0);
-    lp.advance(&mut conn, &mut s, true).unwrap();
-    assert_eq!(conn.owed_len(), 100 * 100, "a burst of replies owed");
-    s.room = usize::MAX;
-    lp.advance(&mut conn, &mut s, false).unwrap();
-    let capacity = |conn: &Connection| conn.buffers.as_ref().unwrap().out.capacity();
-    let kept = capacity(&conn);
-    assert!(kept <= KEEP_CAPACITY, "{kept} bytes kept after the burst");
-    for _ in 0..3 {
-        // The reply is made while the socket is full: it waits in the
-        // buffer kept, which holds it without growing.
-        s.room = 0;
-        s.push(&lines(1));
-        lp.advance(&mut conn, &mut s, true).unwrap();
-        assert_eq!(conn.owed_len(), 100);
-        assert_eq!(capacity(&conn), kept, "the buffer grew for one reply");
-        s.room = usize::MAX;
-        lp.advance(&mut conn, &mut s, false).unwrap();
-        assert_eq!(capacity(&conn), kept, "the buffer changed once drained");
-    }
-    assert_eq!(s.written.len(), 103 * 100);
-}
-
 /// The one adapter that touches a real socket: mio's stream as a `Stream`.
 #[test]
 fn mios_stream_sends_our_fin_on_shutdown_write_and_knows_its_peer() {
@@ -845,23 +608,10 @@ fn mios_stream_sends_our_fin_on_shutdown_write_and_knows_its_peer() {
     assert_eq!(rest, b"");
 }
 
-#[test]
-fn a_delay_at_the_end_of_time_neither_overflows_nor_wakes() {
-    let mut lp = Loop::new(Mode::Line);
-    lp.faults = Faults::new(1, &["tcp:delay=18446744073709551615".parse().unwrap()]);
-    lp.now = 5;
-    let mut conn = lp.connection();
-    let mut s = Script::with_input(&[b"a\n"]).room(100);
-    lp.advance(&mut conn, &mut s, true).unwrap();
-    assert!(s.written.is_empty(), "held back");
-    assert_eq!(conn.wake_at(), Some(u64::MAX));
-    assert!(!conn.wants_writable(), "waiting on time, not on the socket");
-    assert_eq!(
-        conn.expiry(Some(1_000)),
-        None,
-        "owed a delayed reply: not idle"
-    );
-}
+mod lean;
+mod phases;
+mod time;
+mod writes;
 
 /// A journal whose lines a test reads back: `(msg, dir, bytes, peer named, faults)`.
 type Seen =
@@ -871,7 +621,7 @@ fn journaled(lp: &mut Loop) -> Seen {
     let seen = Seen::default();
     let log = std::sync::Arc::clone(&seen);
     let callback = Box::new(move |e: &crate::JournalEvent<'_>| {
-        assert_eq!((e.protocol, e.conn), (Protocol::Tcp, Some(8)));
+        assert_eq!((e.protocol, e.conn), (crate::Protocol::Tcp, Some(8)));
         let faults = e.faults.names().collect();
         let line = (
             e.msg,
@@ -932,7 +682,7 @@ fn the_journal_names_the_fault_that_ends_a_connection_on_its_out_line() {
         seen.iter()
             .map(|l| (l.0, l.1, l.2.len()))
             .collect::<Vec<_>>(),
-        [(1, "in", 2), (2, "in", 2), (1, "out", 9), (2, "out", 0)]
+        [(1, "in", 2), (1, "out", 9), (2, "in", 2), (2, "out", 0)]
     );
     assert_eq!(seen[3].4, ["reset"]);
 }

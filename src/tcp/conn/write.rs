@@ -1,0 +1,178 @@
+//! Replies owed and written: the fixed reply's count, a responder's bytes
+//! and (in [`steps`](super::steps)) the faults' steps, each written until
+//! all is out or the socket would block.
+
+use std::io;
+use std::net::SocketAddr;
+
+use super::journal::Entry;
+use super::{Buffers, Close, Connection, Ctx, KEEP_CAPACITY, Stamp, Stream};
+use crate::reply::{Protocol, Replies, Request, Scripted, ask};
+use crate::stats::{Counters, add};
+use crate::timer::Millis;
+use crate::write::write_until_blocked;
+
+/// Where a message's bytes are.
+#[derive(Clone, Copy)]
+pub(super) enum Message<'a> {
+    /// In the input just taken.
+    Input(&'a [u8]),
+    /// In the connection's line buffer (a line that spanned reads).
+    Buffered,
+}
+
+impl Connection {
+    /// Counts one message and owes its reply: with the fixed reply one
+    /// more unit of the pattern, with a custom one whatever the responder
+    /// says (plus `\n` in line mode), queued on the connection. A message
+    /// a fault selects, or one behind a fault's step, is queued as steps.
+    /// `ending`: the line's terminator as it came, for the journal.
+    pub(super) fn owe_reply(
+        &mut self,
+        message: Message<'_>,
+        newline: bool,
+        ending: &[u8],
+        cx: &mut Ctx<'_>,
+    ) {
+        add(&cx.counters.messages, 1);
+        self.messages = self.messages.wrapping_add(1);
+        let verdict = self.judge(message, cx);
+        if verdict.is_some() || self.has_steps() {
+            self.journal_in(message, ending, self.journal_entry(cx));
+            return self.queue_steps(message, newline, verdict.unwrap_or_default(), cx);
+        }
+        // Clean, with nothing queued: the owed-count fast path.
+        let (responder, scratch) = match cx.replies {
+            Replies::Fixed(pattern) => {
+                self.owed += pattern.unit() as u32;
+                return;
+            }
+            Replies::Custom { responder, scratch } => (responder, scratch),
+        };
+        let entry = Entry::of(cx.journal, cx.now, self.id);
+        self.journal_in(message, ending, entry);
+        let buffers = self.buffers();
+        let reply = respond(buffers, message, responder, scratch);
+        let start = buffers.out.len();
+        append_reply(&mut buffers.out, reply, newline);
+        // Written with what is owed before it, in this turn's flush.
+        self.journal_out(start, entry);
+    }
+
+    /// Writes what is owed until it is all out, the socket would block,
+    /// or a fault's step must wait: the fixed reply's count, a responder's
+    /// bytes, then the steps. A short write is progress, not an error: the
+    /// rest waits for the next writable event.
+    pub(super) fn flush(&mut self, stream: &mut impl Stream, cx: &Ctx<'_>) -> Result<(), Close> {
+        let blocked = self.flush_owed(stream, cx).map_err(Close::Failed)?;
+        if blocked {
+            return Ok(());
+        }
+        match self.buffers.take() {
+            Some(mut buffers) if !buffers.steps.is_empty() => {
+                let result = self.flush_steps(&mut buffers, stream, cx);
+                self.buffers = Some(buffers);
+                // Its steps all run, a fixed-reply connection keeps none.
+                self.drop_idle_buffers();
+                result
+            }
+            buffers => {
+                self.buffers = buffers;
+                Ok(())
+            }
+        }
+    }
+
+    /// Writes the fixed reply's owed count and a responder's owed bytes;
+    /// returns whether the socket blocked.
+    fn flush_owed(&mut self, stream: &mut impl Stream, cx: &Ctx<'_>) -> io::Result<bool> {
+        if let Replies::Fixed(pattern) = &*cx.replies {
+            // The owed bytes are the next `owed` bytes of the periodic
+            // pattern; write them in slices.
+            while self.owed > 0 {
+                let start = pattern_start(self.owed, pattern.unit());
+                let end = pattern.bytes().len().min(start + self.owed as usize);
+                let slice = &pattern.bytes()[start..end];
+                let (n, blocked) = self.write_owed(stream, slice, cx.now, cx.counters)?;
+                self.owed -= n as u32;
+                if blocked {
+                    return Ok(true);
+                }
+            }
+            return Ok(false);
+        }
+        let Some(mut buffers) = self.buffers.take() else {
+            return Ok(false);
+        };
+        let result = self.write_owed(stream, &buffers.out[buffers.out_at..], cx.now, cx.counters);
+        if let Ok((n, _)) = result {
+            buffers.out_at += n;
+        }
+        if buffers.out_at == buffers.out.len() {
+            buffers.out.clear();
+            buffers.out_at = 0;
+            buffers.out.shrink_to(KEEP_CAPACITY);
+            buffers
+                .line
+                .shrink_to(KEEP_CAPACITY.max(buffers.line.len()));
+        }
+        self.buffers = Some(buffers);
+        result.map(|(_, blocked)| blocked)
+    }
+
+    /// Writes `bytes` until all are out or the socket would block; returns
+    /// how many were written and whether it blocked. Bytes written before
+    /// an error are counted too.
+    pub(super) fn write_owed(
+        &mut self,
+        stream: &mut impl Stream,
+        bytes: &[u8],
+        now: Millis,
+        counters: &Counters,
+    ) -> io::Result<(usize, bool)> {
+        let (written, result) = write_until_blocked(stream, bytes);
+        if written > 0 {
+            add(&counters.bytes_out, written as u64);
+            self.last_active = Stamp::of(now);
+        }
+        result.map(|blocked| (written, blocked))
+    }
+}
+
+/// Where in a pattern of `unit`-byte replies the next of `owed` bytes is:
+/// they are the last bytes of whole replies.
+pub(super) fn pattern_start(owed: u32, unit: usize) -> usize {
+    (unit - owed as usize % unit) % unit
+}
+
+/// Asks `responder` for the reply to `message` (whose bytes may be the
+/// open line in `buffers`); the reply, if any, is in `scratch`. The open
+/// line is cleared: it was this message.
+pub(super) fn respond<'s>(
+    buffers: &mut Buffers,
+    message: Message<'_>,
+    responder: &mut Scripted,
+    scratch: &'s mut Vec<u8>,
+) -> Option<&'s [u8]> {
+    let request = Request {
+        protocol: Protocol::Tcp,
+        peer: buffers.peer.unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0))),
+        message: match message {
+            Message::Input(bytes) => bytes,
+            Message::Buffered => &buffers.line,
+        },
+    };
+    let reply = ask(responder, scratch, &request);
+    buffers.line.clear();
+    reply
+}
+
+/// Appends a responder's reply to `out`, with `\n` in line mode.
+pub(super) fn append_reply(out: &mut Vec<u8>, reply: Option<&[u8]>, newline: bool) {
+    if let Some(reply) = reply {
+        out.extend_from_slice(reply);
+        if newline {
+            out.push(b'\n');
+        }
+    }
+}
