@@ -68,12 +68,23 @@ impl Direction {
 /// Fault kinds applied to a message, by [`FaultKind`](crate::FaultKind)
 /// order; a journal's `out` line lists them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
-pub struct AppliedFaults(pub(crate) [u32; KINDS]);
+pub struct AppliedFaults(u16);
+
+// One bit per fault kind.
+const _: () = assert!(KINDS <= 16);
 
 impl AppliedFaults {
+    /// The kinds a verdict applied (its counts by kind).
+    pub(crate) fn of(applied: &[u32; KINDS]) -> AppliedFaults {
+        let bits = (applied.iter().enumerate())
+            .filter(|(_, n)| **n > 0)
+            .fold(0, |bits, (kind, _)| bits | 1 << kind);
+        AppliedFaults(bits)
+    }
+
     /// None applied.
     pub fn is_empty(&self) -> bool {
-        self.0.iter().all(|&n| n == 0)
+        self.0 == 0
     }
 
     /// The names of the kinds applied, in [`FaultKind`](crate::FaultKind)
@@ -82,11 +93,9 @@ impl AppliedFaults {
         let names = crate::FaultCounts::default()
             .by_kind()
             .map(|(name, _)| name);
-        names
-            .into_iter()
-            .zip(self.0)
-            .filter(|(_, n)| *n > 0)
-            .map(|(name, _)| name)
+        (names.into_iter().enumerate())
+            .filter(|(kind, _)| self.0 & 1 << kind != 0)
+            .map(|(_, name)| name)
     }
 }
 
@@ -448,7 +457,7 @@ mod tests {
             msg: 9,
             dir: Direction::Out,
             peer: Some("127.0.0.1:5000".parse().unwrap()),
-            faults: AppliedFaults(applied),
+            faults: AppliedFaults::of(&applied),
             ..event(b"Rec")
         };
         assert_eq!(

@@ -297,7 +297,7 @@ impl Udp {
         (ordinal, from): (u64, SocketAddr),
         t: &mut Turn<'_>,
     ) {
-        let faults = AppliedFaults(verdict.applied);
+        let faults = AppliedFaults::of(&verdict.applied);
         let journal = (t.journal, t.now);
         if verdict.terminal == Some(FaultKind::Drop) {
             return journal::record(journal, ordinal, Direction::Out, &[], from, faults);

@@ -151,7 +151,7 @@ impl Connection {
         verdict: Verdict,
         cx: &mut Ctx<'_>,
     ) {
-        let note = self.note(cx, AppliedFaults(verdict.applied));
+        let note = self.note(cx, AppliedFaults::of(&verdict.applied));
         match verdict.terminal {
             Some(FaultKind::Hang) => {
                 if let (Some(entry), Some(note)) = (self.journal_entry(cx), note) {
