@@ -1,9 +1,8 @@
 //! Datagrams in the journal: each one in, with its source, and each reply
 //! as it is sent or queued (a delayed one when its delay is over).
 
-use std::net::SocketAddr;
-
 use std::cell::RefCell;
+use std::net::SocketAddr;
 
 use crate::journal::{AppliedFaults, Direction, Journal, JournalEvent};
 use crate::reply::Protocol;
@@ -13,29 +12,33 @@ use crate::timer::Millis;
 /// datagram's ordinal and the faults applied to it.
 pub(super) type Note = (u64, AppliedFaults);
 
-/// The journal, if any, and the turn's clock reading.
-pub(super) type Where<'a> = (Option<&'a RefCell<Journal>>, Millis);
+/// A datagram as its journal lines name it.
+#[derive(Clone, Copy)]
+pub(super) struct Datagram<'a> {
+    /// Where the lines go, if there is a journal.
+    pub journal: Option<&'a RefCell<Journal>>,
+    pub now: Millis,
+    /// The datagram's ordinal (from 1).
+    pub ordinal: u64,
+    /// Its source, where its replies go.
+    pub peer: SocketAddr,
+}
 
-/// Journals `bytes` of datagram `ordinal` going `dir`, if there is a
-/// journal.
-pub(super) fn record(
-    t: Where<'_>,
-    ordinal: u64,
-    dir: Direction,
-    bytes: &[u8],
-    peer: SocketAddr,
-    faults: AppliedFaults,
-) {
-    if let (Some(journal), now) = t {
-        journal.borrow_mut().record(&JournalEvent {
-            t_ms: now,
-            protocol: Protocol::Udp,
-            conn: None,
-            msg: ordinal,
-            dir,
-            bytes,
-            peer: Some(peer),
-            faults,
-        });
+impl Datagram<'_> {
+    /// Journals `bytes` going `dir`, with the faults applied, if there is
+    /// a journal.
+    pub fn record(&self, dir: Direction, bytes: &[u8], faults: AppliedFaults) {
+        if let Some(journal) = self.journal {
+            journal.borrow_mut().record(&JournalEvent {
+                t_ms: self.now,
+                protocol: Protocol::Udp,
+                conn: None,
+                msg: self.ordinal,
+                dir,
+                bytes,
+                peer: Some(self.peer),
+                faults,
+            });
+        }
     }
 }
