@@ -29,8 +29,8 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::{
-    Config, Error, Fault, FixedReply, Handle, Mode, Protocol, Request, Responder, Rule, Server,
-    Stats,
+    Config, Error, Fault, FixedReply, Handle, JournalCallback, JournalEvent, Mode, Protocol,
+    Request, Responder, Rule, Server, Stats,
 };
 
 /// How long [`TestServer::wait_for`] waits before it gives up.
@@ -186,6 +186,7 @@ pub struct Builder {
     config: Config,
     responder: Option<Box<dyn Responder + Send>>,
     record_limit: usize,
+    journal: Option<JournalCallback>,
 }
 
 impl std::fmt::Debug for Builder {
@@ -245,6 +246,17 @@ impl Builder {
         self
     }
 
+    /// Hands every journal event (each message in, each reply, greeting
+    /// and push out) to `callback`, on the server's thread, as
+    /// [`Server::on_journal`] does.
+    pub fn on_journal(
+        mut self,
+        callback: impl FnMut(&JournalEvent<'_>) + Send + 'static,
+    ) -> Builder {
+        self.journal = Some(Box::new(callback));
+        self
+    }
+
     /// Binds and starts serving on a background thread.
     ///
     /// # Errors
@@ -259,7 +271,7 @@ impl Builder {
             record: Arc::clone(&record),
             limit: self.record_limit,
         };
-        let config = self.config;
+        let (config, journal) = (self.config, self.journal);
         let (bound_tx, bound_rx) = mpsc::channel();
         // The server is built on its thread: the responder need only be Send.
         let thread = std::thread::Builder::new()
@@ -272,6 +284,9 @@ impl Builder {
                         return Ok(Stats::default());
                     }
                 };
+                if let Some(callback) = journal {
+                    server.on_journal(callback);
+                }
                 let bound = (server.tcp_addr(), server.udp_addr(), server.handle());
                 let _ = bound_tx.send(Ok(bound));
                 server.run()
@@ -318,6 +333,7 @@ impl TestServer {
             config: Config::loopback(),
             responder: None,
             record_limit: DEFAULT_RECORD_LIMIT,
+            journal: None,
         }
     }
 

@@ -418,9 +418,15 @@ fn the_handle_and_the_builder_script_a_library_server() {
     use ackloop::testing::TestServer;
     use ackloop::{Match, Mode, Rule};
 
+    let journal = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let lines = std::sync::Arc::clone(&journal);
     let server = TestServer::builder()
         .mode(Mode::Line)
         .rule("exact:ping => pong || pong again".parse().unwrap())
+        .on_journal(move |event| {
+            let line = (event.conn, event.msg, event.dir.name(), text(event.bytes));
+            lines.lock().unwrap().push(line);
+        })
         .start()
         .unwrap();
     let handle = server.handle();
@@ -460,4 +466,17 @@ fn the_handle_and_the_builder_script_a_library_server() {
     handle.clear_rules().unwrap();
     (&first).write_all(b"ping\n").unwrap();
     assert_eq!(text(&read_exactly(&first, 9)), "Received\n");
+
+    // The callback saw the same conversation, as the journal writes it.
+    let journal = journal.lock().unwrap();
+    let has = |line: (Option<u64>, u64, &str, &str)| {
+        let line = (line.0, line.1, line.2, line.3.to_string());
+        assert!(journal.contains(&line), "no {line:?} in {journal:#?}");
+    };
+    has((Some(1), 1, "in", "ping\n"));
+    has((Some(1), 1, "out", "pong\n"));
+    has((Some(1), 2, "out", "pong again\n"));
+    has((Some(2), 0, "out", "hello\r\n"));
+    has((Some(2), 0, "out", "news\n"));
+    has((Some(1), 0, "out", "news\n"));
 }
