@@ -13,6 +13,7 @@ mod common;
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
 
 use common::{
     DEADLINE, End, SIGTERM, Server, connect, read_exactly, read_until_closed, run, tcp_request,
@@ -223,9 +224,31 @@ fn a_journal_on_a_closed_stdout_pipe_costs_only_the_journal() {
         .expect("a tcp line")
         .parse()
         .unwrap();
-    drop(stdout); // The reader goes away: every journal write fails.
-    for _ in 0..5 {
+    drop(stdout); // The reader goes away: journal writes fail from now on.
+    let stderr = Arc::new(Mutex::new(String::new()));
+    let pipe = child.stderr.take().unwrap();
+    let copy = Arc::clone(&stderr);
+    let log = std::thread::spawn(move || {
+        for line in BufReader::new(pipe).lines() {
+            let Ok(line) = line else { break };
+            copy.lock().unwrap().push_str(&(line + "\n"));
+        }
+    });
+    // Clients until the failure is logged: a child that another test is
+    // spawning right now holds a copy of the read end until it execs, and
+    // writes succeed until then. Every client is answered meanwhile.
+    let logged = || stderr.lock().unwrap().contains("journal -");
+    let deadline = std::time::Instant::now() + DEADLINE;
+    for served in 1.. {
         assert_eq!(text(&tcp_request(addr, b"ping")), "Received");
+        if served >= 5 && logged() {
+            break;
+        }
+        let now = std::time::Instant::now();
+        assert!(
+            now < deadline,
+            "no journal failure logged within {DEADLINE:?}"
+        );
     }
     let killed = Command::new("kill")
         .args([format!("-{SIGTERM}"), child.id().to_string()])
@@ -241,10 +264,14 @@ fn a_journal_on_a_closed_stdout_pipe_costs_only_the_journal() {
         let _ = child.kill();
         panic!("still running after SIGTERM");
     };
-    let output = child.wait_with_output().unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    common::join(log);
+    let stderr = stderr.lock().unwrap();
     assert!(status.success(), "{stderr}");
-    assert_eq!(stderr.matches("journal -").count(), 1, "{stderr}");
+    assert_eq!(
+        stderr.matches("journal -").count(),
+        1,
+        "logged once: {stderr}"
+    );
 }
 
 #[test]
