@@ -65,10 +65,15 @@ fn udp_try(addr: SocketAddr, message: &[u8], wait: Duration) -> Option<Vec<u8>> 
     socket.set_read_timeout(Some(wait)).unwrap();
     socket.send(message).unwrap();
     let mut buf = [0; 2048];
-    match socket.recv(&mut buf) {
-        Ok(n) => Some(buf[..n].to_vec()),
-        Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => None,
-        Err(e) => panic!("recv: {e}"),
+    loop {
+        match socket.recv(&mut buf) {
+            Ok(n) => return Some(buf[..n].to_vec()),
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                return None;
+            }
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => panic!("recv: {e}"),
+        }
     }
 }
 
