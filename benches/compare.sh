@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
 # Compare ackloop with the C epoll reference server (../shared/bench/c_epoll):
 # server CPU time per operation, rate and p99 latency, RSS per idle
-# connection, stripped binary size and time from start to ready.
+# connection, stripped binary size and time from start to ready. Then ackloop
+# as a relay (--upstream) beside haproxy and socat: relay CPU time per
+# operation, added latency, RSS per idle relayed pair.
 #
 #   benches/compare.sh                 # from the repository root
 #   ROUNDS=5 DURATION=5 benches/compare.sh
-#   SERVERS=c benches/compare.sh       # the C reference alone
+#   SERVERS=c ONLY=line benches/compare.sh   # the C reference alone
 #   BEFORE=05b89a1 SERVERS="before ackloop c" benches/compare.sh
 #                                      # an older revision in the same run
+#   ONLY=relay ROUNDS=8 benches/compare.sh   # the relay scenarios alone
 #
 # Environment (defaults in brackets):
 #   ROUNDS [3]         rounds; each runs every scenario once per server, the
@@ -18,15 +21,35 @@
 #                      run as the server "before" (before/after in one run)
 #   IDLE_CONNS [10000] connections in the idle scenario
 #   ONLY [all]         run only the scenarios whose label starts with one of
-#                      these words (e.g. ONLY="udp line:64x16")
+#                      these words (e.g. ONLY="udp line:64x16"; ONLY=relay
+#                      for the relay scenarios alone)
 #   START_RUNS [20]    runs for the start-up time median
 #   C_SRC [../shared/bench/c_epoll/server.c]
+#   RELAYS ["ackloop haproxy socat"]  relays for the relay scenarios
+#                      (ackloop, haproxy, socat, before); "direct", the load
+#                      generator talking to the upstream itself, always runs
+#   BULK_MIB [1024]    MiB sent one way in the relay:bulk scenario
+#   RELAY_IDLE_CONNS [5000]  idle pairs in relay:idle (a pair holds two
+#                      descriptors in the relay)
+#   UPSTREAM_CPU [1]   the CPU the relays' upstream is pinned to
 #
 # Each server runs pinned to CPU 0 (taskset -c 0), the load generator
 # (examples/loadgen.rs, one thread) to CPU 1. The load generator is often
 # the bottleneck, so server CPU per operation (from /proc/PID/stat) is the
 # figure to compare, not the rate. Everything listens on and talks to
 # 127.0.0.1 only. Build products and raw results go to target/bench/.
+#
+# Relay scenarios (labels relay:*): the same upstream for every relay, the C
+# reference server (line mode; once mode for UDP), started afresh for each
+# run. The relay runs alone on CPU 0, as the servers do; the upstream shares
+# CPU 1 with the load generator, so that nothing else is scheduled on the
+# measured relay's CPU, and the direct runs find the upstream where the
+# relayed ones do (the added latency is then the relay's alone). ackloop runs as `--upstream tcp:UP --upstream udp:UP`
+# (the dist build, --log-level off), haproxy in TCP mode with nbthread 1
+# (TCP only: it relays no UDP), socat with TCP-LISTEN,fork,reuseaddr and
+# UDP-LISTEN,fork,reuseaddr (its CPU time includes its forked children).
+# The script installs haproxy, socat and ss (iproute2) with apt-get when they
+# are missing: it expects to run as root on Debian or Ubuntu for that.
 set -euo pipefail
 export LC_ALL=C # a '.' decimal point in $EPOCHREALTIME and awk
 cd "$(dirname "$0")/.."
@@ -37,6 +60,10 @@ SERVERS=${SERVERS:-ackloop c}
 IDLE_CONNS=${IDLE_CONNS:-10000}
 START_RUNS=${START_RUNS:-20}
 C_SRC=${C_SRC:-../shared/bench/c_epoll/server.c}
+RELAYS=${RELAYS-ackloop haproxy socat}
+BULK_MIB=${BULK_MIB:-1024}
+RELAY_IDLE_CONNS=${RELAY_IDLE_CONNS:-5000}
+UPSTREAM_CPU=${UPSTREAM_CPU:-1}
 OUT=target/bench
 # The shipped build (Cargo.toml's dist profile): what users run.
 LOADGEN=target/dist/examples/loadgen
@@ -49,6 +76,12 @@ SCENARIOS=(
     "line:64x16    line --scenario line --conns 64 --depth 16"
     "udp:32        once --scenario udp --conns 32"
     "idle:$IDLE_CONNS line --scenario idle --conns $IDLE_CONNS"
+    # label, upstream mode, load generator arguments
+    "relay:64x1    line --scenario line --conns 64 --depth 1"
+    "relay:64x16   line --scenario line --conns 64 --depth 16"
+    "relay:bulk    line --scenario bulk --mib $BULK_MIB"
+    "relay:udp:32  once --scenario udp --conns 32"
+    "relay:idle:$RELAY_IDLE_CONNS line --scenario idle --conns $RELAY_IDLE_CONNS"
 )
 
 die() {
@@ -69,14 +102,24 @@ fi
 
 # ------------------------------------------------------------------ servers
 
+# The processes still running, for the exit trap. Measured ones are started
+# with setsid, leading a process group of their own, so that stopping one
+# also stops whatever it forked (socat's children).
+declare -A LIVE
 SERVER_PID=
 cleanup() {
-    if [[ -n $SERVER_PID ]]; then
-        kill -KILL "$SERVER_PID" 2>/dev/null || true
-    fi
+    local pid
+    for pid in "${!LIVE[@]}"; do
+        signal KILL "$pid"
+    done
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
+
+# signal SIG PID: to PID's process group if PID leads one, else to PID.
+signal() {
+    kill -s "$1" -- "-$2" 2>/dev/null || kill -s "$1" "$2" 2>/dev/null || true
+}
 
 # server_cmd NAME MODE: the server's command line, in CMD.
 server_cmd() {
@@ -91,13 +134,14 @@ server_cmd() {
     esac
 }
 
-# start_server CPU_PREFIX...: runs "${CMD[@]}" behind the given prefix
-# (taskset or nothing), reads its two address lines; sets SERVER_PID, TCP,
+# start_server PREFIX...: runs "${CMD[@]}" behind the given prefix (setsid,
+# taskset, or nothing), reads its two address lines; sets SERVER_PID, TCP,
 # UDP. The process substitution's pid is the server's: each layer execs.
 start_server() {
     local fd line
     exec {fd}< <(exec "$@" "${CMD[@]}" 2>>"$OUT/server.err")
     SERVER_PID=$!
+    LIVE[$SERVER_PID]=1
     TCP= UDP=
     while [[ -z $TCP || -z $UDP ]] && read -r -t 5 -u "$fd" line; do
         case $line in
@@ -109,14 +153,21 @@ start_server() {
     [[ -n $TCP && -n $UDP ]] || die "${CMD[*]}: no address lines (see $OUT/server.err)"
 }
 
-stop_server() {
-    kill -TERM "$SERVER_PID" 2>/dev/null || true
-    for _ in $(seq 100); do # ackloop may finish owed replies: wait up to 10 s
-        kill -0 "$SERVER_PID" 2>/dev/null || break
+# stop PID: SIGTERM, up to 10 s to finish (ackloop may finish owed
+# replies), then SIGKILL to what is left of its group.
+stop() {
+    signal TERM "$1"
+    for _ in $(seq 100); do
+        kill -0 "$1" 2>/dev/null || break
         sleep 0.1
     done
-    kill -KILL "$SERVER_PID" 2>/dev/null || true
-    wait "$SERVER_PID" 2>/dev/null || true
+    signal KILL "$1"
+    wait "$1" 2>/dev/null || true
+    unset "LIVE[$1]"
+}
+
+stop_server() {
+    stop "$SERVER_PID"
     SERVER_PID=
 }
 
@@ -129,7 +180,7 @@ run() {
     if [[ $name != c && $label == idle:* ]]; then
         CMD+=(--max-connections $((IDLE_CONNS + 100)))
     fi
-    start_server taskset -c 0
+    start_server setsid taskset -c 0
     result=$(taskset -c 1 "$LOADGEN" --tcp "$TCP" --udp "$UDP" --pid "$SERVER_PID" \
         --duration "$DURATION" "$@" 2>>"$OUT/loadgen.err") || true
     stop_server
@@ -170,66 +221,97 @@ build_before() {
     git worktree remove --force "$tree"
 }
 
+# The relay scenarios' functions (start_relay, run_relay, relay_table, ...).
+# shellcheck source=benches/relay.sh
+source benches/relay.sh
+
 # --------------------------------------------------------------------- main
 
 has() { [[ " $SERVERS " == *" $1 "* ]]; }
+relays() { [[ " $RELAYS " == *" $1 "* ]]; }
+
+# The kinds of scenario chosen: servers alone (PLAIN), relays (RELAYED).
+PLAIN=0 RELAYED=0
+for scenario in "${SCENARIOS[@]}"; do
+    case $scenario in
+    relay:*) RELAYED=1 ;;
+    *) PLAIN=1 ;;
+    esac
+done
 
 command -v taskset >/dev/null || die "taskset not found (util-linux)"
 (($(nproc) >= 2)) || die "needs 2 CPUs: the server on CPU 0, the load generator on CPU 1"
 # The idle run holds IDLE_CONNS sockets in the load generator and as many in
-# the server; each process has its own limit, inherited from this shell.
+# the server; each process has its own limit, inherited from this shell. A
+# relayed pair holds two in the relay.
 ulimit -n 20000 2>/dev/null || ulimit -n "$(ulimit -Hn)"
-(($(ulimit -n) > IDLE_CONNS + 100)) ||
+((!PLAIN || $(ulimit -n) > IDLE_CONNS + 100)) ||
     die "open files limit $(ulimit -n) is too low for IDLE_CONNS=$IDLE_CONNS (raise the hard limit, or lower IDLE_CONNS)"
+((!RELAYED || $(ulimit -n) > 2 * RELAY_IDLE_CONNS + 200)) ||
+    die "open files limit $(ulimit -n) is too low for RELAY_IDLE_CONNS=$RELAY_IDLE_CONNS (raise the hard limit, or lower RELAY_IDLE_CONNS)"
 
 mkdir -p "$OUT"
 : >"$RESULTS"
 : >"$OUT/server.err"
 : >"$OUT/loadgen.err"
-echo "building ..." >&2
-if has ackloop; then
-    cargo build --profile dist --quiet ||
-        die "ackloop does not build; SERVERS=c benches/compare.sh runs the C reference alone"
+if ((RELAYED)); then
+    need_tool ss iproute2
+    for tool in haproxy socat; do
+        if relays "$tool"; then need_tool "$tool"; fi
+    done
 fi
-if has before; then
-    [[ -n ${BEFORE:-} ]] || die "SERVERS names before: set BEFORE to a git revision"
+echo "building ..." >&2
+if has ackloop || ((RELAYED)); then
+    cargo build --profile dist --quiet ||
+        die "ackloop does not build; SERVERS=c ONLY=line benches/compare.sh runs the C reference alone"
+fi
+if has before || { ((RELAYED)) && relays before; }; then
+    [[ -n ${BEFORE:-} ]] || die "SERVERS or RELAYS names before: set BEFORE to a git revision"
     build_before "$BEFORE"
 fi
 cargo build --profile dist --quiet --example loadgen
 [[ -f $C_SRC ]] || die "C reference not found at $C_SRC (set C_SRC)"
 ${CC:-cc} -O2 -Wall -Wextra -o "$OUT/c_epoll" "$C_SRC"
 
-echo "running $ROUNDS rounds of ${#SCENARIOS[@]} scenarios, ${DURATION}s each, servers: $SERVERS" >&2
+echo "running $ROUNDS rounds of ${#SCENARIOS[@]} scenarios, ${DURATION}s each, servers: $SERVERS, relays: $RELAYS" >&2
 for ((round = 1; round <= ROUNDS; round++)); do
     echo "round $round" >&2
     for scenario in "${SCENARIOS[@]}"; do
         read -r label mode args <<<"$scenario"
-        for name in $SERVERS; do
+        if [[ $label == relay:* ]]; then
+            relay_names "$label"
+            runner=run_relay
+        else
+            NAMES=$SERVERS runner=run
+        fi
+        for name in $NAMES; do
             # shellcheck disable=SC2086 # args is a word list
-            run "$name" "$label" "$mode" $args
+            $runner "$name" "$label" "$mode" $args
         done
     done
 done
 
-echo "measuring start-up time ..." >&2
 declare -A START SIZE
-startup_ms spawn
-SPAWN_MS=$STARTUP_MS
-for name in $SERVERS; do
-    startup_ms "$name"
-    START[$name]=$STARTUP_MS
-    server_cmd "$name" once
-    strip -o "$OUT/$name.stripped" "${CMD[0]}"
-    SIZE[$name]=$(stat -c %s "$OUT/$name.stripped")
-done
+if ((PLAIN)); then
+    echo "measuring start-up time ..." >&2
+    startup_ms spawn
+    SPAWN_MS=$STARTUP_MS
+    for name in $SERVERS; do
+        startup_ms "$name"
+        START[$name]=$STARTUP_MS
+        server_cmd "$name" once
+        strip -o "$OUT/$name.stripped" "${CMD[0]}"
+        SIZE[$name]=$(stat -c %s "$OUT/$name.stripped")
+    done
+fi
 
 # -------------------------------------------------------------------- table
 
-echo
-echo "Medians of $ROUNDS rounds, ${DURATION}s each; server on CPU 0, loadgen on CPU 1."
-echo "cpu µs/op: server CPU time (utime+stime, 100 Hz ticks) per operation."
-echo
-awk -v servers="$SERVERS" '
+# The awk code both tables share: the medians over the rounds of field k for
+# server (or relay) s in scenario l, get(s, l, k), "" when there is none;
+# bad[s, l], the errors and losses summed. It reads RESULTS lines "NAME
+# LABEL key=value ..." of one kind (plain: the servers', relay: the relays').
+MEDIANS='
 function median(list,    a, n, i, j, t) {
     n = split(list, a, " ")
     if (n == 0) return ""
@@ -238,6 +320,7 @@ function median(list,    a, n, i, j, t) {
     return n % 2 ? a[(n + 1) / 2] + 0 : (a[n / 2] + a[n / 2 + 1]) / 2
 }
 function get(s, l, k) { return median(v[s, l, k]) }
+(kind == "relay") != ($2 ~ /^relay:/) { next }
 {
     s = $1; l = $2
     if (!(l in seen)) { seen[l] = 1; order[++nl] = l }
@@ -248,6 +331,14 @@ function get(s, l, k) { return median(v[s, l, k]) }
         if (k == "errors" || k == "lost") bad[s, l] += x
     }
 }
+'
+
+if ((PLAIN)); then
+    echo
+    echo "Medians of $ROUNDS rounds, ${DURATION}s each; server on CPU 0, loadgen on CPU 1."
+    echo "cpu µs/op: server CPU time (utime+stime, 100 Hz ticks) per operation."
+    echo
+    awk -v kind=plain -v servers="$SERVERS" "$MEDIANS"'
 END {
     ns = split(servers, sv, " ")
     both = (servers ~ /ackloop/ && servers ~ /(^| )c( |$)/)
@@ -290,14 +381,18 @@ END {
         print row
     }
 }' "$RESULTS"
-echo
-echo "start to ready: median of $START_RUNS runs, from fork to both address lines read;"
-echo "net: minus the same for a printf of two lines ($SPAWN_MS ms, fork+exec alone)."
-for name in $SERVERS; do
-    net=$(awk -v a="${START[$name]}" -v b="$SPAWN_MS" 'BEGIN { printf "%.2f", a - b }')
-    printf '%-8s stripped binary %9s bytes, start to ready %s ms (net %s ms)\n' \
-        "$name" "${SIZE[$name]}" "${START[$name]}" "$net"
-done
+    echo
+    echo "start to ready: median of $START_RUNS runs, from fork to both address lines read;"
+    echo "net: minus the same for a printf of two lines ($SPAWN_MS ms, fork+exec alone)."
+    for name in $SERVERS; do
+        net=$(awk -v a="${START[$name]}" -v b="$SPAWN_MS" 'BEGIN { printf "%.2f", a - b }')
+        printf '%-8s stripped binary %9s bytes, start to ready %s ms (net %s ms)\n' \
+            "$name" "${SIZE[$name]}" "${START[$name]}" "$net"
+    done
+fi
+if ((RELAYED)); then
+    relay_table
+fi
 echo
 echo "raw results: $RESULTS"
 if [[ -s $OUT/loadgen.err ]]; then

@@ -15,13 +15,20 @@
 //! - `udp`: one datagram in flight per socket; no reply within 200 ms is a
 //!   loss, and the socket sends again.
 //! - `idle`: connections to a line-mode server, each confirmed by one round
-//!   trip; reports the server's RSS growth per connection (`--pid` needed),
-//!   holds them for a second, closes them.
+//!   trip; reports the server's RSS growth per connection (`--pid` needed;
+//!   from after one warm-up connection), holds them for a second, closes
+//!   them.
+//! - `bulk`: one connection sends `--mib` MiB with no newline, then shuts
+//!   down its sending side. A line-mode server answers that one unfinished
+//!   line only at EOF, so its reply (and its close) means every byte has
+//!   been read. An operation is one MiB; the latency is the whole transfer.
 //!
 //! It prints one line of `key=value` fields. Latency is per request, from
 //! queueing it to its reply (a once request runs from connect to EOF), kept
 //! in a fixed log-linear histogram. With `--pid`, the server's CPU time over
-//! the measured window is reported per operation.
+//! the measured window is reported per operation: the process's and its
+//! children's (a relay such as `socat ... fork` serves each client from a
+//! child process).
 //!
 //! The rules every handler below follows:
 //! - Readiness is edge-triggered: an event says "something changed", not
@@ -45,8 +52,8 @@ use std::time::{Duration, Instant};
 use mio::net::{TcpStream, UdpSocket};
 use mio::{Events, Interest, Poll, Registry, Token};
 
-const USAGE: &str = "usage: loadgen --scenario once|line|udp|idle [--tcp ADDR] [--udp ADDR] \
-[--conns N] [--depth D] [--duration SECS] [--requests N] [--reply TEXT] [--pid PID]";
+const USAGE: &str = "usage: loadgen --scenario once|line|udp|idle|bulk [--tcp ADDR] [--udp ADDR] \
+[--conns N] [--depth D] [--duration SECS] [--requests N] [--mib N] [--reply TEXT] [--pid PID]";
 const REQUEST: &[u8] = b"Hello, Server";
 /// A datagram with no reply this long is counted lost and sent again.
 const UDP_TIMEOUT: Duration = Duration::from_millis(200);
@@ -72,6 +79,7 @@ enum Scenario {
     Line,
     Udp,
     Idle,
+    Bulk,
 }
 
 struct Args {
@@ -82,6 +90,7 @@ struct Args {
     depth: usize,
     duration: Duration,
     requests: Option<u64>,
+    mib: u64,
     reply: Vec<u8>,
     pid: Option<u32>,
 }
@@ -93,6 +102,7 @@ fn main() {
     });
     let result = match args.scenario {
         Scenario::Udp => run_udp(&args),
+        Scenario::Bulk => run_bulk(&args),
         _ => run_tcp(&args),
     };
     if let Err(e) = result {
@@ -112,6 +122,7 @@ fn parse_args() -> Result<Args, String> {
         depth: 1,
         duration: Duration::from_secs(5),
         requests: None,
+        mib: 1024,
         reply: b"Received".to_vec(),
         pid: None,
     };
@@ -134,6 +145,7 @@ fn parse_args() -> Result<Args, String> {
                     Duration::try_from_secs_f64(secs).map_err(|e| format!("{flag}: {e}"))?
             }
             "--requests" => args.requests = Some(number(&flag, &value)?),
+            "--mib" => args.mib = number(&flag, &value)?,
             "--reply" => args.reply = value.into_bytes(),
             "--pid" => args.pid = Some(number(&flag, &value)?),
             _ => return Err(format!("unknown option {flag}")),
@@ -144,13 +156,17 @@ fn parse_args() -> Result<Args, String> {
         Some("line") => Scenario::Line,
         Some("udp") => Scenario::Udp,
         Some("idle") => Scenario::Idle,
-        _ => return Err("--scenario must be once, line, udp or idle".into()),
+        Some("bulk") => Scenario::Bulk,
+        _ => return Err("--scenario must be once, line, udp, idle or bulk".into()),
     };
-    if args.conns == 0 || args.depth == 0 || args.reply.is_empty() {
-        return Err("--conns, --depth and --reply must not be zero or empty".into());
+    if args.conns == 0 || args.depth == 0 || args.mib == 0 || args.reply.is_empty() {
+        return Err("--conns, --depth, --mib and --reply must not be zero or empty".into());
     }
     if args.scenario != Scenario::Line {
         args.depth = 1; // one request in flight per client
+    }
+    if args.scenario == Scenario::Bulk {
+        args.conns = 1; // one stream
     }
     if args.scenario == Scenario::Idle && args.pid.is_none() {
         return Err("--scenario idle needs --pid: the server's RSS is what it measures".into());
@@ -259,13 +275,37 @@ fn finished(args: &Args, stats: &Stats, end: Instant) -> bool {
     Instant::now() >= end || args.requests.is_some_and(|r| stats.ops >= r)
 }
 
-/// utime + stime of a process in clock ticks: fields 14 and 15 of
-/// /proc/PID/stat, counted after the `(comm)` field, which may hold spaces.
+/// utime + stime of a process in clock ticks.
 fn cpu_ticks(pid: &str) -> Option<u64> {
+    stat_ticks(pid, 2)
+}
+
+/// The sum of the first `n` of utime, stime, cutime, cstime (fields 14 to
+/// 17 of /proc/PID/stat, counted after the `(comm)` field, which may hold
+/// spaces), in clock ticks.
+fn stat_ticks(pid: &str, n: usize) -> Option<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let mut fields = stat[stat.rfind(')')? + 1..].split_whitespace().skip(11);
-    let utime: u64 = fields.next()?.parse().ok()?;
-    Some(utime + fields.next()?.parse::<u64>().ok()?)
+    let fields = stat[stat.rfind(')')? + 1..].split_whitespace().skip(11);
+    fields.take(n).map(|f| f.parse::<u64>().ok()).sum()
+}
+
+/// The CPU ticks of a process and all its descendants: children that have
+/// exited and been waited for are in its cutime + cstime, running ones are
+/// listed in /proc/PID/task/TID/children. A child that exits while being
+/// read is skipped (its time moves to the parent).
+fn tree_ticks(pid: &str) -> Option<u64> {
+    let mut ticks = stat_ticks(pid, 4)?;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))
+        .ok()?
+        .flatten()
+    {
+        let children = std::fs::read_to_string(task.path().join("children")).unwrap_or_default();
+        ticks += children
+            .split_whitespace()
+            .filter_map(tree_ticks)
+            .sum::<u64>();
+    }
+    Some(ticks)
 }
 
 /// Resident memory of a process in KiB (the VmRSS line of /proc/PID/status).
@@ -277,7 +317,8 @@ fn rss_kib(pid: u32) -> io::Result<u64> {
 }
 
 /// The measured stretch of a run: when it started, and the CPU ticks the
-/// server (with `--pid`) and this process had used by then.
+/// server (with `--pid`; with its children) and this process had used by
+/// then.
 struct Window {
     started: Instant,
     server: Option<(String, u64)>,
@@ -286,7 +327,7 @@ struct Window {
 
 impl Window {
     fn open(pid: Option<u32>) -> Window {
-        let server = pid.and_then(|p| Some((p.to_string(), cpu_ticks(&p.to_string())?)));
+        let server = pid.and_then(|p| Some((p.to_string(), tree_ticks(&p.to_string())?)));
         let client = cpu_ticks("self");
         Window {
             started: Instant::now(),
@@ -301,7 +342,7 @@ impl Window {
         let us = |t0: u64, t1: u64| t1.saturating_sub(t0) as f64 * 1e6 / CLK_TCK;
         let mut fields = String::new();
         if let Some((pid, t0)) = &self.server {
-            let used = us(*t0, cpu_ticks(pid).unwrap_or(*t0));
+            let used = us(*t0, tree_ticks(pid).unwrap_or(*t0));
             let per_op = if ops > 0 { used / ops as f64 } else { f64::NAN };
             fields += &format!(" server_cpu_us_per_op={per_op:.3}");
             fields += &format!(" server_cpu_pct={:.0}", used / secs / 1e4);
@@ -314,7 +355,7 @@ impl Window {
 }
 
 fn report(args: &Args, stats: &Stats, (secs, cpu): (f64, String), extra: &str) {
-    let name = ["once", "line", "udp", "idle"][args.scenario as usize];
+    let name = ["once", "line", "udp", "idle", "bulk"][args.scenario as usize];
     let (ops, h) = (stats.ops, &stats.latency);
     let (p50, p99, p999) = (
         h.quantile_us(0.5),
@@ -605,7 +646,10 @@ fn run_tcp(args: &Args) -> io::Result<()> {
     let (scenario, idle) = (args.scenario, args.scenario == Scenario::Idle);
     let mut pool = Pool::new(&poll, args, scenario != Scenario::Once)?;
     let baseline = match (idle, args.pid) {
-        (true, Some(pid)) => rss_kib(pid)?, // before the first connection
+        (true, Some(pid)) => {
+            warm_up_server(args)?;
+            rss_kib(pid)? // before the measured connections
+        }
         _ => 0,
     };
     // once connects inside the measured window (connecting is half of its
@@ -657,6 +701,22 @@ fn run_tcp(args: &Args) -> io::Result<()> {
     }
     report(args, &pool.stats, measured, &extra);
     Ok(())
+}
+
+/// idle: one connection and one round trip before the baseline, so that
+/// what the server touches once (code first run, first allocations: about
+/// 70 KiB) is not counted per connection.
+fn warm_up_server(args: &Args) -> io::Result<()> {
+    let mut stream = std::net::TcpStream::connect_timeout(&args.tcp, SETUP_LIMIT)?;
+    stream.set_read_timeout(Some(SETUP_LIMIT))?;
+    stream.write_all(REQUEST)?;
+    stream.write_all(b"\n")?;
+    let mut reply = vec![0; args.reply.len() + 1];
+    stream.read_exact(&mut reply)?;
+    match reply.strip_suffix(b"\n") == Some(&args.reply[..]) {
+        true => Ok(()),
+        false => Err(invalid("wrong reply bytes")),
+    }
 }
 
 /// Opens every slot with no request queued, at most `MAX_CONNECTING` at a
@@ -729,6 +789,123 @@ fn progress(
     Ok(false)
 }
 
+// ---------------------------------------------------------------- TCP bulk
+
+/// The one connection of a bulk run.
+struct Bulk {
+    stream: TcpStream,
+    /// Payload bytes still to send; then the sending side is shut down.
+    unsent: u64,
+    /// What has arrived of the reply (a line-mode server's one line).
+    received: Vec<u8>,
+    eof: bool,
+}
+
+impl Bulk {
+    /// Writes until everything is sent or `WouldBlock`, then shuts down the
+    /// sending side (once). The payload has no newline: it is one unfinished
+    /// line, answered at EOF.
+    fn send(&mut self, chunk: &[u8], registry: &Registry) -> io::Result<()> {
+        while self.unsent > 0 {
+            let n = chunk
+                .len()
+                .min(usize::try_from(self.unsent).unwrap_or(usize::MAX));
+            match self.stream.write(&chunk[..n]) {
+                Ok(0) => return Err(ErrorKind::WriteZero.into()),
+                Ok(n) => {
+                    self.unsent -= n as u64;
+                    if self.unsent == 0 {
+                        self.stream.shutdown(std::net::Shutdown::Write)?;
+                        // Nothing more to write: only the reply is awaited.
+                        registry.reregister(&mut self.stream, Token(0), Interest::READABLE)?;
+                    }
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads until `WouldBlock` or EOF; the reply may come in any split,
+    /// and anything past its length is an error.
+    fn receive(&mut self, buf: &mut [u8], reply: &[u8]) -> io::Result<()> {
+        loop {
+            match self.stream.read(buf) {
+                Ok(0) => {
+                    self.eof = true;
+                    return Ok(());
+                }
+                Ok(n) if self.received.len() + n > reply.len() => {
+                    return Err(invalid("more than one reply"));
+                }
+                Ok(n) => self.received.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(()),
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+/// bulk: connect, then (in the window) send `--mib` MiB and wait for the
+/// server's one reply line and its close.
+fn run_bulk(args: &Args) -> io::Result<()> {
+    let (mut poll, mut events) = (Poll::new()?, Events::with_capacity(16));
+    let mut stream = TcpStream::connect(args.tcp)?;
+    let interest = Interest::READABLE | Interest::WRITABLE;
+    poll.registry().register(&mut stream, Token(0), interest)?;
+    let end = Instant::now() + SETUP_LIMIT;
+    while stream.peer_addr().is_err() {
+        if let Some(e) = stream.take_error()? {
+            return Err(e);
+        }
+        if Instant::now() >= end {
+            return Err(io::Error::new(ErrorKind::TimedOut, "connect timed out"));
+        }
+        wait(&mut poll, &mut events, end)?;
+    }
+    let mut reply = args.reply.clone();
+    reply.push(b'\n');
+    let (chunk, mut buf) = (vec![b'x'; 64 * 1024], vec![0; 64 * 1024]);
+    let mut bulk = Bulk {
+        stream,
+        unsent: args.mib << 20,
+        received: Vec::new(),
+        eof: false,
+    };
+    let mut stats = Stats::default();
+    let window = Window::open(args.pid);
+    let end = window.started + SETUP_LIMIT;
+    let mut result = Ok(());
+    while result.is_ok() && !bulk.eof && Instant::now() < end {
+        result = bulk.send(&chunk, poll.registry());
+        if result.is_ok() {
+            result = bulk.receive(&mut buf, &reply);
+        }
+        if result.is_ok() && !bulk.eof {
+            wait(&mut poll, &mut events, end)?;
+        }
+    }
+    match (result, bulk.eof && bulk.received == reply) {
+        (Err(e), _) => stats.error(e),
+        (Ok(()), true) => {
+            stats.record(window.started);
+            stats.ops = args.mib; // an operation is one MiB
+        }
+        (Ok(()), false) if !bulk.eof => stats.error(eof("no reply within the time limit")),
+        (Ok(()), false) => stats.error(eof("closed before the whole reply")),
+    }
+    report(
+        args,
+        &stats,
+        window.close(stats.ops),
+        &format!(" mib={}", args.mib),
+    );
+    Ok(())
+}
+
 // ----------------------------------------------------------------------- UDP
 
 /// One UDP socket with at most one request in flight.
@@ -767,11 +944,12 @@ impl Datagram {
         }
     }
 
-    /// Receives until `WouldBlock`; each reply is answered by the next
-    /// request. A reply arriving with none in flight is late, for a request
-    /// already counted lost (and a late one arriving after the resend is
-    /// taken for the resend's: the protocol has no sequence numbers).
-    fn receive(&mut self, reply: &[u8], stats: &mut Stats) {
+    /// Receives until `WouldBlock`; with `again`, each reply is answered by
+    /// the next request. A reply arriving with none in flight is late, for a
+    /// request already counted lost (and a late one arriving after the
+    /// resend is taken for the resend's: the protocol has no sequence
+    /// numbers).
+    fn receive(&mut self, reply: &[u8], stats: &mut Stats, again: bool) {
         let mut buf = [0; 2048];
         loop {
             match self.socket.recv(&mut buf) {
@@ -784,7 +962,9 @@ impl Datagram {
                         true => stats.record(sent),
                         false => stats.error(invalid("wrong reply bytes")),
                     }
-                    self.send(stats);
+                    if again {
+                        self.send(stats);
+                    }
                 }
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
@@ -797,11 +977,42 @@ impl Datagram {
     }
 }
 
+/// Counts a request with no reply in time as lost and sends it again.
+fn resend_lost(socks: &mut [Datagram], stats: &mut Stats) {
+    let now = Instant::now();
+    for d in socks {
+        if d.sent_at.is_some_and(|t| now - t >= UDP_TIMEOUT) {
+            stats.lost += 1;
+            d.send(stats);
+        }
+    }
+}
+
+/// Gives every socket one round trip before the measured window opens, so
+/// that a relay setting up a flow on a client's first datagram (a socket of
+/// its own, or a forked process) does so outside it. A socket still without
+/// a reply after `SETUP_LIMIT` is left to the run, which counts its losses.
+fn warm_up(socks: &mut [Datagram], args: &Args, poll: &mut Poll) -> io::Result<()> {
+    let (mut events, mut stats) = (Events::with_capacity(1024), Stats::default());
+    let end = Instant::now() + SETUP_LIMIT;
+    socks.iter_mut().for_each(|d| d.send(&mut stats));
+    while Instant::now() < end && socks.iter().any(|d| d.sent_at.is_some()) {
+        wait(poll, &mut events, end)?;
+        for event in &events {
+            socks[event.token().0].receive(&args.reply, &mut stats, false);
+        }
+        resend_lost(socks, &mut stats);
+    }
+    socks.iter_mut().for_each(|d| d.sent_at = None);
+    Ok(())
+}
+
 fn run_udp(args: &Args) -> io::Result<()> {
     let (mut poll, mut events) = (Poll::new()?, Events::with_capacity(1024));
     let mut socks = (0..args.conns)
         .map(|i| Datagram::open(args.udp, poll.registry(), Token(i)))
         .collect::<io::Result<Vec<_>>>()?;
+    warm_up(&mut socks, args, &mut poll)?;
     let mut stats = Stats::default();
     let window = Window::open(args.pid);
     let end = window.started + args.duration;
@@ -810,18 +1021,11 @@ fn run_udp(args: &Args) -> io::Result<()> {
     while !finished(args, &stats, end) {
         wait(&mut poll, &mut events, end)?;
         for event in &events {
-            socks[event.token().0].receive(&args.reply, &mut stats);
+            socks[event.token().0].receive(&args.reply, &mut stats, true);
         }
-        // A request with no reply in time is counted lost and sent again.
-        let now = Instant::now();
-        if now >= next_sweep {
-            for d in &mut socks {
-                if d.sent_at.is_some_and(|t| now - t >= UDP_TIMEOUT) {
-                    stats.lost += 1;
-                    d.send(&mut stats);
-                }
-            }
-            next_sweep = now + TICK;
+        if Instant::now() >= next_sweep {
+            resend_lost(&mut socks, &mut stats);
+            next_sweep = Instant::now() + TICK;
         }
     }
     report(args, &stats, window.close(stats.ops), "");

@@ -35,11 +35,17 @@ Options:
                              kinds: delay=MS|MIN-MAX, truncate=N, corrupt (tcp, udp);
                              duplicate, drop (udp); dribble=BYTES/MS, hang, close,
                              reset, slow-close=MS (tcp)
-                             selectors: p=PROBABILITY, first=N, after=N, every=N, match=MATCH
+                             selectors: p=PROBABILITY, first=N, after=N, every=N, match=MATCH,
+                             dir=down|up (relays only: upstream to client, or back)
   --seed N                 seed of the faults' random choices [default: random, logged]
   --control ADDR           live control socket, loopback only (commands: fault SPEC, clear,
                              reply TEXT, rule SPEC, rules clear, greeting TEXT, push TEXT,
                              refuse, accept, stats, received N SECS)
+  --upstream PROTO:ADDR    relay that protocol to a real server, e.g. tcp:127.0.0.1:6379;
+                             faults then act on the relayed traffic (one per protocol)
+  --connect-timeout SECS   a TCP upstream not connected this long resets the client [default: 5]
+  --flow-timeout SECS      close a UDP flow silent this long; 0 never [default: 30]
+  --max-flows N            UDP client sources relayed at once [default: 1024]
   --reuse-port             set SO_REUSEPORT: several processes share the tcp and udp addresses
   --read-buffer BYTES      the one read buffer, 512 to 1048576 [default: 65536]
   --max-owed BYTES         reply bytes owed before a connection is not read, 1 to 16777216 [default: 65536]
@@ -112,6 +118,15 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, String
             }
             Long("seed") => config.seed = Some(number(&name, &mut parser)?),
             Long("control") => config.control = Some(address(&name, &mut parser)?),
+            Long("upstream") => config.add_upstream(text(&name, &mut parser)?.parse()?)?,
+            Long("connect-timeout") => {
+                config.connect_timeout = Duration::from_secs(number(&name, &mut parser)?)
+            }
+            Long("flow-timeout") => {
+                let secs: u64 = number(&name, &mut parser)?;
+                config.flow_timeout = (secs > 0).then(|| Duration::from_secs(secs));
+            }
+            Long("max-flows") => config.max_flows = number(&name, &mut parser)?,
             Long("reuse-port") => config.reuse_port = true,
             Long("read-buffer") => config.read_buffer = number(&name, &mut parser)?,
             Long("max-owed") => config.max_owed = number(&name, &mut parser)?,
@@ -261,6 +276,42 @@ mod tests {
             (&["--journal"], "--journal"),
             (&["--script", "/nonexistent/ackloop.script"], "--script"),
             (&["--fault", "tcp:reset,match=regex:x"], "match"),
+            (&["--upstream", "tcp:127.0.0.1:0"], "--upstream"),
+            (&["--upstream", "tcp:nowhere:1"], "--upstream"),
+            (&["--upstream", "icmp:127.0.0.1:1"], "--upstream"),
+            (&["--upstream"], "--upstream"),
+            (
+                &[
+                    "--upstream",
+                    "tcp:127.0.0.1:1",
+                    "--upstream",
+                    "tcp:127.0.0.1:2",
+                ],
+                "--upstream",
+            ),
+            (&["--no-udp", "--upstream", "udp:127.0.0.1:1"], "--upstream"),
+            (&["--fault", "tcp:delay=5,dir=up"], "dir="),
+            (
+                &[
+                    "--upstream",
+                    "udp:127.0.0.1:1",
+                    "--fault",
+                    "tcp:hang,dir=down",
+                ],
+                "dir=",
+            ),
+            (
+                &[
+                    "--upstream",
+                    "tcp:127.0.0.1:1",
+                    "--fault",
+                    "tcp:hang,dir=left",
+                ],
+                "dir",
+            ),
+            (&["--connect-timeout", "0"], "--connect-timeout"),
+            (&["--flow-timeout", "x"], "--flow-timeout"),
+            (&["--max-flows", "0"], "--max-flows"),
         ] {
             let message = parse_args(args)
                 .err()
@@ -307,5 +358,38 @@ mod tests {
         assert_eq!(config.tcp, Some("127.0.0.1:0".parse().unwrap()));
         assert_eq!(config.idle_timeout, None);
         assert_eq!(config.mode, ackloop::Mode::Line);
+    }
+
+    #[test]
+    fn relay_options() {
+        let Ok(Command::Serve(config, _, _)) = parse_args(&[
+            "--upstream",
+            "tcp:127.0.0.1:6379",
+            "--upstream",
+            "udp:localhost:53",
+            "--fault",
+            "tcp:delay=10,dir=up",
+            "--connect-timeout",
+            "2",
+            "--flow-timeout",
+            "0",
+            "--max-flows",
+            "7",
+        ]) else {
+            panic!("rejected")
+        };
+        assert_eq!(config.upstream_tcp, Some("127.0.0.1:6379".parse().unwrap()));
+        assert_eq!(config.upstream_udp, Some("127.0.0.1:53".parse().unwrap()));
+        assert_eq!(config.faults[0].select.dir, Some(ackloop::Direction::Up));
+        assert_eq!(config.connect_timeout, Duration::from_secs(2));
+        assert_eq!(config.flow_timeout, None);
+        assert_eq!(config.max_flows, 7);
+        let Ok(Command::Serve(defaults, _, _)) = parse_args(&[]) else {
+            panic!("rejected")
+        };
+        assert_eq!(defaults.upstream_tcp, None);
+        assert_eq!(defaults.connect_timeout, Duration::from_secs(5));
+        assert_eq!(defaults.flow_timeout, Some(Duration::from_secs(30)));
+        assert_eq!(defaults.max_flows, 1024);
     }
 }

@@ -214,7 +214,7 @@ pub(crate) fn answer_line(reply: &Reply) -> String {
 pub(crate) fn stats_line(s: &Stats) -> String {
     format!(
         "accepted={} rejected={} open={} messages={} datagrams={} bytes_in={} bytes_out={} \
-         dropped={} faults={}",
+         dropped={} upstream_failed={} up_bytes_in={} up_bytes_out={} faults={}",
         s.accepted,
         s.rejected,
         s.open,
@@ -223,6 +223,9 @@ pub(crate) fn stats_line(s: &Stats) -> String {
         s.bytes_in,
         s.bytes_out,
         s.replies_dropped,
+        s.upstream_failed,
+        s.up_bytes_in,
+        s.up_bytes_out,
         s.faults.total()
     )
 }

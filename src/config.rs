@@ -9,6 +9,8 @@ use std::time::Duration;
 
 use crate::fault::{Fault, MAX_FAULTS};
 use crate::journal::JournalTarget;
+use crate::relay::Upstream;
+use crate::reply::Protocol;
 use crate::rules::{MAX_RULES, Rule};
 
 /// Default TCP and UDP address: loopback, port 8000, as in the article.
@@ -48,6 +50,14 @@ pub const DEFAULT_UDP_QUEUE_BYTES: usize = 256 * 1024;
 pub const MIN_UDP_QUEUE_BYTES: usize = MAX_REPLY_LEN;
 /// Largest [`Config::udp_queue_bytes`].
 pub const MAX_UDP_QUEUE_BYTES: usize = 64 * 1024 * 1024;
+/// Default for [`Config::connect_timeout`], in seconds.
+pub const DEFAULT_CONNECT_TIMEOUT_SECS: u64 = 5;
+/// Default for [`Config::flow_timeout`], in seconds.
+pub const DEFAULT_FLOW_TIMEOUT_SECS: u64 = 30;
+/// Default for [`Config::max_flows`].
+pub const DEFAULT_MAX_FLOWS: usize = 1024;
+/// Largest [`Config::max_flows`]: each flow is a socket, a descriptor.
+pub const MAX_MAX_FLOWS: usize = 1 << 20;
 /// Largest `--max-line`: 16 MiB. With a custom [`Responder`](crate::Responder)
 /// each connection may buffer one partial line, so this bounds that buffer.
 pub const MAX_MAX_LINE: usize = 16 * 1024 * 1024;
@@ -154,6 +164,20 @@ pub struct Config {
     /// Where the journal of every message and reply goes; `None` for no
     /// journal (and no cost).
     pub journal: Option<JournalTarget>,
+    /// Relay TCP clients to this server instead of answering them
+    /// (section 11); set with [`Config::add_upstream`].
+    pub upstream_tcp: Option<SocketAddr>,
+    /// Relay UDP datagrams to this server instead of answering them.
+    pub upstream_udp: Option<SocketAddr>,
+    /// A TCP upstream that has not accepted the connect this long fails:
+    /// the client is reset. Whole seconds, at least one.
+    pub connect_timeout: Duration,
+    /// Close a UDP flow with no datagram either way for this long; `None`
+    /// never closes one (`--max-flows` still bounds them).
+    pub flow_timeout: Option<Duration>,
+    /// UDP flows (client sources relayed) at most; a datagram from a new
+    /// source past it is dropped and counted.
+    pub max_flows: usize,
 }
 
 impl Default for Config {
@@ -178,6 +202,11 @@ impl Default for Config {
             rules: Vec::new(),
             greeting: None,
             journal: None,
+            upstream_tcp: None,
+            upstream_udp: None,
+            connect_timeout: Duration::from_secs(DEFAULT_CONNECT_TIMEOUT_SECS),
+            flow_timeout: Some(Duration::from_secs(DEFAULT_FLOW_TIMEOUT_SECS)),
+            max_flows: DEFAULT_MAX_FLOWS,
         }
     }
 }
@@ -252,6 +281,11 @@ impl Config {
             if self.tcp.is_none() {
                 return Err("--greeting: greets TCP connections, and TCP is off (--no-tcp)".into());
             }
+            if let Some(upstream) = self.upstream_tcp {
+                return Err(format!(
+                    "--greeting: TCP is relayed to {upstream} (--upstream), which greets its clients"
+                ));
+            }
             if greeting.is_empty() || greeting.len() > MAX_REPLY_LEN {
                 return Err(format!(
                     "--greeting: must be 1 to {MAX_REPLY_LEN} bytes, got {}",
@@ -275,6 +309,79 @@ impl Config {
             .try_for_each(|rule| rule.validate().map_err(flag))?;
         self.faults
             .iter()
-            .try_for_each(|fault| fault.validate().map_err(flag))
+            .try_for_each(|fault| fault.validate().map_err(flag))?;
+        self.validate_relay()
+    }
+
+    /// Relays `upstream`'s protocol to it.
+    ///
+    /// # Errors
+    ///
+    /// That protocol has an upstream already, or the address is port 0.
+    pub fn add_upstream(&mut self, upstream: Upstream) -> Result<(), String> {
+        upstream.validate()?;
+        let slot = match upstream.protocol {
+            Protocol::Tcp => &mut self.upstream_tcp,
+            Protocol::Udp => &mut self.upstream_udp,
+        };
+        if let Some(first) = slot {
+            return Err(format!(
+                "--upstream '{upstream}': {} is relayed to {first} already (one upstream per protocol)",
+                upstream.protocol_name()
+            ));
+        }
+        *slot = Some(upstream.addr);
+        Ok(())
+    }
+
+    /// The upstream `protocol` is relayed to, if any.
+    pub fn upstream(&self, protocol: Protocol) -> Option<SocketAddr> {
+        match protocol {
+            Protocol::Tcp => self.upstream_tcp,
+            Protocol::Udp => self.upstream_udp,
+        }
+    }
+
+    /// The relay's checks: each upstream is for a protocol that is on and
+    /// names a port; `dir=` only on a relayed protocol; timeouts in range.
+    fn validate_relay(&self) -> Result<(), String> {
+        for (protocol, listen) in [(Protocol::Tcp, self.tcp), (Protocol::Udp, self.udp)] {
+            let Some(addr) = self.upstream(protocol) else {
+                continue;
+            };
+            let upstream = Upstream { protocol, addr };
+            upstream.validate()?;
+            if listen.is_none() {
+                let name = upstream.protocol_name();
+                return Err(format!(
+                    "--upstream '{upstream}': {name} is off (--no-{name})"
+                ));
+            }
+        }
+        for fault in &self.faults {
+            let relayed = |p| self.upstream(p).is_some();
+            crate::fault::check_direction(fault, relayed).map_err(|e| format!("--{e}"))?;
+        }
+        let secs = self.connect_timeout.as_secs();
+        if self.connect_timeout.subsec_nanos() != 0 || !(1..=MAX_IDLE_TIMEOUT_SECS).contains(&secs)
+        {
+            return Err(format!(
+                "--connect-timeout: must be 1 to {MAX_IDLE_TIMEOUT_SECS} whole seconds"
+            ));
+        }
+        if let Some(flow) = self.flow_timeout {
+            if flow.is_zero() || flow.as_secs() > MAX_IDLE_TIMEOUT_SECS {
+                return Err(format!(
+                    "--flow-timeout: must be 1 to {MAX_IDLE_TIMEOUT_SECS} seconds, or 0 for never"
+                ));
+            }
+        }
+        if !(1..=MAX_MAX_FLOWS).contains(&self.max_flows) {
+            return Err(format!(
+                "--max-flows: must be 1 to {MAX_MAX_FLOWS}, got {}",
+                self.max_flows
+            ));
+        }
+        Ok(())
     }
 }

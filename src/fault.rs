@@ -32,6 +32,7 @@
 use std::fmt;
 use std::str::FromStr;
 
+use crate::relay::Direction;
 use crate::reply::Protocol;
 use crate::rules::Match;
 
@@ -99,6 +100,10 @@ pub struct Selector {
     /// Only messages this fits (`match=MATCH`, as in a rule); `first`,
     /// `after` and `every` still count every message.
     pub matches: Option<Match>,
+    /// On a relay (section 11), the direction whose messages it judges:
+    /// `None` is [`Direction::Down`], what the client receives. Only a
+    /// relayed protocol takes it.
+    pub dir: Option<Direction>,
 }
 
 /// Faults applied, by kind, as [`Stats`](crate::Stats) counts them.
@@ -273,6 +278,28 @@ impl Fault {
     }
 }
 
+/// A fault's `dir=` needs its protocol relayed (`relayed` says which are).
+///
+/// # Errors
+///
+/// A one-line message naming the fault.
+pub(crate) fn check_direction(
+    fault: &Fault,
+    relayed: impl Fn(Protocol) -> bool,
+) -> Result<(), String> {
+    match fault.select.dir {
+        Some(_) if !relayed(fault.protocol) => Err(format!(
+            "fault '{fault}': dir= needs a relay (--upstream {}:ADDR)",
+            proto_name(fault.protocol)
+        )),
+        // A relay does not read its traffic as messages to match.
+        _ if fault.select.matches.is_some() && relayed(fault.protocol) => Err(format!(
+            "fault '{fault}': match= is not supported on a relayed protocol"
+        )),
+        _ => Ok(()),
+    }
+}
+
 fn proto_name(protocol: Protocol) -> &'static str {
     match protocol {
         Protocol::Tcp => "tcp",
@@ -313,6 +340,7 @@ impl FromStr for Fault {
                 "every" => select.every = Some(integer(key, value).map_err(|why| bad(&why))?),
                 // Its text cannot hold a comma: `\x2c` writes one.
                 "match" => select.matches = Some(value.parse().map_err(|why: String| bad(&why))?),
+                "dir" => select.dir = Some(value.parse().map_err(|why: String| bad(&why))?),
                 _ => return Err(bad(&format!("unknown selector '{key}'"))),
             }
         }
@@ -460,6 +488,9 @@ impl fmt::Display for Fault {
                 write!(f, ",{name}={n}")?;
             }
         }
+        if let Some(dir) = s.dir {
+            write!(f, ",dir={dir}")?;
+        }
         if let Some(matches) = &s.matches {
             let text = matches.to_string().replace(',', r"\x2c");
             write!(f, ",match={text}")?;
@@ -470,7 +501,7 @@ impl fmt::Display for Fault {
 
 mod judge;
 
-pub(crate) use judge::{Faults, Verdict, corrupt, random_seed};
+pub(crate) use judge::{Faults, Verdict, corrupt, corrupt_at, random_seed};
 
 #[cfg(test)]
 mod tests;

@@ -42,7 +42,7 @@ impl fmt::Display for JournalTarget {
 
 /// Which way the bytes of a journal line went.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Direction {
+pub enum JournalDirection {
     /// From a client.
     In,
     /// To a client: a reply, a greeting, a push.
@@ -53,14 +53,14 @@ pub enum Direction {
     Down,
 }
 
-impl Direction {
+impl JournalDirection {
     /// Its name in the journal: `in`, `out`, `up`, `down`.
     pub fn name(self) -> &'static str {
         match self {
-            Direction::In => "in",
-            Direction::Out => "out",
-            Direction::Up => "up",
-            Direction::Down => "down",
+            JournalDirection::In => "in",
+            JournalDirection::Out => "out",
+            JournalDirection::Up => "up",
+            JournalDirection::Down => "down",
         }
     }
 }
@@ -112,7 +112,7 @@ pub struct JournalEvent<'a> {
     /// or a push is 0). UDP: the datagram's ordinal (from 1).
     pub msg: u64,
     /// Which way the bytes went.
-    pub dir: Direction,
+    pub dir: JournalDirection,
     /// The bytes as they crossed the wire, terminator included.
     pub bytes: &'a [u8],
     /// The client: on a connection's first line and on every UDP line.
@@ -419,7 +419,7 @@ mod tests {
             protocol: Protocol::Tcp,
             conn: Some(3),
             msg: 2,
-            dir: Direction::In,
+            dir: JournalDirection::In,
             bytes,
             peer: None,
             faults: AppliedFaults::default(),
@@ -455,7 +455,7 @@ mod tests {
             protocol: Protocol::Udp,
             conn: None,
             msg: 9,
-            dir: Direction::Out,
+            dir: JournalDirection::Out,
             peer: Some("127.0.0.1:5000".parse().unwrap()),
             faults: AppliedFaults::of(&applied),
             ..event(b"Rec")
@@ -569,7 +569,10 @@ mod tests {
         }));
         journal.record(&event(b"ping"));
         journal.flush();
-        assert_eq!(*seen.lock().unwrap(), [(Direction::In, b"ping".to_vec())]);
+        assert_eq!(
+            *seen.lock().unwrap(),
+            [(JournalDirection::In, b"ping".to_vec())]
+        );
         assert_eq!(journal.lost(), 0);
     }
 }

@@ -209,6 +209,21 @@
 //! descriptor takes it off epoll's list by itself; elsewhere the
 //! connection is deregistered first, as mio asks.)
 //!
+//! ## A relay: two half-pipes per client
+//!
+//! With an [`Upstream`] ([`Config::add_upstream`], `--upstream`) a
+//! protocol's socket relays to a real server instead of answering. A TCP
+//! client becomes a *pair*: its socket and a non-blocking connect to the
+//! upstream, each registered with its own token, and one state machine
+//! per direction (a half-pipe, as haproxy's channels are): bytes read go
+//! straight from the shared buffer to the other side, and only what that
+//! side would not take is kept, at most `max_owed`, while the source is
+//! not read (backpressure both ways). A FIN travels its direction after
+//! the bytes before it; a reset resets the other side. A UDP client
+//! source gets a *flow*: a socket of its own connected to the upstream,
+//! so the kernel sorts the replies, which leave from the public socket.
+//! Faults act on either direction ([`Direction`], `dir=`).
+//!
 //! ## The traps lab
 //!
 //! `examples/lab/` runs each mistake this tour warns against, and
@@ -249,6 +264,8 @@
 //! | [`LINGER_MS`], [`LINGER_CAP_MS`] | 2 s, 30 s | close a lingering connection: silent that long, or lingered that long in all |
 //! | [`MAX_FAULTS`] | 64 | a fault more is an error (`error:` on control, `Err` from the library) |
 //! | [`SHUTDOWN_GRACE_MS`] | 5 s | close everything |
+//! | [`Config::connect_timeout`] | 5 s | relay: reset the client, count `upstream_failed` |
+//! | [`Config::max_flows`], [`Config::flow_timeout`] | 1024, 30 s | relay: drop a new source's datagram and count it; close the flow |
 //!
 //! Memory is about 64 KiB of shared buffers plus 56 bytes per idle
 //! connection (with the fixed reply, faults or not): a 40-byte slot and a
@@ -294,6 +311,7 @@ mod fault;
 pub mod framing;
 mod handle;
 mod journal;
+mod relay;
 mod reply;
 mod rules;
 mod script;
@@ -319,8 +337,10 @@ pub use escape::{escape, unescape};
 pub use fault::{Fault, FaultCounts, FaultKind, MAX_FAULTS, Selector};
 pub use handle::{CHANGE_TIMEOUT, Handle};
 pub use journal::{
-    AppliedFaults, Direction, JournalCallback, JournalEvent, JournalTarget, MAX_JOURNAL_BUFFER,
+    AppliedFaults, JournalCallback, JournalDirection, JournalEvent, JournalTarget,
+    MAX_JOURNAL_BUFFER,
 };
+pub use relay::{Direction, Upstream};
 pub use reply::{Echo, FixedReply, Protocol, Request, Responder};
 pub use rules::{MAX_RULES, Match, Rule};
 pub use server::{SHUTDOWN_GRACE_MS, Server, Status};

@@ -27,6 +27,7 @@ fn main() -> ExitCode {
     };
     init_logging(level);
     let mode = config.mode;
+    let upstreams = [("tcp", config.upstream_tcp), ("udp", config.upstream_udp)];
     let bound = if echo {
         Server::with_responder(config, Echo)
     } else {
@@ -52,6 +53,11 @@ fn main() -> ExitCode {
         server.tcp_addr().map_or_else(off, |a| a.to_string()),
         server.udp_addr().map_or_else(off, |a| a.to_string()),
     );
+    for (protocol, upstream) in upstreams {
+        if let Some(upstream) = upstream {
+            log::info!("relaying {protocol} to {upstream} (--upstream)");
+        }
+    }
     match server.run() {
         Ok(_) => ExitCode::SUCCESS,
         Err(e) => fail(1, &format!("poll failed: {e}")),

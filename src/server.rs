@@ -27,11 +27,11 @@ use crate::error::Error;
 use crate::fault::{self, Faults};
 use crate::handle::{Handle, Shared};
 use crate::journal::{self, Journal, JournalEvent};
-use crate::reply::{FixedReply, Pattern, Replies, Responder, Scripted};
+use crate::reply::{FixedReply, Pattern, Protocol, Replies, Responder, Scripted};
 use crate::stats::Stats;
 use crate::tcp::{RESERVED_CONNECTIONS, Tcp};
 use crate::timer::{Clock, Millis, SWEEP_SLACK, Timers};
-use crate::turn::{CONTROL_LISTENER, Described, LISTENER, Ready, Turn, WAKER};
+use crate::turn::{CONTROL_LISTENER, Described, LISTENER, Readiness, Ready, Turn, WAKER};
 use crate::udp::Udp;
 use sources::Sources;
 
@@ -250,9 +250,11 @@ impl Server {
             }
             None => (None, None),
         };
-        let faults = Faults::new(
+        let relayed = [Protocol::Tcp, Protocol::Udp].map(|p| config.upstream(p).is_some());
+        let faults = Faults::relaying(
             config.seed.unwrap_or_else(fault::random_seed),
             &config.faults,
+            relayed,
         );
         if !config.faults.is_empty() {
             let specs: Vec<String> = config.faults.iter().map(ToString::to_string).collect();
@@ -480,8 +482,7 @@ impl Server {
         };
         for event in events.iter() {
             trace!("event {}", Described(event));
-            let readable = event.is_readable() || event.is_read_closed() || event.is_error();
-            sources.dispatch(event.token(), readable, shared, &mut t);
+            sources.dispatch(event.token(), Readiness::of(event), shared, &mut t);
         }
         for still_ready in ready.drain(..) {
             sources.serve_again(still_ready, &mut t);

@@ -26,8 +26,16 @@ pub struct Stats {
     pub bytes_in: u64,
     /// Reply bytes sent, TCP and UDP.
     pub bytes_out: u64,
-    /// UDP replies dropped because the bounded reply queue was full.
+    /// UDP replies dropped because the bounded reply queue was full, and
+    /// relayed datagrams from new sources past `max_flows`.
     pub replies_dropped: u64,
+    /// Relay: connects the upstream refused or did not answer in time,
+    /// upstream connections reset, ICMP errors on UDP flows.
+    pub upstream_failed: u64,
+    /// Relay: payload bytes received from the upstreams, TCP and UDP.
+    pub up_bytes_in: u64,
+    /// Relay: payload bytes sent to the upstreams, TCP and UDP.
+    pub up_bytes_out: u64,
     /// Faults applied on purpose, by kind (`--fault`).
     pub faults: FaultCounts,
     /// Journal lines not written: its write failed, or a slow reader let
@@ -39,13 +47,19 @@ impl fmt::Display for Stats {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
+            // The upstream's byte counts come before the client's, so
+            // that the last "bytes in" on the line is the client's.
             "accepted {}, rejected {}, open {}, messages {}, datagrams {}, \
+             upstream failed {}, up bytes in {}, up bytes out {}, \
              bytes in {}, bytes out {}, replies dropped {}, faults {}",
             self.accepted,
             self.rejected,
             self.open,
             self.messages,
             self.datagrams,
+            self.upstream_failed,
+            self.up_bytes_in,
+            self.up_bytes_out,
             self.bytes_in,
             self.bytes_out,
             self.replies_dropped,
@@ -81,6 +95,9 @@ pub(crate) struct Counters {
     pub bytes_in: AtomicU64,
     pub bytes_out: AtomicU64,
     pub replies_dropped: AtomicU64,
+    pub upstream_failed: AtomicU64,
+    pub up_bytes_in: AtomicU64,
+    pub up_bytes_out: AtomicU64,
     /// Faults applied, by [`FaultKind::index`](crate::FaultKind).
     pub faults: [AtomicU64; KINDS],
     pub journal_lost: AtomicU64,
@@ -118,6 +135,9 @@ impl Counters {
             bytes_in: self.bytes_in.load(Relaxed),
             bytes_out: self.bytes_out.load(Relaxed),
             replies_dropped: self.replies_dropped.load(Relaxed),
+            upstream_failed: self.upstream_failed.load(Relaxed),
+            up_bytes_in: self.up_bytes_in.load(Relaxed),
+            up_bytes_out: self.up_bytes_out.load(Relaxed),
             faults: FaultCounts::from_array(self.faults.each_ref().map(|n| n.load(Relaxed))),
             journal_lost: self.journal_lost.load(Relaxed),
         }

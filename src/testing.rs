@@ -233,6 +233,23 @@ impl Builder {
         self
     }
 
+    /// Relays `upstream`'s protocol to a real server, as `--upstream`
+    /// does: `.upstream("tcp:127.0.0.1:6379".parse()?)`. The clients then
+    /// talk to that server through the test server, and faults act on
+    /// the relayed bytes. A later upstream for the same protocol replaces
+    /// an earlier one. Relayed traffic is answered by the upstream, not by
+    /// a responder, so it is not recorded ([`received`](TestServer::received)
+    /// stays empty for that protocol); [`stats`](TestServer::stats) counts
+    /// it.
+    pub fn upstream(mut self, upstream: crate::Upstream) -> Builder {
+        let slot = match upstream.protocol {
+            Protocol::Tcp => &mut self.config.upstream_tcp,
+            Protocol::Udp => &mut self.config.upstream_udp,
+        };
+        *slot = Some(upstream.addr);
+        self
+    }
+
     /// Seeds the faults' random choices, as `--seed` does, so a run
     /// replays exactly.
     pub fn seed(mut self, seed: u64) -> Builder {

@@ -99,6 +99,8 @@ pub(crate) enum Due {
     Conn { key: u32 },
     /// The data listener may be tried again after an accept error.
     AcceptRetry,
+    /// Relayed UDP flow `key`: its idle deadline.
+    Flow { key: u32 },
     /// The control listener may be tried again after an accept error.
     ControlAcceptRetry,
     /// The earliest UDP reply held back by a `delay` fault is due.

@@ -29,6 +29,12 @@ pub(crate) const WAKER: Token = Token(usize::MAX - 3);
 pub(crate) const SIGNALS: Token = Token(usize::MAX - 4);
 /// The control listener (`--control`).
 pub(crate) const CONTROL_LISTENER: Token = Token(usize::MAX - 5);
+/// Relay: the upstream socket of pair `key` has token `UPSTREAM_BASE +
+/// key` (the client's is `key`, as a data connection's). A quarter of the
+/// token space: far above any table's keys.
+pub(crate) const UPSTREAM_BASE: Token = Token(1 << (usize::BITS - 2));
+/// Relay: UDP flow `key` has token `FLOW_BASE + key`.
+pub(crate) const FLOW_BASE: Token = Token(2 << (usize::BITS - 2));
 /// Tokens at or above this one name fixed sources, not connections.
 pub(crate) const FIRST_FIXED: Token = Token(usize::MAX - 16);
 /// Tokens reserved for control connections: one per connection that may
@@ -89,8 +95,17 @@ pub(crate) fn settle_writable(
 pub(crate) enum Ready {
     Listener,
     Udp,
-    Conn { key: usize, id: u32 },
-    Control { key: usize },
+    Conn {
+        key: usize,
+        id: u32,
+    },
+    Control {
+        key: usize,
+    },
+    /// Relayed UDP flow `key`.
+    Flow {
+        key: usize,
+    },
 }
 
 /// Whom a token names: the one place tokens are decoded, for the loop's
@@ -104,8 +119,12 @@ pub(crate) enum Owner {
     ControlListener,
     /// Control connection `key`.
     Control(usize),
-    /// Data connection `key`.
+    /// Data connection `key` (on a TCP relay: the client of pair `key`).
     Conn(usize),
+    /// The upstream socket of relayed pair `key`.
+    Upstream(usize),
+    /// Relayed UDP flow `key`.
+    Flow(usize),
     /// A fixed token no source has.
     Unknown,
 }
@@ -120,7 +139,36 @@ impl Owner {
             CONTROL_LISTENER => Owner::ControlListener,
             Token(key) if key >= FIRST_FIXED.0 => Owner::Unknown,
             Token(key) if key >= CONTROL_BASE.0 => Owner::Control(key - CONTROL_BASE.0),
+            Token(key) if key >= FLOW_BASE.0 => Owner::Flow(key - FLOW_BASE.0),
+            Token(key) if key >= UPSTREAM_BASE.0 => Owner::Upstream(key - UPSTREAM_BASE.0),
             Token(key) => Owner::Conn(key),
+        }
+    }
+}
+
+/// What a readiness event says a socket can do now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct Readiness {
+    /// Readable, read-closed or in error: a read will not block.
+    pub readable: bool,
+    /// Writable, write-closed or in error: a write will not block.
+    pub writable: bool,
+}
+
+impl Readiness {
+    /// Both ways: for a source resumed from the still-ready list or by a
+    /// timer, which tries everything.
+    pub const BOTH: Readiness = Readiness {
+        readable: true,
+        writable: true,
+    };
+
+    /// What `event` says.
+    pub fn of(event: &mio::event::Event) -> Readiness {
+        let error = event.is_error();
+        Readiness {
+            readable: event.is_readable() || event.is_read_closed() || error,
+            writable: event.is_writable() || event.is_write_closed() || error,
         }
     }
 }
@@ -139,6 +187,8 @@ impl fmt::Display for Described<'_> {
             Owner::ControlListener => f.write_str("control listener")?,
             Owner::Control(key) => write!(f, "control {key}")?,
             Owner::Conn(key) => write!(f, "conn {key}")?,
+            Owner::Upstream(key) => write!(f, "upstream {key}")?,
+            Owner::Flow(key) => write!(f, "flow {key}")?,
             Owner::Unknown => write!(f, "token {}", event.token().0)?,
         }
         for (set, name) in [
@@ -168,6 +218,16 @@ mod tests {
         let last = Token(CONTROL_BASE.0 + CONTROL_SLOTS - 1);
         assert_eq!(Owner::of(last), Owner::Control(CONTROL_SLOTS - 1));
         assert_eq!(Owner::of(FIRST_FIXED), Owner::Unknown);
+        assert_eq!(
+            Owner::of(Token(UPSTREAM_BASE.0 - 1)),
+            Owner::Conn(UPSTREAM_BASE.0 - 1)
+        );
+        assert_eq!(Owner::of(Token(UPSTREAM_BASE.0 + 3)), Owner::Upstream(3));
+        assert_eq!(Owner::of(Token(FLOW_BASE.0 + 5)), Owner::Flow(5));
+        assert_eq!(
+            Owner::of(Token(CONTROL_BASE.0 - 1)),
+            Owner::Flow(CONTROL_BASE.0 - 1 - FLOW_BASE.0)
+        );
         assert_eq!(Owner::of(LISTENER), Owner::Listener);
         assert_eq!(Owner::of(CONTROL_LISTENER), Owner::ControlListener);
     }

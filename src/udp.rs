@@ -23,7 +23,9 @@ use mio::net::UdpSocket;
 
 use crate::config::Config;
 use crate::fault::{self, FaultKind, Verdict};
-use crate::journal::{AppliedFaults, Direction};
+use crate::journal::{AppliedFaults, JournalDirection};
+use crate::relay::Direction;
+use crate::relay::flows::Flows;
 use crate::reply::{Protocol, Replies, Request, ask};
 use crate::stats::{Counters, add};
 use crate::timer::{Due, Millis, NEVER, RateLimit, at_least};
@@ -33,6 +35,7 @@ use crate::write::nonblocking;
 #[cfg(target_os = "linux")]
 mod batch;
 mod journal;
+mod relay;
 
 use journal::Datagram;
 
@@ -77,6 +80,9 @@ pub(crate) struct Udp {
     /// `WRITABLE` is registered: only while the queue holds replies.
     write_interest: bool,
     drop_log: RateLimit,
+    /// A relay (`--upstream udp:...`): datagrams go to the upstream through
+    /// per-client flows, and its replies come back through here.
+    relay: Option<Box<Flows>>,
     /// Linux, fixed reply: sources and lengths of a `recvmmsg` batch.
     #[cfg(target_os = "linux")]
     batch: Option<Box<batch::Batch>>,
@@ -98,14 +104,19 @@ impl Udp {
             spare: Vec::new(),
             write_interest: false,
             drop_log: RateLimit::default(),
+            relay: config
+                .upstream_udp
+                .map(|up| Box::new(Flows::new(up, config))),
             #[cfg(target_os = "linux")]
             batch: fixed_reply.then(batch::Batch::new),
         }
     }
 
-    /// Replies still waiting to be sent, delayed ones included.
+    /// Replies still waiting to be sent, delayed ones included (and on a
+    /// relay, client datagrams held by a delay).
     pub fn queued(&self) -> usize {
-        self.queue.len() + self.delayed.len()
+        let held = self.relay.as_ref().map_or(0, |flows| flows.held());
+        self.queue.len() + self.delayed.len() + held
     }
 
     /// The socket is ready (or was left still ready last turn): release
@@ -121,6 +132,10 @@ impl Udp {
         if sends == 0 {
             self.settle_interest(t.registry);
             return t.ready.push(Ready::Udp);
+        }
+        if self.relay.is_some() {
+            let still_ready = self.serve_relay(t);
+            return self.settle(still_ready, Ready::Udp, t);
         }
         #[cfg(target_os = "linux")]
         let still_ready = match self.batch.take() {
@@ -138,15 +153,25 @@ impl Udp {
         };
         #[cfg(not(target_os = "linux"))]
         let still_ready = self.serve_one_by_one(t);
+        self.settle(still_ready, Ready::Udp, t);
+    }
+
+    /// Settles the socket's interest, and puts `source` on the still-ready
+    /// list if its budget ran out.
+    fn settle(&mut self, still_ready: bool, source: Ready, t: &mut Turn<'_>) {
         self.settle_interest(t.registry);
         if still_ready {
-            t.ready.push(Ready::Udp);
+            t.ready.push(source);
         }
     }
 
-    /// Takes the socket off the poll before it is dropped (mio's rule:
-    /// some selectors keep state per source).
-    pub fn deregister(&mut self, registry: &Registry) {
+    /// Takes the socket (and a relay's flows) off the poll before it is
+    /// dropped (mio's rule: some selectors keep state per source).
+    pub fn deregister(&mut self, t: &mut Turn<'_>) {
+        if let Some(flows) = &mut self.relay {
+            flows.close_all(t);
+        }
+        let registry = t.registry;
         if let Err(e) = registry.deregister(&mut self.socket) {
             debug!("udp: cannot deregister: {e}");
         }
@@ -254,8 +279,8 @@ impl Udp {
             peer: from,
         };
         let clean = AppliedFaults::default();
-        journaled.record(Direction::In, &t.buf[..len], clean);
-        let verdict = judge(from, len, t);
+        journaled.record(JournalDirection::In, &t.buf[..len], clean);
+        let verdict = judge(from, (Direction::Down, ordinal), len, t);
         let reply: Option<&[u8]> = match t.replies {
             Replies::Fixed(pattern) => Some(pattern.text()),
             Replies::Custom { responder, scratch } => {
@@ -270,7 +295,7 @@ impl Udp {
         match (reply, verdict) {
             (None, _) => {} // The responder sends nothing.
             (Some(reply), None) => {
-                journaled.record(Direction::Out, reply, clean);
+                journaled.record(JournalDirection::Out, reply, clean);
                 self.send_or_queue(reply, from, t.counters, t.now);
             }
             // Shaped, so copied out of the shared reply.
@@ -291,7 +316,7 @@ impl Udp {
     ) {
         let (from, faults) = (journaled.peer, AppliedFaults::of(&verdict.applied));
         if verdict.terminal == Some(FaultKind::Drop) {
-            return journaled.record(Direction::Out, &[], faults);
+            return journaled.record(JournalDirection::Out, &[], faults);
         }
         if let Some(seed) = verdict.corrupt {
             fault::corrupt(&mut reply, seed);
@@ -302,7 +327,7 @@ impl Udp {
         for _ in 0..1 + usize::from(verdict.duplicate) {
             match verdict.delay_ms {
                 0 => {
-                    journaled.record(Direction::Out, &reply, faults);
+                    journaled.record(JournalDirection::Out, &reply, faults);
                     self.send_or_queue(&reply, from, t.counters, t.now);
                 }
                 delay => {
@@ -342,7 +367,13 @@ impl Udp {
     /// round to it again): replies already due and left over by the
     /// budget are on the still-ready list.
     fn arm_delay_timer(&mut self, t: &mut Turn<'_>) {
-        let earliest = self.delayed.peek().map_or(NEVER, |Reverse((at, _, _))| *at);
+        let replies = self.delayed.peek().map_or(NEVER, |Reverse((at, _, _))| *at);
+        // A relay's client datagrams held by an `up` delay share the entry.
+        let held = self
+            .relay
+            .as_ref()
+            .map_or(NEVER, |flows| flows.earliest_held());
+        let earliest = replies.min(held);
         let earliest = earliest.max(t.now + 1);
         if earliest < self.delay_timer_at {
             t.timers.arm(earliest, Due::UdpDelay);
@@ -359,6 +390,9 @@ impl Udp {
     /// [`DATAGRAMS_PER_TURN`] at most; more due go on next turn.
     pub fn release_delayed(&mut self, t: &mut Turn<'_>) {
         self.delay_timer_at = NEVER;
+        if let Some(flows) = &mut self.relay {
+            flows.release_held(t);
+        }
         let mut sends = DATAGRAMS_PER_TURN;
         self.release_due(&mut sends, t);
         if sends == 0 {
@@ -389,7 +423,7 @@ impl Udp {
                     ordinal,
                     peer,
                 };
-                journaled.record(Direction::Out, &reply.bytes, faults);
+                journaled.record(JournalDirection::Out, &reply.bytes, faults);
             }
             self.send_or_queue(&reply.bytes, reply.to, t.counters, t.now);
         }
@@ -476,23 +510,29 @@ impl Udp {
     }
 }
 
-/// Judges the datagram just counted, with UDP faults in force: the
-/// verdict if any fault applies (counted and logged), else `None`, and the
-/// reply goes out as it is.
-fn judge(from: SocketAddr, len: usize, t: &mut Turn<'_>) -> Option<Verdict> {
+/// Judges a datagram of `peer`'s (the `ordinal`th travelling in `dir`:
+/// `Down` for a reply, `Up` for a relayed request), which is
+/// `t.buf[..len]` (a relay judges without it: 0), with UDP faults in
+/// force: the verdict if any fault applies (counted and logged), else
+/// `None`, and the datagram goes out as it is.
+fn judge(
+    peer: SocketAddr,
+    (dir, ordinal): (Direction, u64),
+    len: usize,
+    t: &mut Turn<'_>,
+) -> Option<Verdict> {
     if !t.faults.any(Protocol::Udp) {
         return None;
     }
-    let ordinal = t.counters.datagrams.load(Relaxed);
     let datagram = &t.buf[..len];
     let verdict = t
         .faults
-        .judge_message(Protocol::Udp, [ordinal, 0], datagram);
+        .judge_message(Protocol::Udp, dir, [ordinal, 0], datagram);
     if verdict.is_clean() {
         return None;
     }
     t.counters.add_faults(&verdict.applied);
-    debug!("udp: datagram {ordinal} from {from}: fault {verdict}");
+    debug!("udp: datagram {ordinal} {dir} for {peer}: fault {verdict}");
     Some(verdict)
 }
 

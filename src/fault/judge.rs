@@ -6,6 +6,7 @@ use std::fmt;
 use log::warn;
 
 use super::{Fault, FaultKind, KINDS, MAX_FAULTS, Selector};
+use crate::relay::Direction;
 use crate::reply::Protocol;
 
 /// A message's identity for the seeded choices: TCP `[connection ordinal,
@@ -97,6 +98,13 @@ struct Active {
     seen: u64,
 }
 
+impl Active {
+    /// Whether it judges `protocol`'s messages travelling in `dir`.
+    fn acts_on(&self, protocol: Protocol, dir: Direction) -> bool {
+        self.fault.protocol == protocol && self.fault.select.dir.unwrap_or_default() == dir
+    }
+}
+
 /// The faults in force and the seed.
 #[derive(Debug, Clone)]
 pub(crate) struct Faults {
@@ -106,20 +114,31 @@ pub(crate) struct Faults {
     /// only this.
     tcp: bool,
     udp: bool,
+    /// Whether TCP and UDP are relayed (section 11).
+    relayed: [bool; 2],
 }
 
 impl Faults {
-    /// The faults of a configuration, which [`Config::validate`] checked:
-    /// one that fails [`add`](Faults::add)'s check anyway is left out and
-    /// logged, never put in force.
+    /// Faults on a server that relays nothing (tests).
+    #[cfg(test)]
+    pub fn new(seed: u64, faults: &[Fault]) -> Faults {
+        Faults::relaying(seed, faults, [false; 2])
+    }
+
+    /// The faults of a configuration, which [`Config::validate`] checked,
+    /// on a server that relays TCP (`relayed[0]`) and UDP (`relayed[1]`):
+    /// only their faults may say `dir=`. One that fails
+    /// [`add`](Faults::add)'s check anyway is left out and logged, never
+    /// put in force.
     ///
     /// [`Config::validate`]: crate::Config::validate
-    pub fn new(seed: u64, faults: &[Fault]) -> Faults {
+    pub fn relaying(seed: u64, faults: &[Fault], relayed: [bool; 2]) -> Faults {
         let mut set = Faults {
             seed,
             active: Vec::new(),
             tcp: false,
             udp: false,
+            relayed,
         };
         for fault in faults {
             if let Err(e) = set.add(fault.clone()) {
@@ -138,10 +157,16 @@ impl Faults {
     ///
     /// # Errors
     ///
-    /// The fault fails [`Fault::validate`], or [`MAX_FAULTS`] are in
-    /// force already; nothing changes.
+    /// The fault fails [`Fault::validate`], says `dir=` on a protocol
+    /// that is not relayed, or [`MAX_FAULTS`] are in force already;
+    /// nothing changes.
     pub fn add(&mut self, fault: Fault) -> Result<(), String> {
         fault.validate()?;
+        let relayed = |p| match p {
+            Protocol::Tcp => self.relayed[0],
+            Protocol::Udp => self.relayed[1],
+        };
+        super::check_direction(&fault, relayed)?;
         if self.active.len() >= MAX_FAULTS {
             return Err(format!(
                 "fault '{fault}': {MAX_FAULTS} faults are in force already (clear them first)"
@@ -175,22 +200,31 @@ impl Faults {
     /// Judges a message with no bytes (for tests of the counting).
     #[cfg(test)]
     pub fn judge(&mut self, protocol: Protocol, ordinals: Ordinals) -> Verdict {
-        self.judge_message(protocol, ordinals, &[])
+        self.judge_in(protocol, Direction::Down, ordinals)
     }
 
-    /// Judges one message of `protocol`, which has `ordinals` and is
-    /// `message`: counts it for every fault of its protocol and returns
-    /// what applies.
+    /// Judges one relayed message travelling in direction `dir`: only the
+    /// faults of that direction see it, so each direction counts its own
+    /// messages. Without a relay every message is `Down`. Relays do not
+    /// read messages: their faults take no `match=`.
+    pub fn judge_in(&mut self, protocol: Protocol, dir: Direction, ordinals: Ordinals) -> Verdict {
+        self.judge_message(protocol, dir, ordinals, &[])
+    }
+
+    /// Judges one message of `protocol` going `dir`, which has `ordinals`
+    /// and is `message`: counts it for every fault of its protocol and
+    /// direction, and returns what applies.
     pub fn judge_message(
         &mut self,
         protocol: Protocol,
+        dir: Direction,
         ordinals: Ordinals,
         message: &[u8],
     ) -> Verdict {
         let mut verdict = Verdict::default();
         let seed = self.seed;
         for (position, active) in self.active.iter_mut().enumerate() {
-            if active.fault.protocol != protocol {
+            if !active.acts_on(protocol, dir) {
                 continue;
             }
             active.seen += 1;
@@ -312,8 +346,15 @@ fn unit_interval(h: u64) -> f64 {
 /// Overwrites every byte of `text` with a different one, chosen from
 /// `seed`; never a `\n`, so corrupted lines still split.
 pub(crate) fn corrupt(text: &mut [u8], seed: u64) {
+    corrupt_at(text, seed, 0);
+}
+
+/// [`corrupt`] for the piece of a stream that starts at `offset`: each
+/// byte's replacement depends on its place in the stream only, not on how
+/// reads happened to cut it (a relayed stream, SPEC 11).
+pub(crate) fn corrupt_at(text: &mut [u8], seed: u64, offset: u64) {
     for (i, byte) in text.iter_mut().enumerate() {
-        let mut pick = splitmix64(seed ^ i as u64) as u8;
+        let mut pick = splitmix64(seed ^ offset.wrapping_add(i as u64)) as u8;
         while pick == *byte || pick == b'\n' {
             pick = pick.wrapping_add(1);
         }

@@ -385,7 +385,7 @@ fn a_match_selector_picks_the_messages_it_fits_and_every_counts_all() {
         .iter()
         .enumerate()
         .map(|(i, m)| {
-            let v = faults.judge_message(Protocol::Udp, [i as u64 + 1, 0], m);
+            let v = faults.judge_message(Protocol::Udp, Direction::Down, [i as u64 + 1, 0], m);
             v.terminal.is_some()
         })
         .collect();

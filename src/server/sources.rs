@@ -14,7 +14,7 @@ use crate::handle::Shared;
 use crate::stats::add;
 use crate::tcp::Tcp;
 use crate::timer::{Due, Millis, Timers};
-use crate::turn::{Owner, Ready, Turn};
+use crate::turn::{Owner, Readiness, Ready, Turn};
 use crate::udp::Udp;
 
 /// The event sources and their handlers.
@@ -34,7 +34,7 @@ impl Sources {
     pub(super) fn dispatch(
         &mut self,
         token: Token,
-        readable: bool,
+        ready: Readiness,
         shared: &Shared,
         t: &mut Turn<'_>,
     ) {
@@ -50,7 +50,9 @@ impl Sources {
             Owner::Signals => self.on_signals(t),
             Owner::ControlListener => self.serve_control(None, t),
             Owner::Control(key) => self.serve_control(Some(key), t),
-            Owner::Conn(key) => self.tcp.on_event(key, readable, t),
+            Owner::Conn(key) => self.tcp.on_event(key, ready, t),
+            Owner::Upstream(key) => self.tcp.on_upstream_event(key, ready, t),
+            Owner::Flow(key) => self.serve_flow(key, t),
             Owner::Unknown => {}
         }
     }
@@ -61,6 +63,7 @@ impl Sources {
             Ready::Udp => self.serve_udp(t),
             Ready::Conn { key, id } => self.tcp.resume(key, id, t),
             Ready::Control { key } => self.serve_control(Some(key), t),
+            Ready::Flow { key } => self.serve_flow(key, t),
         }
     }
 
@@ -85,17 +88,23 @@ impl Sources {
             control.end_turn();
         }
         tcp.end_turn();
+        if let Some(udp) = &mut self.udp {
+            udp.end_turn();
+        }
         self.sweep_timers(t.timers);
     }
 
     /// Drops stale timer entries once they may outnumber the current ones;
     /// each entry's owner says whether it is current.
     fn sweep_timers(&self, timers: &mut Timers) {
-        // Each open connection, each listener's pause, the UDP delays, each
-        // control wait and the shutdown grace: one entry each at most.
+        // Each open connection (or relayed pair), each relayed UDP flow,
+        // each listener's pause, the UDP delays, each control wait and the
+        // shutdown grace: one entry each at most.
         let control = self.control.as_ref();
-        let current = self.tcp.open() + 3 + control.map_or(0, Control::timers_current);
+        let flows = self.udp.as_ref().map_or(0, Udp::flows);
+        let current = self.tcp.open() + flows + 3 + control.map_or(0, Control::timers_current);
         timers.sweep(current, |entry| match entry.due {
+            Due::Flow { .. } => (self.udp.as_ref()).is_some_and(|udp| udp.is_current_flow(entry)),
             Due::Conn { .. } | Due::AcceptRetry => self.tcp.is_current(entry),
             Due::ControlWait { .. } | Due::ControlAcceptRetry => {
                 control.is_some_and(|control| control.is_current(entry))
@@ -122,10 +131,22 @@ impl Sources {
         }
     }
 
+    /// Relayed UDP flow `key` is readable (or was left still ready).
+    fn serve_flow(&mut self, key: usize, t: &mut Turn<'_>) {
+        if let Some(udp) = &mut self.udp {
+            udp.serve_flow(key, t);
+        }
+    }
+
     /// A deadline came due.
     pub(super) fn on_due(&mut self, due: Due, at: Millis, t: &mut Turn<'_>) {
         match due {
             Due::Conn { key } => self.tcp.on_timer(key, at, t),
+            Due::Flow { key } => {
+                if let Some(udp) = &mut self.udp {
+                    udp.on_flow_timer(key as usize, at, t);
+                }
+            }
             Due::AcceptRetry => self.tcp.on_accept_retry(at, t),
             Due::ControlAcceptRetry => {
                 if let Some(control) = &mut self.control {
@@ -182,7 +203,7 @@ impl Sources {
         self.tcp.close_all(t);
         if let Some(mut udp) = self.udp.take() {
             add(&t.counters.replies_dropped, udp.queued() as u64);
-            udp.deregister(t.registry);
+            udp.deregister(t);
         }
     }
 

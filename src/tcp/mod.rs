@@ -22,12 +22,14 @@ use mio::{Interest, Token};
 
 use crate::command::{Reply, Target};
 use crate::config::{Config, MAX_REPLY_LEN, Mode};
+use crate::relay::pair::Side;
+use crate::relay::pairs::Pairs;
 use crate::reply::{Pattern, Protocol, Replies, Responder};
 use crate::stats::add;
 use crate::stats::sub;
 use crate::table::Table;
 use crate::timer::{ACCEPT_RETRY_MS, Due, Entry, Millis, Pause, RateLimit, Timers};
-use crate::turn::{CONTROL_BASE, LISTENER, Ready, Turn, settle_writable};
+use crate::turn::{LISTENER, Readiness, Ready, Turn, UPSTREAM_BASE, settle_writable};
 use conn::{Advance, Close, Connection, Ctx, Phase, Stamp};
 
 pub use conn::{LINGER_CAP_MS, LINGER_MS, READS_PER_TURN};
@@ -91,6 +93,9 @@ pub(crate) struct Tcp {
     /// Sent first on every new connection (`--greeting`), bounded by
     /// `MAX_REPLY_LEN`.
     greeting: Option<Vec<u8>>,
+    /// A relay (`--upstream tcp:...`): every client becomes a pair with
+    /// the upstream, and `conns` stays empty.
+    relay: Option<Box<Pairs>>,
 }
 
 impl Tcp {
@@ -102,7 +107,7 @@ impl Tcp {
             reuse_port: config.reuse_port,
             conns: Table::new(
                 Token(0),
-                CONTROL_BASE.0,
+                UPSTREAM_BASE.0,
                 config.max_connections.min(RESERVED_CONNECTIONS),
                 CLOSED_PER_TURN,
             ),
@@ -118,12 +123,15 @@ impl Tcp {
             line_log: RateLimit::default(),
             stopping: false,
             greeting: config.greeting.clone(),
+            relay: config
+                .upstream_tcp
+                .map(|up| Box::new(Pairs::new(up, config))),
         }
     }
 
     /// Open connections.
     pub fn open(&self) -> usize {
-        self.conns.open()
+        self.conns.open() + self.relay.as_ref().map_or(0, |relay| relay.open())
     }
 
     // ----- accepting -------------------------------------------------------
@@ -203,6 +211,9 @@ impl Tcp {
             }
             return; // Dropping the stream closes it.
         }
+        if let Some(relay) = &mut self.relay {
+            return relay.admit(stream, peer, t);
+        }
         // Replies are small and latency matters: no Nagle delay. Except
         // for once mode's fixed reply, one write then FIN: Nagle never
         // holds a first segment, nor a FIN, so the system call would buy
@@ -247,15 +258,28 @@ impl Tcp {
     // ----- events ------------------------------------------------------------
 
     /// A readiness event for connection `key`.
-    pub fn on_event(&mut self, key: usize, readable: bool, t: &mut Turn<'_>) {
+    pub fn on_event(&mut self, key: usize, ready: Readiness, t: &mut Turn<'_>) {
+        if let Some(relay) = &mut self.relay {
+            return relay.on_event(key, Side::Client, ready, t);
+        }
         // A key closed earlier in this batch has no slot: a stale event.
         if self.conns.get(key).is_some() {
-            self.drive(key, readable, t);
+            self.drive(key, ready.readable, t);
+        }
+    }
+
+    /// A readiness event for the upstream socket of relayed pair `key`.
+    pub fn on_upstream_event(&mut self, key: usize, ready: Readiness, t: &mut Turn<'_>) {
+        if let Some(relay) = &mut self.relay {
+            relay.on_event(key, Side::Upstream, ready, t);
         }
     }
 
     /// Serves a connection that was left still ready last turn.
     pub fn resume(&mut self, key: usize, id: u32, t: &mut Turn<'_>) {
+        if let Some(relay) = &mut self.relay {
+            return relay.resume(key, id, t);
+        }
         if let Some(slot) = self.conns.get(key) {
             if slot.conn.id == id {
                 self.drive(key, true, t);
@@ -352,6 +376,9 @@ impl Tcp {
     /// entries, and finds the other stale).
     pub fn on_timer(&mut self, key: u32, at: Millis, t: &mut Turn<'_>) {
         let key = key as usize;
+        if let Some(relay) = &mut self.relay {
+            return relay.on_timer(key, at, t);
+        }
         let Some(slot) = self.conns.get_mut(key) else {
             return;
         };
@@ -386,15 +413,20 @@ impl Tcp {
     /// Frees the keys of connections closed this turn.
     pub fn end_turn(&mut self) {
         self.conns.end_turn();
+        if let Some(relay) = &mut self.relay {
+            relay.end_turn();
+        }
     }
 
-    /// Whether a timer entry of the listener or of a connection is the one
-    /// its owner armed last (see [`Timers::sweep`](crate::timer::Timers::sweep)).
+    /// Whether a timer entry of the listener or of a connection (or a
+    /// relayed pair) is the one its owner armed last (see
+    /// [`Timers::sweep`](crate::timer::Timers::sweep)).
     pub fn is_current(&self, entry: &Entry) -> bool {
-        match entry.due {
-            Due::Conn { key } => (self.conns.get(key as usize))
+        match (entry.due, &self.relay) {
+            (Due::Conn { key }, Some(relay)) => relay.is_current(key as usize, entry.at),
+            (Due::Conn { key }, None) => (self.conns.get(key as usize))
                 .is_some_and(|slot| slot.timer_at == Some(Stamp::of(entry.at))),
-            Due::AcceptRetry => self.accept_pause.is_current(entry.at),
+            (Due::AcceptRetry, _) => self.accept_pause.is_current(entry.at),
             _ => false,
         }
     }
@@ -415,12 +447,18 @@ impl Tcp {
             }
             self.drive(key, false, t);
         }
+        if let Some(relay) = &mut self.relay {
+            relay.stop(t);
+        }
     }
 
     /// Closes every connection at once: the shutdown grace period is over.
     pub fn close_all(&mut self, t: &mut Turn<'_>) {
         for key in self.conns.keys() {
             self.close(key, Close::Done, t);
+        }
+        if let Some(relay) = &mut self.relay {
+            relay.close_all(t);
         }
     }
 }

@@ -24,7 +24,7 @@ impl Tcp {
 
     /// The greeting for connections accepted from now on.
     pub(super) fn greet_with(&mut self, greeting: Option<Vec<u8>>) -> Reply {
-        self.listen_addr.ok_or("tcp is off (--no-tcp)")?;
+        self.serves_tcp()?;
         self.greeting = greeting;
         Ok(String::new())
     }
@@ -35,7 +35,7 @@ impl Tcp {
     /// (counted as dropped), so a client that never reads cannot make
     /// pushes pile up.
     pub(super) fn push_to_all(&mut self, mut text: Vec<u8>, t: &mut Turn<'_>) -> Reply {
-        self.listen_addr.ok_or("tcp is off (--no-tcp)")?;
+        self.serves_tcp()?;
         if self.mode == Mode::Line {
             text.push(b'\n');
         }
@@ -58,6 +58,16 @@ impl Tcp {
             self.drive(key, false, t);
         }
         Ok(String::new())
+    }
+
+    /// Whether TCP clients are served here (not off, not relayed), for the
+    /// commands that speak to them.
+    fn serves_tcp(&self) -> Result<(), String> {
+        self.listen_addr.ok_or("tcp is off (--no-tcp)")?;
+        match self.relay {
+            Some(_) => Err("tcp is relayed (--upstream): its clients talk to the upstream".into()),
+            None => Ok(()),
+        }
     }
 
     /// A new connection's first bytes: the greeting, if any.

@@ -4,7 +4,7 @@
 use std::cell::RefCell;
 use std::net::SocketAddr;
 
-use crate::journal::{AppliedFaults, Direction, Journal, JournalEvent};
+use crate::journal::{AppliedFaults, Journal, JournalDirection, JournalEvent};
 use crate::reply::Protocol;
 use crate::timer::Millis;
 
@@ -27,7 +27,7 @@ pub(super) struct Datagram<'a> {
 impl Datagram<'_> {
     /// Journals `bytes` going `dir`, with the faults applied, if there is
     /// a journal.
-    pub fn record(&self, dir: Direction, bytes: &[u8], faults: AppliedFaults) {
+    pub fn record(&self, dir: JournalDirection, bytes: &[u8], faults: AppliedFaults) {
         if let Some(journal) = self.journal {
             journal.borrow_mut().record(&JournalEvent {
                 t_ms: self.now,

@@ -9,6 +9,8 @@
 
 #![allow(dead_code)] // Each test file uses a subset.
 
+pub mod upstream;
+
 use std::io::{self, BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::os::fd::{FromRawFd, OwnedFd};

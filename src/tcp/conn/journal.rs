@@ -8,7 +8,7 @@ use std::cell::RefCell;
 use std::net::SocketAddr;
 
 use super::{Connection, Ctx, Message};
-use crate::journal::{AppliedFaults, Direction, Journal, JournalEvent};
+use crate::journal::{AppliedFaults, Journal, JournalDirection, JournalEvent};
 use crate::reply::Protocol;
 use crate::timer::Millis;
 
@@ -38,7 +38,13 @@ impl<'a> Entry<'a> {
 
     /// Records `bytes` going `dir` for `note`'s message; `peer` is taken
     /// (so named once) on the connection's first line.
-    pub fn record(&self, note: Note, dir: Direction, bytes: &[u8], peer: &mut Option<SocketAddr>) {
+    pub fn record(
+        &self,
+        note: Note,
+        dir: JournalDirection,
+        bytes: &[u8],
+        peer: &mut Option<SocketAddr>,
+    ) {
         self.journal.borrow_mut().record(&JournalEvent {
             t_ms: self.now,
             protocol: Protocol::Tcp,
@@ -89,7 +95,7 @@ impl Connection {
             Message::Buffered => b.line.clone(),
         };
         bytes.extend_from_slice(ending);
-        entry.record(note, Direction::In, &bytes, &mut b.journal_peer);
+        entry.record(note, JournalDirection::In, &bytes, &mut b.journal_peer);
     }
 
     /// Journals the reply to the message just counted, queued at `start`
@@ -104,7 +110,12 @@ impl Connection {
         };
         let b = self.buffers();
         if b.out.len() > start {
-            entry.record(note, Direction::Out, &b.out[start..], &mut b.journal_peer);
+            entry.record(
+                note,
+                JournalDirection::Out,
+                &b.out[start..],
+                &mut b.journal_peer,
+            );
         }
     }
 

@@ -20,7 +20,8 @@ use super::journal::Note;
 use super::write::{Message, append_reply, pattern_start, respond};
 use super::{Buffers, Close, Connection, Ctx, Phase, Stamp, Stream};
 use crate::fault::{self, FaultKind, Verdict};
-use crate::journal::{AppliedFaults, Direction};
+use crate::journal::{AppliedFaults, JournalDirection};
+use crate::relay::Direction;
 use crate::reply::{Pattern, Protocol, Replies};
 use crate::timer::{Millis, at_least};
 
@@ -130,7 +131,7 @@ impl Connection {
             (Message::Buffered, Some(buffers)) => &buffers.line,
             (Message::Buffered, None) => &[],
         };
-        let verdict = cx.faults.judge_message(Protocol::Tcp, ordinals, bytes);
+        let verdict = (cx.faults).judge_message(Protocol::Tcp, Direction::Down, ordinals, bytes);
         if verdict.is_clean() {
             return None;
         }
@@ -155,7 +156,12 @@ impl Connection {
         match verdict.terminal {
             Some(FaultKind::Hang) => {
                 if let (Some(entry), Some(note)) = (self.journal_entry(cx), note) {
-                    entry.record(note, Direction::Out, &[], &mut self.buffers().journal_peer);
+                    entry.record(
+                        note,
+                        JournalDirection::Out,
+                        &[],
+                        &mut self.buffers().journal_peer,
+                    );
                 }
                 return self.phase = Phase::Hanging;
             }
@@ -191,7 +197,12 @@ impl Connection {
         } else if let (Some(entry), Some(note)) = (self.journal_entry(cx), note) {
             // Nothing to send: journaled now if a fault made it so.
             if !note.faults.is_empty() {
-                entry.record(note, Direction::Out, &[], &mut self.buffers().journal_peer);
+                entry.record(
+                    note,
+                    JournalDirection::Out,
+                    &[],
+                    &mut self.buffers().journal_peer,
+                );
             }
         }
         if verdict.truncate.is_some() || verdict.slow_close_ms.is_some() {
@@ -269,7 +280,7 @@ impl Connection {
                     // Its first bytes left: journal it whole.
                     if let (Some(entry), true) = (&entry, n > 0) {
                         if let Some(note) = note.take() {
-                            entry.record(note, Direction::Out, bytes, &mut b.journal_peer);
+                            entry.record(note, JournalDirection::Out, bytes, &mut b.journal_peer);
                         }
                     }
                     bytes.drain(..n);
@@ -300,7 +311,7 @@ impl Connection {
                         return Ok(());
                     }
                     if let (Some(entry), Some(note)) = (&entry, note.take()) {
-                        entry.record(note, Direction::Out, &[], &mut b.journal_peer);
+                        entry.record(note, JournalDirection::Out, &[], &mut b.journal_peer);
                     }
                     let ending = *ending;
                     b.steps.clear();

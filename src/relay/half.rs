@@ -1,0 +1,593 @@
+//! One direction of a relayed TCP pair: a half-pipe. No sockets here: it
+//! reads and writes through [`Read`] and [`Sink`], so every transition is
+//! unit-tested with scripted streams.
+//!
+//! A pair is two half-pipes, as haproxy's stream is two channels: client
+//! to upstream (`up`) and upstream to client (`down`). Each has its own
+//! rest buffer and its own shut state:
+//!
+//! ```text
+//!   Flowing ──(source's FIN read)──▶ Draining ──(rest written, FIN sent)──▶ Ended
+//!      └───────────(a read or a write fails)──────────▶ Broken (the pair resets)
+//! ```
+//!
+//! * **Flowing**: bytes read from the source go straight to the sink from
+//!   the loop's shared buffer; only what the sink would not take is kept
+//!   (the *rest*). While a rest is held the source is not read:
+//!   backpressure, so the rest never exceeds `max_owed`. A flowing pipe
+//!   holds no buffer at all.
+//! * **Draining**: the source sent its FIN; the rest is written, then the
+//!   FIN is passed on (`shutdown(Write)` on the sink): a FIN reaches the
+//!   other side only after the bytes before it.
+//! * **Ended**: nothing more to do in this direction; the other one goes
+//!   on (a half-close).
+//!
+//! Until the upstream's connect completes, the `up` pipe has no sink: it
+//! reads what the client sends early into its rest, up to the bound.
+
+use std::collections::VecDeque;
+use std::io::{self, ErrorKind, Read, Write};
+
+use crate::fault;
+use crate::timer::{Millis, at_least};
+use crate::write::write_until_blocked;
+
+/// Reads per half-pipe per pump, so one fast pair cannot starve the others
+/// (with 64 KiB reads, 1 MiB a turn), as for an ordinary connection.
+pub(crate) const READS_PER_PUMP: usize = crate::tcp::READS_PER_TURN;
+
+/// What a half-pipe needs of the socket it writes to: bytes, and a FIN.
+pub(crate) trait Sink: Write {
+    /// Sends our FIN: `shutdown(Write)`.
+    fn shutdown_write(&mut self) -> io::Result<()>;
+}
+
+impl Sink for mio::net::TcpStream {
+    fn shutdown_write(&mut self) -> io::Result<()> {
+        self.shutdown(std::net::Shutdown::Write)
+    }
+}
+
+/// How far one pump got.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Pumped {
+    /// Blocked on a socket (the source has nothing, or the sink takes
+    /// nothing now: then [`HalfPipe::wants_writable`] says so), or waiting
+    /// for a fault's time ([`HalfPipe::wake_at`]). An event continues it.
+    Waiting,
+    /// The read budget ran out with input perhaps left: pump it again next
+    /// turn, since no event will report it.
+    StillReady,
+    /// The source's FIN was passed on: this direction is over.
+    Ended,
+    /// A `truncate` fault's bytes are out and the FIN with them: the pair
+    /// ends.
+    Cut,
+    /// Line mode: a `close`, `reset` or `slow-close` on a line (or a line
+    /// over `--max-line`) ends the pair, now that the lines before it are
+    /// out.
+    Doom(Doom),
+}
+
+/// A fault that ends the whole pair.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Doom {
+    /// `close`: FIN both ways (then a lingering close).
+    Close,
+    /// `reset`: RST both ways.
+    Reset,
+}
+
+/// Why a half-pipe cannot go on: the pair is reset.
+#[derive(Debug)]
+pub(crate) enum Broken {
+    /// Reading the source failed: it reset (or worse).
+    Source(io::Error),
+    /// Writing to the sink failed: it reset, or closed while bytes were
+    /// still coming.
+    Sink(io::Error),
+}
+
+/// What a pump lends a half-pipe and what it learns back.
+pub(crate) struct Pump<'a> {
+    /// The turn's clock reading.
+    pub now: Millis,
+    /// The loop's one read buffer.
+    pub buf: &'a mut [u8],
+    /// Bytes held for the sink at most; past it the source is not read.
+    pub max_owed: usize,
+    /// Bytes read from the source during this pump.
+    pub read: u64,
+    /// Bytes written to the sink during this pump.
+    pub written: u64,
+    /// Line mode: how this direction's lines are judged.
+    pub lines: Option<LineCx<'a>>,
+}
+
+impl<'a> Pump<'a> {
+    pub fn new(now: Millis, buf: &'a mut [u8], max_owed: usize) -> Pump<'a> {
+        Pump {
+            now,
+            buf,
+            max_owed,
+            read: 0,
+            written: 0,
+            lines: None,
+        }
+    }
+
+    /// Bytes a direction may hold: `max_owed`, and in line mode room for
+    /// one whole line beyond it (a line is judged once it is complete).
+    fn bound(&self) -> usize {
+        let line = self.lines.as_ref().map_or(0, |lx| lx.max_line + 1);
+        self.max_owed + line
+    }
+}
+
+/// What the faults do to one direction of one pair, judged once when the
+/// pair was accepted (SPEC 11, stream mode).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Shape {
+    /// Every byte is held this long after it arrived (latency).
+    pub delay_ms: u64,
+    /// `(bytes, every_ms)`: the stream goes out that many bytes at a time.
+    pub dribble: Option<(u32, u64)>,
+    /// Only this many bytes are relayed; then the FIN, and the pair ends.
+    pub truncate: Option<u64>,
+    /// Every byte is changed, from this seed and the byte's offset.
+    pub corrupt: Option<u64>,
+    /// Read and discard; the FIN is never passed on.
+    pub hang: bool,
+    /// The FIN is held this long once it is due.
+    pub slow_close_ms: Option<u64>,
+}
+
+/// Held bytes that go out together: no earlier than `at`, `pace`d if a
+/// dribble says so.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Chunk {
+    at: Millis,
+    len: usize,
+    pace: Option<(u32, u64)>,
+}
+
+/// A shaped direction's own state: the fault and its clocks.
+#[derive(Debug)]
+struct Shaped {
+    shape: Shape,
+    /// The held bytes' release, oldest first; kept with a delay and in
+    /// line mode (where the open line's bytes, not yet judged, are in no
+    /// chunk). Bytes released at the same time share an entry, so there
+    /// are at most `delay_ms + 1` of them, or one per held line.
+    chunks: VecDeque<Chunk>,
+    /// Dribble: when the next piece may go.
+    next_piece_at: Millis,
+    /// Bytes taken from the source so far: a corrupted byte's offset, and
+    /// the count `truncate` stops at.
+    taken: u64,
+    /// The `truncate` count is reached: nothing more is taken.
+    cut: bool,
+    /// Slow close: when the FIN may go, once it is due.
+    fin_at: Option<Millis>,
+    /// Line mode: a fault that ends the pair at this time, once the bytes
+    /// before it are out.
+    doom: Option<(Millis, Doom)>,
+    /// Line mode: held bytes go out only as judged lines, in chunks.
+    in_lines: bool,
+}
+
+impl Shaped {
+    fn new(shape: Shape, in_lines: bool) -> Shaped {
+        Shaped {
+            shape,
+            chunks: VecDeque::new(),
+            next_piece_at: 0,
+            taken: 0,
+            cut: false,
+            fin_at: None,
+            doom: None,
+            in_lines,
+        }
+    }
+
+    /// Whether held bytes wait in chunks (rather than all going at once).
+    fn uses_chunks(&self) -> bool {
+        self.shape.delay_ms > 0 || self.in_lines
+    }
+}
+
+/// One direction of a pair (see the module docs).
+#[derive(Debug, Default)]
+pub(crate) struct HalfPipe {
+    /// Bytes read that the sink has not taken yet, from `rest_at` on.
+    /// Empty (no allocation) while the pipe flows; at most `max_owed`.
+    rest: Vec<u8>,
+    /// Where in `rest` the next unwritten byte is.
+    rest_at: usize,
+    /// The last write to the sink came up short: wait for it to drain.
+    blocked: bool,
+    /// The source sent its FIN: nothing more will be read.
+    source_done: bool,
+    /// Our FIN went to the sink: the direction is over.
+    sink_shut: bool,
+    /// Faults on this direction, if any (boxed: a plain pair stays small).
+    /// In line mode, made when a fault first holds a line.
+    shaped: Option<Box<Shaped>>,
+    /// Line mode: where this direction's lines stand (a few counts).
+    lines: Option<Box<lines::Lines>>,
+}
+
+impl HalfPipe {
+    /// A direction the faults `shape` (stream mode); a plain one if none
+    /// applies.
+    #[cfg(test)]
+    pub fn shaped(shape: Shape) -> HalfPipe {
+        HalfPipe::new(shape, false)
+    }
+
+    /// A direction the faults `shape` (stream mode), or with `lines`, one
+    /// whose lines are judged one by one (line mode). Plain, with no
+    /// state beyond the rest, when neither applies.
+    pub fn new(shape: Shape, lines: bool) -> HalfPipe {
+        let shaped = (shape != Shape::default()).then(|| Box::new(Shaped::new(shape, lines)));
+        HalfPipe {
+            shaped,
+            lines: lines.then(Box::default),
+            ..HalfPipe::default()
+        }
+    }
+
+    /// Whether this direction's lines are judged one by one (line mode).
+    pub fn judges_lines(&self) -> bool {
+        self.lines.is_some()
+    }
+
+    /// The faults' state, made now if this is the first time a fault
+    /// needs it (line mode): bytes held already go first, as they are.
+    /// With it, the rest.
+    fn shaped_and_rest(&mut self) -> (&mut Shaped, &mut Vec<u8>) {
+        let held = self.held();
+        let in_lines = self.lines.is_some();
+        let shaped = self.shaped.get_or_insert_with(|| {
+            let mut shaped = Shaped::new(Shape::default(), in_lines);
+            if held > 0 {
+                shaped.push_chunk(0, held, None);
+            }
+            Box::new(shaped)
+        });
+        (shaped, &mut self.rest)
+    }
+
+    /// Bytes held for the sink.
+    pub fn held(&self) -> usize {
+        self.rest.len() - self.rest_at
+    }
+
+    /// Whether the direction is over: the FIN was passed on.
+    pub fn ended(&self) -> bool {
+        self.sink_shut
+    }
+
+    /// Whether `WRITABLE` interest on the sink is wanted: exactly while a
+    /// write to it came up short.
+    pub fn wants_writable(&self) -> bool {
+        self.blocked
+    }
+
+    /// When a fault's clock next lets this direction move (a delayed byte
+    /// comes due, the next dribbled piece, a slow close), if it waits on
+    /// one. The pair pumps it again then.
+    pub fn wake_at(&self) -> Option<Millis> {
+        let shaped = self.shaped.as_ref()?;
+        if self.sink_shut || self.blocked {
+            return None;
+        }
+        if self.held() == 0 {
+            return shaped.doom.map(|(at, _)| at).or(shaped.fin_at);
+        }
+        let (at, pace) = match shaped.uses_chunks() {
+            true => shaped
+                .chunks
+                .front()
+                .map(|c| (c.at, c.pace.or(shaped.shape.dribble)))?,
+            false => (0, Some(shaped.shape.dribble?)),
+        };
+        Some(match pace {
+            Some(_) => at.max(shaped.next_piece_at),
+            None => at,
+        })
+    }
+
+    /// Takes nothing more from the source (shutting down): what is held
+    /// goes out, then the FIN.
+    pub fn finish(&mut self) {
+        self.source_done = true;
+        lines::release_open(self);
+        // A hang holds the FIN back from the peers, not from a shutdown.
+        if let Some(shaped) = self.shaped.as_deref_mut() {
+            shaped.shape.hang = false;
+        }
+    }
+
+    /// Whether nothing more will be taken from the source.
+    fn taking_done(&self) -> bool {
+        self.source_done || self.shaped.as_ref().is_some_and(|s| s.cut)
+    }
+
+    /// Moves bytes from `source` to `sink` until one of them blocks, the
+    /// read budget runs out, or the FIN has been passed on. `sink` is
+    /// `None` while it is not connected yet: bytes read are held.
+    pub fn pump<S: Sink>(
+        &mut self,
+        source: &mut impl Read,
+        mut sink: Option<&mut S>,
+        cx: &mut Pump<'_>,
+    ) -> Result<Pumped, Broken> {
+        if self.sink_shut {
+            return Ok(Pumped::Ended);
+        }
+        let mut reads = 0;
+        loop {
+            if let Some(sink) = sink.as_deref_mut() {
+                if let Some(over) = self.drain_into(sink, cx)? {
+                    return Ok(over);
+                }
+            }
+            if self.taking_done() {
+                return Ok(Pumped::Waiting); // The FIN waits for the sink.
+            }
+            let room = cx.bound().saturating_sub(self.held());
+            if room == 0 {
+                return Ok(Pumped::Waiting); // Full: backpressure.
+            }
+            if reads == READS_PER_PUMP {
+                return Ok(Pumped::StillReady);
+            }
+            reads += 1;
+            let len = room.min(cx.buf.len());
+            let n = match source.read(&mut cx.buf[..len]) {
+                Ok(n) => n,
+                // Drained: the source's next bytes bring a new event.
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(Pumped::Waiting),
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(e) => return Err(Broken::Source(e)),
+            };
+            if n == 0 {
+                self.source_done = true;
+                if let Some(lx) = cx.lines.as_mut() {
+                    // A last line without its newline is a line too.
+                    lines::judge_last(self, cx.now, lx);
+                }
+                continue;
+            }
+            cx.read += n as u64;
+            if self.pass_on(n, sink.as_deref_mut(), cx)? {
+                return Ok(Pumped::Waiting); // The sink blocked.
+            }
+        }
+    }
+
+    /// Writes to `sink` what may go now; then, with nothing held, a fault
+    /// that ends the pair or the FIN. `Some` when this pump is over.
+    fn drain_into(
+        &mut self,
+        sink: &mut impl Sink,
+        cx: &mut Pump<'_>,
+    ) -> Result<Option<Pumped>, Broken> {
+        self.flush(sink, cx)?;
+        if self.blocked {
+            return Ok(Some(Pumped::Waiting));
+        }
+        if self.held() > 0 {
+            return Ok(None);
+        }
+        if let Some((at, doom)) = self.shaped.as_ref().and_then(|s| s.doom) {
+            return Ok(Some(match at <= cx.now {
+                true => Pumped::Doom(doom),
+                false => Pumped::Waiting,
+            }));
+        }
+        match self.taking_done() {
+            true => self.pass_fin(sink, cx.now).map(Some),
+            false => Ok(None),
+        }
+    }
+
+    /// The `n` bytes just read into the buffer: what the faults and the
+    /// lines make of them, written straight to `sink` when nothing holds
+    /// them, and only what it would not take kept. Whether the sink
+    /// blocked.
+    fn pass_on<S: Sink>(
+        &mut self,
+        n: usize,
+        sink: Option<&mut S>,
+        cx: &mut Pump<'_>,
+    ) -> Result<bool, Broken> {
+        let mut kept = self.take(&mut cx.buf[..n], cx.now);
+        let holding = cx.lines.as_ref().is_some_and(LineCx::holding);
+        let straight = self.held() == 0 && !holding && self.passes_straight();
+        if let Some(lx) = cx.lines.as_mut() {
+            if !straight {
+                // Held until each line is complete and judged (what was
+                // held before goes first, as it is).
+                let (_, rest) = self.shaped_and_rest();
+                rest.extend_from_slice(&cx.buf[..kept]);
+                lines::judge(self, kept, cx.now, lx);
+                return Ok(false);
+            }
+            kept = lines::pass(self, &cx.buf[..kept], cx.now, lx);
+        }
+        let connected = sink.is_some();
+        let written = match sink {
+            Some(sink) if straight => write_some(sink, &cx.buf[..kept]).map_err(Broken::Sink)?,
+            _ => 0,
+        };
+        cx.written += written as u64;
+        // Only what the sink would not take is copied.
+        self.rest.extend_from_slice(&cx.buf[written..kept]);
+        if let Some(shaped) = self.shaped.as_deref_mut().filter(|s| s.uses_chunks()) {
+            // Line mode: a line that passed may go as soon as the sink
+            // takes it.
+            if straight && kept > written {
+                shaped.push_chunk(cx.now, kept - written, None);
+            }
+        }
+        self.blocked = straight && written < kept && connected;
+        Ok(self.blocked)
+    }
+
+    /// Whether bytes just read may go straight to the sink: no fault
+    /// holds them and nothing is waiting in chunks.
+    fn passes_straight(&self) -> bool {
+        self.shaped.as_ref().is_none_or(|s| {
+            let plain = Shape {
+                truncate: None,
+                corrupt: None,
+                ..s.shape.clone()
+            };
+            plain == Shape::default() && s.chunks.is_empty()
+        })
+    }
+
+    /// Applies the faults to `bytes` just read at `now`: how many of them
+    /// to keep (`hang` keeps none, `truncate` stops at its count), the
+    /// kept ones corrupted if so asked, their release time noted.
+    fn take(&mut self, bytes: &mut [u8], now: Millis) -> usize {
+        let Some(shaped) = self.shaped.as_deref_mut() else {
+            return bytes.len();
+        };
+        let shape = &shaped.shape;
+        if shape.hang {
+            return 0;
+        }
+        let mut kept = bytes.len();
+        if let Some(limit) = shape.truncate {
+            let left = limit.saturating_sub(shaped.taken);
+            kept = kept.min(usize::try_from(left).unwrap_or(usize::MAX));
+            shaped.cut = shaped.taken + kept as u64 >= limit;
+        }
+        if let Some(seed) = shape.corrupt {
+            fault::corrupt_at(&mut bytes[..kept], seed, shaped.taken);
+        }
+        shaped.taken += kept as u64;
+        if shape.delay_ms > 0 && kept > 0 {
+            let at = at_least(now, shape.delay_ms);
+            shaped.push_chunk(at, kept, None);
+        }
+        kept
+    }
+
+    /// Writes what may go now of the rest to `sink`: all of it, or with
+    /// faults, the bytes whose delay is over, a dribbled piece at a time.
+    /// Once all is out its memory goes back: a flowing pipe holds none.
+    fn flush(&mut self, sink: &mut impl Sink, cx: &mut Pump<'_>) -> Result<(), Broken> {
+        let (may_go, pace) = self.may_go(cx.now);
+        if may_go == 0 {
+            return Ok(());
+        }
+        let piece = &self.rest[self.rest_at..self.rest_at + may_go];
+        let written = write_some(sink, piece).map_err(Broken::Sink)?;
+        cx.written += written as u64;
+        self.rest_at += written;
+        self.blocked = written < may_go;
+        if let Some(shaped) = self.shaped.as_deref_mut() {
+            shaped.sent(written, pace, cx.now);
+        }
+        if self.held() == 0 {
+            self.rest = Vec::new();
+            self.rest_at = 0;
+        }
+        Ok(())
+    }
+
+    /// How many held bytes may be written at `now`, and the dribble that
+    /// paces them, if any.
+    fn may_go(&self, now: Millis) -> (usize, Option<(u32, u64)>) {
+        let held = self.held();
+        let Some(shaped) = self.shaped.as_deref() else {
+            return (held, None);
+        };
+        let (due, pace) = match shaped.chunks.front() {
+            Some(front) => {
+                let same = |c: &&Chunk| c.at <= now && c.pace == front.pace;
+                let due = shaped.chunks.iter().take_while(same).map(|c| c.len).sum();
+                (due, front.pace.or(shaped.shape.dribble))
+            }
+            None if shaped.uses_chunks() => (0, None),
+            None => (held, shaped.shape.dribble),
+        };
+        match pace {
+            Some(_) if now < shaped.next_piece_at => (0, pace),
+            Some((bytes, _)) => (due.min(bytes as usize), pace),
+            None => (due, None),
+        }
+    }
+
+    /// The source's FIN (or a truncate's end) reached the sink's turn:
+    /// send it, unless a fault holds it.
+    fn pass_fin(&mut self, sink: &mut impl Sink, now: Millis) -> Result<Pumped, Broken> {
+        let mut cut = false;
+        if let Some(shaped) = self.shaped.as_deref_mut() {
+            if shaped.shape.hang {
+                return Ok(Pumped::Waiting); // Hanging: never a FIN.
+            }
+            if let Some(ms) = shaped.shape.slow_close_ms {
+                let fin_at = *shaped.fin_at.get_or_insert(at_least(now, ms));
+                if now < fin_at {
+                    return Ok(Pumped::Waiting);
+                }
+            }
+            cut = shaped.cut;
+        }
+        sink.shutdown_write().map_err(Broken::Sink)?;
+        self.sink_shut = true;
+        Ok(if cut { Pumped::Cut } else { Pumped::Ended })
+    }
+}
+
+impl Shaped {
+    /// Holds `len` more bytes until `at`, paced by `pace`.
+    fn push_chunk(&mut self, at: Millis, len: usize, pace: Option<(u32, u64)>) {
+        match self.chunks.back_mut() {
+            Some(last) if last.at == at && last.pace == pace => last.len += len,
+            _ => self.chunks.push_back(Chunk { at, len, pace }),
+        }
+    }
+
+    /// `n` held bytes went out at `now`, `pace`d: their chunks go, and a
+    /// dribble waits its gap before the next piece.
+    fn sent(&mut self, mut n: usize, pace: Option<(u32, u64)>, now: Millis) {
+        if n == 0 {
+            return;
+        }
+        if let Some((_, every_ms)) = pace {
+            self.next_piece_at = at_least(now, every_ms);
+        }
+        while n > 0 {
+            let Some(chunk) = self.chunks.front_mut() else {
+                return;
+            };
+            let done = n.min(chunk.len);
+            chunk.len -= done;
+            n -= done;
+            if chunk.len == 0 {
+                self.chunks.pop_front();
+            }
+        }
+    }
+}
+
+/// Writes as much of `bytes` as `sink` takes now, through the crate's one
+/// write loop: the count written, short when the sink blocked (the rest
+/// waits for its writable event).
+fn write_some(sink: &mut impl Write, bytes: &[u8]) -> io::Result<usize> {
+    let (written, blocked) = write_until_blocked(sink, bytes);
+    blocked.map(|_| written)
+}
+
+mod lines;
+
+pub(crate) use lines::LineCx;
+
+#[cfg(test)]
+pub(super) mod tests;
