@@ -276,6 +276,19 @@ mod tests {
             (&["--journal"], "--journal"),
             (&["--script", "/nonexistent/ackloop.script"], "--script"),
             (&["--fault", "tcp:reset,match=regex:x"], "match"),
+            (
+                &[
+                    "--upstream",
+                    "tcp:127.0.0.1:1",
+                    "--fault",
+                    "tcp:reset,match=exact:x",
+                ],
+                "match=",
+            ),
+            (
+                &["--upstream", "tcp:127.0.0.1:1", "--greeting", "hi"],
+                "--greeting",
+            ),
             (&["--upstream", "tcp:127.0.0.1:0"], "--upstream"),
             (&["--upstream", "tcp:nowhere:1"], "--upstream"),
             (&["--upstream", "icmp:127.0.0.1:1"], "--upstream"),
