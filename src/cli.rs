@@ -4,7 +4,7 @@ use std::ffi::OsString;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
-use ackloop::{Config, MAX_REPLY_LEN};
+use ackloop::{Config, JournalTarget, MAX_REPLY_LEN};
 use log::LevelFilter;
 
 pub const HELP: &str = "\
@@ -19,7 +19,14 @@ Options:
   --mode once|line         TCP framing [default: once]
                              once: reply once to the first bytes, then close
                              line: reply to every line, connection stays open
-  --reply TEXT             reply text, 1 to 1024 bytes [default: Received]
+  --reply TEXT             reply text, 1 to 1024 bytes [default: Received]; TEXT takes the
+                             escapes \\n \\r \\t \\\\ \\xHH (a backslash is written \\\\)
+  --rule 'MATCH => REPLY [|| REPLY ...]'
+                           scripted reply, repeatable, first match wins; MATCH is exact:TEXT,
+                             prefix:TEXT, contains:TEXT or *; replies in order, the last repeats
+  --greeting TEXT          sent on every accepted TCP connection first (no \\n added)
+  --script FILE            control commands run at start-up, one a line, # comments
+  --journal FILE|-         one JSON line per message and reply, appended to FILE or stdout
   --echo                   send every message back instead (RFC 862 echo)
   --max-connections N      live TCP connections at most [default: 1024]
   --idle-timeout SECS      close a TCP connection silent this long; 0 never [default: 60]
@@ -28,11 +35,12 @@ Options:
                              kinds: delay=MS|MIN-MAX, truncate=N, corrupt (tcp, udp);
                              duplicate, drop (udp); dribble=BYTES/MS, hang, close,
                              reset, slow-close=MS (tcp)
-                             selectors: p=PROBABILITY, first=N, after=N, every=N,
+                             selectors: p=PROBABILITY, first=N, after=N, every=N, match=MATCH,
                              dir=down|up (relays only: upstream to client, or back)
   --seed N                 seed of the faults' random choices [default: random, logged]
   --control ADDR           live control socket, loopback only (commands: fault SPEC, clear,
-                             reply TEXT, refuse, accept, stats, received N SECS)
+                             reply TEXT, rule SPEC, rules clear, greeting TEXT, push TEXT,
+                             refuse, accept, stats, received N SECS)
   --upstream PROTO:ADDR    relay that protocol to a real server, e.g. tcp:127.0.0.1:6379;
                              faults then act on the relayed traffic (one per protocol)
   --connect-timeout SECS   a TCP upstream not connected this long resets the client [default: 5]
@@ -49,7 +57,7 @@ Options:
 
 On start it prints `tcp ADDR`, `udp ADDR` and `control ADDR` (the bound addresses) on stdout.
 SIGINT or SIGTERM: stop accepting, finish owed replies (5 s at most), exit 0.
-Exit status: 0 after a signal, 1 when a socket cannot be bound, 2 for bad usage.";
+Exit status: 0 after a signal, 1 when a socket or the journal cannot be opened, 2 for bad usage.";
 
 /// What the command line asks for.
 pub enum Command {
@@ -86,7 +94,16 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, String
                     .parse()
                     .map_err(|e| format!("{name}: {e}"))?
             }
-            Long("reply") => config.reply = text(&name, &mut parser)?.into_bytes(),
+            Long("reply") => config.reply = escaped(&name, &mut parser)?,
+            Long("rule") => {
+                let spec = text(&name, &mut parser)?;
+                config
+                    .rules
+                    .push(spec.parse().map_err(|e| format!("--{e}"))?);
+            }
+            Long("greeting") => config.greeting = Some(escaped(&name, &mut parser)?),
+            Long("journal") => config.journal = Some(journal(&name, &mut parser)?),
+            Long("script") => script(&name, &mut parser, &mut config)?,
             Long("max-connections") => config.max_connections = number(&name, &mut parser)?,
             Long("idle-timeout") => {
                 let secs: u64 = number(&name, &mut parser)?;
@@ -130,6 +147,35 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, String
     }
     config.validate()?;
     Ok(Command::Serve(Box::new(config), log_level, echo))
+}
+
+/// The option's value with its escapes (`\\n`, `\\xHH`, ...) replaced.
+fn escaped(name: &str, parser: &mut lexopt::Parser) -> Result<Vec<u8>, String> {
+    ackloop::unescape(&text(name, parser)?).map_err(|why| format!("{name}: {why}"))
+}
+
+/// Runs the control commands of the file the option names on `config`.
+fn script(name: &str, parser: &mut lexopt::Parser, config: &mut Config) -> Result<(), String> {
+    let value = parser
+        .value()
+        .map_err(|_| format!("{name}: needs a file name"))?;
+    let path = value.to_string_lossy().into_owned();
+    let text = std::fs::read_to_string(&value).map_err(|e| format!("{name} {path}: {e}"))?;
+    config
+        .run_script(&text)
+        .map_err(|why| format!("{name} {path}: {why}"))
+}
+
+/// `-` for stdout, else a file name.
+fn journal(name: &str, parser: &mut lexopt::Parser) -> Result<JournalTarget, String> {
+    let value = parser
+        .value()
+        .map_err(|_| format!("{name}: needs a value"))?;
+    match value.to_str() {
+        Some("-") => Ok(JournalTarget::Stdout),
+        Some("") => Err(format!("{name}: needs a file name, or - for stdout")),
+        _ => Ok(JournalTarget::File(value.into())),
+    }
 }
 
 /// The option's value as UTF-8 text.
@@ -219,6 +265,30 @@ mod tests {
             (&["--max-owed", "0"], "--max-owed"),
             (&["--udp-queue-len", "0"], "--udp-queue-len"),
             (&["--udp-queue-bytes", "1023"], "--udp-queue-bytes"),
+            (&["--reply", r"a\q"], "--reply"),
+            (&["--reply", "a\\"], "--reply"),
+            (&["--rule", "no arrow"], "--rule"),
+            (&["--rule", r"exact:x => \x4"], "--rule"),
+            (&["--greeting", ""], "--greeting"),
+            (&["--greeting", r"\z"], "--greeting"),
+            (&["--greeting", "hi", "--no-tcp"], "--greeting"),
+            (&["--journal", ""], "--journal"),
+            (&["--journal"], "--journal"),
+            (&["--script", "/nonexistent/ackloop.script"], "--script"),
+            (&["--fault", "tcp:reset,match=regex:x"], "match"),
+            (
+                &[
+                    "--upstream",
+                    "tcp:127.0.0.1:1",
+                    "--fault",
+                    "tcp:reset,match=exact:x",
+                ],
+                "match=",
+            ),
+            (
+                &["--upstream", "tcp:127.0.0.1:1", "--greeting", "hi"],
+                "--greeting",
+            ),
             (&["--upstream", "tcp:127.0.0.1:0"], "--upstream"),
             (&["--upstream", "tcp:nowhere:1"], "--upstream"),
             (&["--upstream", "icmp:127.0.0.1:1"], "--upstream"),
@@ -262,6 +332,28 @@ mod tests {
             assert!(message.contains(option), "{args:?}: {message}");
             assert!(!message.contains('\n'), "{args:?}: {message}");
         }
+    }
+
+    #[test]
+    fn scripted_options_fill_the_config() {
+        let Ok(Command::Serve(config, _, _)) = parse_args(&[
+            "--reply",
+            r"a\\b\r",
+            "--rule",
+            "exact:a => b",
+            "--rule",
+            "* =>",
+            "--greeting",
+            r"220\x20hi\r\n",
+            "--journal",
+            "-",
+        ]) else {
+            panic!("rejected")
+        };
+        assert_eq!(config.reply, b"a\\b\r");
+        assert_eq!(config.rules.len(), 2);
+        assert_eq!(config.greeting.as_deref(), Some(&b"220 hi\r\n"[..]));
+        assert_eq!(config.journal, Some(JournalTarget::Stdout));
     }
 
     #[test]

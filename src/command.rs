@@ -15,7 +15,10 @@ use std::fmt;
 
 use log::info;
 
+use crate::config::MAX_REPLY_LEN;
+use crate::escape::{escape, unescape};
 use crate::fault::Fault;
+use crate::rules::{Rule, Rules};
 use crate::stats::Stats;
 use crate::timer::Millis;
 use crate::turn::Turn;
@@ -24,7 +27,8 @@ use crate::turn::Turn;
 pub(crate) const MAX_WAIT_SECS: u64 = 86_400;
 
 /// The commands a control line may name, for error messages.
-const COMMANDS: &str = "fault, clear, reply, refuse, accept, stats, received";
+const COMMANDS: &str =
+    "fault, clear, reply, rule, rules clear, greeting, push, refuse, accept, stats, received";
 
 /// A change to the running server, from a control connection or a
 /// [`Handle`](crate::Handle).
@@ -33,6 +37,13 @@ pub(crate) enum Command {
     AddFault(Fault),
     ClearFaults,
     SetReply(Vec<u8>),
+    AddRule(Rule),
+    ClearRules,
+    /// The greeting for connections accepted from now on; `None`: none.
+    SetGreeting(Option<Vec<u8>>),
+    /// Bytes for every open TCP data connection now (plus `\n` in line
+    /// mode).
+    Push(Vec<u8>),
     Refuse,
     Accept,
     Stats,
@@ -51,15 +62,36 @@ pub(crate) trait Target {
     fn listen_again(&mut self, t: &mut Turn<'_>) -> Reply;
     /// Makes `text` the reply from now on.
     fn set_reply(&mut self, text: Vec<u8>, t: &mut Turn<'_>) -> Reply;
+    /// Makes every message reach the responder whole, as rules and
+    /// `match=` faults need: the fixed reply becomes a responder.
+    fn see_messages(&mut self, t: &mut Turn<'_>);
+    /// Sends the greeting to connections accepted from now on.
+    fn set_greeting(&mut self, text: Option<Vec<u8>>) -> Reply;
+    /// Sends `text` to every open data connection now.
+    fn push(&mut self, text: Vec<u8>, t: &mut Turn<'_>) -> Reply;
 }
 
 /// Carries out `command`, from a control connection or a [`Handle`](crate::Handle).
 pub(crate) fn execute(command: Command, target: &mut impl Target, t: &mut Turn<'_>) -> Reply {
     info!("control: {command}");
     match command {
-        Command::AddFault(fault) => t.faults.add(fault)?,
+        Command::AddFault(fault) => {
+            if fault.select.matches.is_some() {
+                target.see_messages(t);
+            }
+            t.faults.add(fault)?;
+        }
         Command::ClearFaults => t.faults.clear(),
         Command::SetReply(text) => return target.set_reply(text, t),
+        Command::AddRule(rule) => {
+            rule.validate()?;
+            target.see_messages(t);
+            let rules = t.replies.rules().ok_or("replies are fixed")?;
+            rules.add(rule)?;
+        }
+        Command::ClearRules => t.replies.rules().into_iter().for_each(Rules::clear),
+        Command::SetGreeting(text) => return target.set_greeting(text),
+        Command::Push(text) => return target.push(text, t),
         Command::Refuse => return target.refuse(t),
         Command::Accept => return target.listen_again(t),
         Command::Stats => return Ok(stats_line(&t.counters.snapshot())),
@@ -74,7 +106,12 @@ impl fmt::Display for Command {
         match self {
             Command::AddFault(fault) => write!(f, "fault {fault}"),
             Command::ClearFaults => f.write_str("clear"),
-            Command::SetReply(text) => write!(f, "reply {}", String::from_utf8_lossy(text)),
+            Command::SetReply(text) => write!(f, "reply {}", escape(text)),
+            Command::AddRule(rule) => write!(f, "rule {rule}"),
+            Command::ClearRules => f.write_str("rules clear"),
+            Command::SetGreeting(None) => f.write_str("greeting"),
+            Command::SetGreeting(Some(text)) => write!(f, "greeting {}", escape(text)),
+            Command::Push(text) => write!(f, "push {}", escape(text)),
             Command::Refuse => f.write_str("refuse"),
             Command::Accept => f.write_str("accept"),
             Command::Stats => f.write_str("stats"),
@@ -114,10 +151,20 @@ pub(crate) fn parse(line: &[u8]) -> Result<Request, String> {
             let spec = rest.ok_or("fault needs a spec, like fault udp:drop,p=0.5")?;
             Ok(Request::Run(Command::AddFault(spec.parse()?)))
         }
-        "reply" => {
-            let text = rest.unwrap_or_default();
-            Ok(Request::Run(Command::SetReply(text.as_bytes().to_vec())))
+        "reply" => Ok(Request::Run(Command::SetReply(text(word, rest)?))),
+        "rule" => {
+            let spec = rest.ok_or("rule needs a spec, like rule exact:quit => 221 bye")?;
+            Ok(Request::Run(Command::AddRule(spec.parse()?)))
         }
+        "rules" => match rest {
+            Some("clear") => Ok(Request::Run(Command::ClearRules)),
+            _ => Err("rules takes one word: rules clear".into()),
+        },
+        "greeting" => {
+            let greeting = Some(text(word, rest)?).filter(|text| !text.is_empty());
+            Ok(Request::Run(Command::SetGreeting(greeting)))
+        }
+        "push" => Ok(Request::Run(Command::Push(text(word, rest)?))),
         "clear" => no_argument(Command::ClearFaults),
         "refuse" => no_argument(Command::Refuse),
         "accept" => no_argument(Command::Accept),
@@ -125,6 +172,19 @@ pub(crate) fn parse(line: &[u8]) -> Result<Request, String> {
         "received" => parse_received(rest),
         _ => Err(format!("unknown command '{word}' ({COMMANDS})")),
     }
+}
+
+/// A command's TEXT: everything after the first space, escapes replaced;
+/// at most [`MAX_REPLY_LEN`] bytes.
+fn text(word: &str, rest: Option<&str>) -> Result<Vec<u8>, String> {
+    let text = unescape(rest.unwrap_or_default()).map_err(|why| format!("{word}: {why}"))?;
+    if text.len() > MAX_REPLY_LEN {
+        return Err(format!(
+            "{word}: at most {MAX_REPLY_LEN} bytes, got {}",
+            text.len()
+        ));
+    }
+    Ok(text)
 }
 
 /// `received N SECS`: the count and the longest wait.

@@ -8,8 +8,10 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use crate::fault::{Fault, MAX_FAULTS};
+use crate::journal::JournalTarget;
 use crate::relay::Upstream;
 use crate::reply::Protocol;
+use crate::rules::{MAX_RULES, Rule};
 
 /// Default TCP and UDP address: loopback, port 8000, as in the article.
 pub const DEFAULT_ADDR: &str = "127.0.0.1:8000";
@@ -154,6 +156,15 @@ pub struct Config {
     pub udp_queue_len: usize,
     /// Bytes of UDP replies waiting, at most.
     pub udp_queue_bytes: usize,
+    /// Scripted replies, tried in order before the reply text; the first
+    /// that matches a message answers it (none by default).
+    pub rules: Vec<Rule>,
+    /// Sent on every accepted TCP connection before anything else (1 to
+    /// [`MAX_REPLY_LEN`] bytes, no `\n` added); `None` for none.
+    pub greeting: Option<Vec<u8>>,
+    /// Where the journal of every message and reply goes; `None` for no
+    /// journal (and no cost).
+    pub journal: Option<JournalTarget>,
     /// Relay TCP clients to this server instead of answering them
     /// (section 11); set with [`Config::add_upstream`].
     pub upstream_tcp: Option<SocketAddr>,
@@ -189,6 +200,9 @@ impl Default for Config {
             max_owed: DEFAULT_MAX_OWED,
             udp_queue_len: DEFAULT_UDP_QUEUE_LEN,
             udp_queue_bytes: DEFAULT_UDP_QUEUE_BYTES,
+            rules: Vec::new(),
+            greeting: None,
+            journal: None,
             upstream_tcp: None,
             upstream_udp: None,
             connect_timeout: Duration::from_secs(DEFAULT_CONNECT_TIMEOUT_SECS),
@@ -264,14 +278,36 @@ impl Config {
                 ));
             }
         }
+        if let Some(greeting) = &self.greeting {
+            if self.tcp.is_none() {
+                return Err("--greeting: greets TCP connections, and TCP is off (--no-tcp)".into());
+            }
+            if let Some(upstream) = self.upstream_tcp {
+                return Err(format!(
+                    "--greeting: TCP is relayed to {upstream} (--upstream), which greets its clients"
+                ));
+            }
+            if greeting.is_empty() || greeting.len() > MAX_REPLY_LEN {
+                return Err(format!(
+                    "--greeting: must be 1 to {MAX_REPLY_LEN} bytes, got {}",
+                    greeting.len()
+                ));
+            }
+        }
+        if self.rules.len() > MAX_RULES {
+            return Err(format!("--rule: at most {MAX_RULES} rules"));
+        }
         if self.faults.len() > MAX_FAULTS {
             return Err(format!(
                 "--fault: {} faults, at most {MAX_FAULTS}",
                 self.faults.len()
             ));
         }
-        // The fault's own message, in command line terms.
+        // A rule's or fault's own message, in command line terms.
         let flag = |e: String| format!("--{e}");
+        self.rules
+            .iter()
+            .try_for_each(|rule| rule.validate().map_err(flag))?;
         self.faults
             .iter()
             .try_for_each(|fault| fault.validate().map_err(flag))?;

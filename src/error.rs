@@ -18,6 +18,13 @@ pub enum Error {
         /// What the operating system said.
         source: io::Error,
     },
+    /// The journal could not be opened.
+    Journal {
+        /// The file named, or `-` for stdout.
+        target: String,
+        /// What the operating system said.
+        source: io::Error,
+    },
     /// Setting up the poll failed.
     Io(io::Error),
 }
@@ -31,6 +38,9 @@ impl fmt::Display for Error {
                 addr,
                 source,
             } => write!(f, "cannot bind {protocol} {addr}: {source}"),
+            Error::Journal { target, source } => {
+                write!(f, "cannot open the journal {target}: {source}")
+            }
             Error::Io(e) => write!(f, "cannot set up the poll: {e}"),
         }
     }
@@ -40,7 +50,7 @@ impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             Error::Config(_) => None,
-            Error::Bind { source, .. } => Some(source),
+            Error::Bind { source, .. } | Error::Journal { source, .. } => Some(source),
             Error::Io(e) => Some(e),
         }
     }

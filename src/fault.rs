@@ -34,6 +34,7 @@ use std::str::FromStr;
 
 use crate::relay::Direction;
 use crate::reply::Protocol;
+use crate::rules::Match;
 
 /// One fault: which protocol, what it does, which messages it hits.
 #[derive(Debug, Clone, PartialEq)]
@@ -86,7 +87,7 @@ pub enum FaultKind {
 
 /// Which messages a fault hits. The conditions combine with AND; the
 /// counts are of the protocol's messages since the fault was added.
-#[derive(Debug, Clone, Copy, PartialEq, Default)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct Selector {
     /// With this probability, 0 to 1.
     pub p: Option<f64>,
@@ -96,6 +97,9 @@ pub struct Selector {
     pub after: Option<u64>,
     /// The Nth, 2Nth, ... message; N at least 1.
     pub every: Option<u64>,
+    /// Only messages this fits (`match=MATCH`, as in a rule); `first`,
+    /// `after` and `every` still count every message.
+    pub matches: Option<Match>,
     /// On a relay (section 11), the direction whose messages it judges:
     /// `None` is [`Direction::Down`], what the client receives. Only a
     /// relayed protocol takes it.
@@ -288,6 +292,10 @@ pub(crate) fn check_direction(
             "fault '{fault}': dir= needs a relay (--upstream {}:ADDR)",
             proto_name(fault.protocol)
         )),
+        // A relay does not read its traffic as messages to match.
+        _ if fault.select.matches.is_some() && relayed(fault.protocol) => Err(format!(
+            "fault '{fault}': match= is not supported on a relayed protocol"
+        )),
         _ => Ok(()),
     }
 }
@@ -330,10 +338,13 @@ impl FromStr for Fault {
                 "first" => select.first = Some(integer(key, value).map_err(|why| bad(&why))?),
                 "after" => select.after = Some(integer(key, value).map_err(|why| bad(&why))?),
                 "every" => select.every = Some(integer(key, value).map_err(|why| bad(&why))?),
+                // Its text cannot hold a comma: `\x2c` writes one.
+                "match" => select.matches = Some(value.parse().map_err(|why: String| bad(&why))?),
                 "dir" => select.dir = Some(value.parse().map_err(|why: String| bad(&why))?),
                 _ => return Err(bad(&format!("unknown selector '{key}'"))),
             }
         }
+
         let fault = Fault {
             protocol,
             kind,
@@ -479,6 +490,10 @@ impl fmt::Display for Fault {
         }
         if let Some(dir) = s.dir {
             write!(f, ",dir={dir}")?;
+        }
+        if let Some(matches) = &s.matches {
+            let text = matches.to_string().replace(',', r"\x2c");
+            write!(f, ",match={text}")?;
         }
         Ok(())
     }

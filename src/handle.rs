@@ -10,7 +10,9 @@ use log::warn;
 use mio::Waker;
 
 use crate::command::{Command, Reply};
+use crate::config::MAX_REPLY_LEN;
 use crate::fault::Fault;
+use crate::rules::Rule;
 use crate::stats::{Counters, Stats};
 
 /// What other threads share with the loop.
@@ -177,6 +179,80 @@ impl Handle {
     /// [`add_fault`](Handle::add_fault).
     pub fn set_reply(&self, text: impl Into<Vec<u8>>) -> Result<(), String> {
         self.run(Command::SetReply(text.into())).map(drop)
+    }
+
+    /// Appends a rule (as `--rule` and the control line `rule SPEC` do):
+    /// from now on it answers the messages it fits, unless an earlier rule
+    /// fits them first.
+    ///
+    /// # Errors
+    ///
+    /// An invalid rule (no reply, a reply over 1024 bytes) or
+    /// [`MAX_RULES`](crate::MAX_RULES) rules already: nothing changes.
+    /// Or as [`add_fault`](Handle::add_fault).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ackloop::testing::TestServer;
+    /// let server = TestServer::start()?;
+    /// server.handle().add_rule("exact:ping => pong".parse()?)?;
+    /// let client = std::net::UdpSocket::bind("127.0.0.1:0")?;
+    /// client.send_to(b"ping", server.udp_addr())?;
+    /// let mut reply = [0; 16];
+    /// let n = client.recv(&mut reply)?;
+    /// assert_eq!(&reply[..n], b"pong");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn add_rule(&self, rule: Rule) -> Result<(), String> {
+        rule.validate()?;
+        self.run(Command::AddRule(rule)).map(drop)
+    }
+
+    /// Removes every rule.
+    ///
+    /// # Errors
+    ///
+    /// As [`add_fault`](Handle::add_fault).
+    pub fn clear_rules(&self) -> Result<(), String> {
+        self.run(Command::ClearRules).map(drop)
+    }
+
+    /// The greeting for TCP connections accepted from now on (1 to 1024
+    /// bytes, sent as given), or `None` for none.
+    ///
+    /// # Errors
+    ///
+    /// A greeting of 0 or over 1024 bytes, a server without TCP, or as
+    /// [`add_fault`](Handle::add_fault).
+    pub fn set_greeting(&self, greeting: Option<Vec<u8>>) -> Result<(), String> {
+        if let Some(text) = &greeting {
+            if text.is_empty() || text.len() > MAX_REPLY_LEN {
+                let len = text.len();
+                return Err(format!(
+                    "greeting: must be 1 to {MAX_REPLY_LEN} bytes, got {len}"
+                ));
+            }
+        }
+        self.run(Command::SetGreeting(greeting)).map(drop)
+    }
+
+    /// Sends `text` (plus `\n` in line mode) to every open TCP data
+    /// connection now, behind what each is owed. A connection already
+    /// closing is skipped; one owing `max_owed` bytes does not get it
+    /// (counted in `replies_dropped`).
+    ///
+    /// # Errors
+    ///
+    /// A text over 1024 bytes, a server without TCP, or as
+    /// [`add_fault`](Handle::add_fault).
+    pub fn push(&self, text: impl Into<Vec<u8>>) -> Result<(), String> {
+        let text = text.into();
+        if text.len() > MAX_REPLY_LEN {
+            let len = text.len();
+            return Err(format!("push: at most {MAX_REPLY_LEN} bytes, got {len}"));
+        }
+        self.run(Command::Push(text)).map(drop)
     }
 
     /// Closes the TCP listener: new clients are refused ("connection

@@ -31,6 +31,14 @@
 //! [`Server::poll_delay`] says. [`Server::with_responder`] replaces the
 //! fixed reply with your own logic ([`Responder`], [`Echo`]).
 //!
+//! To stand in for a real protocol: [`Rule`]s answer messages by what they
+//! say (`"prefix:GET => 503 || 200"`, tried before the reply text),
+//! [`Config::greeting`] sends a banner first, [`Handle::push`] sends to
+//! every open connection unasked, and [`Server::on_journal`] (or
+//! [`Config::journal`]) reports every message and reply as a
+//! [`JournalEvent`]. Reply texts take the [`unescape`] escapes (`\r\n`,
+//! `\xHH`).
+//!
 //! # Nesting in a host's loop
 //!
 //! A host that already waits on descriptors of its own (`poll(2)`, epoll,
@@ -303,11 +311,15 @@ mod command;
 mod config;
 mod control;
 mod error;
+mod escape;
 mod fault;
 pub mod framing;
 mod handle;
+mod journal;
 mod relay;
 mod reply;
+mod rules;
+mod script;
 mod server;
 mod stats;
 mod table;
@@ -326,10 +338,16 @@ pub use config::{
 };
 pub use control::MAX_CONTROL_CONNECTIONS;
 pub use error::Error;
+pub use escape::{escape, unescape};
 pub use fault::{Fault, FaultCounts, FaultKind, MAX_FAULTS, Selector};
 pub use handle::{CHANGE_TIMEOUT, Handle};
+pub use journal::{
+    AppliedFaults, JournalCallback, JournalDirection, JournalEvent, JournalTarget,
+    MAX_JOURNAL_BUFFER,
+};
 pub use relay::{Direction, Upstream};
 pub use reply::{Echo, FixedReply, Protocol, Request, Responder};
+pub use rules::{MAX_RULES, Match, Rule};
 pub use server::{SHUTDOWN_GRACE_MS, Server, Status};
 pub use stats::Stats;
 pub use tcp::{ACCEPTS_PER_TURN, LINGER_CAP_MS, LINGER_MS, READS_PER_TURN};

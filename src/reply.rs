@@ -3,6 +3,8 @@
 
 use std::net::SocketAddr;
 
+use crate::rules::{Rule, Rules};
+
 /// The protocol a message arrived on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Protocol {
@@ -64,6 +66,14 @@ pub trait Responder {
         let _ = text;
         false
     }
+
+    /// Shows this responder a message that a [`Rule`](crate::Rule)
+    /// answered instead of it (rules are tried first), so that one that
+    /// records or counts messages sees them all. By default it ignores
+    /// them.
+    fn answered_by_rule(&mut self, request: &Request<'_>) {
+        let _ = request;
+    }
 }
 
 impl<F> Responder for F
@@ -117,10 +127,79 @@ pub(crate) enum Replies {
     Fixed(Pattern),
     /// Replies come from the host's responder, one message at a time.
     Custom {
-        responder: Box<dyn Responder + Send>,
+        responder: Scripted,
         /// Where the responder writes; cleared, never freed, between uses.
         scratch: Vec<u8>,
     },
+}
+
+impl Replies {
+    /// The rules, if replies come from a responder; the fixed reply has
+    /// none (see [`make_responder`](Replies::make_responder)).
+    pub fn rules(&mut self) -> Option<&mut Rules> {
+        match self {
+            Replies::Custom { responder, .. } => Some(&mut responder.rules),
+            Replies::Fixed(_) => None,
+        }
+    }
+
+    /// Turns the fixed reply into a responder with the same text (rules,
+    /// `match=` faults and the journal need each message whole, which
+    /// only the responder path keeps). Returns the old pattern, whose owed
+    /// bytes each connection must keep (`Connection::keep_owed_bytes`);
+    /// `None` if replies already come from a responder.
+    pub fn make_responder(&mut self) -> Option<Pattern> {
+        let Replies::Fixed(pattern) = self else {
+            return None;
+        };
+        let fixed = FixedReply(pattern.text().to_vec());
+        let responder = Replies::Custom {
+            responder: Scripted::new(Vec::new(), Box::new(fixed)),
+            scratch: Vec::new(),
+        };
+        match std::mem::replace(self, responder) {
+            Replies::Fixed(old) => Some(old),
+            Replies::Custom { .. } => None,
+        }
+    }
+}
+
+/// A responder with scripted rules in front: the first rule that fits a
+/// message answers it (an empty reply: no reply at all), and a message no
+/// rule fits goes to the inner responder (the fixed reply, the echo, or
+/// the host's own).
+pub(crate) struct Scripted {
+    pub rules: Rules,
+    inner: Box<dyn Responder + Send>,
+}
+
+impl Scripted {
+    pub fn new(rules: Vec<Rule>, inner: Box<dyn Responder + Send>) -> Scripted {
+        Scripted {
+            rules: Rules::new(&rules),
+            inner,
+        }
+    }
+}
+
+impl Responder for Scripted {
+    fn respond(&mut self, request: &Request<'_>, reply: &mut Vec<u8>) -> bool {
+        if self.rules.is_empty() {
+            return self.inner.respond(request, reply);
+        }
+        match self.rules.answer(request.message) {
+            Some(text) => {
+                self.inner.answered_by_rule(request);
+                reply.extend_from_slice(text);
+                !text.is_empty()
+            }
+            None => self.inner.respond(request, reply),
+        }
+    }
+
+    fn set_reply_text(&mut self, text: &[u8]) -> bool {
+        self.inner.set_reply_text(text)
+    }
 }
 
 /// Asks `responder` for the reply to `request`, written into `scratch`

@@ -8,6 +8,7 @@
 //! [`tcp`](crate::tcp) and [`udp`](crate::udp) act. Every deadline is an
 //! entry of one timer heap, so the nearest one is the poll's timeout.
 
+use std::cell::RefCell;
 use std::fmt;
 use std::io::{self, ErrorKind};
 use std::net::SocketAddr;
@@ -25,7 +26,8 @@ use crate::control::Control;
 use crate::error::Error;
 use crate::fault::{self, Faults};
 use crate::handle::{Handle, InTurn, Shared};
-use crate::reply::{Pattern, Protocol, Replies, Responder};
+use crate::journal::{self, Journal, JournalEvent};
+use crate::reply::{FixedReply, Pattern, Protocol, Replies, Responder, Scripted};
 use crate::stats::Stats;
 use crate::tcp::{RESERVED_CONNECTIONS, Tcp};
 use crate::timer::{Clock, Millis, SWEEP_SLACK, Timers};
@@ -59,6 +61,9 @@ mod sources;
 #[cfg(test)]
 mod tests;
 
+/// How soon a turn comes back to journal lines a slow reader (a full
+/// pipe) has not taken, in milliseconds.
+const JOURNAL_RETRY_MS: u64 = 10;
 /// Events taken from the kernel per poll; more simply wait a turn (and a
 /// host polling the server's descriptor finds it still readable).
 const EVENTS_PER_POLL: usize = 1024;
@@ -103,6 +108,8 @@ pub struct Server {
     ready_next: Vec<Ready>,
     /// The faults in force.
     faults: Faults,
+    /// The journal (`--journal`, or a callback), written once a turn.
+    journal: Option<RefCell<Journal>>,
     shared: Arc<Shared>,
     status: Status,
 }
@@ -182,9 +189,31 @@ impl Server {
         responder: Option<Box<dyn Responder + Send>>,
     ) -> Result<Server, Error> {
         config.validate().map_err(Error::Config)?;
+        // Before anything is bound: a journal that cannot be opened is
+        // a start-up error.
+        let journal = match &config.journal {
+            Some(target) => {
+                let sink = journal::open(target).map_err(|source| Error::Journal {
+                    target: target.to_string(),
+                    source,
+                })?;
+                let name = target.to_string();
+                Some(RefCell::new(Journal::to_writer(sink, name)))
+            }
+            None => None,
+        };
+        // Rules, `match=` faults and the journal need each message whole:
+        // the responder path, with the fixed reply as the responder.
+        let needs_messages = !config.rules.is_empty()
+            || journal.is_some()
+            || config.faults.iter().any(|f| f.select.matches.is_some());
+        let responder = match responder {
+            None if needs_messages => Some(Box::new(FixedReply(config.reply.clone())) as _),
+            responder => responder,
+        };
         let replies = match responder {
             Some(responder) => Replies::Custom {
-                responder,
+                responder: Scripted::new(config.rules.clone(), responder),
                 scratch: Vec::new(),
             },
             None => Replies::Fixed(Pattern::new(
@@ -264,6 +293,7 @@ impl Server {
             ready: Vec::with_capacity(READY_CAPACITY),
             ready_next: Vec::with_capacity(READY_CAPACITY),
             faults,
+            journal,
             shared: Arc::new(Shared {
                 waker,
                 stop_requested: AtomicBool::new(false),
@@ -359,8 +389,49 @@ impl Server {
         if self.status == Status::Stopped || !self.ready.is_empty() {
             return Some(Duration::ZERO);
         }
-        let next = self.timers.next_at()?;
-        Some(Clock::until(self.clock.now(), next))
+        // Journal lines a slow reader has not taken yet: try again soon.
+        let journal_waits = (self.journal.as_ref()).is_some_and(|j| j.borrow().has_pending());
+        let retry = journal_waits.then_some(Duration::from_millis(JOURNAL_RETRY_MS));
+        let next = self
+            .timers
+            .next_at()
+            .map(|at| Clock::until(self.clock.now(), at));
+        match (next, retry) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Calls `callback` with every journal event from now on: each
+    /// message, reply, greeting and push, as `--journal` writes them
+    /// (with or without a journal file). Messages reach the server's
+    /// responder path whole from then on, as with a rule.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::{Arc, Mutex};
+    /// use std::io::Write;
+    ///
+    /// let mut server = ackloop::Server::bind(ackloop::Config::loopback())?;
+    /// let seen = Arc::new(Mutex::new(Vec::new()));
+    /// let log = Arc::clone(&seen);
+    /// server.on_journal(move |event| log.lock().unwrap().push(event.bytes.to_vec()));
+    /// let mut client = std::net::TcpStream::connect(server.tcp_addr().unwrap())?;
+    /// client.write_all(b"ping")?;
+    /// while seen.lock().unwrap().len() < 2 {
+    ///     server.turn(Some(std::time::Duration::from_millis(10)))?;
+    /// }
+    /// assert_eq!(*seen.lock().unwrap(), [&b"ping"[..], b"Received"]);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn on_journal(&mut self, callback: impl FnMut(&JournalEvent<'_>) + Send + 'static) {
+        let callback = Box::new(callback);
+        match &mut self.journal {
+            Some(journal) => journal.get_mut().set_callback(callback),
+            None => self.journal = Some(RefCell::new(Journal::to_callback(callback))),
+        }
+        self.sources.tcp.switch_to_responder(&mut self.replies);
     }
 
     /// Runs one turn: waits for events for at most `timeout` (`None`: as
@@ -398,6 +469,7 @@ impl Server {
             ready,
             ready_next,
             faults,
+            journal,
             shared,
             ..
         } = self;
@@ -410,6 +482,7 @@ impl Server {
             timers,
             ready: ready_next,
             faults,
+            journal: journal.as_ref(),
         };
         for event in events.iter() {
             trace!("event {}", Described(event));
@@ -422,6 +495,12 @@ impl Server {
             sources.on_due(entry.due, entry.at, &mut t);
         }
         sources.end_turn(&mut t);
+        if let Some(journal) = journal {
+            let journal = journal.get_mut();
+            journal.flush();
+            let lost = &shared.counters.journal_lost;
+            lost.store(journal.lost(), std::sync::atomic::Ordering::Relaxed);
+        }
         std::mem::swap(ready, ready_next);
         if sources.stopping && sources.is_idle() {
             self.status = Status::Stopped;

@@ -38,6 +38,9 @@ pub struct Stats {
     pub up_bytes_out: u64,
     /// Faults applied on purpose, by kind (`--fault`).
     pub faults: FaultCounts,
+    /// Journal lines not written: its write failed, or a slow reader let
+    /// more than [`MAX_JOURNAL_BUFFER`](crate::MAX_JOURNAL_BUFFER) wait.
+    pub journal_lost: u64,
 }
 
 impl fmt::Display for Stats {
@@ -70,6 +73,9 @@ impl fmt::Display for Stats {
             }
             f.write_str(")")?;
         }
+        if self.journal_lost > 0 {
+            write!(f, ", journal lines lost {}", self.journal_lost)?;
+        }
         Ok(())
     }
 }
@@ -94,6 +100,7 @@ pub(crate) struct Counters {
     pub up_bytes_out: AtomicU64,
     /// Faults applied, by [`FaultKind::index`](crate::FaultKind).
     pub faults: [AtomicU64; KINDS],
+    pub journal_lost: AtomicU64,
 }
 
 /// Adds `n` to a counter written by this thread only.
@@ -132,6 +139,7 @@ impl Counters {
             up_bytes_in: self.up_bytes_in.load(Relaxed),
             up_bytes_out: self.up_bytes_out.load(Relaxed),
             faults: FaultCounts::from_array(self.faults.each_ref().map(|n| n.load(Relaxed))),
+            journal_lost: self.journal_lost.load(Relaxed),
         }
     }
 }

@@ -29,7 +29,8 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::{
-    Config, Error, Fault, FixedReply, Handle, Mode, Protocol, Request, Responder, Server, Stats,
+    Config, Error, Fault, FixedReply, Handle, JournalCallback, JournalEvent, Mode, Protocol,
+    Request, Responder, Rule, Server, Stats,
 };
 
 /// How long [`TestServer::wait_for`] waits before it gives up.
@@ -118,8 +119,14 @@ struct Recording {
     limit: usize,
 }
 
-impl Responder for Recording {
-    fn respond(&mut self, request: &Request<'_>, reply: &mut Vec<u8>) -> bool {
+impl Recording {
+    /// Records `request`, then (if `answer`) asks the inner responder.
+    fn respond_recorded(
+        &mut self,
+        request: &Request<'_>,
+        reply: &mut Vec<u8>,
+        answer: bool,
+    ) -> bool {
         let mut log = lock(&self.record.log);
         log.arrived[usize::from(request.protocol == Protocol::Udp)] += 1;
         if log.messages.len() < self.limit {
@@ -133,11 +140,23 @@ impl Responder for Recording {
         }
         drop(log);
         self.record.arrived.notify_all();
-        self.inner.respond(request, reply)
+        answer && self.inner.respond(request, reply)
+    }
+}
+
+impl Responder for Recording {
+    fn respond(&mut self, request: &Request<'_>, reply: &mut Vec<u8>) -> bool {
+        self.respond_recorded(request, reply, true)
     }
 
     fn set_reply_text(&mut self, text: &[u8]) -> bool {
         self.inner.set_reply_text(text)
+    }
+
+    /// A rule answered: recorded all the same.
+    fn answered_by_rule(&mut self, request: &Request<'_>) {
+        let mut ignored = Vec::new();
+        let _ = self.respond_recorded(request, &mut ignored, false);
     }
 }
 
@@ -167,6 +186,7 @@ pub struct Builder {
     config: Config,
     responder: Option<Box<dyn Responder + Send>>,
     record_limit: usize,
+    journal: Option<JournalCallback>,
 }
 
 impl std::fmt::Debug for Builder {
@@ -206,6 +226,13 @@ impl Builder {
         self
     }
 
+    /// Adds a rule, as `--rule` does: `.rule("exact:ping => pong".parse()?)`.
+    /// Messages a rule answers are recorded too.
+    pub fn rule(mut self, rule: Rule) -> Builder {
+        self.config.rules.push(rule);
+        self
+    }
+
     /// Relays `upstream`'s protocol to a real server, as `--upstream`
     /// does: `.upstream("tcp:127.0.0.1:6379".parse()?)`. The clients then
     /// talk to that server through the test server, and faults act on
@@ -236,6 +263,17 @@ impl Builder {
         self
     }
 
+    /// Hands every journal event (each message in, each reply, greeting
+    /// and push out) to `callback`, on the server's thread, as
+    /// [`Server::on_journal`] does.
+    pub fn on_journal(
+        mut self,
+        callback: impl FnMut(&JournalEvent<'_>) + Send + 'static,
+    ) -> Builder {
+        self.journal = Some(Box::new(callback));
+        self
+    }
+
     /// Binds and starts serving on a background thread.
     ///
     /// # Errors
@@ -250,7 +288,7 @@ impl Builder {
             record: Arc::clone(&record),
             limit: self.record_limit,
         };
-        let config = self.config;
+        let (config, journal) = (self.config, self.journal);
         let (bound_tx, bound_rx) = mpsc::channel();
         // The server is built on its thread: the responder need only be Send.
         let thread = std::thread::Builder::new()
@@ -263,6 +301,9 @@ impl Builder {
                         return Ok(Stats::default());
                     }
                 };
+                if let Some(callback) = journal {
+                    server.on_journal(callback);
+                }
                 let bound = (server.tcp_addr(), server.udp_addr(), server.handle());
                 let _ = bound_tx.send(Ok(bound));
                 server.run()
@@ -309,6 +350,7 @@ impl TestServer {
             config: Config::loopback(),
             responder: None,
             record_limit: DEFAULT_RECORD_LIMIT,
+            journal: None,
         }
     }
 

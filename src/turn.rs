@@ -5,6 +5,7 @@
 //! handlers ([`tcp`](crate::tcp), [`udp`](crate::udp)): they all use it,
 //! and it uses none of them.
 
+use std::cell::RefCell;
 use std::fmt;
 
 use std::io;
@@ -13,6 +14,7 @@ use mio::event::Source;
 use mio::{Interest, Registry, Token};
 
 use crate::fault::Faults;
+use crate::journal::Journal;
 use crate::reply::Replies;
 use crate::stats::Counters;
 use crate::timer::{Millis, Timers};
@@ -56,6 +58,8 @@ pub(crate) struct Turn<'a> {
     pub ready: &'a mut Vec<Ready>,
     /// The faults in force (none by default).
     pub faults: &'a mut Faults,
+    /// The journal (`--journal` or a callback), if any.
+    pub journal: Option<&'a RefCell<Journal>>,
 }
 
 /// Registers `WRITABLE` interest on `source` exactly while `want` says

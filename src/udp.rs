@@ -23,6 +23,7 @@ use mio::net::UdpSocket;
 
 use crate::config::Config;
 use crate::fault::{self, FaultKind, Verdict};
+use crate::journal::{AppliedFaults, JournalDirection};
 use crate::relay::Direction;
 use crate::relay::flows::Flows;
 use crate::reply::{Protocol, Replies, Request, ask};
@@ -33,7 +34,10 @@ use crate::write::nonblocking;
 
 #[cfg(target_os = "linux")]
 mod batch;
+mod journal;
 mod relay;
+
+use journal::Datagram;
 
 /// Datagrams read per turn before other sources get their turn: a flood
 /// on UDP cannot starve TCP clients. Replies sent from the queue, and
@@ -48,6 +52,8 @@ const SPARE_CAPACITY: usize = crate::config::MAX_REPLY_LEN;
 struct Queued {
     to: SocketAddr,
     bytes: Vec<u8>,
+    /// With a journal, a delayed reply's line, written when it leaves.
+    note: Option<journal::Note>,
 }
 
 /// The UDP socket and its reply queue.
@@ -266,7 +272,15 @@ impl Udp {
     /// queues it.
     fn answer(&mut self, len: usize, from: SocketAddr, t: &mut Turn<'_>) {
         let ordinal = t.counters.datagrams.load(Relaxed);
-        let verdict = judge(from, (Direction::Down, ordinal), t);
+        let journaled = Datagram {
+            journal: t.journal,
+            now: t.now,
+            ordinal,
+            peer: from,
+        };
+        let clean = AppliedFaults::default();
+        journaled.record(JournalDirection::In, &t.buf[..len], clean);
+        let verdict = judge(from, (Direction::Down, ordinal), len, t);
         let reply: Option<&[u8]> = match t.replies {
             Replies::Fixed(pattern) => Some(pattern.text()),
             Replies::Custom { responder, scratch } => {
@@ -275,16 +289,19 @@ impl Udp {
                     peer: from,
                     message: &t.buf[..len],
                 };
-                ask(responder.as_mut(), scratch, &request)
+                ask(responder, scratch, &request)
             }
         };
         match (reply, verdict) {
             (None, _) => {} // The responder sends nothing.
-            (Some(reply), None) => self.send_or_queue(reply, from, t.counters, t.now),
+            (Some(reply), None) => {
+                journaled.record(JournalDirection::Out, reply, clean);
+                self.send_or_queue(reply, from, t.counters, t.now);
+            }
             // Shaped, so copied out of the shared reply.
             (Some(reply), Some(verdict)) => {
                 let reply = reply.to_vec();
-                self.answer_faulty(reply, &verdict, from, t);
+                self.answer_faulty(reply, &verdict, journaled, t);
             }
         }
     }
@@ -294,11 +311,12 @@ impl Udp {
         &mut self,
         mut reply: Vec<u8>,
         verdict: &Verdict,
-        from: SocketAddr,
+        journaled: Datagram<'_>,
         t: &mut Turn<'_>,
     ) {
+        let (from, faults) = (journaled.peer, AppliedFaults::of(&verdict.applied));
         if verdict.terminal == Some(FaultKind::Drop) {
-            return;
+            return journaled.record(JournalDirection::Out, &[], faults);
         }
         if let Some(seed) = verdict.corrupt {
             fault::corrupt(&mut reply, seed);
@@ -308,22 +326,38 @@ impl Udp {
         }
         for _ in 0..1 + usize::from(verdict.duplicate) {
             match verdict.delay_ms {
-                0 => self.send_or_queue(&reply, from, t.counters, t.now),
-                delay => self.delay_reply(&reply, from, at_least(t.now, delay), t),
+                0 => {
+                    journaled.record(JournalDirection::Out, &reply, faults);
+                    self.send_or_queue(&reply, from, t.counters, t.now);
+                }
+                delay => {
+                    let note = t.journal.is_some().then_some((journaled.ordinal, faults));
+                    self.delay_reply(&reply, from, at_least(t.now, delay), note, t);
+                }
             }
         }
     }
 
     /// Holds a reply back until `at`, within the queue's bounds.
-    fn delay_reply(&mut self, reply: &[u8], to: SocketAddr, at: Millis, t: &mut Turn<'_>) {
+    fn delay_reply(
+        &mut self,
+        reply: &[u8],
+        to: SocketAddr,
+        at: Millis,
+        note: Option<journal::Note>,
+        t: &mut Turn<'_>,
+    ) {
         if !self.has_room(reply.len(), t.counters, t.now) {
             return;
         }
         self.queued_bytes += reply.len();
         self.delayed_serial += 1;
         let bytes = reply.to_vec();
-        self.delayed
-            .push(Reverse((at, self.delayed_serial, Queued { to, bytes })));
+        self.delayed.push(Reverse((
+            at,
+            self.delayed_serial,
+            Queued { to, bytes, note },
+        )));
         self.arm_delay_timer(t);
     }
 
@@ -381,6 +415,16 @@ impl Udp {
             };
             *sends -= 1;
             self.queued_bytes -= reply.bytes.len();
+            if let Some((ordinal, faults)) = reply.note {
+                let (journal, now, peer) = (t.journal, t.now, reply.to);
+                let journaled = Datagram {
+                    journal,
+                    now,
+                    ordinal,
+                    peer,
+                };
+                journaled.record(JournalDirection::Out, &reply.bytes, faults);
+            }
             self.send_or_queue(&reply.bytes, reply.to, t.counters, t.now);
         }
     }
@@ -409,7 +453,11 @@ impl Udp {
         let mut bytes = self.spare.pop().unwrap_or_default();
         bytes.extend_from_slice(reply);
         self.queued_bytes += bytes.len();
-        self.queue.push_back(Queued { to, bytes });
+        self.queue.push_back(Queued {
+            to,
+            bytes,
+            note: None,
+        });
     }
 
     /// Whether a reply of `len` bytes fits the queue's bounds; if not, it
@@ -463,14 +511,23 @@ impl Udp {
 }
 
 /// Judges a datagram of `peer`'s (the `ordinal`th travelling in `dir`:
-/// `Down` for a reply, `Up` for a relayed request), with UDP faults in
+/// `Down` for a reply, `Up` for a relayed request), which is
+/// `t.buf[..len]` (a relay judges without it: 0), with UDP faults in
 /// force: the verdict if any fault applies (counted and logged), else
 /// `None`, and the datagram goes out as it is.
-fn judge(peer: SocketAddr, (dir, ordinal): (Direction, u64), t: &mut Turn<'_>) -> Option<Verdict> {
+fn judge(
+    peer: SocketAddr,
+    (dir, ordinal): (Direction, u64),
+    len: usize,
+    t: &mut Turn<'_>,
+) -> Option<Verdict> {
     if !t.faults.any(Protocol::Udp) {
         return None;
     }
-    let verdict = t.faults.judge_in(Protocol::Udp, dir, [ordinal, 0]);
+    let datagram = &t.buf[..len];
+    let verdict = t
+        .faults
+        .judge_message(Protocol::Udp, dir, [ordinal, 0], datagram);
     if verdict.is_clean() {
         return None;
     }
@@ -508,116 +565,4 @@ fn send(socket: &UdpSocket, bytes: &[u8], to: SocketAddr) -> io::Result<Option<u
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::reply::Pattern;
-    use crate::timer::Timers;
-    use std::time::Duration;
-
-    /// Runs `body` with a turn of its own: a fixed reply, no faults, a
-    /// fresh timer heap and still-ready list, the clock at 0.
-    fn with_turn(registry: &Registry, counters: &Counters, body: impl FnOnce(&mut Turn<'_>)) {
-        let (mut buf, mut timers, mut ready) = (vec![0; 1024], Timers::with_capacity(0), vec![]);
-        let mut faults = crate::fault::Faults::new(0, &[]);
-        let mut replies = Replies::Fixed(Pattern::new(b"Received", false, 64));
-        body(&mut Turn {
-            registry,
-            now: 0,
-            buf: &mut buf,
-            replies: &mut replies,
-            counters,
-            timers: &mut timers,
-            ready: &mut ready,
-            faults: &mut faults,
-        });
-    }
-
-    /// A UDP socket on `127.0.0.1:0`, registered on `poll`, without batches.
-    fn registered(poll: &mio::Poll, config: &Config) -> Udp {
-        let mut socket = UdpSocket::bind("127.0.0.1:0".parse().unwrap()).unwrap();
-        poll.registry()
-            .register(&mut socket, UDP, mio::Interest::READABLE)
-            .unwrap();
-        Udp::new(socket, false, config)
-    }
-
-    /// On loopback the kernel almost never makes `send_to` block, so the
-    /// queue is filled by hand here, then drained by a real `serve`.
-    #[test]
-    fn queued_replies_are_bounded_then_sent_in_order() {
-        let poll = mio::Poll::new().unwrap();
-        let client = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-        client
-            .set_read_timeout(Some(Duration::from_secs(10)))
-            .unwrap();
-        let to = client.local_addr().unwrap();
-        let config = Config::default();
-        let (queue_len, queue_bytes) = (config.udp_queue_len, config.udp_queue_bytes);
-        let mut udp = registered(&poll, &config);
-        let counters = Counters::default();
-        for i in 0..queue_len + 5 {
-            udp.queue_reply(format!("{i}").as_bytes(), to, &counters, 0);
-        }
-        assert_eq!(udp.queued(), queue_len);
-        assert_eq!(counters.snapshot().replies_dropped, 5, "past the bound");
-        // The byte bound holds too: one reply as large as all allowed.
-        udp.queue_reply(&vec![0; queue_bytes], to, &counters, 0);
-        assert_eq!(counters.snapshot().replies_dropped, 6);
-
-        with_turn(poll.registry(), &counters, |t| {
-            // The socket has nothing to receive, so serve only sends: a
-            // turn's budget at a time, the socket staying on the ready list
-            // while replies are left.
-            let mut turns = 0;
-            loop {
-                udp.serve(t);
-                turns += 1;
-                let sent = (turns * DATAGRAMS_PER_TURN).min(queue_len);
-                assert_eq!(udp.queued(), queue_len - sent, "turn {turns}");
-                if udp.queued() == 0 {
-                    break;
-                }
-                assert_eq!(t.ready.pop(), Some(Ready::Udp), "still ready");
-            }
-            assert_eq!(turns, queue_len.div_ceil(DATAGRAMS_PER_TURN));
-            let sent: usize = (0..queue_len).map(|i| format!("{i}").len()).sum();
-            assert_eq!(counters.snapshot().bytes_out, sent as u64);
-            // Loopback delivers during `send_to`, so what will arrive has
-            // arrived; the client's receive buffer holds the first few hundred
-            // (the kernel drops the rest), and they are in order.
-            client.set_nonblocking(true).unwrap();
-            let mut got = [0; 16];
-            let mut received = 0;
-            while let Ok(n) = client.recv(&mut got) {
-                assert_eq!(&got[..n], format!("{received}").as_bytes(), "in order");
-                received += 1;
-            }
-            assert!(received >= 100, "only {received} replies arrived");
-            assert!(udp.spare.len() <= queue_len, "spares are bounded");
-        });
-    }
-
-    #[test]
-    fn delayed_replies_due_together_are_released_a_turn_budget_at_a_time() {
-        let poll = mio::Poll::new().unwrap();
-        let sink = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-        let to = sink.local_addr().unwrap();
-        let config = Config::default();
-        let mut udp = registered(&poll, &config);
-        let counters = Counters::default();
-        with_turn(poll.registry(), &counters, |t| {
-            let held = DATAGRAMS_PER_TURN + 10;
-            for _ in 0..held {
-                udp.delay_reply(b"late", to, 5, t);
-            }
-            t.now = 5;
-            udp.release_delayed(t);
-            assert_eq!(udp.delayed.len(), 10, "one turn's budget released");
-            assert_eq!(t.ready.pop(), Some(Ready::Udp), "the rest next turn");
-            udp.serve(t);
-            assert_eq!(udp.queued(), 0);
-            assert!(t.ready.is_empty());
-            assert_eq!(counters.snapshot().bytes_out, 4 * held as u64);
-        });
-    }
-}
+mod tests;

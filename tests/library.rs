@@ -397,7 +397,8 @@ fn the_handle_flips_faults_reply_and_listener_between_steps() {
 /// them with a one-line error, and nothing changes.
 fn faults_no_spec_could_write() -> Vec<ackloop::Fault> {
     use ackloop::{Fault, FaultKind, Selector};
-    let all = Selector::default();
+    // Not Copy (a `match=` holds bytes): a fresh one each time.
+    let all = Selector::default;
     let fault = |protocol, kind, select| Fault {
         protocol,
         kind,
@@ -412,15 +413,15 @@ fn faults_no_spec_could_write() -> Vec<ackloop::Fault> {
         max_ms: 10,
     };
     vec![
-        fault(Protocol::Tcp, dribble_nothing, all),
-        fault(Protocol::Tcp, backwards, all),
-        fault(Protocol::Udp, backwards, all),
+        fault(Protocol::Tcp, dribble_nothing, all()),
+        fault(Protocol::Tcp, backwards, all()),
+        fault(Protocol::Udp, backwards, all()),
         fault(
             Protocol::Udp,
             FaultKind::Drop,
             Selector {
                 p: Some(7.5),
-                ..all
+                ..all()
             },
         ),
         fault(
@@ -428,7 +429,7 @@ fn faults_no_spec_could_write() -> Vec<ackloop::Fault> {
             FaultKind::Drop,
             Selector {
                 p: Some(f64::NAN),
-                ..all
+                ..all()
             },
         ),
         fault(
@@ -436,11 +437,11 @@ fn faults_no_spec_could_write() -> Vec<ackloop::Fault> {
             FaultKind::Drop,
             Selector {
                 every: Some(0),
-                ..all
+                ..all()
             },
         ),
-        fault(Protocol::Tcp, FaultKind::Drop, all),
-        fault(Protocol::Udp, FaultKind::Hang, all),
+        fault(Protocol::Tcp, FaultKind::Drop, all()),
+        fault(Protocol::Udp, FaultKind::Hang, all()),
     ]
 }
 

@@ -197,16 +197,30 @@ impl Faults {
         }
     }
 
-    /// Judges one message of `protocol`, which has `ordinals`: counts it
-    /// for every fault of its protocol and returns what applies.
+    /// Judges a message with no bytes (for tests of the counting).
+    #[cfg(test)]
     pub fn judge(&mut self, protocol: Protocol, ordinals: Ordinals) -> Verdict {
         self.judge_in(protocol, Direction::Down, ordinals)
     }
 
     /// Judges one relayed message travelling in direction `dir`: only the
     /// faults of that direction see it, so each direction counts its own
-    /// messages. Without a relay every message is `Down`.
+    /// messages. Without a relay every message is `Down`. Relays do not
+    /// read messages: their faults take no `match=`.
     pub fn judge_in(&mut self, protocol: Protocol, dir: Direction, ordinals: Ordinals) -> Verdict {
+        self.judge_message(protocol, dir, ordinals, &[])
+    }
+
+    /// Judges one message of `protocol` going `dir`, which has `ordinals`
+    /// and is `message`: counts it for every fault of its protocol and
+    /// direction, and returns what applies.
+    pub fn judge_message(
+        &mut self,
+        protocol: Protocol,
+        dir: Direction,
+        ordinals: Ordinals,
+        message: &[u8],
+    ) -> Verdict {
         let mut verdict = Verdict::default();
         let seed = self.seed;
         for (position, active) in self.active.iter_mut().enumerate() {
@@ -220,7 +234,7 @@ impl Faults {
                 protocol,
                 ordinals,
             };
-            if selects(&active.fault.select, active.seen, &key) {
+            if selects(&active.fault.select, active.seen, &key, message) {
                 apply(&mut verdict, active.fault.kind, &key);
             }
         }
@@ -231,15 +245,15 @@ impl Faults {
     }
 }
 
-/// Whether `select` picks the message that is the `nth` (from 1) its
-/// fault judged.
-fn selects(select: &Selector, nth: u64, key: &Key) -> bool {
+/// Whether `select` picks `message`, the `nth` (from 1) its fault judged.
+fn selects(select: &Selector, nth: u64, key: &Key, message: &[u8]) -> bool {
     select.first.is_none_or(|n| nth <= n)
         && select.after.is_none_or(|n| nth > n)
         && select.every.is_none_or(|n| n > 0 && nth % n == 0)
         && select
             .p
             .is_none_or(|p| unit_interval(key.hash(Purpose::Select)) < p)
+        && select.matches.as_ref().is_none_or(|m| m.matches(message))
 }
 
 /// Adds one selected fault to the verdict, in composition order.

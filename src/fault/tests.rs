@@ -370,3 +370,35 @@ fn adding_checks_the_fault_and_the_cap_and_changes_nothing_on_error() {
     assert!(error.starts_with("fault 'tcp:close': 64 faults"), "{error}");
     assert!(!faults.any(Protocol::Tcp), "not in force");
 }
+
+#[test]
+fn a_match_selector_picks_the_messages_it_fits_and_every_counts_all() {
+    let fault: Fault = r"udp:drop,match=prefix:x\x2cy,every=2".parse().unwrap();
+    assert_eq!(
+        fault.select.matches,
+        Some(crate::Match::Prefix(b"x,y".to_vec())),
+        "a comma in a match is written \\x2c"
+    );
+    assert_eq!(fault.to_string(), r"udp:drop,every=2,match=prefix:x\x2cy");
+    let mut faults = Faults::new(1, &[fault]);
+    let dropped: Vec<bool> = [&b"x,y1"[..], b"x,y2", b"other", b"x,y4", b"x,y5"]
+        .iter()
+        .enumerate()
+        .map(|(i, m)| {
+            let v = faults.judge_message(Protocol::Udp, Direction::Down, [i as u64 + 1, 0], m);
+            v.terminal.is_some()
+        })
+        .collect();
+    assert_eq!(dropped, [false, true, false, true, false]);
+    for bad in [
+        "tcp:reset,match=",
+        "tcp:reset,match=nope",
+        r"tcp:reset,match=exact:\q",
+        "tcp:reset,match=exact:a,b",
+    ] {
+        let why = bad.parse::<Fault>().unwrap_err();
+        assert!(why.contains(bad), "{why}");
+    }
+    let exact: Fault = r"tcp:reset,match=exact:\x20quit\r".parse().unwrap();
+    assert_eq!(exact.to_string().parse::<Fault>(), Ok(exact));
+}

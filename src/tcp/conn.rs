@@ -33,6 +33,7 @@
 //! The [crate docs](crate#the-life-of-a-connection) tell the same story
 //! from the loop's side.
 
+use std::cell::RefCell;
 use std::io::{self, ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr};
 
@@ -41,6 +42,7 @@ use log::warn;
 use crate::config::Mode;
 use crate::fault::Faults;
 use crate::framing::{OpenLine, Piece};
+use crate::journal::Journal;
 use crate::reply::Replies;
 use crate::stats::{Counters, add};
 use crate::timer::{Millis, RateLimit};
@@ -99,6 +101,8 @@ pub(crate) struct Ctx<'a> {
     pub warnings: &'a mut RateLimit,
     /// The faults in force.
     pub faults: &'a mut Faults,
+    /// The journal, if there is one (then replies come from a responder).
+    pub journal: Option<&'a RefCell<Journal>>,
 }
 
 /// Where a connection is in its life (see the module docs), with what
@@ -419,7 +423,7 @@ impl Connection {
         match cx.mode {
             // Once mode: the first bytes are the message; answer, then close.
             Mode::Once => {
-                self.owe_reply(Message::Input(input), false, cx);
+                self.owe_reply(Message::Input(input), false, b"", cx);
                 if let Phase::Open { .. } = self.phase {
                     self.phase = Phase::CLOSING;
                 }
@@ -463,6 +467,12 @@ impl Connection {
             let custom = matches!(cx.replies, Replies::Custom { .. });
             match piece {
                 Piece::Line(end) => {
+                    // The terminator as it came, for a journal (which
+                    // makes replies come from a responder).
+                    let ending = match custom {
+                        true => journal::line_ending(&input[..used], end.carried_cr),
+                        false => b"",
+                    };
                     // A custom responder needs the line in one piece: join
                     // the bytes carried from earlier reads. Otherwise the
                     // whole line is in this input, or the reply ignores it.
@@ -476,7 +486,7 @@ impl Connection {
                     } else {
                         Message::Input(end.tail)
                     };
-                    self.owe_reply(message, true, cx);
+                    self.owe_reply(message, true, ending, cx);
                 }
                 Piece::Partial(bytes) if custom => self.buffers().line.extend_from_slice(bytes),
                 Piece::Partial(_) => {}
@@ -497,7 +507,7 @@ impl Connection {
             (Phase::Open { mut line, .. }, Mode::Line) => {
                 // A final line without '\n' is still a line.
                 if let Ok(Some(_)) = line.finish(cx.max_line) {
-                    self.owe_reply(Message::Buffered, true, cx);
+                    self.owe_reply(Message::Buffered, true, b"", cx);
                 }
                 self.phase = Phase::Closing { peer_eof: true };
                 Ok(())
@@ -526,6 +536,7 @@ enum Reads {
 }
 
 mod buffers;
+mod journal;
 mod stamp;
 mod steps;
 #[cfg(test)]

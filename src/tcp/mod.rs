@@ -10,6 +10,7 @@
 //! cannot reach a new connection that got the same key.
 
 mod conn;
+mod script;
 
 use std::io::{self, ErrorKind};
 use std::net::SocketAddr;
@@ -23,7 +24,7 @@ use crate::command::{Reply, Target};
 use crate::config::{Config, MAX_REPLY_LEN, Mode};
 use crate::relay::pair::Side;
 use crate::relay::pairs::Pairs;
-use crate::reply::{Pattern, Protocol, Replies};
+use crate::reply::{Pattern, Protocol, Replies, Responder};
 use crate::stats::add;
 use crate::stats::sub;
 use crate::table::Table;
@@ -89,6 +90,9 @@ pub(crate) struct Tcp {
     /// Shutting down: no new clients; connections close once their owed
     /// bytes are out.
     stopping: bool,
+    /// Sent first on every new connection (`--greeting`), bounded by
+    /// `MAX_REPLY_LEN`.
+    greeting: Option<Vec<u8>>,
     /// A relay (`--upstream tcp:...`): every client becomes a pair with
     /// the upstream, and `conns` stays empty.
     relay: Option<Box<Pairs>>,
@@ -118,6 +122,7 @@ impl Tcp {
             reject_log: RateLimit::default(),
             line_log: RateLimit::default(),
             stopping: false,
+            greeting: config.greeting.clone(),
             relay: config
                 .upstream_tcp
                 .map(|up| Box::new(Pairs::new(up, config))),
@@ -214,12 +219,17 @@ impl Tcp {
         // holds a first segment, nor a FIN, so the system call would buy
         // nothing (about 10 % of the calls of a once-mode exchange).
         let custom = matches!(t.replies, Replies::Custom { .. });
-        if self.mode == Mode::Line || custom || t.faults.any(Protocol::Tcp) {
+        let scripted = custom || self.greeting.is_some();
+        if self.mode == Mode::Line || scripted || t.faults.any(Protocol::Tcp) {
             let _ = stream.set_nodelay(true);
         }
         let id = self.next_id;
-        let custom_peer = matches!(t.replies, Replies::Custom { .. }).then_some(peer);
-        let conn = Connection::new(id, t.now, custom_peer);
+        let custom_peer = custom.then_some(peer);
+        let mut conn = Connection::new(id, t.now, custom_peer);
+        if t.journal.is_some() {
+            conn.journal_peer(peer);
+        }
+        self.greet(&mut conn, t);
         let slot = |stream| Slot {
             stream,
             conn,
@@ -236,6 +246,10 @@ impl Tcp {
         add(&t.counters.accepted, 1);
         add(&t.counters.open, 1);
         debug!("conn {key}: accepted {peer}");
+        if self.greeting.is_some() {
+            // The greeting leaves before anything is read.
+            self.drive(key, false, t);
+        }
         // The request usually arrives with the connection: read it now
         // instead of waiting a whole turn for the readable event.
         self.drive(key, true, t);
@@ -291,6 +305,7 @@ impl Tcp {
             counters: t.counters,
             warnings: &mut self.line_log,
             faults: t.faults,
+            journal: t.journal,
         };
         let outcome = slot.conn.advance(&mut slot.stream, readable, &mut cx);
         if let Some(before) = before {
@@ -509,6 +524,18 @@ impl Target for Tcp {
         }
         *t.replies = Replies::Fixed(Pattern::new(&text, self.mode == Mode::Line, self.max_owed));
         Ok(String::new())
+    }
+
+    fn see_messages(&mut self, t: &mut Turn<'_>) {
+        self.switch_to_responder(t.replies);
+    }
+
+    fn set_greeting(&mut self, text: Option<Vec<u8>>) -> Reply {
+        self.greet_with(text)
+    }
+
+    fn push(&mut self, text: Vec<u8>, t: &mut Turn<'_>) -> Reply {
+        self.push_to_all(text, t)
     }
 }
 

@@ -8,7 +8,7 @@ use std::sync::atomic::Ordering::Relaxed;
 
 use log::debug;
 
-use super::{DATAGRAMS_PER_TURN, Udp, judge, receive};
+use super::{DATAGRAMS_PER_TURN, Datagram, Udp, judge, receive};
 use crate::relay::Direction;
 use crate::relay::flows::Received;
 use crate::stats::add;
@@ -29,7 +29,7 @@ impl Udp {
                     add(&t.counters.datagrams, 1);
                     add(&t.counters.bytes_in, len as u64);
                     let ordinal = t.counters.datagrams.load(Relaxed);
-                    let verdict = judge(from, (Direction::Up, ordinal), t);
+                    let verdict = judge(from, (Direction::Up, ordinal), 0, t);
                     flows.send_up(len.min(t.buf.len()), from, verdict, t);
                 }
                 // Drained: the next datagram brings a new event.
@@ -63,10 +63,20 @@ impl Udp {
                 }
             };
             let len = len.min(t.buf.len());
-            match judge(client, (Direction::Down, ordinal), t) {
+            match judge(client, (Direction::Down, ordinal), 0, t) {
                 None => self.send_or_queue(&t.buf[..len], client, t.counters, t.now),
                 // Shaped, so copied out of the shared buffer.
-                Some(verdict) => self.answer_faulty(t.buf[..len].to_vec(), &verdict, client, t),
+                Some(verdict) => {
+                    // Relayed datagrams are not journaled.
+                    let unjournaled = Datagram {
+                        journal: None,
+                        now: t.now,
+                        ordinal,
+                        peer: client,
+                    };
+                    let reply = t.buf[..len].to_vec();
+                    self.answer_faulty(reply, &verdict, unjournaled, t);
+                }
             }
         }
         self.relay = Some(flows);

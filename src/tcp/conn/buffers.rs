@@ -33,6 +33,8 @@ pub(super) struct Buffers {
     pub wake_at: Option<Millis>,
     /// The first step's bytes are due but the socket would take no more.
     pub steps_blocked: bool,
+    /// With a journal: the peer, until the connection's first line names it.
+    pub journal_peer: Option<SocketAddr>,
 }
 
 impl Connection {

@@ -16,9 +16,12 @@
 
 use log::debug;
 
+use super::journal::Note;
 use super::write::{Message, append_reply, pattern_start, respond};
 use super::{Buffers, Close, Connection, Ctx, Phase, Stamp, Stream};
 use crate::fault::{self, FaultKind, Verdict};
+use crate::journal::{AppliedFaults, JournalDirection};
+use crate::relay::Direction;
 use crate::reply::{Pattern, Protocol, Replies};
 use crate::timer::{Millis, at_least};
 
@@ -37,6 +40,8 @@ pub(super) enum Step {
         at: Millis,
         dribble: Option<(u32, Millis)>,
         chunk_left: usize,
+        /// With a journal: its line, written when its first bytes leave.
+        note: Option<Note>,
     },
     /// Then end the connection: at `at`, or `wait_ms` after the steps
     /// before it are done.
@@ -44,6 +49,8 @@ pub(super) enum Step {
         ending: Ending,
         at: Option<Millis>,
         wait_ms: Millis,
+        /// With a journal: the fault that ends it, journaled then.
+        note: Option<Note>,
     },
 }
 
@@ -82,10 +89,30 @@ impl Connection {
             at: 0,
             dribble: None,
             chunk_left: 0,
+            note: None,
         });
         // Owed bytes left after a flush are bytes the socket refused: the
         // step is blocked on it as they were, and writable interest stays.
         buffers.steps_blocked = true;
+    }
+
+    /// Queues bytes the client did not ask for (a greeting, a push)
+    /// behind what it is owed: they count in its backlog, and later
+    /// replies follow them in order.
+    pub fn send_unasked(&mut self, bytes: Vec<u8>, journal: bool) {
+        let note = journal.then_some(Note {
+            msg: 0,
+            faults: AppliedFaults::default(),
+        });
+        let buffers = self.buffers();
+        buffers.step_bytes += bytes.len();
+        buffers.steps.push_back(Step::Send {
+            bytes,
+            at: 0,
+            dribble: None,
+            chunk_left: 0,
+            note,
+        });
     }
 
     pub(super) fn has_steps(&self) -> bool {
@@ -94,12 +121,17 @@ impl Connection {
 
     /// Judges the message just counted, with TCP faults in force: the
     /// verdict if any fault applies (counted and logged), else `None`.
-    pub(super) fn judge(&self, cx: &mut Ctx<'_>) -> Option<Verdict> {
+    pub(super) fn judge(&self, message: Message<'_>, cx: &mut Ctx<'_>) -> Option<Verdict> {
         if !cx.faults.any(Protocol::Tcp) {
             return None;
         }
         let ordinals = [u64::from(self.id), u64::from(self.messages)];
-        let verdict = cx.faults.judge(Protocol::Tcp, ordinals);
+        let bytes = match (message, &self.buffers) {
+            (Message::Input(bytes), _) => bytes,
+            (Message::Buffered, Some(buffers)) => &buffers.line,
+            (Message::Buffered, None) => &[],
+        };
+        let verdict = (cx.faults).judge_message(Protocol::Tcp, Direction::Down, ordinals, bytes);
         if verdict.is_clean() {
             return None;
         }
@@ -120,15 +152,27 @@ impl Connection {
         verdict: Verdict,
         cx: &mut Ctx<'_>,
     ) {
+        let note = self.note(cx, AppliedFaults::of(&verdict.applied));
         match verdict.terminal {
-            Some(FaultKind::Hang) => return self.phase = Phase::Hanging,
+            Some(FaultKind::Hang) => {
+                if let (Some(entry), Some(note)) = (self.journal_entry(cx), note) {
+                    entry.record(
+                        note,
+                        JournalDirection::Out,
+                        &[],
+                        &mut self.buffers().journal_peer,
+                    );
+                }
+                return self.phase = Phase::Hanging;
+            }
             Some(kind) => {
                 let ending = if kind == FaultKind::Reset {
                     Ending::Reset
                 } else {
                     Ending::Fin
                 };
-                return self.push_end(ending, Some(at_least(cx.now, verdict.delay_ms)), 0);
+                let at = Some(at_least(cx.now, verdict.delay_ms));
+                return self.push_end(ending, at, 0, note);
             }
             None => {}
         }
@@ -148,19 +192,37 @@ impl Connection {
                 bytes,
                 at: at_least(cx.now, verdict.delay_ms),
                 dribble: verdict.dribble,
+                note,
             });
+        } else if let (Some(entry), Some(note)) = (self.journal_entry(cx), note) {
+            // Nothing to send: journaled now if a fault made it so.
+            if !note.faults.is_empty() {
+                entry.record(
+                    note,
+                    JournalDirection::Out,
+                    &[],
+                    &mut self.buffers().journal_peer,
+                );
+            }
         }
         if verdict.truncate.is_some() || verdict.slow_close_ms.is_some() {
-            self.push_end(Ending::Fin, None, verdict.slow_close_ms.unwrap_or(0));
+            self.push_end(Ending::Fin, None, verdict.slow_close_ms.unwrap_or(0), None);
         }
     }
 
     /// Queues the end of the connection; it takes no more messages.
-    fn push_end(&mut self, ending: Ending, at: Option<Millis>, wait_ms: Millis) {
+    fn push_end(
+        &mut self,
+        ending: Ending,
+        at: Option<Millis>,
+        wait_ms: Millis,
+        note: Option<Note>,
+    ) {
         let end = Step::End {
             ending,
             at,
             wait_ms,
+            note,
         };
         self.buffers().steps.push_back(end);
         self.phase = Phase::CLOSING;
@@ -194,6 +256,7 @@ impl Connection {
             self.last_active = Stamp::of(cx.now);
         }
         b.steps_blocked = false;
+        let entry = self.journal_entry(cx);
         while let Some(step) = b.steps.front_mut() {
             match step {
                 Step::Send {
@@ -201,6 +264,7 @@ impl Connection {
                     at,
                     dribble,
                     chunk_left,
+                    note,
                 } => {
                     if *at > cx.now {
                         b.wake_at = Some(*at);
@@ -213,6 +277,12 @@ impl Connection {
                     let (n, blocked) = self
                         .write_owed(stream, &bytes[..limit], cx.now, cx.counters)
                         .map_err(Close::Failed)?;
+                    // Its first bytes left: journal it whole.
+                    if let (Some(entry), true) = (&entry, n > 0) {
+                        if let Some(note) = note.take() {
+                            entry.record(note, JournalDirection::Out, bytes, &mut b.journal_peer);
+                        }
+                    }
                     bytes.drain(..n);
                     b.step_bytes -= n;
                     if let Some((chunk, every_ms)) = *dribble {
@@ -233,11 +303,15 @@ impl Connection {
                     ending,
                     at,
                     wait_ms,
+                    note,
                 } => {
                     let due = *at.get_or_insert(at_least(cx.now, *wait_ms));
                     if due > cx.now {
                         b.wake_at = Some(due);
                         return Ok(());
+                    }
+                    if let (Some(entry), Some(note)) = (&entry, note.take()) {
+                        entry.record(note, JournalDirection::Out, &[], &mut b.journal_peer);
                     }
                     let ending = *ending;
                     b.steps.clear();

@@ -5,13 +5,15 @@
 use std::io;
 use std::net::SocketAddr;
 
+use super::journal::Entry;
 use super::{Buffers, Close, Connection, Ctx, KEEP_CAPACITY, Stamp, Stream};
-use crate::reply::{Protocol, Replies, Request, Responder, ask};
+use crate::reply::{Protocol, Replies, Request, Scripted, ask};
 use crate::stats::{Counters, add};
 use crate::timer::Millis;
 use crate::write::write_until_blocked;
 
 /// Where a message's bytes are.
+#[derive(Clone, Copy)]
 pub(super) enum Message<'a> {
     /// In the input just taken.
     Input(&'a [u8]),
@@ -24,11 +26,19 @@ impl Connection {
     /// more unit of the pattern, with a custom one whatever the responder
     /// says (plus `\n` in line mode), queued on the connection. A message
     /// a fault selects, or one behind a fault's step, is queued as steps.
-    pub(super) fn owe_reply(&mut self, message: Message<'_>, newline: bool, cx: &mut Ctx<'_>) {
+    /// `ending`: the line's terminator as it came, for the journal.
+    pub(super) fn owe_reply(
+        &mut self,
+        message: Message<'_>,
+        newline: bool,
+        ending: &[u8],
+        cx: &mut Ctx<'_>,
+    ) {
         add(&cx.counters.messages, 1);
         self.messages = self.messages.wrapping_add(1);
-        let verdict = self.judge(cx);
+        let verdict = self.judge(message, cx);
         if verdict.is_some() || self.has_steps() {
+            self.journal_in(message, ending, self.journal_entry(cx));
             return self.queue_steps(message, newline, verdict.unwrap_or_default(), cx);
         }
         // Clean, with nothing queued: the owed-count fast path.
@@ -39,9 +49,14 @@ impl Connection {
             }
             Replies::Custom { responder, scratch } => (responder, scratch),
         };
+        let entry = Entry::of(cx.journal, cx.now, self.id);
+        self.journal_in(message, ending, entry);
         let buffers = self.buffers();
         let reply = respond(buffers, message, responder, scratch);
+        let start = buffers.out.len();
         append_reply(&mut buffers.out, reply, newline);
+        // Written with what is owed before it, in this turn's flush.
+        self.journal_out(start, entry);
     }
 
     /// Writes what is owed until it is all out, the socket would block,
@@ -136,7 +151,7 @@ pub(super) fn pattern_start(owed: u32, unit: usize) -> usize {
 pub(super) fn respond<'s>(
     buffers: &mut Buffers,
     message: Message<'_>,
-    responder: &mut Box<dyn Responder + Send>,
+    responder: &mut Scripted,
     scratch: &'s mut Vec<u8>,
 ) -> Option<&'s [u8]> {
     let request = Request {
@@ -147,7 +162,7 @@ pub(super) fn respond<'s>(
             Message::Buffered => &buffers.line,
         },
     };
-    let reply = ask(responder.as_mut(), scratch, &request);
+    let reply = ask(responder, scratch, &request);
     buffers.line.clear();
     reply
 }

@@ -78,6 +78,7 @@ fn bytes_written_before_a_write_error_are_counted() {
             counters: &lp.counters,
             warnings: &mut lp.warnings,
             faults: &mut lp.faults,
+            journal: None,
         };
         conn.advance(&mut failing, true, &mut cx)
     };

@@ -1,0 +1,79 @@
+//! What scripts change on the TCP side: the greeting every new connection
+//! gets first, pushes to every open connection, and the switch from the
+//! fixed reply to a responder that rules and `match=` faults need.
+
+use super::{Phase, Tcp};
+use crate::command::Reply;
+use crate::config::Mode;
+use crate::reply::Replies;
+use crate::stats::add;
+use crate::turn::Turn;
+
+impl Tcp {
+    /// Makes every message reach the responder whole: the fixed reply
+    /// becomes a responder (with the same text), and what each connection
+    /// owes under the old pattern stays owed, as bytes. A line already
+    /// half read when this happens is seen from its next bytes on.
+    pub(crate) fn switch_to_responder(&mut self, replies: &mut Replies) {
+        if let Some(old) = replies.make_responder() {
+            for (_, slot) in self.conns.iter_mut() {
+                slot.conn.keep_owed_bytes(&old);
+            }
+        }
+    }
+
+    /// The greeting for connections accepted from now on.
+    pub(super) fn greet_with(&mut self, greeting: Option<Vec<u8>>) -> Reply {
+        self.serves_tcp()?;
+        self.greeting = greeting;
+        Ok(String::new())
+    }
+
+    /// Sends `text` (and `\n` in line mode) to every open data connection
+    /// now, behind what each already owes. A connection closing is
+    /// skipped; one whose backlog is at `max_owed` already does not get it
+    /// (counted as dropped), so a client that never reads cannot make
+    /// pushes pile up.
+    pub(super) fn push_to_all(&mut self, mut text: Vec<u8>, t: &mut Turn<'_>) -> Reply {
+        self.serves_tcp()?;
+        if self.mode == Mode::Line {
+            text.push(b'\n');
+        }
+        if text.is_empty() {
+            return Ok(String::new());
+        }
+        let journal = t.journal.is_some();
+        for key in self.conns.keys() {
+            let Some(slot) = self.conns.get_mut(key) else {
+                continue;
+            };
+            if !matches!(slot.conn.phase(), Phase::Open { .. }) {
+                continue;
+            }
+            if slot.conn.backlog() >= self.max_owed {
+                add(&t.counters.replies_dropped, 1);
+                continue;
+            }
+            slot.conn.send_unasked(text.clone(), journal);
+            self.drive(key, false, t);
+        }
+        Ok(String::new())
+    }
+
+    /// Whether TCP clients are served here (not off, not relayed), for the
+    /// commands that speak to them.
+    fn serves_tcp(&self) -> Result<(), String> {
+        self.listen_addr.ok_or("tcp is off (--no-tcp)")?;
+        match self.relay {
+            Some(_) => Err("tcp is relayed (--upstream): its clients talk to the upstream".into()),
+            None => Ok(()),
+        }
+    }
+
+    /// A new connection's first bytes: the greeting, if any.
+    pub(super) fn greet(&self, conn: &mut super::Connection, t: &Turn<'_>) {
+        if let Some(greeting) = &self.greeting {
+            conn.send_unasked(greeting.clone(), t.journal.is_some());
+        }
+    }
+}

@@ -1,0 +1,44 @@
+//! Datagrams in the journal: each one in, with its source, and each reply
+//! as it is sent or queued (a delayed one when its delay is over).
+
+use std::cell::RefCell;
+use std::net::SocketAddr;
+
+use crate::journal::{AppliedFaults, Journal, JournalDirection, JournalEvent};
+use crate::reply::Protocol;
+use crate::timer::Millis;
+
+/// What the journal will say of a delayed reply when it leaves: the
+/// datagram's ordinal and the faults applied to it.
+pub(super) type Note = (u64, AppliedFaults);
+
+/// A datagram as its journal lines name it.
+#[derive(Clone, Copy)]
+pub(super) struct Datagram<'a> {
+    /// Where the lines go, if there is a journal.
+    pub journal: Option<&'a RefCell<Journal>>,
+    pub now: Millis,
+    /// The datagram's ordinal (from 1).
+    pub ordinal: u64,
+    /// Its source, where its replies go.
+    pub peer: SocketAddr,
+}
+
+impl Datagram<'_> {
+    /// Journals `bytes` going `dir`, with the faults applied, if there is
+    /// a journal.
+    pub fn record(&self, dir: JournalDirection, bytes: &[u8], faults: AppliedFaults) {
+        if let Some(journal) = self.journal {
+            journal.borrow_mut().record(&JournalEvent {
+                t_ms: self.now,
+                protocol: Protocol::Udp,
+                conn: None,
+                msg: self.ordinal,
+                dir,
+                bytes,
+                peer: Some(self.peer),
+                faults,
+            });
+        }
+    }
+}
