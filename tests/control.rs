@@ -518,7 +518,7 @@ fn a_control_reply_too_long_for_a_reply_is_an_error_and_changes_nothing() {
     let server = Server::start(&["--control", "127.0.0.1:0"]);
     let mut control = Control::open(&server);
     let answer = control.ask(&format!("reply {}", "x".repeat(2048)));
-    assert_eq!(answer, "error: reply: must be 1 to 1024 bytes, got 2048");
+    assert_eq!(answer, "error: reply: at most 1024 bytes, got 2048");
     assert!(
         control
             .ask("reply ")
