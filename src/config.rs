@@ -343,6 +343,17 @@ impl Config {
         }
     }
 
+    /// How `protocol` is relayed: not, as a stream (TCP without
+    /// `--mode line`), or as messages (lines, datagrams).
+    pub(crate) fn relaying(&self, protocol: Protocol) -> crate::fault::Relaying {
+        use crate::fault::Relaying;
+        match self.upstream(protocol) {
+            None => Relaying::Not,
+            Some(_) if protocol == Protocol::Tcp && self.mode != Mode::Line => Relaying::Streams,
+            Some(_) => Relaying::Messages,
+        }
+    }
+
     /// The relay's checks: each upstream is for a protocol that is on and
     /// names a port; `dir=` only on a relayed protocol; timeouts in range.
     fn validate_relay(&self) -> Result<(), String> {
@@ -360,8 +371,8 @@ impl Config {
             }
         }
         for fault in &self.faults {
-            let relayed = |p| self.upstream(p).is_some();
-            crate::fault::check_direction(fault, relayed).map_err(|e| format!("--{e}"))?;
+            let relaying = |p| self.relaying(p);
+            crate::fault::check_direction(fault, relaying).map_err(|e| format!("--{e}"))?;
         }
         let secs = self.connect_timeout.as_secs();
         if self.connect_timeout.subsec_nanos() != 0 || !(1..=MAX_IDLE_TIMEOUT_SECS).contains(&secs)

@@ -278,23 +278,36 @@ impl Fault {
     }
 }
 
-/// A fault's `dir=` needs its protocol relayed (`relayed` says which are).
+/// How a protocol is relayed, as far as its faults care (section 11).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Relaying {
+    /// Not relayed: `dir=` is a bad value.
+    Not,
+    /// A TCP relay in stream mode: no messages, so `match=` is a bad value.
+    Streams,
+    /// Relayed as messages: lines (`--mode line`) or datagrams.
+    Messages,
+}
+
+/// A fault's `dir=` needs its protocol relayed, and its `match=` needs
+/// messages (`relaying` says how each protocol is relayed).
 ///
 /// # Errors
 ///
 /// A one-line message naming the fault.
 pub(crate) fn check_direction(
     fault: &Fault,
-    relayed: impl Fn(Protocol) -> bool,
+    relaying: impl Fn(Protocol) -> Relaying,
 ) -> Result<(), String> {
-    match fault.select.dir {
-        Some(_) if !relayed(fault.protocol) => Err(format!(
+    match relaying(fault.protocol) {
+        Relaying::Not if fault.select.dir.is_some() => Err(format!(
             "fault '{fault}': dir= needs a relay (--upstream {}:ADDR)",
             proto_name(fault.protocol)
         )),
-        // A relay does not read its traffic as messages to match.
-        _ if fault.select.matches.is_some() && relayed(fault.protocol) => Err(format!(
-            "fault '{fault}': match= is not supported on a relayed protocol"
+        // A stream-mode relay reads no messages to match.
+        Relaying::Streams if fault.select.matches.is_some() => Err(format!(
+            "fault '{fault}': match= needs messages, and a TCP relay in stream mode \
+             has none (--mode line makes each line one)"
         )),
         _ => Ok(()),
     }

@@ -250,7 +250,7 @@ impl Server {
             }
             None => (None, None),
         };
-        let relayed = [Protocol::Tcp, Protocol::Udp].map(|p| config.upstream(p).is_some());
+        let relayed = [Protocol::Tcp, Protocol::Udp].map(|p| config.relaying(p));
         let faults = Faults::relaying(
             config.seed.unwrap_or_else(fault::random_seed),
             &config.faults,

@@ -512,7 +512,7 @@ impl Udp {
 
 /// Judges a datagram of `peer`'s (the `ordinal`th travelling in `dir`:
 /// `Down` for a reply, `Up` for a relayed request), which is
-/// `t.buf[..len]` (a relay judges without it: 0), with UDP faults in
+/// `t.buf[..len]`, with UDP faults in
 /// force: the verdict if any fault applies (counted and logged), else
 /// `None`, and the datagram goes out as it is.
 fn judge(

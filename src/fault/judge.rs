@@ -5,7 +5,7 @@ use std::fmt;
 
 use log::warn;
 
-use super::{Fault, FaultKind, KINDS, MAX_FAULTS, Selector};
+use super::{Fault, FaultKind, KINDS, MAX_FAULTS, Relaying, Selector};
 use crate::relay::Direction;
 use crate::reply::Protocol;
 
@@ -114,25 +114,26 @@ pub(crate) struct Faults {
     /// only this.
     tcp: bool,
     udp: bool,
-    /// Whether TCP and UDP are relayed (section 11).
-    relayed: [bool; 2],
+    /// How TCP and UDP are relayed (section 11).
+    relayed: [Relaying; 2],
 }
 
 impl Faults {
     /// Faults on a server that relays nothing (tests).
     #[cfg(test)]
     pub fn new(seed: u64, faults: &[Fault]) -> Faults {
-        Faults::relaying(seed, faults, [false; 2])
+        Faults::relaying(seed, faults, [Relaying::Not; 2])
     }
 
     /// The faults of a configuration, which [`Config::validate`] checked,
-    /// on a server that relays TCP (`relayed[0]`) and UDP (`relayed[1]`):
-    /// only their faults may say `dir=`. One that fails
+    /// on a server that relays TCP (`relayed[0]`) and UDP (`relayed[1]`)
+    /// as they say: only their faults may say `dir=`, and only those of
+    /// a relay of messages `match=`. One that fails
     /// [`add`](Faults::add)'s check anyway is left out and logged, never
     /// put in force.
     ///
     /// [`Config::validate`]: crate::Config::validate
-    pub fn relaying(seed: u64, faults: &[Fault], relayed: [bool; 2]) -> Faults {
+    pub fn relaying(seed: u64, faults: &[Fault], relayed: [Relaying; 2]) -> Faults {
         let mut set = Faults {
             seed,
             active: Vec::new(),
@@ -158,7 +159,7 @@ impl Faults {
     /// # Errors
     ///
     /// The fault fails [`Fault::validate`], says `dir=` on a protocol
-    /// that is not relayed, or [`MAX_FAULTS`] are in force already;
+    /// that is not relayed or `match=` on a stream-mode TCP relay, or [`MAX_FAULTS`] are in force already;
     /// nothing changes.
     pub fn add(&mut self, fault: Fault) -> Result<(), String> {
         fault.validate()?;
@@ -205,8 +206,8 @@ impl Faults {
 
     /// Judges one relayed message travelling in direction `dir`: only the
     /// faults of that direction see it, so each direction counts its own
-    /// messages. Without a relay every message is `Down`. Relays do not
-    /// read messages: their faults take no `match=`.
+    /// messages. Without a relay every message is `Down`. A message with
+    /// no bytes at hand (a stream-mode pair) matches no `match=`.
     pub fn judge_in(&mut self, protocol: Protocol, dir: Direction, ordinals: Ordinals) -> Verdict {
         self.judge_message(protocol, dir, ordinals, &[])
     }

@@ -29,8 +29,9 @@ impl Udp {
                     add(&t.counters.datagrams, 1);
                     add(&t.counters.bytes_in, len as u64);
                     let ordinal = t.counters.datagrams.load(Relaxed);
-                    let verdict = judge(from, (Direction::Up, ordinal), 0, t);
-                    flows.send_up(len.min(t.buf.len()), from, verdict, t);
+                    let len = len.min(t.buf.len());
+                    let verdict = judge(from, (Direction::Up, ordinal), len, t);
+                    flows.send_up(len, from, verdict, t);
                 }
                 // Drained: the next datagram brings a new event.
                 Err(e) if e.kind() == ErrorKind::WouldBlock => {
@@ -63,7 +64,7 @@ impl Udp {
                 }
             };
             let len = len.min(t.buf.len());
-            match judge(client, (Direction::Down, ordinal), 0, t) {
+            match judge(client, (Direction::Down, ordinal), len, t) {
                 None => self.send_or_queue(&t.buf[..len], client, t.counters, t.now),
                 // Shaped, so copied out of the shared buffer.
                 Some(verdict) => {

@@ -32,7 +32,7 @@ fn pump_lines(
 
 fn faults(specs: &[&str]) -> Faults {
     let parsed: Vec<crate::Fault> = specs.iter().map(|s| s.parse().unwrap()).collect();
-    Faults::relaying(1, &parsed, [true; 2])
+    Faults::relaying(1, &parsed, [crate::fault::Relaying::Messages; 2])
 }
 
 fn text(bytes: &[u8]) -> String {
