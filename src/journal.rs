@@ -41,7 +41,7 @@ impl fmt::Display for JournalTarget {
 }
 
 /// Which way the bytes of a journal line went.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum JournalDirection {
     /// From a client.
     In,

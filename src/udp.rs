@@ -34,7 +34,7 @@ use crate::write::nonblocking;
 
 #[cfg(target_os = "linux")]
 mod batch;
-mod journal;
+pub(crate) mod journal;
 mod relay;
 
 use journal::Datagram;
@@ -277,6 +277,7 @@ impl Udp {
             now: t.now,
             ordinal,
             peer: from,
+            out: JournalDirection::Out,
         };
         let clean = AppliedFaults::default();
         journaled.record(JournalDirection::In, &t.buf[..len], clean);
@@ -316,7 +317,7 @@ impl Udp {
     ) {
         let (from, faults) = (journaled.peer, AppliedFaults::of(&verdict.applied));
         if verdict.terminal == Some(FaultKind::Drop) {
-            return journaled.record(JournalDirection::Out, &[], faults);
+            return journaled.record(journaled.out, &[], faults);
         }
         if let Some(seed) = verdict.corrupt {
             fault::corrupt(&mut reply, seed);
@@ -327,11 +328,12 @@ impl Udp {
         for _ in 0..1 + usize::from(verdict.duplicate) {
             match verdict.delay_ms {
                 0 => {
-                    journaled.record(JournalDirection::Out, &reply, faults);
+                    journaled.record(journaled.out, &reply, faults);
                     self.send_or_queue(&reply, from, t.counters, t.now);
                 }
                 delay => {
-                    let note = t.journal.is_some().then_some((journaled.ordinal, faults));
+                    let note = (t.journal.is_some())
+                        .then_some((journaled.ordinal, faults, journaled.out));
                     self.delay_reply(&reply, from, at_least(t.now, delay), note, t);
                 }
             }
@@ -415,15 +417,16 @@ impl Udp {
             };
             *sends -= 1;
             self.queued_bytes -= reply.bytes.len();
-            if let Some((ordinal, faults)) = reply.note {
+            if let Some((ordinal, faults, out)) = reply.note {
                 let (journal, now, peer) = (t.journal, t.now, reply.to);
                 let journaled = Datagram {
                     journal,
                     now,
                     ordinal,
                     peer,
+                    out,
                 };
-                journaled.record(JournalDirection::Out, &reply.bytes, faults);
+                journaled.record(out, &reply.bytes, faults);
             }
             self.send_or_queue(&reply.bytes, reply.to, t.counters, t.now);
         }

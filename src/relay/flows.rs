@@ -21,11 +21,13 @@ use mio::net::UdpSocket;
 
 use crate::config::Config;
 use crate::fault::{self, FaultKind, Verdict};
+use crate::journal::{AppliedFaults, JournalDirection};
 use crate::stats::{Counters, add};
 use crate::table::Table;
 use crate::timer::{Due, Entry, Millis, NEVER, RateLimit, Timers, at_least};
 use crate::turn::{CONTROL_BASE, FLOW_BASE, Turn};
 use crate::udp::DATAGRAMS_PER_TURN;
+use crate::udp::journal::{Datagram, Note};
 use crate::write::nonblocking;
 
 /// Flows closed in one turn before the list of held keys grows.
@@ -48,8 +50,8 @@ struct Flow {
 }
 
 /// A client datagram an `up` delay holds: due at, serial (keeps arrival
-/// order), flow key, flow id, bytes.
-type Held = Reverse<(Millis, u64, usize, u32, Vec<u8>)>;
+/// order), flow key, flow id, bytes, and with a journal its line's note.
+type Held = Reverse<(Millis, u64, usize, u32, Vec<u8>, Option<Note>)>;
 
 /// Every UDP flow.
 pub(crate) struct Flows {
@@ -111,7 +113,7 @@ impl Flows {
     pub fn send_up(
         &mut self,
         len: usize,
-        client: SocketAddr,
+        (client, ordinal): (SocketAddr, u64),
         verdict: Option<Verdict>,
         t: &mut Turn<'_>,
     ) {
@@ -124,11 +126,20 @@ impl Flows {
         flow.last_active = t.now;
         arm_timer(flow, key, self.flow_ms, t.timers);
         let datagram = &mut t.buf[..len];
+        let journaled = Datagram {
+            journal: t.journal,
+            now: t.now,
+            ordinal,
+            peer: client,
+            out: JournalDirection::Up,
+        };
         let Some(verdict) = verdict else {
+            journaled.record(JournalDirection::Up, datagram, AppliedFaults::default());
             return send(flow, datagram, t.counters);
         };
+        let faults = AppliedFaults::of(&verdict.applied);
         if verdict.terminal == Some(FaultKind::Drop) {
-            return;
+            return journaled.record(JournalDirection::Up, &[], faults);
         }
         if let Some(seed) = verdict.corrupt {
             fault::corrupt(datagram, seed);
@@ -140,7 +151,10 @@ impl Flows {
         let (id, copies) = (flow.id, 1 + usize::from(verdict.duplicate));
         for _ in 0..copies {
             match verdict.delay_ms {
-                0 => send(flow, datagram, t.counters),
+                0 => {
+                    journaled.record(JournalDirection::Up, datagram, faults);
+                    send(flow, datagram, t.counters);
+                }
                 delay => {
                     let at = at_least(t.now, delay);
                     if self.held.len() >= self.queue_len || self.held_bytes + len > self.queue_bytes
@@ -150,7 +164,8 @@ impl Flows {
                     }
                     self.held_serial += 1;
                     self.held_bytes += len;
-                    let entry = (at, self.held_serial, key, id, datagram.to_vec());
+                    let note = (t.journal.is_some()).then_some((ordinal, faults, journaled.out));
+                    let entry = (at, self.held_serial, key, id, datagram.to_vec(), note);
                     // `udp` arms the one delay entry for it.
                     self.held.push(Reverse(entry));
                 }
@@ -167,12 +182,23 @@ impl Flows {
                 Some(Reverse((at, ..))) if *at <= t.now => {}
                 _ => return,
             }
-            let Some(Reverse((_, _, key, id, datagram))) = self.held.pop() else {
+            let Some(Reverse((_, _, key, id, datagram, note))) = self.held.pop() else {
                 break;
             };
             self.held_bytes -= datagram.len();
             // The flow may have closed meanwhile: the datagram goes with it.
             if let Some(flow) = self.table.get_mut(key).filter(|flow| flow.id == id) {
+                if let Some((ordinal, faults, out)) = note {
+                    let (journal, now, peer) = (t.journal, t.now, flow.client);
+                    let journaled = Datagram {
+                        journal,
+                        now,
+                        ordinal,
+                        peer,
+                        out,
+                    };
+                    journaled.record(out, &datagram, faults);
+                }
                 send(flow, &datagram, t.counters);
             }
         }

@@ -28,7 +28,9 @@
 use std::collections::VecDeque;
 use std::io::{self, ErrorKind, Read, Write};
 
+use super::journal::Tap;
 use crate::fault;
+use crate::journal::AppliedFaults;
 use crate::timer::{Millis, at_least};
 use crate::write::write_until_blocked;
 
@@ -102,6 +104,8 @@ pub(crate) struct Pump<'a> {
     pub written: u64,
     /// Line mode: how this direction's lines are judged.
     pub lines: Option<LineCx<'a>>,
+    /// With a journal: where the bytes written are recorded.
+    pub tap: Option<Tap<'a>>,
 }
 
 impl<'a> Pump<'a> {
@@ -113,6 +117,7 @@ impl<'a> Pump<'a> {
             read: 0,
             written: 0,
             lines: None,
+            tap: None,
         }
     }
 
@@ -149,6 +154,8 @@ struct Chunk {
     at: Millis,
     len: usize,
     pace: Option<(u32, u64)>,
+    /// Line mode: the faults applied to its lines, for the journal.
+    faults: AppliedFaults,
 }
 
 /// A shaped direction's own state: the fault and its clocks.
@@ -174,6 +181,9 @@ struct Shaped {
     doom: Option<(Millis, Doom)>,
     /// Line mode: held bytes go out only as judged lines, in chunks.
     in_lines: bool,
+    /// Line mode: the line a fault kept from going (its ordinal from 1)
+    /// and the faults, journaled once the lines before it are out.
+    stopped: Option<(u64, AppliedFaults)>,
 }
 
 impl Shaped {
@@ -187,6 +197,7 @@ impl Shaped {
             fin_at: None,
             doom: None,
             in_lines,
+            stopped: None,
         }
     }
 
@@ -381,6 +392,11 @@ impl HalfPipe {
         if self.held() > 0 {
             return Ok(None);
         }
+        if let Some((msg, faults)) = self.shaped.as_mut().and_then(|s| s.stopped.take()) {
+            if let Some(tap) = cx.tap.as_mut() {
+                tap.stopped(msg, faults);
+            }
+        }
         if let Some((at, doom)) = self.shaped.as_ref().and_then(|s| s.doom) {
             return Ok(Some(match at <= cx.now {
                 true => Pumped::Doom(doom),
@@ -423,6 +439,9 @@ impl HalfPipe {
             _ => 0,
         };
         cx.written += written as u64;
+        if let Some(tap) = cx.tap.as_mut().filter(|_| written > 0) {
+            tap.written(&cx.buf[..written], AppliedFaults::default());
+        }
         // Only what the sink would not take is copied.
         self.rest.extend_from_slice(&cx.buf[written..kept]);
         if let Some(shaped) = self.shaped.as_deref_mut().filter(|s| s.uses_chunks()) {
@@ -481,13 +500,16 @@ impl HalfPipe {
     /// faults, the bytes whose delay is over, a dribbled piece at a time.
     /// Once all is out its memory goes back: a flowing pipe holds none.
     fn flush(&mut self, sink: &mut impl Sink, cx: &mut Pump<'_>) -> Result<(), Broken> {
-        let (may_go, pace) = self.may_go(cx.now);
+        let (may_go, pace, faults) = self.may_go(cx.now);
         if may_go == 0 {
             return Ok(());
         }
         let piece = &self.rest[self.rest_at..self.rest_at + may_go];
         let written = write_some(sink, piece).map_err(Broken::Sink)?;
         cx.written += written as u64;
+        if let Some(tap) = cx.tap.as_mut().filter(|_| written > 0) {
+            tap.written(&piece[..written], faults);
+        }
         self.rest_at += written;
         self.blocked = written < may_go;
         if let Some(shaped) = self.shaped.as_deref_mut() {
@@ -500,26 +522,28 @@ impl HalfPipe {
         Ok(())
     }
 
-    /// How many held bytes may be written at `now`, and the dribble that
-    /// paces them, if any.
-    fn may_go(&self, now: Millis) -> (usize, Option<(u32, u64)>) {
+    /// How many held bytes may be written at `now`, the dribble that
+    /// paces them, if any, and (line mode) the faults applied to them.
+    fn may_go(&self, now: Millis) -> (usize, Option<(u32, u64)>, AppliedFaults) {
         let held = self.held();
         let Some(shaped) = self.shaped.as_deref() else {
-            return (held, None);
+            return (held, None, AppliedFaults::default());
         };
-        let (due, pace) = match shaped.chunks.front() {
+        let (due, pace, faults) = match shaped.chunks.front() {
             Some(front) => {
-                let same = |c: &&Chunk| c.at <= now && c.pace == front.pace;
+                let same = |c: &&Chunk| {
+                    c.at <= now && c.pace == front.pace && c.faults == front.faults
+                };
                 let due = shaped.chunks.iter().take_while(same).map(|c| c.len).sum();
-                (due, front.pace.or(shaped.shape.dribble))
+                (due, front.pace.or(shaped.shape.dribble), front.faults)
             }
-            None if shaped.uses_chunks() => (0, None),
-            None => (held, shaped.shape.dribble),
+            None if shaped.uses_chunks() => (0, None, AppliedFaults::default()),
+            None => (held, shaped.shape.dribble, AppliedFaults::default()),
         };
         match pace {
-            Some(_) if now < shaped.next_piece_at => (0, pace),
-            Some((bytes, _)) => (due.min(bytes as usize), pace),
-            None => (due, None),
+            Some(_) if now < shaped.next_piece_at => (0, pace, faults),
+            Some((bytes, _)) => (due.min(bytes as usize), pace, faults),
+            None => (due, None, faults),
         }
     }
 
@@ -548,9 +572,22 @@ impl HalfPipe {
 impl Shaped {
     /// Holds `len` more bytes until `at`, paced by `pace`.
     fn push_chunk(&mut self, at: Millis, len: usize, pace: Option<(u32, u64)>) {
+        self.push_lines(at, len, pace, AppliedFaults::default());
+    }
+
+    /// Holds `len` more bytes of lines `faults` were applied to until
+    /// `at`, paced by `pace`.
+    fn push_lines(&mut self, at: Millis, len: usize, pace: Option<(u32, u64)>, faults: AppliedFaults) {
         match self.chunks.back_mut() {
-            Some(last) if last.at == at && last.pace == pace => last.len += len,
-            _ => self.chunks.push_back(Chunk { at, len, pace }),
+            Some(last) if last.at == at && last.pace == pace && last.faults == faults => {
+                last.len += len
+            }
+            _ => self.chunks.push_back(Chunk {
+                at,
+                len,
+                pace,
+                faults,
+            }),
         }
     }
 

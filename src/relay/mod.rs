@@ -36,6 +36,7 @@ use crate::reply::Protocol;
 
 pub(crate) mod flows;
 pub(crate) mod half;
+pub(crate) mod journal;
 pub(crate) mod pair;
 pub(crate) mod pairs;
 

@@ -28,7 +28,11 @@ use std::io::{self, ErrorKind, Read};
 
 use log::debug;
 
+use std::cell::RefCell;
+
 use super::Direction;
+use super::journal::{PairLog, Tap};
+use crate::journal::Journal;
 pub(crate) use super::half::Doom;
 use super::half::{Broken, HalfPipe, LineCx, Pump, Pumped, Shape, Sink};
 use crate::fault::Faults;
@@ -100,6 +104,8 @@ pub(crate) struct Plan {
     pub doom: Option<(Millis, Doom)>,
     /// Line mode: each line is judged on its own.
     pub lines: bool,
+    /// With a journal: what the pair's lines remember.
+    pub journal: Option<Box<PairLog>>,
 }
 
 /// Where a pair is in its life (see the module docs).
@@ -130,6 +136,8 @@ pub(crate) struct PairCx<'a> {
     pub max_line: usize,
     /// Limits the over-long-line warning, shared by all pairs.
     pub warnings: &'a mut RateLimit,
+    /// The journal, if any.
+    pub journal: Option<&'a RefCell<Journal>>,
 }
 
 /// A client, its upstream, and a half-pipe each way.
@@ -160,6 +168,8 @@ pub(crate) struct Pair<S> {
     /// Stream mode: the client's first bytes arrived, and were counted as
     /// the pair's one message (as once mode counts its first read).
     counted: bool,
+    /// With a journal: what the pair's journal lines remember.
+    journal: Option<Box<PairLog>>,
 }
 
 impl<S: Endpoint> Pair<S> {
@@ -176,6 +186,7 @@ impl<S: Endpoint> Pair<S> {
             shapes: [up, down],
             doom,
             lines,
+            journal,
         } = plan;
         Pair {
             id,
@@ -192,6 +203,7 @@ impl<S: Endpoint> Pair<S> {
             last_active: now,
             stopping: false,
             counted: false,
+            journal,
         }
     }
 
@@ -353,6 +365,16 @@ impl<S: Endpoint> Pair<S> {
                 conn: self.ordinal,
                 max_line: cx.max_line,
                 warnings: cx.warnings,
+            });
+        }
+        if let (Some(journal), Some(log)) = (cx.journal, self.journal.as_deref_mut()) {
+            let (now, conn) = (cx.now, self.ordinal + 1);
+            pump.tap = Some(Tap {
+                journal,
+                now,
+                conn,
+                dir,
+                log,
             });
         }
         let result = pipe.pump(source, relaying.then_some(sink), &mut pump);

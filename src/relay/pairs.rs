@@ -15,9 +15,11 @@ use mio::{Interest, Token};
 
 use super::Direction;
 use super::half::Shape;
+use super::journal::{PairLog, Tap};
 use super::pair::{Advance, Doom, End, Pair, PairCx, Plan, Readiness, Side};
 use crate::config::{Config, Mode};
 use crate::fault::{FaultKind, Verdict};
+use crate::journal::AppliedFaults;
 use crate::reply::Protocol;
 use crate::stats::{add, sub};
 use crate::table::Table;
@@ -101,13 +103,15 @@ impl Pairs {
         // Relayed bytes are the peers' own: pass them on without delay.
         let _ = client.set_nodelay(true);
         let _ = upstream.set_nodelay(true);
-        let plan = match self.line_mode {
+        let mut log = (t.journal).map(|_| Box::new(PairLog::new(peer, self.line_mode)));
+        let mut plan = match self.line_mode {
             true => Plan {
                 lines: true,
                 ..Plan::default()
             },
-            false => judge(ordinal, t),
+            false => judge(ordinal, log.as_deref_mut(), t),
         };
+        plan.journal = log;
         let id = self.next_id;
         self.next_id = self.next_id.wrapping_add(1);
         let times = (t.now, t.now.saturating_add(self.connect_ms));
@@ -191,6 +195,7 @@ impl Pairs {
             faults: t.faults,
             max_line: self.max_line,
             warnings: &mut self.line_log,
+            journal: t.journal,
         };
         let result = step(&mut slot.pair, &mut cx).and_then(|advance| {
             if advance == Advance::StillReady {
@@ -305,28 +310,43 @@ fn upstream_token(key: usize) -> Token {
 
 /// The faults of a pair's two directions, judged once, in accept order
 /// (SPEC 11, stream mode): each direction's shape, and a `close` or
-/// `reset` that ends the pair (after any delay of its direction).
-fn judge(ordinal: u64, t: &mut Turn<'_>) -> Plan {
+/// `reset` that ends the pair (after any delay of its direction). With a
+/// journal, `log` keeps each direction's faults, and a direction they
+/// keep from sending anything (`close`, `reset`, `hang`) has its line of
+/// `len` 0 now.
+fn judge(ordinal: u64, mut log: Option<&mut PairLog>, t: &mut Turn<'_>) -> Plan {
+    let mut plan = Plan::default();
     if !t.faults.any(Protocol::Tcp) {
-        return Plan::default();
+        return plan;
     }
-    let mut doom = None;
-    let shapes = [Direction::Up, Direction::Down].map(|dir| {
+    for (i, dir) in [Direction::Up, Direction::Down].into_iter().enumerate() {
         let verdict = t.faults.judge_in(Protocol::Tcp, dir, [ordinal, 0]);
         if verdict.is_clean() {
-            return Shape::default();
+            continue;
         }
         t.counters.add_faults(&verdict.applied);
         debug!("pair {ordinal} {dir}: fault {verdict}");
         let (shape, ends) = shape_of(&verdict, t.now);
-        doom = doom.or(ends);
-        shape
-    });
-    Plan {
-        shapes,
-        doom,
-        lines: false,
+        plan.shapes[i] = shape;
+        plan.doom = plan.doom.or(ends);
+        if let (Some(journal), Some(log)) = (t.journal, log.as_deref_mut()) {
+            let faults = AppliedFaults::of(&verdict.applied);
+            log.faults[i] = faults;
+            let stops = [FaultKind::Close, FaultKind::Reset, FaultKind::Hang];
+            if verdict.terminal.is_some_and(|kind| stops.contains(&kind)) {
+                let (now, conn) = (t.now, ordinal + 1);
+                let mut tap = Tap {
+                    journal,
+                    now,
+                    conn,
+                    dir,
+                    log,
+                };
+                tap.stopped(1, faults);
+            }
+        }
     }
+    plan
 }
 
 /// What a verdict does to one direction of a stream.

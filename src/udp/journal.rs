@@ -1,5 +1,7 @@
 //! Datagrams in the journal: each one in, with its source, and each reply
-//! as it is sent or queued (a delayed one when its delay is over).
+//! as it is sent or queued (a delayed one when its delay is over). On a
+//! relay, each datagram relayed `up` (client to upstream) or `down` (to the
+//! client) as it is sent, with its ordinal in that direction.
 
 use std::cell::RefCell;
 use std::net::SocketAddr;
@@ -9,19 +11,22 @@ use crate::reply::Protocol;
 use crate::timer::Millis;
 
 /// What the journal will say of a delayed reply when it leaves: the
-/// datagram's ordinal and the faults applied to it.
-pub(super) type Note = (u64, AppliedFaults);
+/// datagram's ordinal, the faults applied to it, and which way it goes.
+pub(crate) type Note = (u64, AppliedFaults, JournalDirection);
 
 /// A datagram as its journal lines name it.
 #[derive(Clone, Copy)]
-pub(super) struct Datagram<'a> {
+pub(crate) struct Datagram<'a> {
     /// Where the lines go, if there is a journal.
     pub journal: Option<&'a RefCell<Journal>>,
     pub now: Millis,
     /// The datagram's ordinal (from 1).
     pub ordinal: u64,
-    /// Its source, where its replies go.
+    /// Its source, where its replies go; on a relay, the client.
     pub peer: SocketAddr,
+    /// Which way what answers it goes: `out` (a reply), `down` (relayed
+    /// from the upstream) or `up` (relayed to it).
+    pub out: JournalDirection,
 }
 
 impl Datagram<'_> {

@@ -9,6 +9,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use log::debug;
 
 use super::{DATAGRAMS_PER_TURN, Datagram, Udp, judge, receive};
+use crate::journal::{AppliedFaults, JournalDirection};
 use crate::relay::Direction;
 use crate::relay::flows::Received;
 use crate::stats::add;
@@ -31,7 +32,7 @@ impl Udp {
                     let ordinal = t.counters.datagrams.load(Relaxed);
                     let len = len.min(t.buf.len());
                     let verdict = judge(from, (Direction::Up, ordinal), len, t);
-                    flows.send_up(len, from, verdict, t);
+                    flows.send_up(len, (from, ordinal), verdict, t);
                 }
                 // Drained: the next datagram brings a new event.
                 Err(e) if e.kind() == ErrorKind::WouldBlock => {
@@ -64,19 +65,23 @@ impl Udp {
                 }
             };
             let len = len.min(t.buf.len());
+            let journaled = Datagram {
+                journal: t.journal,
+                now: t.now,
+                ordinal,
+                peer: client,
+                out: JournalDirection::Down,
+            };
             match judge(client, (Direction::Down, ordinal), len, t) {
-                None => self.send_or_queue(&t.buf[..len], client, t.counters, t.now),
+                None => {
+                    let clean = AppliedFaults::default();
+                    journaled.record(JournalDirection::Down, &t.buf[..len], clean);
+                    self.send_or_queue(&t.buf[..len], client, t.counters, t.now);
+                }
                 // Shaped, so copied out of the shared buffer.
                 Some(verdict) => {
-                    // Relayed datagrams are not journaled.
-                    let unjournaled = Datagram {
-                        journal: None,
-                        now: t.now,
-                        ordinal,
-                        peer: client,
-                    };
                     let reply = t.buf[..len].to_vec();
-                    self.answer_faulty(reply, &verdict, unjournaled, t);
+                    self.answer_faulty(reply, &verdict, journaled, t);
                 }
             }
         }

@@ -18,6 +18,7 @@ use memchr::{memchr, memchr_iter};
 
 use super::{Doom, HalfPipe, Shaped};
 use crate::fault::{self, FaultKind, Faults};
+use crate::journal::AppliedFaults;
 use crate::relay::Direction;
 use crate::reply::Protocol;
 use crate::stats::{Counters, add};
@@ -183,8 +184,10 @@ fn apply(
     // In order: a line never overtakes the one before it.
     let after = shaped.chunks.back().map_or(now, |c| c.at);
     let at = after.max(at_least(now, verdict.delay_ms));
+    let faults = AppliedFaults::of(&verdict.applied);
     let end = |shaped: &mut Shaped, rest: &mut Vec<u8>, doom| {
         rest.truncate(start);
+        shaped.stopped = Some((ordinal + 1, faults));
         shaped.doom = Some((at, doom));
         shaped.cut = true;
         false
@@ -192,6 +195,7 @@ fn apply(
     match verdict.terminal {
         Some(FaultKind::Hang) => {
             rest.truncate(start);
+            shaped.stopped = Some((ordinal + 1, faults));
             shaped.shape.hang = true;
             return false;
         }
@@ -206,7 +210,7 @@ fn apply(
         fault::corrupt(&mut line[..text], seed);
     }
     let kept = verdict.truncate.map_or(len, |n| n.min(len));
-    shaped.push_chunk(at, kept, verdict.dribble);
+    shaped.push_lines(at, kept, verdict.dribble, faults);
     if kept < len || verdict.truncate.is_some() {
         rest.truncate(start + kept);
         shaped.cut = true;

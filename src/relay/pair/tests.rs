@@ -95,6 +95,7 @@ fn connecting(shapes: [Shape; 2], doom: Option<(Millis, Doom)>) -> Pair<Peer> {
         shapes,
         doom,
         lines: false,
+        journal: None,
     };
     let sockets = (Peer::connected(), Peer::default());
     Pair::new((7, 0), sockets, (0, CONNECT_MS), plan)
@@ -122,6 +123,7 @@ fn event(pair: &mut Pair<Peer>, side: Side, now: Millis) -> Result<Advance, End>
         faults: &mut faults,
         max_line: 1024,
         warnings: &mut warnings,
+        journal: None,
     };
     pair.advance(side, Readiness::BOTH, &mut cx)
 }
@@ -139,6 +141,7 @@ fn timer(pair: &mut Pair<Peer>, now: Millis) -> Result<Advance, End> {
         faults: &mut faults,
         max_line: 1024,
         warnings: &mut warnings,
+        journal: None,
     };
     pair.on_timer(IDLE, &mut cx)
 }

@@ -1,0 +1,104 @@
+//! A relayed pair in the journal (SPEC 13): one line for every chunk of
+//! bytes as it is written to its receiving side, after any fault shaped
+//! it, `dir` `up` or `down`. In stream mode a chunk is one write, its
+//! `msg` the write's ordinal in that direction, and every line of a
+//! direction names the faults judged on it when the pair was accepted.
+//! In line mode `msg` is the line's ordinal in that direction and `fault`
+//! what its verdict applied; a write that holds several lines gives one
+//! journal line each, and a line a short write split gives two with the
+//! same `msg`. A line a fault kept from going (`close`, `reset`, `hang`)
+//! has a line of `len` 0 naming it, once the lines before it are out.
+//!
+//! Runs only with a journal: a pair without one holds `None` and each
+//! write tests it once.
+
+use std::cell::RefCell;
+use std::net::SocketAddr;
+
+use super::Direction;
+use crate::journal::{AppliedFaults, Journal, JournalDirection, JournalEvent};
+use crate::reply::Protocol;
+use crate::timer::Millis;
+
+/// What a pair's journal lines need to remember.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct PairLog {
+    /// The client, named on the pair's first line (then taken).
+    pub peer: Option<SocketAddr>,
+    /// Line mode: `msg` counts lines, not writes.
+    pub lines: bool,
+    /// Per direction (`up`, `down`): writes journaled (stream mode), or
+    /// lines whose `\n` went out (line mode).
+    pub sent: [u64; 2],
+    /// Stream mode, per direction: the faults shaping it.
+    pub faults: [AppliedFaults; 2],
+}
+
+impl PairLog {
+    /// The log of a pair from `peer`; `lines` in line mode.
+    pub fn new(peer: SocketAddr, lines: bool) -> PairLog {
+        PairLog {
+            peer: Some(peer),
+            lines,
+            ..PairLog::default()
+        }
+    }
+}
+
+/// One direction of a pair, as a pump journals it.
+pub(crate) struct Tap<'a> {
+    pub journal: &'a RefCell<Journal>,
+    pub now: Millis,
+    /// The pair's accept ordinal (from 1).
+    pub conn: u64,
+    pub dir: Direction,
+    pub log: &'a mut PairLog,
+}
+
+impl Tap<'_> {
+    fn index(&self) -> usize {
+        match self.dir {
+            Direction::Up => 0,
+            Direction::Down => 1,
+        }
+    }
+
+    /// `bytes` were just written to the receiving side; in line mode,
+    /// `line_faults` were applied to the lines they belong to.
+    pub fn written(&mut self, bytes: &[u8], line_faults: AppliedFaults) {
+        let i = self.index();
+        if !self.log.lines {
+            self.log.sent[i] += 1;
+            return self.record(self.log.sent[i], bytes, self.log.faults[i]);
+        }
+        for part in bytes.split_inclusive(|&b| b == b'\n') {
+            let msg = self.log.sent[i] + 1;
+            if part.ends_with(b"\n") {
+                self.log.sent[i] += 1;
+            }
+            self.record(msg, part, line_faults);
+        }
+    }
+
+    /// Message `msg` was kept from going by `faults` (`len` 0).
+    pub fn stopped(&mut self, msg: u64, faults: AppliedFaults) {
+        self.record(msg, &[], faults);
+    }
+
+    fn record(&mut self, msg: u64, bytes: &[u8], faults: AppliedFaults) {
+        let dir = match self.dir {
+            Direction::Up => JournalDirection::Up,
+            Direction::Down => JournalDirection::Down,
+        };
+        self.journal.borrow_mut().record(&JournalEvent {
+            t_ms: self.now,
+            protocol: Protocol::Tcp,
+            conn: Some(self.conn),
+            msg,
+            dir,
+            bytes,
+            peer: self.log.peer.take(),
+            faults,
+        });
+    }
+}
