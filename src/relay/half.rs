@@ -500,7 +500,7 @@ impl HalfPipe {
     /// faults, the bytes whose delay is over, a dribbled piece at a time.
     /// Once all is out its memory goes back: a flowing pipe holds none.
     fn flush(&mut self, sink: &mut impl Sink, cx: &mut Pump<'_>) -> Result<(), Broken> {
-        let (may_go, pace, faults) = self.may_go(cx.now);
+        let (may_go, pace) = self.may_go(cx.now);
         if may_go == 0 {
             return Ok(());
         }
@@ -508,7 +508,9 @@ impl HalfPipe {
         let written = write_some(sink, piece).map_err(Broken::Sink)?;
         cx.written += written as u64;
         if let Some(tap) = cx.tap.as_mut().filter(|_| written > 0) {
-            tap.written(&piece[..written], faults);
+            let shaped = self.shaped.as_deref().filter(|s| s.in_lines);
+            let chunks = shaped.into_iter().flat_map(|s| &s.chunks);
+            tap.written_held(&piece[..written], chunks.map(|c| (c.len, c.faults)));
         }
         self.rest_at += written;
         self.blocked = written < may_go;
@@ -522,28 +524,26 @@ impl HalfPipe {
         Ok(())
     }
 
-    /// How many held bytes may be written at `now`, the dribble that
-    /// paces them, if any, and (line mode) the faults applied to them.
-    fn may_go(&self, now: Millis) -> (usize, Option<(u32, u64)>, AppliedFaults) {
+    /// How many held bytes may be written at `now`, and the dribble that
+    /// paces them, if any.
+    fn may_go(&self, now: Millis) -> (usize, Option<(u32, u64)>) {
         let held = self.held();
         let Some(shaped) = self.shaped.as_deref() else {
-            return (held, None, AppliedFaults::default());
+            return (held, None);
         };
-        let (due, pace, faults) = match shaped.chunks.front() {
+        let (due, pace) = match shaped.chunks.front() {
             Some(front) => {
-                let same = |c: &&Chunk| {
-                    c.at <= now && c.pace == front.pace && c.faults == front.faults
-                };
+                let same = |c: &&Chunk| c.at <= now && c.pace == front.pace;
                 let due = shaped.chunks.iter().take_while(same).map(|c| c.len).sum();
-                (due, front.pace.or(shaped.shape.dribble), front.faults)
+                (due, front.pace.or(shaped.shape.dribble))
             }
-            None if shaped.uses_chunks() => (0, None, AppliedFaults::default()),
-            None => (held, shaped.shape.dribble, AppliedFaults::default()),
+            None if shaped.uses_chunks() => (0, None),
+            None => (held, shaped.shape.dribble),
         };
         match pace {
-            Some(_) if now < shaped.next_piece_at => (0, pace, faults),
-            Some((bytes, _)) => (due.min(bytes as usize), pace, faults),
-            None => (due, None, faults),
+            Some(_) if now < shaped.next_piece_at => (0, pace),
+            Some((bytes, _)) => (due.min(bytes as usize), pace),
+            None => (due, None),
         }
     }
 

@@ -80,6 +80,27 @@ impl Tap<'_> {
         }
     }
 
+    /// `written`, held bytes, were just written; in line mode `chunks`
+    /// says, from the first, how many of them have which faults (a write
+    /// may take several chunks of lines).
+    pub fn written_held(
+        &mut self,
+        mut written: &[u8],
+        chunks: impl Iterator<Item = (usize, AppliedFaults)>,
+    ) {
+        for (len, faults) in chunks {
+            if written.is_empty() {
+                return;
+            }
+            let (part, after) = written.split_at(len.min(written.len()));
+            self.written(part, faults);
+            written = after;
+        }
+        if !written.is_empty() {
+            self.written(written, AppliedFaults::default());
+        }
+    }
+
     /// Message `msg` was kept from going by `faults` (`len` 0).
     pub fn stopped(&mut self, msg: u64, faults: AppliedFaults) {
         self.record(msg, &[], faults);
