@@ -57,7 +57,7 @@ fn udp_try(addr: SocketAddr, wait: Duration) -> Option<Vec<u8>> {
     socket.set_read_timeout(Some(wait)).unwrap();
     socket.send(b"Hello, Server").unwrap();
     let mut buf = [0; 64];
-    match socket.recv(&mut buf) {
+    match common::retrying(|| socket.recv(&mut buf)) {
         Ok(n) => Some(buf[..n].to_vec()),
         Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => None,
         Err(e) => panic!("recv: {e}"),

@@ -43,8 +43,7 @@ fn udp_client(server: SocketAddr) -> UdpSocket {
 #[track_caller]
 fn recv(socket: &UdpSocket) -> Vec<u8> {
     let mut buf = [0; 2048];
-    let n = socket
-        .recv(&mut buf)
+    let n = common::retrying(|| socket.recv(&mut buf))
         .unwrap_or_else(|e| panic!("no datagram within {DEADLINE:?}: {e}"));
     buf[..n].to_vec()
 }
@@ -55,7 +54,7 @@ fn waiting(socket: &UdpSocket) -> Vec<Vec<u8>> {
     let mut got = Vec::new();
     let mut buf = [0; 2048];
     loop {
-        match socket.recv(&mut buf) {
+        match common::retrying(|| socket.recv(&mut buf)) {
             Ok(n) => got.push(buf[..n].to_vec()),
             Err(e) if e.kind() == ErrorKind::WouldBlock => break,
             Err(e) => panic!("recv: {e}"),

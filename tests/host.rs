@@ -83,7 +83,7 @@ fn client(tcp: SocketAddr, udp: SocketAddr) -> std::io::Result<(Vec<String>, Vec
     socket.set_read_timeout(Some(DEADLINE))?;
     socket.send_to(b"datagram", udp)?;
     let mut reply = vec![0; 64];
-    let n = socket.recv(&mut reply)?;
+    let n = common::retrying(|| socket.recv(&mut reply))?;
     reply.truncate(n);
     Ok((lines, reply))
 }

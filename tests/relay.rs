@@ -796,7 +796,7 @@ fn udp_client(timeout: Duration) -> UdpSocket {
 /// The next datagram and its source, or `None` within the read timeout.
 fn udp_receive(socket: &UdpSocket) -> Option<(Vec<u8>, SocketAddr)> {
     let mut buf = vec![0; 65_536];
-    match socket.recv_from(&mut buf) {
+    match common::retrying(|| socket.recv_from(&mut buf)) {
         Ok((n, from)) => Some((buf[..n].to_vec(), from)),
         Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => None,
         Err(e) => panic!("recv: {e}"),

@@ -9,6 +9,7 @@
 
 #![allow(dead_code)] // Each test file uses a subset.
 
+pub mod journal;
 pub mod upstream;
 
 use std::io::{self, BufRead, BufReader, ErrorKind, Read, Write};
@@ -705,11 +706,21 @@ pub fn udp_request(addr: SocketAddr, request: &[u8]) -> Vec<u8> {
     let sent = socket.send(request).expect("datagram sent");
     assert_eq!(sent, request.len());
     let mut buf = vec![0; 65_536];
-    let n = socket
-        .recv(&mut buf)
+    let n = retrying(|| socket.recv(&mut buf))
         .unwrap_or_else(|e| panic!("no reply datagram within {DEADLINE:?}: {e}"));
     buf.truncate(n);
     buf
+}
+
+/// Runs `receive` again while a signal interrupts it (`EINTR`): a signal
+/// for another test's child may land on any thread of the test process.
+pub fn retrying<T>(mut receive: impl FnMut() -> io::Result<T>) -> io::Result<T> {
+    loop {
+        match receive() {
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            done => return done,
+        }
+    }
 }
 
 /// Joins a helper thread, within `DEADLINE`; its panic becomes ours.

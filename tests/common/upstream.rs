@@ -126,7 +126,7 @@ impl UdpUpstream {
         let (seen, count) = (Arc::clone(&sources), Arc::clone(&received));
         std::thread::spawn(move || {
             let mut buf = vec![0; 65_536];
-            while let Ok((n, from)) = socket.recv_from(&mut buf) {
+            while let Ok((n, from)) = super::retrying(|| socket.recv_from(&mut buf)) {
                 seen.lock().unwrap().push(from);
                 count.fetch_add(1, Ordering::SeqCst);
                 if let Some(reply) = answer(&buf[..n]) {
