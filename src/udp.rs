@@ -332,8 +332,8 @@ impl Udp {
                     self.send_or_queue(&reply, from, t.counters, t.now);
                 }
                 delay => {
-                    let note = (t.journal.is_some())
-                        .then_some((journaled.ordinal, faults, journaled.out));
+                    let note =
+                        (t.journal.is_some()).then_some((journaled.ordinal, faults, journaled.out));
                     self.delay_reply(&reply, from, at_least(t.now, delay), note, t);
                 }
             }

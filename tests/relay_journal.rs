@@ -153,7 +153,10 @@ fn a_udp_relay_matches_datagrams_and_journals_them_each_way() {
     let n = common::retrying(|| client.recv(&mut buf)).unwrap();
     assert_eq!(&buf[..n], b"slow", "the lost one never came back");
     assert!(sent.elapsed() >= Duration::from_millis(300), "held");
-    assert_eq!(upstream.received.load(std::sync::atomic::Ordering::SeqCst), 2);
+    assert_eq!(
+        upstream.received.load(std::sync::atomic::Ordering::SeqCst),
+        2
+    );
     let lines = journal_of(server, &journal, 5);
     assert_eq!(
         lines,
@@ -179,18 +182,27 @@ fn match_on_a_stream_relay_is_refused_and_on_a_line_relay_accepted() {
     assert_eq!(status.code(), Some(2), "{stderr}");
     assert!(stdout.is_empty(), "nothing bound: {stdout}");
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
-    assert!(stderr.contains("match=") && stderr.contains("--mode line"), "{stderr}");
+    assert!(
+        stderr.contains("match=") && stderr.contains("--mode line"),
+        "{stderr}"
+    );
 
     let server = relay("tcp", echo_upstream(), &["--control", "127.0.0.1:0"]);
     let answer = ask(server.control.unwrap(), "fault tcp:reset,match=exact:x");
-    assert!(answer.starts_with("error: ") && answer.contains("match="), "{answer}");
+    assert!(
+        answer.starts_with("error: ") && answer.contains("match="),
+        "{answer}"
+    );
     let client = connect(server.tcp());
     (&client).write_all(b"x").unwrap();
     assert_eq!(read_exactly(&client, 1), b"x", "no fault was added");
 
     let lines = ["--mode", "line", "--control", "127.0.0.1:0"];
     let server = relay("tcp", echo_upstream(), &[&lines[..], &fault].concat());
-    let answer = ask(server.control.unwrap(), "fault tcp:close,match=exact:y,dir=up");
+    let answer = ask(
+        server.control.unwrap(),
+        "fault tcp:close,match=exact:y,dir=up",
+    );
     assert!(answer.starts_with("ok"), "{answer}");
     let client = connect(server.tcp());
     (&client).write_all(b"w\nx\n").unwrap();

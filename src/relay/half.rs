@@ -577,7 +577,13 @@ impl Shaped {
 
     /// Holds `len` more bytes of lines `faults` were applied to until
     /// `at`, paced by `pace`.
-    fn push_lines(&mut self, at: Millis, len: usize, pace: Option<(u32, u64)>, faults: AppliedFaults) {
+    fn push_lines(
+        &mut self,
+        at: Millis,
+        len: usize,
+        pace: Option<(u32, u64)>,
+        faults: AppliedFaults,
+    ) {
         match self.chunks.back_mut() {
             Some(last) if last.at == at && last.pace == pace && last.faults == faults => {
                 last.len += len

@@ -188,7 +188,8 @@ mod tests {
     fn each_direction_counts_its_own_messages() {
         let faults = ["tcp:close,every=2,dir=up", "tcp:reset,every=2"];
         let faults: Vec<crate::Fault> = faults.iter().map(|f| f.parse().unwrap()).collect();
-        let mut set = crate::fault::Faults::relaying(7, &faults, [crate::fault::Relaying::Messages; 2]);
+        let mut set =
+            crate::fault::Faults::relaying(7, &faults, [crate::fault::Relaying::Messages; 2]);
         let mut judge = |dir, n| set.judge_in(Protocol::Tcp, dir, [n, 0]).terminal;
         // Up messages 1, 2, 3 and down messages 1, 2 interleaved: each
         // fault sees only its direction's, so every=2 picks the second.

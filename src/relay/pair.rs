@@ -31,11 +31,11 @@ use log::debug;
 use std::cell::RefCell;
 
 use super::Direction;
-use super::journal::{PairLog, Tap};
-use crate::journal::Journal;
 pub(crate) use super::half::Doom;
 use super::half::{Broken, HalfPipe, LineCx, Pump, Pumped, Shape, Sink};
+use super::journal::{PairLog, Tap};
 use crate::fault::Faults;
+use crate::journal::Journal;
 use crate::stats::{Counters, add};
 use crate::tcp::LINGER_MS;
 use crate::timer::{Millis, RateLimit};

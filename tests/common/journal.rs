@@ -108,4 +108,3 @@ pub fn read_journal(journal: &str) -> Vec<String> {
     );
     stdout.lines().map(String::from).collect()
 }
-

@@ -171,8 +171,8 @@ fn apply(
 ) -> bool {
     // `match=` sees the line without its terminator, as section 12 says.
     let line = &rest[start..start + len];
-    let text = (line.strip_suffix(b"\n"))
-        .map_or(line, |text| text.strip_suffix(b"\r").unwrap_or(text));
+    let text =
+        (line.strip_suffix(b"\n")).map_or(line, |text| text.strip_suffix(b"\r").unwrap_or(text));
     let verdict = (lx.faults).judge_message(Protocol::Tcp, lx.dir, [lx.conn, ordinal], text);
     if !verdict.is_clean() {
         lx.counters.add_faults(&verdict.applied);
