@@ -1,6 +1,6 @@
-//! The journal: one JSON object a line for every message, reply, greeting
-//! and push, so a test in any language can read back what its client sent
-//! and what it got.
+//! The journal: one JSON object a line for every message, reply, greeting,
+//! push and relayed chunk, so a test in any language can read back what
+//! its client sent and what it got.
 //!
 //! ```text
 //! {"t_ms":12,"proto":"tcp","conn":3,"msg":0,"dir":"in","len":14,"text":"Hello, Server\n","peer":"127.0.0.1:50312"}
@@ -109,7 +109,9 @@ pub struct JournalEvent<'a> {
     /// TCP: the connection's accept ordinal (from 1). UDP: `None`.
     pub conn: Option<u64>,
     /// TCP: the message's ordinal on its connection (from 1; a greeting
-    /// or a push is 0). UDP: the datagram's ordinal (from 1).
+    /// or a push is 0). UDP: the datagram's ordinal (from 1). On a relay,
+    /// the ordinal in its direction: of the write (stream mode), the
+    /// line (line mode) or the datagram.
     pub msg: u64,
     /// Which way the bytes went.
     pub dir: JournalDirection,
@@ -117,7 +119,8 @@ pub struct JournalEvent<'a> {
     pub bytes: &'a [u8],
     /// The client: on a connection's first line and on every UDP line.
     pub peer: Option<SocketAddr>,
-    /// Faults applied to the message, on its `out` line.
+    /// Faults applied to the message, on its `out` line (on a relay, its
+    /// `up` or `down` line).
     pub faults: AppliedFaults,
 }
 

@@ -403,7 +403,8 @@ impl Server {
     }
 
     /// Calls `callback` with every journal event from now on: each
-    /// message, reply, greeting and push, as `--journal` writes them
+    /// message, reply, greeting, push and relayed chunk, as `--journal`
+    /// writes them
     /// (with or without a journal file). Messages reach the server's
     /// responder path whole from then on, as with a rule.
     ///

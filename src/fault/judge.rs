@@ -159,8 +159,8 @@ impl Faults {
     /// # Errors
     ///
     /// The fault fails [`Fault::validate`], says `dir=` on a protocol
-    /// that is not relayed or `match=` on a stream-mode TCP relay, or [`MAX_FAULTS`] are in force already;
-    /// nothing changes.
+    /// that is not relayed or `match=` on a stream-mode TCP relay, or
+    /// [`MAX_FAULTS`] are in force already; nothing changes.
     pub fn add(&mut self, fault: Fault) -> Result<(), String> {
         fault.validate()?;
         let relayed = |p| match p {

@@ -12,6 +12,7 @@
 //! - [`pair`]: one pair's life (connect, relay, linger), no sockets;
 //! - [`half`]: one direction of a pair (the rest buffer, the FIN, the
 //!   faults; `half::lines` for line mode), no sockets;
+//! - [`journal`]: a pair's lines in the journal, with one;
 //! - [`flows`]: UDP flows, one connected socket per client source;
 //!   [`udp`](crate::udp) hands it every datagram when UDP is relayed.
 //!
