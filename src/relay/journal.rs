@@ -123,3 +123,89 @@ impl Tap<'_> {
         });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, Mutex};
+
+    /// A journal line as a test compares it: msg, dir, bytes, whether it
+    /// names the peer, the faults.
+    type Line = (u64, &'static str, Vec<u8>, bool, Vec<&'static str>);
+
+    /// The lines `write` makes.
+    fn lines_of(log: &mut PairLog, write: impl FnOnce(&mut Tap<'_>)) -> Vec<Line> {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let sink = Arc::clone(&seen);
+        let journal = RefCell::new(Journal::to_callback(Box::new(
+            move |e: &JournalEvent<'_>| {
+                let faults = e.faults.names().collect();
+                let line = (
+                    e.msg,
+                    e.dir.name(),
+                    e.bytes.to_vec(),
+                    e.peer.is_some(),
+                    faults,
+                );
+                sink.lock().unwrap().push(line);
+            },
+        )));
+        let mut tap = Tap {
+            journal: &journal,
+            now: 5,
+            conn: 3,
+            dir: Direction::Down,
+            log,
+        };
+        write(&mut tap);
+        seen.lock().unwrap().clone()
+    }
+
+    fn faults(names: &[&str]) -> AppliedFaults {
+        let mut applied = [0; crate::fault::KINDS];
+        let kinds = crate::FaultCounts::default().by_kind();
+        for (kind, (name, _)) in kinds.into_iter().enumerate() {
+            applied[kind] = u32::from(names.contains(&name));
+        }
+        AppliedFaults::of(&applied)
+    }
+
+    #[test]
+    fn stream_mode_numbers_writes_and_names_the_directions_faults() {
+        let mut log = PairLog::new("127.0.0.1:9".parse().unwrap(), false);
+        log.faults[1] = faults(&["corrupt"]);
+        let lines = lines_of(&mut log, |tap| {
+            tap.written(b"ab\ncd", AppliedFaults::default());
+            tap.written(b"e", AppliedFaults::default());
+        });
+        let corrupt = vec!["corrupt"];
+        assert_eq!(
+            lines,
+            [
+                (1, "down", b"ab\ncd".to_vec(), true, corrupt.clone()),
+                (2, "down", b"e".to_vec(), false, corrupt),
+            ]
+        );
+    }
+
+    #[test]
+    fn line_mode_gives_each_line_its_own_line_and_a_split_one_two() {
+        let mut log = PairLog::new("127.0.0.1:9".parse().unwrap(), true);
+        let lines = lines_of(&mut log, |tap| {
+            let chunks = [(4, AppliedFaults::default()), (5, faults(&["delay"]))];
+            // A short write: "one\n" whole, "two" of "two\r\n".
+            tap.written_held(b"one\ntwo", chunks.into_iter());
+            tap.written_held(b"\r\n", [(2, faults(&["delay"]))].into_iter());
+            tap.stopped(3, faults(&["reset"]));
+        });
+        assert_eq!(
+            lines,
+            [
+                (1, "down", b"one\n".to_vec(), true, vec![]),
+                (2, "down", b"two".to_vec(), false, vec!["delay"]),
+                (2, "down", b"\r\n".to_vec(), false, vec!["delay"]),
+                (3, "down", b"".to_vec(), false, vec!["reset"]),
+            ]
+        );
+    }
+}
