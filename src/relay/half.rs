@@ -25,7 +25,6 @@
 //! Until the upstream's connect completes, the `up` pipe has no sink: it
 //! reads what the client sends early into its rest, up to the bound.
 
-use std::collections::VecDeque;
 use std::io::{self, ErrorKind, Read, Write};
 
 use super::journal::Tap;
@@ -126,84 +125,6 @@ impl<'a> Pump<'a> {
     fn bound(&self) -> usize {
         let line = self.lines.as_ref().map_or(0, |lx| lx.max_line + 1);
         self.max_owed + line
-    }
-}
-
-/// What the faults do to one direction of one pair, judged once when the
-/// pair was accepted (SPEC 11, stream mode).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub(crate) struct Shape {
-    /// Every byte is held this long after it arrived (latency).
-    pub delay_ms: u64,
-    /// `(bytes, every_ms)`: the stream goes out that many bytes at a time.
-    pub dribble: Option<(u32, u64)>,
-    /// Only this many bytes are relayed; then the FIN, and the pair ends.
-    pub truncate: Option<u64>,
-    /// Every byte is changed, from this seed and the byte's offset.
-    pub corrupt: Option<u64>,
-    /// Read and discard; the FIN is never passed on.
-    pub hang: bool,
-    /// The FIN is held this long once it is due.
-    pub slow_close_ms: Option<u64>,
-}
-
-/// Held bytes that go out together: no earlier than `at`, `pace`d if a
-/// dribble says so.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Chunk {
-    at: Millis,
-    len: usize,
-    pace: Option<(u32, u64)>,
-    /// Line mode: the faults applied to its lines, for the journal.
-    faults: AppliedFaults,
-}
-
-/// A shaped direction's own state: the fault and its clocks.
-#[derive(Debug)]
-struct Shaped {
-    shape: Shape,
-    /// The held bytes' release, oldest first; kept with a delay and in
-    /// line mode (where the open line's bytes, not yet judged, are in no
-    /// chunk). Bytes released at the same time share an entry, so there
-    /// are at most `delay_ms + 1` of them, or one per held line.
-    chunks: VecDeque<Chunk>,
-    /// Dribble: when the next piece may go.
-    next_piece_at: Millis,
-    /// Bytes taken from the source so far: a corrupted byte's offset, and
-    /// the count `truncate` stops at.
-    taken: u64,
-    /// The `truncate` count is reached: nothing more is taken.
-    cut: bool,
-    /// Slow close: when the FIN may go, once it is due.
-    fin_at: Option<Millis>,
-    /// Line mode: a fault that ends the pair at this time, once the bytes
-    /// before it are out.
-    doom: Option<(Millis, Doom)>,
-    /// Line mode: held bytes go out only as judged lines, in chunks.
-    in_lines: bool,
-    /// Line mode: the line a fault kept from going (its ordinal from 1)
-    /// and the faults, journaled once the lines before it are out.
-    stopped: Option<(u64, AppliedFaults)>,
-}
-
-impl Shaped {
-    fn new(shape: Shape, in_lines: bool) -> Shaped {
-        Shaped {
-            shape,
-            chunks: VecDeque::new(),
-            next_piece_at: 0,
-            taken: 0,
-            cut: false,
-            fin_at: None,
-            doom: None,
-            in_lines,
-            stopped: None,
-        }
-    }
-
-    /// Whether held bytes wait in chunks (rather than all going at once).
-    fn uses_chunks(&self) -> bool {
-        self.shape.delay_ms > 0 || self.in_lines
     }
 }
 
@@ -569,57 +490,6 @@ impl HalfPipe {
     }
 }
 
-impl Shaped {
-    /// Holds `len` more bytes until `at`, paced by `pace`.
-    fn push_chunk(&mut self, at: Millis, len: usize, pace: Option<(u32, u64)>) {
-        self.push_lines(at, len, pace, AppliedFaults::default());
-    }
-
-    /// Holds `len` more bytes of lines `faults` were applied to until
-    /// `at`, paced by `pace`.
-    fn push_lines(
-        &mut self,
-        at: Millis,
-        len: usize,
-        pace: Option<(u32, u64)>,
-        faults: AppliedFaults,
-    ) {
-        match self.chunks.back_mut() {
-            Some(last) if last.at == at && last.pace == pace && last.faults == faults => {
-                last.len += len
-            }
-            _ => self.chunks.push_back(Chunk {
-                at,
-                len,
-                pace,
-                faults,
-            }),
-        }
-    }
-
-    /// `n` held bytes went out at `now`, `pace`d: their chunks go, and a
-    /// dribble waits its gap before the next piece.
-    fn sent(&mut self, mut n: usize, pace: Option<(u32, u64)>, now: Millis) {
-        if n == 0 {
-            return;
-        }
-        if let Some((_, every_ms)) = pace {
-            self.next_piece_at = at_least(now, every_ms);
-        }
-        while n > 0 {
-            let Some(chunk) = self.chunks.front_mut() else {
-                return;
-            };
-            let done = n.min(chunk.len);
-            chunk.len -= done;
-            n -= done;
-            if chunk.len == 0 {
-                self.chunks.pop_front();
-            }
-        }
-    }
-}
-
 /// Writes as much of `bytes` as `sink` takes now, through the crate's one
 /// write loop: the count written, short when the sink blocked (the rest
 /// waits for its writable event).
@@ -629,8 +499,11 @@ fn write_some(sink: &mut impl Write, bytes: &[u8]) -> io::Result<usize> {
 }
 
 mod lines;
+mod shaped;
 
 pub(crate) use lines::LineCx;
+pub(crate) use shaped::Shape;
+use shaped::{Chunk, Shaped};
 
 #[cfg(test)]
 pub(super) mod tests;
