@@ -16,7 +16,9 @@
 #   ROUNDS [3]         rounds; each runs every scenario once per server, the
 #                      servers alternating (A B A B ...); medians are reported
 #   DURATION [3]       seconds per measured run
-#   SERVERS ["ackloop c"]  which servers to run (ackloop, c, before)
+#   SERVERS ["ackloop c"]  which servers to run (ackloop, c, before; rules16
+#                      and journal: ackloop with 16 rules that match nothing,
+#                      or with --journal /dev/null)
 #   BEFORE             a git revision, built in a worktree under target/bench,
 #                      run as the server "before" (before/after in one run)
 #   IDLE_CONNS [10000] connections in the idle scenario
@@ -127,10 +129,18 @@ server_cmd() {
     case $1 in
     ackloop) CMD=(target/dist/ackloop "${addrs[@]}" --log-level off) ;;
     before) CMD=("$OUT/before/ackloop" "${addrs[@]}" --log-level off) ;;
+    # Issue 16's costs: 16 rules that match nothing (each message tries them
+    # all, the worst case), and a journal written to /dev/null (its
+    # encoding and writes, not a disk's speed).
+    rules16)
+        CMD=(target/dist/ackloop "${addrs[@]}" --log-level off)
+        for i in $(seq 16); do CMD+=(--rule "exact:no such message $i => never"); done
+        ;;
+    journal) CMD=(target/dist/ackloop "${addrs[@]}" --log-level off --journal /dev/null) ;;
     c) CMD=("$OUT/c_epoll" --drain "${addrs[@]}") ;;
     # Start-up baseline: a process that prints two lines and exits at once.
     spawn) CMD=(printf 'tcp -\nudp -\n') ;;
-    *) die "unknown server $1 (SERVERS takes ackloop, c and before)" ;;
+    *) die "unknown server $1 (SERVERS takes ackloop, c, before, rules16 and journal)" ;;
     esac
 }
 
@@ -261,7 +271,7 @@ if ((RELAYED)); then
     done
 fi
 echo "building ..." >&2
-if has ackloop || ((RELAYED)); then
+if has ackloop || has rules16 || has journal || ((RELAYED)); then
     cargo build --profile dist --quiet ||
         die "ackloop does not build; SERVERS=c ONLY=line benches/compare.sh runs the C reference alone"
 fi
