@@ -9,6 +9,7 @@
 
 #![allow(dead_code)] // Each test file uses a subset.
 
+pub mod control;
 pub mod journal;
 pub mod upstream;
 
