@@ -100,10 +100,7 @@ impl Connection {
     /// behind what it is owed: they count in its backlog, and later
     /// replies follow them in order.
     pub fn send_unasked(&mut self, bytes: Vec<u8>, journal: bool) {
-        let note = journal.then_some(Note {
-            msg: 0,
-            faults: AppliedFaults::default(),
-        });
+        let note = journal.then_some(Note::unfaulted(0));
         let buffers = self.buffers();
         buffers.step_bytes += bytes.len();
         buffers.steps.push_back(Step::Send {
