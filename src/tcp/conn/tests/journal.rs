@@ -2,27 +2,13 @@
 //! reply out as it leaves, and the fault that ends it.
 
 use super::*;
+use crate::journal::recording::{Lines, recording};
 
-/// A journal whose lines a test reads back: `(msg, dir, bytes, peer named, faults)`.
-type Seen =
-    std::sync::Arc<std::sync::Mutex<Vec<(u64, &'static str, Vec<u8>, bool, Vec<&'static str>)>>>;
-
-fn journaled(lp: &mut Loop) -> Seen {
-    let seen = Seen::default();
-    let log = std::sync::Arc::clone(&seen);
-    let callback = Box::new(move |e: &crate::JournalEvent<'_>| {
+/// Journals `lp`'s connection (number 8) into a list a test reads back.
+fn journaled(lp: &mut Loop) -> Lines {
+    let (journal, seen) = recording(|e| {
         assert_eq!((e.protocol, e.conn), (crate::Protocol::Tcp, Some(8)));
-        let faults = e.faults.names().collect();
-        let line = (
-            e.msg,
-            e.dir.name(),
-            e.bytes.to_vec(),
-            e.peer.is_some(),
-            faults,
-        );
-        log.lock().unwrap().push(line);
     });
-    let journal = crate::journal::Journal::to_callback(callback);
     lp.journal = Some(std::cell::RefCell::new(journal));
     seen
 }
