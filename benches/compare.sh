@@ -36,7 +36,7 @@
 #   UPSTREAM_CPU [1]   the CPU the relays' upstream is pinned to
 #
 # Each server runs pinned to CPU 0 (taskset -c 0), the load generator
-# (examples/loadgen.rs, one thread) to CPU 1. The load generator is often
+# (examples/loadgen/, one thread) to CPU 1. The load generator is often
 # the bottleneck, so server CPU per operation (from /proc/PID/stat) is the
 # figure to compare, not the rate. Everything listens on and talks to
 # 127.0.0.1 only. Build products and raw results go to target/bench/.

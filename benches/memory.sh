@@ -7,7 +7,7 @@
 #   benches/memory.sh                 # 10,000 idle connections [CONNS]
 #   BIN=old/ackloop benches/memory.sh # another build, the same way
 #
-# Loopback only. The load generator (examples/loadgen.rs, scenario idle)
+# Loopback only. The load generator (examples/loadgen/, scenario idle)
 # opens CONNS line-mode connections, confirms each with one round trip and
 # reads the server's RSS growth from /proc/PID/status.
 set -euo pipefail

@@ -12,6 +12,9 @@
 //! the journal stops, and serving goes on. Without a journal nothing here
 //! runs: the loop holds an `Option` and tests it once per event.
 
+#[cfg(test)]
+pub(crate) mod recording;
+
 use std::fmt;
 use std::io::{self, Write};
 use std::net::SocketAddr;

@@ -37,7 +37,7 @@ mod batch;
 pub(crate) mod journal;
 mod relay;
 
-use journal::Datagram;
+use journal::{Datagram, record_released};
 
 /// Datagrams read per turn before other sources get their turn: a flood
 /// on UDP cannot starve TCP clients. Replies sent from the queue, and
@@ -417,17 +417,7 @@ impl Udp {
             };
             *sends -= 1;
             self.queued_bytes -= reply.bytes.len();
-            if let Some((ordinal, faults, out)) = reply.note {
-                let (journal, now, peer) = (t.journal, t.now, reply.to);
-                let journaled = Datagram {
-                    journal,
-                    now,
-                    ordinal,
-                    peer,
-                    out,
-                };
-                journaled.record(out, &reply.bytes, faults);
-            }
+            record_released(t.journal, t.now, reply.to, reply.note, &reply.bytes);
             self.send_or_queue(&reply.bytes, reply.to, t.counters, t.now);
         }
     }

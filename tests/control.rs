@@ -10,45 +10,8 @@ use std::io::{BufRead, BufReader, ErrorKind, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::time::{Duration, Instant};
 
+use common::control::Control;
 use common::{DEADLINE, Server, connect, run, tcp_request, text, udp_request};
-
-/// A control connection: one command line out, one answer line back.
-struct Control {
-    stream: TcpStream,
-    reader: BufReader<TcpStream>,
-}
-
-impl Control {
-    #[track_caller]
-    fn open(server: &Server) -> Control {
-        let stream = connect(server.control.expect("a `control ADDR` line"));
-        let reader = BufReader::new(stream.try_clone().unwrap());
-        Control { stream, reader }
-    }
-
-    #[track_caller]
-    fn send(&mut self, command: &str) {
-        self.stream
-            .write_all(format!("{command}\n").as_bytes())
-            .unwrap();
-    }
-
-    #[track_caller]
-    fn answer(&mut self) -> String {
-        let mut line = String::new();
-        self.reader
-            .read_line(&mut line)
-            .expect("an answer within the deadline");
-        assert!(line.ends_with('\n'), "answer {line:?} is not a whole line");
-        line.trim_end().to_string()
-    }
-
-    #[track_caller]
-    fn ask(&mut self, command: &str) -> String {
-        self.send(command);
-        self.answer()
-    }
-}
 
 /// One UDP exchange with a short wait: the reply, or `None` on a timeout.
 fn udp_try(addr: SocketAddr, wait: Duration) -> Option<Vec<u8>> {

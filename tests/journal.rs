@@ -12,7 +12,8 @@
 mod common;
 
 use std::io::{BufRead, BufReader, Write};
-use std::process::{Command, Stdio};
+use std::net::SocketAddr;
+use std::process::{Child, ChildStdout, Command, Stdio};
 use std::sync::{Arc, Mutex};
 
 use common::journal::{TempPath, python, read_journal};
@@ -105,14 +106,20 @@ fn a_journal_that_cannot_be_written_costs_only_the_journal() {
     assert_eq!(warnings, 1, "logged once:\n{stderr}\n{stderr_at_exit}");
 }
 
-#[test]
-fn a_journal_on_a_closed_stdout_pipe_costs_only_the_journal() {
+/// Starts the server on TCP only with its journal on stdout (`--journal
+/// -`) and `args`: the child, its stdout after the first line, and the
+/// TCP address that line names.
+fn journaling_to_stdout(
+    args: &[&str],
+    stderr: Stdio,
+) -> (Child, BufReader<ChildStdout>, SocketAddr) {
     let mut child = Command::new(common::bin())
         .args(["--tcp", "127.0.0.1:0", "--no-udp", "--journal", "-"])
+        .args(args)
         .env_remove("RUST_LOG")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
+        .stderr(stderr)
         .spawn()
         .unwrap();
     let mut stdout = BufReader::new(child.stdout.take().unwrap());
@@ -124,6 +131,12 @@ fn a_journal_on_a_closed_stdout_pipe_costs_only_the_journal() {
         .expect("a tcp line")
         .parse()
         .unwrap();
+    (child, stdout, addr)
+}
+
+#[test]
+fn a_journal_on_a_closed_stdout_pipe_costs_only_the_journal() {
+    let (mut child, stdout, addr) = journaling_to_stdout(&[], Stdio::piped());
     drop(stdout); // The reader goes away: journal writes fail from now on.
     let stderr = Arc::new(Mutex::new(String::new()));
     let pipe = child.stderr.take().unwrap();
@@ -292,26 +305,9 @@ fn smtplib_raises_when_the_server_resets_on_data() {
 
 #[test]
 fn a_journal_reader_that_stops_reading_never_stalls_the_loop() {
-    let mut child = Command::new(common::bin())
-        .args(["--tcp", "127.0.0.1:0", "--no-udp", "--mode", "line"])
-        .args(["--journal", "-"])
-        .env_remove("RUST_LOG")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    // Read the address line, then never read stdout again: the pipe (64 KiB)
+    // The address line is read, then never stdout again: the pipe (64 KiB)
     // fills with journal lines.
-    let mut stdout = BufReader::new(child.stdout.take().unwrap());
-    let mut first = String::new();
-    stdout.read_line(&mut first).unwrap();
-    let addr = first
-        .trim()
-        .strip_prefix("tcp ")
-        .expect("a tcp line")
-        .parse()
-        .unwrap();
+    let (mut child, stdout, addr) = journaling_to_stdout(&["--mode", "line"], Stdio::null());
     let stream = connect(addr);
     let line = format!("{}\n", "x".repeat(1000));
     // 4 MiB of journal: far past the pipe and the journal's 1 MiB buffer.

@@ -8,53 +8,15 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
+use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::time::Duration;
 
+use common::control::Control;
 use common::{
     DEADLINE, End, Server, connect, read_exactly, read_until_closed, run, tcp_request, text,
     udp_request, wait_until,
 };
-
-/// A control connection: one command line out, one answer line back.
-struct Control {
-    stream: TcpStream,
-    reader: BufReader<TcpStream>,
-}
-
-impl Control {
-    #[track_caller]
-    fn open(server: &Server) -> Control {
-        let stream = connect(server.control.expect("a `control ADDR` line"));
-        let reader = BufReader::new(stream.try_clone().unwrap());
-        Control { stream, reader }
-    }
-
-    #[track_caller]
-    fn ask(&mut self, command: &str) -> String {
-        self.stream
-            .write_all(format!("{command}\n").as_bytes())
-            .unwrap();
-        let mut line = String::new();
-        self.reader
-            .read_line(&mut line)
-            .expect("an answer within the deadline");
-        assert!(line.ends_with('\n'), "answer {line:?} is not a whole line");
-        line.trim_end().to_string()
-    }
-
-    /// A counter from `stats`.
-    #[track_caller]
-    fn stat(&mut self, name: &str) -> u64 {
-        let answer = self.ask("stats");
-        let value = answer
-            .split(' ')
-            .find_map(|field| field.strip_prefix(&format!("{name}=")))
-            .unwrap_or_else(|| panic!("no {name} in {answer:?}"));
-        value.parse().unwrap()
-    }
-}
 
 /// One datagram out from a fresh socket; the reply, or `None` if none came
 /// within `wait` (for replies that must not come, asserted after a later
@@ -374,9 +336,7 @@ fn pushes_to_a_client_that_never_reads_are_bounded() {
     for _ in 0..64 {
         control.stream.write_all(batch.as_bytes()).unwrap();
         for _ in 0..256 {
-            let mut answer = String::new();
-            control.reader.read_line(&mut answer).unwrap();
-            assert_eq!(answer, "ok\n");
+            assert_eq!(control.answer(), "ok");
         }
     }
     // The server held at most its bound for the sleeper and serves others.

@@ -27,7 +27,7 @@ use crate::table::Table;
 use crate::timer::{Due, Entry, Millis, NEVER, RateLimit, Timers, at_least};
 use crate::turn::{CONTROL_BASE, FLOW_BASE, Turn};
 use crate::udp::DATAGRAMS_PER_TURN;
-use crate::udp::journal::{Datagram, Note};
+use crate::udp::journal::{Datagram, Note, record_released};
 use crate::write::nonblocking;
 
 /// Flows closed in one turn before the list of held keys grows.
@@ -188,17 +188,7 @@ impl Flows {
             self.held_bytes -= datagram.len();
             // The flow may have closed meanwhile: the datagram goes with it.
             if let Some(flow) = self.table.get_mut(key).filter(|flow| flow.id == id) {
-                if let Some((ordinal, faults, out)) = note {
-                    let (journal, now, peer) = (t.journal, t.now, flow.client);
-                    let journaled = Datagram {
-                        journal,
-                        now,
-                        ordinal,
-                        peer,
-                        out,
-                    };
-                    journaled.record(out, &datagram, faults);
-                }
+                record_released(t.journal, t.now, flow.client, note, &datagram);
                 send(flow, &datagram, t.counters);
             }
         }

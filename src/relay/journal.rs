@@ -127,29 +127,12 @@ impl Tap<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::{Arc, Mutex};
-
-    /// A journal line as a test compares it: msg, dir, bytes, whether it
-    /// names the peer, the faults.
-    type Line = (u64, &'static str, Vec<u8>, bool, Vec<&'static str>);
+    use crate::journal::recording::{Line, recording};
 
     /// The lines `write` makes.
     fn lines_of(log: &mut PairLog, write: impl FnOnce(&mut Tap<'_>)) -> Vec<Line> {
-        let seen = Arc::new(Mutex::new(Vec::new()));
-        let sink = Arc::clone(&seen);
-        let journal = RefCell::new(Journal::to_callback(Box::new(
-            move |e: &JournalEvent<'_>| {
-                let faults = e.faults.names().collect();
-                let line = (
-                    e.msg,
-                    e.dir.name(),
-                    e.bytes.to_vec(),
-                    e.peer.is_some(),
-                    faults,
-                );
-                sink.lock().unwrap().push(line);
-            },
-        )));
+        let (journal, seen) = recording(|_| {});
+        let journal = RefCell::new(journal);
         let mut tap = Tap {
             journal: &journal,
             now: 5,

@@ -9,6 +9,7 @@
 //! when the turn ends, so that a stale event later in the same batch
 //! cannot reach a new connection that got the same key.
 
+mod commands;
 mod conn;
 mod script;
 
@@ -20,16 +21,15 @@ use log::{Level, debug, log_enabled, trace, warn};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Interest, Token};
 
-use crate::command::{Reply, Target};
-use crate::config::{Config, MAX_REPLY_LEN, Mode};
+use crate::config::{Config, Mode};
 use crate::relay::pair::Side;
 use crate::relay::pairs::Pairs;
-use crate::reply::{Pattern, Protocol, Replies, Responder};
+use crate::reply::{Protocol, Replies};
 use crate::stats::add;
 use crate::stats::sub;
 use crate::table::Table;
 use crate::timer::{ACCEPT_RETRY_MS, Due, Entry, Millis, Pause, RateLimit, Timers};
-use crate::turn::{LISTENER, Readiness, Ready, Turn, UPSTREAM_BASE, settle_writable};
+use crate::turn::{Readiness, Ready, Turn, UPSTREAM_BASE, settle_writable};
 use conn::{Advance, Close, Connection, Ctx, Phase, Stamp};
 
 pub use conn::{LINGER_CAP_MS, LINGER_MS, READS_PER_TURN};
@@ -460,82 +460,6 @@ impl Tcp {
         if let Some(relay) = &mut self.relay {
             relay.close_all(t);
         }
-    }
-}
-
-/// Why `refuse` and `accept` fail without TCP: in words a control client
-/// and a library user both understand (neither typed `--no-tcp`).
-const NO_TCP: &str = "no TCP: this server serves UDP only";
-
-/// What live control changes on the TCP side (see [`command`](crate::command)).
-impl Target for Tcp {
-    /// Closes the listener: new clients are refused; open connections go
-    /// on.
-    fn refuse(&mut self, t: &mut Turn<'_>) -> Reply {
-        self.listen_addr.ok_or(NO_TCP)?;
-        if let Some(mut listener) = self.listener.take() {
-            let _ = t.registry.deregister(&mut listener);
-        }
-        Ok(String::new())
-    }
-
-    /// Listens again on the same address after [`refuse`](Tcp::refuse).
-    fn listen_again(&mut self, t: &mut Turn<'_>) -> Reply {
-        let addr = self.listen_addr.ok_or(NO_TCP)?;
-        if self.stopping {
-            return Err("shutting down".into());
-        }
-        if self.listener.is_none() {
-            let mut listener = crate::bind::tcp_listener(addr, self.reuse_port)
-                .map_err(|e| format!("cannot bind tcp {addr}: {e}"))?;
-            t.registry
-                .register(&mut listener, LISTENER, Interest::READABLE)
-                .map_err(|e| format!("cannot register tcp {addr}: {e}"))?;
-            self.listener = Some(listener);
-            // Clients may be waiting already: no event would report them.
-            t.ready.push(Ready::Listener);
-        }
-        Ok(String::new())
-    }
-
-    /// Makes `text` the fixed reply from now on. Replies already owed keep
-    /// the old text: each connection turns what it owes into bytes first.
-    fn set_reply(&mut self, text: Vec<u8>, t: &mut Turn<'_>) -> Reply {
-        if text.is_empty() || text.len() > MAX_REPLY_LEN {
-            return Err(format!(
-                "reply: must be 1 to {MAX_REPLY_LEN} bytes, got {}",
-                text.len()
-            ));
-        }
-        let old = match t.replies {
-            Replies::Fixed(old) => old,
-            // A responder's replies are bytes as soon as they are owed.
-            Replies::Custom { responder, .. } => {
-                return match responder.set_reply_text(&text) {
-                    true => Ok(String::new()),
-                    false => {
-                        Err("replies come from a responder with no reply text to change".into())
-                    }
-                };
-            }
-        };
-        for (_, slot) in self.conns.iter_mut() {
-            slot.conn.keep_owed_bytes(old);
-        }
-        *t.replies = Replies::Fixed(Pattern::new(&text, self.mode == Mode::Line, self.max_owed));
-        Ok(String::new())
-    }
-
-    fn see_messages(&mut self, t: &mut Turn<'_>) {
-        self.switch_to_responder(t.replies);
-    }
-
-    fn set_greeting(&mut self, text: Option<Vec<u8>>) -> Reply {
-        self.greet_with(text)
-    }
-
-    fn push(&mut self, text: Vec<u8>, t: &mut Turn<'_>) -> Reply {
-        self.push_to_all(text, t)
     }
 }
 

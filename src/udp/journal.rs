@@ -47,3 +47,24 @@ impl Datagram<'_> {
         }
     }
 }
+
+/// Journals a delayed datagram as it finally leaves for `peer`, as its
+/// note (taken when it was held) says, if it has one.
+pub fn record_released(
+    journal: Option<&RefCell<Journal>>,
+    now: Millis,
+    peer: SocketAddr,
+    note: Option<Note>,
+    bytes: &[u8],
+) {
+    if let Some((ordinal, faults, out)) = note {
+        let datagram = Datagram {
+            journal,
+            now,
+            ordinal,
+            peer,
+            out,
+        };
+        datagram.record(out, bytes, faults);
+    }
+}

@@ -5,6 +5,26 @@ use crate::reply::Pattern;
 use crate::timer::Timers;
 use std::time::Duration;
 
+/// Runs `f` in a turn of no loop at time 0: fixed replies, no faults, no
+/// journal, a timer heap that holds nothing.
+fn with_turn<R>(poll: &mio::Poll, counters: &Counters, f: impl FnOnce(&mut Turn<'_>) -> R) -> R {
+    let (mut buf, mut timers, mut ready) = (vec![0; 1024], Timers::with_capacity(0), vec![]);
+    let mut faults = crate::fault::Faults::new(0, &[]);
+    let mut replies = Replies::Fixed(Pattern::new(b"Received", false, 64));
+    let mut t = Turn {
+        registry: poll.registry(),
+        now: 0,
+        buf: &mut buf,
+        replies: &mut replies,
+        counters,
+        timers: &mut timers,
+        ready: &mut ready,
+        faults: &mut faults,
+        journal: None,
+    };
+    f(&mut t)
+}
+
 /// On loopback the kernel almost never makes `send_to` block, so the
 /// queue is filled by hand here, then drained by a real `serve`.
 #[test]
@@ -31,35 +51,23 @@ fn queued_replies_are_bounded_then_sent_in_order() {
     // The byte bound holds too: one reply as large as all allowed.
     udp.queue_reply(&vec![0; queue_bytes], to, &counters, 0);
     assert_eq!(counters.snapshot().replies_dropped, 6);
-
-    let (mut buf, mut timers, mut ready) = (vec![0; 1024], Timers::with_capacity(0), vec![]);
-    let mut faults = crate::fault::Faults::new(0, &[]);
-    let mut replies = Replies::Fixed(Pattern::new(b"Received", false, 64));
-    let mut t = Turn {
-        registry: poll.registry(),
-        now: 0,
-        buf: &mut buf,
-        replies: &mut replies,
-        counters: &counters,
-        timers: &mut timers,
-        ready: &mut ready,
-        faults: &mut faults,
-        journal: None,
-    };
-    // The socket has nothing to receive, so serve only sends: a
-    // turn's budget at a time, the socket staying on the ready list
-    // while replies are left.
-    let mut turns = 0;
-    loop {
-        udp.serve(&mut t);
-        turns += 1;
-        let sent = (turns * DATAGRAMS_PER_TURN).min(queue_len);
-        assert_eq!(udp.queued(), queue_len - sent, "turn {turns}");
-        if udp.queued() == 0 {
-            break;
+    let turns = with_turn(&poll, &counters, |t| {
+        // The socket has nothing to receive, so serve only sends: a
+        // turn's budget at a time, the socket staying on the ready list
+        // while replies are left.
+        let mut turns = 0;
+        loop {
+            udp.serve(t);
+            turns += 1;
+            let sent = (turns * DATAGRAMS_PER_TURN).min(queue_len);
+            assert_eq!(udp.queued(), queue_len - sent, "turn {turns}");
+            if udp.queued() == 0 {
+                break;
+            }
+            assert_eq!(t.ready.pop(), Some(Ready::Udp), "still ready");
         }
-        assert_eq!(t.ready.pop(), Some(Ready::Udp), "still ready");
-    }
+        turns
+    });
     assert_eq!(turns, queue_len.div_ceil(DATAGRAMS_PER_TURN));
     let sent: usize = (0..queue_len).map(|i| format!("{i}").len()).sum();
     assert_eq!(counters.snapshot().bytes_out, sent as u64);
@@ -89,30 +97,18 @@ fn delayed_replies_due_together_are_released_a_turn_budget_at_a_time() {
     let config = crate::Config::default();
     let mut udp = Udp::new(socket, false, &config);
     let counters = Counters::default();
-    let (mut buf, mut timers, mut ready) = (vec![0; 1024], Timers::with_capacity(0), vec![]);
-    let mut faults = crate::fault::Faults::new(0, &[]);
-    let mut replies = Replies::Fixed(Pattern::new(b"Received", false, 64));
-    let mut t = Turn {
-        registry: poll.registry(),
-        now: 0,
-        buf: &mut buf,
-        replies: &mut replies,
-        counters: &counters,
-        timers: &mut timers,
-        ready: &mut ready,
-        faults: &mut faults,
-        journal: None,
-    };
     let held = DATAGRAMS_PER_TURN + 10;
-    for _ in 0..held {
-        udp.delay_reply(b"late", to, 5, None, &mut t);
-    }
-    t.now = 5;
-    udp.release_delayed(&mut t);
-    assert_eq!(udp.delayed.len(), 10, "one turn's budget released");
-    assert_eq!(t.ready.pop(), Some(Ready::Udp), "the rest next turn");
-    udp.serve(&mut t);
-    assert_eq!(udp.queued(), 0);
-    assert!(t.ready.is_empty());
+    with_turn(&poll, &counters, |t| {
+        for _ in 0..held {
+            udp.delay_reply(b"late", to, 5, None, t);
+        }
+        t.now = 5;
+        udp.release_delayed(t);
+        assert_eq!(udp.delayed.len(), 10, "one turn's budget released");
+        assert_eq!(t.ready.pop(), Some(Ready::Udp), "the rest next turn");
+        udp.serve(t);
+        assert_eq!(udp.queued(), 0);
+        assert!(t.ready.is_empty());
+    });
     assert_eq!(counters.snapshot().bytes_out, 4 * held as u64);
 }

@@ -109,8 +109,8 @@ fn relaying() -> Pair<Peer> {
     pair
 }
 
-/// One readiness event (both ways) on `side` at `now`.
-fn event(pair: &mut Pair<Peer>, side: Side, now: Millis) -> Result<Advance, End> {
+/// Runs `f` with a fresh loop context at `now`: no faults, no journal.
+fn with_cx<R>(now: Millis, f: impl FnOnce(&mut PairCx<'_>) -> R) -> R {
     let counters = Counters::default();
     let mut faults = Faults::new(0, &[]);
     let mut warnings = RateLimit::default();
@@ -125,25 +125,16 @@ fn event(pair: &mut Pair<Peer>, side: Side, now: Millis) -> Result<Advance, End>
         warnings: &mut warnings,
         journal: None,
     };
-    pair.advance(side, Readiness::BOTH, &mut cx)
+    f(&mut cx)
+}
+
+/// One readiness event (both ways) on `side` at `now`.
+fn event(pair: &mut Pair<Peer>, side: Side, now: Millis) -> Result<Advance, End> {
+    with_cx(now, |cx| pair.advance(side, Readiness::BOTH, cx))
 }
 
 fn timer(pair: &mut Pair<Peer>, now: Millis) -> Result<Advance, End> {
-    let counters = Counters::default();
-    let mut faults = Faults::new(0, &[]);
-    let mut warnings = RateLimit::default();
-    let mut buf = vec![0; 16];
-    let mut cx = PairCx {
-        now,
-        buf: &mut buf,
-        max_owed: 64,
-        counters: &counters,
-        faults: &mut faults,
-        max_line: 1024,
-        warnings: &mut warnings,
-        journal: None,
-    };
-    pair.on_timer(IDLE, &mut cx)
+    with_cx(now, |cx| pair.on_timer(IDLE, cx))
 }
 
 #[test]

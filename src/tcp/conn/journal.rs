@@ -21,6 +21,14 @@ pub(crate) struct Note {
     pub faults: AppliedFaults,
 }
 
+impl Note {
+    /// The note of message `msg` when no fault touched it.
+    pub fn unfaulted(msg: u32) -> Note {
+        let faults = AppliedFaults::default();
+        Note { msg, faults }
+    }
+}
+
 /// Where a connection's journal lines go, and who it is.
 #[derive(Clone, Copy)]
 pub(super) struct Entry<'a> {
@@ -85,10 +93,7 @@ impl Connection {
         let Some(entry) = entry else {
             return;
         };
-        let note = Note {
-            msg: self.messages,
-            faults: AppliedFaults::default(),
-        };
+        let note = Note::unfaulted(self.messages);
         let b = self.buffers();
         let mut bytes = match message {
             Message::Input(bytes) => bytes.to_vec(),
@@ -104,10 +109,7 @@ impl Connection {
         let Some(entry) = entry else {
             return;
         };
-        let note = Note {
-            msg: self.messages,
-            faults: AppliedFaults::default(),
-        };
+        let note = Note::unfaulted(self.messages);
         let b = self.buffers();
         if b.out.len() > start {
             entry.record(

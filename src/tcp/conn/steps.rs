@@ -54,6 +54,19 @@ pub(super) enum Step {
     },
 }
 
+impl Step {
+    /// Bytes to send as soon as the steps before them are done, undribbled.
+    fn at_once(bytes: Vec<u8>, note: Option<Note>) -> Step {
+        Step::Send {
+            bytes,
+            at: 0,
+            dribble: None,
+            chunk_left: 0,
+            note,
+        }
+    }
+}
+
 /// How a fault ends a connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Ending {
@@ -84,13 +97,7 @@ impl Connection {
             .collect();
         let buffers = self.buffers();
         buffers.step_bytes += bytes.len();
-        buffers.steps.push_front(Step::Send {
-            bytes,
-            at: 0,
-            dribble: None,
-            chunk_left: 0,
-            note: None,
-        });
+        buffers.steps.push_front(Step::at_once(bytes, None));
         // Owed bytes left after a flush are bytes the socket refused: the
         // step is blocked on it as they were, and writable interest stays.
         buffers.steps_blocked = true;
@@ -100,19 +107,10 @@ impl Connection {
     /// behind what it is owed: they count in its backlog, and later
     /// replies follow them in order.
     pub fn send_unasked(&mut self, bytes: Vec<u8>, journal: bool) {
-        let note = journal.then_some(Note {
-            msg: 0,
-            faults: AppliedFaults::default(),
-        });
+        let note = journal.then_some(Note::unfaulted(0));
         let buffers = self.buffers();
         buffers.step_bytes += bytes.len();
-        buffers.steps.push_back(Step::Send {
-            bytes,
-            at: 0,
-            dribble: None,
-            chunk_left: 0,
-            note,
-        });
+        buffers.steps.push_back(Step::at_once(bytes, note));
     }
 
     pub(super) fn has_steps(&self) -> bool {

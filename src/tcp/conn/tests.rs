@@ -375,36 +375,6 @@ fn an_amplifying_responder_cannot_push_owed_bytes_past_the_bound() {
 }
 
 #[test]
-fn a_custom_responder_gets_whole_lines_across_reads() {
-    let mut lp = Loop::new(Mode::Line).custom(Echo);
-    let mut conn = lp.connection();
-    let mut s = Script::with_input(&[b"hel", b"lo\r", b"\nwor", b"ld\n"]).room(1024);
-    lp.advance(&mut conn, &mut s, true).unwrap();
-    assert_eq!(s.written, b"hello\nworld\n");
-}
-
-#[test]
-fn a_responder_that_declines_sends_nothing_but_counts_the_message() {
-    let mut lp = Loop::new(Mode::Line).custom(|_: &Request<'_>, _: &mut Vec<u8>| false);
-    let mut conn = lp.connection();
-    let mut s = Script::with_input(&[b"a\nb\n"]).room(1024);
-    lp.advance(&mut conn, &mut s, true).unwrap();
-    assert!(s.written.is_empty());
-    assert_eq!(lp.stats().messages, 2);
-    assert!(!conn.wants_writable());
-}
-
-#[test]
-fn once_mode_echo_returns_the_first_read() {
-    let mut lp = Loop::new(Mode::Once).custom(Echo);
-    let mut conn = lp.connection();
-    let mut s = Script::with_input(&[b"ping"]).room(1024);
-    lp.advance(&mut conn, &mut s, true).unwrap();
-    assert_eq!(s.written, b"ping");
-    assert!(lingering(&conn));
-}
-
-#[test]
 fn the_read_budget_leaves_the_connection_still_ready() {
     let mut lp = Loop::new(Mode::Line);
     let mut conn = lp.connection();
@@ -553,40 +523,6 @@ fn a_fixed_reply_connection_keeps_no_buffers_however_its_lines_are_split() {
     );
 }
 
-#[test]
-fn a_custom_responder_always_sees_the_peer_even_after_backpressure() {
-    use std::sync::{Arc, Mutex};
-    let seen = Arc::new(Mutex::new(Vec::new()));
-    let log = Arc::clone(&seen);
-    // Records every request; answers all but those starting with 'q'.
-    let recorder = move |request: &Request<'_>, reply: &mut Vec<u8>| {
-        log.lock()
-            .unwrap()
-            .push((request.peer, request.message.to_vec()));
-        reply.extend_from_slice(b"ok");
-        !request.message.starts_with(b"q")
-    };
-    let mut lp = Loop::new(Mode::Line).custom(recorder);
-    lp.max_owed = 3; // one "ok\n"
-    let mut conn = lp.connection();
-    let mut s = Script::with_input(&[b"a\nq\n", b"z\n"]).room(0);
-    lp.advance(&mut conn, &mut s, true).unwrap();
-    assert_eq!(seen.lock().unwrap().len(), 1, "\"q\" kept: one reply owed");
-    // The reply drains; the kept "q" (declined) and the socket's "z" are
-    // taken. The connection's buffers are empty for a moment in between,
-    // but it stays a custom responder's connection with its peer.
-    s.room = 100;
-    lp.advance(&mut conn, &mut s, false).unwrap();
-    assert_eq!(s.written, b"ok\nok\n");
-    let peer = SocketAddr::from(([127, 0, 0, 1], 9));
-    let expected = [
-        (peer, b"a".to_vec()),
-        (peer, b"q".to_vec()),
-        (peer, b"z".to_vec()),
-    ];
-    assert_eq!(*seen.lock().unwrap(), expected);
-}
-
 /// The one adapter that touches a real socket: mio's stream as a `Stream`.
 #[test]
 fn mios_stream_sends_our_fin_on_shutdown_write_and_knows_its_peer() {
@@ -608,81 +544,9 @@ fn mios_stream_sends_our_fin_on_shutdown_write_and_knows_its_peer() {
     assert_eq!(rest, b"");
 }
 
+mod journal;
 mod lean;
 mod phases;
+mod responders;
 mod time;
 mod writes;
-
-/// A journal whose lines a test reads back: `(msg, dir, bytes, peer named, faults)`.
-type Seen =
-    std::sync::Arc<std::sync::Mutex<Vec<(u64, &'static str, Vec<u8>, bool, Vec<&'static str>)>>>;
-
-fn journaled(lp: &mut Loop) -> Seen {
-    let seen = Seen::default();
-    let log = std::sync::Arc::clone(&seen);
-    let callback = Box::new(move |e: &crate::JournalEvent<'_>| {
-        assert_eq!((e.protocol, e.conn), (crate::Protocol::Tcp, Some(8)));
-        let faults = e.faults.names().collect();
-        let line = (
-            e.msg,
-            e.dir.name(),
-            e.bytes.to_vec(),
-            e.peer.is_some(),
-            faults,
-        );
-        log.lock().unwrap().push(line);
-    });
-    let journal = crate::journal::Journal::to_callback(callback);
-    lp.journal = Some(std::cell::RefCell::new(journal));
-    seen
-}
-
-#[test]
-fn the_journal_sees_the_greeting_each_line_as_sent_and_each_reply_as_it_leaves() {
-    let mut lp = Loop::new(Mode::Line).custom(crate::FixedReply(REPLY.to_vec()));
-    let seen = journaled(&mut lp);
-    let mut conn = lp.connection();
-    conn.journal_peer(SocketAddr::from(([127, 0, 0, 1], 9)));
-    conn.send_unasked(b"220 hi\r\n".to_vec(), true);
-    // Split across reads, a \r\n terminator, and no room to write at first.
-    let mut s = Script::with_input(&[b"he", b"llo\r", b"\nyo\n"]);
-    lp.advance(&mut conn, &mut s, true).unwrap();
-    assert_eq!(
-        *seen.lock().unwrap(),
-        [
-            (1, "in", b"hello\r\n".to_vec(), true, vec![]),
-            (2, "in", b"yo\n".to_vec(), false, vec![]),
-        ],
-        "nothing has left yet"
-    );
-    s.room = 1024;
-    lp.advance(&mut conn, &mut s, false).unwrap();
-    assert_eq!(s.written, b"220 hi\r\nReceived\nReceived\n");
-    let seen = seen.lock().unwrap();
-    assert_eq!(seen.len(), 5, "{seen:?}");
-    assert_eq!(seen[2], (0, "out", b"220 hi\r\n".to_vec(), false, vec![]));
-    assert_eq!(seen[3], (1, "out", b"Received\n".to_vec(), false, vec![]));
-    assert_eq!(seen[4], (2, "out", b"Received\n".to_vec(), false, vec![]));
-}
-
-#[test]
-fn the_journal_names_the_fault_that_ends_a_connection_on_its_out_line() {
-    let mut lp = Loop::new(Mode::Line).custom(crate::FixedReply(REPLY.to_vec()));
-    lp.faults = Faults::new(1, &["tcp:reset,every=2".parse().unwrap()]);
-    let seen = journaled(&mut lp);
-    let mut conn = lp.connection();
-    let mut s = Script::with_input(&[b"a\nb\nc\n"]).room(1024);
-    assert!(matches!(
-        lp.advance(&mut conn, &mut s, true),
-        Err(Close::Reset)
-    ));
-    assert_eq!(s.written, b"Received\n");
-    let seen = seen.lock().unwrap();
-    assert_eq!(
-        seen.iter()
-            .map(|l| (l.0, l.1, l.2.len()))
-            .collect::<Vec<_>>(),
-        [(1, "in", 2), (1, "out", 9), (2, "in", 2), (2, "out", 0)]
-    );
-    assert_eq!(seen[3].4, ["reset"]);
-}

@@ -1,0 +1,162 @@
+//! UDP flows through the relay: one flow per client both ways, the cap
+//! and expiry, an unreachable upstream, seeded drops, faults each way.
+
+use std::io::ErrorKind;
+use std::net::{SocketAddr, UdpSocket};
+use std::time::{Duration, Instant};
+
+use crate::common::upstream::UdpUpstream;
+use crate::common::{DEADLINE, Server, counter, text, wait_until};
+use crate::{ask, relay_summary};
+
+/// Starts a server relaying UDP to `upstream`, with `args` after.
+#[track_caller]
+pub fn udp_relay(upstream: SocketAddr, args: &[&str]) -> Server {
+    let spec = format!("udp:{upstream}");
+    let mut all = vec!["--upstream", spec.as_str()];
+    all.extend_from_slice(args);
+    Server::start(&all)
+}
+
+/// A client socket on a free port with a short read timeout.
+pub fn udp_client(timeout: Duration) -> UdpSocket {
+    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    socket.set_read_timeout(Some(timeout)).unwrap();
+    socket
+}
+
+/// The next datagram and its source, or `None` within the read timeout.
+pub fn udp_receive(socket: &UdpSocket) -> Option<(Vec<u8>, SocketAddr)> {
+    let mut buf = vec![0; 65_536];
+    match crate::common::retrying(|| socket.recv_from(&mut buf)) {
+        Ok((n, from)) => Some((buf[..n].to_vec(), from)),
+        Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => None,
+        Err(e) => panic!("recv: {e}"),
+    }
+}
+
+#[test]
+fn datagrams_relay_both_ways_through_one_flow_per_client() {
+    let upstream = UdpUpstream::echo();
+    let relay = udp_relay(upstream.addr, &[]);
+    let clients = [udp_client(DEADLINE), udp_client(DEADLINE)];
+    for round in 0..3 {
+        for (i, client) in clients.iter().enumerate() {
+            let datagram = format!("client {i} round {round}");
+            client.send_to(datagram.as_bytes(), relay.udp()).unwrap();
+            let (reply, from) = udp_receive(client).expect("a reply");
+            assert_eq!(text(&reply), datagram);
+            assert_eq!(from, relay.udp(), "replies come from the address sent to");
+        }
+    }
+    let sources = upstream.sources.lock().unwrap().clone();
+    let distinct: std::collections::BTreeSet<_> = sources.iter().collect();
+    assert_eq!(sources.len(), 6);
+    assert_eq!(distinct.len(), 2, "one flow per client: {sources:?}");
+    let empty = udp_client(DEADLINE);
+    empty.send_to(b"", relay.udp()).unwrap();
+    assert_eq!(udp_receive(&empty).expect("the empty datagram too").0, b"");
+}
+
+/// One flow at most, closed after a second of silence: a second client is
+/// dropped until the first one's flow expires, then served.
+#[test]
+fn flows_are_capped_and_expire() {
+    let upstream = UdpUpstream::echo();
+    let relay = udp_relay(upstream.addr, &["--max-flows", "1", "--flow-timeout", "1"]);
+    let first = udp_client(DEADLINE);
+    first.send_to(b"first", relay.udp()).unwrap();
+    assert_eq!(udp_receive(&first).unwrap().0, b"first");
+    let last_active = Instant::now();
+    let second = udp_client(Duration::from_millis(100));
+    let mut dropped = 0;
+    let served = wait_until(DEADLINE, || {
+        second.send_to(b"second", relay.udp()).unwrap();
+        match udp_receive(&second) {
+            Some((reply, _)) => reply == b"second",
+            None => {
+                dropped += 1;
+                false
+            }
+        }
+    });
+    assert!(served, "the second client was never served");
+    let waited = last_active.elapsed();
+    assert!(dropped >= 1, "dropped while the first flow lived");
+    assert!(
+        waited >= Duration::from_millis(900),
+        "served after {waited:?}"
+    );
+    let (_, summary, _) = relay_summary(relay);
+    assert!(
+        counter(&summary, "replies dropped").unwrap() >= 1,
+        "{summary}"
+    );
+}
+
+#[test]
+fn an_unreachable_upstream_is_counted_and_the_flow_goes_on() {
+    let gone = UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let relay = udp_relay(gone, &["--control", "127.0.0.1:0"]);
+    let client = udp_client(Duration::from_millis(50));
+    let control = relay.control.unwrap();
+    let mut stats = String::new();
+    let counted = wait_until(DEADLINE, || {
+        client.send_to(b"hello?", relay.udp()).unwrap();
+        stats = ask(control, "stats");
+        !stats.contains(" upstream_failed=0 ")
+    });
+    assert!(counted, "{stats}");
+    assert!(relay_summary(relay).0.success());
+}
+
+/// The same seed drops the same replies: 10 % of them, the same ones.
+#[test]
+fn the_same_seed_drops_the_same_datagrams_each_way() {
+    for dir in ["down", "up"] {
+        let pattern = |seed: &str| -> Vec<bool> {
+            let upstream = UdpUpstream::echo();
+            let fault = format!("udp:drop,p=0.1,dir={dir}");
+            let relay = udp_relay(upstream.addr, &["--fault", &fault, "--seed", seed]);
+            let client = udp_client(Duration::from_millis(200));
+            (0..30)
+                .map(|i| {
+                    client
+                        .send_to(format!("{i}").as_bytes(), relay.udp())
+                        .unwrap();
+                    udp_receive(&client).is_some()
+                })
+                .collect()
+        };
+        let first = pattern("3");
+        let lost = first.iter().filter(|got| !**got).count();
+        assert!((1..=10).contains(&lost), "{dir}: {lost} of 30 lost");
+        assert_eq!(pattern("3"), first, "{dir}");
+    }
+}
+
+#[test]
+fn udp_faults_shape_each_direction() {
+    let upstream = UdpUpstream::echo();
+    let relay = udp_relay(upstream.addr, &["--fault", "udp:delay=200,dir=up"]);
+    let client = udp_client(DEADLINE);
+    let started = Instant::now();
+    client.send_to(b"late", relay.udp()).unwrap();
+    assert_eq!(udp_receive(&client).unwrap().0, b"late");
+    assert!(started.elapsed() >= Duration::from_millis(200));
+    let relay = udp_relay(
+        upstream.addr,
+        &[
+            "--fault",
+            "udp:duplicate",
+            "--fault",
+            "udp:truncate=2,dir=up",
+        ],
+    );
+    client.send_to(b"twice", relay.udp()).unwrap();
+    assert_eq!(udp_receive(&client).unwrap().0, b"tw");
+    assert_eq!(udp_receive(&client).unwrap().0, b"tw");
+}
