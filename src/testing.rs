@@ -165,6 +165,8 @@ impl Responder for Recording {
 pub struct TestServer {
     tcp: SocketAddr,
     udp: SocketAddr,
+    /// The control socket's address, when the configuration asked for one.
+    control: Option<SocketAddr>,
     handle: Handle,
     thread: Option<JoinHandle<std::io::Result<Stats>>>,
     record: Arc<Record>,
@@ -304,11 +306,16 @@ impl Builder {
                 if let Some(callback) = journal {
                     server.on_journal(callback);
                 }
-                let bound = (server.tcp_addr(), server.udp_addr(), server.handle());
+                let bound = (
+                    server.tcp_addr(),
+                    server.udp_addr(),
+                    server.control_addr(),
+                    server.handle(),
+                );
                 let _ = bound_tx.send(Ok(bound));
                 server.run()
             })?;
-        let (tcp, udp, handle) = match bound_rx.recv() {
+        let (tcp, udp, control, handle) = match bound_rx.recv() {
             Ok(Ok(bound)) => bound,
             Ok(Err(e)) => return Err(e),
             Err(_) => return Err(Error::Io(std::io::Error::other("server thread died"))),
@@ -317,6 +324,7 @@ impl Builder {
         Ok(TestServer {
             tcp: tcp.unwrap_or(unbound),
             udp: udp.unwrap_or(unbound),
+            control,
             handle,
             thread: Some(thread),
             record,
@@ -362,6 +370,30 @@ impl TestServer {
     /// The UDP address to send to.
     pub fn udp_addr(&self) -> SocketAddr {
         self.udp
+    }
+
+    /// The live control socket's address (port 0 resolved), when the
+    /// configuration asked for one; `None` otherwise.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::io::{BufRead, BufReader, Write};
+    /// use ackloop::testing::TestServer;
+    ///
+    /// let server = TestServer::builder()
+    ///     .configure(|config| config.control = Some("127.0.0.1:0".parse().unwrap()))
+    ///     .start()?;
+    /// let mut control = std::net::TcpStream::connect(server.control_addr().unwrap())?;
+    /// control.write_all(b"fault udp:drop\n")?;
+    /// let mut answer = String::new();
+    /// BufReader::new(control).read_line(&mut answer)?;
+    /// assert_eq!(answer, "ok\n");
+    /// assert_eq!(TestServer::start()?.control_addr(), None);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn control_addr(&self) -> Option<SocketAddr> {
+        self.control
     }
 
     /// A handle to the server: counters, shutdown.
