@@ -253,7 +253,7 @@ impl Fault {
         if !self.kind.applies_to(self.protocol) {
             return bad(format!(
                 "{} has no {} fault",
-                proto_name(self.protocol),
+                self.protocol.name(),
                 self.kind.name()
             ));
         }
@@ -302,7 +302,7 @@ pub(crate) fn check_direction(
     match relaying(fault.protocol) {
         Relaying::Not if fault.select.dir.is_some() => Err(format!(
             "fault '{fault}': dir= needs a relay (--upstream {}:ADDR)",
-            proto_name(fault.protocol)
+            fault.protocol.name()
         )),
         // A stream-mode relay reads no messages to match.
         Relaying::Streams if fault.select.matches.is_some() => Err(format!(
@@ -310,13 +310,6 @@ pub(crate) fn check_direction(
              has none (--mode line makes each line one)"
         )),
         _ => Ok(()),
-    }
-}
-
-fn proto_name(protocol: Protocol) -> &'static str {
-    match protocol {
-        Protocol::Tcp => "tcp",
-        Protocol::Udp => "udp",
     }
 }
 
@@ -482,7 +475,7 @@ fn write_probability(f: &mut fmt::Formatter<'_>, p: f64) -> fmt::Result {
 
 impl fmt::Display for Fault {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}", proto_name(self.protocol), self.kind.name())?;
+        write!(f, "{}:{}", self.protocol.name(), self.kind.name())?;
         match self.kind {
             FaultKind::Delay { min_ms, max_ms } if min_ms == max_ms => write!(f, "={min_ms}")?,
             FaultKind::Delay { min_ms, max_ms } => write!(f, "={min_ms}-{max_ms}")?,

@@ -135,10 +135,7 @@ impl JournalEvent<'_> {
     }
 
     fn write_fields(&self, out: &mut Vec<u8>) -> io::Result<()> {
-        let proto = match self.protocol {
-            Protocol::Tcp => "tcp",
-            Protocol::Udp => "udp",
-        };
+        let proto = self.protocol.name();
         write!(out, r#"{{"t_ms":{},"proto":"{proto}""#, self.t_ms)?;
         if let Some(conn) = self.conn {
             write!(out, r#","conn":{conn}"#)?;

@@ -15,6 +15,16 @@ pub enum Protocol {
     Udp,
 }
 
+impl Protocol {
+    /// Its name in specs, logs and the journal: `tcp` or `udp`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Protocol::Tcp => "tcp",
+            Protocol::Udp => "udp",
+        }
+    }
+}
+
 /// One message, as a [`Responder`] sees it.
 #[derive(Debug, Clone, Copy)]
 pub struct Request<'a> {

@@ -93,10 +93,7 @@ impl Upstream {
 
     /// `tcp` or `udp`.
     pub(crate) fn protocol_name(&self) -> &'static str {
-        match self.protocol {
-            Protocol::Tcp => "tcp",
-            Protocol::Udp => "udp",
-        }
+        self.protocol.name()
     }
 }
 
