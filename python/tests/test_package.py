@@ -226,3 +226,18 @@ def test_escape_writes_what_the_program_unescapes() -> None:
     assert ackloop.escape("a\\b\r\n\t") == "a\\\\b\\r\\n\\t"
     assert ackloop.escape(b"\x00\xff\x7f") == "\\x00\\xff\\x7f"
     assert ackloop.escape("é") == "é"
+
+
+def test_a_chatty_program_never_blocks_on_its_stderr() -> None:
+    # At trace level each datagram logs about 85 bytes: 250 KB, far more than a
+    # pipe holds (64 KiB). The drain keeps the program serving, and keeps
+    # only a bounded tail.
+    with ackloop.Peer(tcp=False, log_level="trace") as peer:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
+            u.settimeout(10)
+            for n in range(3000):
+                u.sendto(b"x" * 64, peer.udp)
+                assert u.recv(64) == b"Received", n
+        assert peer.stats()["datagrams"] == 3000
+        assert len(peer.stderr()) == 200
+    assert peer.returncode == 0
