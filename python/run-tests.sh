@@ -21,9 +21,9 @@ start=$SECONDS
 "$venv/pip" install --quiet "$repo" pytest mypy
 echo "== python: pip install . pytest mypy took $((SECONDS - start)) s"
 
-echo "== python: mypy --strict on the package"
+echo "== python: mypy --strict on the package (and its tests)"
 "$venv/mypy" --strict --config-file "$repo/pyproject.toml" --cache-dir "$work/mypy-cache" \
-    "$repo/python/ackloop"
+    "$repo/python/ackloop" "$repo/python/tests"
 
 echo "== python: pytest python/tests (the installed package and program)"
 # From a directory outside the tree, so `import ackloop` can only find the

@@ -34,7 +34,7 @@ def ask_with_retries(address: tuple[str, int], request: bytes, tries: int = 20) 
 def test_a_retry_loop_against_a_seeded_lossy_udp_peer(ackloop: PeerFactory) -> None:
     runs = []
     for _ in range(2):
-        peer = ackloop(echo=True, tcp=False, faults=["udp:drop,p=0.5"], seed=7)
+        peer = ackloop(echo=True, tcp=False, faults=["udp:drop,p=0.5"], seed=1)
         tries = [ask_with_retries(peer.udp, f"request {n}".encode()) for n in range(5)]
         runs.append(tries)
         # Every try that went unanswered is a drop the peer counted.
@@ -42,7 +42,7 @@ def test_a_retry_loop_against_a_seeded_lossy_udp_peer(ackloop: PeerFactory) -> N
         drops = [e for e in peer.journal() if "drop" in e.get("fault", [])]
         assert len(drops) == sum(tries) - len(tries)
     assert runs[0] == runs[1], "the same seed drops the same datagrams"
-    assert sum(runs[0]) > 5, "seed 7 drops some"
+    assert runs[0] == [1, 2, 3, 2, 1], "seed 1 drops these"
 
 
 @pytest.fixture
@@ -60,7 +60,11 @@ def http_server() -> Iterator[tuple[str, int]]:
         def log_message(self, *args: object) -> None:
             pass
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Hello)
+    class Quiet(http.server.ThreadingHTTPServer):
+        def handle_error(self, request: object, client_address: object) -> None:
+            pass  # the relay resets connections on purpose
+
+    server = Quiet(("127.0.0.1", 0), Hello)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     yield ("127.0.0.1", server.server_address[1])
@@ -73,7 +77,7 @@ def test_http_client_through_the_relay_with_a_reset_every_second_connection(
 ) -> None:
     host, port = http_server
     relay = ackloop(upstream=f"tcp:{host}:{port}", udp=False, faults=["tcp:reset,every=2"])
-    outcomes = []
+    outcomes: list[object] = []
     for _ in range(4):
         conn = http.client.HTTPConnection(*relay.tcp, timeout=10)
         try:
@@ -81,11 +85,11 @@ def test_http_client_through_the_relay_with_a_reset_every_second_connection(
             response = conn.getresponse()
             outcomes.append((response.status, response.read()))
         except ConnectionError as e:  # reset by peer (or RemoteDisconnected)
-            outcomes.append(("reset", type(e).__name__))
+            outcomes.append(f"reset ({type(e).__name__})")
         finally:
             conn.close()
     ok = (200, b"hello from http.server\n")
-    assert [o if o == ok else o[0] for o in outcomes] == [ok, "reset", ok, "reset"]
+    assert [o if o == ok else str(o)[:5] for o in outcomes] == [ok, "reset", ok, "reset"], outcomes
     stats = relay.stats()
     assert stats["accepted"] == 4 and stats["faults"] == 2
 

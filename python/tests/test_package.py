@@ -88,8 +88,8 @@ def test_control_commands_change_the_running_peer() -> None:
         peer.reply("first\r")
         peer.greeting(b"hello \\ \x00\r\n")  # raw bytes, escaped on the way
         peer.rule(r"exact:quit => bye\r")
-        with socket.create_connection(peer.tcp, timeout=10) as s:
-            f = s.makefile("rb")
+        # (The file closes too, or the socket would stay open.)
+        with socket.create_connection(peer.tcp, timeout=10) as s, s.makefile("rb") as f:
             assert f.readline() == b"hello \\ \x00\r\n"
             s.sendall(b"x\n")
             assert f.readline() == b"first\r\n"
