@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 import threading
@@ -12,9 +11,10 @@ import time
 import weakref
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Any, Mapping, Optional, Sequence, Union
+from typing import Any, Mapping, Optional, Sequence, Union
 
 from ._binary import find_binary
+from ._control import ControlPort
 from ._error import Error
 from ._options import Address, PathName, Switch, command_line, expected_sockets
 from ._pipes import PipeTail
@@ -22,8 +22,6 @@ from ._text import Text, escape, journal_entry, parse_stats, parse_summary
 
 __all__ = ["Peer"]
 
-#: Longest control answer read (a ``stats`` answer is about 200 bytes).
-_MAX_ANSWER = 65536
 #: Seconds a control command may take (``received`` adds its own wait).
 _COMMAND_TIMEOUT = 30.0
 
@@ -147,9 +145,8 @@ class Peer:
         self._finalizer = weakref.finalize(
             self, _end, self._process, (self._stdout, self._stderr), self._tempdir
         )
-        self._lock = threading.Lock()
-        self._control: Optional[socket.socket] = None
-        self._answers: Optional[IO[bytes]] = None
+        self._stop_lock = threading.Lock()
+        self._control: Optional[ControlPort] = None
         self._stopped = False
         self._result: Optional[dict[str, int]] = None
         self._stop_error: Optional[Error] = None
@@ -160,6 +157,8 @@ class Peer:
         except BaseException:
             self._finalizer()
             raise
+        if "control" in self.addresses:
+            self._control = ControlPort(self.addresses["control"], self._state)
 
     # -- start --------------------------------------------------------------
 
@@ -258,53 +257,21 @@ class Peer:
         """
         return self._ask(line, timeout=timeout)
 
-    def _ask(self, line: str, *, timeout: float = _COMMAND_TIMEOUT, endpoint: Optional[str] = None) -> str:
-        # `endpoint`: SPEC 14's `@NAME COMMAND`, for when endpoints exist.
+    def _ask(
+        self,
+        line: str,
+        *,
+        timeout: float = _COMMAND_TIMEOUT,
+        endpoint: Optional[str] = None,
+        alone: bool = False,
+    ) -> str:
+        """The control port's answer to ``line`` (see :class:`ControlPort`).
+        ``endpoint``: SPEC 14's ``@NAME COMMAND``, for when endpoints exist."""
+        if self._control is None:
+            raise Error("this peer has no control port (it was started with control=False)")
         if endpoint is not None:
             line = f"@{endpoint} {line}"
-        if "\n" in line or "\r" in line:
-            raise Error(f"a control command is one line: {line!r}")
-        with self._lock:
-            if self._stopped:
-                raise Error(f"this peer is stopped (pid {self.pid}): no control command after stop()")
-            control = self._connected(timeout)
-            try:
-                control.settimeout(timeout)
-                control.sendall(line.encode("utf-8") + b"\n")
-                assert self._answers is not None
-                answer = self._answers.readline(_MAX_ANSWER)
-            except OSError as e:
-                self._disconnect()  # its answer may still come: start afresh
-                raise Error(f"control command {line!r}: {e} ({self._state()})") from e
-            if not answer.endswith(b"\n"):
-                self._disconnect()
-                raise Error(f"control command {line!r}: the connection closed ({self._state()})")
-        text = answer.decode("utf-8", errors="replace").rstrip("\r\n")
-        if text == "ok" or text.startswith("ok "):
-            return text[3:]
-        if text.startswith("error: "):
-            raise Error(text[len("error: ") :])
-        raise Error(f"control command {line!r}: unexpected answer {text!r}")
-
-    def _connected(self, timeout: float) -> socket.socket:
-        if self._control is None:
-            address = self.addresses.get("control")
-            if address is None:
-                raise Error("this peer has no control port (it was started with control=False)")
-            try:
-                self._control = socket.create_connection(address, timeout=timeout)
-            except OSError as e:
-                raise Error(f"cannot reach the control port {address}: {e} ({self._state()})") from e
-            self._answers = self._control.makefile("rb")
-        return self._control
-
-    def _disconnect(self) -> None:
-        if self._answers is not None:
-            self._answers.close()
-            self._answers = None
-        if self._control is not None:
-            self._control.close()
-            self._control = None
+        return self._control.ask(line, timeout, alone=alone)
 
     def _state(self) -> str:
         status = self._process.poll()
@@ -360,7 +327,7 @@ class Peer:
         the start) arrived within ``timeout`` seconds (``received``)."""
         secs = f"{max(0.0, timeout):.3f}"
         try:
-            self._ask(f"received {count} {secs}", timeout=timeout + _COMMAND_TIMEOUT)
+            self._ask(f"received {count} {secs}", timeout=timeout + _COMMAND_TIMEOUT, alone=True)
         except Error as e:
             if str(e).startswith("timeout after"):
                 return False
@@ -423,24 +390,23 @@ class Peer:
                 signal), or did not exit within ``timeout`` seconds (it is
                 then killed).
         """
-        with self._lock:
-            if self._stopped:
-                if self._stop_error is not None:
-                    raise self._stop_error
-                return dict(self._result or {})
-        last: Optional[dict[str, int]] = None
-        if self.control_address is not None and self.running:
-            try:
-                last = self.stats()
-            except Error:
-                pass
-        with self._lock:
-            self._stopped = True
-            self._disconnect()
-        self._result, self._stop_error = self._terminate(timeout, last)
+        with self._stop_lock:
+            if not self._stopped:
+                last: Optional[dict[str, int]] = None
+                if self._control is not None:
+                    if self.running:
+                        try:
+                            last = parse_stats(self._ask("stats", timeout=10.0))
+                        except Error:
+                            pass
+                    self._control.close(
+                        f"this peer is stopped (pid {self.pid}): no control command after stop()"
+                    )
+                self._stopped = True
+                self._result, self._stop_error = self._terminate(timeout, last)
         if self._stop_error is not None:
             raise self._stop_error
-        return dict(self._result)
+        return dict(self._result or {})
 
     def _terminate(
         self, timeout: float, last: Optional[dict[str, int]]

@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import sysconfig
+import threading
 from pathlib import Path
 
 import pytest
@@ -120,6 +121,18 @@ def test_wait_received_says_false_after_its_timeout() -> None:
     with ackloop.Peer() as peer:
         assert peer.wait_received(0, timeout=1)
         assert not peer.wait_received(1, timeout=0.2)
+
+
+def test_a_waiting_wait_received_does_not_hold_up_other_commands() -> None:
+    with ackloop.Peer() as peer:
+        waited: list[bool] = []
+        waiter = threading.Thread(target=lambda: waited.append(peer.wait_received(1, timeout=60)))
+        waiter.start()
+        assert peer.stats()["datagrams"] == 0  # answered while the other waits
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
+            u.sendto(b"one", peer.udp)
+        waiter.join(60)
+        assert waited == [True]
 
 
 def test_the_journal_reads_back_bytes_text_or_not() -> None:
