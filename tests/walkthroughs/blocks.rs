@@ -143,7 +143,10 @@ pub fn first_missing<'a>(expected: &'a [String], output: &str) -> Option<&'a str
 
 #[test]
 fn an_ellipsis_stands_for_any_text() {
-    assert!(fits("serving tcp 127.0.0.1:..., udp ...", "serving tcp 127.0.0.1:4000, udp x"));
+    assert!(fits(
+        "serving tcp 127.0.0.1:..., udp ...",
+        "serving tcp 127.0.0.1:4000, udp x"
+    ));
     assert!(fits("a...b...c", "abc"));
     assert!(fits("...", ""));
     assert!(!fits("a...b", "ab x"));
