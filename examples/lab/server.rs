@@ -231,6 +231,13 @@ impl Lab {
         Some(nearest.saturating_duration_since(Instant::now()))
     }
 
+    /// Serves `token` next turn, once however often it is asked.
+    fn still_ready(&mut self, token: Token) {
+        if !self.still_ready.contains(&token) {
+            self.still_ready.push(token);
+        }
+    }
+
     fn dispatch(&mut self, token: Token) {
         match token {
             LISTENER => self.accept(),
@@ -265,7 +272,7 @@ impl Lab {
                 Err(_) => return self.pause_accepting(),
             }
         }
-        self.still_ready.push(LISTENER); // budget spent, not drained
+        self.still_ready(LISTENER); // budget spent, not drained
     }
 
     fn pause_accepting(&mut self) {
@@ -341,7 +348,7 @@ impl Lab {
             }
         }
         if !drained {
-            self.still_ready.push(UDP); // budget spent, not drained
+            self.still_ready(UDP); // budget spent, not drained
         }
         let wanted = interest(self.trap, !self.udp_owed.is_empty());
         if wanted != self.udp_interest {
@@ -382,7 +389,7 @@ impl Lab {
             // TRAP no-still-ready: a connection cut short by the budget is
             // not reported again by epoll; without the list it waits forever.
             Stop::Budget if self.trap == Some(Trap::NoStillReady) => {}
-            Stop::Budget => self.still_ready.push(Token(key)),
+            Stop::Budget => self.still_ready(Token(key)),
             _ => {}
         }
         if state == State::Lingering {
@@ -399,7 +406,7 @@ impl Lab {
         if matches!(stop, Stop::Backpressure) && conn.owed.len() <= MAX_OWED {
             // Drained below the bound: read again now, because the input
             // left unread will not be reported again.
-            self.still_ready.push(Token(key));
+            self.still_ready(Token(key));
         }
         self.settle_interest(key, owes);
     }
@@ -511,7 +518,7 @@ impl Lab {
         let _ = conn.stream.shutdown(Shutdown::Write); // FIN after the replies
         conn.state = State::Lingering;
         conn.deadline = Instant::now() + LINGER;
-        self.still_ready.push(Token(key)); // input may already be waiting
+        self.still_ready(Token(key)); // input may already be waiting
     }
 
     fn drop_conn(&mut self, key: usize) {
