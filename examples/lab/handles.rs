@@ -13,6 +13,9 @@ pub struct Counters {
     pub events: AtomicU64,
     /// Accepts that failed for want of a descriptor.
     pub out_of_descriptors: AtomicU64,
+    /// Accepts that failed otherwise (not `WouldBlock`, not one client's
+    /// trouble): with a pause between them, about one a second.
+    pub accept_errors: AtomicU64,
     /// Bytes read from TCP clients.
     pub bytes_read: AtomicU64,
     /// The most reads one connection made in one turn: at most

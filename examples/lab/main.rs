@@ -263,8 +263,8 @@ mod lab {
             !deferred.closed.contains(&"B"),
         );
         println!(
-            "| `stale-key` (the lab's servers: a kqueue batch replayed through a slab, \
-             epoll cannot make it for one socket per key; ackloop: measured on its relay) | \
+            "| `stale-key` (the lab's servers: a kqueue batch, replayed through a slab; \
+             ackloop: measured, on its relay) | \
              keys freed at once: {}{} | free keys when the batch ends | {}{} | {ackloop}{} |",
             stale_key::describe(&at_once),
             flag(ok_at_once),

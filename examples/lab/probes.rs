@@ -68,7 +68,7 @@ fn burst(target: &Target, lines: usize) -> io::Result<Finding> {
     // still-ready list served the connection twice in one turn.
     let most = target.most_reads_in_a_turn();
     if let Some(most) = most {
-        figure += &format!(", at most {most} reads of it in a turn (budget {READS_PER_TURN})");
+        figure += &format!("; reads of it in one turn: at most {most} (budget {READS_PER_TURN})");
     }
     let over_budget = most.is_some_and(|most| most > READS_PER_TURN as u64);
     Ok(Finding {

@@ -269,7 +269,10 @@ impl Lab {
                 }
                 // Anything else (ENOBUFS, ENOMEM, EPERM) fails again at
                 // once: retrying now would spin. Look again after a pause.
-                Err(_) => return self.pause_accepting(),
+                Err(_) => {
+                    self.counters.accept_errors.fetch_add(1, Relaxed);
+                    return self.pause_accepting();
+                }
             }
         }
         self.still_ready(LISTENER); // budget spent, not drained

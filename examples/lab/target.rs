@@ -151,6 +151,14 @@ impl Target {
         }
     }
 
+    /// Accepts that failed with another error (the lab's servers only).
+    pub fn accept_errors(&self) -> Option<u64> {
+        match &self.running {
+            Running::Lab { counters, .. } => Some(counters.accept_errors.load(Relaxed)),
+            Running::Ackloop(_) => None,
+        }
+    }
+
     /// Whether the server's thread still runs.
     pub fn alive(&self) -> bool {
         measure::alive(self.tid)

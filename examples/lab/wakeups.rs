@@ -217,11 +217,15 @@ pub fn accept_error(target: &Target) -> io::Result<Finding> {
     udp.set_read_timeout(Some(STALL))?;
     udp.connect(target.udp)?;
     let cpu = target.cpu()?;
+    let errors_before = target.accept_errors();
     let (start, used_before) = (Instant::now(), cpu.used());
     measure::with_socket(listener, |socket| socket.shutdown(Shutdown::Read))?;
     sleep(WINDOW); // the window CPU time is measured over
     let used = cpu.used().saturating_sub(used_before);
     let wall = start.elapsed();
+    // Paused a second between tries: two or three in the window, not more.
+    let errors = target.accept_errors().zip(errors_before);
+    let errors = errors.map(|(after, before)| after - before);
     udp.send(b"ping")?;
     let answered = udp.recv(&mut [0; 64]).is_ok();
     let udp = if answered {
@@ -229,10 +233,14 @@ pub fn accept_error(target: &Target) -> io::Result<Finding> {
     } else {
         "UDP unanswered"
     };
+    let failed = match errors {
+        Some(n) => format!(", {} failed accepts", count(n)),
+        None => String::new(),
+    };
     Ok(Finding {
-        symptom: spins(used, wall) || !answered,
+        symptom: spins(used, wall) || errors.is_some_and(|n| n > 10) || !answered,
         figure: format!(
-            "every accept failing: {} of CPU in {}; {udp}",
+            "every accept failing: {} of CPU in {}{failed}; {udp}",
             secs(used),
             secs(wall)
         ),
