@@ -110,12 +110,14 @@ fn wait_until_taken(target: &Target, client: &TcpStream, sent: u64) -> io::Resul
     }
 }
 
-/// 1 MiB of empty lines (9 MiB of replies, more than any send buffer)
-/// from a client with a 4 KiB window that starts reading only once the
-/// server has taken what it will.
+/// 1 MiB of empty lines (9 MiB of replies, more than the send and
+/// receive buffers hold) from a client that starts reading only once the
+/// server has taken what it will. Its window is 64 KiB: a smaller one
+/// (4 KiB) can stall on TCP's persist timer for longer than the idle
+/// timeout when the client's reads lag on a loaded machine.
 fn slow_reader(target: &Target) -> io::Result<Finding> {
     const LINES: usize = 1024 * 1024;
-    let client = connect_small_window(target.tcp, 4096)?;
+    let client = connect_small_window(target.tcp, 64 * 1024)?;
     let writer = send_in_background(&client, vec![b'\n'; LINES])?;
     wait_until_taken(target, &client, LINES as u64)?;
     let want = LINES * REPLY.len();
