@@ -200,6 +200,19 @@ impl HalfPipe {
         self.sink_shut
     }
 
+    /// Whether the source's FIN was taken (or a shutdown stopped taking):
+    /// the source is not read again, so a reset it sends later shows only
+    /// as its socket's error.
+    pub fn source_ended(&self) -> bool {
+        self.source_done
+    }
+
+    /// Whether a `hang` fault holds this direction: read and discarded,
+    /// no FIN passed on.
+    pub fn hangs(&self) -> bool {
+        self.shaped.as_ref().is_some_and(|s| s.shape.hang)
+    }
+
     /// Whether `WRITABLE` interest on the sink is wanted: exactly while a
     /// write to it came up short.
     pub fn wants_writable(&self) -> bool {

@@ -14,6 +14,7 @@
 
 #[path = "../common/mod.rs"]
 mod common;
+mod ends;
 mod faults;
 mod python;
 mod udp;
