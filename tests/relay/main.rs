@@ -12,6 +12,7 @@
 //! [`python`], a real client and server no one here wrote.
 #![cfg(target_os = "linux")]
 
+mod bounds;
 #[path = "../common/mod.rs"]
 mod common;
 mod ends;
