@@ -46,7 +46,7 @@ const KEEP_CHUNKS: usize = 16;
 
 /// Reads per half-pipe per pump, so one fast pair cannot starve the others
 /// (with 64 KiB reads, 1 MiB a turn), as for an ordinary connection.
-pub(crate) const READS_PER_PUMP: usize = crate::tcp::READS_PER_TURN;
+pub(crate) const READS_PER_PUMP: usize = crate::limits::READS_PER_TURN;
 
 /// What a half-pipe needs of the socket it writes to: bytes, and a FIN.
 pub(crate) trait Sink: Write {

@@ -33,16 +33,17 @@ use log::debug;
 
 use std::cell::RefCell;
 
-use super::Direction;
 pub(crate) use super::half::Doom;
 use super::half::{Broken, HalfPipe, LineCx, Pump, Pumped, Shape, Sink};
 use super::journal::{PairLog, Tap};
+use crate::closing::{self, Discarded};
 use crate::fault::Faults;
 use crate::journal::Journal;
+use crate::limits::{LINGER_MS, READS_PER_TURN};
 use crate::stats::{Counters, add};
-use crate::tcp::LINGER_MS;
 use crate::timer::{Millis, RateLimit};
 pub(crate) use crate::turn::Readiness;
+use crate::vocab::Direction;
 
 /// What a pair needs of a socket: bytes both ways, a FIN, and for the
 /// upstream, how its connect went.
@@ -504,10 +505,11 @@ impl<S: Endpoint> Pair<S> {
                 Side::Client => &mut self.client,
                 Side::Upstream => &mut self.upstream,
             };
-            match discard(socket, cx.buf) {
-                Discarded::Gone => self.eof[index] = true,
+            let mut budget = READS_PER_TURN;
+            match closing::discard(socket, cx.buf, &mut budget).1 {
+                Discarded::Eof | Discarded::Failed(_) => self.eof[index] = true,
                 Discarded::Drained => {}
-                Discarded::More => advance = Advance::StillReady,
+                Discarded::OutOfBudget => advance = Advance::StillReady,
             }
         }
         if self.eof == [true, true] || since.saturating_add(LINGER_MS) <= cx.now {
@@ -515,31 +517,6 @@ impl<S: Endpoint> Pair<S> {
         }
         Ok(advance)
     }
-}
-
-/// How far [`discard`] got.
-enum Discarded {
-    /// The peer closed (EOF, or an error).
-    Gone,
-    /// Read to `WouldBlock`: its next bytes or FIN bring an event.
-    Drained,
-    /// The budget ran out with input perhaps left.
-    More,
-}
-
-/// Reads and discards, within the per-turn read budget.
-fn discard(socket: &mut impl Read, buf: &mut [u8]) -> Discarded {
-    for _ in 0..crate::tcp::READS_PER_TURN {
-        match socket.read(buf) {
-            Ok(0) => return Discarded::Gone,
-            Ok(_) => {}
-            // Drained: the peer's next bytes or FIN bring a new event.
-            Err(e) if e.kind() == ErrorKind::WouldBlock => return Discarded::Drained,
-            Err(e) if e.kind() == ErrorKind::Interrupted => {}
-            Err(_) => return Discarded::Gone,
-        }
-    }
-    Discarded::More
 }
 
 #[cfg(test)]

@@ -7,16 +7,15 @@
 //! loop: (re)register interest, arm its timer, close or reset it.
 
 use std::net::SocketAddr;
-use std::time::Duration;
 
 use log::{debug, warn};
 use mio::net::TcpStream;
 use mio::{Interest, Token};
 
-use super::Direction;
 use super::half::Shape;
 use super::journal::{PairLog, Tap};
 use super::pair::{Advance, Doom, End, Pair, PairCx, Plan, Readiness, Side};
+use crate::closing;
 use crate::config::{Config, Mode};
 use crate::fault::{FaultKind, Verdict};
 use crate::journal::AppliedFaults;
@@ -25,6 +24,7 @@ use crate::stats::{add, sub};
 use crate::table::Table;
 use crate::timer::{Due, Millis, NEVER, RateLimit, Timers, at_least};
 use crate::turn::{Ready, Turn, UPSTREAM_BASE, settle_writable};
+use crate::vocab::Direction;
 
 /// Pair slots allocated up front (they grow, once, past this).
 const PREALLOCATED_PAIRS: usize = 256;
@@ -226,27 +226,19 @@ impl Pairs {
             End::Done => debug!("pair {key}: closed"),
             End::Reset { upstream_failed } => {
                 debug!("pair {key}: reset");
-                reset(&client);
-                reset(&upstream);
+                closing::reset_on_close(&client);
+                closing::reset_on_close(&upstream);
                 if upstream_failed {
                     self.count_failure("reset the connection", t);
                 }
             }
             End::ConnectFailed(e) => {
-                reset(&client);
+                closing::reset_on_close(&client);
                 self.count_failure(&format!("connect failed: {e}"), t);
             }
         }
-        // Closing a descriptor takes it off epoll; elsewhere mio needs a
-        // deregister first (see `Tcp::close`).
-        if !cfg!(all(
-            target_os = "linux",
-            not(mio_unsupported_force_poll_poll)
-        )) {
-            let (mut client, mut upstream) = (client, upstream);
-            let _ = t.registry.deregister(&mut client);
-            let _ = t.registry.deregister(&mut upstream);
-        }
+        closing::close(t.registry, client);
+        closing::close(t.registry, upstream);
     }
 
     /// A client whose upstream could not even be asked: reset it.
@@ -257,7 +249,7 @@ impl Pairs {
         e: std::io::Error,
         t: &mut Turn<'_>,
     ) {
-        reset(&client);
+        closing::reset_on_close(&client);
         debug!("{peer}: reset: no connect to the upstream");
         self.count_failure(&format!("connect failed: {e}"), t);
     }
@@ -400,11 +392,6 @@ fn arm_timer(slot: &mut Slot, key: usize, idle_ms: Option<Millis>, timers: &mut 
             timers.arm(at, Due::Conn { key: key as u32 });
         }
     }
-}
-
-/// A zero linger makes the coming close send RST, not FIN.
-fn reset(stream: &TcpStream) {
-    let _ = socket2::SockRef::from(stream).set_linger(Some(Duration::ZERO));
 }
 
 #[cfg(test)]

@@ -15,12 +15,12 @@ mod script;
 
 use std::io::{self, ErrorKind};
 use std::net::SocketAddr;
-use std::time::Duration;
 
 use log::{Level, debug, log_enabled, trace, warn};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Interest, Token};
 
+use crate::closing;
 use crate::config::{Config, Mode};
 use crate::relay::pair::Side;
 use crate::relay::pairs::Pairs;
@@ -32,10 +32,7 @@ use crate::timer::{ACCEPT_RETRY_MS, Due, Entry, Millis, Pause, RateLimit, Timers
 use crate::turn::{Readiness, Ready, Turn, UPSTREAM_BASE, settle_writable};
 use conn::{Advance, Close, Connection, Ctx, Phase, Stamp};
 
-pub use conn::{LINGER_CAP_MS, LINGER_MS, READS_PER_TURN};
-
-/// Accepts per turn, so a connection storm cannot starve served clients.
-pub const ACCEPTS_PER_TURN: usize = 64;
+use crate::limits::ACCEPTS_PER_TURN;
 /// Connection slots reserved up front: `--max-connections` of them, at most
 /// this many. A reservation is address space, not memory: a slot's page
 /// is touched, and so resident, only once a connection takes it. And a
@@ -335,7 +332,7 @@ impl Tcp {
 
     /// Closes connection `key` now; its key is freed at turn end.
     fn close(&mut self, key: usize, why: Close, t: &mut Turn<'_>) {
-        let Some(mut slot) = self.conns.close(key) else {
+        let Some(slot) = self.conns.close(key) else {
             return;
         };
         match &why {
@@ -343,27 +340,10 @@ impl Tcp {
             Close::Done => debug!("conn {key}: closed"),
             Close::Reset => {
                 debug!("conn {key}: reset (fault)");
-                // A zero linger makes the close below send RST, not FIN.
-                let _ = socket2::SockRef::from(&slot.stream).set_linger(Some(Duration::ZERO));
+                closing::reset_on_close(&slot.stream);
             }
         }
-        // mio's rule: deregister before the descriptor closes, since some
-        // selectors keep state per source. mio's epoll selector keeps none,
-        // and closing the last descriptor of a socket removes it from every
-        // epoll interest list (epoll(7)), which the drop below does. There
-        // the EPOLL_CTL_DEL is a system call for nothing, measured at about
-        // 6 % of a once-mode exchange's server CPU (benches/syscalls.sh,
-        // benches/compare.sh). Should a copy of the descriptor live on (a
-        // child forked by the host, between fork and exec), its events can
-        // still come with the old token; a slab key reused by then only sees
-        // a spurious event, which a read ending in `WouldBlock` absorbs.
-        if !cfg!(all(
-            target_os = "linux",
-            not(mio_unsupported_force_poll_poll)
-        )) {
-            let _ = t.registry.deregister(&mut slot.stream);
-        }
-        drop(slot);
+        closing::close(t.registry, slot.stream);
         sub(&t.counters.open, 1);
     }
 

@@ -19,10 +19,10 @@ use memchr::{memchr, memchr_iter};
 use super::{CHUNK_COST, Doom, HalfPipe, Shaped};
 use crate::fault::{self, FaultKind, Faults};
 use crate::journal::AppliedFaults;
-use crate::relay::Direction;
 use crate::reply::Protocol;
 use crate::stats::{Counters, add};
 use crate::timer::{Millis, RateLimit, at_least};
+use crate::vocab::Direction;
 
 /// What judging a direction's lines needs from the loop.
 pub(crate) struct LineCx<'a> {

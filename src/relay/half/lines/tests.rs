@@ -1,11 +1,11 @@
 //! Line mode's transitions, with the half-pipe's scripted streams.
 
 use crate::fault::Faults;
-use crate::relay::Direction;
 use crate::relay::half::tests::{Sink, Source, Step};
 use crate::relay::half::{CHUNK_COST, Doom, HalfPipe, LineCx, Pump, Pumped, Shape};
 use crate::stats::Counters;
 use crate::timer::{Millis, RateLimit};
+use crate::vocab::Direction;
 
 /// A line-mode pipe (client to upstream, pair 0) under `faults`, reading
 /// `source`, writing `sink` once `connected`.
