@@ -318,6 +318,7 @@ pub mod framing;
 mod handle;
 mod journal;
 mod limits;
+mod listener;
 mod relay;
 mod reply;
 mod rules;

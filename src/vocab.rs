@@ -1,8 +1,9 @@
-//! Words several rooms share: [`Upstream`] (where a protocol is relayed
-//! to, as `--upstream` names it) and [`Direction`] (which way relayed
-//! bytes travel, as a fault's `dir=` selector names it). The
-//! configuration, the faults and the relay all use them, so they live
-//! below all three, and import only [`Protocol`].
+//! Words several rooms share: [`Protocol`] (which socket a message came
+//! on), [`Upstream`] (where a protocol is relayed to, as `--upstream`
+//! names it) and [`Direction`] (which way relayed bytes travel, as a
+//! fault's `dir=` selector names it). Replies, the configuration, the
+//! faults and the relay all use them, so they live below all of them,
+//! and import nothing of the crate.
 //!
 //! # Examples
 //!
@@ -21,7 +22,25 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::str::FromStr;
 
-use crate::reply::Protocol;
+/// The protocol a message arrived on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Protocol {
+    /// A TCP message: in once mode the first bytes read, in line mode one
+    /// line without its terminator.
+    Tcp,
+    /// A UDP datagram.
+    Udp,
+}
+
+impl Protocol {
+    /// Its name in specs, logs and the journal: `tcp` or `udp`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Protocol::Tcp => "tcp",
+            Protocol::Udp => "udp",
+        }
+    }
+}
 
 /// Where one protocol's clients are relayed to: `PROTO:ADDR`, as
 /// `--upstream tcp:127.0.0.1:6379` writes it.

@@ -8,8 +8,10 @@
 //! and the faults that use it too. The path of a relayed byte, top down:
 //!
 //! - [`pairs`]: the table of TCP pairs, what needs the loop (tokens,
-//!   interest, timers, closing); [`tcp`](crate::tcp) hands it every
-//!   client when TCP is relayed;
+//!   interest, timers, closing), a peer of served TCP: the
+//!   [`listener`](crate::listener) hands it every client when relaying
+//!   is its job, and the loop's dispatch every event, still-ready entry
+//!   and timer of a pair;
 //! - [`pair`]: one pair's life (connect, relay, linger), no sockets;
 //! - [`half`]: one direction of a pair (the rest buffer, the FIN, the
 //!   faults; `half::lines` for line mode), no sockets;
