@@ -54,7 +54,8 @@ pub(crate) enum Command {
 pub(crate) type Reply = Result<String, String>;
 
 /// What commands change beyond the turn's own state: the TCP listener and
-/// the reply its connections owe. [`Tcp`](crate::tcp::Tcp) implements it.
+/// the reply its connections owe. The main endpoint's TCP side (its
+/// listener and its job) implements it.
 pub(crate) trait Target {
     /// Closes the listener: new clients are refused.
     fn refuse(&mut self, t: &mut Turn<'_>) -> Reply;

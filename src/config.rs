@@ -9,9 +9,9 @@ use std::time::Duration;
 
 use crate::fault::{Fault, MAX_FAULTS};
 use crate::journal::JournalTarget;
-use crate::relay::Upstream;
 use crate::reply::Protocol;
 use crate::rules::{MAX_RULES, Rule};
+use crate::vocab::Upstream;
 
 /// Default TCP and UDP address: loopback, port 8000, as in the article.
 pub const DEFAULT_ADDR: &str = "127.0.0.1:8000";

@@ -32,9 +32,9 @@
 use std::fmt;
 use std::str::FromStr;
 
-use crate::relay::Direction;
 use crate::reply::Protocol;
 use crate::rules::Match;
+use crate::vocab::Direction;
 
 /// One fault: which protocol, what it does, which messages it hits.
 #[derive(Debug, Clone, PartialEq)]

@@ -307,6 +307,7 @@
 #![doc(test(attr(deny(warnings))))]
 
 mod bind;
+mod closing;
 mod command;
 mod config;
 mod control;
@@ -316,6 +317,8 @@ mod fault;
 pub mod framing;
 mod handle;
 mod journal;
+mod limits;
+mod listener;
 mod relay;
 mod reply;
 mod rules;
@@ -328,6 +331,7 @@ pub mod testing;
 mod timer;
 mod turn;
 mod udp;
+mod vocab;
 mod write;
 
 pub use config::{
@@ -345,10 +349,10 @@ pub use journal::{
     AppliedFaults, JournalCallback, JournalDirection, JournalEvent, JournalTarget,
     MAX_JOURNAL_BUFFER,
 };
-pub use relay::{Direction, Upstream};
+pub use limits::{ACCEPTS_PER_TURN, LINGER_CAP_MS, LINGER_MS, READS_PER_TURN};
 pub use reply::{Echo, FixedReply, Protocol, Request, Responder};
 pub use rules::{MAX_RULES, Match, Rule};
 pub use server::{SHUTDOWN_GRACE_MS, Server, Status};
 pub use stats::Stats;
-pub use tcp::{ACCEPTS_PER_TURN, LINGER_CAP_MS, LINGER_MS, READS_PER_TURN};
 pub use udp::DATAGRAMS_PER_TURN;
+pub use vocab::{Direction, Upstream};

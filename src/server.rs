@@ -4,8 +4,10 @@
 //! at all while some source is still ready), hand every event to the
 //! handler its token names, serve the sources left still ready last turn,
 //! handle the deadlines that came due, and free the slab keys of
-//! connections closed during the turn. The loop only dispatches;
-//! [`tcp`](crate::tcp) and [`udp`](crate::udp) act. Every deadline is an
+//! connections closed during the turn. The loop only dispatches: the
+//! [`listener`](crate::listener) accepts and hands each stream to its job,
+//! [`tcp`](crate::tcp) serves, [`relay`](crate::relay) relays (its pairs'
+//! events reach it directly), [`udp`](crate::udp) answers datagrams. Every deadline is an
 //! entry of one timer heap, so the nearest one is the poll's timeout.
 
 use std::cell::RefCell;
@@ -27,6 +29,8 @@ use crate::error::Error;
 use crate::fault::{self, Faults};
 use crate::handle::{Handle, InTurn, Shared};
 use crate::journal::{self, Journal, JournalEvent};
+use crate::listener::Listener;
+use crate::relay::pairs::Pairs;
 use crate::reply::{FixedReply, Pattern, Protocol, Replies, Responder, Scripted};
 use crate::stats::Stats;
 use crate::tcp::{RESERVED_CONNECTIONS, Tcp};
@@ -58,6 +62,7 @@ use sources::Sources;
 ))]
 mod host;
 mod sources;
+mod tcp_side;
 #[cfg(test)]
 mod tests;
 
@@ -269,7 +274,14 @@ impl Server {
             poll,
             events: Events::with_capacity(EVENTS_PER_POLL),
             sources: Sources {
-                tcp: Tcp::new(listener, &config),
+                listener: Listener::new(
+                    listener,
+                    LISTENER,
+                    config.reuse_port,
+                    config.max_connections,
+                ),
+                tcp: Tcp::new(&config),
+                relay: config.upstream_tcp.map(|up| Pairs::new(up, &config)),
                 udp,
                 control,
                 stopping: false,

@@ -97,6 +97,9 @@ pub(crate) enum Due {
     /// serial: the connection tells its own entry by the deadline it
     /// armed, which keeps an entry at 16 bytes, one per idle connection.
     Conn { key: u32 },
+    /// Relayed TCP pair `key`: its connect, fault, linger or idle
+    /// deadline, told from a stale one the same way.
+    Pair { key: u32 },
     /// The data listener may be tried again after an accept error.
     AcceptRetry,
     /// Relayed UDP flow `key`: its idle deadline.

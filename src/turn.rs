@@ -29,10 +29,13 @@ pub(crate) const WAKER: Token = Token(usize::MAX - 3);
 pub(crate) const SIGNALS: Token = Token(usize::MAX - 4);
 /// The control listener (`--control`).
 pub(crate) const CONTROL_LISTENER: Token = Token(usize::MAX - 5);
-/// Relay: the upstream socket of pair `key` has token `UPSTREAM_BASE +
-/// key` (the client's is `key`, as a data connection's). A quarter of the
-/// token space: far above any table's keys.
-pub(crate) const UPSTREAM_BASE: Token = Token(1 << (usize::BITS - 2));
+/// Relay: the client socket of pair `key` has token `PAIR_BASE + key`,
+/// its upstream socket `UPSTREAM_BASE + key`: an eighth of the token
+/// space each, above every served connection's key, so that a token
+/// alone says which job its socket has.
+pub(crate) const PAIR_BASE: Token = Token(1 << (usize::BITS - 2));
+/// Relay: the upstream socket of pair `key` (see [`PAIR_BASE`]).
+pub(crate) const UPSTREAM_BASE: Token = Token(PAIR_BASE.0 + (1 << (usize::BITS - 3)));
 /// Relay: UDP flow `key` has token `FLOW_BASE + key`.
 pub(crate) const FLOW_BASE: Token = Token(2 << (usize::BITS - 2));
 /// Tokens at or above this one name fixed sources, not connections.
@@ -99,6 +102,11 @@ pub(crate) enum Ready {
         key: usize,
         id: u32,
     },
+    /// Relayed TCP pair `key`.
+    Pair {
+        key: usize,
+        id: u32,
+    },
     Control {
         key: usize,
     },
@@ -119,10 +127,12 @@ pub(crate) enum Owner {
     ControlListener,
     /// Control connection `key`.
     Control(usize),
-    /// Data connection `key` (on a TCP relay: the client of pair `key`).
+    /// Served connection `key`.
     Conn(usize),
+    /// The client socket of relayed pair `key`.
+    PairClient(usize),
     /// The upstream socket of relayed pair `key`.
-    Upstream(usize),
+    PairUpstream(usize),
     /// Relayed UDP flow `key`.
     Flow(usize),
     /// A fixed token no source has.
@@ -140,7 +150,8 @@ impl Owner {
             Token(key) if key >= FIRST_FIXED.0 => Owner::Unknown,
             Token(key) if key >= CONTROL_BASE.0 => Owner::Control(key - CONTROL_BASE.0),
             Token(key) if key >= FLOW_BASE.0 => Owner::Flow(key - FLOW_BASE.0),
-            Token(key) if key >= UPSTREAM_BASE.0 => Owner::Upstream(key - UPSTREAM_BASE.0),
+            Token(key) if key >= UPSTREAM_BASE.0 => Owner::PairUpstream(key - UPSTREAM_BASE.0),
+            Token(key) if key >= PAIR_BASE.0 => Owner::PairClient(key - PAIR_BASE.0),
             Token(key) => Owner::Conn(key),
         }
     }
@@ -187,7 +198,8 @@ impl fmt::Display for Described<'_> {
             Owner::ControlListener => f.write_str("control listener")?,
             Owner::Control(key) => write!(f, "control {key}")?,
             Owner::Conn(key) => write!(f, "conn {key}")?,
-            Owner::Upstream(key) => write!(f, "upstream {key}")?,
+            Owner::PairClient(key) => write!(f, "pair {key} client")?,
+            Owner::PairUpstream(key) => write!(f, "pair {key} upstream")?,
             Owner::Flow(key) => write!(f, "flow {key}")?,
             Owner::Unknown => write!(f, "token {}", event.token().0)?,
         }
@@ -219,10 +231,22 @@ mod tests {
         assert_eq!(Owner::of(last), Owner::Control(CONTROL_SLOTS - 1));
         assert_eq!(Owner::of(FIRST_FIXED), Owner::Unknown);
         assert_eq!(
-            Owner::of(Token(UPSTREAM_BASE.0 - 1)),
-            Owner::Conn(UPSTREAM_BASE.0 - 1)
+            Owner::of(Token(PAIR_BASE.0 - 1)),
+            Owner::Conn(PAIR_BASE.0 - 1)
         );
-        assert_eq!(Owner::of(Token(UPSTREAM_BASE.0 + 3)), Owner::Upstream(3));
+        assert_eq!(Owner::of(PAIR_BASE), Owner::PairClient(0));
+        assert_eq!(
+            Owner::of(Token(UPSTREAM_BASE.0 - 1)),
+            Owner::PairClient(UPSTREAM_BASE.0 - 1 - PAIR_BASE.0)
+        );
+        assert_eq!(
+            Owner::of(Token(UPSTREAM_BASE.0 + 3)),
+            Owner::PairUpstream(3)
+        );
+        assert_eq!(
+            Owner::of(Token(FLOW_BASE.0 - 1)),
+            Owner::PairUpstream(FLOW_BASE.0 - 1 - UPSTREAM_BASE.0)
+        );
         assert_eq!(Owner::of(Token(FLOW_BASE.0 + 5)), Owner::Flow(5));
         assert_eq!(
             Owner::of(Token(CONTROL_BASE.0 - 1)),

@@ -1,30 +1,35 @@
-//! The relay's TCP side: the table of pairs. Each accepted client gets a
-//! non-blocking connect to the upstream; both sockets are registered on
-//! the loop's poll, each with its own token (the client's is its key in
-//! the table, the upstream's is [`UPSTREAM_BASE`] plus that key). Events,
-//! the still-ready list and timers reach the pair's state machine
-//! ([`pair`](super::pair)) through here, which does for it what needs the
-//! loop: (re)register interest, arm its timer, close or reset it.
+//! The relay's TCP side: the table of pairs, a peer of served TCP. A
+//! listener whose job is relaying hands each stream it accepted within
+//! the limit to [`Pairs::admit`] (the [`Admit`] of its job); the client
+//! gets a non-blocking connect to the upstream, and both sockets are
+//! registered on the loop's poll, each with its own token ([`PAIR_BASE`]
+//! plus its key in the table for the client, [`UPSTREAM_BASE`] plus it
+//! for the upstream). The loop's dispatch hands this table every event
+//! on either socket, its entries on the still-ready list and its timers
+//! directly; it reaches the pair's state machine ([`pair`](super::pair))
+//! and does for it what needs the loop: (re)register interest, arm its
+//! timer, close or reset it.
 
 use std::net::SocketAddr;
-use std::time::Duration;
 
 use log::{debug, warn};
 use mio::net::TcpStream;
 use mio::{Interest, Token};
 
-use super::Direction;
 use super::half::Shape;
 use super::journal::{PairLog, Tap};
 use super::pair::{Advance, Doom, End, Pair, PairCx, Plan, Readiness, Side};
+use crate::closing;
 use crate::config::{Config, Mode};
 use crate::fault::{FaultKind, Verdict};
 use crate::journal::AppliedFaults;
+use crate::listener::Admit;
 use crate::reply::Protocol;
 use crate::stats::{add, sub};
 use crate::table::Table;
-use crate::timer::{Due, Millis, NEVER, RateLimit, Timers, at_least};
-use crate::turn::{Ready, Turn, UPSTREAM_BASE, settle_writable};
+use crate::timer::{Due, Entry, Millis, NEVER, RateLimit, Timers, at_least};
+use crate::turn::{PAIR_BASE, Ready, Turn, UPSTREAM_BASE, settle_writable};
+use crate::vocab::Direction;
 
 /// Pair slots allocated up front (they grow, once, past this).
 const PREALLOCATED_PAIRS: usize = 256;
@@ -71,7 +76,12 @@ impl Pairs {
         let preallocated = config.max_connections.min(PREALLOCATED_PAIRS);
         Pairs {
             upstream,
-            table: Table::new(Token(0), UPSTREAM_BASE.0, preallocated, CLOSED_PER_TURN),
+            table: Table::new(
+                PAIR_BASE,
+                UPSTREAM_BASE.0 - PAIR_BASE.0,
+                preallocated,
+                CLOSED_PER_TURN,
+            ),
             connect_ms: config.connect_timeout.as_millis() as Millis,
             idle_ms: config.idle_timeout.map(|d| d.as_millis() as Millis),
             max_owed: config.max_owed,
@@ -92,7 +102,7 @@ impl Pairs {
     /// Takes in an accepted client: starts the connect to the upstream,
     /// judges the faults of the pair's two directions, registers both
     /// sockets and reads what the client sent already.
-    pub fn admit(&mut self, client: TcpStream, peer: SocketAddr, t: &mut Turn<'_>) {
+    fn take_in(&mut self, client: TcpStream, peer: SocketAddr, t: &mut Turn<'_>) {
         add(&t.counters.accepted, 1);
         let ordinal = self.accepted;
         self.accepted += 1;
@@ -121,7 +131,11 @@ impl Pairs {
             registry.register(&mut client, token, Interest::READABLE)?;
             // Writable: the connect is done (or failed).
             let interest = Interest::READABLE | Interest::WRITABLE;
-            if let Err(e) = registry.register(&mut upstream, upstream_token(token.0), interest) {
+            if let Err(e) = registry.register(
+                &mut upstream,
+                upstream_token(token.0 - PAIR_BASE.0),
+                interest,
+            ) {
                 let _ = registry.deregister(&mut client);
                 return Err(e);
             }
@@ -164,7 +178,8 @@ impl Pairs {
     /// `timer_at` says (as for a connection: a new pair in the same key
     /// that armed the very same moment is served by the first entry, and
     /// finds the other stale).
-    pub fn on_timer(&mut self, key: usize, at: Millis, t: &mut Turn<'_>) {
+    pub fn on_timer(&mut self, key: u32, at: Millis, t: &mut Turn<'_>) {
+        let key = key as usize;
         let Some(slot) = self.table.get_mut(key) else {
             return;
         };
@@ -200,7 +215,7 @@ impl Pairs {
         let result = step(&mut slot.pair, &mut cx).and_then(|advance| {
             if advance == Advance::StillReady {
                 let id = slot.pair.id;
-                t.ready.push(Ready::Conn { key, id });
+                t.ready.push(Ready::Pair { key, id });
             }
             settle_interest(slot, key, t).map_err(|e| {
                 debug!("pair {key}: cannot change interest: {e}");
@@ -226,27 +241,19 @@ impl Pairs {
             End::Done => debug!("pair {key}: closed"),
             End::Reset { upstream_failed } => {
                 debug!("pair {key}: reset");
-                reset(&client);
-                reset(&upstream);
+                closing::reset_on_close(&client);
+                closing::reset_on_close(&upstream);
                 if upstream_failed {
                     self.count_failure("reset the connection", t);
                 }
             }
             End::ConnectFailed(e) => {
-                reset(&client);
+                closing::reset_on_close(&client);
                 self.count_failure(&format!("connect failed: {e}"), t);
             }
         }
-        // Closing a descriptor takes it off epoll; elsewhere mio needs a
-        // deregister first (see `Tcp::close`).
-        if !cfg!(all(
-            target_os = "linux",
-            not(mio_unsupported_force_poll_poll)
-        )) {
-            let (mut client, mut upstream) = (client, upstream);
-            let _ = t.registry.deregister(&mut client);
-            let _ = t.registry.deregister(&mut upstream);
-        }
+        closing::close(t.registry, client);
+        closing::close(t.registry, upstream);
     }
 
     /// A client whose upstream could not even be asked: reset it.
@@ -257,7 +264,7 @@ impl Pairs {
         e: std::io::Error,
         t: &mut Turn<'_>,
     ) {
-        reset(&client);
+        closing::reset_on_close(&client);
         debug!("{peer}: reset: no connect to the upstream");
         self.count_failure(&format!("connect failed: {e}"), t);
     }
@@ -296,10 +303,23 @@ impl Pairs {
         self.table.end_turn();
     }
 
-    /// Whether a timer entry is still its pair's current one (for the
+    /// Whether a pair's timer entry is still its current one (for the
     /// sweep).
-    pub fn is_current(&self, key: usize, at: Millis) -> bool {
-        self.table.get(key).is_some_and(|slot| slot.timer_at == at)
+    pub fn is_current(&self, entry: &Entry) -> bool {
+        match entry.due {
+            Due::Pair { key } => {
+                (self.table.get(key as usize)).is_some_and(|slot| slot.timer_at == entry.at)
+            }
+            _ => false,
+        }
+    }
+}
+
+/// Relaying is a listener's job: each stream it accepted within the
+/// limit becomes a pair.
+impl Admit for Pairs {
+    fn admit(&mut self, client: TcpStream, peer: SocketAddr, t: &mut Turn<'_>) {
+        self.take_in(client, peer, t);
     }
 }
 
@@ -378,7 +398,7 @@ fn settle_interest(slot: &mut Slot, key: usize, t: &Turn<'_>) -> std::io::Result
     settle_writable(
         t.registry,
         &mut pair.client,
-        Token(key),
+        Token(PAIR_BASE.0 + key),
         client_registered,
         client_wants,
     )?;
@@ -397,14 +417,9 @@ fn arm_timer(slot: &mut Slot, key: usize, idle_ms: Option<Millis>, timers: &mut 
     if let Some(at) = slot.pair.deadline(idle_ms) {
         if at < slot.timer_at {
             slot.timer_at = at;
-            timers.arm(at, Due::Conn { key: key as u32 });
+            timers.arm(at, Due::Pair { key: key as u32 });
         }
     }
-}
-
-/// A zero linger makes the coming close send RST, not FIN.
-fn reset(stream: &TcpStream) {
-    let _ = socket2::SockRef::from(stream).set_linger(Some(Duration::ZERO));
 }
 
 #[cfg(test)]

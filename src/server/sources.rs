@@ -8,9 +8,13 @@ use log::info;
 use mio::Token;
 
 use super::SHUTDOWN_GRACE_MS;
+use super::tcp_side::TcpSide;
 use crate::command;
 use crate::control::Control;
 use crate::handle::Shared;
+use crate::listener::Listener;
+use crate::relay::pair::Side;
+use crate::relay::pairs::Pairs;
 use crate::stats::add;
 use crate::tcp::Tcp;
 use crate::timer::{Due, Millis, Timers};
@@ -19,7 +23,14 @@ use crate::udp::Udp;
 
 /// The event sources and their handlers.
 pub(super) struct Sources {
+    /// The main TCP listener; its streams' job is `relay` when there is
+    /// one, else `tcp`.
+    pub(super) listener: Listener,
+    /// Served TCP connections.
     pub(super) tcp: Tcp,
+    /// Relayed TCP pairs (`--upstream tcp:...`): a peer of `tcp`, reached
+    /// from the dispatch directly.
+    pub(super) relay: Option<Pairs>,
     pub(super) udp: Option<Udp>,
     /// The live control socket and its connections (`--control`).
     pub(super) control: Option<Control>,
@@ -39,7 +50,7 @@ impl Sources {
         t: &mut Turn<'_>,
     ) {
         match Owner::of(token) {
-            Owner::Listener => self.tcp.accept(t),
+            Owner::Listener => self.accept(t),
             Owner::Udp => self.serve_udp(t),
             Owner::Waker => {
                 self.apply_changes(shared, t);
@@ -51,7 +62,8 @@ impl Sources {
             Owner::ControlListener => self.serve_control(None, t),
             Owner::Control(key) => self.serve_control(Some(key), t),
             Owner::Conn(key) => self.tcp.on_event(key, ready, t),
-            Owner::Upstream(key) => self.tcp.on_upstream_event(key, ready, t),
+            Owner::PairClient(key) => self.on_pair_event(key, Side::Client, ready, t),
+            Owner::PairUpstream(key) => self.on_pair_event(key, Side::Upstream, ready, t),
             Owner::Flow(key) => self.serve_flow(key, t),
             Owner::Unknown => {}
         }
@@ -59,35 +71,75 @@ impl Sources {
 
     pub(super) fn serve_again(&mut self, ready: Ready, t: &mut Turn<'_>) {
         match ready {
-            Ready::Listener => self.tcp.accept(t),
+            Ready::Listener => self.accept(t),
             Ready::Udp => self.serve_udp(t),
             Ready::Conn { key, id } => self.tcp.resume(key, id, t),
+            Ready::Pair { key, id } => {
+                if let Some(relay) = &mut self.relay {
+                    relay.resume(key, id, t);
+                }
+            }
             Ready::Control { key } => self.serve_control(Some(key), t),
             Ready::Flow { key } => self.serve_flow(key, t),
         }
     }
 
+    /// The main listener is readable (or was left still ready): its
+    /// streams go to its job, relaying or serving.
+    fn accept(&mut self, t: &mut Turn<'_>) {
+        match &mut self.relay {
+            Some(relay) => self.listener.accept(relay, t),
+            None => self.listener.accept(&mut self.tcp, t),
+        }
+    }
+
+    /// A readiness event for `side` of relayed pair `key`.
+    fn on_pair_event(&mut self, key: usize, side: Side, ready: Readiness, t: &mut Turn<'_>) {
+        if let Some(relay) = &mut self.relay {
+            relay.on_event(key, side, ready, t);
+        }
+    }
+
+    /// The control socket, and the TCP side its commands change.
+    fn control_and_target(&mut self) -> (Option<&mut Control>, TcpSide<'_>) {
+        let Sources {
+            control,
+            listener,
+            tcp,
+            relay,
+            ..
+        } = self;
+        let relayed = relay.is_some();
+        let target = TcpSide {
+            listener,
+            tcp,
+            relayed,
+        };
+        (control.as_mut(), target)
+    }
+
     /// The control listener (`None`) or control connection `key` is ready.
     fn serve_control(&mut self, key: Option<usize>, t: &mut Turn<'_>) {
-        let Sources { control, tcp, .. } = self;
-        let Some(control) = control else {
+        let (Some(control), mut target) = self.control_and_target() else {
             return;
         };
         match key {
-            None => control.accept(t, tcp),
-            Some(key) => control.drive(key, t, tcp),
+            None => control.accept(t, &mut target),
+            Some(key) => control.drive(key, t, &mut target),
         }
     }
 
     /// The end of a turn: answer the control waits that are due, free the
     /// keys closed during the turn, sweep stale timers.
     pub(super) fn end_turn(&mut self, t: &mut Turn<'_>) {
-        let Sources { control, tcp, .. } = self;
-        if let Some(control) = control {
-            control.check_waits(t, tcp);
+        if let (Some(control), mut target) = self.control_and_target() {
+            control.check_waits(t, &mut target);
             control.end_turn();
         }
-        tcp.end_turn();
+        self.tcp.end_turn();
+        if let Some(relay) = &mut self.relay {
+            relay.end_turn();
+        }
         if let Some(udp) = &mut self.udp {
             udp.end_turn();
         }
@@ -102,10 +154,12 @@ impl Sources {
         // shutdown grace: one entry each at most.
         let control = self.control.as_ref();
         let flows = self.udp.as_ref().map_or(0, Udp::flows);
-        let current = self.tcp.open() + flows + 3 + control.map_or(0, Control::timers_current);
+        let current = self.open() + flows + 3 + control.map_or(0, Control::timers_current);
         timers.sweep(current, |entry| match entry.due {
             Due::Flow { .. } => (self.udp.as_ref()).is_some_and(|udp| udp.is_current_flow(entry)),
-            Due::Conn { .. } | Due::AcceptRetry => self.tcp.is_current(entry),
+            Due::Conn { .. } => self.tcp.is_current(entry),
+            Due::Pair { .. } => (self.relay.as_ref()).is_some_and(|relay| relay.is_current(entry)),
+            Due::AcceptRetry => self.listener.is_current(entry.at),
             Due::ControlWait { .. } | Due::ControlAcceptRetry => {
                 control.is_some_and(|control| control.is_current(entry))
             }
@@ -120,7 +174,7 @@ impl Sources {
         let changes =
             std::mem::take(&mut *shared.changes.lock().unwrap_or_else(|p| p.into_inner()));
         for (command, reply_to) in changes {
-            let reply = command::execute(command, &mut self.tcp, t);
+            let reply = command::execute(command, &mut self.control_and_target().1, t);
             let _ = reply_to.send(reply);
         }
     }
@@ -142,15 +196,23 @@ impl Sources {
     pub(super) fn on_due(&mut self, due: Due, at: Millis, t: &mut Turn<'_>) {
         match due {
             Due::Conn { key } => self.tcp.on_timer(key, at, t),
+            Due::Pair { key } => {
+                if let Some(relay) = &mut self.relay {
+                    relay.on_timer(key, at, t);
+                }
+            }
             Due::Flow { key } => {
                 if let Some(udp) = &mut self.udp {
                     udp.on_flow_timer(key as usize, at, t);
                 }
             }
-            Due::AcceptRetry => self.tcp.on_accept_retry(at, t),
+            Due::AcceptRetry => match &mut self.relay {
+                Some(relay) => self.listener.on_accept_retry(at, relay, t),
+                None => self.listener.on_accept_retry(at, &mut self.tcp, t),
+            },
             Due::ControlAcceptRetry => {
-                if let Some(control) = &mut self.control {
-                    control.on_accept_retry(at, t, &mut self.tcp);
+                if let (Some(control), mut target) = self.control_and_target() {
+                    control.on_accept_retry(at, t, &mut target);
                 }
             }
             // `end_turn` answers the waits that are due.
@@ -185,7 +247,11 @@ impl Sources {
         info!("shutting down: no new clients; finishing owed replies");
         self.stopping = true;
         t.timers.arm(t.now + SHUTDOWN_GRACE_MS, Due::ShutdownGrace);
+        self.listener.stop(t);
         self.tcp.stop(t);
+        if let Some(relay) = &mut self.relay {
+            relay.stop(t);
+        }
         // Control connections are not data: nothing is owed them.
         if let Some(control) = &mut self.control {
             control.close_all(t);
@@ -194,13 +260,21 @@ impl Sources {
 
     /// Nothing left to finish: no connection open, no UDP reply waiting.
     pub(super) fn is_idle(&self) -> bool {
-        self.tcp.open() == 0 && self.udp.as_ref().is_none_or(|udp| udp.queued() == 0)
+        self.open() == 0 && self.udp.as_ref().is_none_or(|udp| udp.queued() == 0)
+    }
+
+    /// Open TCP streams: served connections and relayed pairs.
+    fn open(&self) -> usize {
+        self.tcp.open() + self.relay.as_ref().map_or(0, Pairs::open)
     }
 
     /// Closes every connection and the UDP socket now. The replies still
     /// queued for UDP are dropped, and counted.
     fn close_everything(&mut self, t: &mut Turn<'_>) {
         self.tcp.close_all(t);
+        if let Some(relay) = &mut self.relay {
+            relay.close_all(t);
+        }
         if let Some(mut udp) = self.udp.take() {
             add(&t.counters.replies_dropped, udp.queued() as u64);
             udp.deregister(t);

@@ -3,7 +3,6 @@
 //! fixed reply to a responder that rules and `match=` faults need.
 
 use super::{Phase, Tcp};
-use crate::command::Reply;
 use crate::config::Mode;
 use crate::reply::Replies;
 use crate::stats::add;
@@ -23,10 +22,8 @@ impl Tcp {
     }
 
     /// The greeting for connections accepted from now on.
-    pub(super) fn greet_with(&mut self, greeting: Option<Vec<u8>>) -> Reply {
-        self.serves_tcp()?;
+    pub(crate) fn greet_with(&mut self, greeting: Option<Vec<u8>>) {
         self.greeting = greeting;
-        Ok(String::new())
     }
 
     /// Sends `text` (and `\n` in line mode) to every open data connection
@@ -34,13 +31,12 @@ impl Tcp {
     /// skipped; one whose backlog is at `max_owed` already does not get it
     /// (counted as dropped), so a client that never reads cannot make
     /// pushes pile up.
-    pub(super) fn push_to_all(&mut self, mut text: Vec<u8>, t: &mut Turn<'_>) -> Reply {
-        self.serves_tcp()?;
+    pub(crate) fn push_to_all(&mut self, mut text: Vec<u8>, t: &mut Turn<'_>) {
         if self.mode == Mode::Line {
             text.push(b'\n');
         }
         if text.is_empty() {
-            return Ok(String::new());
+            return;
         }
         let journal = t.journal.is_some();
         for key in self.conns.keys() {
@@ -56,17 +52,6 @@ impl Tcp {
             }
             slot.conn.send_unasked(text.clone(), journal);
             self.drive(key, false, t);
-        }
-        Ok(String::new())
-    }
-
-    /// Whether TCP clients are served here (not off, not relayed), for the
-    /// commands that speak to them.
-    fn serves_tcp(&self) -> Result<(), String> {
-        self.listen_addr.ok_or("tcp is off (--no-tcp)")?;
-        match self.relay {
-            Some(_) => Err("tcp is relayed (--upstream): its clients talk to the upstream".into()),
-            None => Ok(()),
         }
     }
 
