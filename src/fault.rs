@@ -32,7 +32,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use crate::relay::Direction;
+use crate::direction::Direction;
 use crate::reply::Protocol;
 use crate::rules::Match;
 

@@ -310,12 +310,14 @@ mod bind;
 mod command;
 mod config;
 mod control;
+mod direction;
 mod error;
 mod escape;
 mod fault;
 pub mod framing;
 mod handle;
 mod journal;
+mod limits;
 mod relay;
 mod reply;
 mod rules;
@@ -345,10 +347,10 @@ pub use journal::{
     AppliedFaults, JournalCallback, JournalDirection, JournalEvent, JournalTarget,
     MAX_JOURNAL_BUFFER,
 };
+pub use limits::DATAGRAMS_PER_TURN;
 pub use relay::{Direction, Upstream};
 pub use reply::{Echo, FixedReply, Protocol, Request, Responder};
 pub use rules::{MAX_RULES, Match, Rule};
 pub use server::{SHUTDOWN_GRACE_MS, Server, Status};
 pub use stats::Stats;
 pub use tcp::{ACCEPTS_PER_TURN, LINGER_CAP_MS, LINGER_MS, READS_PER_TURN};
-pub use udp::DATAGRAMS_PER_TURN;

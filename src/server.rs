@@ -5,7 +5,10 @@
 //! handler its token names, serve the sources left still ready last turn,
 //! handle the deadlines that came due, and free the slab keys of
 //! connections closed during the turn. The loop only dispatches;
-//! [`tcp`](crate::tcp) and [`udp`](crate::udp) act. Every deadline is an
+//! [`tcp`](crate::tcp), [`udp`](crate::udp), the relay's UDP flows and
+//! [`control`](crate::control) act. Every deadline (a connection's or
+//! pair's idle, linger or fault step, a flow's idle timeout, the UDP
+//! delays, an accept retry, a control wait, the shutdown grace) is an
 //! entry of one timer heap, so the nearest one is the poll's timeout.
 
 use std::cell::RefCell;
@@ -27,6 +30,7 @@ use crate::error::Error;
 use crate::fault::{self, Faults};
 use crate::handle::{Handle, InTurn, Shared};
 use crate::journal::{self, Journal, JournalEvent};
+use crate::relay::flows::Flows;
 use crate::reply::{FixedReply, Pattern, Protocol, Replies, Responder, Scripted};
 use crate::stats::Stats;
 use crate::tcp::{RESERVED_CONNECTIONS, Tcp};
@@ -100,7 +104,8 @@ pub struct Server {
     replies: Replies,
     buf: Box<[u8]>,
     clock: Clock,
-    /// Every deadline: connections', the accept retry, the shutdown grace.
+    /// Every deadline: connections' and pairs', flows', the UDP delays,
+    /// the accept retries, control waits, the shutdown grace.
     timers: Timers,
     /// Sources still ready from the last turn, served this turn.
     ready: Vec<Ready>,
@@ -270,6 +275,9 @@ impl Server {
             events: Events::with_capacity(EVENTS_PER_POLL),
             sources: Sources {
                 tcp: Tcp::new(listener, &config),
+                flows: (config.upstream_udp)
+                    .filter(|_| udp.is_some())
+                    .map(|up| Flows::new(up, &config)),
                 udp,
                 control,
                 stopping: false,

@@ -236,7 +236,8 @@ fn udp_delayed_replies_never_wait_for_the_next_datagram() {
     let bound = Duration::from_secs(3);
     let stream = DelayedStream::run(bound);
     let (server, count, end) = stream.collect();
-    let end = end.unwrap_or_else(|| panic!("`end` not answered within {bound:?} ({count} replies)"));
+    let end =
+        end.unwrap_or_else(|| panic!("`end` not answered within {bound:?} ({count} replies)"));
     assert!(end >= Duration::from_millis(50), "{end:?}");
     assert!(end <= bound, "{end:?}");
     let summary = summary(server);

@@ -6,7 +6,7 @@ use std::fmt;
 use log::warn;
 
 use super::{Fault, FaultKind, KINDS, MAX_FAULTS, Relaying, Selector};
-use crate::relay::Direction;
+use crate::direction::Direction;
 use crate::reply::Protocol;
 
 /// A message's identity for the seeded choices: TCP `[connection ordinal,

@@ -3,8 +3,10 @@
 //! on the relayed traffic, in either direction.
 //!
 //! The vocabulary lives here: [`Upstream`] (where a protocol is relayed
-//! to) and [`Direction`] (which way bytes travel, as a fault's `dir=`
-//! selector names it). The path of a relayed byte, top down:
+//! to); [`Direction`] (which way bytes travel, as a fault's `dir=`
+//! selector names it) lives below, in [`direction`](crate::direction),
+//! since the faults and the handlers use it too. The path of a relayed
+//! byte, top down:
 //!
 //! - [`pairs`]: the table of TCP pairs, what needs the loop (tokens,
 //!   interest, timers, closing); [`tcp`](crate::tcp) hands it every
@@ -13,8 +15,9 @@
 //! - [`half`]: one direction of a pair (the rest buffer, the FIN, the
 //!   faults; `half::lines` for line mode), no sockets;
 //! - [`journal`]: a pair's lines in the journal, with one;
-//! - [`flows`]: UDP flows, one connected socket per client source;
-//!   [`udp`](crate::udp) hands it every datagram when UDP is relayed.
+//! - [`flows`]: UDP flows, one connected socket per client source; the
+//!   loop lends them to [`udp`](crate::udp), which sends each client
+//!   datagram up through its flow, and hands them each event of a flow.
 //!
 //! # Examples
 //!
@@ -33,6 +36,7 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::str::FromStr;
 
+pub use crate::direction::Direction;
 use crate::reply::Protocol;
 
 pub(crate) mod flows;
@@ -103,45 +107,6 @@ impl fmt::Display for Upstream {
     }
 }
 
-/// Which way relayed bytes travel, as a fault's `dir=` selector picks it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash)]
-pub enum Direction {
-    /// From the upstream to the client: the replies. The default, so that
-    /// a fault acts on what the client sees, as it does without a relay.
-    #[default]
-    Down,
-    /// From the client to the upstream: the requests.
-    Up,
-}
-
-impl Direction {
-    /// Its name in a spec: `down` or `up`.
-    pub fn name(self) -> &'static str {
-        match self {
-            Direction::Down => "down",
-            Direction::Up => "up",
-        }
-    }
-}
-
-impl FromStr for Direction {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Direction, String> {
-        match s {
-            "down" => Ok(Direction::Down),
-            "up" => Ok(Direction::Up),
-            _ => Err(format!("dir: '{s}' is not down or up")),
-        }
-    }
-}
-
-impl fmt::Display for Direction {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -197,13 +162,5 @@ mod tests {
         assert_eq!(judge(Direction::Up, 2), Some(Close));
         assert_eq!(judge(Direction::Up, 3), None);
         assert_eq!(judge(Direction::Down, 2), Some(Reset));
-    }
-
-    #[test]
-    fn directions_parse() {
-        assert_eq!("up".parse(), Ok(Direction::Up));
-        assert_eq!("down".parse(), Ok(Direction::Down));
-        assert!("sideways".parse::<Direction>().is_err());
-        assert_eq!(Direction::default(), Direction::Down);
     }
 }

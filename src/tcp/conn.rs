@@ -45,9 +45,9 @@ use crate::framing::{OpenLine, Piece};
 use crate::journal::Journal;
 use crate::reply::Replies;
 use crate::stats::{Counters, add};
+pub(crate) use crate::timer::Stamp;
 use crate::timer::{Millis, RateLimit};
 use buffers::Buffers;
-pub(crate) use stamp::Stamp;
 use write::Message;
 
 /// Reads per connection per turn, so one fast client cannot starve the
@@ -537,7 +537,6 @@ enum Reads {
 
 mod buffers;
 mod journal;
-mod stamp;
 mod steps;
 #[cfg(test)]
 mod tests;

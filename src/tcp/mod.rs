@@ -28,9 +28,9 @@ use crate::reply::{Protocol, Replies};
 use crate::stats::add;
 use crate::stats::sub;
 use crate::table::Table;
-use crate::timer::{ACCEPT_RETRY_MS, Due, Entry, Millis, Pause, RateLimit, Timers};
+use crate::timer::{ACCEPT_RETRY_MS, Armed, Due, Entry, Millis, Pause, RateLimit, Timers};
 use crate::turn::{Readiness, Ready, Turn, UPSTREAM_BASE, settle_writable};
-use conn::{Advance, Close, Connection, Ctx, Phase, Stamp};
+use conn::{Advance, Close, Connection, Ctx, Phase};
 
 pub use conn::{LINGER_CAP_MS, LINGER_MS, READS_PER_TURN};
 
@@ -59,9 +59,8 @@ const CLOSED_PER_TURN: usize = 1024;
 struct Slot {
     stream: TcpStream,
     conn: Connection,
-    /// The deadline of this connection's live timer entry, if one is
-    /// armed (entries are armed at most [`Stamp::HORIZON`] ahead).
-    timer_at: Option<Stamp>,
+    /// Its live timer entry, if one is armed.
+    timer: Armed,
 }
 
 /// The listener and every connection.
@@ -233,7 +232,7 @@ impl Tcp {
         let slot = |stream| Slot {
             stream,
             conn,
-            timer_at: None,
+            timer: Armed::default(),
         };
         let key = match self
             .conns
@@ -382,10 +381,9 @@ impl Tcp {
         let Some(slot) = self.conns.get_mut(key) else {
             return;
         };
-        if slot.timer_at != Some(Stamp::of(at)) {
+        if !slot.timer.fire(at) {
             return; // Stale: the connection is gone or re-armed earlier.
         }
-        slot.timer_at = None;
         if slot.conn.wake_at().is_some_and(|at| at <= t.now) {
             // A fault's delayed step is due: it needs a turn, not a close.
             return self.drive(key, false, t);
@@ -424,8 +422,9 @@ impl Tcp {
     pub fn is_current(&self, entry: &Entry) -> bool {
         match (entry.due, &self.relay) {
             (Due::Conn { key }, Some(relay)) => relay.is_current(key as usize, entry.at),
-            (Due::Conn { key }, None) => (self.conns.get(key as usize))
-                .is_some_and(|slot| slot.timer_at == Some(Stamp::of(entry.at))),
+            (Due::Conn { key }, None) => {
+                (self.conns.get(key as usize)).is_some_and(|slot| slot.timer.is_current(entry.at))
+            }
             (Due::AcceptRetry, _) => self.accept_pause.is_current(entry.at),
             _ => false,
         }
@@ -487,14 +486,9 @@ fn arm_timer(
     now: Millis,
     timers: &mut Timers,
 ) {
-    let Some(deadline) = slot.conn.deadline(now, idle_ms) else {
-        return;
-    };
-    // A farther deadline is reached in hops, so the stamp reads back.
-    let at = deadline.min(now.saturating_add(Stamp::HORIZON));
-    if slot.timer_at.is_none_or(|armed| at < armed.near(now)) {
-        slot.timer_at = Some(Stamp::of(at));
-        timers.arm(at, Due::Conn { key: key as u32 });
+    if let Some(deadline) = slot.conn.deadline(now, idle_ms) {
+        slot.timer
+            .arm(deadline, now, Due::Conn { key: key as u32 }, timers);
     }
 }
 

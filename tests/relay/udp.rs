@@ -208,5 +208,8 @@ fn a_flow_with_a_silent_upstream_expires() {
     assert!(expired, "the silent flow never expired ({waited:?})");
     assert!(waited >= Duration::from_millis(900), "{waited:?}");
     let sources = upstream.sources.lock().unwrap().clone();
-    assert_ne!(sources[0], sources[1], "the second client has a flow of its own");
+    assert_ne!(
+        sources[0], sources[1],
+        "the second client has a flow of its own"
+    );
 }
