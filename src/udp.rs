@@ -23,6 +23,7 @@
 //! flow, and the relay hands what its flows receive to
 //! [`Udp::relay_down`]. UDP itself knows no relay.
 
+use std::cell::RefCell;
 use std::io::{self, ErrorKind};
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering::Relaxed;
@@ -34,7 +35,7 @@ use mio::net::UdpSocket;
 use crate::config::Config;
 use crate::direction::Direction;
 use crate::fault::Verdict;
-use crate::journal::{AppliedFaults, JournalDirection};
+use crate::journal::{AppliedFaults, Journal, JournalDirection};
 use crate::limits::DATAGRAMS_PER_TURN;
 use crate::reply::{Protocol, Replies, Request, ask};
 use crate::stats::{Counters, add};
@@ -47,7 +48,7 @@ pub(crate) mod journal;
 mod outbox;
 
 use journal::Datagram;
-pub(crate) use outbox::{Outgoing, Way};
+use outbox::{Outgoing, Way};
 
 /// A relayed flow as UDP knows it: its key in the relay's table and the
 /// serial number that tells it from a later flow in the same key.
@@ -81,9 +82,7 @@ pub(crate) trait Upstreams {
 /// `&mut` is shortened only where it is coerced, never inside an
 /// `Option`, so `as_deref_mut` would lend them for as long as they were
 /// lent here.)
-pub(crate) fn lend<'r>(
-    upstreams: &'r mut Option<&mut dyn Upstreams>,
-) -> Option<&'r mut dyn Upstreams> {
+fn lend<'r>(upstreams: &'r mut Option<&mut dyn Upstreams>) -> Option<&'r mut dyn Upstreams> {
     match upstreams {
         Some(upstreams) => Some(&mut **upstreams),
         None => None,
@@ -92,13 +91,13 @@ pub(crate) fn lend<'r>(
 
 /// The parts of a turn that sending a datagram needs, borrowed apart from
 /// the reply or buffer that holds the datagram.
-pub(crate) struct Sending<'a> {
-    pub counters: &'a Counters,
-    pub now: Millis,
-    pub journal: Option<&'a std::cell::RefCell<crate::journal::Journal>>,
-    pub timers: &'a mut Timers,
+struct Sending<'a> {
+    counters: &'a Counters,
+    now: Millis,
+    journal: Option<&'a RefCell<Journal>>,
+    timers: &'a mut Timers,
     /// A relay's flows, lent for this turn.
-    pub upstreams: Option<&'a mut dyn Upstreams>,
+    upstreams: Option<&'a mut dyn Upstreams>,
 }
 
 /// The UDP socket, its reply queue and the datagrams delays hold.

@@ -32,7 +32,7 @@ const SPARE_CAPACITY: usize = crate::config::MAX_REPLY_LEN;
 
 /// Which way a datagram leaves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Way {
+pub(super) enum Way {
     /// A reply, from the public socket to the client.
     Reply,
     /// Relayed from the upstream on this flow: from the public socket to
@@ -71,7 +71,7 @@ impl Way {
 
 /// A datagram to send: whose, which way, its ordinal in that direction.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Outgoing {
+pub(super) struct Outgoing {
     /// Its ordinal among the datagrams going its direction (from 1).
     pub ordinal: u64,
     /// The client it is for, or on its way up from.
@@ -273,7 +273,7 @@ impl Udp {
     /// is): dropped, corrupted, truncated, duplicated, held back by a
     /// delay. The one fault path of UDP, for replies and relayed
     /// datagrams alike.
-    pub(crate) fn send(
+    pub(super) fn send(
         &mut self,
         out: Outgoing,
         datagram: &[u8],
@@ -288,7 +288,7 @@ impl Udp {
             let dir = out.way.journal_direction();
             return out.journaled(s.journal, s.now).record(dir, &[], faults);
         }
-        // Shaped, so copied out of the shared reply or buffer.
+        // Copied out of the shared reply or buffer, to be shaped or held.
         let mut shaped = datagram.to_vec();
         if let Some(seed) = verdict.corrupt {
             fault::corrupt(&mut shaped, seed);

@@ -213,3 +213,38 @@ fn a_flow_with_a_silent_upstream_expires() {
         "the second client has a flow of its own"
     );
 }
+
+/// A flow whose datagram an `up` delay holds is kept while it waits, and
+/// expires `--flow-timeout` after it left (the upstream never answers, so
+/// only that departure starts the flow's idle time).
+#[test]
+fn a_flow_expires_once_its_delayed_datagram_has_left() {
+    let upstream = UdpUpstream::start(|_| None);
+    let relay = udp_relay(
+        upstream.addr,
+        &[
+            "--fault",
+            "udp:delay=1500,dir=up,first=1",
+            "--max-flows",
+            "1",
+            "--flow-timeout",
+            "1",
+        ],
+    );
+    let first = udp_client(DEADLINE);
+    let sent = Instant::now();
+    first.send_to(b"held", relay.udp()).unwrap();
+    let reached = wait_until(DEADLINE, || upstream.received.load(SeqCst) >= 1);
+    let held_for = sent.elapsed();
+    assert!(reached, "the held datagram never reached the upstream");
+    assert!(held_for >= Duration::from_millis(1500), "{held_for:?}");
+    let second = udp_client(DEADLINE);
+    let expired = wait_until(Duration::from_secs(6), || {
+        second.send_to(b"second", relay.udp()).unwrap();
+        std::thread::sleep(Duration::from_millis(100));
+        upstream.received.load(SeqCst) >= 2
+    });
+    let waited = sent.elapsed();
+    assert!(expired, "the flow never expired ({waited:?})");
+    assert!(waited >= Duration::from_millis(2400), "{waited:?}");
+}
