@@ -151,10 +151,11 @@ pub struct Config {
     /// A connection owing this many reply bytes takes no more lines and is
     /// not read until they drain (backpressure).
     pub max_owed: usize,
-    /// UDP replies waiting for the socket, at most; past it they are
-    /// dropped and counted.
+    /// UDP datagrams waiting, at most: replies the socket cannot take yet
+    /// and datagrams a `delay` holds back, on a relay either way, all
+    /// together; past it they are dropped and counted.
     pub udp_queue_len: usize,
-    /// Bytes of UDP replies waiting, at most.
+    /// Bytes of UDP datagrams waiting (as for `udp_queue_len`), at most.
     pub udp_queue_bytes: usize,
     /// Scripted replies, tried in order before the reply text; the first
     /// that matches a message answers it (none by default).

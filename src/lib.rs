@@ -145,7 +145,9 @@
 //! back to its source with `send_to`, straight away. Only when the socket
 //! would block does the reply wait, in a queue bounded by
 //! [`Config::udp_queue_len`] and [`Config::udp_queue_bytes`] (past it, replies are
-//! dropped and counted), and only then is `WRITABLE` registered. With the
+//! dropped and counted; replies a `delay` holds back, and on a relay the
+//! datagrams held either way, count against the same bound), and only
+//! then is `WRITABLE` registered. With the
 //! fixed reply on Linux the payload is never needed, so `recvmmsg` takes up
 //! to 32 datagrams per system call without copying them, and one
 //! `sendmmsg` answers them all: with a one-line cast for `MSG_TRUNC`

@@ -6,9 +6,10 @@
 //! mean a deadline passed, so the loop reads the clock after every poll.
 //!
 //! Every deadline lives in one heap, [`Timers`], each entry saying what is
-//! due ([`Due`]): a connection's idle, linger or fault-step deadline; a
-//! listener's retry after an accept error (data and control); the
-//! earliest UDP reply held back by a delay; a control connection's
+//! due ([`Due`]): a connection's (or relayed pair's) idle, linger or
+//! fault-step deadline; a relayed UDP flow's idle deadline; a listener's
+//! retry after an accept error (data and control); the earliest UDP
+//! datagram held back by a delay; a control connection's
 //! `received` running out; the end of the shutdown grace period. So the
 //! poll timeout is the heap's first entry and nothing else.
 //!
@@ -107,7 +108,8 @@ pub(crate) enum Due {
     Flow { key: u32 },
     /// The control listener may be tried again after an accept error.
     ControlAcceptRetry,
-    /// The earliest UDP reply held back by a `delay` fault is due.
+    /// The earliest UDP datagram held back by a `delay` fault (a reply,
+    /// or on a relay one relayed either way) is due.
     UdpDelay,
     /// Control connection `key`'s `received` times out.
     ControlWait { key: u32 },
