@@ -149,7 +149,10 @@ fn udp_faults_shape_each_direction() {
     assert_eq!(udp_receive(&client).unwrap().0, b"late");
     let took = started.elapsed();
     assert!(took >= Duration::from_millis(200), "{took:?}");
-    assert!(took <= Duration::from_secs(3), "held past its delay: {took:?}");
+    assert!(
+        took <= Duration::from_secs(3),
+        "held past its delay: {took:?}"
+    );
     let relay = udp_relay(
         upstream.addr,
         &[
