@@ -6,6 +6,7 @@
 //! `--udp-queue-bytes` bytes), plain and relayed together, and one timer
 //! entry, due with the earliest held, releases them.
 
+use std::borrow::Cow;
 use std::cell::RefCell;
 use std::cmp::{Ordering, Reverse};
 use std::collections::{BinaryHeap, VecDeque};
@@ -288,13 +289,19 @@ impl Udp {
             let dir = out.way.journal_direction();
             return out.journaled(s.journal, s.now).record(dir, &[], faults);
         }
-        // Copied out of the shared reply or buffer, to be shaped or held.
-        let mut shaped = datagram.to_vec();
+        // Copied out of the shared reply or buffer only to be corrupted.
+        let mut shaped = Cow::Borrowed(datagram);
         if let Some(seed) = verdict.corrupt {
-            fault::corrupt(&mut shaped, seed);
+            fault::corrupt(shaped.to_mut(), seed);
         }
         if let Some(n) = verdict.truncate {
-            shaped.truncate(n);
+            shaped = match shaped {
+                Cow::Borrowed(bytes) => Cow::Borrowed(&bytes[..n.min(bytes.len())]),
+                Cow::Owned(mut bytes) => {
+                    bytes.truncate(n);
+                    Cow::Owned(bytes)
+                }
+            };
         }
         for _ in 0..1 + usize::from(verdict.duplicate) {
             match verdict.delay_ms {
