@@ -151,10 +151,11 @@ pub struct Config {
     /// A connection owing this many reply bytes takes no more lines and is
     /// not read until they drain (backpressure).
     pub max_owed: usize,
-    /// UDP replies waiting for the socket, at most; past it they are
-    /// dropped and counted.
+    /// UDP datagrams waiting, at most: replies the socket cannot take yet
+    /// and datagrams a `delay` holds back, on a relay either way, all
+    /// together; past it they are dropped and counted.
     pub udp_queue_len: usize,
-    /// Bytes of UDP replies waiting, at most.
+    /// Bytes of UDP datagrams waiting (as for `udp_queue_len`), at most.
     pub udp_queue_bytes: usize,
     /// Scripted replies, tried in order before the reply text; the first
     /// that matches a message answers it (none by default).
@@ -174,7 +175,9 @@ pub struct Config {
     /// the client is reset. Whole seconds, at least one.
     pub connect_timeout: Duration,
     /// Close a UDP flow with no datagram either way for this long; `None`
-    /// never closes one (`--max-flows` still bounds them).
+    /// never closes one (`--max-flows` still bounds them). Kept in whole
+    /// milliseconds, as [`idle_timeout`](Config::idle_timeout) is: under
+    /// 1 ms is an error.
     pub flow_timeout: Option<Duration>,
     /// UDP flows (client sources relayed) at most; a datagram from a new
     /// source past it is dropped and counted.
@@ -243,15 +246,7 @@ impl Config {
         if self.max_connections == 0 {
             return Err("--max-connections: must be at least 1".into());
         }
-        if let Some(idle) = self.idle_timeout {
-            // Under 1 ms would be kept as 0 ms: a timeout at once, or none.
-            if idle.as_millis() == 0 || idle.as_secs() > MAX_IDLE_TIMEOUT_SECS {
-                return Err(format!(
-                    "--idle-timeout: must be 1 ms to {MAX_IDLE_TIMEOUT_SECS} s (0 on the \
-                     command line, None in a Config: never), got {idle:?}"
-                ));
-            }
-        }
+        check_timeout("--idle-timeout", self.idle_timeout)?;
         if self.max_line == 0 || self.max_line > MAX_MAX_LINE {
             return Err(format!("--max-line: must be 1 to {MAX_MAX_LINE} bytes"));
         }
@@ -381,13 +376,7 @@ impl Config {
                 "--connect-timeout: must be 1 to {MAX_IDLE_TIMEOUT_SECS} whole seconds"
             ));
         }
-        if let Some(flow) = self.flow_timeout {
-            if flow.is_zero() || flow.as_secs() > MAX_IDLE_TIMEOUT_SECS {
-                return Err(format!(
-                    "--flow-timeout: must be 1 to {MAX_IDLE_TIMEOUT_SECS} seconds, or 0 for never"
-                ));
-            }
-        }
+        check_timeout("--flow-timeout", self.flow_timeout)?;
         if !(1..=MAX_MAX_FLOWS).contains(&self.max_flows) {
             return Err(format!(
                 "--max-flows: must be 1 to {MAX_MAX_FLOWS}, got {}",
@@ -395,5 +384,18 @@ impl Config {
             ));
         }
         Ok(())
+    }
+}
+
+/// Checks an idle timeout (a connection's, a flow's): the loop keeps it in
+/// whole milliseconds, so under 1 ms would be kept as 0 ms, a close in the
+/// very turn the connection or flow opens. `None` is never.
+fn check_timeout(option: &str, timeout: Option<Duration>) -> Result<(), String> {
+    match timeout {
+        Some(t) if t.as_millis() == 0 || t.as_secs() > MAX_IDLE_TIMEOUT_SECS => Err(format!(
+            "{option}: must be 1 ms to {MAX_IDLE_TIMEOUT_SECS} s (0 on the command line, \
+             None in a Config: never), got {t:?}"
+        )),
+        _ => Ok(()),
     }
 }

@@ -7,7 +7,11 @@
 //! connections closed during the turn. The loop only dispatches: the
 //! [`listener`](crate::listener) accepts and hands each stream to its job,
 //! [`tcp`](crate::tcp) serves, [`relay`](crate::relay) relays (its pairs'
-//! events reach it directly), [`udp`](crate::udp) answers datagrams. Every deadline is an
+//! and flows' events reach it directly), [`udp`](crate::udp) answers
+//! datagrams, [`control`](crate::control) takes commands. Every deadline
+//! (a connection's or pair's idle, linger or fault step, a flow's idle
+//! timeout, the UDP delays, an accept retry, a control wait, the shutdown
+//! grace) is an
 //! entry of one timer heap, so the nearest one is the poll's timeout.
 
 use std::cell::RefCell;
@@ -30,6 +34,7 @@ use crate::fault::{self, Faults};
 use crate::handle::{Handle, InTurn, Shared};
 use crate::journal::{self, Journal, JournalEvent};
 use crate::listener::Listener;
+use crate::relay::flows::Flows;
 use crate::relay::pairs::Pairs;
 use crate::reply::{FixedReply, Pattern, Protocol, Replies, Responder, Scripted};
 use crate::stats::Stats;
@@ -105,7 +110,8 @@ pub struct Server {
     replies: Replies,
     buf: Box<[u8]>,
     clock: Clock,
-    /// Every deadline: connections', the accept retry, the shutdown grace.
+    /// Every deadline: connections' and pairs', flows', the UDP delays,
+    /// the accept retries, control waits, the shutdown grace.
     timers: Timers,
     /// Sources still ready from the last turn, served this turn.
     ready: Vec<Ready>,
@@ -282,6 +288,9 @@ impl Server {
                 ),
                 tcp: Tcp::new(&config),
                 relay: config.upstream_tcp.map(|up| Pairs::new(up, &config)),
+                flows: (config.upstream_udp)
+                    .filter(|_| udp.is_some())
+                    .map(|up| Flows::new(up, &config)),
                 udp,
                 control,
                 stopping: false,

@@ -47,9 +47,9 @@ use crate::journal::Journal;
 pub(crate) use crate::limits::{LINGER_CAP_MS, LINGER_MS, READS_PER_TURN};
 use crate::reply::Replies;
 use crate::stats::{Counters, add};
+pub(crate) use crate::timer::Stamp;
 use crate::timer::{Millis, RateLimit};
 use buffers::Buffers;
-pub(crate) use stamp::Stamp;
 use write::Message;
 
 /// A connection's buffers shrink back to this after a burst, so an idle
@@ -551,7 +551,6 @@ enum Reads {
 
 mod buffers;
 mod journal;
-mod stamp;
 mod steps;
 #[cfg(test)]
 mod tests;
