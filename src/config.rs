@@ -17,9 +17,7 @@ use crate::rules::{MAX_RULES, Rule};
 pub const DEFAULT_ADDR: &str = "127.0.0.1:8000";
 /// Default reply text.
 pub const DEFAULT_REPLY: &str = "Received";
-/// Longest reply text, in bytes. A UDP reply must fit in one datagram, and a
-/// short fixed reply keeps the owed-bytes bookkeeping cheap.
-pub const MAX_REPLY_LEN: usize = 1024;
+pub use crate::vocab::MAX_REPLY_LEN;
 /// Default for [`Config::max_connections`].
 pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
 /// Default for [`Config::idle_timeout`], in seconds.
@@ -179,6 +177,12 @@ pub struct Config {
     /// UDP flows (client sources relayed) at most; a datagram from a new
     /// source past it is dropped and counted.
     pub max_flows: usize,
+    /// Start with TCP refusing, as a script's `refuse` says: the port is
+    /// bound (and announced) but not listening, so clients get
+    /// "connection refused" until `accept` (a control line, or
+    /// [`Handle::accept`](crate::Handle::accept)) opens it: a test's
+    /// client can start before its server.
+    pub refuse: bool,
 }
 
 impl Default for Config {
@@ -208,6 +212,7 @@ impl Default for Config {
             connect_timeout: Duration::from_secs(DEFAULT_CONNECT_TIMEOUT_SECS),
             flow_timeout: Some(Duration::from_secs(DEFAULT_FLOW_TIMEOUT_SECS)),
             max_flows: DEFAULT_MAX_FLOWS,
+            refuse: false,
         }
     }
 }
@@ -293,6 +298,9 @@ impl Config {
                     greeting.len()
                 ));
             }
+        }
+        if self.refuse && self.tcp.is_none() {
+            return Err("refuse: TCP is off (--no-tcp)".into());
         }
         if self.rules.len() > MAX_RULES {
             return Err(format!("--rule: at most {MAX_RULES} rules"));

@@ -328,6 +328,7 @@ pub mod testing;
 mod timer;
 mod turn;
 mod udp;
+mod vocab;
 mod write;
 
 pub use config::{
@@ -348,6 +349,7 @@ pub use journal::{
 pub use relay::{Direction, Upstream};
 pub use reply::{Echo, FixedReply, Protocol, Request, Responder};
 pub use rules::{MAX_RULES, Match, Rule};
+pub use script::Script;
 pub use server::{SHUTDOWN_GRACE_MS, Server, Status};
 pub use stats::Stats;
 pub use tcp::{ACCEPTS_PER_TURN, LINGER_CAP_MS, LINGER_MS, READS_PER_TURN};

@@ -19,7 +19,7 @@ use std::time::Duration;
 use log::{info, trace};
 use mio::{Events, Poll, Waker};
 
-use crate::bind::{bind_tcp, bind_udp};
+use crate::bind::{bind_tcp, bind_udp, reserve_tcp};
 use crate::config::Config;
 use crate::config::Mode;
 use crate::control::Control;
@@ -224,7 +224,14 @@ impl Server {
         };
         let poll = Poll::new()?;
         let waker = Waker::new(poll.registry(), WAKER)?;
+        let mut reserved = None;
         let (listener, tcp_addr) = match config.tcp {
+            // Refused from the start: the port, bound, waits for `accept`.
+            Some(addr) if config.refuse => {
+                let (socket, bound) = reserve_tcp(addr, config.reuse_port)?;
+                reserved = Some((socket, bound));
+                (None, Some(bound))
+            }
             Some(addr) => {
                 let reuse = config.reuse_port;
                 let (listener, bound) = bind_tcp(poll.registry(), addr, reuse, LISTENER, "tcp")?;
@@ -265,11 +272,15 @@ impl Server {
             };
             info!("faults {}; seed {}{how}", specs.join(" "), faults.seed());
         }
+        let mut tcp = Tcp::new(listener, &config);
+        if let Some((socket, bound)) = reserved {
+            tcp.start_refused(socket, bound);
+        }
         Ok(Server {
             poll,
             events: Events::with_capacity(EVENTS_PER_POLL),
             sources: Sources {
-                tcp: Tcp::new(listener, &config),
+                tcp,
                 udp,
                 control,
                 stopping: false,

@@ -285,6 +285,7 @@ fn a_bad_script_line_exits_2_naming_its_number_before_binding() {
         ("fault tcp:drop\n", "line 1"),
         (r"greeting bad\q", "line 1"),
         ("stats\n", "line 1"),
+        ("reply ok\n\npush hi\n", "line 3"),
     ] {
         let script = TempFile::new("bad.script", contents);
         let (status, stdout, stderr) = run(&["--script", script.path()]);
@@ -297,6 +298,91 @@ fn a_bad_script_line_exits_2_naming_its_number_before_binding() {
     let (status, _, stderr) = run(&["--script", "/nonexistent/ackloop.script"]);
     assert_eq!(status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("/nonexistent/ackloop.script"), "{stderr}");
+}
+
+#[test]
+fn a_script_is_checked_against_every_option_whatever_their_order() {
+    let upstream = format!("tcp:{}", common::upstream::echo_upstream());
+    let script = TempFile::new(
+        "relay-up.script",
+        "# reset every request on its way up
+fault tcp:reset,dir=up
+",
+    );
+    let path = script.path();
+    for args in [
+        ["--script", path, "--upstream", &upstream],
+        ["--upstream", &upstream, "--script", path],
+    ] {
+        let server = Server::start(&args);
+        let stream = connect(server.tcp());
+        (&stream).write_all(b"hi").unwrap();
+        let drained = read_until_closed(&stream, DEADLINE);
+        assert_eq!(drained.end, End::Reset, "{args:?}: the script's fault acts");
+    }
+}
+
+#[test]
+fn a_script_line_the_finished_options_refuse_exits_2_naming_file_and_line() {
+    let upstream = "tcp:127.0.0.1:9";
+    for (contents, options, line) in [
+        (
+            "rule exact:a => b\n\n# up needs a relay\nfault tcp:reset,dir=up\n",
+            &["--no-udp"][..],
+            "line 4",
+        ),
+        (
+            "reply ok\nfault tcp:close,match=exact:quit\n",
+            &["--upstream", upstream],
+            "line 2",
+        ),
+        ("greeting 220 hi\n", &["--no-tcp"], "line 1"),
+        (
+            "# relayed clients\ngreeting 220 hi\n",
+            &["--upstream", upstream],
+            "line 2",
+        ),
+        ("refuse\n", &["--no-tcp"], "line 1"),
+    ] {
+        let script = TempFile::new("late.script", contents);
+        let path = script.path();
+        let before = [&["--script", path][..], options].concat();
+        let after = [options, &["--script", path][..]].concat();
+        for args in [before, after] {
+            let (status, stdout, stderr) = run(&args);
+            assert_eq!(status.code(), Some(2), "{args:?}: {stderr}");
+            assert_eq!(stdout, "", "nothing bound or printed");
+            assert!(stderr.contains(path), "{args:?}: names the file: {stderr}");
+            assert!(stderr.contains(line), "{args:?}: names {line}: {stderr}");
+            assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        }
+    }
+}
+
+#[test]
+fn a_script_may_start_tcp_refusing_until_accept() {
+    let script = TempFile::new("refuse.script", "# the client starts first\nrefuse\n");
+    let server = Server::start(&[
+        "--mode",
+        "line",
+        "--control",
+        "127.0.0.1:0",
+        "--script",
+        script.path(),
+    ]);
+    let refused = TcpStream::connect(server.tcp()).unwrap_err();
+    assert_eq!(refused.kind(), ErrorKind::ConnectionRefused);
+    let mut control = Control::open(&server);
+    assert_eq!(control.ask("refuse"), "ok", "still refusing");
+    let refused = TcpStream::connect(server.tcp()).unwrap_err();
+    assert_eq!(refused.kind(), ErrorKind::ConnectionRefused);
+    // UDP is not refused.
+    assert_eq!(text(&udp_request(server.udp(), b"x")), "Received");
+    assert_eq!(control.ask("accept"), "ok");
+    let stream = connect(server.tcp());
+    (&stream).write_all(b"hi\n").unwrap();
+    assert_eq!(text(&read_exactly(&stream, 9)), "Received\n");
+    assert_eq!(control.ask("accept"), "ok", "may be repeated");
 }
 
 #[test]

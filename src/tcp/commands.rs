@@ -2,6 +2,8 @@
 //! again, change the fixed reply, greet and push (see
 //! [`command`](crate::command)).
 
+use std::net::SocketAddr;
+
 use mio::Interest;
 
 use super::Tcp;
@@ -14,10 +16,20 @@ use crate::turn::{LISTENER, Ready, Turn};
 /// and a library user both understand (neither typed `--no-tcp`).
 const NO_TCP: &str = "no TCP: this server serves UDP only";
 
+impl Tcp {
+    /// Starts refused (a script's `refuse`): `socket` is bound to `addr`
+    /// and not listening, so clients are refused until `accept` listens
+    /// on it.
+    pub(crate) fn start_refused(&mut self, socket: socket2::Socket, addr: SocketAddr) {
+        self.listen_addr = Some(addr);
+        self.reserved = Some(socket);
+    }
+}
+
 /// What live control changes on the TCP side (see [`command`](crate::command)).
 impl Target for Tcp {
     /// Closes the listener: new clients are refused; open connections go
-    /// on.
+    /// on. (Refused since start-up, the port stays bound, not listening.)
     fn refuse(&mut self, t: &mut Turn<'_>) -> Reply {
         self.listen_addr.ok_or(NO_TCP)?;
         if let Some(mut listener) = self.listener.take() {
@@ -33,8 +45,12 @@ impl Target for Tcp {
             return Err("shutting down".into());
         }
         if self.listener.is_none() {
-            let mut listener = crate::bind::tcp_listener(addr, self.reuse_port)
-                .map_err(|e| format!("cannot bind tcp {addr}: {e}"))?;
+            let listener = match self.reserved.take() {
+                // Refused since start-up: the port is ours already.
+                Some(socket) => crate::bind::listen(socket),
+                None => crate::bind::tcp_listener(addr, self.reuse_port),
+            };
+            let mut listener = listener.map_err(|e| format!("cannot bind tcp {addr}: {e}"))?;
             t.registry
                 .register(&mut listener, LISTENER, Interest::READABLE)
                 .map_err(|e| format!("cannot register tcp {addr}: {e}"))?;

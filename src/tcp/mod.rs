@@ -68,6 +68,8 @@ struct Slot {
 pub(crate) struct Tcp {
     /// `None` while refused (live control), after shutdown, or without TCP.
     listener: Option<TcpListener>,
+    /// The port, bound but not listening, while refused since start-up.
+    reserved: Option<socket2::Socket>,
     /// The address the listener is bound to, for listening again.
     listen_addr: Option<SocketAddr>,
     /// Listen with `SO_REUSEPORT` (`--reuse-port`).
@@ -103,6 +105,7 @@ impl Tcp {
         let (listener, listen_addr) = listener.unzip();
         Tcp {
             listener,
+            reserved: None,
             listen_addr,
             reuse_port: config.reuse_port,
             conns: Table::new(
