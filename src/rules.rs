@@ -214,12 +214,22 @@ impl Rules {
     /// changes.
     pub fn add(&mut self, rule: Rule) -> Result<(), String> {
         rule.validate()?;
-        if self.rules.len() >= MAX_RULES {
-            return Err(format!("{MAX_RULES} rules already; rules clear first"));
-        }
+        self.check_room()?;
         self.rules.push(rule);
         self.cursors.push(0);
         Ok(())
+    }
+
+    /// Whether one more rule may be added.
+    ///
+    /// # Errors
+    ///
+    /// [`MAX_RULES`] rules are set already.
+    pub fn check_room(&self) -> Result<(), String> {
+        match self.rules.len() >= MAX_RULES {
+            true => Err(format!("{MAX_RULES} rules already; rules clear first")),
+            false => Ok(()),
+        }
     }
 
     pub fn clear(&mut self) {

@@ -162,19 +162,29 @@ impl Faults {
     /// that is not relayed or `match=` on a stream-mode TCP relay, or
     /// [`MAX_FAULTS`] are in force already; nothing changes.
     pub fn add(&mut self, fault: Fault) -> Result<(), String> {
+        self.check(&fault)?;
+        self.active.push(Active { fault, seen: 0 });
+        self.refresh();
+        Ok(())
+    }
+
+    /// Whether [`add`](Faults::add) would take `fault`, changing nothing.
+    ///
+    /// # Errors
+    ///
+    /// As [`add`](Faults::add).
+    pub fn check(&self, fault: &Fault) -> Result<(), String> {
         fault.validate()?;
         let relayed = |p| match p {
             Protocol::Tcp => self.relayed[0],
             Protocol::Udp => self.relayed[1],
         };
-        super::check_direction(&fault, relayed)?;
+        super::check_direction(fault, relayed)?;
         if self.active.len() >= MAX_FAULTS {
             return Err(format!(
                 "fault '{fault}': {MAX_FAULTS} faults are in force already (clear them first)"
             ));
         }
-        self.active.push(Active { fault, seen: 0 });
-        self.refresh();
         Ok(())
     }
 
