@@ -345,7 +345,7 @@ mod tests {
             faults: &mut faults,
             journal: None,
         };
-        let mut run = |line: &str, t: &mut Turn<'_>| match parse(line.as_bytes()) {
+        let run = |line: &str, t: &mut Turn<'_>| match parse(line.as_bytes()) {
             Ok(Request::Run(command)) => execute(command, &mut Switching, t),
             other => panic!("{line}: {other:?}"),
         };
