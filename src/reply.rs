@@ -212,6 +212,14 @@ impl Responder for Scripted {
     }
 }
 
+impl Scripted {
+    /// The responder behind the rules, for a message no rule may see (a
+    /// line cut by the switch to whole messages).
+    pub fn unscripted(&mut self) -> &mut (dyn Responder + Send) {
+        &mut *self.inner
+    }
+}
+
 /// Asks `responder` for the reply to `request`, written into `scratch`
 /// (cleared first, its allocation kept): the reply, or `None` when the
 /// responder sends nothing. TCP connections and UDP both ask through here.

@@ -232,6 +232,48 @@ fn a_match_selector_faults_exactly_the_messages_it_fits() {
     assert!(stderr.contains("match"), "{stderr}");
 }
 
+/// Sends `abc` on a line-mode connection the fixed reply serves, waits
+/// until the server has read it, then asks `commands` on the control port
+/// (the first makes replies need whole lines): the connection and the
+/// control client, to go on with.
+fn half_a_line_then(commands: &[&str]) -> (Server, TcpStream, Control) {
+    let server = Server::start(&["--mode", "line", "--control", "127.0.0.1:0"]);
+    let mut control = Control::open(&server);
+    let stream = connect(server.tcp());
+    (&stream).write_all(b"first\n").unwrap();
+    assert_eq!(text(&read_exactly(&stream, 9)), "Received\n");
+    let before = control.stat("bytes_in");
+    (&stream).write_all(b"abc").unwrap();
+    assert!(wait_until(DEADLINE, || control.stat("bytes_in") == before + 3));
+    for command in commands {
+        assert_eq!(control.ask(command), "ok", "{command}");
+    }
+    (server, stream, control)
+}
+
+#[test]
+fn a_line_half_received_when_whole_lines_come_in_is_not_matched_by_its_rest() {
+    // Rules: the cut line gets the reply text, as it would have before;
+    // whole lines after it are matched.
+    let (_server, stream, _control) =
+        half_a_line_then(&["rule exact:def => PART", "rule exact:abcdef => WHOLE"]);
+    (&stream).write_all(b"def\nabcdef\ndef\n").unwrap();
+    let want = "Received\nWHOLE\nPART\n";
+    assert_eq!(text(&read_exactly(&stream, want.len())), want);
+
+    // A match= fault: no more picks the cut line by its rest.
+    let (_server, stream, _control) = half_a_line_then(&["fault tcp:close,match=exact:def"]);
+    (&stream).write_all(b"def\nabcdef\n").unwrap();
+    let want = "Received\nReceived\n";
+    assert_eq!(text(&read_exactly(&stream, want.len())), want);
+    (&stream).write_all(b"def\n").unwrap();
+    let drained = read_until_closed(&stream, DEADLINE);
+    assert_eq!(
+        (text(&drained.bytes), drained.end),
+        (String::new(), End::Eof)
+    );
+}
+
 /// A file in the system's temporary directory, removed when dropped.
 struct TempFile(std::path::PathBuf);
 

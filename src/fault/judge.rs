@@ -219,7 +219,7 @@ impl Faults {
     /// messages. Without a relay every message is `Down`. A message with
     /// no bytes at hand (a stream-mode pair) matches no `match=`.
     pub fn judge_in(&mut self, protocol: Protocol, dir: Direction, ordinals: Ordinals) -> Verdict {
-        self.judge_message(protocol, dir, ordinals, &[])
+        self.judge_seen(protocol, dir, ordinals, None)
     }
 
     /// Judges one message of `protocol` going `dir`, which has `ordinals`
@@ -231,6 +231,19 @@ impl Faults {
         dir: Direction,
         ordinals: Ordinals,
         message: &[u8],
+    ) -> Verdict {
+        self.judge_seen(protocol, dir, ordinals, Some(message))
+    }
+
+    /// [`judge_message`](Faults::judge_message), for a message whose
+    /// bytes may be unknown (`None`): then no `match=` picks it, and the
+    /// other selectors judge it as any.
+    pub fn judge_seen(
+        &mut self,
+        protocol: Protocol,
+        dir: Direction,
+        ordinals: Ordinals,
+        message: Option<&[u8]>,
     ) -> Verdict {
         let mut verdict = Verdict::default();
         let seed = self.seed;
@@ -256,15 +269,16 @@ impl Faults {
     }
 }
 
-/// Whether `select` picks `message`, the `nth` (from 1) its fault judged.
-fn selects(select: &Selector, nth: u64, key: &Key, message: &[u8]) -> bool {
+/// Whether `select` picks `message`, the `nth` (from 1) its fault judged;
+/// a message whose bytes are unknown (`None`) fits no `match=`.
+fn selects(select: &Selector, nth: u64, key: &Key, message: Option<&[u8]>) -> bool {
     select.first.is_none_or(|n| nth <= n)
         && select.after.is_none_or(|n| nth > n)
         && select.every.is_none_or(|n| n > 0 && nth % n == 0)
         && select
             .p
             .is_none_or(|p| unit_interval(key.hash(Purpose::Select)) < p)
-        && select.matches.as_ref().is_none_or(|m| m.matches(message))
+        && (select.matches.as_ref()).is_none_or(|m| message.is_some_and(|bytes| m.matches(bytes)))
 }
 
 /// Adds one selected fault to the verdict, in composition order.

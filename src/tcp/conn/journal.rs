@@ -97,7 +97,9 @@ impl Connection {
         let b = self.buffers();
         let mut bytes = match message {
             Message::Input(bytes) => bytes.to_vec(),
-            Message::Buffered => b.line.clone(),
+            // A journal makes replies need whole lines from the start:
+            // no line is ever cut.
+            Message::Buffered | Message::Cut => b.line.clone(),
         };
         bytes.extend_from_slice(ending);
         entry.record(note, JournalDirection::In, &bytes, &mut b.journal_peer);

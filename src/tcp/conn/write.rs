@@ -19,6 +19,9 @@ pub(super) enum Message<'a> {
     Input(&'a [u8]),
     /// In the connection's line buffer (a line that spanned reads).
     Buffered,
+    /// A cut line (see [`Buffers::cut_line`]): its first bytes are gone,
+    /// the line buffer holds the rest.
+    Cut,
 }
 
 impl Connection {
@@ -147,7 +150,8 @@ pub(super) fn pattern_start(owed: u32, unit: usize) -> usize {
 
 /// Asks `responder` for the reply to `message` (whose bytes may be the
 /// open line in `buffers`); the reply, if any, is in `scratch`. The open
-/// line is cleared: it was this message.
+/// line is cleared: it was this message (a cut one is answered by the
+/// responder behind the rules).
 pub(super) fn respond<'s>(
     buffers: &mut Buffers,
     message: Message<'_>,
@@ -159,11 +163,17 @@ pub(super) fn respond<'s>(
         peer: buffers.peer.unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0))),
         message: match message {
             Message::Input(bytes) => bytes,
-            Message::Buffered => &buffers.line,
+            Message::Buffered | Message::Cut => &buffers.line,
         },
     };
-    let reply = ask(responder, scratch, &request);
+    let reply = match message {
+        // No rule sees a cut line: the reply text answers it, as the
+        // fixed reply would have.
+        Message::Cut => ask(responder.unscripted(), scratch, &request),
+        Message::Input(_) | Message::Buffered => ask(responder, scratch, &request),
+    };
     buffers.line.clear();
+    buffers.cut_line = false;
     reply
 }
 
