@@ -15,13 +15,13 @@ use std::fmt;
 
 use log::info;
 
-use crate::config::MAX_REPLY_LEN;
 use crate::escape::{escape, unescape};
 use crate::fault::Fault;
 use crate::rules::{Rule, Rules};
 use crate::stats::Stats;
 use crate::timer::Millis;
 use crate::turn::Turn;
+use crate::vocab::check_reply_len;
 
 /// Longest wait a `received` may ask for, in seconds (a day).
 pub(crate) const MAX_WAIT_SECS: u64 = 86_400;
@@ -182,15 +182,10 @@ pub(crate) fn parse(line: &[u8]) -> Result<Request, String> {
 }
 
 /// A command's TEXT: everything after the first space, escapes replaced;
-/// at most [`MAX_REPLY_LEN`] bytes.
+/// at most [`MAX_REPLY_LEN`](crate::MAX_REPLY_LEN) bytes.
 fn text(word: &str, rest: Option<&str>) -> Result<Vec<u8>, String> {
     let text = unescape(rest.unwrap_or_default()).map_err(|why| format!("{word}: {why}"))?;
-    if text.len() > MAX_REPLY_LEN {
-        return Err(format!(
-            "{word}: at most {MAX_REPLY_LEN} bytes, got {}",
-            text.len()
-        ));
-    }
+    check_reply_len(word, &text, true)?;
     Ok(text)
 }
 

@@ -9,9 +9,8 @@ use std::time::Duration;
 
 use crate::fault::{Fault, MAX_FAULTS};
 use crate::journal::JournalTarget;
-use crate::relay::Upstream;
-use crate::reply::Protocol;
 use crate::rules::{MAX_RULES, Rule};
+use crate::vocab::{Protocol, Upstream, check_reply_len};
 
 /// Default TCP and UDP address: loopback, port 8000, as in the article.
 pub const DEFAULT_ADDR: &str = "127.0.0.1:8000";
@@ -239,12 +238,7 @@ impl Config {
         if self.tcp.is_none() && self.udp.is_none() {
             return Err("--no-tcp and --no-udp: at least one protocol must be on".into());
         }
-        if self.reply.is_empty() || self.reply.len() > MAX_REPLY_LEN {
-            return Err(format!(
-                "--reply: must be 1 to {MAX_REPLY_LEN} bytes, got {}",
-                self.reply.len()
-            ));
-        }
+        check_reply_len("--reply", &self.reply, false)?;
         if self.max_connections == 0 {
             return Err("--max-connections: must be at least 1".into());
         }
@@ -292,12 +286,7 @@ impl Config {
                     "--greeting: TCP is relayed to {upstream} (--upstream), which greets its clients"
                 ));
             }
-            if greeting.is_empty() || greeting.len() > MAX_REPLY_LEN {
-                return Err(format!(
-                    "--greeting: must be 1 to {MAX_REPLY_LEN} bytes, got {}",
-                    greeting.len()
-                ));
-            }
+            check_reply_len("--greeting", greeting, false)?;
         }
         if self.refuse && self.tcp.is_none() {
             return Err("refuse: TCP is off (--no-tcp)".into());

@@ -32,9 +32,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use crate::relay::Direction;
-use crate::reply::Protocol;
-use crate::rules::Match;
+use crate::vocab::{Direction, Match, Protocol};
 
 /// One fault: which protocol, what it does, which messages it hits.
 #[derive(Debug, Clone, PartialEq)]
@@ -324,11 +322,7 @@ impl FromStr for Fault {
         let (proto, kind) = head
             .split_once(':')
             .ok_or_else(|| bad("expected PROTO:KIND, like udp:drop"))?;
-        let protocol = match proto {
-            "tcp" => Protocol::Tcp,
-            "udp" => Protocol::Udp,
-            _ => return Err(bad(&format!("unknown protocol '{proto}' (tcp or udp)"))),
-        };
+        let protocol: Protocol = proto.parse().map_err(|why: String| bad(&why))?;
         let (name, value) = match kind.split_once('=') {
             Some((name, value)) => (name, Some(value)),
             None => (kind, None),

@@ -4,26 +4,7 @@
 use std::net::SocketAddr;
 
 use crate::rules::{Rule, Rules};
-
-/// The protocol a message arrived on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Protocol {
-    /// A TCP message: in once mode the first bytes read, in line mode one
-    /// line without its terminator.
-    Tcp,
-    /// A UDP datagram.
-    Udp,
-}
-
-impl Protocol {
-    /// Its name in specs, logs and the journal: `tcp` or `udp`.
-    pub fn name(self) -> &'static str {
-        match self {
-            Protocol::Tcp => "tcp",
-            Protocol::Udp => "udp",
-        }
-    }
-}
+pub(crate) use crate::vocab::Protocol;
 
 /// One message, as a [`Responder`] sees it.
 #[derive(Debug, Clone, Copy)]

@@ -27,12 +27,13 @@ use crate::error::Error;
 use crate::fault::{self, Faults};
 use crate::handle::{Handle, InTurn, Shared};
 use crate::journal::{self, Journal, JournalEvent};
-use crate::reply::{FixedReply, Pattern, Protocol, Replies, Responder, Scripted};
+use crate::reply::{FixedReply, Pattern, Replies, Responder, Scripted};
 use crate::stats::Stats;
 use crate::tcp::{RESERVED_CONNECTIONS, Tcp};
 use crate::timer::{Clock, Millis, SWEEP_SLACK, Timers};
 use crate::turn::{CONTROL_LISTENER, Described, LISTENER, Readiness, Ready, Turn, WAKER};
 use crate::udp::Udp;
+use crate::vocab::Protocol;
 use sources::Sources;
 
 // `AsFd`/`AsRawFd` for a host's own loop. mio's poll is one descriptor

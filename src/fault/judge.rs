@@ -6,8 +6,7 @@ use std::fmt;
 use log::warn;
 
 use super::{Fault, FaultKind, KINDS, MAX_FAULTS, Relaying, Selector};
-use crate::relay::Direction;
-use crate::reply::Protocol;
+use crate::vocab::{Direction, Protocol};
 
 /// A message's identity for the seeded choices: TCP `[connection ordinal,
 /// message ordinal on it]`, UDP `[datagram ordinal, 0]`.

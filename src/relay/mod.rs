@@ -2,9 +2,10 @@
 //! bytes to a real server, the *upstream*, and the faults of section 8 act
 //! on the relayed traffic, in either direction.
 //!
-//! The vocabulary lives here: [`Upstream`] (where a protocol is relayed
-//! to) and [`Direction`] (which way bytes travel, as a fault's `dir=`
-//! selector names it). The path of a relayed byte, top down:
+//! Its vocabulary, [`Upstream`] (where a protocol is relayed to) and
+//! [`Direction`] (which way bytes travel, as a fault's `dir=` selector
+//! names it), lives in [`vocab`](crate::vocab), below its users, and is
+//! re-exported here. The path of a relayed byte, top down:
 //!
 //! - [`pairs`]: the table of TCP pairs, what needs the loop (tokens,
 //!   interest, timers, closing); [`tcp`](crate::tcp) hands it every
@@ -15,25 +16,6 @@
 //! - [`journal`]: a pair's lines in the journal, with one;
 //! - [`flows`]: UDP flows, one connected socket per client source;
 //!   [`udp`](crate::udp) hands it every datagram when UDP is relayed.
-//!
-//! # Examples
-//!
-//! ```
-//! use ackloop::{Protocol, Upstream};
-//!
-//! let upstream: Upstream = "tcp:127.0.0.1:6379".parse()?;
-//! assert_eq!(upstream.protocol, Protocol::Tcp);
-//! assert_eq!(upstream.addr, "127.0.0.1:6379".parse().unwrap());
-//! assert_eq!(upstream.to_string(), "tcp:127.0.0.1:6379");
-//! assert!("tcp:127.0.0.1:0".parse::<Upstream>().is_err(), "port 0");
-//! # Ok::<(), String>(())
-//! ```
-
-use std::fmt;
-use std::net::SocketAddr;
-use std::str::FromStr;
-
-use crate::reply::Protocol;
 
 pub(crate) mod flows;
 pub(crate) mod half;
@@ -41,136 +23,13 @@ pub(crate) mod journal;
 pub(crate) mod pair;
 pub(crate) mod pairs;
 
-/// Where one protocol's clients are relayed to: `PROTO:ADDR`, as
-/// `--upstream tcp:127.0.0.1:6379` writes it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Upstream {
-    /// The protocol whose socket becomes a relay.
-    pub protocol: Protocol,
-    /// The real server's address; never port 0.
-    pub addr: SocketAddr,
-}
-
-impl FromStr for Upstream {
-    type Err = String;
-
-    /// Parses `tcp:IP:PORT` or `udp:IP:PORT` (`localhost` stands for
-    /// 127.0.0.1, as in `--tcp`).
-    fn from_str(spec: &str) -> Result<Upstream, String> {
-        let bad = |why: &str| format!("--upstream '{spec}': {why}");
-        let (proto, addr) = spec
-            .split_once(':')
-            .ok_or_else(|| bad("expected PROTO:ADDR, like tcp:127.0.0.1:6379"))?;
-        let protocol = match proto {
-            "tcp" => Protocol::Tcp,
-            "udp" => Protocol::Udp,
-            _ => return Err(bad(&format!("unknown protocol '{proto}' (tcp or udp)"))),
-        };
-        let addr = match addr.strip_prefix("localhost:") {
-            Some(port) => format!("127.0.0.1:{port}").parse(),
-            None => addr.parse(),
-        };
-        let addr: SocketAddr =
-            addr.map_err(|_| bad("not an address like 127.0.0.1:6379 (IP:PORT)"))?;
-        let upstream = Upstream { protocol, addr };
-        upstream.validate()?;
-        Ok(upstream)
-    }
-}
-
-impl Upstream {
-    /// Checks what parsing checks, for an upstream built by hand.
-    ///
-    /// # Errors
-    ///
-    /// A one-line message naming `--upstream`.
-    pub fn validate(&self) -> Result<(), String> {
-        if self.addr.port() == 0 {
-            return Err(format!("--upstream '{self}': port 0 names no server"));
-        }
-        Ok(())
-    }
-
-    /// `tcp` or `udp`.
-    pub(crate) fn protocol_name(&self) -> &'static str {
-        self.protocol.name()
-    }
-}
-
-impl fmt::Display for Upstream {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}", self.protocol_name(), self.addr)
-    }
-}
-
-/// Which way relayed bytes travel, as a fault's `dir=` selector picks it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash)]
-pub enum Direction {
-    /// From the upstream to the client: the replies. The default, so that
-    /// a fault acts on what the client sees, as it does without a relay.
-    #[default]
-    Down,
-    /// From the client to the upstream: the requests.
-    Up,
-}
-
-impl Direction {
-    /// Its name in a spec: `down` or `up`.
-    pub fn name(self) -> &'static str {
-        match self {
-            Direction::Down => "down",
-            Direction::Up => "up",
-        }
-    }
-}
-
-impl FromStr for Direction {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Direction, String> {
-        match s {
-            "down" => Ok(Direction::Down),
-            "up" => Ok(Direction::Up),
-            _ => Err(format!("dir: '{s}' is not down or up")),
-        }
-    }
-}
-
-impl fmt::Display for Direction {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
+// Its files say `super::Direction`; the type lives in the vocabulary.
+pub(crate) use crate::vocab::Direction;
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn upstreams_parse_and_print_back() {
-        for spec in ["tcp:127.0.0.1:6379", "udp:127.0.0.1:53", "tcp:[::1]:80"] {
-            let upstream: Upstream = spec.parse().unwrap();
-            assert_eq!(upstream.to_string(), spec);
-        }
-        let local: Upstream = "udp:localhost:9".parse().unwrap();
-        assert_eq!(local.addr, "127.0.0.1:9".parse().unwrap());
-    }
-
-    #[test]
-    fn bad_upstreams_name_the_option() {
-        for spec in [
-            "",
-            "tcp",
-            "sctp:127.0.0.1:1",
-            "tcp:nowhere",
-            "tcp:127.0.0.1",
-            "tcp:127.0.0.1:0",
-            "udp:127.0.0.1:70000",
-        ] {
-            let message = spec.parse::<Upstream>().unwrap_err();
-            assert!(message.starts_with("--upstream"), "{spec}: {message}");
-        }
-    }
+    use crate::vocab::Protocol;
 
     #[test]
     fn a_fault_names_its_direction() {

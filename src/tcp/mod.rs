@@ -24,12 +24,13 @@ use mio::{Interest, Token};
 use crate::config::{Config, Mode};
 use crate::relay::pair::Side;
 use crate::relay::pairs::Pairs;
-use crate::reply::{Protocol, Replies};
+use crate::reply::Replies;
 use crate::stats::add;
 use crate::stats::sub;
 use crate::table::Table;
 use crate::timer::{ACCEPT_RETRY_MS, Due, Entry, Millis, Pause, RateLimit, Timers};
 use crate::turn::{Readiness, Ready, Turn, UPSTREAM_BASE, settle_writable};
+use crate::vocab::Protocol;
 use conn::{Advance, Close, Connection, Ctx, Phase, Stamp};
 
 pub use conn::{LINGER_CAP_MS, LINGER_MS, READS_PER_TURN};

@@ -9,8 +9,8 @@ use std::net::SocketAddr;
 
 use super::{Connection, Ctx, Message};
 use crate::journal::{AppliedFaults, Journal, JournalDirection, JournalEvent};
-use crate::reply::Protocol;
 use crate::timer::Millis;
+use crate::vocab::Protocol;
 
 /// What the journal will say of a reply, or of the end a fault chose, when
 /// it happens: its message's ordinal on the connection (0: a greeting or

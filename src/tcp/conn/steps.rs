@@ -21,9 +21,9 @@ use super::write::{Message, append_reply, pattern_start, respond};
 use super::{Buffers, Close, Connection, Ctx, Phase, Stamp, Stream};
 use crate::fault::{self, FaultKind, Verdict};
 use crate::journal::{AppliedFaults, JournalDirection};
-use crate::relay::Direction;
-use crate::reply::{Pattern, Protocol, Replies};
+use crate::reply::{Pattern, Replies};
 use crate::timer::{Millis, at_least};
+use crate::vocab::{Direction, Protocol};
 
 /// What a step costs in the backlog besides its bytes: its place in the
 /// queue and the allocation that holds its bytes (a generous 16 bytes of

@@ -7,9 +7,10 @@ use std::net::SocketAddr;
 
 use super::journal::Entry;
 use super::{Buffers, Close, Connection, Ctx, KEEP_CAPACITY, Stamp, Stream};
-use crate::reply::{Protocol, Replies, Request, Scripted, ask};
+use crate::reply::{Replies, Request, Scripted, ask};
 use crate::stats::{Counters, add};
 use crate::timer::Millis;
+use crate::vocab::Protocol;
 use crate::write::write_until_blocked;
 
 /// Where a message's bytes are.
