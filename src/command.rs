@@ -82,6 +82,13 @@ pub(crate) fn execute(command: Command, target: &mut impl Target, t: &mut Turn<'
             if fault.select.matches.is_some() {
                 target.see_messages(t);
             }
+            // The seed, for a replay of what it decides from now on.
+            if fault.is_random() {
+                info!(
+                    "control: fault {fault} decides from seed {}",
+                    t.faults.seed()
+                );
+            }
             t.faults.add(fault)?;
         }
         Command::ClearFaults => t.faults.clear(),

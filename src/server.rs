@@ -24,7 +24,7 @@ use crate::config::Config;
 use crate::config::Mode;
 use crate::control::Control;
 use crate::error::Error;
-use crate::fault::{self, Faults};
+use crate::fault::{self, Fault, Faults};
 use crate::handle::{Handle, InTurn, Shared};
 use crate::journal::{self, Journal, JournalEvent};
 use crate::reply::{FixedReply, Pattern, Replies, Responder, Scripted};
@@ -266,12 +266,14 @@ impl Server {
         );
         if !config.faults.is_empty() {
             let specs: Vec<String> = config.faults.iter().map(ToString::to_string).collect();
-            let how = if config.seed.is_some() {
-                ""
-            } else {
-                " (random: replay with --seed)"
+            // The seed only when it decides something: a log never says
+            // "random" of faults that make no random choice.
+            let how = match (config.faults.iter().any(Fault::is_random), config.seed) {
+                (false, _) => String::new(),
+                (true, Some(seed)) => format!("; seed {seed}"),
+                (true, None) => format!("; seed {} (random: replay with --seed)", faults.seed()),
             };
-            info!("faults {}; seed {}{how}", specs.join(" "), faults.seed());
+            info!("faults {}{how}", specs.join(" "));
         }
         let mut tcp = Tcp::new(listener, &config);
         if let Some((socket, bound)) = reserved {
