@@ -257,7 +257,9 @@ impl Handle {
         self.run(Command::Refuse).map(drop)
     }
 
-    /// Listens again on the same address after [`refuse`](Handle::refuse).
+    /// Listens again on the same address after [`refuse`](Handle::refuse),
+    /// or for the first time on a server started refusing
+    /// ([`Config::refuse`](crate::Config::refuse), a script's `refuse`).
     ///
     /// # Errors
     ///

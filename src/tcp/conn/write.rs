@@ -119,6 +119,14 @@ impl Connection {
             buffers
                 .line
                 .shrink_to(KEEP_CAPACITY.max(buffers.line.len()));
+        } else if buffers.out_at >= buffers.out.len() - buffers.out_at {
+            // Written bytes are dropped once they are at least half: the
+            // buffer holds what is owed, twice the bound at most, even for
+            // a reader that keeps pace but never catches up (kept whole,
+            // it grew by every byte that reader took). Moving the rest
+            // costs no more than writing it did.
+            buffers.out.drain(..buffers.out_at);
+            buffers.out_at = 0;
         }
         self.buffers = Some(buffers);
         result.map(|(_, blocked)| blocked)

@@ -108,3 +108,23 @@ fn a_line_cut_by_the_switch_to_a_responder_is_answered_as_before() {
     assert!(matches!(end, Err(Close::Done)), "{end:?}");
     assert_eq!(s.written, b"Received\n");
 }
+
+#[test]
+fn a_reader_that_keeps_pace_but_never_catches_up_cannot_grow_the_reply_buffer() {
+    let mut lp = Loop::new(Mode::Line).custom(Echo);
+    lp.max_owed = 100;
+    let mut conn = lp.connection();
+    // 32 bytes of replies owed first, then every turn 32 more for the 32
+    // the client reads: never all written, never over the bound.
+    let mut s = Script::with_input(&[&b"x\n".repeat(16)]);
+    lp.advance(&mut conn, &mut s, true).unwrap();
+    for _ in 0..1000 {
+        s.push(&b"x\n".repeat(16));
+        s.room = 32;
+        lp.advance(&mut conn, &mut s, true).unwrap();
+        assert_eq!(conn.owed_len(), 32);
+        let kept = conn.buffers.as_ref().map_or(0, |b| b.out.len());
+        assert!(kept <= 2 * 100, "{kept} bytes kept for 32 owed");
+    }
+    assert_eq!(s.written, b"x\n".repeat(16 * 1000));
+}
