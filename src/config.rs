@@ -318,10 +318,7 @@ impl Config {
     /// That protocol has an upstream already, or the address is port 0.
     pub fn add_upstream(&mut self, upstream: Upstream) -> Result<(), String> {
         upstream.validate()?;
-        let slot = match upstream.protocol {
-            Protocol::Tcp => &mut self.upstream_tcp,
-            Protocol::Udp => &mut self.upstream_udp,
-        };
+        let slot = self.upstream_slot(upstream.protocol);
         if let Some(first) = slot {
             return Err(format!(
                 "--upstream '{upstream}': {} is relayed to {first} already (one upstream per protocol)",
@@ -334,10 +331,12 @@ impl Config {
 
     /// The upstream `protocol` is relayed to, if any.
     pub fn upstream(&self, protocol: Protocol) -> Option<SocketAddr> {
-        match protocol {
-            Protocol::Tcp => self.upstream_tcp,
-            Protocol::Udp => self.upstream_udp,
-        }
+        protocol.pick(self.upstream_tcp, self.upstream_udp)
+    }
+
+    /// Where `protocol`'s upstream is kept.
+    pub(crate) fn upstream_slot(&mut self, protocol: Protocol) -> &mut Option<SocketAddr> {
+        protocol.pick(&mut self.upstream_tcp, &mut self.upstream_udp)
     }
 
     /// How `protocol` is relayed: not, as a stream (TCP without

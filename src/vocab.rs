@@ -39,9 +39,16 @@ pub enum Protocol {
 impl Protocol {
     /// Its name in specs, logs and the journal: `tcp` or `udp`.
     pub fn name(self) -> &'static str {
+        self.pick("tcp", "udp")
+    }
+
+    /// `tcp` or `udp`, whichever this protocol is: the one match for
+    /// everything kept once per protocol (an upstream, a flag, a slot).
+    #[inline]
+    pub(crate) fn pick<T>(self, tcp: T, udp: T) -> T {
         match self {
-            Protocol::Tcp => "tcp",
-            Protocol::Udp => "udp",
+            Protocol::Tcp => tcp,
+            Protocol::Udp => udp,
         }
     }
 }

@@ -174,10 +174,7 @@ impl Faults {
     /// As [`add`](Faults::add).
     pub fn check(&self, fault: &Fault) -> Result<(), String> {
         fault.validate()?;
-        let relayed = |p| match p {
-            Protocol::Tcp => self.relayed[0],
-            Protocol::Udp => self.relayed[1],
-        };
+        let relayed = |p: Protocol| p.pick(self.relayed[0], self.relayed[1]);
         super::check_direction(fault, relayed)?;
         if self.active.len() >= MAX_FAULTS {
             return Err(format!(
@@ -201,10 +198,7 @@ impl Faults {
     /// Whether any fault of `protocol` is in force.
     #[inline]
     pub fn any(&self, protocol: Protocol) -> bool {
-        match protocol {
-            Protocol::Tcp => self.tcp,
-            Protocol::Udp => self.udp,
-        }
+        protocol.pick(self.tcp, self.udp)
     }
 
     /// Judges a message with no bytes (for tests of the counting).
@@ -338,10 +332,7 @@ struct Key {
 
 impl Key {
     fn hash(&self, purpose: Purpose) -> u64 {
-        let protocol = match self.protocol {
-            Protocol::Tcp => 1,
-            Protocol::Udp => 2,
-        };
+        let protocol = self.protocol.pick(1, 2);
         [
             self.position,
             protocol,
