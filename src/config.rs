@@ -9,17 +9,14 @@ use std::time::Duration;
 
 use crate::fault::{Fault, MAX_FAULTS};
 use crate::journal::JournalTarget;
-use crate::reply::Protocol;
 use crate::rules::{MAX_RULES, Rule};
-use crate::vocab::Upstream;
+use crate::vocab::{Protocol, Upstream, check_reply_len};
 
 /// Default TCP and UDP address: loopback, port 8000, as in the article.
 pub const DEFAULT_ADDR: &str = "127.0.0.1:8000";
 /// Default reply text.
 pub const DEFAULT_REPLY: &str = "Received";
-/// Longest reply text, in bytes. A UDP reply must fit in one datagram, and a
-/// short fixed reply keeps the owed-bytes bookkeeping cheap.
-pub const MAX_REPLY_LEN: usize = 1024;
+pub use crate::vocab::MAX_REPLY_LEN;
 /// Default for [`Config::max_connections`].
 pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
 /// Default for [`Config::idle_timeout`], in seconds.
@@ -182,6 +179,12 @@ pub struct Config {
     /// UDP flows (client sources relayed) at most; a datagram from a new
     /// source past it is dropped and counted.
     pub max_flows: usize,
+    /// Start with TCP refusing, as a script's `refuse` says: the port is
+    /// bound (and announced) but not listening, so clients get
+    /// "connection refused" until `accept` (a control line, or
+    /// [`Handle::accept`](crate::Handle::accept)) opens it: a test's
+    /// client can start before its server.
+    pub refuse: bool,
 }
 
 impl Default for Config {
@@ -211,6 +214,7 @@ impl Default for Config {
             connect_timeout: Duration::from_secs(DEFAULT_CONNECT_TIMEOUT_SECS),
             flow_timeout: Some(Duration::from_secs(DEFAULT_FLOW_TIMEOUT_SECS)),
             max_flows: DEFAULT_MAX_FLOWS,
+            refuse: false,
         }
     }
 }
@@ -237,12 +241,7 @@ impl Config {
         if self.tcp.is_none() && self.udp.is_none() {
             return Err("--no-tcp and --no-udp: at least one protocol must be on".into());
         }
-        if self.reply.is_empty() || self.reply.len() > MAX_REPLY_LEN {
-            return Err(format!(
-                "--reply: must be 1 to {MAX_REPLY_LEN} bytes, got {}",
-                self.reply.len()
-            ));
-        }
+        check_reply_len("--reply", &self.reply, false)?;
         if self.max_connections == 0 {
             return Err("--max-connections: must be at least 1".into());
         }
@@ -282,12 +281,10 @@ impl Config {
                     "--greeting: TCP is relayed to {upstream} (--upstream), which greets its clients"
                 ));
             }
-            if greeting.is_empty() || greeting.len() > MAX_REPLY_LEN {
-                return Err(format!(
-                    "--greeting: must be 1 to {MAX_REPLY_LEN} bytes, got {}",
-                    greeting.len()
-                ));
-            }
+            check_reply_len("--greeting", greeting, false)?;
+        }
+        if self.refuse && self.tcp.is_none() {
+            return Err("refuse: TCP is off (--no-tcp)".into());
         }
         if self.rules.len() > MAX_RULES {
             return Err(format!("--rule: at most {MAX_RULES} rules"));
@@ -316,10 +313,7 @@ impl Config {
     /// That protocol has an upstream already, or the address is port 0.
     pub fn add_upstream(&mut self, upstream: Upstream) -> Result<(), String> {
         upstream.validate()?;
-        let slot = match upstream.protocol {
-            Protocol::Tcp => &mut self.upstream_tcp,
-            Protocol::Udp => &mut self.upstream_udp,
-        };
+        let slot = self.upstream_slot(upstream.protocol);
         if let Some(first) = slot {
             return Err(format!(
                 "--upstream '{upstream}': {} is relayed to {first} already (one upstream per protocol)",
@@ -332,10 +326,12 @@ impl Config {
 
     /// The upstream `protocol` is relayed to, if any.
     pub fn upstream(&self, protocol: Protocol) -> Option<SocketAddr> {
-        match protocol {
-            Protocol::Tcp => self.upstream_tcp,
-            Protocol::Udp => self.upstream_udp,
-        }
+        protocol.pick(self.upstream_tcp, self.upstream_udp)
+    }
+
+    /// Where `protocol`'s upstream is kept.
+    pub(crate) fn upstream_slot(&mut self, protocol: Protocol) -> &mut Option<SocketAddr> {
+        protocol.pick(&mut self.upstream_tcp, &mut self.upstream_udp)
     }
 
     /// How `protocol` is relayed: not, as a stream (TCP without

@@ -339,8 +339,8 @@ mod write;
 pub use config::{
     Config, DEFAULT_ADDR, DEFAULT_IDLE_TIMEOUT_SECS, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_LINE,
     DEFAULT_MAX_OWED, DEFAULT_READ_BUFFER, DEFAULT_REPLY, DEFAULT_UDP_QUEUE_BYTES,
-    DEFAULT_UDP_QUEUE_LEN, MAX_IDLE_TIMEOUT_SECS, MAX_MAX_LINE, MAX_MAX_OWED, MAX_REPLY_LEN,
-    MAX_UDP_QUEUE_BYTES, MAX_UDP_QUEUE_LEN, MIN_UDP_QUEUE_BYTES, Mode, READ_BUFFER_RANGE,
+    DEFAULT_UDP_QUEUE_LEN, MAX_IDLE_TIMEOUT_SECS, MAX_MAX_LINE, MAX_MAX_OWED, MAX_UDP_QUEUE_BYTES,
+    MAX_UDP_QUEUE_LEN, MIN_UDP_QUEUE_BYTES, Mode, READ_BUFFER_RANGE,
 };
 pub use control::MAX_CONTROL_CONNECTIONS;
 pub use error::Error;
@@ -352,8 +352,9 @@ pub use journal::{
     MAX_JOURNAL_BUFFER,
 };
 pub use limits::{ACCEPTS_PER_TURN, DATAGRAMS_PER_TURN, LINGER_CAP_MS, LINGER_MS, READS_PER_TURN};
-pub use reply::{Echo, FixedReply, Protocol, Request, Responder};
-pub use rules::{MAX_RULES, Match, Rule};
+pub use reply::{Echo, FixedReply, Request, Responder};
+pub use rules::{MAX_RULES, Rule};
+pub use script::Script;
 pub use server::{SHUTDOWN_GRACE_MS, Server, Status};
 pub use stats::Stats;
-pub use vocab::{Direction, Upstream};
+pub use vocab::{Direction, MAX_REPLY_LEN, Match, Protocol, Upstream};

@@ -25,23 +25,24 @@ use std::time::Duration;
 use log::{info, trace};
 use mio::{Events, Poll, Waker};
 
-use crate::bind::{bind_tcp, bind_udp};
+use crate::bind::{bind_tcp, bind_udp, reserve_tcp};
 use crate::config::Config;
 use crate::config::Mode;
 use crate::control::Control;
 use crate::error::Error;
-use crate::fault::{self, Faults};
+use crate::fault::{self, Fault, Faults};
 use crate::handle::{Handle, InTurn, Shared};
 use crate::journal::{self, Journal, JournalEvent};
 use crate::listener::Listener;
 use crate::relay::flows::Flows;
 use crate::relay::pairs::Pairs;
-use crate::reply::{FixedReply, Pattern, Protocol, Replies, Responder, Scripted};
+use crate::reply::{FixedReply, Pattern, Replies, Responder, Scripted};
 use crate::stats::Stats;
 use crate::tcp::{RESERVED_CONNECTIONS, Tcp};
 use crate::timer::{Clock, Millis, SWEEP_SLACK, Timers};
 use crate::turn::{CONTROL_LISTENER, Described, LISTENER, Readiness, Ready, Turn, WAKER};
 use crate::udp::Udp;
+use crate::vocab::Protocol;
 use sources::Sources;
 
 // `AsFd`/`AsRawFd` for a host's own loop. mio's poll is one descriptor
@@ -235,7 +236,14 @@ impl Server {
         };
         let poll = Poll::new()?;
         let waker = Waker::new(poll.registry(), WAKER)?;
+        let mut reserved = None;
         let (listener, tcp_addr) = match config.tcp {
+            // Refused from the start: the port, bound, waits for `accept`.
+            Some(addr) if config.refuse => {
+                let (socket, bound) = reserve_tcp(addr, config.reuse_port)?;
+                reserved = Some((socket, bound));
+                (None, Some(bound))
+            }
             Some(addr) => {
                 let reuse = config.reuse_port;
                 let (listener, bound) = bind_tcp(poll.registry(), addr, reuse, LISTENER, "tcp")?;
@@ -269,23 +277,29 @@ impl Server {
         );
         if !config.faults.is_empty() {
             let specs: Vec<String> = config.faults.iter().map(ToString::to_string).collect();
-            let how = if config.seed.is_some() {
-                ""
-            } else {
-                " (random: replay with --seed)"
+            // The seed only when it decides something: a log never says
+            // "random" of faults that make no random choice.
+            let how = match (config.faults.iter().any(Fault::is_random), config.seed) {
+                (false, _) => String::new(),
+                (true, Some(seed)) => format!("; seed {seed}"),
+                (true, None) => format!("; seed {} (random: replay with --seed)", faults.seed()),
             };
-            info!("faults {}; seed {}{how}", specs.join(" "), faults.seed());
+            info!("faults {}{how}", specs.join(" "));
+        }
+        let mut listener = Listener::new(
+            listener,
+            LISTENER,
+            config.reuse_port,
+            config.max_connections,
+        );
+        if let Some((socket, bound)) = reserved {
+            listener.start_refused(socket, bound);
         }
         Ok(Server {
             poll,
             events: Events::with_capacity(EVENTS_PER_POLL),
             sources: Sources {
-                listener: Listener::new(
-                    listener,
-                    LISTENER,
-                    config.reuse_port,
-                    config.max_connections,
-                ),
+                listener,
                 tcp: Tcp::new(&config),
                 relay: config.upstream_tcp.map(|up| Pairs::new(up, &config)),
                 flows: (config.upstream_udp)

@@ -485,4 +485,9 @@ fn a_random_seed_is_logged_for_replay() {
     let server = Server::start(&["--fault", "udp:drop,p=0.5"]);
     let log = server.wait_for_stderr("the seed", |log| log.contains("seed"));
     assert!(log.contains("replay with --seed"), "{log}");
+    // Faults that make no random choice: no seed is said to decide them.
+    let server = Server::start(&["--fault", "tcp:delay=5", "--fault", "udp:drop,every=2"]);
+    let log = server.wait_for_stderr("the faults", |log| log.contains("serving"));
+    assert!(log.contains("faults tcp:delay=5 udp:drop,every=2"), "{log}");
+    assert!(!log.contains("seed"), "{log}");
 }

@@ -25,12 +25,13 @@ use mio::{Interest, Token};
 use crate::closing;
 use crate::config::{Config, Mode};
 use crate::listener::Admit;
-use crate::reply::{Protocol, Replies};
+use crate::reply::Replies;
 use crate::stats::add;
 use crate::stats::sub;
 use crate::table::Table;
 use crate::timer::{Armed, Due, Entry, Millis, RateLimit, Timers};
 use crate::turn::{PAIR_BASE, Readiness, Ready, Turn, settle_writable};
+use crate::vocab::Protocol;
 use conn::{Advance, Close, Connection, Ctx, Phase};
 
 /// Connection slots reserved up front: `--max-connections` of them, at most
