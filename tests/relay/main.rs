@@ -9,7 +9,8 @@
 //!
 //! Here: bytes, half-closes, resets, limits and shutdown over TCP; in
 //! [`faults`], faults on what is relayed; in [`udp`], UDP flows; in
-//! [`python`], a real client and server no one here wrote.
+//! [`python`], a real client and server no one here wrote; in [`splice`],
+//! bulk through the pipes a plain direction splices through.
 #![cfg(target_os = "linux")]
 
 mod bounds;
@@ -18,6 +19,7 @@ mod common;
 mod ends;
 mod faults;
 mod python;
+mod splice;
 mod udp;
 
 use std::io::{ErrorKind, Read, Write};
