@@ -26,10 +26,16 @@ fn delayed(ms: u64) -> HalfPipe {
 
 #[test]
 fn a_short_write_keeps_only_the_unwritten_bytes_and_stops() {
+    // Plain, corrupted or truncated (past the read), the bytes go
+    // straight from the buffer.
     for shape in [
         Shape::default(),
         Shape {
             corrupt: Some(3),
+            ..Shape::default()
+        },
+        Shape {
+            truncate: Some(1000),
             ..Shape::default()
         },
     ] {
@@ -216,4 +222,40 @@ fn a_delay_with_nothing_kept_holds_nothing() {
     assert_eq!(pump_at(&mut pipe, &mut source, &mut sink, 0), Pumped::Cut);
     assert!(pipe.shaped.as_ref().unwrap().chunks.is_empty());
     assert!(sink.got.is_empty());
+}
+
+/// With a journal, each write straight to the sink is one line of the
+/// bytes written, and a write the sink took nothing of is none.
+#[test]
+fn the_journal_records_what_each_straight_write_took() {
+    use crate::journal::recording::recording;
+    use crate::relay::journal::{PairLog, Tap};
+    use crate::vocab::Direction;
+    use std::cell::RefCell;
+    let (journal, seen) = recording(|_| {});
+    let journal = RefCell::new(journal);
+    let mut log = PairLog::new("127.0.0.1:9".parse().unwrap(), false);
+    let mut pipe = HalfPipe::default();
+    let mut source = Source::new([Step::Bytes(b"first".to_vec()), Step::Block]);
+    let mut sink = Sink::with_room(0);
+    let mut pump_tapped = |pipe: &mut HalfPipe, source: &mut Source, sink: &mut Sink| {
+        let mut buf = vec![0; 64];
+        let mut cx = Pump::new(0, &mut buf, 1024);
+        cx.tap = Some(Tap {
+            journal: &journal,
+            now: 0,
+            conn: 1,
+            dir: Direction::Up,
+            log: &mut log,
+        });
+        pipe.pump(source, Some(sink), &mut cx).unwrap();
+    };
+    pump_tapped(&mut pipe, &mut source, &mut sink);
+    assert!(seen.lock().unwrap().is_empty(), "nothing taken: no line");
+    sink.room = usize::MAX;
+    pump_tapped(&mut pipe, &mut source, &mut sink);
+    source.script.push_back(Step::Bytes(b"second".to_vec()));
+    pump_tapped(&mut pipe, &mut source, &mut sink);
+    let lines: Vec<Vec<u8>> = seen.lock().unwrap().iter().map(|l| l.2.clone()).collect();
+    assert_eq!(lines, [b"first".to_vec(), b"second".to_vec()]);
 }
