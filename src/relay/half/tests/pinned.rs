@@ -252,6 +252,9 @@ fn the_journal_records_what_each_straight_write_took() {
     };
     pump_tapped(&mut pipe, &mut source, &mut sink);
     assert!(seen.lock().unwrap().is_empty(), "nothing taken: no line");
+    // Held now, and still not taken: no line either.
+    pump_tapped(&mut pipe, &mut source, &mut sink);
+    assert!(seen.lock().unwrap().is_empty(), "nothing taken: no line");
     sink.room = usize::MAX;
     pump_tapped(&mut pipe, &mut source, &mut sink);
     source.script.push_back(Step::Bytes(b"second".to_vec()));
