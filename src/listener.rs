@@ -32,6 +32,9 @@ pub(crate) trait Admit {
 pub(crate) struct Listener {
     /// `None` while refused (live control), after shutdown, or without TCP.
     socket: Option<TcpListener>,
+    /// The port, bound but not listening, while refused since start-up
+    /// (a script's `refuse`): `listen_again` listens on it.
+    reserved: Option<socket2::Socket>,
     /// The address the listener is bound to, for listening again; `None`
     /// without TCP.
     addr: Option<SocketAddr>,
@@ -63,6 +66,7 @@ impl Listener {
         let (socket, addr) = bound.unzip();
         Listener {
             socket,
+            reserved: None,
             addr,
             token,
             reuse_port,
@@ -72,6 +76,14 @@ impl Listener {
             reject_log: RateLimit::default(),
             stopping: false,
         }
+    }
+
+    /// Starts refused (a script's `refuse`): `socket` is bound to `addr`
+    /// and not listening, so clients are refused until `listen_again`
+    /// listens on it.
+    pub fn start_refused(&mut self, socket: socket2::Socket, addr: SocketAddr) {
+        self.addr = Some(addr);
+        self.reserved = Some(socket);
     }
 
     /// Whether there is TCP here at all (bound, even if refused now).
@@ -201,8 +213,12 @@ impl Listener {
             return Err("shutting down".into());
         }
         if self.socket.is_none() {
-            let mut socket = crate::bind::tcp_listener(addr, self.reuse_port)
-                .map_err(|e| format!("cannot bind tcp {addr}: {e}"))?;
+            let socket = match self.reserved.take() {
+                // Refused since start-up: the port is ours already.
+                Some(socket) => crate::bind::listen(socket),
+                None => crate::bind::tcp_listener(addr, self.reuse_port),
+            };
+            let mut socket = socket.map_err(|e| format!("cannot bind tcp {addr}: {e}"))?;
             t.registry
                 .register(&mut socket, self.token, Interest::READABLE)
                 .map_err(|e| format!("cannot register tcp {addr}: {e}"))?;

@@ -4,8 +4,7 @@
 use std::net::SocketAddr;
 
 use crate::rules::{Rule, Rules};
-
-pub use crate::vocab::Protocol;
+pub(crate) use crate::vocab::Protocol;
 
 /// One message, as a [`Responder`] sees it.
 #[derive(Debug, Clone, Copy)]
@@ -191,6 +190,14 @@ impl Responder for Scripted {
 
     fn set_reply_text(&mut self, text: &[u8]) -> bool {
         self.inner.set_reply_text(text)
+    }
+}
+
+impl Scripted {
+    /// The responder behind the rules, for a message no rule may see (a
+    /// line cut by the switch to whole messages).
+    pub fn unscripted(&mut self) -> &mut (dyn Responder + Send) {
+        &mut *self.inner
     }
 }
 

@@ -24,6 +24,3 @@ pub(crate) mod half;
 pub(crate) mod journal;
 pub(crate) mod pair;
 pub(crate) mod pairs;
-
-// Re-exported for the users that still name them here (`udp`).
-pub(crate) use crate::vocab::Direction;

@@ -13,13 +13,13 @@ use crate::command;
 use crate::control::Control;
 use crate::handle::Shared;
 use crate::listener::Listener;
+use crate::relay::flows::Flows;
 use crate::relay::pair::Side;
 use crate::relay::pairs::Pairs;
-use crate::stats::add;
 use crate::tcp::Tcp;
 use crate::timer::{Due, Millis, Timers};
 use crate::turn::{Owner, Readiness, Ready, Turn};
-use crate::udp::Udp;
+use crate::udp::{Udp, Upstreams};
 
 /// The event sources and their handlers.
 pub(super) struct Sources {
@@ -32,6 +32,9 @@ pub(super) struct Sources {
     /// from the dispatch directly.
     pub(super) relay: Option<Pairs>,
     pub(super) udp: Option<Udp>,
+    /// The UDP relay's flows (`--upstream udp:...`): the loop hands them
+    /// their own events, and lends them to `udp` for the rest.
+    pub(super) flows: Option<Flows>,
     /// The live control socket and its connections (`--control`).
     pub(super) control: Option<Control>,
     /// Shutdown has begun: no new clients, owed replies drain.
@@ -140,8 +143,8 @@ impl Sources {
         if let Some(relay) = &mut self.relay {
             relay.end_turn();
         }
-        if let Some(udp) = &mut self.udp {
-            udp.end_turn();
+        if let Some(flows) = &mut self.flows {
+            flows.end_turn();
         }
         self.sweep_timers(t.timers);
     }
@@ -153,10 +156,10 @@ impl Sources {
         // each listener's pause, the UDP delays, each control wait and the
         // shutdown grace: one entry each at most.
         let control = self.control.as_ref();
-        let flows = self.udp.as_ref().map_or(0, Udp::flows);
+        let flows = self.flows.as_ref().map_or(0, Flows::open);
         let current = self.open() + flows + 3 + control.map_or(0, Control::timers_current);
         timers.sweep(current, |entry| match entry.due {
-            Due::Flow { .. } => (self.udp.as_ref()).is_some_and(|udp| udp.is_current_flow(entry)),
+            Due::Flow { .. } => (self.flows.as_ref()).is_some_and(|flows| flows.is_current(entry)),
             Due::Conn { .. } => self.tcp.is_current(entry),
             Due::Pair { .. } => (self.relay.as_ref()).is_some_and(|relay| relay.is_current(entry)),
             Due::AcceptRetry => self.listener.is_current(entry.at),
@@ -179,16 +182,18 @@ impl Sources {
         }
     }
 
+    /// The UDP socket is ready (or was left still ready), with the
+    /// relay's flows lent to it if UDP is relayed.
     fn serve_udp(&mut self, t: &mut Turn<'_>) {
         if let Some(udp) = &mut self.udp {
-            udp.serve(t);
+            udp.serve(upstreams(&mut self.flows), t);
         }
     }
 
     /// Relayed UDP flow `key` is readable (or was left still ready).
     fn serve_flow(&mut self, key: usize, t: &mut Turn<'_>) {
-        if let Some(udp) = &mut self.udp {
-            udp.serve_flow(key, t);
+        if let (Some(flows), Some(udp)) = (&mut self.flows, &mut self.udp) {
+            flows.serve(key, udp, t);
         }
     }
 
@@ -202,8 +207,8 @@ impl Sources {
                 }
             }
             Due::Flow { key } => {
-                if let Some(udp) = &mut self.udp {
-                    udp.on_flow_timer(key as usize, at, t);
+                if let Some(flows) = &mut self.flows {
+                    flows.on_timer(key as usize, at, t);
                 }
             }
             Due::AcceptRetry => match &mut self.relay {
@@ -217,10 +222,11 @@ impl Sources {
             }
             // `end_turn` answers the waits that are due.
             Due::ControlWait { .. } => {}
-            Due::UdpDelay => match &mut self.udp {
-                Some(udp) if udp.is_current_delay(at) => udp.release_delayed(t),
-                _ => {} // Stale: an earlier delay took its place.
-            },
+            Due::UdpDelay => {
+                if let Some(udp) = &mut self.udp {
+                    udp.on_delay_timer(at, upstreams(&mut self.flows), t);
+                }
+            }
             Due::ShutdownGrace => {
                 info!("shutdown grace period over: closing everything");
                 self.close_everything(t);
@@ -258,7 +264,8 @@ impl Sources {
         }
     }
 
-    /// Nothing left to finish: no connection open, no UDP reply waiting.
+    /// Nothing left to finish: no connection open, no UDP datagram
+    /// waiting (queued, or held by a delay either way).
     pub(super) fn is_idle(&self) -> bool {
         self.open() == 0 && self.udp.as_ref().is_none_or(|udp| udp.queued() == 0)
     }
@@ -268,16 +275,18 @@ impl Sources {
         self.tcp.open() + self.relay.as_ref().map_or(0, Pairs::open)
     }
 
-    /// Closes every connection and the UDP socket now. The replies still
-    /// queued for UDP are dropped, and counted.
+    /// Closes every connection, flow and the UDP socket now. The
+    /// datagrams still waiting for UDP are dropped, and counted.
     fn close_everything(&mut self, t: &mut Turn<'_>) {
         self.tcp.close_all(t);
         if let Some(relay) = &mut self.relay {
             relay.close_all(t);
         }
         if let Some(mut udp) = self.udp.take() {
-            add(&t.counters.replies_dropped, udp.queued() as u64);
-            udp.deregister(t);
+            udp.close(t);
+        }
+        if let Some(mut flows) = self.flows.take() {
+            flows.close_all(t);
         }
     }
 
@@ -302,4 +311,9 @@ impl Sources {
 
     #[cfg(not(all(feature = "signals", unix)))]
     fn on_signals(&mut self, _: &mut Turn<'_>) {}
+}
+
+/// The relay's flows as UDP sees them, if UDP is relayed.
+fn upstreams(flows: &mut Option<Flows>) -> Option<&mut dyn Upstreams> {
+    flows.as_mut().map(|flows| flows as &mut dyn Upstreams)
 }

@@ -4,7 +4,7 @@
 
 use super::Tcp;
 use crate::command::Reply;
-use crate::config::{MAX_REPLY_LEN, Mode};
+use crate::config::Mode;
 use crate::reply::{Pattern, Replies, Responder};
 use crate::turn::Turn;
 
@@ -12,12 +12,7 @@ impl Tcp {
     /// Makes `text` the fixed reply from now on. Replies already owed keep
     /// the old text: each connection turns what it owes into bytes first.
     pub(crate) fn set_reply(&mut self, text: Vec<u8>, t: &mut Turn<'_>) -> Reply {
-        if text.is_empty() || text.len() > MAX_REPLY_LEN {
-            return Err(format!(
-                "reply: must be 1 to {MAX_REPLY_LEN} bytes, got {}",
-                text.len()
-            ));
-        }
+        crate::vocab::check_reply_len("reply", &text, false)?;
         let old = match t.replies {
             Replies::Fixed(old) => old,
             // A responder's replies are bytes as soon as they are owed.

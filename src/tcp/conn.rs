@@ -47,9 +47,9 @@ use crate::journal::Journal;
 pub(crate) use crate::limits::{LINGER_CAP_MS, LINGER_MS, READS_PER_TURN};
 use crate::reply::Replies;
 use crate::stats::{Counters, add};
+pub(crate) use crate::timer::Stamp;
 use crate::timer::{Millis, RateLimit};
 use buffers::Buffers;
-pub(crate) use stamp::Stamp;
 use write::Message;
 
 /// A connection's buffers shrink back to this after a burst, so an idle
@@ -490,15 +490,9 @@ impl Connection {
                     // A custom responder needs the line in one piece: join
                     // the bytes carried from earlier reads. Otherwise the
                     // whole line is in this input, or the reply ignores it.
-                    let message = if custom && end.carried > 0 {
-                        let line = &mut self.buffers().line;
-                        if end.carried_cr {
-                            line.pop();
-                        }
-                        line.extend_from_slice(end.tail);
-                        Message::Buffered
-                    } else {
-                        Message::Input(end.tail)
+                    let message = match custom && end.carried > 0 {
+                        true => self.join_line(&end),
+                        false => Message::Input(end.tail),
                     };
                     self.owe_reply(message, true, ending, cx);
                 }
@@ -521,7 +515,7 @@ impl Connection {
             (Phase::Open { mut line, .. }, Mode::Line) => {
                 // A final line without '\n' is still a line.
                 if let Ok(Some(_)) = line.finish(cx.max_line) {
-                    self.owe_reply(Message::Buffered, true, b"", cx);
+                    self.owe_reply(self.open_line(), true, b"", cx);
                 }
                 self.phase = Phase::Closing { peer_eof: true };
                 Ok(())
@@ -551,7 +545,6 @@ enum Reads {
 
 mod buffers;
 mod journal;
-mod stamp;
 mod steps;
 #[cfg(test)]
 mod tests;

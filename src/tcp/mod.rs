@@ -25,13 +25,14 @@ use mio::{Interest, Token};
 use crate::closing;
 use crate::config::{Config, Mode};
 use crate::listener::Admit;
-use crate::reply::{Protocol, Replies};
+use crate::reply::Replies;
 use crate::stats::add;
 use crate::stats::sub;
 use crate::table::Table;
-use crate::timer::{Due, Entry, Millis, RateLimit, Timers};
+use crate::timer::{Armed, Due, Entry, Millis, RateLimit, Timers};
 use crate::turn::{PAIR_BASE, Readiness, Ready, Turn, settle_writable};
-use conn::{Advance, Close, Connection, Ctx, Phase, Stamp};
+use crate::vocab::Protocol;
+use conn::{Advance, Close, Connection, Ctx, Phase};
 
 /// Connection slots reserved up front: `--max-connections` of them, at most
 /// this many. A reservation is address space, not memory: a slot's page
@@ -56,9 +57,8 @@ const CLOSED_PER_TURN: usize = 1024;
 struct Slot {
     stream: TcpStream,
     conn: Connection,
-    /// The deadline of this connection's live timer entry, if one is
-    /// armed (entries are armed at most [`Stamp::HORIZON`] ahead).
-    timer_at: Option<Stamp>,
+    /// Its live timer entry, if one is armed.
+    timer: Armed,
 }
 
 /// Every served connection.
@@ -186,7 +186,7 @@ impl Tcp {
     /// Connection `key`'s timer entry came due: close the connection if its
     /// deadline truly passed, or re-arm it at the deadline that activity
     /// moved it to. The entry is the connection's own if it is due when the
-    /// connection's `timer_at` says: a closed connection's entry finds no
+    /// connection's `timer` says: a closed connection's entry finds no
     /// slot or another deadline (a new connection in the same key that
     /// armed the very same moment is served by the first of the two
     /// entries, and finds the other stale).
@@ -195,10 +195,9 @@ impl Tcp {
         let Some(slot) = self.conns.get_mut(key) else {
             return;
         };
-        if slot.timer_at != Some(Stamp::of(at)) {
+        if !slot.timer.fire(at) {
             return; // Stale: the connection is gone or re-armed earlier.
         }
-        slot.timer_at = None;
         if slot.conn.wake_at().is_some_and(|at| at <= t.now) {
             // A fault's delayed step is due: it needs a turn, not a close.
             return self.drive(key, false, t);
@@ -225,8 +224,9 @@ impl Tcp {
     /// [`Timers::sweep`](crate::timer::Timers::sweep)).
     pub fn is_current(&self, entry: &Entry) -> bool {
         match entry.due {
-            Due::Conn { key } => (self.conns.get(key as usize))
-                .is_some_and(|slot| slot.timer_at == Some(Stamp::of(entry.at))),
+            Due::Conn { key } => {
+                (self.conns.get(key as usize)).is_some_and(|slot| slot.timer.is_current(entry.at))
+            }
             _ => false,
         }
     }
@@ -278,7 +278,7 @@ impl Admit for Tcp {
         let slot = |stream| Slot {
             stream,
             conn,
-            timer_at: None,
+            timer: Armed::default(),
         };
         let key = match self
             .conns
@@ -325,14 +325,9 @@ fn arm_timer(
     now: Millis,
     timers: &mut Timers,
 ) {
-    let Some(deadline) = slot.conn.deadline(now, idle_ms) else {
-        return;
-    };
-    // A farther deadline is reached in hops, so the stamp reads back.
-    let at = deadline.min(now.saturating_add(Stamp::HORIZON));
-    if slot.timer_at.is_none_or(|armed| at < armed.near(now)) {
-        slot.timer_at = Some(Stamp::of(at));
-        timers.arm(at, Due::Conn { key: key as u32 });
+    if let Some(deadline) = slot.conn.deadline(now, idle_ms) {
+        slot.timer
+            .arm(deadline, now, Due::Conn { key: key as u32 }, timers);
     }
 }
 

@@ -12,11 +12,14 @@ impl Tcp {
     /// Makes every message reach the responder whole: the fixed reply
     /// becomes a responder (with the same text), and what each connection
     /// owes under the old pattern stays owed, as bytes. A line already
-    /// half read when this happens is seen from its next bytes on.
+    /// half read when this happens is cut: the fixed reply kept none of
+    /// its bytes, so it is answered as before, by no rule and picked by no
+    /// `match=`; the lines after it are matched whole.
     pub(crate) fn switch_to_responder(&mut self, replies: &mut Replies) {
         if let Some(old) = replies.make_responder() {
             for (_, slot) in self.conns.iter_mut() {
                 slot.conn.keep_owed_bytes(&old);
+                slot.conn.cut_open_line();
             }
         }
     }
