@@ -43,7 +43,8 @@ Options:
                              reply TEXT, rule SPEC, rules clear, greeting TEXT, push TEXT,
                              refuse, accept, stats, received N SECS)
   --upstream PROTO:ADDR    relay that protocol to a real server, e.g. tcp:127.0.0.1:6379;
-                             faults then act on the relayed traffic (one per protocol)
+                             faults then act on the relayed traffic (one per protocol); a TCP
+                             delay also caps bandwidth (a direction holds --max-owed at most)
   --connect-timeout SECS   a TCP upstream not connected this long resets the client [default: 5]
   --flow-timeout SECS      close a UDP flow silent this long; 0 never [default: 30]
   --max-flows N            UDP client sources relayed at once [default: 1024]
