@@ -16,7 +16,8 @@ use crate::common::upstream::{echo_upstream, reset, tcp_upstream};
 use crate::common::{
     self, DEADLINE, End, Server, connect, counter, read_exactly, read_until_closed, wait_until,
 };
-use crate::{ask, relay_summary, tcp_relay};
+use crate::{ask, echo_through, relay_summary, tcp_relay};
+use proptest::prelude::*;
 
 const MIB: usize = 1 << 20;
 
@@ -50,6 +51,39 @@ fn send(stream: &TcpStream, data: Vec<u8>, fin: bool) -> JoinHandle<()> {
 /// Whether `a` and `b` are the same bytes (without printing MiBs).
 fn same(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a == b
+}
+
+/// `len` bytes from `seed` (xorshift): random, and cheap to make by MiBs.
+fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(8))]
+
+    /// Any size up to a few MiB, any split: a direction copies at first
+    /// and splices once it carries bulk, at whatever point the pieces
+    /// bring it there: the echo is byte for byte. (The unit tests of
+    /// `relay::half::spliced` hold bytes at the switch on purpose.)
+    #[test]
+    fn any_split_across_the_switch_to_splicing_arrives_unchanged(
+        len in 0usize..3 * MIB,
+        seed in any::<u64>(),
+        pieces in proptest::collection::vec(1usize..300_000, 1..8),
+    ) {
+        let relay = tcp_relay(echo_upstream(), &[]);
+        let data = random_bytes(len, seed);
+        let back = echo_through(relay.tcp(), data.clone(), pieces);
+        prop_assert!(same(&back, &data), "{} bytes back of {}", back.len(), data.len());
+    }
 }
 
 #[test]
