@@ -38,8 +38,10 @@ use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::time::{Duration, Instant};
 
+mod idle;
 mod stamp;
 
+pub(crate) use idle::{IdleList, MAX_KEYS, Members, Place, Wait};
 pub(crate) use stamp::Stamp;
 
 /// Milliseconds since the server started: the loop's unit of time.

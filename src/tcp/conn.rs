@@ -48,8 +48,9 @@ pub(crate) use crate::limits::{LINGER_CAP_MS, LINGER_MS, READS_PER_TURN};
 use crate::reply::Replies;
 use crate::stats::{Counters, add};
 pub(crate) use crate::timer::Stamp;
-use crate::timer::{Millis, RateLimit};
-use buffers::Buffers;
+use crate::timer::{Millis, RateLimit, Wait};
+pub(crate) use buffers::Buffers;
+pub(crate) use dormant::Dormant;
 use write::Message;
 
 /// A connection's buffers shrink back to this after a burst, so an idle
@@ -265,6 +266,20 @@ impl Connection {
         match (self.expiry(now, idle_ms), self.wake_at()) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
+        }
+    }
+
+    /// What the connection waits for, seen at `now`: its idle deadline
+    /// (`idle_ms` after bytes last moved), which the idle list keeps, or
+    /// another (the end of its lingering close, a delayed step), or
+    /// nothing.
+    pub fn wait(&self, now: Millis, idle_ms: Option<Millis>) -> Wait {
+        match (self.phase, self.wake_at()) {
+            (Phase::Lingering { .. }, _) | (_, Some(_)) => {
+                self.deadline(now, idle_ms).map_or(Wait::Nothing, Wait::At)
+            }
+            _ if idle_ms.is_some() => Wait::Idle,
+            _ => Wait::Nothing,
         }
     }
 
@@ -544,6 +559,7 @@ enum Reads {
 }
 
 mod buffers;
+mod dormant;
 mod journal;
 mod steps;
 #[cfg(test)]
