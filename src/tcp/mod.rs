@@ -228,7 +228,12 @@ impl Tcp {
         let key = key as usize;
         let Some((step_due, expiry, phase, wait)) = self.with_conn(key, |conn| {
             let step_due = conn.wake_at().is_some_and(|at| at <= now);
-            (step_due, conn.expiry(now, idle_ms), conn.phase(), conn.wait(now, idle_ms))
+            (
+                step_due,
+                conn.expiry(now, idle_ms),
+                conn.phase(),
+                conn.wait(now, idle_ms),
+            )
         }) else {
             return;
         };

@@ -209,7 +209,13 @@ impl IdleList {
         Some(last.near(now).saturating_add(self.idle_ms))
     }
 
-    fn push_back(&mut self, key: u32, now: Millis, members: &mut impl Members, timers: &mut Timers) {
+    fn push_back(
+        &mut self,
+        key: u32,
+        now: Millis,
+        members: &mut impl Members,
+        timers: &mut Timers,
+    ) {
         let link = Link::to(key);
         let Some(place) = members.place_mut(key) else {
             return;
@@ -283,7 +289,10 @@ mod tests {
         }
 
         fn place_mut(&mut self, key: u32) -> Option<&mut Place> {
-            self.0.get_mut(key as usize)?.as_mut().map(|(place, ..)| place)
+            self.0
+                .get_mut(key as usize)?
+                .as_mut()
+                .map(|(place, ..)| place)
         }
 
         fn last_active(&self, key: u32) -> Option<Stamp> {
@@ -485,7 +494,10 @@ mod tests {
             at: 300,
             due: member(0),
         };
-        let list = Entry { at: IDLE, due: LIST };
+        let list = Entry {
+            at: IDLE,
+            due: LIST,
+        };
         assert!(f.list.is_current(&own, 0, &f.store));
         assert!(f.list.is_current(&list, 0, &f.store));
         f.active(0, 20);

@@ -31,6 +31,8 @@ const ENDS_CR: u64 = 1 << FIELD_BITS;
 const OWED_SHIFT: u32 = FIELD_BITS + 1;
 /// The connection's buffers are kept aside.
 const BUFFERED: u64 = 1 << (OWED_SHIFT + FIELD_BITS);
+// A lingering close's start saturates only far past its cap.
+const _: () = assert!(FIELD_MAX > super::LINGER_CAP_MS);
 
 /// The phase of a connection at rest, without its data: one byte, whose
 /// unused values are also what lets the table mark a slot empty at no
@@ -93,7 +95,11 @@ impl Connection {
                 let (len, ends_cr) = line.parts();
                 debug_assert!(len as u64 <= FIELD_MAX, "validated --max-line");
                 let bits = (len as u64 & FIELD_MAX) | if ends_cr { ENDS_CR } else { 0 };
-                let state = if paused { State::OpenPaused } else { State::Open };
+                let state = if paused {
+                    State::OpenPaused
+                } else {
+                    State::Open
+                };
                 (state, bits)
             }
             Phase::Closing { peer_eof: false } => (State::Closing, 0),
@@ -222,6 +228,5 @@ mod tests {
             panic!("{:?}", back.phase);
         };
         assert_eq!(since.near(1 << 40), (1 << 40) - FIELD_MAX);
-        assert!(FIELD_MAX > super::super::LINGER_CAP_MS);
     }
 }
