@@ -485,6 +485,9 @@ impl Connection {
     /// how many bytes were used. Keeps the open line's bytes only if a
     /// custom responder will want them.
     fn take_lines(&mut self, input: &[u8], cx: &mut Ctx<'_>) -> Result<usize, TooLong> {
+        if let Some(unit) = self.fixed_unit(cx) {
+            return self.owe_fixed_lines(input, unit, cx);
+        }
         let mut used = 0;
         while used < input.len() && self.backlog() < cx.max_owed {
             let Phase::Open { mut line, paused } = self.phase else {
