@@ -138,6 +138,9 @@ pub struct Config {
     /// The live control socket's address (loopback only), or `None` for
     /// none. Port 0 picks a free port.
     pub control: Option<SocketAddr>,
+    /// The toxiproxy HTTP API's address (SPEC 14), or `None` for none.
+    /// Port 0 picks a free port. Needs the `api` feature.
+    pub api: Option<SocketAddr>,
     /// Sets `SO_REUSEPORT` on the TCP listener and the UDP socket before
     /// binding, so that several processes can share one address and the
     /// kernel spreads clients over them (Unix only).
@@ -195,6 +198,7 @@ impl Default for Config {
             faults: Vec::new(),
             seed: None,
             control: None,
+            api: None,
             reuse_port: false,
             read_buffer: DEFAULT_READ_BUFFER,
             max_owed: DEFAULT_MAX_OWED,
@@ -277,6 +281,9 @@ impl Config {
                     "--control: {addr} is not a loopback address (control is local only)"
                 ));
             }
+        }
+        if self.api.is_some() && !cfg!(feature = "api") {
+            return Err("--api: this build has no API (the `api` feature is off)".into());
         }
         if let Some(greeting) = &self.greeting {
             if self.tcp.is_none() {

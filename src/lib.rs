@@ -306,6 +306,8 @@
 #![deny(missing_docs, rust_2018_idioms)]
 #![doc(test(attr(deny(warnings))))]
 
+#[cfg(feature = "api")]
+mod api;
 mod bind;
 mod command;
 mod config;
@@ -330,6 +332,8 @@ mod turn;
 mod udp;
 mod write;
 
+#[cfg(feature = "api")]
+pub use api::MAX_API_CONNECTIONS;
 pub use config::{
     Config, DEFAULT_ADDR, DEFAULT_IDLE_TIMEOUT_SECS, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_LINE,
     DEFAULT_MAX_OWED, DEFAULT_READ_BUFFER, DEFAULT_REPLY, DEFAULT_UDP_QUEUE_BYTES,

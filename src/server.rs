@@ -97,6 +97,7 @@ pub struct Server {
     tcp_addr: Option<SocketAddr>,
     udp_addr: Option<SocketAddr>,
     control_addr: Option<SocketAddr>,
+    api_addr: Option<SocketAddr>,
     replies: Replies,
     buf: Box<[u8]>,
     clock: Clock,
@@ -250,6 +251,9 @@ impl Server {
             }
             None => (None, None),
         };
+        let (api, api_addr) = bind_api(&poll, config.api)?;
+        #[cfg(not(feature = "api"))]
+        let () = api;
         let relayed = [Protocol::Tcp, Protocol::Udp].map(|p| config.relaying(p));
         let faults = Faults::relaying(
             config.seed.unwrap_or_else(fault::random_seed),
@@ -272,6 +276,8 @@ impl Server {
                 tcp: Tcp::new(listener, &config),
                 udp,
                 control,
+                #[cfg(feature = "api")]
+                api,
                 stopping: false,
                 #[cfg(all(feature = "signals", unix))]
                 signals: None,
@@ -279,6 +285,7 @@ impl Server {
             tcp_addr,
             udp_addr,
             control_addr,
+            api_addr,
             replies,
             // The one read buffer, shared by every connection and the UDP
             // socket: bytes are handled before the next read, so nobody
@@ -318,6 +325,11 @@ impl Server {
     /// The bound control address (`--control`, port 0 resolved), or `None`.
     pub fn control_addr(&self) -> Option<SocketAddr> {
         self.control_addr
+    }
+
+    /// The bound API address (`--api`, port 0 resolved), or `None`.
+    pub fn api_addr(&self) -> Option<SocketAddr> {
+        self.api_addr
     }
 
     /// A handle for other threads: request shutdown, read counters, make
@@ -510,6 +522,26 @@ impl Server {
         }
         Ok(self.status)
     }
+}
+
+/// Binds the API listener (`--api`), if asked for.
+#[cfg(feature = "api")]
+fn bind_api(
+    poll: &Poll,
+    addr: Option<SocketAddr>,
+) -> Result<(Option<crate::api::Api>, Option<SocketAddr>), Error> {
+    let Some(addr) = addr else {
+        return Ok((None, None));
+    };
+    let token = crate::turn::API_LISTENER;
+    let (listener, bound) = bind_tcp(poll.registry(), addr, false, token, "api")?;
+    Ok((Some(crate::api::Api::new(listener)), Some(bound)))
+}
+
+/// Without the `api` feature, `Config::validate` refuses `--api`.
+#[cfg(not(feature = "api"))]
+fn bind_api(_: &Poll, _: Option<SocketAddr>) -> Result<((), Option<SocketAddr>), Error> {
+    Ok(((), None))
 }
 
 impl Drop for Server {

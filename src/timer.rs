@@ -107,6 +107,12 @@ pub(crate) enum Due {
     UdpDelay,
     /// Control connection `key`'s `received` times out.
     ControlWait { key: u32 },
+    /// API connection `key`: its idle deadline.
+    #[cfg_attr(not(feature = "api"), allow(dead_code))]
+    Api { key: u32 },
+    /// The API listener may be tried again after an accept error.
+    #[cfg_attr(not(feature = "api"), allow(dead_code))]
+    ApiAcceptRetry,
     /// The shutdown grace period is over: close everything.
     ShutdownGrace,
 }

@@ -29,6 +29,8 @@ pub(crate) const WAKER: Token = Token(usize::MAX - 3);
 pub(crate) const SIGNALS: Token = Token(usize::MAX - 4);
 /// The control listener (`--control`).
 pub(crate) const CONTROL_LISTENER: Token = Token(usize::MAX - 5);
+/// The API listener (`--api`).
+pub(crate) const API_LISTENER: Token = Token(usize::MAX - 6);
 /// Relay: the upstream socket of pair `key` has token `UPSTREAM_BASE +
 /// key` (the client's is `key`, as a data connection's). A quarter of the
 /// token space: far above any table's keys.
@@ -43,6 +45,12 @@ pub(crate) const CONTROL_SLOTS: usize = 64;
 /// Control connection `key` has token `CONTROL_BASE + key`, below the
 /// fixed tokens and far above any data connection's slab key.
 pub(crate) const CONTROL_BASE: Token = Token(FIRST_FIXED.0 - CONTROL_SLOTS);
+/// Tokens reserved for API connections (`--api`): one per connection that
+/// may be open at once.
+pub(crate) const API_SLOTS: usize = 256;
+/// API connection `key` has token `API_BASE + key`, just below the
+/// control connections'.
+pub(crate) const API_BASE: Token = Token(CONTROL_BASE.0 - API_SLOTS);
 
 /// Everything a handler may touch during one turn, borrowed from the
 /// server: the poll's registry (to change its own interest), the clock
@@ -106,6 +114,11 @@ pub(crate) enum Ready {
     Flow {
         key: usize,
     },
+    /// API connection `key`.
+    #[cfg_attr(not(feature = "api"), allow(dead_code))]
+    Api {
+        key: usize,
+    },
 }
 
 /// Whom a token names: the one place tokens are decoded, for the loop's
@@ -119,6 +132,9 @@ pub(crate) enum Owner {
     ControlListener,
     /// Control connection `key`.
     Control(usize),
+    ApiListener,
+    /// API connection `key`.
+    Api(usize),
     /// Data connection `key` (on a TCP relay: the client of pair `key`).
     Conn(usize),
     /// The upstream socket of relayed pair `key`.
@@ -137,8 +153,10 @@ impl Owner {
             WAKER => Owner::Waker,
             SIGNALS => Owner::Signals,
             CONTROL_LISTENER => Owner::ControlListener,
+            API_LISTENER => Owner::ApiListener,
             Token(key) if key >= FIRST_FIXED.0 => Owner::Unknown,
             Token(key) if key >= CONTROL_BASE.0 => Owner::Control(key - CONTROL_BASE.0),
+            Token(key) if key >= API_BASE.0 => Owner::Api(key - API_BASE.0),
             Token(key) if key >= FLOW_BASE.0 => Owner::Flow(key - FLOW_BASE.0),
             Token(key) if key >= UPSTREAM_BASE.0 => Owner::Upstream(key - UPSTREAM_BASE.0),
             Token(key) => Owner::Conn(key),
@@ -186,6 +204,8 @@ impl fmt::Display for Described<'_> {
             Owner::Signals => f.write_str("signals")?,
             Owner::ControlListener => f.write_str("control listener")?,
             Owner::Control(key) => write!(f, "control {key}")?,
+            Owner::ApiListener => f.write_str("api listener")?,
+            Owner::Api(key) => write!(f, "api {key}")?,
             Owner::Conn(key) => write!(f, "conn {key}")?,
             Owner::Upstream(key) => write!(f, "upstream {key}")?,
             Owner::Flow(key) => write!(f, "flow {key}")?,
@@ -224,11 +244,17 @@ mod tests {
         );
         assert_eq!(Owner::of(Token(UPSTREAM_BASE.0 + 3)), Owner::Upstream(3));
         assert_eq!(Owner::of(Token(FLOW_BASE.0 + 5)), Owner::Flow(5));
-        assert_eq!(
-            Owner::of(Token(CONTROL_BASE.0 - 1)),
-            Owner::Flow(CONTROL_BASE.0 - 1 - FLOW_BASE.0)
-        );
         assert_eq!(Owner::of(LISTENER), Owner::Listener);
         assert_eq!(Owner::of(CONTROL_LISTENER), Owner::ControlListener);
+        assert_eq!(Owner::of(API_LISTENER), Owner::ApiListener);
+        assert_eq!(Owner::of(API_BASE), Owner::Api(0));
+        assert_eq!(
+            Owner::of(Token(CONTROL_BASE.0 - 1)),
+            Owner::Api(API_SLOTS - 1)
+        );
+        assert_eq!(
+            Owner::of(Token(API_BASE.0 - 1)),
+            Owner::Flow(API_BASE.0 - 1 - FLOW_BASE.0)
+        );
     }
 }

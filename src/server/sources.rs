@@ -23,6 +23,9 @@ pub(super) struct Sources {
     pub(super) udp: Option<Udp>,
     /// The live control socket and its connections (`--control`).
     pub(super) control: Option<Control>,
+    /// The toxiproxy API and its connections (`--api`).
+    #[cfg(feature = "api")]
+    pub(super) api: Option<crate::api::Api>,
     /// Shutdown has begun: no new clients, owed replies drain.
     pub(super) stopping: bool,
     #[cfg(all(feature = "signals", unix))]
@@ -50,6 +53,8 @@ impl Sources {
             Owner::Signals => self.on_signals(t),
             Owner::ControlListener => self.serve_control(None, t),
             Owner::Control(key) => self.serve_control(Some(key), t),
+            Owner::ApiListener => self.serve_api(None, t),
+            Owner::Api(key) => self.serve_api(Some(key), t),
             Owner::Conn(key) => self.tcp.on_event(key, ready, t),
             Owner::Upstream(key) => self.tcp.on_upstream_event(key, ready, t),
             Owner::Flow(key) => self.serve_flow(key, t),
@@ -64,8 +69,24 @@ impl Sources {
             Ready::Conn { key, id } => self.tcp.resume(key, id, t),
             Ready::Control { key } => self.serve_control(Some(key), t),
             Ready::Flow { key } => self.serve_flow(key, t),
+            Ready::Api { key } => self.serve_api(Some(key), t),
         }
     }
+
+    /// The API listener (`None`) or API connection `key` is ready.
+    #[cfg(feature = "api")]
+    fn serve_api(&mut self, key: Option<usize>, t: &mut Turn<'_>) {
+        let Some(api) = &mut self.api else {
+            return;
+        };
+        match key {
+            None => api.accept(t),
+            Some(key) => api.drive(key, t),
+        }
+    }
+
+    #[cfg(not(feature = "api"))]
+    fn serve_api(&mut self, _: Option<usize>, _: &mut Turn<'_>) {}
 
     /// The control listener (`None`) or control connection `key` is ready.
     fn serve_control(&mut self, key: Option<usize>, t: &mut Turn<'_>) {
@@ -88,6 +109,10 @@ impl Sources {
             control.end_turn();
         }
         tcp.end_turn();
+        #[cfg(feature = "api")]
+        if let Some(api) = &mut self.api {
+            api.end_turn();
+        }
         if let Some(udp) = &mut self.udp {
             udp.end_turn();
         }
@@ -102,7 +127,14 @@ impl Sources {
         // shutdown grace: one entry each at most.
         let control = self.control.as_ref();
         let flows = self.udp.as_ref().map_or(0, Udp::flows);
-        let current = self.tcp.open() + flows + 3 + control.map_or(0, Control::timers_current);
+        #[cfg(feature = "api")]
+        let api = self.api.as_ref();
+        #[cfg(feature = "api")]
+        let api_timers = api.map_or(0, crate::api::Api::timers_current);
+        #[cfg(not(feature = "api"))]
+        let api_timers = 0;
+        let current =
+            self.tcp.open() + flows + 3 + control.map_or(0, Control::timers_current) + api_timers;
         timers.sweep(current, |entry| match entry.due {
             Due::Flow { .. } => (self.udp.as_ref()).is_some_and(|udp| udp.is_current_flow(entry)),
             Due::Conn { .. } | Due::AcceptRetry => self.tcp.is_current(entry),
@@ -110,6 +142,10 @@ impl Sources {
                 control.is_some_and(|control| control.is_current(entry))
             }
             Due::UdpDelay => (self.udp.as_ref()).is_some_and(|udp| udp.is_current_delay(entry.at)),
+            #[cfg(feature = "api")]
+            Due::Api { .. } | Due::ApiAcceptRetry => api.is_some_and(|api| api.is_current(entry)),
+            #[cfg(not(feature = "api"))]
+            Due::Api { .. } | Due::ApiAcceptRetry => false,
             Due::ShutdownGrace => true,
         });
     }
@@ -159,6 +195,20 @@ impl Sources {
                 Some(udp) if udp.is_current_delay(at) => udp.release_delayed(t),
                 _ => {} // Stale: an earlier delay took its place.
             },
+            #[cfg(feature = "api")]
+            Due::Api { key } => {
+                if let Some(api) = &mut self.api {
+                    api.on_timer(key as usize, at, t);
+                }
+            }
+            #[cfg(feature = "api")]
+            Due::ApiAcceptRetry => {
+                if let Some(api) = &mut self.api {
+                    api.on_accept_retry(at, t);
+                }
+            }
+            #[cfg(not(feature = "api"))]
+            Due::Api { .. } | Due::ApiAcceptRetry => {}
             Due::ShutdownGrace => {
                 info!("shutdown grace period over: closing everything");
                 self.close_everything(t);
@@ -189,6 +239,10 @@ impl Sources {
         // Control connections are not data: nothing is owed them.
         if let Some(control) = &mut self.control {
             control.close_all(t);
+        }
+        #[cfg(feature = "api")]
+        if let Some(api) = &mut self.api {
+            api.close_all(t);
         }
     }
 
