@@ -43,6 +43,8 @@ Options:
                              refuse, accept, stats, received N SECS)
   --api ADDR               toxiproxy's HTTP API (2.x routes, JSON), e.g. 127.0.0.1:8474: any
                              toxiproxy client manages named proxies and their toxics
+  --config FILE            toxiproxy's config file (a JSON array of proxies): named proxies
+                             created at start-up; a bad file or entry exits 2
   --upstream PROTO:ADDR    relay that protocol to a real server, e.g. tcp:127.0.0.1:6379;
                              faults then act on the relayed traffic (one per protocol)
   --connect-timeout SECS   a TCP upstream not connected this long resets the client [default: 5]
@@ -122,6 +124,12 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, String
             Long("seed") => config.seed = Some(number(&name, &mut parser)?),
             Long("control") => config.control = Some(address(&name, &mut parser)?),
             Long("api") => config.api = Some(address(&name, &mut parser)?),
+            Long("config") => {
+                let value = parser
+                    .value()
+                    .map_err(|_| format!("{name}: needs a file name"))?;
+                config.config_file = Some(value.into());
+            }
             Long("upstream") => config.add_upstream(text(&name, &mut parser)?.parse()?)?,
             Long("connect-timeout") => {
                 config.connect_timeout = Duration::from_secs(number(&name, &mut parser)?)

@@ -141,6 +141,10 @@ pub struct Config {
     /// The toxiproxy HTTP API's address (SPEC 14), or `None` for none.
     /// Port 0 picks a free port. Needs the `api` feature.
     pub api: Option<SocketAddr>,
+    /// toxiproxy's config file (`--config`): a JSON array of proxies, as
+    /// its `POST /populate` takes, created at start-up as named endpoints.
+    /// Needs the `api` feature.
+    pub config_file: Option<std::path::PathBuf>,
     /// Sets `SO_REUSEPORT` on the TCP listener and the UDP socket before
     /// binding, so that several processes can share one address and the
     /// kernel spreads clients over them (Unix only).
@@ -199,6 +203,7 @@ impl Default for Config {
             seed: None,
             control: None,
             api: None,
+            config_file: None,
             reuse_port: false,
             read_buffer: DEFAULT_READ_BUFFER,
             max_owed: DEFAULT_MAX_OWED,
@@ -284,6 +289,9 @@ impl Config {
         }
         if self.api.is_some() && !cfg!(feature = "api") {
             return Err("--api: this build has no API (the `api` feature is off)".into());
+        }
+        if self.config_file.is_some() && !cfg!(feature = "api") {
+            return Err("--config: this build has no endpoints (the `api` feature is off)".into());
         }
         if let Some(greeting) = &self.greeting {
             if self.tcp.is_none() {

@@ -223,6 +223,9 @@ impl Server {
                 config.max_owed,
             )),
         };
+        // Before anything is bound: a bad config file is a start-up error.
+        #[cfg(feature = "api")]
+        let config_text = read_config_file(config.config_file.as_deref())?;
         let poll = Poll::new()?;
         let waker = Waker::new(poll.registry(), WAKER)?;
         let (listener, tcp_addr) = match config.tcp {
@@ -252,6 +255,8 @@ impl Server {
             None => (None, None),
         };
         let (api, api_addr) = bind_api(&poll, config.api)?;
+        #[cfg(feature = "api")]
+        let proxies = load_proxies(config.config_file.as_deref(), config_text.as_deref())?;
         #[cfg(not(feature = "api"))]
         let () = api;
         let relayed = [Protocol::Tcp, Protocol::Udp].map(|p| config.relaying(p));
@@ -278,6 +283,8 @@ impl Server {
                 control,
                 #[cfg(feature = "api")]
                 api,
+                #[cfg(feature = "api")]
+                proxies,
                 stopping: false,
                 #[cfg(all(feature = "signals", unix))]
                 signals: None,
@@ -536,6 +543,31 @@ fn bind_api(
     let token = crate::turn::API_LISTENER;
     let (listener, bound) = bind_tcp(poll.registry(), addr, false, token, "api")?;
     Ok((Some(crate::api::Api::new(listener)), Some(bound)))
+}
+
+/// The text of toxiproxy's config file (`--config`), if one is named.
+#[cfg(feature = "api")]
+fn read_config_file(path: Option<&std::path::Path>) -> Result<Option<String>, Error> {
+    let Some(path) = path else {
+        return Ok(None);
+    };
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| Error::Config(format!("--config {}: {e}", path.display())))?;
+    Ok(Some(text))
+}
+
+/// The named proxies the config file's text creates (none without one).
+#[cfg(feature = "api")]
+fn load_proxies(
+    path: Option<&std::path::Path>,
+    text: Option<&str>,
+) -> Result<crate::api::Registry, Error> {
+    let mut proxies = crate::api::Registry::default();
+    if let (Some(path), Some(text)) = (path, text) {
+        (proxies.load(text))
+            .map_err(|why| Error::Config(format!("--config {}: {why}", path.display())))?;
+    }
+    Ok(proxies)
 }
 
 /// Without the `api` feature, `Config::validate` refuses `--api`.

@@ -7,7 +7,8 @@
 //! - [`http`]: a request out of bytes (`httparse`), an answer's bytes;
 //! - [`conn`]: one connection (reads, answers in order, bounds);
 //! - [`routes`]: the route table, a request to the registry's operation;
-//! - [`registry`]: the proxies and their toxics, toxiproxy's semantics;
+//! - [`registry`]: the proxies and their toxics, toxiproxy's semantics
+//!   (the server holds it, with or without `--api`: `--config` fills it);
 //! - [`model`] and [`toxic`]: the JSON shapes and their checks.
 //!
 //! Bounded like the control port (SPEC 9): at most [`MAX_API_CONNECTIONS`]
@@ -25,7 +26,7 @@ use crate::table::Table;
 use crate::timer::{ACCEPT_RETRY_MS, Due, Entry, Millis, NEVER, Pause, RateLimit};
 use crate::turn::{API_BASE, API_SLOTS, Ready, Turn, settle_writable};
 use conn::{ApiConn, Outcome};
-use registry::Registry;
+pub(crate) use registry::Registry;
 
 mod conn;
 mod http;
@@ -51,11 +52,10 @@ struct Slot {
     armed_at: Millis,
 }
 
-/// The API listener, its connections and the proxies they manage.
+/// The API listener and its connections.
 pub(crate) struct Api {
     listener: Option<TcpListener>,
     conns: Table<Slot>,
-    registry: Registry,
     accept_pause: Pause,
     refuse_log: RateLimit,
 }
@@ -66,14 +66,13 @@ impl Api {
         Api {
             listener: Some(listener),
             conns: Table::new(API_BASE, max, 16, max),
-            registry: Registry::default(),
             accept_pause: Pause::default(),
             refuse_log: RateLimit::default(),
         }
     }
 
     /// The listener is readable: accept until `WouldBlock`.
-    pub fn accept(&mut self, t: &mut Turn<'_>) {
+    pub fn accept(&mut self, t: &mut Turn<'_>, registry: &mut Registry) {
         if self.accept_pause.holds(t.now) {
             return; // Paused after an accept error; its timer resumes it.
         }
@@ -104,7 +103,7 @@ impl Api {
             match (self.conns).insert(t.registry, stream, Interest::READABLE, slot) {
                 Ok(key) => {
                     debug!("api {key}: accepted {peer}");
-                    self.drive(key, t);
+                    self.drive(key, t, registry);
                 }
                 Err(e) => warn!("api: cannot register {peer}: {e}"),
             }
@@ -113,13 +112,13 @@ impl Api {
 
     /// A readiness event for connection `key` (or its turn after its
     /// budget ran out).
-    pub fn drive(&mut self, key: usize, t: &mut Turn<'_>) {
+    pub fn drive(&mut self, key: usize, t: &mut Turn<'_>, registry: &mut Registry) {
         let token = self.conns.token(key);
         let Some(slot) = self.conns.get_mut(key) else {
             return; // Closed earlier in this batch: a stale event.
         };
         let conn = &mut slot.conn;
-        let outcome = conn.serve(&mut self.registry);
+        let outcome = conn.serve(registry);
         let want = conn.wants_writable();
         let registered = &mut conn.write_interest;
         if let Err(e) = settle_writable(t.registry, &mut conn.stream, token, registered, want) {
@@ -157,9 +156,9 @@ impl Api {
     }
 
     /// The accept-retry entry due `at` came due.
-    pub fn on_accept_retry(&mut self, at: Millis, t: &mut Turn<'_>) {
+    pub fn on_accept_retry(&mut self, at: Millis, t: &mut Turn<'_>, registry: &mut Registry) {
         if self.accept_pause.is_current(at) {
-            self.accept(t);
+            self.accept(t, registry);
         }
     }
 

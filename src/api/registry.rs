@@ -4,7 +4,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};
 
-use log::info;
+use log::debug;
 use mio::net::TcpListener;
 
 use super::model::{ApiError, ProxyInput, ProxySpec, ProxyView};
@@ -65,7 +65,7 @@ impl Proxy {
         self.listener = Some(TcpListener::from_std(listener));
         self.listen = bound.to_string();
         self.enabled = true;
-        info!(
+        debug!(
             "proxy {}: listening on {bound}, upstream {}",
             self.name, self.upstream
         );
@@ -77,7 +77,7 @@ impl Proxy {
         if self.enabled {
             self.listener = None;
             self.enabled = false;
-            info!("proxy {}: stopped", self.name);
+            debug!("proxy {}: stopped", self.name);
         }
     }
 
@@ -111,6 +111,17 @@ fn resolve_listen(listen: &str) -> Result<SocketAddr, ApiError> {
         .to_socket_addrs()
         .map_err(|e| bad(&e.to_string()))?;
     addrs.next().ok_or_else(|| bad("no address"))
+}
+
+/// Whether every toxic of `spec` would be taken.
+fn check_toxics(spec: &ProxySpec) -> Result<(), ApiError> {
+    let mut names: Vec<String> = Vec::new();
+    for input in &spec.toxics {
+        let taken = |name: &str| names.iter().any(|n| n == name);
+        let toxic = Toxic::new(input.clone(), taken).map_err(|(s, m)| ApiError::new(s, m))?;
+        names.push(toxic.name);
+    }
+    Ok(())
 }
 
 /// Every proxy, in the order created.
@@ -206,6 +217,7 @@ impl Registry {
     pub fn populate(&mut self, inputs: Vec<ProxyInput>) -> (Vec<String>, Option<ApiError>) {
         let specs: Result<Vec<ProxySpec>, ApiError> = (inputs.into_iter().enumerate())
             .map(|(i, input)| input.spec(Some(i + 1)))
+            .map(|spec| spec.and_then(|spec| check_toxics(&spec).map(|()| spec)))
             .collect();
         let specs = match specs {
             Ok(specs) => specs,
@@ -230,6 +242,31 @@ impl Registry {
         }
         let proxy = self.build(spec)?;
         self.proxies.push(proxy);
+        Ok(())
+    }
+
+    /// Creates the proxies of a toxiproxy config file (`--config`: a JSON
+    /// array of proxies, as `/populate` takes, `toxics` allowed), failing
+    /// at the first bad entry with a line naming it.
+    pub fn load(&mut self, text: &str) -> Result<(), String> {
+        let inputs: Vec<ProxyInput> =
+            serde_json::from_str(text).map_err(|e| format!("not a JSON array of proxies: {e}"))?;
+        // Every entry is checked before any is bound.
+        let mut specs = Vec::with_capacity(inputs.len());
+        for (i, input) in inputs.into_iter().enumerate() {
+            let entry = match &input.name {
+                Some(name) => format!("proxy {} ('{name}')", i + 1),
+                None => format!("proxy {}", i + 1),
+            };
+            let spec = input
+                .spec(None)
+                .map_err(|e| format!("{entry}: {}", e.message))?;
+            check_toxics(&spec).map_err(|e| format!("{entry}: {}", e.message))?;
+            specs.push((entry, spec));
+        }
+        for (entry, spec) in specs {
+            (self.add_or_replace(spec)).map_err(|e| format!("{entry}: {}", e.message))?;
+        }
         Ok(())
     }
 

@@ -26,6 +26,9 @@ pub(super) struct Sources {
     /// The toxiproxy API and its connections (`--api`).
     #[cfg(feature = "api")]
     pub(super) api: Option<crate::api::Api>,
+    /// The named proxies (`--config`, the API).
+    #[cfg(feature = "api")]
+    pub(super) proxies: crate::api::Registry,
     /// Shutdown has begun: no new clients, owed replies drain.
     pub(super) stopping: bool,
     #[cfg(all(feature = "signals", unix))]
@@ -79,9 +82,10 @@ impl Sources {
         let Some(api) = &mut self.api else {
             return;
         };
+        let proxies = &mut self.proxies;
         match key {
-            None => api.accept(t),
-            Some(key) => api.drive(key, t),
+            None => api.accept(t, proxies),
+            Some(key) => api.drive(key, t, proxies),
         }
     }
 
@@ -204,7 +208,7 @@ impl Sources {
             #[cfg(feature = "api")]
             Due::ApiAcceptRetry => {
                 if let Some(api) = &mut self.api {
-                    api.on_accept_retry(at, t);
+                    api.on_accept_retry(at, t, &mut self.proxies);
                 }
             }
             #[cfg(not(feature = "api"))]

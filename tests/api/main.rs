@@ -11,13 +11,14 @@
 //!
 //! Where SPEC 14 says ackloop differs from toxiproxy on purpose, a test
 //! asserts each server's own answer ([`Target::pick`]); everywhere else
-//! both must answer the same.
+//! both must answer the same. `config` is ackloop's own (`--config`).
 
 #[path = "../common/mod.rs"]
 mod common;
 mod http;
 
 mod bounds;
+mod config;
 mod routes;
 
 use std::net::SocketAddr;
