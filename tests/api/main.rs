@@ -18,6 +18,7 @@ mod common;
 mod http;
 
 mod bounds;
+mod clients;
 mod config;
 mod routes;
 
