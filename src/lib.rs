@@ -312,6 +312,8 @@ mod bind;
 mod command;
 mod config;
 mod control;
+#[cfg(feature = "api")]
+mod endpoint;
 mod error;
 mod escape;
 mod fault;

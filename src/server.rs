@@ -57,6 +57,8 @@ use sources::Sources;
     )),
 ))]
 mod host;
+#[cfg(feature = "api")]
+mod proxies;
 mod sources;
 #[cfg(test)]
 mod tests;
@@ -225,7 +227,7 @@ impl Server {
         };
         // Before anything is bound: a bad config file is a start-up error.
         #[cfg(feature = "api")]
-        let config_text = read_config_file(config.config_file.as_deref())?;
+        let config_text = proxies::read_config_file(config.config_file.as_deref())?;
         let poll = Poll::new()?;
         let waker = Waker::new(poll.registry(), WAKER)?;
         let (listener, tcp_addr) = match config.tcp {
@@ -254,9 +256,7 @@ impl Server {
             }
             None => (None, None),
         };
-        let (api, api_addr) = bind_api(&poll, config.api)?;
-        #[cfg(feature = "api")]
-        let proxies = load_proxies(config.config_file.as_deref(), config_text.as_deref())?;
+        let (api, api_addr) = proxies::bind_api(&poll, config.api)?;
         #[cfg(not(feature = "api"))]
         let () = api;
         let relayed = [Protocol::Tcp, Protocol::Udp].map(|p| config.relaying(p));
@@ -274,7 +274,10 @@ impl Server {
             };
             info!("faults {}; seed {}{how}", specs.join(" "), faults.seed());
         }
-        Ok(Server {
+        #[cfg(feature = "api")]
+        let seed = faults.seed();
+        #[cfg_attr(not(feature = "api"), allow(unused_mut))]
+        let mut server = Server {
             poll,
             events: Events::with_capacity(EVENTS_PER_POLL),
             sources: Sources {
@@ -284,7 +287,7 @@ impl Server {
                 #[cfg(feature = "api")]
                 api,
                 #[cfg(feature = "api")]
-                proxies,
+                proxies: crate::api::Registry::new(&config, seed),
                 stopping: false,
                 #[cfg(all(feature = "signals", unix))]
                 signals: None,
@@ -316,7 +319,13 @@ impl Server {
                 stopped: AtomicBool::new(false),
             }),
             status: Status::Running,
-        })
+        };
+        #[cfg(feature = "api")]
+        if let (Some(path), Some(text)) = (&config.config_file, config_text) {
+            (server.load_proxies(&text))
+                .map_err(|why| Error::Config(format!("--config {}: {why}", path.display())))?;
+        }
+        Ok(server)
     }
 
     /// The bound TCP address (port 0 resolved), or `None` without TCP.
@@ -531,49 +540,17 @@ impl Server {
     }
 }
 
-/// Binds the API listener (`--api`), if asked for.
-#[cfg(feature = "api")]
-fn bind_api(
-    poll: &Poll,
-    addr: Option<SocketAddr>,
-) -> Result<(Option<crate::api::Api>, Option<SocketAddr>), Error> {
-    let Some(addr) = addr else {
-        return Ok((None, None));
-    };
-    let token = crate::turn::API_LISTENER;
-    let (listener, bound) = bind_tcp(poll.registry(), addr, false, token, "api")?;
-    Ok((Some(crate::api::Api::new(listener)), Some(bound)))
-}
-
-/// The text of toxiproxy's config file (`--config`), if one is named.
-#[cfg(feature = "api")]
-fn read_config_file(path: Option<&std::path::Path>) -> Result<Option<String>, Error> {
-    let Some(path) = path else {
-        return Ok(None);
-    };
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| Error::Config(format!("--config {}: {e}", path.display())))?;
-    Ok(Some(text))
-}
-
-/// The named proxies the config file's text creates (none without one).
-#[cfg(feature = "api")]
-fn load_proxies(
-    path: Option<&std::path::Path>,
-    text: Option<&str>,
-) -> Result<crate::api::Registry, Error> {
-    let mut proxies = crate::api::Registry::default();
-    if let (Some(path), Some(text)) = (path, text) {
-        (proxies.load(text))
-            .map_err(|why| Error::Config(format!("--config {}: {why}", path.display())))?;
-    }
-    Ok(proxies)
-}
-
 /// Without the `api` feature, `Config::validate` refuses `--api`.
 #[cfg(not(feature = "api"))]
-fn bind_api(_: &Poll, _: Option<SocketAddr>) -> Result<((), Option<SocketAddr>), Error> {
-    Ok(((), None))
+mod proxies {
+    use super::{Error, Poll, SocketAddr};
+
+    pub(super) fn bind_api(
+        _: &Poll,
+        _: Option<SocketAddr>,
+    ) -> Result<((), Option<SocketAddr>), Error> {
+        Ok(((), None))
+    }
 }
 
 impl Drop for Server {

@@ -113,6 +113,13 @@ pub(crate) enum Due {
     /// The API listener may be tried again after an accept error.
     #[cfg_attr(not(feature = "api"), allow(dead_code))]
     ApiAcceptRetry,
+    /// Named endpoint `endpoint`'s pair `key`: as `Conn` for the main
+    /// sockets' pairs.
+    #[cfg_attr(not(feature = "api"), allow(dead_code))]
+    Pair { endpoint: u16, key: u32 },
+    /// Named endpoint `endpoint`'s listener may be tried again.
+    #[cfg_attr(not(feature = "api"), allow(dead_code))]
+    EndpointAcceptRetry { endpoint: u16 },
     /// The shutdown grace period is over: close everything.
     ShutdownGrace,
 }

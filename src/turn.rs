@@ -37,6 +37,16 @@ pub(crate) const API_LISTENER: Token = Token(usize::MAX - 6);
 pub(crate) const UPSTREAM_BASE: Token = Token(1 << (usize::BITS - 2));
 /// Relay: UDP flow `key` has token `FLOW_BASE + key`.
 pub(crate) const FLOW_BASE: Token = Token(2 << (usize::BITS - 2));
+/// Named endpoint `e` (1 to [`MAX_ENDPOINTS`]; 0 is the main sockets)
+/// has the relay tokens of the main ones shifted by `e << ENDPOINT_SHIFT`:
+/// its pair `key` is `(e << ENDPOINT_SHIFT) + key` (client) and
+/// `UPSTREAM_BASE` plus that (upstream). A table holds fewer keys.
+pub(crate) const ENDPOINT_SHIFT: u32 = 40;
+/// Named endpoints at most (SPEC 14).
+pub(crate) const MAX_ENDPOINTS: usize = 256;
+/// Named endpoint `e`'s listener has token `ENDPOINT_LISTENER_BASE + e`,
+/// below the API connections'.
+pub(crate) const ENDPOINT_LISTENER_BASE: Token = Token(API_BASE.0 - 2 * MAX_ENDPOINTS);
 /// Tokens at or above this one name fixed sources, not connections.
 pub(crate) const FIRST_FIXED: Token = Token(usize::MAX - 16);
 /// Tokens reserved for control connections: one per connection that may
@@ -119,6 +129,18 @@ pub(crate) enum Ready {
     Api {
         key: usize,
     },
+    /// Named endpoint `endpoint`'s pair `key`.
+    #[cfg_attr(not(feature = "api"), allow(dead_code))]
+    Pair {
+        endpoint: u16,
+        key: usize,
+        id: u32,
+    },
+    /// Named endpoint `endpoint`'s listener.
+    #[cfg_attr(not(feature = "api"), allow(dead_code))]
+    EndpointListener {
+        endpoint: u16,
+    },
 }
 
 /// Whom a token names: the one place tokens are decoded, for the loop's
@@ -135,6 +157,15 @@ pub(crate) enum Owner {
     ApiListener,
     /// API connection `key`.
     Api(usize),
+    /// Named endpoint `endpoint`'s listener.
+    EndpointListener(u16),
+    /// Named endpoint `endpoint`'s pair `key`: its client's socket, or
+    /// with `upstream` its upstream's.
+    Pair {
+        endpoint: u16,
+        key: usize,
+        upstream: bool,
+    },
     /// Data connection `key` (on a TCP relay: the client of pair `key`).
     Conn(usize),
     /// The upstream socket of relayed pair `key`.
@@ -157,9 +188,23 @@ impl Owner {
             Token(key) if key >= FIRST_FIXED.0 => Owner::Unknown,
             Token(key) if key >= CONTROL_BASE.0 => Owner::Control(key - CONTROL_BASE.0),
             Token(key) if key >= API_BASE.0 => Owner::Api(key - API_BASE.0),
+            Token(key) if key >= ENDPOINT_LISTENER_BASE.0 => {
+                Owner::EndpointListener((key - ENDPOINT_LISTENER_BASE.0) as u16)
+            }
             Token(key) if key >= FLOW_BASE.0 => Owner::Flow(key - FLOW_BASE.0),
-            Token(key) if key >= UPSTREAM_BASE.0 => Owner::Upstream(key - UPSTREAM_BASE.0),
-            Token(key) => Owner::Conn(key),
+            Token(key) => {
+                let upstream = key >= UPSTREAM_BASE.0;
+                let key = if upstream { key - UPSTREAM_BASE.0 } else { key };
+                match (key >> ENDPOINT_SHIFT, upstream) {
+                    (0, false) => Owner::Conn(key),
+                    (0, true) => Owner::Upstream(key),
+                    (endpoint, upstream) => Owner::Pair {
+                        endpoint: endpoint as u16,
+                        key: key & ((1 << ENDPOINT_SHIFT) - 1),
+                        upstream,
+                    },
+                }
+            }
         }
     }
 }
@@ -206,6 +251,15 @@ impl fmt::Display for Described<'_> {
             Owner::Control(key) => write!(f, "control {key}")?,
             Owner::ApiListener => f.write_str("api listener")?,
             Owner::Api(key) => write!(f, "api {key}")?,
+            Owner::EndpointListener(e) => write!(f, "endpoint {e} listener")?,
+            Owner::Pair {
+                endpoint,
+                key,
+                upstream,
+            } => {
+                let side = if upstream { "upstream" } else { "client" };
+                write!(f, "endpoint {endpoint} pair {key} {side}")?
+            }
             Owner::Conn(key) => write!(f, "conn {key}")?,
             Owner::Upstream(key) => write!(f, "upstream {key}")?,
             Owner::Flow(key) => write!(f, "flow {key}")?,
@@ -238,10 +292,23 @@ mod tests {
         let last = Token(CONTROL_BASE.0 + CONTROL_SLOTS - 1);
         assert_eq!(Owner::of(last), Owner::Control(CONTROL_SLOTS - 1));
         assert_eq!(Owner::of(FIRST_FIXED), Owner::Unknown);
+        let pair = |endpoint, key, upstream| Owner::Pair {
+            endpoint,
+            key,
+            upstream,
+        };
         assert_eq!(
-            Owner::of(Token(UPSTREAM_BASE.0 - 1)),
-            Owner::Conn(UPSTREAM_BASE.0 - 1)
+            Owner::of(Token((1 << ENDPOINT_SHIFT) - 1)),
+            Owner::Conn((1 << ENDPOINT_SHIFT) - 1)
         );
+        assert_eq!(
+            Owner::of(Token((3 << ENDPOINT_SHIFT) + 7)),
+            pair(3, 7, false)
+        );
+        let upstream = Token(UPSTREAM_BASE.0 + (256 << ENDPOINT_SHIFT) + 9);
+        assert_eq!(Owner::of(upstream), pair(256, 9, true));
+        let listener = Token(ENDPOINT_LISTENER_BASE.0 + 256);
+        assert_eq!(Owner::of(listener), Owner::EndpointListener(256));
         assert_eq!(Owner::of(Token(UPSTREAM_BASE.0 + 3)), Owner::Upstream(3));
         assert_eq!(Owner::of(Token(FLOW_BASE.0 + 5)), Owner::Flow(5));
         assert_eq!(Owner::of(LISTENER), Owner::Listener);
@@ -252,9 +319,7 @@ mod tests {
             Owner::of(Token(CONTROL_BASE.0 - 1)),
             Owner::Api(API_SLOTS - 1)
         );
-        assert_eq!(
-            Owner::of(Token(API_BASE.0 - 1)),
-            Owner::Flow(API_BASE.0 - 1 - FLOW_BASE.0)
-        );
+        let below = ENDPOINT_LISTENER_BASE.0 - 1;
+        assert_eq!(Owner::of(Token(below)), Owner::Flow(below - FLOW_BASE.0));
     }
 }

@@ -16,6 +16,7 @@ use mio::net::TcpStream;
 
 use super::http::{self, Answer, CONTINUE, MAX_BODY, MAX_HEAD, Parsed};
 use super::registry::Registry;
+use crate::turn::Turn;
 use crate::write::write_until_blocked;
 
 /// Unsent answer bytes past which requests wait and the connection is not
@@ -85,10 +86,10 @@ impl ApiConn {
     }
 
     /// Answers what can be answered, reads what may be read, writes.
-    pub fn serve(&mut self, registry: &mut Registry) -> Outcome {
+    pub fn serve(&mut self, registry: &mut Registry, t: &mut Turn<'_>) -> Outcome {
         let mut budget = READS_PER_TURN;
         loop {
-            self.answer_requests(registry);
+            self.answer_requests(registry, t);
             if let Err(e) = self.flush() {
                 return Outcome::Done(error_text(&e));
             }
@@ -157,7 +158,7 @@ impl ApiConn {
 
     /// Answers every whole request read, in order, while answers are
     /// under their bound.
-    fn answer_requests(&mut self, registry: &mut Registry) {
+    fn answer_requests(&mut self, registry: &mut Registry, t: &mut Turn<'_>) {
         while self.phase == Phase::Serving && self.out.len() < MAX_UNSENT {
             match http::parse(&self.input) {
                 Parsed::Incomplete { continue_100 } => {
@@ -176,7 +177,7 @@ impl ApiConn {
                         self.input = Vec::new(); // Idle, it holds no buffer.
                     }
                     self.continued = false;
-                    let answer = super::routes::answer(&request, registry);
+                    let answer = super::routes::answer(&request, registry, t);
                     answer.write_to(&mut self.out, request.close);
                     if request.close {
                         self.phase = Phase::Closing;

@@ -31,6 +31,7 @@ pub(crate) use registry::Registry;
 mod conn;
 mod http;
 mod model;
+mod proxy;
 mod registry;
 mod routes;
 mod toxic;
@@ -118,7 +119,7 @@ impl Api {
             return; // Closed earlier in this batch: a stale event.
         };
         let conn = &mut slot.conn;
-        let outcome = conn.serve(registry);
+        let outcome = conn.serve(registry, t);
         let want = conn.wants_writable();
         let registered = &mut conn.write_interest;
         if let Err(e) = settle_writable(t.registry, &mut conn.stream, token, registered, want) {

@@ -1,117 +1,14 @@
-//! The named proxies the API manages, toxiproxy's semantics: create,
-//! change, delete, populate, reset, and their toxics. Each enabled proxy
-//! holds its bound listener; a disabled one holds none.
+//! The named proxies, toxiproxy's semantics: create, change, delete,
+//! populate, reset, and their toxics; and the way from the loop to each
+//! proxy's endpoint (its number names its tokens and timer entries).
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};
-
-use log::debug;
-use mio::net::TcpListener;
-
-use super::model::{ApiError, ProxyInput, ProxySpec, ProxyView};
+use super::model::{ApiError, ProxyInput, ProxySpec};
+use super::proxy::{Env, Proxy};
 use super::toxic::{Toxic, ToxicChange, ToxicInput};
-use crate::relay::Direction;
-
-/// Proxies at most (SPEC 14: 256 endpoints).
-pub(crate) const MAX_PROXIES: usize = 256;
-
-/// One named proxy.
-#[derive(Debug)]
-pub(crate) struct Proxy {
-    pub name: String,
-    /// The address as given, or the bound one once it listened (port 0
-    /// resolved), as toxiproxy shows it.
-    pub listen: String,
-    pub upstream: String,
-    pub enabled: bool,
-    pub toxics: Vec<Toxic>,
-    listener: Option<TcpListener>,
-}
-
-impl Proxy {
-    /// How the API shows it: the upstream stream's toxics first, then the
-    /// downstream's, each in the order added (toxiproxy's two chains).
-    pub fn view(&self) -> ProxyView<'_> {
-        let up = self.toxics.iter().filter(|t| t.dir == Direction::Up);
-        let down = self.toxics.iter().filter(|t| t.dir == Direction::Down);
-        ProxyView {
-            name: &self.name,
-            listen: &self.listen,
-            upstream: &self.upstream,
-            enabled: self.enabled,
-            toxics: up.chain(down).collect(),
-        }
-    }
-
-    /// Listens on `listen` (the same address again after a disable).
-    fn start(&mut self) -> Result<(), ApiError> {
-        if self.enabled {
-            return Ok(());
-        }
-        let addr = resolve_listen(&self.listen)?;
-        let listener = std::net::TcpListener::bind(addr).map_err(|e| {
-            let status = if e.kind() == std::io::ErrorKind::AddrInUse {
-                409 // toxiproxy answers 500.
-            } else {
-                500
-            };
-            ApiError::new(status, format!("listen tcp {addr}: {e}"))
-        })?;
-        let bound = listener
-            .local_addr()
-            .map_err(|e| ApiError::new(500, e.to_string()))?;
-        listener
-            .set_nonblocking(true)
-            .map_err(|e| ApiError::new(500, e.to_string()))?;
-        self.listener = Some(TcpListener::from_std(listener));
-        self.listen = bound.to_string();
-        self.enabled = true;
-        debug!(
-            "proxy {}: listening on {bound}, upstream {}",
-            self.name, self.upstream
-        );
-        Ok(())
-    }
-
-    /// Closes the listener (and, with a relay, the connections).
-    fn stop(&mut self) {
-        if self.enabled {
-            self.listener = None;
-            self.enabled = false;
-            debug!("proxy {}: stopped", self.name);
-        }
-    }
-
-    /// Whether `spec`'s address or upstream differs from this proxy's.
-    fn differs(&self, listen: &str, upstream: &str) -> Result<bool, ApiError> {
-        let listen = resolve_listen(listen)?;
-        Ok(listen.to_string() != self.listen || upstream != self.upstream)
-    }
-}
-
-/// `HOST:PORT` as a socket address: empty is `127.0.0.1:0`, an empty
-/// host or `localhost` is 127.0.0.1 (ackloop stays on loopback unless
-/// told), a name is resolved.
-fn resolve_listen(listen: &str) -> Result<SocketAddr, ApiError> {
-    let loopback = IpAddr::V4(Ipv4Addr::LOCALHOST);
-    if listen.is_empty() {
-        return Ok(SocketAddr::new(loopback, 0));
-    }
-    if let Ok(addr) = listen.parse() {
-        return Ok(addr);
-    }
-    let bad = |why: &str| ApiError::new(400, format!("listen '{listen}': {why}"));
-    let (host, port) = listen
-        .rsplit_once(':')
-        .ok_or_else(|| bad("expected HOST:PORT"))?;
-    let port: u16 = port.parse().map_err(|_| bad("not a port"))?;
-    if host.is_empty() || host == "localhost" {
-        return Ok(SocketAddr::new(loopback, port));
-    }
-    let mut addrs = (host, port)
-        .to_socket_addrs()
-        .map_err(|e| bad(&e.to_string()))?;
-    addrs.next().ok_or_else(|| bad("no address"))
-}
+use crate::config::Config;
+use crate::endpoint::Endpoint;
+use crate::timer::Entry;
+use crate::turn::{MAX_ENDPOINTS, Turn};
 
 /// Whether every toxic of `spec` would be taken.
 fn check_toxics(spec: &ProxySpec) -> Result<(), ApiError> {
@@ -124,97 +21,143 @@ fn check_toxics(spec: &ProxySpec) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// Every proxy, in the order created.
-#[derive(Debug, Default)]
+/// Every proxy: slot `id - 1` holds proxy `id`; `order` lists them as
+/// created.
 pub(crate) struct Registry {
-    proxies: Vec<Proxy>,
+    slots: Vec<Option<Proxy>>,
+    order: Vec<u16>,
+    env: Env,
 }
 
 impl Registry {
-    pub fn proxies(&self) -> &[Proxy] {
-        &self.proxies
+    /// No proxies yet; theirs will be `config`'s limits and `seed`.
+    pub fn new(config: &Config, seed: u64) -> Registry {
+        Registry {
+            slots: Vec::new(),
+            order: Vec::new(),
+            env: Env {
+                config: config.clone(),
+                seed,
+            },
+        }
+    }
+
+    /// Every proxy, in the order created.
+    pub fn proxies(&self) -> impl Iterator<Item = &Proxy> {
+        (self.order.iter()).filter_map(|id| self.slots[*id as usize - 1].as_ref())
+    }
+
+    fn find(&self, name: &str) -> Option<u16> {
+        self.proxies().find(|p| p.name == name).map(|p| p.id)
     }
 
     pub fn get(&self, name: &str) -> Result<&Proxy, ApiError> {
-        let found = self.proxies.iter().find(|p| p.name == name);
+        let found = self.proxies().find(|p| p.name == name);
         found.ok_or_else(ApiError::proxy_not_found)
     }
 
     fn get_mut(&mut self, name: &str) -> Result<&mut Proxy, ApiError> {
-        let found = self.proxies.iter_mut().find(|p| p.name == name);
-        found.ok_or_else(ApiError::proxy_not_found)
+        let id = self.find(name).ok_or_else(ApiError::proxy_not_found)?;
+        Ok(self.slots[id as usize - 1].as_mut().expect("listed"))
     }
 
     /// `POST /proxies`: a new proxy, listening unless disabled.
-    pub fn create(&mut self, spec: ProxySpec) -> Result<&Proxy, ApiError> {
-        if self.get(&spec.name).is_ok() {
+    pub fn create(&mut self, spec: ProxySpec, t: &mut Turn<'_>) -> Result<&Proxy, ApiError> {
+        if self.find(&spec.name).is_some() {
             return Err(ApiError::new(409, "proxy already exists"));
         }
-        let proxy = self.build(spec)?;
-        self.proxies.push(proxy);
-        Ok(self.proxies.last().expect("just pushed"))
+        check_toxics(&spec)?;
+        let id = self.add(spec, t)?;
+        Ok(self.slots[id as usize - 1].as_ref().expect("just added"))
     }
 
-    /// A proxy from `spec`, started and with its toxics, not yet listed.
-    fn build(&self, spec: ProxySpec) -> Result<Proxy, ApiError> {
-        if self.proxies.len() >= MAX_PROXIES {
-            return Err(ApiError::new(400, format!("at most {MAX_PROXIES} proxies")));
-        }
+    /// Lists a proxy made from `spec`, started unless disabled; its number.
+    fn add(&mut self, spec: ProxySpec, t: &mut Turn<'_>) -> Result<u16, ApiError> {
+        let free = self.slots.iter().position(Option::is_none);
+        let at = match free {
+            Some(at) => at,
+            None if self.slots.len() < MAX_ENDPOINTS => {
+                self.slots.push(None);
+                self.slots.len() - 1
+            }
+            None => {
+                return Err(ApiError::new(
+                    400,
+                    format!("at most {MAX_ENDPOINTS} proxies"),
+                ));
+            }
+        };
         let mut proxy = Proxy {
+            id: at as u16 + 1,
             name: spec.name,
             listen: spec.listen,
             upstream: spec.upstream,
-            enabled: false,
             toxics: Vec::new(),
-            listener: None,
+            endpoint: None,
         };
         for input in spec.toxics {
-            let toxic = Toxic::new(input, |name| proxy.toxics.iter().any(|t| t.name == name));
-            proxy.toxics.push(
-                toxic
-                    .map(Ok)
-                    .unwrap_or_else(|(s, m)| Err(ApiError::new(s, m)))?,
-            );
+            let taken = |name: &str| proxy.toxics.iter().any(|t| t.name == name);
+            let toxic = Toxic::new(input, taken).map_err(|(s, m)| ApiError::new(s, m))?;
+            proxy.toxics.push(toxic);
         }
         if spec.enabled {
-            proxy.start()?;
+            proxy.start(&self.env, t)?;
         }
-        Ok(proxy)
+        let id = proxy.id;
+        self.slots[at] = Some(proxy);
+        self.order.push(id);
+        Ok(id)
     }
 
     /// `PATCH /proxies/{name}`: a new address or upstream restarts it; the
     /// same values change nothing; `enabled` starts or stops it.
-    pub fn update(&mut self, name: &str, input: ProxyInput) -> Result<&Proxy, ApiError> {
-        let proxy = self.get_mut(name)?;
+    pub fn update(
+        &mut self,
+        name: &str,
+        input: ProxyInput,
+        t: &mut Turn<'_>,
+    ) -> Result<&Proxy, ApiError> {
+        let id = self.find(name).ok_or_else(ApiError::proxy_not_found)?;
+        let proxy = self.slots[id as usize - 1].as_mut().expect("listed");
         let listen = input.listen.unwrap_or_else(|| proxy.listen.clone());
         let upstream = input.upstream.unwrap_or_else(|| proxy.upstream.clone());
-        let enabled = input.enabled.unwrap_or(proxy.enabled);
+        let enabled = input.enabled.unwrap_or(proxy.enabled());
         if proxy.differs(&listen, &upstream)? {
-            proxy.stop();
+            proxy.stop(t);
             proxy.listen = listen;
             proxy.upstream = upstream;
         }
         if enabled {
-            proxy.start()?;
+            proxy.start(&self.env, t)?;
         } else {
-            proxy.stop();
+            proxy.stop(t);
         }
         Ok(proxy)
     }
 
     /// `DELETE /proxies/{name}`.
-    pub fn delete(&mut self, name: &str) -> Result<(), ApiError> {
-        let at = self.proxies.iter().position(|p| p.name == name);
-        let at = at.ok_or_else(ApiError::proxy_not_found)?;
-        self.proxies.remove(at).stop();
+    pub fn delete(&mut self, name: &str, t: &mut Turn<'_>) -> Result<(), ApiError> {
+        let id = self.find(name).ok_or_else(ApiError::proxy_not_found)?;
+        self.remove(id, t);
         Ok(())
+    }
+
+    fn remove(&mut self, id: u16, t: &mut Turn<'_>) {
+        if let Some(mut proxy) = self.slots[id as usize - 1].take() {
+            proxy.stop(t);
+        }
+        self.order.retain(|listed| *listed != id);
     }
 
     /// `POST /populate`: every entry checked before anything changes; an
     /// entry equal to an existing proxy keeps it as it is, one with the
     /// same name replaces it. Returns the names of the entries' proxies
     /// so far, and the error that stopped it, if any.
-    pub fn populate(&mut self, inputs: Vec<ProxyInput>) -> (Vec<String>, Option<ApiError>) {
+    pub fn populate(
+        &mut self,
+        inputs: Vec<ProxyInput>,
+        t: &mut Turn<'_>,
+    ) -> (Vec<String>, Option<ApiError>) {
         let specs: Result<Vec<ProxySpec>, ApiError> = (inputs.into_iter().enumerate())
             .map(|(i, input)| input.spec(Some(i + 1)))
             .map(|spec| spec.and_then(|spec| check_toxics(&spec).map(|()| spec)))
@@ -225,30 +168,30 @@ impl Registry {
         };
         let mut names = Vec::new();
         for spec in specs {
-            if let Err(e) = self.add_or_replace(spec.clone()) {
+            let name = spec.name.clone();
+            if let Err(e) = self.add_or_replace(spec, t) {
                 return (names, Some(e));
             }
-            names.push(spec.name);
+            names.push(name);
         }
         (names, None)
     }
 
-    fn add_or_replace(&mut self, spec: ProxySpec) -> Result<(), ApiError> {
-        if let Some(at) = self.proxies.iter().position(|p| p.name == spec.name) {
-            if !self.proxies[at].differs(&spec.listen, &spec.upstream)? {
+    fn add_or_replace(&mut self, spec: ProxySpec, t: &mut Turn<'_>) -> Result<(), ApiError> {
+        if let Some(id) = self.find(&spec.name) {
+            let existing = self.slots[id as usize - 1].as_ref().expect("listed");
+            if !existing.differs(&spec.listen, &spec.upstream)? {
                 return Ok(());
             }
-            self.proxies.remove(at).stop();
+            self.remove(id, t);
         }
-        let proxy = self.build(spec)?;
-        self.proxies.push(proxy);
-        Ok(())
+        self.add(spec, t).map(drop)
     }
 
     /// Creates the proxies of a toxiproxy config file (`--config`: a JSON
     /// array of proxies, as `/populate` takes, `toxics` allowed), failing
     /// at the first bad entry with a line naming it.
-    pub fn load(&mut self, text: &str) -> Result<(), String> {
+    pub fn load(&mut self, text: &str, t: &mut Turn<'_>) -> Result<(), String> {
         let inputs: Vec<ProxyInput> =
             serde_json::from_str(text).map_err(|e| format!("not a JSON array of proxies: {e}"))?;
         // Every entry is checked before any is bound.
@@ -265,16 +208,17 @@ impl Registry {
             specs.push((entry, spec));
         }
         for (entry, spec) in specs {
-            (self.add_or_replace(spec)).map_err(|e| format!("{entry}: {}", e.message))?;
+            (self.add_or_replace(spec, t)).map_err(|e| format!("{entry}: {}", e.message))?;
         }
         Ok(())
     }
 
     /// `POST /reset`: every proxy enabled, every toxic removed.
-    pub fn reset(&mut self) -> Result<(), ApiError> {
-        for proxy in &mut self.proxies {
+    pub fn reset(&mut self, t: &mut Turn<'_>) -> Result<(), ApiError> {
+        for proxy in self.slots.iter_mut().flatten() {
             proxy.toxics.clear();
-            proxy.start()?;
+            proxy.toxics_changed();
+            proxy.start(&self.env, t)?;
         }
         Ok(())
     }
@@ -285,6 +229,7 @@ impl Registry {
         let taken = |toxic: &str| proxy.toxics.iter().any(|t| t.name == toxic);
         let toxic = Toxic::new(input, taken).map_err(|(s, m)| ApiError::new(s, m))?;
         proxy.toxics.push(toxic);
+        proxy.toxics_changed();
         Ok(proxy.toxics.last().expect("just pushed"))
     }
 
@@ -302,10 +247,11 @@ impl Registry {
         change: ToxicChange,
     ) -> Result<&Toxic, ApiError> {
         let proxy = self.get_mut(name)?;
-        let found = proxy.toxics.iter_mut().find(|t| t.name == toxic);
-        let found = found.ok_or_else(ApiError::toxic_not_found)?;
-        found.change(change).map_err(|m| ApiError::new(400, m))?;
-        Ok(found)
+        let at = proxy.toxics.iter().position(|t| t.name == toxic);
+        let at = at.ok_or_else(ApiError::toxic_not_found)?;
+        (proxy.toxics[at].change(change)).map_err(|m| ApiError::new(400, m))?;
+        proxy.toxics_changed();
+        Ok(&proxy.toxics[at])
     }
 
     /// `DELETE /proxies/{name}/toxics/{toxic}`.
@@ -314,6 +260,66 @@ impl Registry {
         let at = proxy.toxics.iter().position(|t| t.name == toxic);
         let at = at.ok_or_else(ApiError::toxic_not_found)?;
         proxy.toxics.remove(at);
+        proxy.toxics_changed();
         Ok(())
+    }
+
+    // ----- the loop's way to the endpoints ------------------------------
+
+    /// Endpoint `id`, if its proxy is enabled.
+    pub fn endpoint(&mut self, id: u16) -> Option<&mut Endpoint> {
+        let slot = self.slots.get_mut((id as usize).checked_sub(1)?)?;
+        slot.as_mut()?.endpoint.as_mut()
+    }
+
+    fn endpoints(&mut self) -> impl Iterator<Item = &mut Endpoint> {
+        (self.slots.iter_mut().flatten()).filter_map(|p| p.endpoint.as_mut())
+    }
+
+    /// Open pairs over every endpoint.
+    pub fn open(&self) -> usize {
+        let endpoints = self
+            .slots
+            .iter()
+            .flatten()
+            .filter_map(|p| p.endpoint.as_ref());
+        endpoints.map(Endpoint::open).sum()
+    }
+
+    /// Timer entries the endpoints can hold current at once: one per
+    /// pair, and each listener's pause.
+    pub fn timers_current(&self) -> usize {
+        let enabled = self.slots.iter().flatten().filter(|p| p.enabled()).count();
+        self.open() + enabled
+    }
+
+    /// Whether a timer entry of endpoint `id` is current (for the sweep).
+    pub fn is_current(&self, id: u16, entry: &Entry) -> bool {
+        let Some(Some(proxy)) = (id as usize)
+            .checked_sub(1)
+            .and_then(|at| self.slots.get(at))
+        else {
+            return false;
+        };
+        (proxy.endpoint.as_ref()).is_some_and(|endpoint| endpoint.is_current(entry))
+    }
+
+    /// Frees the keys of pairs closed this turn.
+    pub fn end_turn(&mut self) {
+        self.endpoints().for_each(Endpoint::end_turn);
+    }
+
+    /// Shutting down: no new clients; pairs flush what they hold.
+    pub fn stop(&mut self, t: &mut Turn<'_>) {
+        for endpoint in self.endpoints() {
+            endpoint.stop(t);
+        }
+    }
+
+    /// Closes every pair now: the shutdown grace is over.
+    pub fn close_all(&mut self, t: &mut Turn<'_>) {
+        for endpoint in self.endpoints() {
+            endpoint.close_pairs(t);
+        }
     }
 }

@@ -9,6 +9,7 @@ use super::http::{Answer, Request};
 use super::model::{ApiError, ProxyInput, ProxyView, parse_body, to_json};
 use super::registry::Registry;
 use super::toxic::{ToxicChange, ToxicInput};
+use crate::turn::Turn;
 
 /// A route the API knows, its path's names bound.
 #[derive(Debug, PartialEq, Eq)]
@@ -52,7 +53,7 @@ fn methods(route: &Route<'_>) -> &'static [&'static str] {
 }
 
 /// Answers `request`, changing `registry` as it asks.
-pub(crate) fn answer(request: &Request, registry: &mut Registry) -> Answer {
+pub(crate) fn answer(request: &Request, registry: &mut Registry, t: &mut Turn<'_>) -> Answer {
     let Some(route) = route(&request.path) else {
         return Answer::error(404, &format!("no route {}", request.path));
     };
@@ -66,7 +67,7 @@ pub(crate) fn answer(request: &Request, registry: &mut Registry) -> Answer {
     if agent.starts_with("Mozilla/") {
         return Answer::error(403, "User agent not allowed");
     }
-    serve(route, method, &request.body, registry).unwrap_or_else(|e| e.answer())
+    serve(route, method, &request.body, registry, t).unwrap_or_else(|e| e.answer())
 }
 
 fn ok(value: &impl Serialize) -> Result<Answer, ApiError> {
@@ -78,6 +79,7 @@ fn serve(
     method: &str,
     body: &[u8],
     registry: &mut Registry,
+    t: &mut Turn<'_>,
 ) -> Result<Answer, ApiError> {
     match (route, method) {
         (Route::Version, _) => {
@@ -85,30 +87,30 @@ fn serve(
             ok(&version)
         }
         (Route::Proxies, "GET") => {
-            let all: BTreeMap<&str, ProxyView<'_>> = (registry.proxies().iter())
+            let all: BTreeMap<&str, ProxyView<'_>> = (registry.proxies())
                 .map(|p| (p.name.as_str(), p.view()))
                 .collect();
             ok(&all)
         }
         (Route::Proxies, _) => {
             let spec = parse_body::<ProxyInput>(body)?.spec(None)?;
-            let proxy = registry.create(spec)?;
+            let proxy = registry.create(spec, t)?;
             Ok(Answer::json(201, to_json(&proxy.view())))
         }
-        (Route::Populate, _) => populate(body, registry),
+        (Route::Populate, _) => populate(body, registry, t),
         (Route::Reset, _) => {
-            registry.reset()?;
+            registry.reset(t)?;
             Ok(Answer::no_content())
         }
         (Route::Proxy(name), "GET") => ok(&registry.get(name)?.view()),
         (Route::Proxy(name), "DELETE") => {
-            registry.delete(name)?;
+            registry.delete(name, t)?;
             Ok(Answer::no_content())
         }
         (Route::Proxy(name), _) => {
             registry.get(name)?;
             let input = parse_body::<ProxyInput>(body)?;
-            ok(&registry.update(name, input)?.view())
+            ok(&registry.update(name, input, t)?.view())
         }
         (Route::Toxics(name), "GET") => ok(&registry.get(name)?.view().toxics),
         (Route::Toxics(name), _) => {
@@ -131,9 +133,9 @@ fn serve(
 
 /// `POST /populate`: 201 and `{"proxies": [...]}`, or the error with the
 /// proxies made before it, as toxiproxy answers.
-fn populate(body: &[u8], registry: &mut Registry) -> Result<Answer, ApiError> {
+fn populate(body: &[u8], registry: &mut Registry, t: &mut Turn<'_>) -> Result<Answer, ApiError> {
     let inputs = parse_body::<Vec<ProxyInput>>(body)?;
-    let (names, error) = registry.populate(inputs);
+    let (names, error) = registry.populate(inputs, t);
     let proxies: Vec<ProxyView<'_>> = (names.iter())
         .filter_map(|name| registry.get(name).ok())
         .map(|proxy| proxy.view())

@@ -7,7 +7,9 @@ use serde::Serialize;
 use serde::ser::{SerializeMap, Serializer};
 use serde_json::{Map, Value};
 
+use crate::fault::{Fault, FaultKind, Selector};
 use crate::relay::Direction;
+use crate::reply::Protocol;
 
 /// A toxic type and its attributes, in the order toxiproxy shows them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -151,6 +153,70 @@ impl Toxic {
         }
         self.values = values;
         Ok(())
+    }
+}
+
+impl Toxic {
+    /// The value of attribute `name` (0 if its type has none such).
+    fn value(&self, name: &str) -> u64 {
+        let at = self.kind.attributes.iter().position(|a| *a == name);
+        at.map_or(0, |i| self.values[i] as u64)
+    }
+
+    /// The faults of section 8 that do what this toxic does to a stream
+    /// relay's new connections, on its stream, with its toxicity as `p=`
+    /// (none for a toxic that does nothing, as `latency` 0).
+    pub fn faults(&self) -> Vec<Fault> {
+        let v = |name| self.value(name);
+        let kinds = match self.kind.name {
+            "latency" => match (v("latency"), v("jitter")) {
+                (0, 0) => vec![],
+                (ms, jitter) => vec![FaultKind::Delay {
+                    min_ms: ms.saturating_sub(jitter),
+                    max_ms: ms + jitter,
+                }],
+            },
+            // rate KB/s is rate bytes a millisecond: a tenth of a
+            // second's worth every 100 ms.
+            "bandwidth" => match v("rate") {
+                0 => vec![],
+                rate => vec![FaultKind::Dribble {
+                    bytes: (rate * 100).min(u64::from(u32::MAX)) as u32,
+                    every_ms: 100,
+                }],
+            },
+            "slow_close" => vec![FaultKind::SlowClose(v("delay"))],
+            "timeout" => vec![FaultKind::Hang],
+            "reset_peer" => {
+                let ms = v("timeout");
+                let delay = FaultKind::Delay {
+                    min_ms: ms,
+                    max_ms: ms,
+                };
+                vec![delay, FaultKind::Reset]
+            }
+            "slicer" => match v("average_size") {
+                0 => vec![],
+                size => vec![FaultKind::Dribble {
+                    bytes: size.min(u64::from(u32::MAX)) as u32,
+                    every_ms: v("delay") / 1000,
+                }],
+            },
+            "limit_data" => vec![FaultKind::Truncate(v("bytes") as usize)],
+            _ => vec![],
+        };
+        let select = Selector {
+            p: (self.toxicity < 1.0).then_some(self.toxicity),
+            dir: Some(self.dir),
+            ..Selector::default()
+        };
+        (kinds.into_iter())
+            .map(|kind| Fault {
+                protocol: Protocol::Tcp,
+                kind,
+                select: select.clone(),
+            })
+            .collect()
     }
 }
 

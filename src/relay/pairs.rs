@@ -24,7 +24,7 @@ use crate::reply::Protocol;
 use crate::stats::{add, sub};
 use crate::table::Table;
 use crate::timer::{Due, Millis, NEVER, RateLimit, Timers, at_least};
-use crate::turn::{Ready, Turn, UPSTREAM_BASE, settle_writable};
+use crate::turn::{ENDPOINT_SHIFT, Ready, Turn, UPSTREAM_BASE, settle_writable};
 
 /// Pair slots allocated up front (they grow, once, past this).
 const PREALLOCATED_PAIRS: usize = 256;
@@ -43,6 +43,10 @@ struct Slot {
 
 /// Every relayed TCP pair.
 pub(crate) struct Pairs {
+    /// The endpoint the pairs belong to: 0 for the main sockets
+    /// (`--upstream`), else a named endpoint's (SPEC 14), whose tokens
+    /// are shifted by `endpoint << ENDPOINT_SHIFT`.
+    endpoint: u16,
     /// The real server every client is relayed to.
     upstream: SocketAddr,
     /// Open pairs, keyed by the client socket's token.
@@ -68,10 +72,20 @@ pub(crate) struct Pairs {
 
 impl Pairs {
     pub fn new(upstream: SocketAddr, config: &Config) -> Pairs {
+        Pairs::for_endpoint(0, upstream, config)
+    }
+
+    /// The pairs of endpoint `endpoint` (0: the main sockets).
+    pub fn for_endpoint(endpoint: u16, upstream: SocketAddr, config: &Config) -> Pairs {
         let preallocated = config.max_connections.min(PREALLOCATED_PAIRS);
+        let (base, max_keys) = match endpoint {
+            0 => (0, UPSTREAM_BASE.0),
+            e => ((e as usize) << ENDPOINT_SHIFT, 1 << ENDPOINT_SHIFT),
+        };
         Pairs {
+            endpoint,
             upstream,
-            table: Table::new(Token(0), UPSTREAM_BASE.0, preallocated, CLOSED_PER_TURN),
+            table: Table::new(Token(base), max_keys, preallocated, CLOSED_PER_TURN),
             connect_ms: config.connect_timeout.as_millis() as Millis,
             idle_ms: config.idle_timeout.map(|d| d.as_millis() as Millis),
             max_owed: config.max_owed,
@@ -121,7 +135,7 @@ impl Pairs {
             registry.register(&mut client, token, Interest::READABLE)?;
             // Writable: the connect is done (or failed).
             let interest = Interest::READABLE | Interest::WRITABLE;
-            if let Err(e) = registry.register(&mut upstream, upstream_token(token.0), interest) {
+            if let Err(e) = registry.register(&mut upstream, upstream_token(token), interest) {
                 let _ = registry.deregister(&mut client);
                 return Err(e);
             }
@@ -184,6 +198,7 @@ impl Pairs {
         t: &mut Turn<'_>,
         step: impl FnOnce(&mut Pair<TcpStream>, &mut PairCx<'_>) -> Result<Advance, End>,
     ) {
+        let token = self.table.token(key);
         let Some(slot) = self.table.get_mut(key) else {
             return; // Closed earlier in this batch: a stale event.
         };
@@ -200,15 +215,25 @@ impl Pairs {
         let result = step(&mut slot.pair, &mut cx).and_then(|advance| {
             if advance == Advance::StillReady {
                 let id = slot.pair.id;
-                t.ready.push(Ready::Conn { key, id });
+                t.ready.push(match self.endpoint {
+                    0 => Ready::Conn { key, id },
+                    endpoint => Ready::Pair { endpoint, key, id },
+                });
             }
-            settle_interest(slot, key, t).map_err(|e| {
+            settle_interest(slot, token, t).map_err(|e| {
                 debug!("pair {key}: cannot change interest: {e}");
                 End::Done
             })
         });
+        let due = match self.endpoint {
+            0 => Due::Conn { key: key as u32 },
+            endpoint => Due::Pair {
+                endpoint,
+                key: key as u32,
+            },
+        };
         match result {
-            Ok(()) => arm_timer(slot, key, self.idle_ms, t.timers),
+            Ok(()) => arm_timer(slot, due, self.idle_ms, t.timers),
             Err(end) => self.close(key, end, t),
         }
     }
@@ -303,9 +328,9 @@ impl Pairs {
     }
 }
 
-/// The token of pair `key`'s upstream socket.
-fn upstream_token(key: usize) -> Token {
-    Token(UPSTREAM_BASE.0 + key)
+/// The token of the upstream socket of the pair whose client has `token`.
+fn upstream_token(token: Token) -> Token {
+    Token(UPSTREAM_BASE.0 + token.0)
 }
 
 /// The faults of a pair's two directions, judged once, in accept order
@@ -370,7 +395,7 @@ fn shape_of(verdict: &Verdict, now: Millis) -> (Shape, Option<(Millis, Doom)>) {
 
 /// Registers `WRITABLE` on each socket of the pair exactly while it is
 /// wanted.
-fn settle_interest(slot: &mut Slot, key: usize, t: &Turn<'_>) -> std::io::Result<()> {
+fn settle_interest(slot: &mut Slot, token: Token, t: &Turn<'_>) -> std::io::Result<()> {
     let pair = &mut slot.pair;
     let [client_wants, upstream_wants] =
         [Side::Client, Side::Upstream].map(|s| pair.wants_writable(s));
@@ -378,11 +403,11 @@ fn settle_interest(slot: &mut Slot, key: usize, t: &Turn<'_>) -> std::io::Result
     settle_writable(
         t.registry,
         &mut pair.client,
-        Token(key),
+        token,
         client_registered,
         client_wants,
     )?;
-    let token = upstream_token(key);
+    let token = upstream_token(token);
     settle_writable(
         t.registry,
         &mut pair.upstream,
@@ -393,11 +418,11 @@ fn settle_interest(slot: &mut Slot, key: usize, t: &Turn<'_>) -> std::io::Result
 }
 
 /// Makes sure a timer entry is armed no later than the pair's deadline.
-fn arm_timer(slot: &mut Slot, key: usize, idle_ms: Option<Millis>, timers: &mut Timers) {
+fn arm_timer(slot: &mut Slot, due: Due, idle_ms: Option<Millis>, timers: &mut Timers) {
     if let Some(at) = slot.pair.deadline(idle_ms) {
         if at < slot.timer_at {
             slot.timer_at = at;
-            timers.arm(at, Due::Conn { key: key as u32 });
+            timers.arm(at, due);
         }
     }
 }

@@ -58,6 +58,16 @@ impl Sources {
             Owner::Control(key) => self.serve_control(Some(key), t),
             Owner::ApiListener => self.serve_api(None, t),
             Owner::Api(key) => self.serve_api(Some(key), t),
+            #[cfg(feature = "api")]
+            Owner::EndpointListener(endpoint) => self.on_endpoint(endpoint, t, |e, t| e.accept(t)),
+            #[cfg(feature = "api")]
+            Owner::Pair {
+                endpoint,
+                key,
+                upstream,
+            } => self.on_endpoint(endpoint, t, |e, t| e.on_event(key, upstream, ready, t)),
+            #[cfg(not(feature = "api"))]
+            Owner::EndpointListener(_) | Owner::Pair { .. } => {}
             Owner::Conn(key) => self.tcp.on_event(key, ready, t),
             Owner::Upstream(key) => self.tcp.on_upstream_event(key, ready, t),
             Owner::Flow(key) => self.serve_flow(key, t),
@@ -73,6 +83,29 @@ impl Sources {
             Ready::Control { key } => self.serve_control(Some(key), t),
             Ready::Flow { key } => self.serve_flow(key, t),
             Ready::Api { key } => self.serve_api(Some(key), t),
+            #[cfg(feature = "api")]
+            Ready::Pair { endpoint, key, id } => {
+                self.on_endpoint(endpoint, t, |e, t| e.resume(key, id, t))
+            }
+            #[cfg(feature = "api")]
+            Ready::EndpointListener { endpoint } => {
+                self.on_endpoint(endpoint, t, |e, t| e.accept(t))
+            }
+            #[cfg(not(feature = "api"))]
+            Ready::Pair { .. } | Ready::EndpointListener { .. } => {}
+        }
+    }
+
+    /// Hands named endpoint `id` to `step`, if it is enabled.
+    #[cfg(feature = "api")]
+    fn on_endpoint(
+        &mut self,
+        id: u16,
+        t: &mut Turn<'_>,
+        step: impl FnOnce(&mut crate::endpoint::Endpoint, &mut Turn<'_>),
+    ) {
+        if let Some(endpoint) = self.proxies.endpoint(id) {
+            step(endpoint, t);
         }
     }
 
@@ -117,6 +150,8 @@ impl Sources {
         if let Some(api) = &mut self.api {
             api.end_turn();
         }
+        #[cfg(feature = "api")]
+        self.proxies.end_turn();
         if let Some(udp) = &mut self.udp {
             udp.end_turn();
         }
@@ -135,6 +170,8 @@ impl Sources {
         let api = self.api.as_ref();
         #[cfg(feature = "api")]
         let api_timers = api.map_or(0, crate::api::Api::timers_current);
+        #[cfg(feature = "api")]
+        let api_timers = api_timers + self.proxies.timers_current();
         #[cfg(not(feature = "api"))]
         let api_timers = 0;
         let current =
@@ -150,6 +187,12 @@ impl Sources {
             Due::Api { .. } | Due::ApiAcceptRetry => api.is_some_and(|api| api.is_current(entry)),
             #[cfg(not(feature = "api"))]
             Due::Api { .. } | Due::ApiAcceptRetry => false,
+            #[cfg(feature = "api")]
+            Due::Pair { endpoint, .. } | Due::EndpointAcceptRetry { endpoint } => {
+                self.proxies.is_current(endpoint, entry)
+            }
+            #[cfg(not(feature = "api"))]
+            Due::Pair { .. } | Due::EndpointAcceptRetry { .. } => false,
             Due::ShutdownGrace => true,
         });
     }
@@ -213,6 +256,16 @@ impl Sources {
             }
             #[cfg(not(feature = "api"))]
             Due::Api { .. } | Due::ApiAcceptRetry => {}
+            #[cfg(feature = "api")]
+            Due::Pair { endpoint, key } => {
+                self.on_endpoint(endpoint, t, |e, t| e.on_timer(key, at, t))
+            }
+            #[cfg(feature = "api")]
+            Due::EndpointAcceptRetry { endpoint } => {
+                self.on_endpoint(endpoint, t, |e, t| e.on_accept_retry(at, t))
+            }
+            #[cfg(not(feature = "api"))]
+            Due::Pair { .. } | Due::EndpointAcceptRetry { .. } => {}
             Due::ShutdownGrace => {
                 info!("shutdown grace period over: closing everything");
                 self.close_everything(t);
@@ -248,17 +301,25 @@ impl Sources {
         if let Some(api) = &mut self.api {
             api.close_all(t);
         }
+        #[cfg(feature = "api")]
+        self.proxies.stop(t);
     }
 
     /// Nothing left to finish: no connection open, no UDP reply waiting.
     pub(super) fn is_idle(&self) -> bool {
-        self.tcp.open() == 0 && self.udp.as_ref().is_none_or(|udp| udp.queued() == 0)
+        #[cfg(feature = "api")]
+        let endpoints = self.proxies.open();
+        #[cfg(not(feature = "api"))]
+        let endpoints = 0;
+        self.tcp.open() + endpoints == 0 && self.udp.as_ref().is_none_or(|udp| udp.queued() == 0)
     }
 
     /// Closes every connection and the UDP socket now. The replies still
     /// queued for UDP are dropped, and counted.
     fn close_everything(&mut self, t: &mut Turn<'_>) {
         self.tcp.close_all(t);
+        #[cfg(feature = "api")]
+        self.proxies.close_all(t);
         if let Some(mut udp) = self.udp.take() {
             add(&t.counters.replies_dropped, udp.queued() as u64);
             udp.deregister(t);

@@ -21,6 +21,7 @@ mod bounds;
 mod clients;
 mod config;
 mod routes;
+mod traffic;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};

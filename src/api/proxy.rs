@@ -1,0 +1,146 @@
+//! One named proxy: its name, addresses, toxics and enabled state, as the
+//! API shows them, and while enabled the endpoint that relays for it.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};
+
+use log::debug;
+
+use super::model::{ApiError, ProxyView};
+use super::toxic::Toxic;
+use crate::config::Config;
+use crate::endpoint::Endpoint;
+use crate::fault::Fault;
+use crate::relay::Direction;
+use crate::turn::Turn;
+
+/// What starting an endpoint needs besides the proxy: the server's
+/// limits and the faults' seed.
+pub(crate) struct Env {
+    pub config: Config,
+    pub seed: u64,
+}
+
+/// One named proxy.
+pub(crate) struct Proxy {
+    /// Its endpoint number (1 to 256), which names its tokens.
+    pub id: u16,
+    pub name: String,
+    /// The address as given, or the bound one once it listened (port 0
+    /// resolved), as toxiproxy shows it.
+    pub listen: String,
+    pub upstream: String,
+    pub toxics: Vec<Toxic>,
+    /// The relay, while enabled.
+    pub endpoint: Option<Endpoint>,
+}
+
+impl Proxy {
+    pub fn enabled(&self) -> bool {
+        self.endpoint.is_some()
+    }
+
+    /// How the API shows it: the upstream stream's toxics first, then the
+    /// downstream's, each in the order added (toxiproxy's two chains).
+    pub fn view(&self) -> ProxyView<'_> {
+        let up = self.toxics.iter().filter(|t| t.dir == Direction::Up);
+        let down = self.toxics.iter().filter(|t| t.dir == Direction::Down);
+        ProxyView {
+            name: &self.name,
+            listen: &self.listen,
+            upstream: &self.upstream,
+            enabled: self.enabled(),
+            toxics: up.chain(down).collect(),
+        }
+    }
+
+    /// The faults its toxics make.
+    fn faults(&self) -> Vec<Fault> {
+        self.toxics.iter().flat_map(Toxic::faults).collect()
+    }
+
+    /// Its toxics changed: new connections are judged by them.
+    pub fn toxics_changed(&mut self) {
+        let faults = self.faults();
+        if let Some(endpoint) = &mut self.endpoint {
+            endpoint.set_faults(&faults);
+        }
+    }
+
+    /// Listens on `listen` (the same address again after a disable) and
+    /// relays to `upstream`, resolved now.
+    pub fn start(&mut self, env: &Env, t: &Turn<'_>) -> Result<(), ApiError> {
+        if self.enabled() {
+            return Ok(());
+        }
+        let addr = resolve(&self.listen, "listen")?;
+        let listener = std::net::TcpListener::bind(addr).map_err(|e| {
+            let status = if e.kind() == std::io::ErrorKind::AddrInUse {
+                409 // toxiproxy answers 500.
+            } else {
+                500
+            };
+            ApiError::new(status, format!("listen tcp {addr}: {e}"))
+        })?;
+        let internal = |e: std::io::Error| ApiError::new(500, e.to_string());
+        let bound = listener.local_addr().map_err(internal)?;
+        listener.set_nonblocking(true).map_err(internal)?;
+        let listener = mio::net::TcpListener::from_std(listener);
+        // A name that does not resolve is taken (as toxiproxy does): its
+        // clients are reset, as a refused upstream's are.
+        let upstream = resolve(&self.upstream, "upstream").ok();
+        let faults = self.faults();
+        let endpoint = Endpoint::start(
+            self.id,
+            listener,
+            upstream,
+            &faults,
+            env.seed,
+            &env.config,
+            t.registry,
+        )
+        .map_err(internal)?;
+        self.endpoint = Some(endpoint);
+        self.listen = bound.to_string();
+        debug!("proxy {}: {bound} relays to {}", self.name, self.upstream);
+        Ok(())
+    }
+
+    /// Closes the listener and every connection.
+    pub fn stop(&mut self, t: &mut Turn<'_>) {
+        if let Some(endpoint) = self.endpoint.take() {
+            endpoint.close(t);
+            debug!("proxy {}: stopped", self.name);
+        }
+    }
+
+    /// Whether `listen` or `upstream` differs from this proxy's.
+    pub fn differs(&self, listen: &str, upstream: &str) -> Result<bool, ApiError> {
+        let listen = resolve(listen, "listen")?;
+        Ok(listen.to_string() != self.listen || upstream != self.upstream)
+    }
+}
+
+/// `HOST:PORT` as a socket address: empty is `127.0.0.1:0`, an empty
+/// host or `localhost` is 127.0.0.1 (ackloop stays on loopback unless
+/// told), a name is resolved.
+fn resolve(text: &str, what: &str) -> Result<SocketAddr, ApiError> {
+    let loopback = IpAddr::V4(Ipv4Addr::LOCALHOST);
+    if text.is_empty() {
+        return Ok(SocketAddr::new(loopback, 0));
+    }
+    if let Ok(addr) = text.parse() {
+        return Ok(addr);
+    }
+    let bad = |why: &str| ApiError::new(400, format!("{what} '{text}': {why}"));
+    let (host, port) = text
+        .rsplit_once(':')
+        .ok_or_else(|| bad("expected HOST:PORT"))?;
+    let port: u16 = port.parse().map_err(|_| bad("not a port"))?;
+    if host.is_empty() || host == "localhost" {
+        return Ok(SocketAddr::new(loopback, port));
+    }
+    let mut addrs = (host, port)
+        .to_socket_addrs()
+        .map_err(|e| bad(&e.to_string()))?;
+    addrs.next().ok_or_else(|| bad("no address"))
+}

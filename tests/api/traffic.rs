@@ -1,0 +1,203 @@
+//! Traffic through proxies made with the API: bytes both ways, and what
+//! each toxic does to a connection opened after it was added.
+
+use std::io::Write;
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+use crate::common::upstream::{echo_upstream, refusing_addr};
+use crate::common::{DEADLINE, End, connect, read_exactly, read_until_closed};
+use crate::{Target, target, unique};
+
+/// A proxy to a fresh echo upstream: its name and listen address.
+fn echo_proxy(t: &Target) -> (String, SocketAddr) {
+    let name = unique("traffic");
+    let proxy = t.create(&name, &echo_upstream().to_string());
+    (name, proxy["listen"].as_str().unwrap().parse().unwrap())
+}
+
+#[track_caller]
+fn add_toxic(t: &Target, name: &str, body: &str) {
+    let response = t.client().post(&format!("/proxies/{name}/toxics"), body);
+    assert_eq!(response.status, 200, "{body}: {}", response.text());
+}
+
+/// Sends `bytes` on a new connection and reads them back: how long the
+/// round trip took.
+#[track_caller]
+fn round_trip(addr: SocketAddr, bytes: &[u8]) -> Duration {
+    let mut stream = connect(addr);
+    let started = Instant::now();
+    stream.write_all(bytes).unwrap();
+    assert_eq!(read_exactly(&stream, bytes.len()), bytes);
+    started.elapsed()
+}
+
+#[test]
+fn bytes_flow_both_ways_through_a_proxy() {
+    let t = target();
+    let (_, listen) = echo_proxy(&t);
+    let body: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+    let mut stream = connect(listen);
+    let writer = stream.try_clone().unwrap();
+    let sent = body.clone();
+    let writing = std::thread::spawn(move || (&writer).write_all(&sent).unwrap());
+    assert_eq!(read_exactly(&stream, body.len()), body);
+    writing.join().unwrap();
+    stream.shutdown(Shutdown::Write).unwrap();
+    let end = read_until_closed(&stream, DEADLINE);
+    assert_eq!((end.bytes.len(), end.end), (0, End::Eof));
+    let _ = stream.flush();
+}
+
+#[test]
+fn latency_slows_new_connections_until_it_is_removed() {
+    let t = target();
+    let (name, listen) = echo_proxy(&t);
+    assert!(round_trip(listen, b"ping") < Duration::from_millis(300));
+    add_toxic(
+        &t,
+        &name,
+        r#"{"name":"slow","type":"latency","attributes":{"latency":300}}"#,
+    );
+    let took = round_trip(listen, b"ping");
+    assert!(took >= Duration::from_millis(300), "{took:?}");
+    let path = format!("/proxies/{name}/toxics/slow");
+    assert_eq!(t.client().delete(&path).status, 204);
+    let took = round_trip(listen, b"ping");
+    assert!(took < Duration::from_millis(300), "{took:?}");
+}
+
+#[test]
+fn a_toxicity_of_zero_never_acts() {
+    let t = target();
+    let (name, listen) = echo_proxy(&t);
+    let body = r#"{"type":"latency","toxicity":0,"attributes":{"latency":1000}}"#;
+    add_toxic(&t, &name, body);
+    for _ in 0..3 {
+        let took = round_trip(listen, b"ping");
+        assert!(took < Duration::from_millis(1000), "{took:?}");
+    }
+}
+
+#[test]
+fn limit_data_closes_after_its_bytes() {
+    let t = target();
+    let (name, listen) = echo_proxy(&t);
+    add_toxic(
+        &t,
+        &name,
+        r#"{"type":"limit_data","attributes":{"bytes":10}}"#,
+    );
+    let mut stream = connect(listen);
+    stream.write_all(&[b'x'; 100]).unwrap();
+    let end = read_until_closed(&stream, DEADLINE);
+    assert_eq!(end.bytes, [b'x'; 10]);
+    assert_ne!(end.end, End::TimedOut);
+}
+
+#[test]
+fn reset_peer_resets_the_connection() {
+    let t = target();
+    let (name, listen) = echo_proxy(&t);
+    add_toxic(
+        &t,
+        &name,
+        r#"{"type":"reset_peer","attributes":{"timeout":0}}"#,
+    );
+    let mut stream = connect(listen);
+    let _ = stream.write_all(b"hello");
+    let end = read_until_closed(&stream, DEADLINE);
+    assert_eq!((end.bytes.len(), end.end), (0, End::Reset));
+}
+
+#[test]
+fn timeout_zero_lets_no_data_through() {
+    let t = target();
+    let (name, listen) = echo_proxy(&t);
+    add_toxic(
+        &t,
+        &name,
+        r#"{"type":"timeout","attributes":{"timeout":0}}"#,
+    );
+    let mut stream = connect(listen);
+    stream.write_all(b"hello").unwrap();
+    // Nothing may come: this wait is the point, so it is short.
+    let end = read_until_closed(&stream, Duration::from_millis(500));
+    assert_eq!((end.bytes.len(), end.end), (0, End::TimedOut));
+}
+
+#[test]
+fn slow_close_holds_the_close() {
+    let t = target();
+    let (name, listen) = echo_proxy(&t);
+    add_toxic(
+        &t,
+        &name,
+        r#"{"type":"slow_close","attributes":{"delay":400}}"#,
+    );
+    let mut stream = connect(listen);
+    stream.write_all(b"bye").unwrap();
+    assert_eq!(read_exactly(&stream, 3), b"bye");
+    let started = Instant::now();
+    stream.shutdown(Shutdown::Write).unwrap();
+    let end = read_until_closed(&stream, DEADLINE);
+    assert_eq!(end.end, End::Eof);
+    let took = started.elapsed();
+    assert!(took >= Duration::from_millis(400), "{took:?}");
+}
+
+#[test]
+fn slicer_and_bandwidth_deliver_every_byte_more_slowly() {
+    let t = target();
+    let (name, listen) = echo_proxy(&t);
+    let slicer =
+        r#"{"type":"slicer","attributes":{"average_size":100,"size_variation":10,"delay":1000}}"#;
+    add_toxic(&t, &name, slicer);
+    let body: Vec<u8> = (0..5000u32).map(|i| (i % 253) as u8).collect();
+    round_trip(listen, &body);
+    let slicer = format!("/proxies/{name}/toxics/slicer_downstream");
+    assert_eq!(t.client().delete(&slicer).status, 204);
+    add_toxic(
+        &t,
+        &name,
+        r#"{"type":"bandwidth","attributes":{"rate":10}}"#,
+    );
+    // 5,000 bytes at 10 KB/s: half a second.
+    let took = round_trip(listen, &body);
+    assert!(took >= Duration::from_millis(300), "{took:?}");
+}
+
+#[test]
+fn disabling_closes_connections_and_enabling_relays_again() {
+    let t = target();
+    let (name, listen) = echo_proxy(&t);
+    let open = connect(listen);
+    (&open).write_all(b"x").unwrap();
+    assert_eq!(read_exactly(&open, 1), b"x");
+    let path = format!("/proxies/{name}");
+    assert_eq!(t.client().patch(&path, r#"{"enabled":false}"#).status, 200);
+    let end = read_until_closed(&open, DEADLINE);
+    assert_ne!(end.end, End::TimedOut, "the open connection is closed");
+    assert!(
+        TcpStream::connect(listen).is_err(),
+        "new connects are refused"
+    );
+    assert_eq!(t.client().patch(&path, r#"{"enabled":true}"#).status, 200);
+    round_trip(listen, b"again");
+}
+
+#[test]
+fn a_refused_upstream_ends_the_client() {
+    let t = target();
+    let name = unique("refused");
+    let proxy = t.create(&name, &refusing_addr().to_string());
+    let listen: SocketAddr = proxy["listen"].as_str().unwrap().parse().unwrap();
+    let stream = connect(listen);
+    let end = read_until_closed(&stream, DEADLINE);
+    // ackloop resets the client (SPEC 11); toxiproxy closes it.
+    assert_eq!(
+        (end.bytes.len(), end.end),
+        (0, t.pick(End::Reset, End::Eof))
+    );
+}
