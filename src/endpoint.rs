@@ -18,7 +18,7 @@ use crate::config::{Config, Mode};
 use crate::fault::{Fault, Faults, Relaying};
 use crate::relay::pair::{Readiness, Side};
 use crate::relay::pairs::Pairs;
-use crate::stats::add;
+use crate::stats::{Counters, Stats, add};
 use crate::tcp::ACCEPTS_PER_TURN;
 use crate::timer::{ACCEPT_RETRY_MS, Due, Entry, Millis, Pause, RateLimit};
 use crate::turn::{ENDPOINT_LISTENER_BASE, Ready, Turn};
@@ -32,6 +32,8 @@ pub(crate) struct Endpoint {
     pairs: Option<Pairs>,
     /// The faults its toxics make, judged on its own pairs.
     faults: Faults,
+    /// What its pairs counted since the last [`drain`](Endpoint::drain).
+    counters: Counters,
     max_connections: usize,
     accept_pause: Pause,
     failure_log: RateLimit,
@@ -66,6 +68,7 @@ impl Endpoint {
             listener,
             pairs: upstream.map(|up| Pairs::for_endpoint(id, up, &relay)),
             faults: Faults::relaying(seed, faults, relaying),
+            counters: Counters::default(),
             max_connections: config.max_connections,
             accept_pause: Pause::default(),
             failure_log: RateLimit::default(),
@@ -83,7 +86,14 @@ impl Endpoint {
         self.pairs.as_ref().map_or(0, Pairs::open)
     }
 
-    /// Runs `step` with a turn whose faults are this endpoint's.
+    /// Adds what this endpoint counted since the last call to the
+    /// server's counters and to its own `total`.
+    pub fn drain(&self, server: &Counters, total: &mut Stats) {
+        self.counters.drain_into(server, total);
+    }
+
+    /// Runs `step` with a turn whose faults and counters are this
+    /// endpoint's.
     fn with_faults(&mut self, t: &mut Turn<'_>, step: impl FnOnce(&mut Pairs, &mut Turn<'_>)) {
         let Some(pairs) = &mut self.pairs else {
             return;
@@ -93,7 +103,7 @@ impl Endpoint {
             now: t.now,
             buf: t.buf,
             replies: t.replies,
-            counters: t.counters,
+            counters: &self.counters,
             timers: t.timers,
             ready: t.ready,
             faults: &mut self.faults,
@@ -130,12 +140,12 @@ impl Endpoint {
 
     fn admit(&mut self, stream: TcpStream, peer: SocketAddr, t: &mut Turn<'_>) {
         if self.open() >= self.max_connections {
-            add(&t.counters.rejected, 1);
+            add(&self.counters.rejected, 1);
             return debug!("endpoint {}: {peer} closed: at --max-connections", self.id);
         }
         if self.pairs.is_none() {
-            add(&t.counters.accepted, 1);
-            add(&t.counters.upstream_failed, 1);
+            add(&self.counters.accepted, 1);
+            add(&self.counters.upstream_failed, 1);
             if self.failure_log.allow(t.now) {
                 warn!(
                     "endpoint {}: its upstream does not resolve; {peer} is reset",
@@ -193,10 +203,11 @@ impl Endpoint {
     }
 
     /// Closes the listener and every pair now (disabled, deleted,
-    /// restarted, or the shutdown grace is over).
-    pub fn close(mut self, t: &mut Turn<'_>) {
+    /// restarted); what they counted goes to `total` and the server's.
+    pub fn close(mut self, t: &mut Turn<'_>, total: &mut Stats) {
         let _ = t.registry.deregister(&mut self.listener);
         self.close_pairs(t);
+        self.drain(t.counters, total);
     }
 
     /// Closes every pair now; the listener stays.

@@ -108,6 +108,40 @@ pub(crate) struct ProxyView<'a> {
     pub upstream: &'a str,
     pub enabled: bool,
     pub toxics: Vec<&'a Toxic>,
+    /// The endpoint's own counters (`GET /proxies/{name}` only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stats: Option<StatsView>,
+}
+
+/// An endpoint's counters as `GET /proxies/{name}` shows them, named as
+/// the control port's `stats` names them.
+#[derive(Debug, Serialize)]
+pub(crate) struct StatsView {
+    pub accepted: u64,
+    pub rejected: u64,
+    pub open: u64,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    pub upstream_failed: u64,
+    pub up_bytes_in: u64,
+    pub up_bytes_out: u64,
+    pub faults: u64,
+}
+
+impl StatsView {
+    pub fn of(s: &crate::stats::Stats) -> StatsView {
+        StatsView {
+            accepted: s.accepted,
+            rejected: s.rejected,
+            open: s.open,
+            bytes_in: s.bytes_in,
+            bytes_out: s.bytes_out,
+            upstream_failed: s.upstream_failed,
+            up_bytes_in: s.up_bytes_in,
+            up_bytes_out: s.up_bytes_out,
+            faults: s.faults.total(),
+        }
+    }
 }
 
 /// `value` as JSON bytes.

@@ -5,12 +5,13 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};
 
 use log::debug;
 
-use super::model::{ApiError, ProxyView};
+use super::model::{ApiError, ProxyView, StatsView};
 use super::toxic::Toxic;
 use crate::config::Config;
 use crate::endpoint::Endpoint;
 use crate::fault::Fault;
 use crate::relay::Direction;
+use crate::stats::Stats;
 use crate::turn::Turn;
 
 /// What starting an endpoint needs besides the proxy: the server's
@@ -32,6 +33,8 @@ pub(crate) struct Proxy {
     pub toxics: Vec<Toxic>,
     /// The relay, while enabled.
     pub endpoint: Option<Endpoint>,
+    /// What its endpoints counted, through every enable and disable.
+    pub stats: Stats,
 }
 
 impl Proxy {
@@ -50,6 +53,16 @@ impl Proxy {
             upstream: &self.upstream,
             enabled: self.enabled(),
             toxics: up.chain(down).collect(),
+            stats: None,
+        }
+    }
+
+    /// As [`view`](Proxy::view), with its own counters under `stats`
+    /// (an extension toxiproxy's clients ignore).
+    pub fn view_with_stats(&self) -> ProxyView<'_> {
+        ProxyView {
+            stats: Some(StatsView::of(&self.stats)),
+            ..self.view()
         }
     }
 
@@ -108,7 +121,7 @@ impl Proxy {
     /// Closes the listener and every connection.
     pub fn stop(&mut self, t: &mut Turn<'_>) {
         if let Some(endpoint) = self.endpoint.take() {
-            endpoint.close(t);
+            endpoint.close(t, &mut self.stats);
             debug!("proxy {}: stopped", self.name);
         }
     }

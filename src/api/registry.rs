@@ -7,6 +7,7 @@ use super::proxy::{Env, Proxy};
 use super::toxic::{Toxic, ToxicChange, ToxicInput};
 use crate::config::Config;
 use crate::endpoint::Endpoint;
+use crate::stats::Stats;
 use crate::timer::Entry;
 use crate::turn::{MAX_ENDPOINTS, Turn};
 
@@ -94,6 +95,7 @@ impl Registry {
             upstream: spec.upstream,
             toxics: Vec::new(),
             endpoint: None,
+            stats: Stats::default(),
         };
         for input in spec.toxics {
             let taken = |name: &str| proxy.toxics.iter().any(|t| t.name == name);
@@ -266,14 +268,34 @@ impl Registry {
 
     // ----- the loop's way to the endpoints ------------------------------
 
-    /// Endpoint `id`, if its proxy is enabled.
-    pub fn endpoint(&mut self, id: u16) -> Option<&mut Endpoint> {
-        let slot = self.slots.get_mut((id as usize).checked_sub(1)?)?;
-        slot.as_mut()?.endpoint.as_mut()
+    /// Runs `step` on endpoint `id`, if its proxy is enabled, then adds
+    /// what it counted to the server's counters and the proxy's own.
+    pub fn on_endpoint(
+        &mut self,
+        id: u16,
+        t: &mut Turn<'_>,
+        step: impl FnOnce(&mut Endpoint, &mut Turn<'_>),
+    ) {
+        let slot = (id as usize)
+            .checked_sub(1)
+            .and_then(|at| self.slots.get_mut(at));
+        let Some(Some(proxy)) = slot else {
+            return;
+        };
+        if let Some(endpoint) = &mut proxy.endpoint {
+            step(endpoint, t);
+            endpoint.drain(t.counters, &mut proxy.stats);
+        }
     }
 
-    fn endpoints(&mut self) -> impl Iterator<Item = &mut Endpoint> {
-        (self.slots.iter_mut().flatten()).filter_map(|p| p.endpoint.as_mut())
+    /// Runs `step` on every enabled endpoint, as `on_endpoint` does.
+    fn each_endpoint(&mut self, t: &mut Turn<'_>, step: impl Fn(&mut Endpoint, &mut Turn<'_>)) {
+        for proxy in self.slots.iter_mut().flatten() {
+            if let Some(endpoint) = &mut proxy.endpoint {
+                step(endpoint, t);
+                endpoint.drain(t.counters, &mut proxy.stats);
+            }
+        }
     }
 
     /// Open pairs over every endpoint.
@@ -306,20 +328,19 @@ impl Registry {
 
     /// Frees the keys of pairs closed this turn.
     pub fn end_turn(&mut self) {
-        self.endpoints().for_each(Endpoint::end_turn);
+        let endpoints = self.slots.iter_mut().flatten();
+        endpoints
+            .filter_map(|p| p.endpoint.as_mut())
+            .for_each(Endpoint::end_turn);
     }
 
     /// Shutting down: no new clients; pairs flush what they hold.
     pub fn stop(&mut self, t: &mut Turn<'_>) {
-        for endpoint in self.endpoints() {
-            endpoint.stop(t);
-        }
+        self.each_endpoint(t, |endpoint, t| endpoint.stop(t));
     }
 
     /// Closes every pair now: the shutdown grace is over.
     pub fn close_all(&mut self, t: &mut Turn<'_>) {
-        for endpoint in self.endpoints() {
-            endpoint.close_pairs(t);
-        }
+        self.each_endpoint(t, |endpoint, t| endpoint.close_pairs(t));
     }
 }

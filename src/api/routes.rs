@@ -102,7 +102,7 @@ fn serve(
             registry.reset(t)?;
             Ok(Answer::no_content())
         }
-        (Route::Proxy(name), "GET") => ok(&registry.get(name)?.view()),
+        (Route::Proxy(name), "GET") => ok(&registry.get(name)?.view_with_stats()),
         (Route::Proxy(name), "DELETE") => {
             registry.delete(name, t)?;
             Ok(Answer::no_content())

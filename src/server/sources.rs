@@ -104,9 +104,7 @@ impl Sources {
         t: &mut Turn<'_>,
         step: impl FnOnce(&mut crate::endpoint::Endpoint, &mut Turn<'_>),
     ) {
-        if let Some(endpoint) = self.proxies.endpoint(id) {
-            step(endpoint, t);
-        }
+        self.proxies.on_endpoint(id, t, step);
     }
 
     /// The API listener (`None`) or API connection `key` is ready.

@@ -201,3 +201,41 @@ fn a_refused_upstream_ends_the_client() {
         (0, t.pick(End::Reset, End::Eof))
     );
 }
+
+#[test]
+fn a_proxy_shows_its_own_counters() {
+    let t = target();
+    if t.server.is_none() {
+        return; // `stats` is ackloop's extension, and its summary.
+    }
+    let (name, listen) = echo_proxy(&t);
+    let (_, other) = echo_proxy(&t);
+    for _ in 0..3 {
+        round_trip(listen, b"0123456789");
+    }
+    round_trip(other, b"elsewhere");
+    let path = format!("/proxies/{name}");
+    let mut stats = serde_json::Value::Null;
+    let settled = crate::common::wait_until(DEADLINE, || {
+        stats = t.client().get(&path).json()["stats"].clone();
+        stats["open"] == 0 && stats["accepted"] == 3
+    });
+    assert!(settled, "{stats}");
+    for (counter, want) in [("bytes_in", 30), ("bytes_out", 30), ("up_bytes_out", 30)] {
+        assert_eq!(stats[counter], want, "{counter}: {stats}");
+    }
+    let listed = t.client().get("/proxies").json();
+    assert!(
+        listed[&name].get("stats").is_none(),
+        "only GET /proxies/{{name}}"
+    );
+    // The summary counts every endpoint together.
+    let mut server = t.server.unwrap();
+    let (_, stderr) = server.terminate();
+    let summary = crate::common::assert_summary(&stderr);
+    assert_eq!(
+        crate::common::counter(&summary, "accepted"),
+        Some(4),
+        "{summary}"
+    );
+}
