@@ -129,6 +129,7 @@ impl Counters {
     /// leaving them at zero: a named endpoint counts apart, and its counts
     /// join the server's after each step (`open` goes down as well as up:
     /// wrapping sums keep it right).
+    #[cfg(feature = "api")]
     pub fn drain_into(&self, into: &Counters, total: &mut Stats) {
         let mut faults = total.faults.by_kind().map(|(_, n)| n);
         let pairs = [
