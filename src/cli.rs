@@ -40,7 +40,8 @@ Options:
   --seed N                 seed of the faults' random choices [default: random, logged]
   --control ADDR           live control socket, loopback only (commands: fault SPEC, clear,
                              reply TEXT, rule SPEC, rules clear, greeting TEXT, push TEXT,
-                             refuse, accept, stats, received N SECS)
+                             refuse, accept, stats, received N SECS, endpoints, and
+                             @NAME fault|clear|stats|refuse|accept for a named endpoint)
   --api ADDR               toxiproxy's HTTP API (2.x routes, JSON), e.g. 127.0.0.1:8474: any
                              toxiproxy client manages named proxies and their toxics
   --config FILE            toxiproxy's config file (a JSON array of proxies): named proxies

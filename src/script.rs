@@ -73,6 +73,8 @@ impl Config {
             Command::Refuse => return Err(not_at_start("refuse")),
             Command::Accept => return Err(not_at_start("accept")),
             Command::Stats => return Err(not_at_start("stats")),
+            Command::Endpoints => return Err(not_at_start("endpoints")),
+            Command::At(..) => return Err(not_at_start("@NAME")),
         }
         Ok(())
     }

@@ -7,10 +7,12 @@ use log::debug;
 
 use super::model::{ApiError, ProxyView, StatsView};
 use super::toxic::Toxic;
+use crate::command::{Command, Reply, stats_line};
 use crate::config::Config;
 use crate::endpoint::Endpoint;
-use crate::fault::Fault;
+use crate::fault::{Fault, MAX_FAULTS, Relaying, check_direction};
 use crate::relay::Direction;
+use crate::reply::Protocol;
 use crate::stats::Stats;
 use crate::turn::Turn;
 
@@ -31,6 +33,8 @@ pub(crate) struct Proxy {
     pub listen: String,
     pub upstream: String,
     pub toxics: Vec<Toxic>,
+    /// Faults added with the control port's `@NAME fault SPEC`.
+    pub faults: Vec<Fault>,
     /// The relay, while enabled.
     pub endpoint: Option<Endpoint>,
     /// What its endpoints counted, through every enable and disable.
@@ -66,14 +70,15 @@ impl Proxy {
         }
     }
 
-    /// The faults its toxics make.
-    fn faults(&self) -> Vec<Fault> {
-        self.toxics.iter().flat_map(Toxic::faults).collect()
+    /// The faults its toxics make, then those added by name.
+    fn all_faults(&self) -> Vec<Fault> {
+        let toxics = self.toxics.iter().flat_map(Toxic::faults);
+        toxics.chain(self.faults.iter().cloned()).collect()
     }
 
     /// Its toxics changed: new connections are judged by them.
     pub fn toxics_changed(&mut self) {
-        let faults = self.faults();
+        let faults = self.all_faults();
         if let Some(endpoint) = &mut self.endpoint {
             endpoint.set_faults(&faults);
         }
@@ -101,7 +106,7 @@ impl Proxy {
         // A name that does not resolve is taken (as toxiproxy does): its
         // clients are reset, as a refused upstream's are.
         let upstream = resolve(&self.upstream, "upstream").ok();
-        let faults = self.faults();
+        let faults = self.all_faults();
         let endpoint = Endpoint::start(
             self.id,
             listener,
@@ -124,6 +129,41 @@ impl Proxy {
             endpoint.close(t, &mut self.stats);
             debug!("proxy {}: stopped", self.name);
         }
+    }
+
+    /// The control port's `@NAME COMMAND` (`fault`, `clear`, `stats`,
+    /// `refuse`, `accept`), answered as a control command is.
+    pub fn command(&mut self, command: Command, env: &Env, t: &mut Turn<'_>) -> Reply {
+        match command {
+            Command::AddFault(fault) => {
+                let relaying = |p| match p {
+                    Protocol::Tcp => Relaying::Streams,
+                    Protocol::Udp => Relaying::Not,
+                };
+                if fault.protocol != Protocol::Tcp {
+                    return Err(format!(
+                        "fault '{fault}': endpoint {} relays TCP",
+                        self.name
+                    ));
+                }
+                check_direction(&fault, relaying)?;
+                if self.all_faults().len() >= MAX_FAULTS {
+                    return Err(format!("at most {MAX_FAULTS} faults on an endpoint"));
+                }
+                self.faults.push(fault);
+                self.toxics_changed();
+            }
+            Command::ClearFaults => {
+                self.faults.clear();
+                self.toxics.clear();
+                self.toxics_changed();
+            }
+            Command::Stats => return Ok(stats_line(&self.stats)),
+            Command::Refuse => self.stop(t),
+            Command::Accept => self.start(env, t).map_err(|e| e.message)?,
+            other => return Err(format!("'{other}' is not for an endpoint")),
+        }
+        Ok(String::new())
     }
 
     /// Whether `listen` or `upstream` differs from this proxy's.

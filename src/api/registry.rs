@@ -5,6 +5,7 @@
 use super::model::{ApiError, ProxyInput, ProxySpec};
 use super::proxy::{Env, Proxy};
 use super::toxic::{Toxic, ToxicChange, ToxicInput};
+use crate::command::{Command, Reply};
 use crate::config::Config;
 use crate::endpoint::Endpoint;
 use crate::stats::Stats;
@@ -94,6 +95,7 @@ impl Registry {
             listen: spec.listen,
             upstream: spec.upstream,
             toxics: Vec::new(),
+            faults: Vec::new(),
             endpoint: None,
             stats: Stats::default(),
         };
@@ -264,6 +266,30 @@ impl Registry {
         proxy.toxics.remove(at);
         proxy.toxics_changed();
         Ok(())
+    }
+
+    /// The control port's `endpoints`: `N`, then one line per proxy,
+    /// `NAME LISTEN UPSTREAM enabled|disabled`.
+    pub fn lines(&self) -> String {
+        let mut text = self.order.len().to_string();
+        for proxy in self.proxies() {
+            let state = if proxy.enabled() {
+                "enabled"
+            } else {
+                "disabled"
+            };
+            let (name, listen, upstream) = (&proxy.name, &proxy.listen, &proxy.upstream);
+            text.push_str(&format!("\n{name} {listen} {upstream} {state}"));
+        }
+        text
+    }
+
+    /// The control port's `@NAME COMMAND`.
+    pub fn command(&mut self, name: &str, command: Command, t: &mut Turn<'_>) -> Reply {
+        let id = self.find(name);
+        let id = id.ok_or_else(|| format!("no endpoint '{name}' (endpoints lists them)"))?;
+        let proxy = self.slots[id as usize - 1].as_mut().expect("listed");
+        proxy.command(command, &self.env, t)
     }
 
     // ----- the loop's way to the endpoints ------------------------------

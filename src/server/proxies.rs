@@ -7,9 +7,53 @@ use std::net::SocketAddr;
 use mio::Poll;
 
 use super::Server;
+use crate::api::Registry;
 use crate::bind::bind_tcp;
+use crate::command::{Command, Reply, Target};
 use crate::error::Error;
+use crate::tcp::Tcp;
 use crate::turn::Turn;
+
+/// What live control and the handle act on when there are named
+/// endpoints: the main sockets' TCP side, and the proxies.
+pub(super) struct Targets<'a> {
+    pub tcp: &'a mut Tcp,
+    pub proxies: &'a mut Registry,
+}
+
+impl Target for Targets<'_> {
+    fn refuse(&mut self, t: &mut Turn<'_>) -> Reply {
+        self.tcp.refuse(t)
+    }
+
+    fn listen_again(&mut self, t: &mut Turn<'_>) -> Reply {
+        self.tcp.listen_again(t)
+    }
+
+    fn set_reply(&mut self, text: Vec<u8>, t: &mut Turn<'_>) -> Reply {
+        self.tcp.set_reply(text, t)
+    }
+
+    fn see_messages(&mut self, t: &mut Turn<'_>) {
+        self.tcp.see_messages(t)
+    }
+
+    fn set_greeting(&mut self, text: Option<Vec<u8>>) -> Reply {
+        self.tcp.set_greeting(text)
+    }
+
+    fn push(&mut self, text: Vec<u8>, t: &mut Turn<'_>) -> Reply {
+        self.tcp.push(text, t)
+    }
+
+    fn endpoints(&mut self) -> Reply {
+        Ok(self.proxies.lines())
+    }
+
+    fn at(&mut self, name: &str, command: Command, t: &mut Turn<'_>) -> Reply {
+        self.proxies.command(name, command, t)
+    }
+}
 
 impl Server {
     /// Creates the named proxies of a config file's text, on this turn's

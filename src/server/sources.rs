@@ -8,6 +8,8 @@ use log::info;
 use mio::Token;
 
 use super::SHUTDOWN_GRACE_MS;
+#[cfg(feature = "api")]
+use super::proxies::Targets;
 use crate::command;
 use crate::control::Control;
 use crate::handle::Shared;
@@ -125,10 +127,18 @@ impl Sources {
 
     /// The control listener (`None`) or control connection `key` is ready.
     fn serve_control(&mut self, key: Option<usize>, t: &mut Turn<'_>) {
-        let Sources { control, tcp, .. } = self;
+        let Sources {
+            control,
+            tcp,
+            #[cfg(feature = "api")]
+            proxies,
+            ..
+        } = self;
         let Some(control) = control else {
             return;
         };
+        #[cfg(feature = "api")]
+        let tcp = &mut Targets { tcp, proxies };
         match key {
             None => control.accept(t, tcp),
             Some(key) => control.drive(key, t, tcp),
@@ -138,8 +148,16 @@ impl Sources {
     /// The end of a turn: answer the control waits that are due, free the
     /// keys closed during the turn, sweep stale timers.
     pub(super) fn end_turn(&mut self, t: &mut Turn<'_>) {
-        let Sources { control, tcp, .. } = self;
+        let Sources {
+            control,
+            tcp,
+            #[cfg(feature = "api")]
+            proxies,
+            ..
+        } = self;
         if let Some(control) = control {
+            #[cfg(feature = "api")]
+            let tcp = &mut Targets { tcp, proxies };
             control.check_waits(t, tcp);
             control.end_turn();
         }
@@ -200,8 +218,15 @@ impl Sources {
     fn apply_changes(&mut self, shared: &Shared, t: &mut Turn<'_>) {
         let changes =
             std::mem::take(&mut *shared.changes.lock().unwrap_or_else(|p| p.into_inner()));
+        #[cfg(feature = "api")]
+        let tcp = &mut Targets {
+            tcp: &mut self.tcp,
+            proxies: &mut self.proxies,
+        };
+        #[cfg(not(feature = "api"))]
+        let tcp = &mut self.tcp;
         for (command, reply_to) in changes {
-            let reply = command::execute(command, &mut self.tcp, t);
+            let reply = command::execute(command, tcp, t);
             let _ = reply_to.send(reply);
         }
     }
@@ -231,7 +256,14 @@ impl Sources {
             Due::AcceptRetry => self.tcp.on_accept_retry(at, t),
             Due::ControlAcceptRetry => {
                 if let Some(control) = &mut self.control {
-                    control.on_accept_retry(at, t, &mut self.tcp);
+                    #[cfg(feature = "api")]
+                    let tcp = &mut Targets {
+                        tcp: &mut self.tcp,
+                        proxies: &mut self.proxies,
+                    };
+                    #[cfg(not(feature = "api"))]
+                    let tcp = &mut self.tcp;
+                    control.on_accept_retry(at, t, tcp);
                 }
             }
             // `end_turn` answers the waits that are due.

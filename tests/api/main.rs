@@ -11,7 +11,7 @@
 //!
 //! Where SPEC 14 says ackloop differs from toxiproxy on purpose, a test
 //! asserts each server's own answer ([`Target::pick`]); everywhere else
-//! both must answer the same. `config` is ackloop's own (`--config`).
+//! both must answer the same. `config` and `control` are ackloop's own.
 
 #[path = "../common/mod.rs"]
 mod common;
@@ -20,6 +20,7 @@ mod http;
 mod bounds;
 mod clients;
 mod config;
+mod control;
 mod routes;
 mod traffic;
 
