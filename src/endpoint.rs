@@ -139,7 +139,9 @@ impl Endpoint {
     }
 
     fn admit(&mut self, stream: TcpStream, peer: SocketAddr, t: &mut Turn<'_>) {
-        if self.open() >= self.max_connections {
+        // `--max-connections` counts every endpoint's pairs together.
+        let open = t.counters.open.load(std::sync::atomic::Ordering::Relaxed);
+        if open >= self.max_connections as u64 {
             add(&self.counters.rejected, 1);
             return debug!("endpoint {}: {peer} closed: at --max-connections", self.id);
         }

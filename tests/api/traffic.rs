@@ -239,3 +239,28 @@ fn a_proxy_shows_its_own_counters() {
         "{summary}"
     );
 }
+
+#[test]
+fn max_connections_counts_pairs_across_endpoints() {
+    let t = crate::target_with(&["--max-connections", "2"]);
+    if t.server.is_none() {
+        return; // ackloop's own limit.
+    }
+    let (_, first) = echo_proxy(&t);
+    let (_, second) = echo_proxy(&t);
+    let held: Vec<TcpStream> = [first, second]
+        .into_iter()
+        .map(|addr| {
+            let mut stream = connect(addr);
+            stream.write_all(b"x").unwrap();
+            assert_eq!(read_exactly(&stream, 1), b"x");
+            stream
+        })
+        .collect();
+    let mut third = connect(first);
+    let _ = third.write_all(b"x");
+    let end = read_until_closed(&third, DEADLINE);
+    assert_eq!(end.bytes.len(), 0, "a third pair is refused");
+    assert_ne!(end.end, End::TimedOut);
+    drop(held);
+}
