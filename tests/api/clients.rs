@@ -1,7 +1,8 @@
 //! Real clients no one here wrote, installed from their registries by
 //! `tests/api/clients/setup.sh`: toxiproxy-python (PyPI) and
 //! toxiproxy-node-client (npm) drive every route and toxic type they
-//! offer (`clients/drive.py`, `clients/drive.js`). Without node, the
+//! offer (`clients/drive.py`, `clients/drive.js`), then real traffic
+//! through a proxy to an echo upstream, showing each toxic's effect. Without node, the
 //! node test says so and passes; python3 is required (`.ci/run`
 //! installs it).
 
@@ -9,6 +10,7 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::sync::OnceLock;
 
+use crate::common::upstream::echo_upstream;
 use crate::{target, unique};
 
 /// Where setup.sh installs the clients: `ACKLOOP_API_CLIENTS`, or
@@ -59,6 +61,7 @@ fn toxiproxy_python_drives_every_route_and_toxic_type() {
             t.api.ip().to_string(),
             t.api.port().to_string(),
             unique("client"),
+            echo_upstream().to_string(),
         ])
         .output()
         .unwrap();
@@ -76,6 +79,7 @@ fn toxiproxy_node_client_drives_every_route_and_toxic_type() {
     let output = Command::new("node")
         .arg(script("drive.js"))
         .args([format!("http://{}", t.api), unique("client")])
+        .arg(echo_upstream().to_string())
         .env("NODE_PATH", dir.join("node/node_modules"))
         .output()
         .unwrap();

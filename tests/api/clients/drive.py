@@ -1,13 +1,16 @@
 """Drives a toxiproxy API through toxiproxy-python (PyPI), a client no one
-here wrote: every route it offers and every toxic type. Usage:
-drive.py HOST PORT PREFIX. Prints one line per step; exits non-zero on the
-first failure."""
+here wrote: every route it offers and every toxic type, then real traffic
+through a proxy to ECHO (an echo server) showing each toxic's effect.
+Usage: drive.py HOST PORT PREFIX ECHO. Prints one line per step; exits
+non-zero on the first failure."""
+import socket
 import sys
+import time
 
 from toxiproxy import Toxiproxy
 from toxiproxy.exceptions import NotFound, ProxyExists, InvalidToxic
 
-host, port, prefix = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+host, port, prefix, echo = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
 server = Toxiproxy()
 server.update_api_consumer(host, port)
 
@@ -86,4 +89,109 @@ try:
     raise AssertionError("a deleted proxy's toxics")
 except NotFound:
     step("destroyed")
+
+# ----- traffic: each toxic's effect on a connection opened after it -----
+
+def connect(proxy):
+    h, p = proxy.listen.rsplit(":", 1)
+    return socket.create_connection((h, int(p)), timeout=10)
+
+
+def exchange(proxy, data):
+    """Sends data, reads it back whole: the seconds it took."""
+    with connect(proxy) as s:
+        started = time.monotonic()
+        s.sendall(data)
+        got = b""
+        while len(got) < len(data):
+            chunk = s.recv(65536)
+            assert chunk, "closed after %d of %d bytes" % (len(got), len(data))
+            got += chunk
+        assert got == data
+        return time.monotonic() - started
+
+
+def drain(s):
+    """Reads to the end: the bytes, and how it ended (eof or reset)."""
+    got = b""
+    try:
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                return got, "eof"
+            got += chunk
+    except ConnectionResetError:
+        return got, "reset"
+
+
+relay = server.create(upstream=echo, name=prefix + "_py_relay", listen="127.0.0.1:0")
+assert exchange(relay, b"ping") < 0.3
+step("traffic")
+
+relay.add_toxic(type="latency", attributes={"latency": 300})
+assert exchange(relay, b"ping") >= 0.3
+relay.destroy_toxic("latency_downstream")
+assert exchange(relay, b"ping") < 0.3
+step("latency slows, and its removal restores")
+
+relay.add_toxic(type="bandwidth", attributes={"rate": 10})
+assert exchange(relay, bytes(5000)) >= 0.3  # 5 KB at 10 KB/s
+relay.destroy_toxic("bandwidth_downstream")
+step("bandwidth")
+
+relay.add_toxic(type="slicer", attributes={"average_size": 100, "size_variation": 10, "delay": 1000})
+exchange(relay, bytes(range(256)) * 20)
+relay.destroy_toxic("slicer_downstream")
+step("slicer")
+
+relay.add_toxic(type="limit_data", attributes={"bytes": 10})
+with connect(relay) as s:
+    s.sendall(b"x" * 100)
+    got, _ = drain(s)
+    assert got == b"x" * 10, got
+relay.destroy_toxic("limit_data_downstream")
+step("limit_data")
+
+relay.add_toxic(type="reset_peer", attributes={"timeout": 0})
+try:
+    with connect(relay) as s:
+        try:
+            s.sendall(b"hello")
+        except ConnectionResetError:
+            pass
+        assert drain(s) == (b"", "reset")
+except ConnectionResetError:
+    pass  # ackloop resets at once, so the connect itself may see it
+relay.destroy_toxic("reset_peer_downstream")
+step("reset_peer")
+
+relay.add_toxic(type="timeout", attributes={"timeout": 0})
+with connect(relay) as s:
+    s.sendall(b"hello")
+    s.settimeout(0.5)  # nothing may come: this wait is the point
+    try:
+        assert s.recv(10) == b"", "data passed a timeout toxic"
+    except socket.timeout:
+        pass
+relay.destroy_toxic("timeout_downstream")
+step("timeout")
+
+relay.add_toxic(type="slow_close", attributes={"delay": 400})
+with connect(relay) as s:
+    s.sendall(b"bye")
+    assert s.recv(3) == b"bye"
+    started = time.monotonic()
+    s.shutdown(socket.SHUT_WR)
+    assert drain(s) == (b"", "eof")
+    assert time.monotonic() - started >= 0.4
+step("slow_close")
+
+with relay.down():
+    try:
+        connect(relay).close()
+        raise AssertionError("a disabled proxy accepted a connection")
+    except ConnectionRefusedError:
+        step("disabled refuses")
+assert exchange(relay, b"again") < 0.3
+server.destroy(relay)
 print("done", flush=True)
