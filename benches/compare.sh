@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Compare ackloop with the C epoll reference server (../shared/bench/c_epoll):
+# Compare ackloop with the C epoll reference server (../shared/bench/c_epoll,
+# not in this repository: the project's shared baseline, in the shared
+# directory laid beside the clone; C_SRC points elsewhere):
 # server CPU time per operation, rate and p99 latency, RSS per idle
 # connection, stripped binary size and time from start to ready. Then ackloop
 # as a relay (--upstream) beside haproxy and socat: relay CPU time per
@@ -280,7 +282,7 @@ if has before || { ((RELAYED)) && relays before; }; then
     build_before "$BEFORE"
 fi
 cargo build --profile dist --quiet --example loadgen
-[[ -f $C_SRC ]] || die "C reference not found at $C_SRC (set C_SRC)"
+[[ -f $C_SRC ]] || die "C reference not found at $C_SRC: it is not in this repository but in the project's shared directory beside the clone (../shared/bench/c_epoll/server.c, see its README); set C_SRC=path/to/server.c"
 ${CC:-cc} -O2 -Wall -Wextra -o "$OUT/c_epoll" "$C_SRC"
 
 echo "running $ROUNDS rounds of ${#SCENARIOS[@]} scenarios, ${DURATION}s each, servers: $SERVERS, relays: $RELAYS" >&2

@@ -1,7 +1,7 @@
 //! A test of a client's retry logic: the test thread flips faults on the
 //! test server between its steps, through the server's handle.
 //!
-//! `cargo run --example flip_faults`
+//! `cargo run --release --example flip_faults`
 //!
 //! The "client under test" is `fetch_with_retry`: it sends a UDP request
 //! and tries again after a timeout, up to three times. The test checks

@@ -3,7 +3,7 @@
 //! longer than the server's `poll_delay()`.
 //!
 //! ```sh
-//! cargo run --example host_poll
+//! cargo run --release --example host_poll
 //! ```
 //!
 //! The host's own descriptor is one end of a Unix socket pair (a two-way

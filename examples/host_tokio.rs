@@ -4,7 +4,7 @@
 //! the server, runs on the same thread.
 //!
 //! ```sh
-//! cargo run --example host_tokio
+//! cargo run --release --example host_tokio
 //! ```
 //!
 //! The pattern, for any readiness-based runtime:

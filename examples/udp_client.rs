@@ -1,8 +1,8 @@
 //! The article's UDP client, against a running ackloop:
 //!
 //! ```sh
-//! cargo run --release &                                  # the server
-//! cargo run --example udp_client -- localhost:8000   # or 127.0.0.1:8000
+//! cargo run --release                                    # terminal 1: the server (Ctrl-C stops it)
+//! cargo run --release --example udp_client -- localhost:8000   # terminal 2, once it printed its addresses
 //! ```
 
 mod article;

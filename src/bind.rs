@@ -37,6 +37,36 @@ pub(crate) fn bind_tcp(
     Ok((listener, bound))
 }
 
+/// Binds a TCP socket for `addr` without listening (`--script` with
+/// `refuse`): the port is the server's, and a client that connects is
+/// refused until [`listen`] opens it.
+pub(crate) fn reserve_tcp(
+    addr: SocketAddr,
+    reuse_port: bool,
+) -> Result<(socket2::Socket, SocketAddr), Error> {
+    let bind_error = |source| Error::Bind {
+        protocol: "tcp",
+        addr,
+        source,
+    };
+    let socket = match reuse_port {
+        true => shared_socket(addr, socket2::Type::STREAM),
+        false => bound_socket(addr),
+    }
+    .map_err(bind_error)?;
+    let bound = (socket.local_addr())
+        .and_then(|a| a.as_socket().ok_or(io::ErrorKind::InvalidInput.into()))
+        .map_err(bind_error)?;
+    warn_if_exposed("tcp", bound);
+    Ok((socket, bound))
+}
+
+/// Listens on a socket [`reserve_tcp`] bound.
+pub(crate) fn listen(socket: socket2::Socket) -> io::Result<TcpListener> {
+    socket.listen(BACKLOG)?;
+    Ok(TcpListener::from_std(socket.into()))
+}
+
 /// Binds the UDP socket and registers it.
 pub(crate) fn bind_udp(
     registry: &Registry,
@@ -82,6 +112,21 @@ pub(crate) fn udp_socket(addr: SocketAddr, reuse_port: bool) -> io::Result<UdpSo
     }
     let socket = shared_socket(addr, socket2::Type::DGRAM)?;
     Ok(UdpSocket::from_std(socket.into()))
+}
+
+/// A bound, non-blocking stream socket, set up as mio's `TcpListener::bind`
+/// sets up a listener (`SO_REUSEADDR` on Unix).
+fn bound_socket(addr: SocketAddr) -> io::Result<socket2::Socket> {
+    let kind = socket2::Type::STREAM;
+    let socket = socket2::Socket::new(socket2::Domain::for_address(addr), kind, None)?;
+    socket.set_nonblocking(true)?;
+    #[cfg(unix)]
+    {
+        socket.set_cloexec(true)?;
+        socket.set_reuse_address(true)?;
+    }
+    socket.bind(&addr.into())?;
+    Ok(socket)
 }
 
 /// A bound, non-blocking socket with `SO_REUSEPORT` (and, as mio does for

@@ -4,7 +4,7 @@ use std::ffi::OsString;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
-use ackloop::{Config, JournalTarget, MAX_REPLY_LEN};
+use ackloop::{Config, JournalTarget, Script};
 use log::LevelFilter;
 
 pub const HELP: &str = "\
@@ -25,7 +25,8 @@ Options:
                            scripted reply, repeatable, first match wins; MATCH is exact:TEXT,
                              prefix:TEXT, contains:TEXT or *; replies in order, the last repeats
   --greeting TEXT          sent on every accepted TCP connection first (no \\n added)
-  --script FILE            control commands run at start-up, one a line, # comments
+  --script FILE            control commands run at start-up, one a line, # comments; checked
+                             once every option is read; refuse: TCP refuses until accept
   --journal FILE|-         one JSON line per message and reply, appended to FILE or stdout
   --echo                   send every message back instead (RFC 862 echo)
   --max-connections N      live TCP connections at most [default: 1024]
@@ -84,6 +85,8 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, String
     let mut config = Config::default();
     let mut log_level = None;
     let mut echo = false;
+    // Applied where they stand, checked once every option is read.
+    let mut scripts = Vec::new();
     while let Some(arg) = parser.next().map_err(|e| e.to_string())? {
         let name = match &arg {
             Long(name) => format!("--{name}"),
@@ -109,7 +112,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, String
             }
             Long("greeting") => config.greeting = Some(escaped(&name, &mut parser)?),
             Long("journal") => config.journal = Some(journal(&name, &mut parser)?),
-            Long("script") => script(&name, &mut parser, &mut config)?,
+            Long("script") => scripts.push(script(&name, &mut parser, &mut config)?),
             Long("max-connections") => config.max_connections = number(&name, &mut parser)?,
             Long("idle-timeout") => {
                 let secs: u64 = number(&name, &mut parser)?;
@@ -152,11 +155,8 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, String
             _ => return Err(format!("unknown option '{name}' (see --help)")),
         }
     }
-    if config.reply.len() > MAX_REPLY_LEN || config.reply.is_empty() {
-        return Err(format!(
-            "--reply: must be 1 to {MAX_REPLY_LEN} bytes, got {}",
-            config.reply.len()
-        ));
+    for (label, script) in &scripts {
+        (config.check_script(script)).map_err(|why| format!("{label}: {why}"))?;
     }
     config.validate()?;
     Ok(Command::Serve(Box::new(config), log_level, echo))
@@ -167,16 +167,22 @@ fn escaped(name: &str, parser: &mut lexopt::Parser) -> Result<Vec<u8>, String> {
     ackloop::unescape(&text(name, parser)?).map_err(|why| format!("{name}: {why}"))
 }
 
-/// Runs the control commands of the file the option names on `config`.
-fn script(name: &str, parser: &mut lexopt::Parser, config: &mut Config) -> Result<(), String> {
+/// Applies the control commands of the file the option names to
+/// `config`; returns the script, to be checked against the finished
+/// configuration, with the label its errors carry (`--script FILE`).
+fn script(
+    name: &str,
+    parser: &mut lexopt::Parser,
+    config: &mut Config,
+) -> Result<(String, Script), String> {
     let value = parser
         .value()
         .map_err(|_| format!("{name}: needs a file name"))?;
-    let path = value.to_string_lossy().into_owned();
-    let text = std::fs::read_to_string(&value).map_err(|e| format!("{name} {path}: {e}"))?;
-    config
-        .run_script(&text)
-        .map_err(|why| format!("{name} {path}: {why}"))
+    let label = format!("{name} {}", value.to_string_lossy());
+    let text = std::fs::read_to_string(&value).map_err(|e| format!("{label}: {e}"))?;
+    let script: Script = text.parse().map_err(|why| format!("{label}: {why}"))?;
+    (config.apply_script(&script)).map_err(|why| format!("{label}: {why}"))?;
+    Ok((label, script))
 }
 
 /// `-` for stdout, else a file name.

@@ -15,13 +15,13 @@ use std::fmt;
 
 use log::info;
 
-use crate::config::MAX_REPLY_LEN;
 use crate::escape::{escape, unescape};
 use crate::fault::Fault;
 use crate::rules::{Rule, Rules};
 use crate::stats::Stats;
 use crate::timer::Millis;
 use crate::turn::Turn;
+use crate::vocab::check_reply_len;
 
 /// Longest wait a `received` may ask for, in seconds (a day).
 pub(crate) const MAX_WAIT_SECS: u64 = 86_400;
@@ -59,7 +59,8 @@ pub(crate) enum Command {
 pub(crate) type Reply = Result<String, String>;
 
 /// What commands change beyond the turn's own state: the TCP listener and
-/// the reply its connections owe. [`Tcp`](crate::tcp::Tcp) implements it.
+/// the reply its connections owe. The main endpoint's TCP side (its
+/// listener and its job) implements it.
 pub(crate) trait Target {
     /// Closes the listener: new clients are refused.
     fn refuse(&mut self, t: &mut Turn<'_>) -> Reply;
@@ -91,12 +92,22 @@ pub(crate) trait Target {
 pub(crate) const NO_ENDPOINTS: &str = "no named endpoints: --config or the API makes them";
 
 /// Carries out `command`, from a control connection or a [`Handle`](crate::Handle).
+/// A command that fails changes nothing (SPEC 9): every check comes
+/// before the first change, the switch to whole messages included.
 pub(crate) fn execute(command: Command, target: &mut impl Target, t: &mut Turn<'_>) -> Reply {
     info!("control: {command}");
     match command {
         Command::AddFault(fault) => {
+            t.faults.check(&fault)?;
             if fault.select.matches.is_some() {
                 target.see_messages(t);
+            }
+            // The seed, for a replay of what it decides from now on.
+            if fault.is_random() {
+                info!(
+                    "control: fault {fault} decides from seed {}",
+                    t.faults.seed()
+                );
             }
             t.faults.add(fault)?;
         }
@@ -104,6 +115,10 @@ pub(crate) fn execute(command: Command, target: &mut impl Target, t: &mut Turn<'
         Command::SetReply(text) => return target.set_reply(text, t),
         Command::AddRule(rule) => {
             rule.validate()?;
+            // Fixed replies have no rules yet, so room for one.
+            t.replies
+                .rules()
+                .map_or(Ok(()), |rules| rules.check_room())?;
             target.see_messages(t);
             let rules = t.replies.rules().ok_or("replies are fixed")?;
             rules.add(rule)?;
@@ -222,15 +237,10 @@ fn parse_at(name: &str, rest: Option<&str>) -> Result<Request, String> {
 }
 
 /// A command's TEXT: everything after the first space, escapes replaced;
-/// at most [`MAX_REPLY_LEN`] bytes.
+/// at most [`MAX_REPLY_LEN`](crate::MAX_REPLY_LEN) bytes.
 fn text(word: &str, rest: Option<&str>) -> Result<Vec<u8>, String> {
     let text = unescape(rest.unwrap_or_default()).map_err(|why| format!("{word}: {why}"))?;
-    if text.len() > MAX_REPLY_LEN {
-        return Err(format!(
-            "{word}: at most {MAX_REPLY_LEN} bytes, got {}",
-            text.len()
-        ));
-    }
+    check_reply_len(word, &text, true)?;
     Ok(text)
 }
 
@@ -354,6 +364,80 @@ mod tests {
             assert!(!err.contains('\n'), "{line:?}: {err}");
         }
         assert!(parse(b"\xff").is_err(), "not UTF-8");
+    }
+
+    /// A target that switches to whole messages as `Tcp` does, and does
+    /// nothing else.
+    struct Switching;
+
+    impl Target for Switching {
+        fn refuse(&mut self, _: &mut Turn<'_>) -> Reply {
+            Ok(String::new())
+        }
+        fn listen_again(&mut self, _: &mut Turn<'_>) -> Reply {
+            Ok(String::new())
+        }
+        fn set_reply(&mut self, _: Vec<u8>, _: &mut Turn<'_>) -> Reply {
+            Ok(String::new())
+        }
+        fn see_messages(&mut self, t: &mut Turn<'_>) {
+            t.replies.make_responder();
+        }
+        fn set_greeting(&mut self, _: Option<Vec<u8>>) -> Reply {
+            Ok(String::new())
+        }
+        fn push(&mut self, _: Vec<u8>, _: &mut Turn<'_>) -> Reply {
+            Ok(String::new())
+        }
+    }
+
+    #[test]
+    fn a_failing_command_leaves_the_fixed_reply_fast_path() {
+        use crate::reply::{Pattern, Replies};
+        let poll = mio::Poll::new().unwrap();
+        let counters = crate::stats::Counters::default();
+        let (mut buf, mut ready) = (vec![0; 64], vec![]);
+        let mut timers = crate::timer::Timers::with_capacity(0);
+        let mut faults = crate::fault::Faults::new(0, &[]);
+        let mut replies = Replies::Fixed(Pattern::new(b"Received", true, 64));
+        let mut t = Turn {
+            registry: poll.registry(),
+            now: 0,
+            buf: &mut buf,
+            replies: &mut replies,
+            counters: &counters,
+            timers: &mut timers,
+            ready: &mut ready,
+            faults: &mut faults,
+            journal: None,
+        };
+        let run = |line: &str, t: &mut Turn<'_>| match parse(line.as_bytes()) {
+            Ok(Request::Run(command)) => execute(command, &mut Switching, t),
+            other => panic!("{line}: {other:?}"),
+        };
+        let fixed = |t: &Turn<'_>| matches!(t.replies, Replies::Fixed(_));
+        // dir= on a server that relays nothing.
+        assert!(run("fault tcp:reset,match=exact:x,dir=up", &mut t).is_err());
+        assert!(fixed(&t), "a refused fault switched the replies");
+        // Past the cap on faults.
+        for _ in 0..crate::fault::MAX_FAULTS {
+            assert_eq!(run("fault udp:delay=0", &mut t), Ok(String::new()));
+        }
+        assert!(run("fault tcp:reset,match=exact:x", &mut t).is_err());
+        assert!(fixed(&t), "a fault past the cap switched the replies");
+        assert_eq!(run("clear", &mut t), Ok(String::new()));
+        // A command that succeeds switches.
+        assert_eq!(
+            run("fault tcp:reset,match=exact:x", &mut t),
+            Ok(String::new())
+        );
+        assert!(!fixed(&t));
+        // Past the cap on rules, nothing changes either.
+        for _ in 0..crate::MAX_RULES {
+            assert_eq!(run("rule exact:a => b", &mut t), Ok(String::new()));
+        }
+        assert!(run("rule exact:a => c", &mut t).is_err());
+        assert_eq!(t.replies.rules().unwrap().answer(b"a"), Some(&b"b"[..]));
     }
 
     #[test]

@@ -9,17 +9,14 @@ use std::time::Duration;
 
 use crate::fault::{Fault, MAX_FAULTS};
 use crate::journal::JournalTarget;
-use crate::relay::Upstream;
-use crate::reply::Protocol;
 use crate::rules::{MAX_RULES, Rule};
+use crate::vocab::{Protocol, Upstream, check_reply_len};
 
 /// Default TCP and UDP address: loopback, port 8000, as in the article.
 pub const DEFAULT_ADDR: &str = "127.0.0.1:8000";
 /// Default reply text.
 pub const DEFAULT_REPLY: &str = "Received";
-/// Longest reply text, in bytes. A UDP reply must fit in one datagram, and a
-/// short fixed reply keeps the owed-bytes bookkeeping cheap.
-pub const MAX_REPLY_LEN: usize = 1024;
+pub use crate::vocab::MAX_REPLY_LEN;
 /// Default for [`Config::max_connections`].
 pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
 /// Default for [`Config::idle_timeout`], in seconds.
@@ -158,10 +155,11 @@ pub struct Config {
     /// A connection owing this many reply bytes takes no more lines and is
     /// not read until they drain (backpressure).
     pub max_owed: usize,
-    /// UDP replies waiting for the socket, at most; past it they are
-    /// dropped and counted.
+    /// UDP datagrams waiting, at most: replies the socket cannot take yet
+    /// and datagrams a `delay` holds back, on a relay either way, all
+    /// together; past it they are dropped and counted.
     pub udp_queue_len: usize,
-    /// Bytes of UDP replies waiting, at most.
+    /// Bytes of UDP datagrams waiting (as for `udp_queue_len`), at most.
     pub udp_queue_bytes: usize,
     /// Scripted replies, tried in order before the reply text; the first
     /// that matches a message answers it (none by default).
@@ -181,11 +179,19 @@ pub struct Config {
     /// the client is reset. Whole seconds, at least one.
     pub connect_timeout: Duration,
     /// Close a UDP flow with no datagram either way for this long; `None`
-    /// never closes one (`--max-flows` still bounds them).
+    /// never closes one (`--max-flows` still bounds them). Kept in whole
+    /// milliseconds, as [`idle_timeout`](Config::idle_timeout) is: under
+    /// 1 ms is an error.
     pub flow_timeout: Option<Duration>,
     /// UDP flows (client sources relayed) at most; a datagram from a new
     /// source past it is dropped and counted.
     pub max_flows: usize,
+    /// Start with TCP refusing, as a script's `refuse` says: the port is
+    /// bound (and announced) but not listening, so clients get
+    /// "connection refused" until `accept` (a control line, or
+    /// [`Handle::accept`](crate::Handle::accept)) opens it: a test's
+    /// client can start before its server.
+    pub refuse: bool,
 }
 
 impl Default for Config {
@@ -217,6 +223,7 @@ impl Default for Config {
             connect_timeout: Duration::from_secs(DEFAULT_CONNECT_TIMEOUT_SECS),
             flow_timeout: Some(Duration::from_secs(DEFAULT_FLOW_TIMEOUT_SECS)),
             max_flows: DEFAULT_MAX_FLOWS,
+            refuse: false,
         }
     }
 }
@@ -243,24 +250,11 @@ impl Config {
         if self.tcp.is_none() && self.udp.is_none() {
             return Err("--no-tcp and --no-udp: at least one protocol must be on".into());
         }
-        if self.reply.is_empty() || self.reply.len() > MAX_REPLY_LEN {
-            return Err(format!(
-                "--reply: must be 1 to {MAX_REPLY_LEN} bytes, got {}",
-                self.reply.len()
-            ));
-        }
+        check_reply_len("--reply", &self.reply, false)?;
         if self.max_connections == 0 {
             return Err("--max-connections: must be at least 1".into());
         }
-        if let Some(idle) = self.idle_timeout {
-            // Under 1 ms would be kept as 0 ms: a timeout at once, or none.
-            if idle.as_millis() == 0 || idle.as_secs() > MAX_IDLE_TIMEOUT_SECS {
-                return Err(format!(
-                    "--idle-timeout: must be 1 ms to {MAX_IDLE_TIMEOUT_SECS} s (0 on the \
-                     command line, None in a Config: never), got {idle:?}"
-                ));
-            }
-        }
+        check_timeout("--idle-timeout", self.idle_timeout)?;
         if self.max_line == 0 || self.max_line > MAX_MAX_LINE {
             return Err(format!("--max-line: must be 1 to {MAX_MAX_LINE} bytes"));
         }
@@ -302,12 +296,10 @@ impl Config {
                     "--greeting: TCP is relayed to {upstream} (--upstream), which greets its clients"
                 ));
             }
-            if greeting.is_empty() || greeting.len() > MAX_REPLY_LEN {
-                return Err(format!(
-                    "--greeting: must be 1 to {MAX_REPLY_LEN} bytes, got {}",
-                    greeting.len()
-                ));
-            }
+            check_reply_len("--greeting", greeting, false)?;
+        }
+        if self.refuse && self.tcp.is_none() {
+            return Err("refuse: TCP is off (--no-tcp)".into());
         }
         if self.rules.len() > MAX_RULES {
             return Err(format!("--rule: at most {MAX_RULES} rules"));
@@ -336,10 +328,7 @@ impl Config {
     /// That protocol has an upstream already, or the address is port 0.
     pub fn add_upstream(&mut self, upstream: Upstream) -> Result<(), String> {
         upstream.validate()?;
-        let slot = match upstream.protocol {
-            Protocol::Tcp => &mut self.upstream_tcp,
-            Protocol::Udp => &mut self.upstream_udp,
-        };
+        let slot = self.upstream_slot(upstream.protocol);
         if let Some(first) = slot {
             return Err(format!(
                 "--upstream '{upstream}': {} is relayed to {first} already (one upstream per protocol)",
@@ -352,10 +341,12 @@ impl Config {
 
     /// The upstream `protocol` is relayed to, if any.
     pub fn upstream(&self, protocol: Protocol) -> Option<SocketAddr> {
-        match protocol {
-            Protocol::Tcp => self.upstream_tcp,
-            Protocol::Udp => self.upstream_udp,
-        }
+        protocol.pick(self.upstream_tcp, self.upstream_udp)
+    }
+
+    /// Where `protocol`'s upstream is kept.
+    pub(crate) fn upstream_slot(&mut self, protocol: Protocol) -> &mut Option<SocketAddr> {
+        protocol.pick(&mut self.upstream_tcp, &mut self.upstream_udp)
     }
 
     /// How `protocol` is relayed: not, as a stream (TCP without
@@ -396,13 +387,7 @@ impl Config {
                 "--connect-timeout: must be 1 to {MAX_IDLE_TIMEOUT_SECS} whole seconds"
             ));
         }
-        if let Some(flow) = self.flow_timeout {
-            if flow.is_zero() || flow.as_secs() > MAX_IDLE_TIMEOUT_SECS {
-                return Err(format!(
-                    "--flow-timeout: must be 1 to {MAX_IDLE_TIMEOUT_SECS} seconds, or 0 for never"
-                ));
-            }
-        }
+        check_timeout("--flow-timeout", self.flow_timeout)?;
         if !(1..=MAX_MAX_FLOWS).contains(&self.max_flows) {
             return Err(format!(
                 "--max-flows: must be 1 to {MAX_MAX_FLOWS}, got {}",
@@ -410,5 +395,18 @@ impl Config {
             ));
         }
         Ok(())
+    }
+}
+
+/// Checks an idle timeout (a connection's, a flow's): the loop keeps it in
+/// whole milliseconds, so under 1 ms would be kept as 0 ms, a close in the
+/// very turn the connection or flow opens. `None` is never.
+fn check_timeout(option: &str, timeout: Option<Duration>) -> Result<(), String> {
+    match timeout {
+        Some(t) if t.as_millis() == 0 || t.as_secs() > MAX_IDLE_TIMEOUT_SECS => Err(format!(
+            "{option}: must be 1 ms to {MAX_IDLE_TIMEOUT_SECS} s (0 on the command line, \
+             None in a Config: never), got {t:?}"
+        )),
+        _ => Ok(()),
     }
 }

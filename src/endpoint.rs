@@ -16,10 +16,11 @@ use mio::{Interest, Registry, Token};
 
 use crate::config::{Config, Mode};
 use crate::fault::{Fault, Faults, Relaying};
+use crate::limits::ACCEPTS_PER_TURN;
+use crate::listener::Admit;
 use crate::relay::pair::{Readiness, Side};
 use crate::relay::pairs::Pairs;
 use crate::stats::{Counters, Stats, add};
-use crate::tcp::ACCEPTS_PER_TURN;
 use crate::timer::{ACCEPT_RETRY_MS, Due, Entry, Millis, Pause, RateLimit};
 use crate::turn::{ENDPOINT_LISTENER_BASE, Ready, Turn};
 
@@ -177,7 +178,7 @@ impl Endpoint {
 
     /// Pair `key`'s timer entry came due.
     pub fn on_timer(&mut self, key: u32, at: Millis, t: &mut Turn<'_>) {
-        self.with_faults(t, |pairs, t| pairs.on_timer(key as usize, at, t));
+        self.with_faults(t, |pairs, t| pairs.on_timer(key, at, t));
     }
 
     /// The accept pause due `at` is over.
@@ -190,9 +191,7 @@ impl Endpoint {
     /// Whether a timer entry of this endpoint is current (for the sweep).
     pub fn is_current(&self, entry: &Entry) -> bool {
         match entry.due {
-            Due::Pair { key, .. } => {
-                (self.pairs.as_ref()).is_some_and(|pairs| pairs.is_current(key as usize, entry.at))
-            }
+            Due::EndpointPair { .. } => (self.pairs.as_ref()).is_some_and(|p| p.is_current(entry)),
             Due::EndpointAcceptRetry { .. } => self.accept_pause.is_current(entry.at),
             _ => false,
         }

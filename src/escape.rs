@@ -107,6 +107,24 @@ pub fn escape(bytes: &[u8]) -> String {
     out
 }
 
+/// [`escape`], with a leading or trailing space written `\x20` and the
+/// separators `=>` and `||` broken up, so that parsing (which trims and
+/// splits) gives the same bytes back.
+pub(crate) fn escape_edges(bytes: &[u8]) -> String {
+    let text = escape(bytes)
+        .replace("=>", r"=\x3e")
+        .replace("||", r"|\x7c");
+    let inner = text.trim_matches(' ');
+    let leading = text.len() - text.trim_start_matches(' ').len();
+    let trailing = if inner.is_empty() {
+        0
+    } else {
+        text.len() - text.trim_end_matches(' ').len()
+    };
+    let spaces = |n: usize| r"\x20".repeat(n);
+    format!("{}{inner}{}", spaces(leading), spaces(trailing))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -32,9 +32,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use crate::relay::Direction;
-use crate::reply::Protocol;
-use crate::rules::Match;
+use crate::vocab::{Direction, Match, Protocol};
 
 /// One fault: which protocol, what it does, which messages it hits.
 #[derive(Debug, Clone, PartialEq)]
@@ -217,6 +215,35 @@ impl FaultKind {
         }
     }
 
+    /// One of each kind, in the order of [`FaultCounts::by_kind`].
+    const EACH: [FaultKind; KINDS] = [
+        FaultKind::Delay {
+            min_ms: 0,
+            max_ms: 0,
+        },
+        FaultKind::Dribble {
+            bytes: 1,
+            every_ms: 0,
+        },
+        FaultKind::Truncate(0),
+        FaultKind::Corrupt,
+        FaultKind::Duplicate,
+        FaultKind::Drop,
+        FaultKind::Hang,
+        FaultKind::Close,
+        FaultKind::Reset,
+        FaultKind::SlowClose(0),
+    ];
+
+    /// The kinds `protocol` has, as specs name them: `delay, truncate, ...`.
+    fn names_for(protocol: Protocol) -> String {
+        let names: Vec<&str> = (FaultKind::EACH.iter())
+            .filter(|kind| kind.applies_to(protocol))
+            .map(FaultKind::name)
+            .collect();
+        names.join(", ")
+    }
+
     /// Whether `protocol` has this kind.
     pub fn applies_to(&self, protocol: Protocol) -> bool {
         match self {
@@ -237,6 +264,14 @@ impl FaultKind {
 pub const MAX_FAULTS: usize = 64;
 
 impl Fault {
+    /// Whether the seed decides anything for this fault: a probability
+    /// strictly between 0 and 1, a delay range, or the bytes of `corrupt`.
+    pub fn is_random(&self) -> bool {
+        let chance = self.select.p.is_some_and(|p| p > 0.0 && p < 1.0);
+        let range = matches!(self.kind, FaultKind::Delay { min_ms, max_ms } if min_ms < max_ms);
+        chance || range || self.kind == FaultKind::Corrupt
+    }
+
     /// Checks what parsing checks, for a fault built by hand. Every way a
     /// fault comes in (the command line, a control line, [`Config`], the
     /// test server's builder, [`Handle::add_fault`]) runs this check, so
@@ -251,10 +286,11 @@ impl Fault {
     pub fn validate(&self) -> Result<(), String> {
         let bad = |why: String| Err(format!("fault '{self}': {why}"));
         if !self.kind.applies_to(self.protocol) {
+            let protocol = self.protocol.name();
+            let kinds = FaultKind::names_for(self.protocol);
+            let kind = self.kind.name();
             return bad(format!(
-                "{} has no {} fault",
-                self.protocol.name(),
-                self.kind.name()
+                "{protocol} has no {kind} fault (its kinds: {kinds})"
             ));
         }
         match self.kind {
@@ -324,21 +360,17 @@ impl FromStr for Fault {
         let (proto, kind) = head
             .split_once(':')
             .ok_or_else(|| bad("expected PROTO:KIND, like udp:drop"))?;
-        let protocol = match proto {
-            "tcp" => Protocol::Tcp,
-            "udp" => Protocol::Udp,
-            _ => return Err(bad(&format!("unknown protocol '{proto}' (tcp or udp)"))),
-        };
+        let protocol: Protocol = proto.parse().map_err(|why: String| bad(&why))?;
         let (name, value) = match kind.split_once('=') {
             Some((name, value)) => (name, Some(value)),
             None => (kind, None),
         };
-        let kind = parse_kind(name, value).map_err(|why| bad(&why))?;
+        let kind = parse_kind(protocol, name, value).map_err(|why| bad(&why))?;
         let mut select = Selector::default();
         for selector in parts {
             let (key, value) = selector
                 .split_once('=')
-                .ok_or_else(|| bad(&format!("selector '{selector}' needs a value")))?;
+                .ok_or_else(|| bad(&unnamed_selector(selector)))?;
             match key {
                 "p" => select.p = Some(probability(value).map_err(|why| bad(&why))?),
                 "first" => select.first = Some(integer(key, value).map_err(|why| bad(&why))?),
@@ -347,7 +379,7 @@ impl FromStr for Fault {
                 // Its text cannot hold a comma: `\x2c` writes one.
                 "match" => select.matches = Some(value.parse().map_err(|why: String| bad(&why))?),
                 "dir" => select.dir = Some(value.parse().map_err(|why: String| bad(&why))?),
-                _ => return Err(bad(&format!("unknown selector '{key}'"))),
+                _ => return Err(bad(&format!("unknown selector '{key}' ({SELECTORS})"))),
             }
         }
 
@@ -361,8 +393,28 @@ impl FromStr for Fault {
     }
 }
 
+/// The selectors, as a spec writes them.
+const SELECTORS: &str = "p=, first=, after=, every=, match=, dir=";
+
+/// Why a selector without `=` is no selector: a probability written as
+/// `10%` or `0.1` names the `p=` it meant.
+fn unnamed_selector(selector: &str) -> String {
+    let billionths = match selector.strip_suffix('%') {
+        // A percentage with 7 decimals is a probability with 9.
+        Some(percent) => decimal(percent, 7),
+        None => decimal(selector, 9),
+    };
+    match billionths.filter(|&b| b <= BILLION) {
+        Some(billionths) => format!(
+            "selector '{selector}' has no name: did you mean p={}? (a probability from 0 to 1)",
+            Billionths(billionths)
+        ),
+        None => format!("selector '{selector}' needs NAME=VALUE ({SELECTORS})"),
+    }
+}
+
 /// The kind `name` with its `value`, checked for presence and form.
-fn parse_kind(name: &str, value: Option<&str>) -> Result<FaultKind, String> {
+fn parse_kind(protocol: Protocol, name: &str, value: Option<&str>) -> Result<FaultKind, String> {
     let needs = |what: &str| match value {
         Some(v) => Ok(v),
         None => Err(format!("{name} needs a value: {name}={what}")),
@@ -409,7 +461,13 @@ fn parse_kind(name: &str, value: Option<&str>) -> Result<FaultKind, String> {
                 _ => FaultKind::Reset,
             }
         }
-        _ => return Err(format!("unknown fault kind '{name}'")),
+        _ => {
+            let kinds = FaultKind::names_for(protocol);
+            let protocol = protocol.name();
+            return Err(format!(
+                "unknown fault kind '{name}' ({protocol} has {kinds})"
+            ));
+        }
     };
     Ok(kind)
 }
@@ -464,13 +522,21 @@ pub(crate) fn decimal(text: &str, decimals: u32) -> Option<u64> {
 
 /// Writes a probability as the shortest decimal of at most 9 places.
 fn write_probability(f: &mut fmt::Formatter<'_>, p: f64) -> fmt::Result {
-    let billionths = (p * BILLION as f64 + 0.5) as u64;
-    let (whole, fraction) = (billionths / BILLION, billionths % BILLION);
-    if fraction == 0 {
-        return write!(f, "{whole}");
+    write!(f, "{}", Billionths((p * BILLION as f64 + 0.5) as u64))
+}
+
+/// A probability in billionths, written as the shortest decimal.
+struct Billionths(u64);
+
+impl fmt::Display for Billionths {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (whole, fraction) = (self.0 / BILLION, self.0 % BILLION);
+        if fraction == 0 {
+            return write!(f, "{whole}");
+        }
+        let digits = format!("{fraction:09}");
+        write!(f, "{whole}.{}", digits.trim_end_matches('0'))
     }
-    let digits = format!("{fraction:09}");
-    write!(f, "{whole}.{}", digits.trim_end_matches('0'))
 }
 
 impl fmt::Display for Fault {

@@ -10,10 +10,10 @@ use log::warn;
 use mio::Waker;
 
 use crate::command::{Command, Reply};
-use crate::config::MAX_REPLY_LEN;
 use crate::fault::Fault;
 use crate::rules::Rule;
 use crate::stats::{Counters, Stats};
+use crate::vocab::check_reply_len;
 
 /// What other threads share with the loop.
 pub(crate) struct Shared {
@@ -227,12 +227,7 @@ impl Handle {
     /// [`add_fault`](Handle::add_fault).
     pub fn set_greeting(&self, greeting: Option<Vec<u8>>) -> Result<(), String> {
         if let Some(text) = &greeting {
-            if text.is_empty() || text.len() > MAX_REPLY_LEN {
-                let len = text.len();
-                return Err(format!(
-                    "greeting: must be 1 to {MAX_REPLY_LEN} bytes, got {len}"
-                ));
-            }
+            check_reply_len("greeting", text, false)?;
         }
         self.run(Command::SetGreeting(greeting)).map(drop)
     }
@@ -248,10 +243,7 @@ impl Handle {
     /// [`add_fault`](Handle::add_fault).
     pub fn push(&self, text: impl Into<Vec<u8>>) -> Result<(), String> {
         let text = text.into();
-        if text.len() > MAX_REPLY_LEN {
-            let len = text.len();
-            return Err(format!("push: at most {MAX_REPLY_LEN} bytes, got {len}"));
-        }
+        check_reply_len("push", &text, true)?;
         self.run(Command::Push(text)).map(drop)
     }
 
@@ -265,7 +257,9 @@ impl Handle {
         self.run(Command::Refuse).map(drop)
     }
 
-    /// Listens again on the same address after [`refuse`](Handle::refuse).
+    /// Listens again on the same address after [`refuse`](Handle::refuse),
+    /// or for the first time on a server started refusing
+    /// ([`Config::refuse`](crate::Config::refuse), a script's `refuse`).
     ///
     /// # Errors
     ///

@@ -23,7 +23,7 @@ use std::path::PathBuf;
 use log::warn;
 
 use crate::fault::KINDS;
-use crate::reply::Protocol;
+use crate::vocab::Protocol;
 
 /// Where a journal is written.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -145,7 +145,9 @@
 //! back to its source with `send_to`, straight away. Only when the socket
 //! would block does the reply wait, in a queue bounded by
 //! [`Config::udp_queue_len`] and [`Config::udp_queue_bytes`] (past it, replies are
-//! dropped and counted), and only then is `WRITABLE` registered. With the
+//! dropped and counted; replies a `delay` holds back, and on a relay the
+//! datagrams held either way, count against the same bound), and only
+//! then is `WRITABLE` registered. With the
 //! fixed reply on Linux the payload is never needed, so `recvmmsg` takes up
 //! to 32 datagrams per system call without copying them, and one
 //! `sendmmsg` answers them all: with a one-line cast for `MSG_TRUNC`
@@ -309,6 +311,7 @@
 #[cfg(feature = "api")]
 mod api;
 mod bind;
+mod closing;
 mod command;
 mod config;
 mod control;
@@ -320,6 +323,8 @@ mod fault;
 pub mod framing;
 mod handle;
 mod journal;
+mod limits;
+mod listener;
 mod relay;
 mod reply;
 mod rules;
@@ -332,6 +337,7 @@ pub mod testing;
 mod timer;
 mod turn;
 mod udp;
+mod vocab;
 mod write;
 
 #[cfg(feature = "api")]
@@ -339,8 +345,8 @@ pub use api::MAX_API_CONNECTIONS;
 pub use config::{
     Config, DEFAULT_ADDR, DEFAULT_IDLE_TIMEOUT_SECS, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_LINE,
     DEFAULT_MAX_OWED, DEFAULT_READ_BUFFER, DEFAULT_REPLY, DEFAULT_UDP_QUEUE_BYTES,
-    DEFAULT_UDP_QUEUE_LEN, MAX_IDLE_TIMEOUT_SECS, MAX_MAX_LINE, MAX_MAX_OWED, MAX_REPLY_LEN,
-    MAX_UDP_QUEUE_BYTES, MAX_UDP_QUEUE_LEN, MIN_UDP_QUEUE_BYTES, Mode, READ_BUFFER_RANGE,
+    DEFAULT_UDP_QUEUE_LEN, MAX_IDLE_TIMEOUT_SECS, MAX_MAX_LINE, MAX_MAX_OWED, MAX_UDP_QUEUE_BYTES,
+    MAX_UDP_QUEUE_LEN, MIN_UDP_QUEUE_BYTES, Mode, READ_BUFFER_RANGE,
 };
 pub use control::MAX_CONTROL_CONNECTIONS;
 pub use error::Error;
@@ -351,10 +357,10 @@ pub use journal::{
     AppliedFaults, JournalCallback, JournalDirection, JournalEvent, JournalTarget,
     MAX_JOURNAL_BUFFER,
 };
-pub use relay::{Direction, Upstream};
-pub use reply::{Echo, FixedReply, Protocol, Request, Responder};
-pub use rules::{MAX_RULES, Match, Rule};
+pub use limits::{ACCEPTS_PER_TURN, DATAGRAMS_PER_TURN, LINGER_CAP_MS, LINGER_MS, READS_PER_TURN};
+pub use reply::{Echo, FixedReply, Request, Responder};
+pub use rules::{MAX_RULES, Rule};
+pub use script::Script;
 pub use server::{SHUTDOWN_GRACE_MS, Server, Status};
 pub use stats::Stats;
-pub use tcp::{ACCEPTS_PER_TURN, LINGER_CAP_MS, LINGER_MS, READS_PER_TURN};
-pub use udp::DATAGRAMS_PER_TURN;
+pub use vocab::{Direction, MAX_REPLY_LEN, Match, Protocol, Upstream};

@@ -27,6 +27,11 @@ fn main() -> ExitCode {
     };
     init_logging(level);
     let mode = config.mode;
+    let refusing = if config.refuse {
+        ", refusing until accept"
+    } else {
+        ""
+    };
     let upstreams = [("tcp", config.upstream_tcp), ("udp", config.upstream_udp)];
     let bound = if echo {
         Server::with_responder(config, Echo)
@@ -49,7 +54,7 @@ fn main() -> ExitCode {
     // point is the one line on stderr.
     let off = || "off".to_string();
     log::info!(
-        "serving tcp {} ({mode} mode), udp {}",
+        "serving tcp {} ({mode} mode{refusing}), udp {}",
         server.tcp_addr().map_or_else(off, |a| a.to_string()),
         server.udp_addr().map_or_else(off, |a| a.to_string()),
     );

@@ -4,26 +4,7 @@
 use std::net::SocketAddr;
 
 use crate::rules::{Rule, Rules};
-
-/// The protocol a message arrived on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Protocol {
-    /// A TCP message: in once mode the first bytes read, in line mode one
-    /// line without its terminator.
-    Tcp,
-    /// A UDP datagram.
-    Udp,
-}
-
-impl Protocol {
-    /// Its name in specs, logs and the journal: `tcp` or `udp`.
-    pub fn name(self) -> &'static str {
-        match self {
-            Protocol::Tcp => "tcp",
-            Protocol::Udp => "udp",
-        }
-    }
-}
+pub(crate) use crate::vocab::Protocol;
 
 /// One message, as a [`Responder`] sees it.
 #[derive(Debug, Clone, Copy)]
@@ -209,6 +190,14 @@ impl Responder for Scripted {
 
     fn set_reply_text(&mut self, text: &[u8]) -> bool {
         self.inner.set_reply_text(text)
+    }
+}
+
+impl Scripted {
+    /// The responder behind the rules, for a message no rule may see (a
+    /// line cut by the switch to whole messages).
+    pub fn unscripted(&mut self) -> &mut (dyn Responder + Send) {
+        &mut *self.inner
     }
 }
 

@@ -25,78 +25,13 @@
 use std::fmt;
 use std::str::FromStr;
 
-use memchr::memmem;
-
-use crate::config::MAX_REPLY_LEN;
-use crate::escape::{escape, unescape};
+use crate::escape::{escape_edges, unescape};
+use crate::vocab::{Match, check_reply_len};
 
 /// Rules at most, on the command line and added at run time together: a
 /// control client cannot grow the list, nor the time each message spends
 /// trying it, without bound.
 pub const MAX_RULES: usize = 256;
-
-/// Which messages a rule (or a fault's `match=` selector) fits, compared
-/// byte for byte, case sensitive, with the message: a line without its
-/// terminator, once mode's first bytes as read, or a datagram.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Match {
-    /// `exact:TEXT`: the whole message is TEXT.
-    Exact(Vec<u8>),
-    /// `prefix:TEXT`: the message starts with TEXT.
-    Prefix(Vec<u8>),
-    /// `contains:TEXT`: TEXT occurs in the message.
-    Contains(Vec<u8>),
-    /// `*`: every message.
-    Any,
-}
-
-impl Match {
-    /// Whether `message` fits.
-    pub fn matches(&self, message: &[u8]) -> bool {
-        match self {
-            Match::Exact(text) => message == text.as_slice(),
-            Match::Prefix(text) => message.starts_with(text),
-            Match::Contains(text) => memmem::find(message, text).is_some(),
-            Match::Any => true,
-        }
-    }
-}
-
-impl FromStr for Match {
-    type Err = String;
-
-    /// Parses `exact:TEXT`, `prefix:TEXT`, `contains:TEXT` or `*`; TEXT is
-    /// unescaped, not trimmed (a rule trims before it gets here).
-    fn from_str(spec: &str) -> Result<Match, String> {
-        if spec == "*" {
-            return Ok(Match::Any);
-        }
-        let (kind, text) = spec.split_once(':').ok_or_else(|| {
-            format!("match '{spec}': expected exact:TEXT, prefix:TEXT, contains:TEXT or *")
-        })?;
-        let text = unescape(text).map_err(|why| format!("match '{spec}': {why}"))?;
-        match kind {
-            "exact" => Ok(Match::Exact(text)),
-            "prefix" => Ok(Match::Prefix(text)),
-            "contains" => Ok(Match::Contains(text)),
-            _ => Err(format!(
-                "match '{spec}': unknown kind '{kind}' (exact, prefix, contains or *)"
-            )),
-        }
-    }
-}
-
-impl fmt::Display for Match {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let (kind, text) = match self {
-            Match::Any => return f.write_str("*"),
-            Match::Exact(text) => ("exact", text),
-            Match::Prefix(text) => ("prefix", text),
-            Match::Contains(text) => ("contains", text),
-        };
-        write!(f, "{kind}:{}", escape_edges(text))
-    }
-}
 
 /// A scripted answer: the messages it fits and the replies it gives.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -104,7 +39,8 @@ pub struct Rule {
     /// The messages this rule answers.
     pub pattern: Match,
     /// The replies, one per message answered, the last repeating; each 0
-    /// to [`MAX_REPLY_LEN`] bytes (empty: nothing is sent). At least one.
+    /// to [`MAX_REPLY_LEN`](crate::MAX_REPLY_LEN) bytes (empty: nothing is
+    /// sent). At least one.
     pub replies: Vec<Vec<u8>>,
 }
 
@@ -118,14 +54,8 @@ impl Rule {
         if self.replies.is_empty() {
             return Err(format!("rule '{self}': needs at least one reply"));
         }
-        if let Some(long) = self.replies.iter().find(|r| r.len() > MAX_REPLY_LEN) {
-            return Err(format!(
-                "rule '{}': a reply is {} bytes, at most {MAX_REPLY_LEN}",
-                self.pattern,
-                long.len()
-            ));
-        }
-        Ok(())
+        let what = format!("rule '{}': reply", self.pattern);
+        (self.replies.iter()).try_for_each(|reply| check_reply_len(&what, reply, true))
     }
 }
 
@@ -149,8 +79,7 @@ impl FromStr for Rule {
             .collect::<Result<Vec<_>, _>>()
             .map_err(|why| bad(&format!("reply: {why}")))?;
         let rule = Rule { pattern, replies };
-        rule.validate()
-            .map_err(|_| bad(&format!("a reply is longer than {MAX_REPLY_LEN} bytes")))?;
+        rule.validate()?;
         Ok(rule)
     }
 }
@@ -165,24 +94,6 @@ impl fmt::Display for Rule {
         }
         Ok(())
     }
-}
-
-/// [`escape`], with a leading or trailing space written `\x20` and the
-/// separators `=>` and `||` broken up, so that parsing (which trims and
-/// splits) gives the same bytes back.
-fn escape_edges(bytes: &[u8]) -> String {
-    let text = escape(bytes)
-        .replace("=>", r"=\x3e")
-        .replace("||", r"|\x7c");
-    let inner = text.trim_matches(' ');
-    let leading = text.len() - text.trim_start_matches(' ').len();
-    let trailing = if inner.is_empty() {
-        0
-    } else {
-        text.len() - text.trim_end_matches(' ').len()
-    };
-    let spaces = |n: usize| r"\x20".repeat(n);
-    format!("{}{inner}{}", spaces(leading), spaces(trailing))
 }
 
 /// The rules a server answers with, each with its cursor.
@@ -214,12 +125,22 @@ impl Rules {
     /// changes.
     pub fn add(&mut self, rule: Rule) -> Result<(), String> {
         rule.validate()?;
-        if self.rules.len() >= MAX_RULES {
-            return Err(format!("{MAX_RULES} rules already; rules clear first"));
-        }
+        self.check_room()?;
         self.rules.push(rule);
         self.cursors.push(0);
         Ok(())
+    }
+
+    /// Whether one more rule may be added.
+    ///
+    /// # Errors
+    ///
+    /// [`MAX_RULES`] rules are set already.
+    pub fn check_room(&self) -> Result<(), String> {
+        match self.rules.len() >= MAX_RULES {
+            true => Err(format!("{MAX_RULES} rules already; rules clear first")),
+            false => Ok(()),
+        }
     }
 
     pub fn clear(&mut self) {
@@ -244,6 +165,7 @@ impl Rules {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::vocab::MAX_REPLY_LEN;
 
     fn rule(spec: &str) -> Rule {
         spec.parse().unwrap_or_else(|e| panic!("{spec}: {e}"))

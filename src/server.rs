@@ -4,8 +4,14 @@
 //! at all while some source is still ready), hand every event to the
 //! handler its token names, serve the sources left still ready last turn,
 //! handle the deadlines that came due, and free the slab keys of
-//! connections closed during the turn. The loop only dispatches;
-//! [`tcp`](crate::tcp) and [`udp`](crate::udp) act. Every deadline is an
+//! connections closed during the turn. The loop only dispatches: the
+//! [`listener`](crate::listener) accepts and hands each stream to its job,
+//! [`tcp`](crate::tcp) serves, [`relay`](crate::relay) relays (its pairs'
+//! and flows' events reach it directly), [`udp`](crate::udp) answers
+//! datagrams, [`control`](crate::control) takes commands. Every deadline
+//! (a connection's or pair's idle, linger or fault step, a flow's idle
+//! timeout, the UDP delays, an accept retry, a control wait, the shutdown
+//! grace) is an
 //! entry of one timer heap, so the nearest one is the poll's timeout.
 
 use std::cell::RefCell;
@@ -19,20 +25,24 @@ use std::time::Duration;
 use log::{info, trace};
 use mio::{Events, Poll, Waker};
 
-use crate::bind::{bind_tcp, bind_udp};
+use crate::bind::{bind_tcp, bind_udp, reserve_tcp};
 use crate::config::Config;
 use crate::config::Mode;
 use crate::control::Control;
 use crate::error::Error;
-use crate::fault::{self, Faults};
+use crate::fault::{self, Fault, Faults};
 use crate::handle::{Handle, InTurn, Shared};
 use crate::journal::{self, Journal, JournalEvent};
-use crate::reply::{FixedReply, Pattern, Protocol, Replies, Responder, Scripted};
+use crate::listener::Listener;
+use crate::relay::flows::Flows;
+use crate::relay::pairs::Pairs;
+use crate::reply::{FixedReply, Pattern, Replies, Responder, Scripted};
 use crate::stats::Stats;
 use crate::tcp::{RESERVED_CONNECTIONS, Tcp};
 use crate::timer::{Clock, Millis, SWEEP_SLACK, Timers};
 use crate::turn::{CONTROL_LISTENER, Described, LISTENER, Readiness, Ready, Turn, WAKER};
 use crate::udp::Udp;
+use crate::vocab::Protocol;
 use sources::Sources;
 
 // `AsFd`/`AsRawFd` for a host's own loop. mio's poll is one descriptor
@@ -60,6 +70,7 @@ mod host;
 #[cfg(feature = "api")]
 mod proxies;
 mod sources;
+mod tcp_side;
 #[cfg(test)]
 mod tests;
 
@@ -103,7 +114,8 @@ pub struct Server {
     replies: Replies,
     buf: Box<[u8]>,
     clock: Clock,
-    /// Every deadline: connections', the accept retry, the shutdown grace.
+    /// Every deadline: connections' and pairs', flows', the UDP delays,
+    /// the accept retries, control waits, the shutdown grace.
     timers: Timers,
     /// Sources still ready from the last turn, served this turn.
     ready: Vec<Ready>,
@@ -230,7 +242,14 @@ impl Server {
         let config_text = proxies::read_config_file(config.config_file.as_deref())?;
         let poll = Poll::new()?;
         let waker = Waker::new(poll.registry(), WAKER)?;
+        let mut reserved = None;
         let (listener, tcp_addr) = match config.tcp {
+            // Refused from the start: the port, bound, waits for `accept`.
+            Some(addr) if config.refuse => {
+                let (socket, bound) = reserve_tcp(addr, config.reuse_port)?;
+                reserved = Some((socket, bound));
+                (None, Some(bound))
+            }
             Some(addr) => {
                 let reuse = config.reuse_port;
                 let (listener, bound) = bind_tcp(poll.registry(), addr, reuse, LISTENER, "tcp")?;
@@ -267,12 +286,23 @@ impl Server {
         );
         if !config.faults.is_empty() {
             let specs: Vec<String> = config.faults.iter().map(ToString::to_string).collect();
-            let how = if config.seed.is_some() {
-                ""
-            } else {
-                " (random: replay with --seed)"
+            // The seed only when it decides something: a log never says
+            // "random" of faults that make no random choice.
+            let how = match (config.faults.iter().any(Fault::is_random), config.seed) {
+                (false, _) => String::new(),
+                (true, Some(seed)) => format!("; seed {seed}"),
+                (true, None) => format!("; seed {} (random: replay with --seed)", faults.seed()),
             };
-            info!("faults {}; seed {}{how}", specs.join(" "), faults.seed());
+            info!("faults {}{how}", specs.join(" "));
+        }
+        let mut listener = Listener::new(
+            listener,
+            LISTENER,
+            config.reuse_port,
+            config.max_connections,
+        );
+        if let Some((socket, bound)) = reserved {
+            listener.start_refused(socket, bound);
         }
         #[cfg(feature = "api")]
         let seed = faults.seed();
@@ -281,7 +311,12 @@ impl Server {
             poll,
             events: Events::with_capacity(EVENTS_PER_POLL),
             sources: Sources {
-                tcp: Tcp::new(listener, &config),
+                listener,
+                tcp: Tcp::new(&config),
+                relay: config.upstream_tcp.map(|up| Pairs::new(up, &config)),
+                flows: (config.upstream_udp)
+                    .filter(|_| udp.is_some())
+                    .map(|up| Flows::new(up, &config)),
                 udp,
                 control,
                 #[cfg(feature = "api")]

@@ -9,9 +9,11 @@
 //! batch would receive them (mio #219, #172). So no key is reused within a
 //! turn; a stale event finds an empty slot and is dropped.
 //!
-//! Used for data connections ([`tcp`](crate::tcp)) and control
-//! connections ([`control`](crate::control)); any other set of sockets
-//! with one entry per key (relay pairs, UDP flows) fits the same way.
+//! Every set of sockets the loop keeps uses it: data connections
+//! ([`tcp`](crate::tcp)), control connections
+//! ([`control`](crate::control)), the relay's TCP pairs (each registers
+//! its second socket with a token of a range of its own, through
+//! [`insert_with`](Table::insert_with)) and its UDP flows.
 
 use std::io;
 

@@ -244,11 +244,7 @@ impl Builder {
     /// stays empty for that protocol); [`stats`](TestServer::stats) counts
     /// it.
     pub fn upstream(mut self, upstream: crate::Upstream) -> Builder {
-        let slot = match upstream.protocol {
-            Protocol::Tcp => &mut self.config.upstream_tcp,
-            Protocol::Udp => &mut self.config.upstream_udp,
-        };
-        *slot = Some(upstream.addr);
+        *self.config.upstream_slot(upstream.protocol) = Some(upstream.addr);
         self
     }
 

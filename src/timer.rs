@@ -6,19 +6,20 @@
 //! mean a deadline passed, so the loop reads the clock after every poll.
 //!
 //! Every deadline lives in one heap, [`Timers`], each entry saying what is
-//! due ([`Due`]): a connection's idle, linger or fault-step deadline; a
-//! listener's retry after an accept error (data and control); the
-//! earliest UDP reply held back by a delay; a control connection's
+//! due ([`Due`]): a connection's (or relayed pair's) idle, linger or
+//! fault-step deadline; a relayed UDP flow's idle deadline; a listener's
+//! retry after an accept error (data and control); the earliest UDP
+//! datagram held back by a delay; a control connection's
 //! `received` running out; the end of the shutdown grace period. So the
 //! poll timeout is the heap's first entry and nothing else.
 //!
 //! **One entry per waiting thing.** Each owner remembers the deadline of
-//! the one entry it armed (a connection's `timer_at`, the UDP queue's
-//! earliest delay, a control wait's deadline, a listener's pause). An
-//! entry whose owner has moved on is *stale*: a heap cannot remove it
-//! cheaply, so it stays until it comes due, and is then skipped by a
-//! comparison. Activity does not touch the heap: a connection only records
-//! when bytes last moved; when its entry comes due the deadline is
+//! the one entry it armed, in an [`Armed`] (a connection, a relayed pair,
+//! a UDP flow, the UDP delays), a control wait's deadline or a listener's
+//! [`Pause`]. An entry whose owner has moved on is *stale*: a heap cannot
+//! remove it cheaply, so it stays until it comes due, and is then skipped
+//! by a comparison. Activity does not touch the heap: a connection only
+//! records when bytes last moved; when its entry comes due the deadline is
 //! recomputed from that, and the entry is pushed again if it moved. So a
 //! busy connection costs one heap operation per idle period, not one per
 //! read, and no turn ever scans all connections.
@@ -36,6 +37,10 @@
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::time::{Duration, Instant};
+
+mod stamp;
+
+pub(crate) use stamp::Stamp;
 
 /// Milliseconds since the server started: the loop's unit of time.
 pub(crate) type Millis = u64;
@@ -97,13 +102,17 @@ pub(crate) enum Due {
     /// serial: the connection tells its own entry by the deadline it
     /// armed, which keeps an entry at 16 bytes, one per idle connection.
     Conn { key: u32 },
+    /// Relayed TCP pair `key`: its connect, fault, linger or idle
+    /// deadline, told from a stale one the same way.
+    Pair { key: u32 },
     /// The data listener may be tried again after an accept error.
     AcceptRetry,
     /// Relayed UDP flow `key`: its idle deadline.
     Flow { key: u32 },
     /// The control listener may be tried again after an accept error.
     ControlAcceptRetry,
-    /// The earliest UDP reply held back by a `delay` fault is due.
+    /// The earliest UDP datagram held back by a `delay` fault (a reply,
+    /// or on a relay one relayed either way) is due.
     UdpDelay,
     /// Control connection `key`'s `received` times out.
     ControlWait { key: u32 },
@@ -113,10 +122,10 @@ pub(crate) enum Due {
     /// The API listener may be tried again after an accept error.
     #[cfg_attr(not(feature = "api"), allow(dead_code))]
     ApiAcceptRetry,
-    /// Named endpoint `endpoint`'s pair `key`: as `Conn` for the main
+    /// Named endpoint `endpoint`'s pair `key`: as `Pair` for the main
     /// sockets' pairs.
     #[cfg_attr(not(feature = "api"), allow(dead_code))]
-    Pair { endpoint: u16, key: u32 },
+    EndpointPair { endpoint: u16, key: u32 },
     /// Named endpoint `endpoint`'s listener may be tried again.
     #[cfg_attr(not(feature = "api"), allow(dead_code))]
     EndpointAcceptRetry { endpoint: u16 },
@@ -179,6 +188,48 @@ impl Timers {
             Some(Reverse(entry)) if entry.at <= now => self.heap.pop().map(|Reverse(e)| e),
             _ => None,
         }
+    }
+}
+
+/// The one timer entry a source keeps armed (a connection, a relayed pair
+/// or flow, the UDP delays): the deadline of the entry it armed last, as
+/// long as that entry has not come due. An entry is armed only when it
+/// would come due earlier than the armed one: a deadline that moved
+/// later needs nothing, since the earlier entry comes due first and its
+/// owner then arms again for what is left. So the owner must arm again
+/// whenever an entry [fires](Armed::fire), for whatever it still waits
+/// for. 4 bytes: an idle connection's share.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Armed(Option<Stamp>);
+
+impl Armed {
+    /// Makes sure an entry for `due` comes due no later than `at`: arms
+    /// one unless the armed one is as early. A deadline further than
+    /// [`Stamp::HORIZON`] from `now` is reached in hops, an entry at the
+    /// horizon whose owner arms again when it fires.
+    pub fn arm(&mut self, at: Millis, now: Millis, due: Due, timers: &mut Timers) {
+        let at = at.min(now.saturating_add(Stamp::HORIZON));
+        if self.0.is_none_or(|armed| at < armed.near(now)) {
+            self.0 = Some(Stamp::of(at));
+            timers.arm(at, due);
+        }
+    }
+
+    /// An entry due `at` came due: whether it is the armed one. If it is,
+    /// it is forgotten, and nothing is armed until the owner arms again;
+    /// if not, it is stale, and the owner skips it.
+    pub fn fire(&mut self, at: Millis) -> bool {
+        let current = self.is_current(at);
+        if current {
+            self.0 = None;
+        }
+        current
+    }
+
+    /// Whether an entry due `at` is the armed one (for
+    /// [`Timers::sweep`]).
+    pub fn is_current(&self, at: Millis) -> bool {
+        self.0 == Some(Stamp::of(at))
     }
 }
 
@@ -303,6 +354,69 @@ mod tests {
         assert!(pause.is_current(5 + ACCEPT_RETRY_MS));
         assert!(!pause.holds(5 + ACCEPT_RETRY_MS));
         assert!(!pause.is_current(5 + ACCEPT_RETRY_MS), "over: forgotten");
+    }
+
+    /// Arms `at` on `armed` at `now`; whether an entry was pushed.
+    fn arm(armed: &mut Armed, timers: &mut Timers, at: Millis, now: Millis) -> bool {
+        let before = timers.len();
+        armed.arm(at, now, Due::UdpDelay, timers);
+        timers.len() > before
+    }
+
+    #[test]
+    fn an_armed_deadline_is_armed_again_only_when_earlier() {
+        let (mut timers, mut armed) = (Timers::default(), Armed::default());
+        assert!(arm(&mut armed, &mut timers, 50, 0), "nothing armed yet");
+        assert!(!arm(&mut armed, &mut timers, 80, 10), "later: no entry");
+        assert!(!arm(&mut armed, &mut timers, 50, 10), "as early: no entry");
+        assert!(arm(&mut armed, &mut timers, 30, 10), "earlier: an entry");
+        assert!(armed.is_current(30) && !armed.is_current(50));
+        assert_eq!(timers.next_at(), Some(30));
+    }
+
+    #[test]
+    fn a_fired_entry_is_forgotten_and_a_stale_one_skipped() {
+        let (mut timers, mut armed) = (Timers::default(), Armed::default());
+        arm(&mut armed, &mut timers, 50, 0);
+        arm(&mut armed, &mut timers, 30, 0);
+        let first = timers.pop_due(100).unwrap();
+        assert_eq!(first.at, 30);
+        assert!(armed.fire(first.at), "the armed entry");
+        assert!(!armed.is_current(30), "forgotten once fired");
+        // The owner still waits for 80: armed again, since nothing is.
+        assert!(arm(&mut armed, &mut timers, 80, 30));
+        let stale = timers.pop_due(100).unwrap();
+        assert_eq!(stale.at, 50);
+        assert!(!armed.fire(stale.at), "stale: skipped");
+        assert!(armed.is_current(80), "and the armed one kept");
+    }
+
+    /// Defect 1 of issue 20: an owner that served what was due itself,
+    /// before its entry came due, then waits for something later. The
+    /// entry still pending is earlier, so nothing new is armed; when it
+    /// fires it is still the current one, and the owner arms for what is
+    /// left: nothing waits without an entry.
+    #[test]
+    fn a_pending_entry_that_was_served_early_still_fires() {
+        let (mut timers, mut armed) = (Timers::default(), Armed::default());
+        arm(&mut armed, &mut timers, 50, 0);
+        // At 60, before the timer pass, the owner serves the 50 itself
+        // and then waits for 110.
+        assert!(!arm(&mut armed, &mut timers, 110, 60));
+        let pending = timers.pop_due(60).unwrap();
+        assert!(armed.fire(pending.at), "still current");
+        assert!(arm(&mut armed, &mut timers, 110, 60));
+        assert_eq!(timers.next_at(), Some(110));
+    }
+
+    #[test]
+    fn a_far_deadline_is_armed_at_the_horizon() {
+        let (mut timers, mut armed) = (Timers::default(), Armed::default());
+        let now = 1_000;
+        arm(&mut armed, &mut timers, Millis::MAX, now);
+        assert_eq!(timers.next_at(), Some(now + Stamp::HORIZON));
+        assert!(armed.is_current(now + Stamp::HORIZON));
+        assert_eq!(std::mem::size_of::<Armed>(), 4);
     }
 
     #[test]

@@ -31,22 +31,15 @@ pub(crate) const SIGNALS: Token = Token(usize::MAX - 4);
 pub(crate) const CONTROL_LISTENER: Token = Token(usize::MAX - 5);
 /// The API listener (`--api`).
 pub(crate) const API_LISTENER: Token = Token(usize::MAX - 6);
-/// Relay: the upstream socket of pair `key` has token `UPSTREAM_BASE +
-/// key` (the client's is `key`, as a data connection's). A quarter of the
-/// token space: far above any table's keys.
-pub(crate) const UPSTREAM_BASE: Token = Token(1 << (usize::BITS - 2));
+/// Relay: the client socket of pair `key` has token `PAIR_BASE + key`,
+/// its upstream socket `UPSTREAM_BASE + key`: an eighth of the token
+/// space each, above every served connection's key, so that a token
+/// alone says which job its socket has.
+pub(crate) const PAIR_BASE: Token = Token(1 << (usize::BITS - 2));
+/// Relay: the upstream socket of pair `key` (see [`PAIR_BASE`]).
+pub(crate) const UPSTREAM_BASE: Token = Token(PAIR_BASE.0 + (1 << (usize::BITS - 3)));
 /// Relay: UDP flow `key` has token `FLOW_BASE + key`.
 pub(crate) const FLOW_BASE: Token = Token(2 << (usize::BITS - 2));
-/// Named endpoint `e` (1 to [`MAX_ENDPOINTS`]; 0 is the main sockets)
-/// has the relay tokens of the main ones shifted by `e << ENDPOINT_SHIFT`:
-/// its pair `key` is `(e << ENDPOINT_SHIFT) + key` (client) and
-/// `UPSTREAM_BASE` plus that (upstream). A table holds fewer keys.
-pub(crate) const ENDPOINT_SHIFT: u32 = 40;
-/// Named endpoints at most (SPEC 14).
-pub(crate) const MAX_ENDPOINTS: usize = 256;
-/// Named endpoint `e`'s listener has token `ENDPOINT_LISTENER_BASE + e`,
-/// below the API connections'.
-pub(crate) const ENDPOINT_LISTENER_BASE: Token = Token(API_BASE.0 - 2 * MAX_ENDPOINTS);
 /// Tokens at or above this one name fixed sources, not connections.
 pub(crate) const FIRST_FIXED: Token = Token(usize::MAX - 16);
 /// Tokens reserved for control connections: one per connection that may
@@ -61,6 +54,16 @@ pub(crate) const API_SLOTS: usize = 256;
 /// API connection `key` has token `API_BASE + key`, just below the
 /// control connections'.
 pub(crate) const API_BASE: Token = Token(CONTROL_BASE.0 - API_SLOTS);
+/// Named endpoints at most (SPEC 14).
+pub(crate) const MAX_ENDPOINTS: usize = 256;
+/// Named endpoint `e` (1 to [`MAX_ENDPOINTS`]; 0 is the main sockets)
+/// has the relay's pair tokens shifted by `e << ENDPOINT_SHIFT`: its pair
+/// `key` is `PAIR_BASE + (e << ENDPOINT_SHIFT) + key` (client) and
+/// `UPSTREAM_BASE` plus the same (upstream).
+pub(crate) const ENDPOINT_SHIFT: u32 = 40;
+/// Named endpoint `e`'s listener has token `ENDPOINT_LISTENER_BASE + e`,
+/// below the API connections'.
+pub(crate) const ENDPOINT_LISTENER_BASE: Token = Token(API_BASE.0 - 2 * MAX_ENDPOINTS);
 
 /// Everything a handler may touch during one turn, borrowed from the
 /// server: the poll's registry (to change its own interest), the clock
@@ -117,6 +120,11 @@ pub(crate) enum Ready {
         key: usize,
         id: u32,
     },
+    /// Relayed TCP pair `key`.
+    Pair {
+        key: usize,
+        id: u32,
+    },
     Control {
         key: usize,
     },
@@ -131,7 +139,7 @@ pub(crate) enum Ready {
     },
     /// Named endpoint `endpoint`'s pair `key`.
     #[cfg_attr(not(feature = "api"), allow(dead_code))]
-    Pair {
+    EndpointPair {
         endpoint: u16,
         key: usize,
         id: u32,
@@ -161,15 +169,17 @@ pub(crate) enum Owner {
     EndpointListener(u16),
     /// Named endpoint `endpoint`'s pair `key`: its client's socket, or
     /// with `upstream` its upstream's.
-    Pair {
+    EndpointPair {
         endpoint: u16,
         key: usize,
         upstream: bool,
     },
-    /// Data connection `key` (on a TCP relay: the client of pair `key`).
+    /// Served connection `key`.
     Conn(usize),
+    /// The client socket of relayed pair `key`.
+    PairClient(usize),
     /// The upstream socket of relayed pair `key`.
-    Upstream(usize),
+    PairUpstream(usize),
     /// Relayed UDP flow `key`.
     Flow(usize),
     /// A fixed token no source has.
@@ -192,20 +202,24 @@ impl Owner {
                 Owner::EndpointListener((key - ENDPOINT_LISTENER_BASE.0) as u16)
             }
             Token(key) if key >= FLOW_BASE.0 => Owner::Flow(key - FLOW_BASE.0),
-            Token(key) => {
-                let upstream = key >= UPSTREAM_BASE.0;
-                let key = if upstream { key - UPSTREAM_BASE.0 } else { key };
-                match (key >> ENDPOINT_SHIFT, upstream) {
-                    (0, false) => Owner::Conn(key),
-                    (0, true) => Owner::Upstream(key),
-                    (endpoint, upstream) => Owner::Pair {
-                        endpoint: endpoint as u16,
-                        key: key & ((1 << ENDPOINT_SHIFT) - 1),
-                        upstream,
-                    },
-                }
-            }
+            Token(key) if key >= UPSTREAM_BASE.0 => pair(key - UPSTREAM_BASE.0, true),
+            Token(key) if key >= PAIR_BASE.0 => pair(key - PAIR_BASE.0, false),
+            Token(key) => Owner::Conn(key),
         }
+    }
+}
+
+/// A pair's socket: the main sockets' relay (endpoint 0), or a named
+/// endpoint's.
+fn pair(key: usize, upstream: bool) -> Owner {
+    match (key >> ENDPOINT_SHIFT, upstream) {
+        (0, false) => Owner::PairClient(key),
+        (0, true) => Owner::PairUpstream(key),
+        (endpoint, upstream) => Owner::EndpointPair {
+            endpoint: endpoint as u16,
+            key: key & ((1 << ENDPOINT_SHIFT) - 1),
+            upstream,
+        },
     }
 }
 
@@ -252,7 +266,7 @@ impl fmt::Display for Described<'_> {
             Owner::ApiListener => f.write_str("api listener")?,
             Owner::Api(key) => write!(f, "api {key}")?,
             Owner::EndpointListener(e) => write!(f, "endpoint {e} listener")?,
-            Owner::Pair {
+            Owner::EndpointPair {
                 endpoint,
                 key,
                 upstream,
@@ -261,7 +275,8 @@ impl fmt::Display for Described<'_> {
                 write!(f, "endpoint {endpoint} pair {key} {side}")?
             }
             Owner::Conn(key) => write!(f, "conn {key}")?,
-            Owner::Upstream(key) => write!(f, "upstream {key}")?,
+            Owner::PairClient(key) => write!(f, "pair {key} client")?,
+            Owner::PairUpstream(key) => write!(f, "pair {key} upstream")?,
             Owner::Flow(key) => write!(f, "flow {key}")?,
             Owner::Unknown => write!(f, "token {}", event.token().0)?,
         }
@@ -292,34 +307,37 @@ mod tests {
         let last = Token(CONTROL_BASE.0 + CONTROL_SLOTS - 1);
         assert_eq!(Owner::of(last), Owner::Control(CONTROL_SLOTS - 1));
         assert_eq!(Owner::of(FIRST_FIXED), Owner::Unknown);
-        let pair = |endpoint, key, upstream| Owner::Pair {
+        assert_eq!(
+            Owner::of(Token(PAIR_BASE.0 - 1)),
+            Owner::Conn(PAIR_BASE.0 - 1)
+        );
+        assert_eq!(Owner::of(PAIR_BASE), Owner::PairClient(0));
+        let last_main = (1 << ENDPOINT_SHIFT) - 1;
+        let client = Token(PAIR_BASE.0 + last_main);
+        assert_eq!(Owner::of(client), Owner::PairClient(last_main));
+        let endpoint = |endpoint, key, upstream| Owner::EndpointPair {
             endpoint,
             key,
             upstream,
         };
-        assert_eq!(
-            Owner::of(Token((1 << ENDPOINT_SHIFT) - 1)),
-            Owner::Conn((1 << ENDPOINT_SHIFT) - 1)
-        );
-        assert_eq!(
-            Owner::of(Token((3 << ENDPOINT_SHIFT) + 7)),
-            pair(3, 7, false)
-        );
+        let client = Token(PAIR_BASE.0 + (3 << ENDPOINT_SHIFT) + 7);
+        assert_eq!(Owner::of(client), endpoint(3, 7, false));
         let upstream = Token(UPSTREAM_BASE.0 + (256 << ENDPOINT_SHIFT) + 9);
-        assert_eq!(Owner::of(upstream), pair(256, 9, true));
+        assert_eq!(Owner::of(upstream), endpoint(256, 9, true));
         let listener = Token(ENDPOINT_LISTENER_BASE.0 + 256);
         assert_eq!(Owner::of(listener), Owner::EndpointListener(256));
-        assert_eq!(Owner::of(Token(UPSTREAM_BASE.0 + 3)), Owner::Upstream(3));
-        assert_eq!(Owner::of(Token(FLOW_BASE.0 + 5)), Owner::Flow(5));
-        assert_eq!(Owner::of(LISTENER), Owner::Listener);
-        assert_eq!(Owner::of(CONTROL_LISTENER), Owner::ControlListener);
-        assert_eq!(Owner::of(API_LISTENER), Owner::ApiListener);
-        assert_eq!(Owner::of(API_BASE), Owner::Api(0));
         assert_eq!(
-            Owner::of(Token(CONTROL_BASE.0 - 1)),
-            Owner::Api(API_SLOTS - 1)
+            Owner::of(Token(UPSTREAM_BASE.0 + 3)),
+            Owner::PairUpstream(3)
         );
+        assert_eq!(Owner::of(Token(FLOW_BASE.0 + 5)), Owner::Flow(5));
+        assert_eq!(Owner::of(API_BASE), Owner::Api(0));
+        let last_api = Token(CONTROL_BASE.0 - 1);
+        assert_eq!(Owner::of(last_api), Owner::Api(API_SLOTS - 1));
         let below = ENDPOINT_LISTENER_BASE.0 - 1;
         assert_eq!(Owner::of(Token(below)), Owner::Flow(below - FLOW_BASE.0));
+        assert_eq!(Owner::of(API_LISTENER), Owner::ApiListener);
+        assert_eq!(Owner::of(LISTENER), Owner::Listener);
+        assert_eq!(Owner::of(CONTROL_LISTENER), Owner::ControlListener);
     }
 }

@@ -510,3 +510,25 @@ fn a_closed_stdout_and_stderr_exit_1_without_a_panic() {
     let status = status.expect("exits");
     assert_eq!(status.code(), Some(1), "stdout unwritable: {status}");
 }
+
+#[test]
+fn a_fault_spec_error_says_what_was_meant() {
+    for (spec, says) in [
+        (
+            "udp:loss",
+            &["unknown fault kind 'loss'", "delay", "drop"][..],
+        ),
+        ("tcp:drop", &["tcp has no drop", "reset"]),
+        ("udp:drop,10%", &["did you mean p=0.1?"]),
+        ("udp:drop,0.25", &["did you mean p=0.25?"]),
+        ("udp:drop,prob=1", &["unknown selector 'prob'", "p="]),
+    ] {
+        let (status, stdout, stderr) = run(&["--fault", spec]);
+        assert_eq!(status.code(), Some(2), "{spec}: {stderr}");
+        assert_eq!(stdout, "", "{spec}: nothing bound");
+        assert_eq!(stderr.trim_end().lines().count(), 1, "{spec}: {stderr}");
+        for said in says {
+            assert!(stderr.contains(said), "{spec}: says {said:?}: {stderr}");
+        }
+    }
+}

@@ -11,7 +11,7 @@ use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::time::{Duration, Instant};
 
 use common::control::Control;
-use common::{DEADLINE, Server, connect, run, tcp_request, text, udp_request};
+use common::{DEADLINE, Server, connect, run, tcp_request, text, udp_request, wait_until};
 
 /// One UDP exchange with a short wait: the reply, or `None` on a timeout.
 fn udp_try(addr: SocketAddr, wait: Duration) -> Option<Vec<u8>> {
@@ -376,6 +376,59 @@ fn a_control_client_that_never_reads_cannot_grow_the_server() {
     assert!(control.ask("stats").starts_with("ok "));
     let grown = server.rss_kib().saturating_sub(before);
     assert!(grown < 8 * 1024, "RSS grew by {grown} KiB");
+}
+
+/// Eight clients that send lines and never read, each until the server
+/// stops reading it (a write blocks for half a second); held open by the
+/// caller while it measures. Each sends 64 MiB at most, which no bound
+/// short of one would take.
+fn never_readers(tcp: SocketAddr) -> Vec<TcpStream> {
+    let flood = |_| {
+        std::thread::spawn(move || {
+            let stream = connect(tcp);
+            let timeout = Some(Duration::from_millis(500));
+            stream.set_write_timeout(timeout).unwrap();
+            let lines = b"a line whose reply is never read\n".repeat(2048);
+            let sent = common::write_until_blocked(&stream, 64 << 20, &lines);
+            assert!(sent < 64 << 20, "all {sent} bytes were taken");
+            stream
+        })
+    };
+    let threads: Vec<_> = (0..8).map(flood).collect();
+    threads.into_iter().map(|t| t.join().unwrap()).collect()
+}
+
+#[test]
+fn never_readers_are_held_to_max_owed_on_both_reply_paths() {
+    let server = Server::start(&["--mode", "line", "--no-udp", "--control", "127.0.0.1:0"]);
+    let mut control = Control::open(&server);
+    // Refused: it changes nothing, so replies stay on the fixed-reply path.
+    let refused = control.ask("fault tcp:reset,match=exact:x,dir=up");
+    assert!(refused.starts_with("error: "), "{refused}");
+    let mut grown = Vec::new();
+    for path in ["fixed reply", "responder"] {
+        if path == "responder" {
+            // A rule needs whole lines: replies come from the responder now.
+            assert_eq!(control.ask("rule exact:never => x"), "ok");
+        }
+        let before = server.rss_kib();
+        let held = never_readers(server.tcp());
+        // Every held client is still open, and others are served.
+        let open = 8 * (grown.len() as u64 + 1);
+        assert!(wait_until(DEADLINE, || control.stat("open") == open));
+        let other = connect(server.tcp());
+        let reply = common::line_exchange(&other, b"hi\n", 9);
+        assert_eq!(text(&reply), "Received\n");
+        grown.push((path, server.rss_kib().saturating_sub(before)));
+        std::mem::forget(held); // Held open until the server is killed.
+    }
+    eprintln!("RSS growth with 8 never-readers at --max-owed 65536: {grown:?} KiB");
+    // Each holds at most its owed bytes (64 KiB plus one reply), one read
+    // of input and its open line: under 3 MiB for eight, far below the
+    // tens of MiB they sent.
+    for (path, kib) in grown {
+        assert!(kib < 3 * 1024, "{path}: RSS grew by {kib} KiB");
+    }
 }
 
 #[test]

@@ -1,6 +1,7 @@
 //! The traps lab keeps every trap honest: each probe must find its
 //! symptom on the broken variant, and must not find it on the correct
-//! server or on ackloop (`examples/lab/`, issue 17).
+//! server or on ackloop (`examples/lab/`, issues 17 and 20). These are the
+//! verdicts of the table `lab all` prints, cell by cell.
 //!
 //! The probes are the example's own code, included by path. They run one
 //! at a time: they read a server thread's CPU time, one of them lowers the
@@ -9,8 +10,16 @@
 
 // Shared with `examples/lab`, which uses all of it; each test uses a part.
 #[allow(dead_code)]
+#[path = "../examples/lab/ackloop_log.rs"]
+mod ackloop_log;
+#[allow(dead_code)]
 #[path = "../examples/lab/client.rs"]
 mod client;
+#[allow(dead_code)]
+#[path = "../examples/lab/figures.rs"]
+mod figures;
+#[path = "../examples/lab/handles.rs"]
+mod handles;
 #[allow(dead_code)]
 #[path = "../examples/lab/measure.rs"]
 mod measure;
@@ -23,11 +32,16 @@ mod server;
 #[allow(dead_code)]
 #[path = "../examples/lab/stale_key.rs"]
 mod stale_key;
+#[path = "../examples/lab/stale_relay.rs"]
+mod stale_relay;
 #[allow(dead_code)]
 #[path = "../examples/lab/target.rs"]
 mod target;
 #[path = "../examples/lab/trap.rs"]
 mod trap;
+#[allow(dead_code)]
+#[path = "../examples/lab/wakeups.rs"]
+mod wakeups;
 
 use std::sync::{Mutex, MutexGuard};
 
@@ -64,14 +78,30 @@ fn no_drain() {
     trap_shows_only_when_broken(Trap::NoDrain);
 }
 
+/// Its probe also fails the correct server if it serves a connection
+/// cut by its budget twice in one turn.
 #[test]
 fn no_still_ready() {
     trap_shows_only_when_broken(Trap::NoStillReady);
 }
 
+/// Shown on TCP and on UDP alike by the broken variant (GUIDE trap 3 is
+/// about TCP), on neither by the correct server and ackloop.
 #[test]
 fn writable_for_life() {
-    trap_shows_only_when_broken(Trap::WritableForLife);
+    let _alone = alone();
+    for kind in [
+        Kind::Broken(Trap::WritableForLife),
+        Kind::Correct,
+        Kind::Ackloop,
+    ] {
+        let target = target::Target::start(kind).expect("server starts");
+        let (tcp, udp) = wakeups::writable_for_life_parts(&target)
+            .unwrap_or_else(|e| panic!("probe against {kind:?} failed: {e}"));
+        let expected = matches!(kind, Kind::Broken(_));
+        assert_eq!(tcp.symptom, expected, "TCP, {kind:?}: {}", tcp.figure);
+        assert_eq!(udp.symptom, expected, "UDP, {kind:?}: {}", udp.figure);
+    }
 }
 
 #[test]
@@ -137,4 +167,27 @@ fn stale_key_replay() {
     let deferred = stale_key::replay(false);
     assert_eq!(deferred.closed, ["A"], "{deferred:?}");
     assert_eq!(deferred.open, [(1, "B")], "{deferred:?}");
+}
+
+/// The same class as `emfile-spin`, for any error that recurs at once:
+/// the correct server and ackloop pause accepting, neither spins, and both
+/// still answer UDP.
+#[test]
+fn a_recurring_accept_error_does_not_spin() {
+    let _alone = alone();
+    for kind in [Kind::Correct, Kind::Ackloop] {
+        let finding = probes::accept_error(kind)
+            .unwrap_or_else(|e| panic!("probe against {kind:?} failed: {e}"));
+        assert!(!finding.symptom, "{kind:?}: {}", finding.figure);
+    }
+}
+
+/// The stale-key cell of ackloop, measured: its relay gets a batch in
+/// which an event of a pair closed earlier in the batch follows a new
+/// client's accept, and the stale event finds the key still held.
+#[test]
+fn stale_key_measured_on_ackloops_relay() {
+    let _alone = alone();
+    let finding = stale_relay::probe().unwrap_or_else(|e| panic!("probe failed: {e}"));
+    assert!(!finding.symptom, "{}", finding.figure);
 }

@@ -170,6 +170,65 @@ fn a_udp_relay_matches_datagrams_and_journals_them_each_way() {
     );
 }
 
+/// A datagram the relay drops is counted and journaled (length 0, with
+/// its faults): one from a source past `--max-flows`, and one an `up`
+/// delay still holds when the server closes (a second SIGTERM).
+#[test]
+fn a_udp_relay_counts_and_journals_what_it_drops() {
+    let journal = TempPath::new("relay-udp-drops.jsonl");
+    let upstream = UdpUpstream::echo();
+    let args = [
+        "--no-tcp",
+        "--journal",
+        journal.path(),
+        "--max-flows",
+        "1",
+        "--fault",
+        "udp:delay=60000,dir=up,match=exact:held",
+    ];
+    let mut server = relay("udp", upstream.addr, &args);
+    let (first, second) = (udp_socket(server.udp()), udp_socket(server.udp()));
+    let mut buf = [0; 64];
+    first.send(b"a").unwrap();
+    assert_eq!(common::retrying(|| first.recv(&mut buf)).unwrap(), 1);
+    second.send(b"b").unwrap(); // No flow to be had: dropped.
+    first.send(b"held").unwrap();
+    let dropped = wait_until(DEADLINE, || journal.lines() >= 3);
+    assert!(dropped, "the drop was not journaled");
+    // The second closes everything at once (two the kernel merges into
+    // one only wait out the grace period first: the same end).
+    for _ in 0..2 {
+        server.signal(common::SIGTERM);
+    }
+    let status = server.wait();
+    let stderr = server.final_stderr();
+    assert!(status.success(), "{stderr}");
+    let summary = common::assert_summary(&stderr);
+    assert_eq!(
+        common::counter(&summary, "replies dropped"),
+        Some(2),
+        "{summary}"
+    );
+    let lines = read_journal(&std::fs::read_to_string(&journal.0).unwrap());
+    assert_eq!(
+        lines,
+        [
+            "udp - 1 up 1 b'a' peer",
+            "udp - 1 down 1 b'a' peer",
+            "udp - 2 up 0 b'' peer",
+            "udp - 3 up 0 b'' peer delay",
+        ]
+    );
+}
+
+/// A client socket connected to `server`.
+fn udp_socket(server: SocketAddr) -> UdpSocket {
+    let client = UdpSocket::bind("127.0.0.1:0").unwrap();
+    client.connect(server).unwrap();
+    client.set_read_timeout(Some(DEADLINE)).unwrap();
+    client
+}
+
 /// A TCP relay in stream mode has no messages: `match=` is a bad value
 /// there (exit 2, `error:` on control), and works once `--mode line`
 /// makes each line one.

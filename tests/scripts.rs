@@ -232,6 +232,48 @@ fn a_match_selector_faults_exactly_the_messages_it_fits() {
     assert!(stderr.contains("match"), "{stderr}");
 }
 
+/// Sends `abc` on a line-mode connection the fixed reply serves, waits
+/// until the server has read it, then asks `commands` on the control port
+/// (the first makes replies need whole lines): the connection and the
+/// control client, to go on with.
+fn half_a_line_then(commands: &[&str]) -> (Server, TcpStream, Control) {
+    let server = Server::start(&["--mode", "line", "--control", "127.0.0.1:0"]);
+    let mut control = Control::open(&server);
+    let stream = connect(server.tcp());
+    (&stream).write_all(b"first\n").unwrap();
+    assert_eq!(text(&read_exactly(&stream, 9)), "Received\n");
+    let before = control.stat("bytes_in");
+    (&stream).write_all(b"abc").unwrap();
+    assert!(wait_until(DEADLINE, || control.stat("bytes_in") == before + 3));
+    for command in commands {
+        assert_eq!(control.ask(command), "ok", "{command}");
+    }
+    (server, stream, control)
+}
+
+#[test]
+fn a_line_half_received_when_whole_lines_come_in_is_not_matched_by_its_rest() {
+    // Rules: the cut line gets the reply text, as it would have before;
+    // whole lines after it are matched.
+    let (_server, stream, _control) =
+        half_a_line_then(&["rule exact:def => PART", "rule exact:abcdef => WHOLE"]);
+    (&stream).write_all(b"def\nabcdef\ndef\n").unwrap();
+    let want = "Received\nWHOLE\nPART\n";
+    assert_eq!(text(&read_exactly(&stream, want.len())), want);
+
+    // A match= fault: no more picks the cut line by its rest.
+    let (_server, stream, _control) = half_a_line_then(&["fault tcp:close,match=exact:def"]);
+    (&stream).write_all(b"def\nabcdef\n").unwrap();
+    let want = "Received\nReceived\n";
+    assert_eq!(text(&read_exactly(&stream, want.len())), want);
+    (&stream).write_all(b"def\n").unwrap();
+    let drained = read_until_closed(&stream, DEADLINE);
+    assert_eq!(
+        (text(&drained.bytes), drained.end),
+        (String::new(), End::Eof)
+    );
+}
+
 /// A file in the system's temporary directory, removed when dropped.
 struct TempFile(std::path::PathBuf);
 
@@ -285,6 +327,7 @@ fn a_bad_script_line_exits_2_naming_its_number_before_binding() {
         ("fault tcp:drop\n", "line 1"),
         (r"greeting bad\q", "line 1"),
         ("stats\n", "line 1"),
+        ("reply ok\n\npush hi\n", "line 3"),
     ] {
         let script = TempFile::new("bad.script", contents);
         let (status, stdout, stderr) = run(&["--script", script.path()]);
@@ -297,6 +340,91 @@ fn a_bad_script_line_exits_2_naming_its_number_before_binding() {
     let (status, _, stderr) = run(&["--script", "/nonexistent/ackloop.script"]);
     assert_eq!(status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("/nonexistent/ackloop.script"), "{stderr}");
+}
+
+#[test]
+fn a_script_is_checked_against_every_option_whatever_their_order() {
+    let upstream = format!("tcp:{}", common::upstream::echo_upstream());
+    let script = TempFile::new(
+        "relay-up.script",
+        "# reset every request on its way up
+fault tcp:reset,dir=up
+",
+    );
+    let path = script.path();
+    for args in [
+        ["--script", path, "--upstream", &upstream],
+        ["--upstream", &upstream, "--script", path],
+    ] {
+        let server = Server::start(&args);
+        let stream = connect(server.tcp());
+        (&stream).write_all(b"hi").unwrap();
+        let drained = read_until_closed(&stream, DEADLINE);
+        assert_eq!(drained.end, End::Reset, "{args:?}: the script's fault acts");
+    }
+}
+
+#[test]
+fn a_script_line_the_finished_options_refuse_exits_2_naming_file_and_line() {
+    let upstream = "tcp:127.0.0.1:9";
+    for (contents, options, line) in [
+        (
+            "rule exact:a => b\n\n# up needs a relay\nfault tcp:reset,dir=up\n",
+            &["--no-udp"][..],
+            "line 4",
+        ),
+        (
+            "reply ok\nfault tcp:close,match=exact:quit\n",
+            &["--upstream", upstream],
+            "line 2",
+        ),
+        ("greeting 220 hi\n", &["--no-tcp"], "line 1"),
+        (
+            "# relayed clients\ngreeting 220 hi\n",
+            &["--upstream", upstream],
+            "line 2",
+        ),
+        ("refuse\n", &["--no-tcp"], "line 1"),
+    ] {
+        let script = TempFile::new("late.script", contents);
+        let path = script.path();
+        let before = [&["--script", path][..], options].concat();
+        let after = [options, &["--script", path][..]].concat();
+        for args in [before, after] {
+            let (status, stdout, stderr) = run(&args);
+            assert_eq!(status.code(), Some(2), "{args:?}: {stderr}");
+            assert_eq!(stdout, "", "nothing bound or printed");
+            assert!(stderr.contains(path), "{args:?}: names the file: {stderr}");
+            assert!(stderr.contains(line), "{args:?}: names {line}: {stderr}");
+            assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        }
+    }
+}
+
+#[test]
+fn a_script_may_start_tcp_refusing_until_accept() {
+    let script = TempFile::new("refuse.script", "# the client starts first\nrefuse\n");
+    let server = Server::start(&[
+        "--mode",
+        "line",
+        "--control",
+        "127.0.0.1:0",
+        "--script",
+        script.path(),
+    ]);
+    let refused = TcpStream::connect(server.tcp()).unwrap_err();
+    assert_eq!(refused.kind(), ErrorKind::ConnectionRefused);
+    let mut control = Control::open(&server);
+    assert_eq!(control.ask("refuse"), "ok", "still refusing");
+    let refused = TcpStream::connect(server.tcp()).unwrap_err();
+    assert_eq!(refused.kind(), ErrorKind::ConnectionRefused);
+    // UDP is not refused.
+    assert_eq!(text(&udp_request(server.udp(), b"x")), "Received");
+    assert_eq!(control.ask("accept"), "ok");
+    let stream = connect(server.tcp());
+    (&stream).write_all(b"hi\n").unwrap();
+    assert_eq!(text(&read_exactly(&stream, 9)), "Received\n");
+    assert_eq!(control.ask("accept"), "ok", "may be repeated");
 }
 
 #[test]

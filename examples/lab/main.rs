@@ -5,19 +5,31 @@
 //! cargo run --release --example lab -- no-drain   # one trap
 //! cargo run --release --example lab -- all        # the whole table
 //! cargo run --release --example lab -- list       # the traps' names
+//! cargo run --release --example lab -- accept-error
 //! ```
 //!
 //! `server.rs` is a small correct server (TCP line mode and UDP on one
 //! poll); each trap is that server with one change, marked `TRAP`. For a
 //! trap, the lab runs its probe (`probes.rs`) against the broken variant,
 //! the correct server and ackloop itself, and prints what it measured.
-//! `stale-key` replays the one trap Linux cannot show (`stale_key.rs`).
+//! `stale-key` replays, for the lab's servers, a batch epoll cannot
+//! produce for them (`stale_key.rs`), and measures ackloop's relay, whose
+//! two sockets per pair can produce one (`stale_relay.rs`).
+//! `accept-error` checks the correct server and ackloop against an accept
+//! that fails again at once (not a trap of the list, the class of
+//! `emfile-spin`).
 //!
 //! Linux only: the probes read `/proc`, lower `RLIMIT_NOFILE` and signal
 //! a thread.
 
 #[cfg(target_os = "linux")]
+mod ackloop_log;
+#[cfg(target_os = "linux")]
 mod client;
+#[cfg(target_os = "linux")]
+mod figures;
+#[cfg(target_os = "linux")]
+mod handles;
 #[cfg(target_os = "linux")]
 mod measure;
 #[cfg(target_os = "linux")]
@@ -26,9 +38,13 @@ mod probes;
 mod server;
 mod stale_key;
 #[cfg(target_os = "linux")]
+mod stale_relay;
+#[cfg(target_os = "linux")]
 mod target;
 #[cfg(target_os = "linux")]
 mod trap;
+#[cfg(target_os = "linux")]
+mod wakeups;
 
 #[cfg(target_os = "linux")]
 fn main() {
@@ -45,7 +61,8 @@ fn main() {
 
 #[cfg(target_os = "linux")]
 mod lab {
-    use crate::probes::{Finding, probe};
+    use crate::figures::Finding;
+    use crate::probes::{accept_error, probe};
     use crate::server::Trap;
     use crate::stale_key;
     use crate::target::Kind;
@@ -70,13 +87,15 @@ mod lab {
             Trap::NoStillReady => (
                 "a per-turn read budget without a still-ready list",
                 "a connection cut short by its budget is never reported again",
-                "keep it on a still-ready list and poll with a zero timeout",
+                "keep it on a still-ready list, serve it next turn (one budget a turn) \
+                 and poll with a zero timeout meanwhile",
                 "src/turn.rs (the still-ready list), src/server.rs, Server::poll_delay",
             ),
             Trap::WritableForLife => (
                 "WRITABLE registered for good",
-                "every reply sent makes the socket writable again: a wake-up for nothing \
-                 (on Linux TCP only after a full send buffer; level-triggered, a busy loop)",
+                "room freed in the send buffer makes the socket writable again: a wake-up \
+                 for nothing (on Linux: UDP after every reply; TCP once its send buffer was \
+                 found over two thirds full; level-triggered, a busy loop)",
                 "register WRITABLE only while bytes are owed",
                 "src/turn.rs, settle_writable",
             ),
@@ -99,10 +118,10 @@ mod lab {
                 "src/server.rs, Server::poll_delay; src/timer.rs",
             ),
             Trap::EmfileSpin => (
-                "EMFILE treated like any accept error, no spare descriptor",
+                "EMFILE taken for a client gone before its accept, no spare descriptor",
                 "accept fails again at once, forever, while the client waits",
                 "free a spare descriptor, accept and close the waiting client, take it back",
-                "src/tcp/mod.rs, Tcp::shed_backlog",
+                "src/tcp/mod.rs, Tcp::shed_backlog and Tcp::pause_accepting",
             ),
             Trap::CloseWithoutLinger => (
                 "close with unread input",
@@ -143,10 +162,11 @@ mod lab {
                 true
             }
             "stale-key" => stale_key(),
+            "accept-error" => accept_errors(),
             name => match Trap::from_name(name) {
                 Some(trap) => one(trap),
                 None => {
-                    eprintln!("usage: lab TRAP|all|list (`lab list` names the traps)");
+                    eprintln!("usage: lab TRAP|all|list|accept-error (`lab list` names the traps)");
                     std::process::exit(2);
                 }
             },
@@ -226,19 +246,73 @@ mod lab {
                 cells[2]
             );
         }
-        let at_once = stale_key::describe(&stale_key::replay(true));
-        let deferred = stale_key::describe(&stale_key::replay(false));
+        all_ok &= stale_key_row();
+        println!();
+        all_ok & accept_errors()
+    }
+
+    /// The `stale-key` row: a scripted replay for the lab's servers, a
+    /// measurement for ackloop.
+    fn stale_key_row() -> bool {
+        let at_once = stale_key::replay(true);
+        let deferred = stale_key::replay(false);
+        let (ackloop, ok) = stale_relay_cell();
+        let flag = |ok: bool| if ok { "" } else { " **unexpected**" };
+        let (ok_at_once, ok_deferred) = (
+            at_once.closed.contains(&"B"),
+            !deferred.closed.contains(&"B"),
+        );
         println!(
-            "| `stale-key` (scripted, not on Linux) | keys freed at once: {at_once} | \
-             free keys when the batch ends | {deferred} | frees keys when the batch ends \
-             (src/table.rs, Table::end_turn) |"
+            "| `stale-key` (the lab's servers: a kqueue batch, replayed through a slab; \
+             ackloop: measured, on its relay) | \
+             keys freed at once: {}{} | free keys when the batch ends | {}{} | {ackloop}{} |",
+            stale_key::describe(&at_once),
+            flag(ok_at_once),
+            stale_key::describe(&deferred),
+            flag(ok_deferred),
+            flag(ok),
+        );
+        ok_at_once && ok_deferred && ok
+    }
+
+    /// ackloop's `stale-key` cell, and whether it is as expected.
+    fn stale_relay_cell() -> (String, bool) {
+        match crate::stale_relay::probe() {
+            Ok(finding) => (finding.figure, !finding.symptom),
+            Err(e) => (format!("the probe failed: {e}"), false),
+        }
+    }
+
+    /// An accept that fails again at once, against the correct server and
+    /// ackloop (there is no broken variant: it is not a trap of the list).
+    fn accept_errors() -> bool {
+        println!("| check | the correct server | ackloop |");
+        println!("|---|---|---|");
+        let mut cells = Vec::new();
+        let mut all_ok = true;
+        for kind in [Kind::Correct, Kind::Ackloop] {
+            let (figure, ok) = match accept_error(kind) {
+                Ok(finding) => (finding.figure, !finding.symptom),
+                Err(e) => (format!("the probe failed: {e}"), false),
+            };
+            all_ok &= ok;
+            cells.push(format!(
+                "{figure}{}",
+                if ok { "" } else { " **unexpected**" }
+            ));
+        }
+        println!(
+            "| an accept error that recurs at once (EINVAL: the listener shut down under \
+             the server; ENOBUFS, ENOMEM, EPERM alike): pause accepting, retry later | {} | {} |",
+            cells[0], cells[1]
         );
         all_ok
     }
 
     fn stale_key() -> bool {
         println!(
-            "stale-key: a slab key freed in the middle of a batch (kqueue; epoll cannot show it)"
+            "stale-key: a slab key freed in the middle of a batch (the lab's servers: a \
+             kqueue batch, replayed)"
         );
         println!("  batch: conn 0 read-closed, listener readable (client B), conn 0 write-closed");
         let at_once = stale_key::replay(true);
@@ -251,7 +325,10 @@ mod lab {
             "  keys freed after the batch: {}",
             stale_key::describe(&deferred)
         );
-        println!("  ackloop: src/table.rs, Table::end_turn");
-        at_once.closed.contains(&"B") && !deferred.closed.contains(&"B")
+        let (ackloop, ok) = stale_relay_cell();
+        println!("  ackloop: {ackloop}");
+        println!("           (its relay: two sockets per pair, so epoll can make the batch)");
+        println!("           src/table.rs, Table::end_turn");
+        at_once.closed.contains(&"B") && !deferred.closed.contains(&"B") && ok
     }
 }

@@ -3,7 +3,11 @@
 
 use std::fs::File;
 use std::io;
+use std::net::SocketAddr;
+use std::os::fd::{BorrowedFd, RawFd};
 use std::os::unix::fs::FileExt;
+
+use socket2::SockRef;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -172,4 +176,84 @@ pub fn signal_thread(tid: i32) -> io::Result<()> {
         return Err(io::Error::last_os_error());
     }
     Ok(())
+}
+
+/// The descriptor of this process's socket listening on `addr`: the
+/// server's listener, for a probe to change from outside (the probes and
+/// the servers share one process).
+pub fn listening_socket(addr: SocketAddr) -> Option<RawFd> {
+    sockets().find(|&fd| {
+        with_socket(fd, |socket| {
+            socket.local_addr().ok().and_then(|a| a.as_socket()) == Some(addr)
+                && socket.is_listener().unwrap_or(false)
+        })
+    })
+}
+
+/// The descriptor of this process's TCP socket from `local` to `peer`.
+pub fn connected_socket(local: SocketAddr, peer: SocketAddr) -> Option<RawFd> {
+    let addr = |a: io::Result<socket2::SockAddr>| a.ok().and_then(|a| a.as_socket());
+    sockets().find(|&fd| {
+        with_socket(fd, |socket| {
+            addr(socket.local_addr()) == Some(local) && addr(socket.peer_addr()) == Some(peer)
+        })
+    })
+}
+
+/// This process's open sockets.
+fn sockets() -> impl Iterator<Item = RawFd> {
+    let entries = std::fs::read_dir("/proc/self/fd").into_iter().flatten();
+    entries.flatten().filter_map(|entry| {
+        let link = std::fs::read_link(entry.path()).ok()?;
+        link.to_string_lossy()
+            .starts_with("socket:")
+            .then_some(())?;
+        entry.file_name().to_str()?.parse().ok()
+    })
+}
+
+/// Runs `query` on a socket of this process.
+pub fn with_socket<T>(fd: RawFd, query: impl FnOnce(SockRef<'_>) -> T) -> T {
+    // SAFETY: the descriptor is only borrowed for `query`; on one closed
+    // meanwhile its calls fail with EBADF (no memory is at stake), and the
+    // probes change a socket only while its server holds it open.
+    let fd = unsafe { BorrowedFd::borrow_raw(fd) };
+    query(SockRef::from(&fd))
+}
+
+/// Whether a poll of the descriptor would report it (readable, hung up
+/// or in error), without waiting.
+pub fn ready(fd: RawFd) -> bool {
+    let mut poll = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: poll reads and writes the one struct we own.
+    unsafe { libc::poll(&mut poll, 1, 0) == 1 }
+}
+
+/// What the kernel says of the TCP socket from `local` to `peer`, from
+/// `/proc/net/tcp`: whether it is established, and the bytes in its
+/// receive queue (arrived, not yet read). `None` once it is gone.
+pub fn tcp_socket(local: SocketAddr, peer: SocketAddr) -> Option<(bool, u64)> {
+    let hex = |addr: SocketAddr| match addr {
+        SocketAddr::V4(a) => Some(format!(
+            "{:08X}:{:04X}",
+            u32::from_ne_bytes(a.ip().octets()),
+            a.port()
+        )),
+        SocketAddr::V6(_) => None,
+    };
+    let (local, peer) = (hex(local)?, hex(peer)?);
+    let table = std::fs::read_to_string("/proc/net/tcp").ok()?;
+    table.lines().skip(1).find_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        if fields.get(1) != Some(&local.as_str()) || fields.get(2) != Some(&peer.as_str()) {
+            return None;
+        }
+        let established = fields.get(3) == Some(&"01");
+        let rx_queue = fields.get(4)?.split_once(':')?.1;
+        Some((established, u64::from_str_radix(rx_queue, 16).ok()?))
+    })
 }

@@ -12,22 +12,23 @@
 //! `WRITABLE` only while something is still owed (`settle_interest`).
 //!
 //! Simplifications against ackloop, each harmless here: deadlines are
-//! found by scanning the connections (ackloop keeps a heap), a UDP reply
-//! the socket cannot take is dropped (ackloop queues it), a last line
+//! found by scanning the connections (ackloop keeps a heap), a last line
 //! without `\n` gets no reply, and the only reply is `Received`. The
 //! [`Counters`] exist for the probes only.
 
+use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{self, ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
 use mio::net::{TcpListener, TcpStream, UdpSocket};
 use mio::{Events, Interest, Poll, Token, Waker};
 use slab::Slab;
 
+pub use crate::handles::{Counters, Stopper};
 pub use crate::trap::Trap;
 
 /// The reply to every line.
@@ -40,6 +41,14 @@ pub const READ_BUFFER: usize = 4096;
 pub const READS_PER_TURN: usize = 4;
 /// Datagrams per turn, for the same reason.
 pub const DATAGRAMS_PER_TURN: usize = 64;
+/// Accepts per turn: a storm of clients cannot starve those connected.
+pub const ACCEPTS_PER_TURN: usize = 64;
+/// UDP replies waiting for the socket, at most; beyond, a reply is
+/// dropped (UDP may lose it anyway, and memory stays bounded).
+pub const UDP_QUEUE: usize = 1024;
+/// How long accepting pauses after an accept error that would fail again
+/// at once (`ENOBUFS`, `ENOMEM`, `EPERM`, ...): no spin, no stall.
+pub const ACCEPT_RETRY: Duration = Duration::from_secs(1);
 /// Reading pauses while a connection owes more reply bytes than this.
 pub const MAX_OWED: usize = 64 * 1024;
 /// A longer line closes the connection (after the replies owed before it).
@@ -54,17 +63,6 @@ pub const LINGER: Duration = Duration::from_secs(2);
 const LISTENER: Token = Token(usize::MAX);
 const UDP: Token = Token(usize::MAX - 1);
 const WAKER: Token = Token(usize::MAX - 2);
-
-/// What the probes count, readable from their thread.
-#[derive(Debug, Default)]
-pub struct Counters {
-    /// Readiness events handled.
-    pub events: AtomicU64,
-    /// Accepts that failed for want of a descriptor.
-    pub out_of_descriptors: AtomicU64,
-    /// Bytes read from TCP clients.
-    pub bytes_read: AtomicU64,
-}
 
 /// Where a connection is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -90,6 +88,9 @@ struct Conn {
     /// Idle or linger deadline.
     deadline: Instant,
     interest: Interest,
+    /// The turn of the last read and the reads made in it (for the probes:
+    /// `Counters::most_reads_in_a_turn`).
+    reads_in_turn: (u64, u64),
 }
 
 /// How a connection's reads stopped.
@@ -106,10 +107,18 @@ pub struct Lab {
     trap: Option<Trap>,
     poll: Poll,
     listener: TcpListener,
+    /// Accepting waits until then after an accept error (see `ACCEPT_RETRY`).
+    accept_paused_until: Option<Instant>,
     udp: UdpSocket,
+    /// Whom a UDP reply is owed, oldest first; at most `UDP_QUEUE`.
+    udp_owed: VecDeque<SocketAddr>,
+    udp_interest: Interest,
     conns: Slab<Conn>,
+    /// Turns so far: a connection's reads are counted per turn.
+    turn: u64,
     /// Sources cut short by a budget: nobody will report them again, so
-    /// they are served next turn, and the poll meanwhile does not wait.
+    /// they are served next turn (not this one: one budget a turn), and
+    /// the poll meanwhile does not wait.
     still_ready: Vec<Token>,
     /// Keys freed when the batch ends, not before: a later event of the
     /// batch for the old connection must not reach a new one.
@@ -122,20 +131,6 @@ pub struct Lab {
     counters: Arc<Counters>,
 }
 
-/// Ends a running [`Lab`] from another thread.
-#[derive(Clone)]
-pub struct Stopper {
-    stop: Arc<AtomicBool>,
-    waker: Arc<Waker>,
-}
-
-impl Stopper {
-    pub fn stop(&self) {
-        self.stop.store(true, Relaxed);
-        let _ = self.waker.wake();
-    }
-}
-
 impl Lab {
     /// Binds TCP and UDP on `127.0.0.1:0`; `trap: None` is the correct server.
     pub fn bind(trap: Option<Trap>) -> io::Result<Lab> {
@@ -145,15 +140,19 @@ impl Lab {
         let mut udp = UdpSocket::bind(loopback)?;
         poll.registry()
             .register(&mut listener, LISTENER, Interest::READABLE)?;
-        let owes_nothing = interest(trap, false);
-        poll.registry().register(&mut udp, UDP, owes_nothing)?;
+        let udp_interest = interest(trap, false);
+        poll.registry().register(&mut udp, UDP, udp_interest)?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
         Ok(Lab {
             trap,
             poll,
             listener,
+            accept_paused_until: None,
             udp,
+            udp_owed: VecDeque::new(),
+            udp_interest,
             conns: Slab::new(),
+            turn: 0,
             still_ready: Vec::new(),
             closed: Vec::new(),
             spare: File::open("/dev/null").ok(),
@@ -173,10 +172,7 @@ impl Lab {
     }
 
     pub fn stopper(&self) -> Stopper {
-        Stopper {
-            stop: Arc::clone(&self.stop),
-            waker: Arc::clone(&self.waker),
-        }
+        Stopper::new(Arc::clone(&self.stop), Arc::clone(&self.waker))
     }
 
     pub fn counters(&self) -> Arc<Counters> {
@@ -200,12 +196,17 @@ impl Lab {
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue, // a signal: poll again
                 Err(e) => return Err(e),
             }
+            self.turn += 1;
+            // Last turn's list; what this turn finds goes on a new one.
+            let still_ready = std::mem::take(&mut self.still_ready);
             for event in &events {
                 self.counters.events.fetch_add(1, Relaxed);
                 self.dispatch(event.token());
             }
-            for token in std::mem::take(&mut self.still_ready) {
-                self.dispatch(token);
+            for token in still_ready {
+                if events.iter().all(|event| event.token() != token) {
+                    self.dispatch(token); // unless its event served it already
+                }
             }
             self.expire(Instant::now());
             for key in self.closed.drain(..) {
@@ -225,8 +226,16 @@ impl Lab {
             // is only noticed if some other event happens to wake the loop.
             return None;
         }
-        let nearest = self.conns.iter().map(|(_, conn)| conn.deadline).min()?;
+        let deadlines = self.conns.iter().map(|(_, conn)| conn.deadline);
+        let nearest = deadlines.chain(self.accept_paused_until).min()?;
         Some(nearest.saturating_duration_since(Instant::now()))
+    }
+
+    /// Serves `token` next turn, once however often it is asked.
+    fn still_ready(&mut self, token: Token) {
+        if !self.still_ready.contains(&token) {
+            self.still_ready.push(token);
+        }
     }
 
     fn dispatch(&mut self, token: Token) {
@@ -239,40 +248,61 @@ impl Lab {
     }
 
     fn accept(&mut self) {
-        loop {
+        if self.accept_paused_until.is_some() {
+            return; // `expire` resumes accepting when the pause ends
+        }
+        for _ in 0..ACCEPTS_PER_TURN {
             match self.listener.accept() {
                 Ok((stream, _)) => self.add(stream),
-                Err(e) if e.kind() == ErrorKind::WouldBlock => break, // drained
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return, // drained
+                // That client is gone (ECONNABORTED): the next may be fine.
+                Err(e) if concerns_one_client(&e) => continue,
                 Err(e) if out_of_descriptors(&e) => {
                     self.counters.out_of_descriptors.fetch_add(1, Relaxed);
                     if self.trap == Some(Trap::EmfileSpin) {
                         // TRAP emfile-spin: no spare descriptor, so the error
-                        // is treated like a client gone before its accept:
-                        // try the next. It fails again at once, forever.
+                        // is taken for a client gone before its accept: try
+                        // the next. It fails again at once, forever.
                         continue;
                     }
-                    if !self.shed_one_client() {
-                        break;
-                    }
+                    return self.shed_waiting_clients();
                 }
-                // That client is gone (ECONNABORTED): the next may be fine.
-                // (ackloop retries any other error after a pause.)
-                Err(_) => continue,
+                // Anything else (ENOBUFS, ENOMEM, EPERM) fails again at
+                // once: retrying now would spin. Look again after a pause.
+                Err(_) => {
+                    self.counters.accept_errors.fetch_add(1, Relaxed);
+                    return self.pause_accepting();
+                }
             }
         }
+        self.still_ready(LISTENER); // budget spent, not drained
     }
 
-    /// Frees the spare descriptor, accepts the waiting client with it and
-    /// closes it at once (the client sees its connection end, not a hang),
-    /// then takes the spare back. False when there was no spare or no
-    /// client: Linux fails an accept with `EMFILE` even on an empty backlog.
-    fn shed_one_client(&mut self) -> bool {
-        if self.spare.take().is_none() {
-            return false;
+    fn pause_accepting(&mut self) {
+        self.accept_paused_until = Some(Instant::now() + ACCEPT_RETRY);
+    }
+
+    /// Out of descriptors: frees the spare, accepts and closes each waiting
+    /// client with it (they see their connection end, not a hang), then
+    /// takes the spare back. Unless that drained the backlog, accepting
+    /// pauses: with no spare, or with more clients than the budget, the
+    /// next accept would fail again at once.
+    fn shed_waiting_clients(&mut self) {
+        if self.spare.take().is_some() {
+            for _ in 0..ACCEPTS_PER_TURN {
+                match self.listener.accept() {
+                    Ok(_) => {} // dropped at once: closed
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                        self.spare = File::open("/dev/null").ok();
+                        return; // drained: the next client brings an event
+                    }
+                    Err(e) if concerns_one_client(&e) => {}
+                    Err(_) => break,
+                }
+            }
+            self.spare = File::open("/dev/null").ok();
         }
-        let shed = self.listener.accept().is_ok(); // dropped at once
-        self.spare = File::open("/dev/null").ok();
-        shed
+        self.pause_accepting();
     }
 
     fn add(&mut self, mut stream: TcpStream) {
@@ -295,21 +325,54 @@ impl Lab {
             peer_closed: false,
             deadline: Instant::now() + IDLE_TIMEOUT,
             interest,
+            reads_in_turn: (0, 0),
         });
         // Bytes may have arrived before registration: read now.
         self.serve_conn(token.0);
     }
 
+    /// Receives up to the budget, owing a reply for each datagram, and
+    /// sends what is owed until the socket takes no more.
     fn serve_udp(&mut self) {
+        self.flush_udp();
+        let mut drained = false;
         for _ in 0..DATAGRAMS_PER_TURN {
             match self.udp.recv_from(&mut self.buffer) {
-                // A reply the socket cannot take now is dropped.
-                Ok((_, from)) => drop(self.udp.send_to(UDP_REPLY, from)),
-                Err(e) if e.kind() == ErrorKind::WouldBlock => return, // drained
-                Err(_) => continue, // an ICMP error from an earlier send
+                Ok((_, from)) if self.udp_owed.len() < UDP_QUEUE => {
+                    self.udp_owed.push_back(from);
+                    self.flush_udp();
+                }
+                Ok(_) => {} // the queue is full: this reply is dropped
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                    drained = true;
+                    break;
+                }
+                Err(_) => {} // an ICMP error from an earlier send
             }
         }
-        self.still_ready.push(UDP); // budget spent, not drained
+        if !drained {
+            self.still_ready(UDP); // budget spent, not drained
+        }
+        let wanted = interest(self.trap, !self.udp_owed.is_empty());
+        if wanted != self.udp_interest {
+            // A failure leaves the old interest: at worst a wake-up for nothing.
+            let registry = self.poll.registry();
+            if registry.reregister(&mut self.udp, UDP, wanted).is_ok() {
+                self.udp_interest = wanted;
+            }
+        }
+    }
+
+    /// Sends the owed UDP replies until done or `WouldBlock`.
+    fn flush_udp(&mut self) {
+        while let Some(&to) = self.udp_owed.front() {
+            match self.udp.send_to(UDP_REPLY, to) {
+                Err(e) if e.kind() == ErrorKind::WouldBlock => break, // the rest waits for WRITABLE
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                // Sent, or this peer cannot be sent to: either way, done.
+                _ => drop(self.udp_owed.pop_front()),
+            }
+        }
     }
 
     /// Reads, answers, writes, and settles what the connection waits for.
@@ -329,7 +392,7 @@ impl Lab {
             // TRAP no-still-ready: a connection cut short by the budget is
             // not reported again by epoll; without the list it waits forever.
             Stop::Budget if self.trap == Some(Trap::NoStillReady) => {}
-            Stop::Budget => self.still_ready.push(Token(key)),
+            Stop::Budget => self.still_ready(Token(key)),
             _ => {}
         }
         if state == State::Lingering {
@@ -346,7 +409,7 @@ impl Lab {
         if matches!(stop, Stop::Backpressure) && conn.owed.len() <= MAX_OWED {
             // Drained below the bound: read again now, because the input
             // left unread will not be reported again.
-            self.still_ready.push(Token(key));
+            self.still_ready(Token(key));
         }
         self.settle_interest(key, owes);
     }
@@ -370,6 +433,10 @@ impl Lab {
                 Ok(0) => {}
                 Ok(n) => {
                     self.counters.bytes_read.fetch_add(n as u64, Relaxed);
+                    let (turn, reads) = conn.reads_in_turn;
+                    let reads = if turn == self.turn { reads + 1 } else { 1 };
+                    conn.reads_in_turn = (self.turn, reads);
+                    self.counters.most_reads_in_a_turn.fetch_max(reads, Relaxed);
                     conn.take(&self.buffer[..n]);
                     if self.trap == Some(Trap::NoDrain) {
                         // TRAP no-drain: one read per event; the rest of
@@ -403,14 +470,14 @@ impl Lab {
     /// Writes what is owed until done or `WouldBlock`.
     fn flush(&mut self, key: usize) -> io::Result<()> {
         let conn = &mut self.conns[key];
+        let mut written = 0;
         if self.trap == Some(Trap::WriteAll) {
             // TRAP write-all: on a non-blocking socket `write_all` fails
             // with WouldBlock as soon as the send buffer is full, and the
             // error ends the connection with its replies cut short.
             conn.stream.write_all(&conn.owed)?;
-            conn.owed.clear();
+            written = conn.owed.len();
         }
-        let mut written = 0;
         while written < conn.owed.len() {
             match conn.stream.write(&conn.owed[written..]) {
                 Ok(n) => written += n,
@@ -454,7 +521,7 @@ impl Lab {
         let _ = conn.stream.shutdown(Shutdown::Write); // FIN after the replies
         conn.state = State::Lingering;
         conn.deadline = Instant::now() + LINGER;
-        self.still_ready.push(Token(key)); // input may already be waiting
+        self.still_ready(Token(key)); // input may already be waiting
     }
 
     fn drop_conn(&mut self, key: usize) {
@@ -464,8 +531,13 @@ impl Lab {
         self.closed.push(key);
     }
 
-    /// Closes idle connections, drops lingering ones whose time is up.
+    /// Closes idle connections, drops lingering ones whose time is up,
+    /// and accepts again when a pause ends.
     fn expire(&mut self, now: Instant) {
+        if self.accept_paused_until.is_some_and(|until| until <= now) {
+            self.accept_paused_until = None;
+            self.accept(); // the clients waiting meanwhile bring no new event
+        }
         let due: Vec<usize> = (self.conns.iter())
             .filter(|(_, conn)| conn.deadline <= now && conn.state != State::Closed)
             .map(|(key, _)| key)
@@ -498,16 +570,25 @@ impl Conn {
     }
 }
 
-/// What a socket waits for: `WRITABLE` only while bytes are owed.
+/// What a socket waits for, TCP connection or UDP socket alike:
+/// `WRITABLE` only while bytes are owed.
 fn interest(trap: Option<Trap>, owes: bool) -> Interest {
     // TRAP writable-for-life: a socket is writable nearly always, and
-    // every reply sent makes it "become" writable again: a wake-up for
-    // nothing (on a level-triggered poll, a busy loop).
+    // whenever its send buffer frees room it "becomes" writable again: a
+    // wake-up for nothing (on a level-triggered poll, a busy loop).
     if owes || trap == Some(Trap::WritableForLife) {
         Interest::READABLE | Interest::WRITABLE
     } else {
         Interest::READABLE
     }
+}
+
+/// Accept errors that concern one client only: try the next.
+fn concerns_one_client(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        ErrorKind::ConnectionAborted | ErrorKind::ConnectionReset | ErrorKind::Interrupted
+    )
 }
 
 fn out_of_descriptors(e: &io::Error) -> bool {

@@ -1,12 +1,16 @@
-//! The eleventh trap, which Linux cannot show: a slab key freed in the
-//! middle of a batch of events.
+//! The eleventh trap: a slab key freed in the middle of a batch of
+//! events, replayed for the lab's servers, which epoll cannot show it with.
 //!
 //! epoll reports a descriptor at most once per `epoll_wait`, with its
-//! readable and writable bits together, and a server closes a connection
-//! only while handling that connection's own event; so no later event of
-//! the same batch can name the closed connection. kqueue is different: a
-//! socket's read and write filters are two events, and both carry `EV_EOF`
-//! when the peer hangs up. One batch can then read
+//! readable and writable bits together. The lab's server registers one
+//! socket per key and closes a connection only while handling that
+//! socket's own event, so no later event of its batch can name the closed
+//! key. A server with two sockets per key can: ackloop's relay registers a
+//! pair's client socket and its upstream socket, and an event of either
+//! may close the pair while the other's event waits later in the batch
+//! (`stale_relay.rs` measures that on epoll). kqueue needs no second
+//! socket: a socket's read and write filters are two events, and both
+//! carry `EV_EOF` when the peer hangs up. One batch can then read
 //!
 //! ```text
 //! 1. conn 0 read-closed     client A hung up: close conn 0

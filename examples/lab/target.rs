@@ -4,13 +4,14 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, mpsc};
 use std::thread::JoinHandle;
 
 use ackloop::Mode;
 use ackloop::testing::TestServer;
 
+use crate::ackloop_log::{self, Listening};
 use crate::measure::{self, CpuClock};
 use crate::server::{Counters, IDLE_TIMEOUT, Lab, MAX_LINE, Stopper, Trap};
 
@@ -78,7 +79,6 @@ impl Target {
     }
 
     fn ackloop() -> io::Result<Target> {
-        install_event_counter();
         let server = TestServer::builder()
             .mode(Mode::Line)
             .configure(|config| {
@@ -110,11 +110,28 @@ impl Target {
         CpuClock::of(self.tid)
     }
 
-    /// Readiness events the server has handled so far.
+    /// Starts counting ackloop's events (its log is off otherwise); the
+    /// lab's servers count theirs always. Hold it only where no CPU time
+    /// is measured.
+    pub fn count_events(&self) -> Option<Listening> {
+        matches!(self.running, Running::Ackloop(_)).then(|| Listening::start(false))
+    }
+
+    /// Readiness events the server has handled so far (for ackloop, only
+    /// those handled while [`count_events`](Target::count_events) was held).
     pub fn events(&self) -> u64 {
         match &self.running {
             Running::Lab { counters, .. } => counters.events.load(Relaxed),
-            Running::Ackloop(_) => ACKLOOP_EVENTS.load(Relaxed),
+            Running::Ackloop(_) => ackloop_log::events(),
+        }
+    }
+
+    /// The most reads one connection made in one turn (the lab's servers
+    /// only: ackloop keeps no such count).
+    pub fn most_reads_in_a_turn(&self) -> Option<u64> {
+        match &self.running {
+            Running::Lab { counters, .. } => Some(counters.most_reads_in_a_turn.load(Relaxed)),
+            Running::Ackloop(_) => None,
         }
     }
 
@@ -130,6 +147,14 @@ impl Target {
     pub fn out_of_descriptors(&self) -> Option<u64> {
         match &self.running {
             Running::Lab { counters, .. } => Some(counters.out_of_descriptors.load(Relaxed)),
+            Running::Ackloop(_) => None,
+        }
+    }
+
+    /// Accepts that failed with another error (the lab's servers only).
+    pub fn accept_errors(&self) -> Option<u64> {
+        match &self.running {
+            Running::Lab { counters, .. } => Some(counters.accept_errors.load(Relaxed)),
             Running::Ackloop(_) => None,
         }
     }
@@ -152,32 +177,5 @@ impl Drop for Target {
             }
         }
         // A TestServer stops itself when dropped, right after this.
-    }
-}
-
-/// ackloop's readiness events, counted from its `trace` lines
-/// (`event conn 3 readable`): the library keeps no such counter.
-static ACKLOOP_EVENTS: AtomicU64 = AtomicU64::new(0);
-
-struct EventCounter;
-
-impl log::Log for EventCounter {
-    fn enabled(&self, metadata: &log::Metadata<'_>) -> bool {
-        metadata.target().starts_with("ackloop::server") // the loop, wherever it dispatches
-    }
-
-    fn log(&self, record: &log::Record<'_>) {
-        if self.enabled(record.metadata()) && record.args().to_string().starts_with("event ") {
-            ACKLOOP_EVENTS.fetch_add(1, Relaxed);
-        }
-    }
-
-    fn flush(&self) {}
-}
-
-fn install_event_counter() {
-    static COUNTER: EventCounter = EventCounter;
-    if log::set_logger(&COUNTER).is_ok() {
-        log::set_max_level(log::LevelFilter::Trace);
     }
 }

@@ -13,7 +13,11 @@
 //! - `line`: persistent connections keeping `--depth` requests
 //!   `Hello, Server\n` in flight; each reply must be the reply text + `\n`.
 //! - `udp`: one datagram in flight per socket; no reply within 200 ms is a
-//!   loss, and the socket sends again.
+//!   loss, and the socket sends again. With `--rate R` the load is open
+//!   instead: R datagrams a second in all, paced, spread over the sockets
+//!   in turn whether or not replies came back, so two servers measured at
+//!   the same rate see the same offered load (a closed loop offers more to
+//!   a faster server, which then drains smaller batches).
 //! - `idle`: connections to a line-mode server, each confirmed by one round
 //!   trip; reports the server's RSS growth per connection (`--pid` needed;
 //!   from after one warm-up connection), holds them for a second, closes
@@ -58,10 +62,11 @@ use mio::{Events, Poll};
 use bulk::run_bulk;
 use measure::Stats;
 use tcp::run_tcp;
-use udp::run_udp;
+use udp::{run_udp, run_udp_paced};
 
 const USAGE: &str = "usage: loadgen --scenario once|line|udp|idle|bulk [--tcp ADDR] [--udp ADDR] \
-[--conns N] [--depth D] [--duration SECS] [--requests N] [--mib N] [--reply TEXT] [--pid PID]";
+[--conns N] [--depth D] [--duration SECS] [--requests N] [--mib N] [--reply TEXT] [--pid PID] \
+[--rate DATAGRAMS_PER_SEC]";
 const REQUEST: &[u8] = b"Hello, Server";
 /// A datagram with no reply this long is counted lost and sent again.
 const UDP_TIMEOUT: Duration = Duration::from_millis(200);
@@ -94,6 +99,8 @@ struct Args {
     mib: u64,
     reply: Vec<u8>,
     pid: Option<u32>,
+    /// Datagrams a second, paced (udp only); `None` is the closed loop.
+    rate: Option<u64>,
 }
 
 fn main() {
@@ -102,7 +109,10 @@ fn main() {
         exit(2)
     });
     let result = match args.scenario {
-        Scenario::Udp => run_udp(&args),
+        Scenario::Udp => match args.rate {
+            Some(rate) => run_udp_paced(&args, rate),
+            None => run_udp(&args),
+        },
         Scenario::Bulk => run_bulk(&args),
         _ => run_tcp(&args),
     };
@@ -126,6 +136,7 @@ fn parse_args() -> Result<Args, String> {
         mib: 1024,
         reply: b"Received".to_vec(),
         pid: None,
+        rate: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -149,6 +160,7 @@ fn parse_args() -> Result<Args, String> {
             "--mib" => args.mib = number(&flag, &value)?,
             "--reply" => args.reply = value.into_bytes(),
             "--pid" => args.pid = Some(number(&flag, &value)?),
+            "--rate" => args.rate = Some(number(&flag, &value)?),
             _ => return Err(format!("unknown option {flag}")),
         }
     }
@@ -168,6 +180,9 @@ fn parse_args() -> Result<Args, String> {
     }
     if args.scenario == Scenario::Bulk {
         args.conns = 1; // one stream
+    }
+    if args.rate == Some(0) || (args.rate.is_some() && args.scenario != Scenario::Udp) {
+        return Err("--rate is a positive number of datagrams a second, for --scenario udp".into());
     }
     if args.scenario == Scenario::Idle && args.pid.is_none() {
         return Err("--scenario idle needs --pid: the server's RSS is what it measures".into());

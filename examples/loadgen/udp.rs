@@ -1,8 +1,10 @@
-//! The udp scenario: one datagram in flight per socket, resent when lost.
+//! The udp scenario: one datagram in flight per socket, resent when lost;
+//! or, with `--rate`, an open load paced at a fixed rate.
 
+use std::collections::VecDeque;
 use std::io::{self, ErrorKind};
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use mio::net::UdpSocket;
 use mio::{Events, Interest, Poll, Registry, Token};
@@ -14,6 +16,10 @@ use crate::{Args, REQUEST, SETUP_LIMIT, TICK, UDP_TIMEOUT, finished, invalid, wa
 struct Datagram {
     socket: UdpSocket,
     sent_at: Option<Instant>,
+    /// Paced (open) load only: when each datagram still unanswered was
+    /// sent, oldest first. UDP on loopback keeps order, so a reply belongs
+    /// to the oldest.
+    in_flight: VecDeque<Instant>,
 }
 
 impl Datagram {
@@ -34,6 +40,7 @@ impl Datagram {
         Ok(Datagram {
             socket,
             sent_at: None,
+            in_flight: VecDeque::new(),
         })
     }
 
@@ -132,4 +139,80 @@ pub fn run_udp(args: &Args) -> io::Result<()> {
     }
     report(args, &stats, window.close(stats.ops), "");
     Ok(())
+}
+
+/// The paced (open) load: `rate` datagrams a second, sent in turn over the
+/// sockets whatever comes back. Each poll wakes at most every millisecond
+/// (epoll's resolution) and sends every datagram due by then, so the load
+/// arrives in bursts of `rate / 1000`; a reply is matched with its socket's
+/// oldest unanswered datagram, and one unanswered for `UDP_TIMEOUT` is lost.
+pub fn run_udp_paced(args: &Args, rate: u64) -> io::Result<()> {
+    let (mut poll, mut events) = (Poll::new()?, Events::with_capacity(1024));
+    let mut socks = (0..args.conns)
+        .map(|i| Datagram::open(args.udp, poll.registry(), Token(i)))
+        .collect::<io::Result<Vec<_>>>()?;
+    warm_up(&mut socks, args, &mut poll)?;
+    let mut stats = Stats::default();
+    let window = Window::open(args.pid);
+    let (start, end) = (window.started, window.started + args.duration);
+    let (mut sent, mut next) = (0u64, 0usize);
+    while !finished(args, &stats, end) {
+        let due = (start.elapsed().as_secs_f64() * rate as f64) as u64;
+        for _ in sent..due {
+            socks[next].send_paced(&mut stats);
+            next = (next + 1) % socks.len();
+        }
+        sent = sent.max(due);
+        let wait_for = Duration::from_millis(1).min(end.saturating_duration_since(Instant::now()));
+        match poll.poll(&mut events, Some(wait_for)) {
+            Err(e) if e.kind() != ErrorKind::Interrupted => return Err(e),
+            _ => {}
+        }
+        for event in &events {
+            socks[event.token().0].receive_paced(&args.reply, &mut stats);
+        }
+        socks.iter_mut().for_each(|d| d.expire(&mut stats));
+    }
+    let offered = format!(" offered_per_s={rate} sent={sent}");
+    report(args, &stats, window.close(stats.ops), &offered);
+    Ok(())
+}
+
+impl Datagram {
+    fn send_paced(&mut self, stats: &mut Stats) {
+        match self.socket.send(REQUEST) {
+            Ok(_) => self.in_flight.push_back(Instant::now()),
+            // A full socket buffer loses the datagram, as the network would.
+            Err(e) if e.kind() == ErrorKind::WouldBlock => stats.lost += 1,
+            Err(e) => stats.error(e),
+        }
+    }
+
+    fn receive_paced(&mut self, reply: &[u8], stats: &mut Stats) {
+        let mut buf = [0; 2048];
+        loop {
+            match self.socket.recv(&mut buf) {
+                Ok(n) => match (self.in_flight.pop_front(), &buf[..n] == reply) {
+                    (None, _) => stats.late += 1,
+                    (Some(sent), true) => stats.record(sent),
+                    (Some(_), false) => stats.error(invalid("wrong reply bytes")),
+                },
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => return stats.error(e),
+            }
+        }
+    }
+
+    /// Counts datagrams unanswered for `UDP_TIMEOUT` as lost.
+    fn expire(&mut self, stats: &mut Stats) {
+        while self
+            .in_flight
+            .front()
+            .is_some_and(|t| t.elapsed() >= UDP_TIMEOUT)
+        {
+            self.in_flight.pop_front();
+            stats.lost += 1;
+        }
+    }
 }

@@ -11,10 +11,10 @@ use crate::command::{Command, Reply, stats_line};
 use crate::config::Config;
 use crate::endpoint::Endpoint;
 use crate::fault::{Fault, MAX_FAULTS, Relaying, check_direction};
-use crate::relay::Direction;
-use crate::reply::Protocol;
 use crate::stats::Stats;
 use crate::turn::Turn;
+use crate::vocab::Direction;
+use crate::vocab::Protocol;
 
 /// What starting an endpoint needs besides the proxy: the server's
 /// limits and the faults' seed.

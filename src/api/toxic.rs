@@ -8,8 +8,8 @@ use serde::ser::{SerializeMap, Serializer};
 use serde_json::{Map, Value};
 
 use crate::fault::{Fault, FaultKind, Selector};
-use crate::relay::Direction;
-use crate::reply::Protocol;
+use crate::vocab::Direction;
+use crate::vocab::Protocol;
 
 /// A toxic type and its attributes, in the order toxiproxy shows them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -6,8 +6,7 @@ use std::fmt;
 use log::warn;
 
 use super::{Fault, FaultKind, KINDS, MAX_FAULTS, Relaying, Selector};
-use crate::relay::Direction;
-use crate::reply::Protocol;
+use crate::vocab::{Direction, Protocol};
 
 /// A message's identity for the seeded choices: TCP `[connection ordinal,
 /// message ordinal on it]`, UDP `[datagram ordinal, 0]`.
@@ -162,19 +161,26 @@ impl Faults {
     /// that is not relayed or `match=` on a stream-mode TCP relay, or
     /// [`MAX_FAULTS`] are in force already; nothing changes.
     pub fn add(&mut self, fault: Fault) -> Result<(), String> {
+        self.check(&fault)?;
+        self.active.push(Active { fault, seen: 0 });
+        self.refresh();
+        Ok(())
+    }
+
+    /// Whether [`add`](Faults::add) would take `fault`, changing nothing.
+    ///
+    /// # Errors
+    ///
+    /// As [`add`](Faults::add).
+    pub fn check(&self, fault: &Fault) -> Result<(), String> {
         fault.validate()?;
-        let relayed = |p| match p {
-            Protocol::Tcp => self.relayed[0],
-            Protocol::Udp => self.relayed[1],
-        };
-        super::check_direction(&fault, relayed)?;
+        let relayed = |p: Protocol| p.pick(self.relayed[0], self.relayed[1]);
+        super::check_direction(fault, relayed)?;
         if self.active.len() >= MAX_FAULTS {
             return Err(format!(
                 "fault '{fault}': {MAX_FAULTS} faults are in force already (clear them first)"
             ));
         }
-        self.active.push(Active { fault, seen: 0 });
-        self.refresh();
         Ok(())
     }
 
@@ -192,10 +198,7 @@ impl Faults {
     /// Whether any fault of `protocol` is in force.
     #[inline]
     pub fn any(&self, protocol: Protocol) -> bool {
-        match protocol {
-            Protocol::Tcp => self.tcp,
-            Protocol::Udp => self.udp,
-        }
+        protocol.pick(self.tcp, self.udp)
     }
 
     /// Judges a message with no bytes (for tests of the counting).
@@ -209,7 +212,7 @@ impl Faults {
     /// messages. Without a relay every message is `Down`. A message with
     /// no bytes at hand (a stream-mode pair) matches no `match=`.
     pub fn judge_in(&mut self, protocol: Protocol, dir: Direction, ordinals: Ordinals) -> Verdict {
-        self.judge_message(protocol, dir, ordinals, &[])
+        self.judge_seen(protocol, dir, ordinals, None)
     }
 
     /// Judges one message of `protocol` going `dir`, which has `ordinals`
@@ -221,6 +224,19 @@ impl Faults {
         dir: Direction,
         ordinals: Ordinals,
         message: &[u8],
+    ) -> Verdict {
+        self.judge_seen(protocol, dir, ordinals, Some(message))
+    }
+
+    /// [`judge_message`](Faults::judge_message), for a message whose
+    /// bytes may be unknown (`None`): then no `match=` picks it, and the
+    /// other selectors judge it as any.
+    pub fn judge_seen(
+        &mut self,
+        protocol: Protocol,
+        dir: Direction,
+        ordinals: Ordinals,
+        message: Option<&[u8]>,
     ) -> Verdict {
         let mut verdict = Verdict::default();
         let seed = self.seed;
@@ -246,15 +262,16 @@ impl Faults {
     }
 }
 
-/// Whether `select` picks `message`, the `nth` (from 1) its fault judged.
-fn selects(select: &Selector, nth: u64, key: &Key, message: &[u8]) -> bool {
+/// Whether `select` picks `message`, the `nth` (from 1) its fault judged;
+/// a message whose bytes are unknown (`None`) fits no `match=`.
+fn selects(select: &Selector, nth: u64, key: &Key, message: Option<&[u8]>) -> bool {
     select.first.is_none_or(|n| nth <= n)
         && select.after.is_none_or(|n| nth > n)
         && select.every.is_none_or(|n| n > 0 && nth % n == 0)
         && select
             .p
             .is_none_or(|p| unit_interval(key.hash(Purpose::Select)) < p)
-        && select.matches.as_ref().is_none_or(|m| m.matches(message))
+        && (select.matches.as_ref()).is_none_or(|m| message.is_some_and(|bytes| m.matches(bytes)))
 }
 
 /// Adds one selected fault to the verdict, in composition order.
@@ -315,10 +332,7 @@ struct Key {
 
 impl Key {
     fn hash(&self, purpose: Purpose) -> u64 {
-        let protocol = match self.protocol {
-            Protocol::Tcp => 1,
-            Protocol::Udp => 2,
-        };
+        let protocol = self.protocol.pick(1, 2);
         [
             self.position,
             protocol,

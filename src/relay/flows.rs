@@ -5,13 +5,19 @@
 //! conntrack do. Replies leave from the public socket ([`udp`](crate::udp)
 //! sends them), so the client hears from the address it sent to.
 //!
+//! The loop reaches the flows directly: a flow's events and timer come
+//! here, and the flows are lent to [`Udp`] as its [`Upstreams`] when the
+//! public socket is served. Every datagram either way takes UDP's one
+//! fault path ([`Udp::send`]): datagrams held by a delay, either way, wait
+//! in UDP's one queue, under its one bound.
+//!
 //! Bounded: at most `max_flows` flows (a datagram from a new source past
 //! it is dropped and counted), each closed after `flow_timeout` with no
-//! datagram either way, on the loop's one timer heap; datagrams held by an
-//! `up` delay count against the UDP queue's bounds.
+//! datagram either way, on the loop's one timer heap. A flow holding
+//! datagrams back (a delay, either way) is not idle: its idle time starts
+//! when the last one leaves.
 
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::HashMap;
 use std::io::{self, ErrorKind};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
@@ -20,14 +26,12 @@ use mio::Interest;
 use mio::net::UdpSocket;
 
 use crate::config::Config;
-use crate::fault::{self, FaultKind, Verdict};
-use crate::journal::{AppliedFaults, JournalDirection};
+use crate::limits::DATAGRAMS_PER_TURN;
 use crate::stats::{Counters, add};
 use crate::table::Table;
-use crate::timer::{Due, Entry, Millis, NEVER, RateLimit, Timers, at_least};
-use crate::turn::{CONTROL_BASE, FLOW_BASE, Turn};
-use crate::udp::DATAGRAMS_PER_TURN;
-use crate::udp::journal::{Datagram, Note, record_released};
+use crate::timer::{Armed, Due, Entry, Millis, RateLimit, Timers};
+use crate::turn::{CONTROL_BASE, FLOW_BASE, Ready, Turn};
+use crate::udp::{FlowRef, Udp, Upstreams};
 use crate::write::nonblocking;
 
 /// Flows closed in one turn before the list of held keys grows.
@@ -45,13 +49,11 @@ struct Flow {
     id: u32,
     /// When a datagram last moved, either way.
     last_active: Millis,
-    /// The deadline of the flow's live timer entry, or [`NEVER`].
-    timer_at: Millis,
+    /// Datagrams of this flow's a delay holds, either way.
+    held: u32,
+    /// Its idle timer entry, if armed.
+    timer: Armed,
 }
-
-/// A client datagram an `up` delay holds: due at, serial (keeps arrival
-/// order), flow key, flow id, bytes, and with a journal its line's note.
-type Held = Reverse<(Millis, u64, usize, u32, Vec<u8>, Option<Note>)>;
 
 /// Every UDP flow.
 pub(crate) struct Flows {
@@ -66,13 +68,6 @@ pub(crate) struct Flows {
     next_id: u32,
     /// Datagrams from the upstreams so far: the `down` ordinal for faults.
     down_seen: u64,
-    /// Client datagrams held by an `up` delay, earliest first.
-    held: BinaryHeap<Held>,
-    held_serial: u64,
-    held_bytes: usize,
-    /// The UDP queue's bounds, which held datagrams count against.
-    queue_len: usize,
-    queue_bytes: usize,
     /// Flow warnings (at the bound, no socket to be had): at most one a
     /// second, whatever clients do.
     warnings: RateLimit,
@@ -88,114 +83,32 @@ impl Flows {
             flow_ms: config.flow_timeout.map(|d| d.as_millis() as Millis),
             next_id: 0,
             down_seen: 0,
-            held: BinaryHeap::new(),
-            held_serial: 0,
-            held_bytes: 0,
-            queue_len: config.udp_queue_len,
-            queue_bytes: config.udp_queue_bytes,
             warnings: RateLimit::default(),
         }
     }
 
-    /// Client datagrams held by an `up` delay.
-    pub fn held(&self) -> usize {
-        self.held.len()
-    }
-
-    /// When the earliest held datagram is due, or [`NEVER`].
-    pub fn earliest_held(&self) -> Millis {
-        self.held.peek().map_or(NEVER, |Reverse((at, ..))| *at)
-    }
-
-    /// Relays the client datagram in `t.buf[..len]` from `client` upstream,
-    /// through its flow (made now if it is the source's first), as the
-    /// `up` faults' `verdict` says.
-    pub fn send_up(
-        &mut self,
-        len: usize,
-        (client, ordinal): (SocketAddr, u64),
-        verdict: Option<Verdict>,
-        t: &mut Turn<'_>,
-    ) {
-        let Some(key) = self.flow_of(client, t) else {
-            return add(&t.counters.replies_dropped, 1);
-        };
-        let Some(flow) = self.table.get_mut(key) else {
-            return;
-        };
-        flow.last_active = t.now;
-        arm_timer(flow, key, self.flow_ms, t.timers);
-        let datagram = &mut t.buf[..len];
-        let journaled = Datagram {
-            journal: t.journal,
-            now: t.now,
-            ordinal,
-            peer: client,
-            out: JournalDirection::Up,
-        };
-        let Some(verdict) = verdict else {
-            journaled.record(JournalDirection::Up, datagram, AppliedFaults::default());
-            return send(flow, datagram, t.counters);
-        };
-        let faults = AppliedFaults::of(&verdict.applied);
-        if verdict.terminal == Some(FaultKind::Drop) {
-            return journaled.record(JournalDirection::Up, &[], faults);
-        }
-        if let Some(seed) = verdict.corrupt {
-            fault::corrupt(datagram, seed);
-        }
-        let len = verdict
-            .truncate
-            .map_or(datagram.len(), |n| n.min(datagram.len()));
-        let datagram = &datagram[..len];
-        let (id, copies) = (flow.id, 1 + usize::from(verdict.duplicate));
-        for _ in 0..copies {
-            match verdict.delay_ms {
-                0 => {
-                    journaled.record(JournalDirection::Up, datagram, faults);
-                    send(flow, datagram, t.counters);
-                }
-                delay => {
-                    let at = at_least(t.now, delay);
-                    if self.held.len() >= self.queue_len || self.held_bytes + len > self.queue_bytes
-                    {
-                        add(&t.counters.replies_dropped, 1);
-                        continue;
-                    }
-                    self.held_serial += 1;
-                    self.held_bytes += len;
-                    let note = (t.journal.is_some()).then_some((ordinal, faults, journaled.out));
-                    let entry = (at, self.held_serial, key, id, datagram.to_vec(), note);
-                    // `udp` arms the one delay entry for it.
-                    self.held.push(Reverse(entry));
-                }
-            }
-        }
-    }
-
-    /// Sends the client datagrams whose `up` delay is over, a turn's
-    /// budget of them at most: more due wait for the delay entry `udp`
-    /// arms again, a millisecond later.
-    pub fn release_held(&mut self, t: &mut Turn<'_>) {
+    /// Flow `key` is readable (or was left still ready): each datagram
+    /// the upstream sent on it goes to its client from the public socket,
+    /// as the `down` faults say.
+    pub fn serve(&mut self, key: usize, udp: &mut Udp, t: &mut Turn<'_>) {
+        let mut still_ready = true;
         for _ in 0..DATAGRAMS_PER_TURN {
-            match self.held.peek() {
-                Some(Reverse((at, ..))) if *at <= t.now => {}
-                _ => return,
-            }
-            let Some(Reverse((_, _, key, id, datagram, note))) = self.held.pop() else {
-                break;
-            };
-            self.held_bytes -= datagram.len();
-            // The flow may have closed meanwhile: the datagram goes with it.
-            if let Some(flow) = self.table.get_mut(key).filter(|flow| flow.id == id) {
-                record_released(t.journal, t.now, flow.client, note, &datagram);
-                send(flow, &datagram, t.counters);
+            match self.receive(key, t) {
+                Received::Datagram(len, client, ordinal, flow) => {
+                    udp.relay_down((len, client, ordinal), flow, self, t);
+                }
+                Received::Again => {}
+                Received::Drained => {
+                    still_ready = false;
+                    break;
+                }
             }
         }
+        udp.settle(still_ready, Ready::Flow { key }, t);
     }
 
     /// The flow of `client`, made now if it has none and the bound allows.
-    fn flow_of(&mut self, client: SocketAddr, t: &mut Turn<'_>) -> Option<usize> {
+    fn flow_for(&mut self, client: SocketAddr, t: &mut Turn<'_>) -> Option<usize> {
         if let Some(&key) = self.by_client.get(&client) {
             return Some(key);
         }
@@ -224,7 +137,8 @@ impl Flows {
             client,
             id,
             last_active: now,
-            timer_at: NEVER,
+            held: 0,
+            timer: Armed::default(),
         };
         let key = match self
             .table
@@ -245,7 +159,7 @@ impl Flows {
     /// Receives the next datagram the upstream sent on flow `key` into
     /// `t.buf`. An upstream error (ICMP port unreachable) is counted, and
     /// the flow goes on.
-    pub fn receive(&mut self, key: usize, t: &mut Turn<'_>) -> Received {
+    fn receive(&mut self, key: usize, t: &mut Turn<'_>) -> Received {
         let Some(flow) = self.table.get_mut(key) else {
             return Received::Drained;
         };
@@ -254,11 +168,12 @@ impl Flows {
                 flow.last_active = t.now;
                 add(&t.counters.up_bytes_in, n as u64);
                 self.down_seen += 1;
-                Received::Datagram(n, flow.client, self.down_seen)
+                let id = flow.id;
+                Received::Datagram(n, flow.client, self.down_seen, FlowRef { key, id })
             }
             // Drained: the upstream's next datagram brings an event.
             Err(e) if e.kind() == ErrorKind::WouldBlock => {
-                arm_timer(flow, key, self.flow_ms, t.timers);
+                arm_timer(flow, key, self.flow_ms, t);
                 Received::Drained
             }
             Err(e) if e.kind() == ErrorKind::Interrupted => Received::Again,
@@ -277,21 +192,21 @@ impl Flows {
     }
 
     /// Flow `key`'s timer came due: close it if it is idle, or re-arm.
-    /// The entry is the flow's own if it is due when the flow's
-    /// `timer_at` says (as for a connection).
+    /// The entry is the flow's own if it is the one its [`Armed`] holds
+    /// (as for a connection). A flow holding datagrams back is not idle,
+    /// and needs no entry: the last one to leave arms it again.
     pub fn on_timer(&mut self, key: usize, at: Millis, t: &mut Turn<'_>) {
         let Some(flow) = self.table.get_mut(key) else {
             return;
         };
-        if flow.timer_at != at {
-            return; // Stale: the flow is gone or re-armed earlier.
+        if !flow.timer.fire(at) || flow.held > 0 {
+            return; // Stale (the flow is gone or re-armed earlier), or holding.
         }
-        flow.timer_at = NEVER;
         let idle = self
             .flow_ms
             .is_some_and(|ms| flow.last_active.saturating_add(ms) <= t.now);
         if !idle {
-            return arm_timer(flow, key, self.flow_ms, t.timers);
+            return arm_timer(flow, key, self.flow_ms, t);
         }
         debug!("udp: flow {key} ({}) idle; closing", flow.client);
         self.close(key, t);
@@ -310,8 +225,6 @@ impl Flows {
         for key in self.table.keys() {
             self.close(key, t);
         }
-        self.held.clear();
-        self.held_bytes = 0;
     }
 
     /// Flows open now.
@@ -323,7 +236,7 @@ impl Flows {
     pub fn is_current(&self, entry: &Entry) -> bool {
         match entry.due {
             Due::Flow { key } => {
-                (self.table.get(key as usize)).is_some_and(|flow| flow.timer_at == entry.at)
+                (self.table.get(key as usize)).is_some_and(|flow| flow.timer.is_current(entry.at))
             }
             _ => false,
         }
@@ -336,23 +249,27 @@ impl Flows {
 }
 
 /// What [`Flows::receive`] found.
-pub(crate) enum Received {
+enum Received {
     /// A datagram of this length in the buffer, for this client, with
-    /// this `down` ordinal.
-    Datagram(usize, SocketAddr, u64),
+    /// this `down` ordinal, on this flow.
+    Datagram(usize, SocketAddr, u64, FlowRef),
     /// An error taken (and counted if the upstream's): try again.
     Again,
     /// Nothing more now.
     Drained,
 }
 
-/// Sends `datagram` upstream on `flow`; a socket that cannot take it now
-/// drops it (UDP may), counted. An ICMP error from an earlier datagram
-/// may surface here: counted, and the send tried once more.
-fn send(flow: &mut Flow, datagram: &[u8], counters: &Counters) {
+/// Sends `datagram` upstream on `flow`; whether it left. A socket that
+/// cannot take it now loses it (UDP may; the caller counts it). An ICMP
+/// error from an earlier datagram may surface here: counted, and the send
+/// tried once more.
+fn send(flow: &mut Flow, datagram: &[u8], counters: &Counters) -> bool {
     for _ in 0..SEND_TRIES {
         match nonblocking(|| flow.socket.send(datagram)) {
-            Ok(Some(n)) => return add(&counters.up_bytes_out, n as u64),
+            Ok(Some(n)) => {
+                add(&counters.up_bytes_out, n as u64);
+                return true;
+            }
             Ok(None) => break, // Full: UDP may drop.
             Err(e) if is_unreachable(&e) => add(&counters.upstream_failed, 1),
             Err(e) => {
@@ -361,7 +278,7 @@ fn send(flow: &mut Flow, datagram: &[u8], counters: &Counters) {
             }
         }
     }
-    add(&counters.replies_dropped, 1);
+    false
 }
 
 /// Sends tried per datagram: a stale ICMP error costs one more try, never
@@ -392,13 +309,48 @@ fn connected_socket(upstream: SocketAddr) -> io::Result<UdpSocket> {
 }
 
 /// Makes sure a timer entry is armed no later than the flow's expiry.
-fn arm_timer(flow: &mut Flow, key: usize, flow_ms: Option<Millis>, timers: &mut Timers) {
-    let Some(ms) = flow_ms else {
-        return;
-    };
-    let at = flow.last_active.saturating_add(ms);
-    if at < flow.timer_at {
-        flow.timer_at = at;
-        timers.arm(at, Due::Flow { key: key as u32 });
+fn arm_timer(flow: &mut Flow, key: usize, flow_ms: Option<Millis>, t: &mut Turn<'_>) {
+    arm(flow, key, flow_ms, t.now, t.timers);
+}
+
+/// [`arm_timer`], with the parts of a turn it needs.
+fn arm(flow: &mut Flow, key: usize, flow_ms: Option<Millis>, now: Millis, timers: &mut Timers) {
+    if let Some(ms) = flow_ms {
+        let at = flow.last_active.saturating_add(ms);
+        flow.timer
+            .arm(at, now, Due::Flow { key: key as u32 }, timers);
+    }
+}
+
+impl Upstreams for Flows {
+    fn flow_of(&mut self, client: SocketAddr, t: &mut Turn<'_>) -> Option<FlowRef> {
+        let key = self.flow_for(client, t)?;
+        let flow = self.table.get_mut(key)?;
+        flow.last_active = t.now;
+        arm_timer(flow, key, self.flow_ms, t);
+        Some(FlowRef { key, id: flow.id })
+    }
+
+    fn send_up(&mut self, to: FlowRef, datagram: &[u8], counters: &Counters, now: Millis) -> bool {
+        let Some(flow) = self.table.get_mut(to.key).filter(|flow| flow.id == to.id) else {
+            return false; // Closed meanwhile (shutting down).
+        };
+        flow.last_active = now;
+        send(flow, datagram, counters)
+    }
+
+    fn hold(&mut self, to: FlowRef, held: bool, now: Millis, timers: &mut Timers) {
+        let Some(flow) = self.table.get_mut(to.key).filter(|flow| flow.id == to.id) else {
+            return;
+        };
+        if held {
+            flow.held += 1;
+            return;
+        }
+        flow.held = flow.held.saturating_sub(1);
+        flow.last_active = now;
+        if flow.held == 0 {
+            arm(flow, to.key, self.flow_ms, now, timers);
+        }
     }
 }

@@ -13,9 +13,13 @@
 //!
 //! * **Flowing**: bytes read from the source go straight to the sink from
 //!   the loop's shared buffer; only what the sink would not take is kept
-//!   (the *rest*). While a rest is held the source is not read:
-//!   backpressure, so the rest never exceeds `max_owed`. A flowing pipe
-//!   holds no buffer at all.
+//!   (the *rest*). While the rest waits for a blocked sink the source is
+//!   not read: backpressure. A fault that holds bytes (a delay, a
+//!   dribble, a line judged) keeps reading only while the direction's
+//!   *backlog*, the held bytes and each held chunk's own bookkeeping,
+//!   is under the bound (`max_owed`, plus a line in line mode): the
+//!   bound holds whatever the faults keep. A flowing pipe holds no
+//!   buffer at all.
 //! * **Draining**: the source sent its FIN; the rest is written, then the
 //!   FIN is passed on (`shutdown(Write)` on the sink): a FIN reaches the
 //!   other side only after the bytes before it.
@@ -33,9 +37,16 @@ use crate::journal::AppliedFaults;
 use crate::timer::{Millis, at_least};
 use crate::write::write_until_blocked;
 
+/// What one chunk of held bytes costs beyond its bytes, as the bound
+/// counts it (see [`HalfPipe::backlog`]).
+const CHUNK_COST: usize = std::mem::size_of::<Chunk>();
+/// Chunk entries an emptied direction keeps room for; a burst's room
+/// beyond this goes back once its bytes are out.
+const KEEP_CHUNKS: usize = 16;
+
 /// Reads per half-pipe per pump, so one fast pair cannot starve the others
 /// (with 64 KiB reads, 1 MiB a turn), as for an ordinary connection.
-pub(crate) const READS_PER_PUMP: usize = crate::tcp::READS_PER_TURN;
+pub(crate) const READS_PER_PUMP: usize = crate::limits::READS_PER_TURN;
 
 /// What a half-pipe needs of the socket it writes to: bytes, and a FIN.
 pub(crate) trait Sink: Write {
@@ -120,8 +131,10 @@ impl<'a> Pump<'a> {
         }
     }
 
-    /// Bytes a direction may hold: `max_owed`, and in line mode room for
-    /// one whole line beyond it (a line is judged once it is complete).
+    /// What a direction may hold ([`HalfPipe::backlog`]: bytes and
+    /// chunks): `max_owed`, and in line mode room for one whole line
+    /// beyond it (a line is judged once it is complete). A read or a
+    /// judged line may pass it by one chunk, never more.
     fn bound(&self) -> usize {
         let line = self.lines.as_ref().map_or(0, |lx| lx.max_line + 1);
         self.max_owed + line
@@ -132,7 +145,8 @@ impl<'a> Pump<'a> {
 #[derive(Debug, Default)]
 pub(crate) struct HalfPipe {
     /// Bytes read that the sink has not taken yet, from `rest_at` on.
-    /// Empty (no allocation) while the pipe flows; at most `max_owed`.
+    /// Empty (no allocation) while the pipe flows; within the bound, and
+    /// what went out before `rest_at` never longer than what is left.
     rest: Vec<u8>,
     /// Where in `rest` the next unwritten byte is.
     rest_at: usize,
@@ -195,9 +209,31 @@ impl HalfPipe {
         self.rest.len() - self.rest_at
     }
 
+    /// What the direction holds for the sink in memory: the bytes, and
+    /// for each chunk of them its own bookkeeping (a chunk per held line
+    /// in line mode: short lines would otherwise hold many times their
+    /// bytes). The bound counts this, so it holds whatever the faults do.
+    pub fn backlog(&self) -> usize {
+        let chunks = self.shaped.as_ref().map_or(0, |s| s.chunks.len());
+        self.held() + chunks * CHUNK_COST
+    }
+
     /// Whether the direction is over: the FIN was passed on.
     pub fn ended(&self) -> bool {
         self.sink_shut
+    }
+
+    /// Whether the source's FIN was taken (or a shutdown stopped taking):
+    /// the source is not read again, so a reset it sends later shows only
+    /// as its socket's error.
+    pub fn source_ended(&self) -> bool {
+        self.source_done
+    }
+
+    /// Whether a `hang` fault holds this direction: read and discarded,
+    /// no FIN passed on.
+    pub fn hangs(&self) -> bool {
+        self.shaped.as_ref().is_some_and(|s| s.shape.hang)
     }
 
     /// Whether `WRITABLE` interest on the sink is wanted: exactly while a
@@ -260,6 +296,10 @@ impl HalfPipe {
         }
         let mut reads = 0;
         loop {
+            let bound = cx.bound();
+            if let Some(lx) = cx.lines.as_mut() {
+                lines::catch_up(self, cx.now, lx, bound);
+            }
             if let Some(sink) = sink.as_deref_mut() {
                 if let Some(over) = self.drain_into(sink, cx)? {
                     return Ok(over);
@@ -268,9 +308,11 @@ impl HalfPipe {
             if self.taking_done() {
                 return Ok(Pumped::Waiting); // The FIN waits for the sink.
             }
-            let room = cx.bound().saturating_sub(self.held());
+            let room = bound.saturating_sub(self.backlog());
             if room == 0 {
-                return Ok(Pumped::Waiting); // Full: backpressure.
+                // Full: backpressure. A delay or a dribble at the bound
+                // reads again only as its held bytes go out.
+                return Ok(Pumped::Waiting);
             }
             if reads == READS_PER_PUMP {
                 return Ok(Pumped::StillReady);
@@ -285,11 +327,9 @@ impl HalfPipe {
                 Err(e) => return Err(Broken::Source(e)),
             };
             if n == 0 {
+                // A last line without its newline is a line too: the
+                // loop's catch-up judges it.
                 self.source_done = true;
-                if let Some(lx) = cx.lines.as_mut() {
-                    // A last line without its newline is a line too.
-                    lines::judge_last(self, cx.now, lx);
-                }
                 continue;
             }
             cx.read += n as u64;
@@ -343,13 +383,14 @@ impl HalfPipe {
         let mut kept = self.take(&mut cx.buf[..n], cx.now);
         let holding = cx.lines.as_ref().is_some_and(LineCx::holding);
         let straight = self.held() == 0 && !holding && self.passes_straight();
+        let bound = cx.bound();
         if let Some(lx) = cx.lines.as_mut() {
             if !straight {
                 // Held until each line is complete and judged (what was
                 // held before goes first, as it is).
                 let (_, rest) = self.shaped_and_rest();
                 rest.extend_from_slice(&cx.buf[..kept]);
-                lines::judge(self, kept, cx.now, lx);
+                lines::judge(self, kept, cx.now, lx, bound);
                 return Ok(false);
             }
             kept = lines::pass(self, &cx.buf[..kept], cx.now, lx);
@@ -440,6 +481,16 @@ impl HalfPipe {
         }
         if self.held() == 0 {
             self.rest = Vec::new();
+            self.rest_at = 0;
+            if let Some(shaped) = self.shaped.as_deref_mut() {
+                shaped.chunks.shrink_to(KEEP_CHUNKS);
+            }
+        } else if self.rest_at >= self.held() {
+            // A delay or a dribble may never let the rest run dry: drop
+            // what went out once it is as long as what is left (a copy
+            // of the held bytes per as many written, no more), so the
+            // rest is at most twice what is held, not all ever relayed.
+            self.rest.drain(..self.rest_at);
             self.rest_at = 0;
         }
         Ok(())

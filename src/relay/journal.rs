@@ -15,10 +15,10 @@
 use std::cell::RefCell;
 use std::net::SocketAddr;
 
-use super::Direction;
 use crate::journal::{AppliedFaults, Journal, JournalDirection, JournalEvent};
 use crate::reply::Protocol;
 use crate::timer::Millis;
+use crate::vocab::Direction;
 
 /// What a pair's journal lines need to remember.
 #[derive(Debug, Clone, Default)]

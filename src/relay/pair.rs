@@ -6,8 +6,9 @@
 //!   Connecting ──(connect done)──▶ Relaying ──(both directions ended)──▶ closed
 //!       │                             │
 //!       │ refused, late               │ a side resets ─────────────────▶ reset
-//!       ▼                             │ truncate's end, close fault,
-//!     client reset                    ▼ shutdown: FIN both ways
+//!       ▼                             │ truncate's end, close fault, a
+//!     client reset                    │ hang the client ended, shutdown:
+//!                                     ▼ FIN both ways
 //!                                  Lingering ──(both EOFs, LINGER_MS)──▶ closed
 //! ```
 //!
@@ -17,9 +18,11 @@
 //!   before the first write. A refused or late upstream resets the client.
 //! * **Relaying**: the two half-pipes move bytes. A FIN travels on its own
 //!   direction; the pair closes once both have. A reset from either side
-//!   resets the other.
+//!   resets the other, even one that comes after the side's FIN (its
+//!   socket is no longer read then: the reset shows as the socket's
+//!   error on its next event).
 //! * **Lingering**: the pair ends early (a `truncate` or `close` fault,
-//!   a shutdown): both sides got our FIN; input is read and discarded
+//!   a `hang` once the client's FIN is in, a shutdown): both sides got our FIN; input is read and discarded
 //!   until both peers close or [`LINGER_MS`] passes, so that the close
 //!   never meets unread input (which would reset, destroying bytes in
 //!   flight: GUIDE trap 9).
@@ -30,16 +33,17 @@ use log::debug;
 
 use std::cell::RefCell;
 
-use super::Direction;
 pub(crate) use super::half::Doom;
 use super::half::{Broken, HalfPipe, LineCx, Pump, Pumped, Shape, Sink};
 use super::journal::{PairLog, Tap};
+use crate::closing::{self, Discarded};
 use crate::fault::Faults;
 use crate::journal::Journal;
+use crate::limits::{LINGER_MS, READS_PER_TURN};
 use crate::stats::{Counters, add};
-use crate::tcp::LINGER_MS;
 use crate::timer::{Millis, RateLimit};
 pub(crate) use crate::turn::Readiness;
+use crate::vocab::Direction;
 
 /// What a pair needs of a socket: bytes both ways, a FIN, and for the
 /// upstream, how its connect went.
@@ -47,6 +51,10 @@ pub(crate) trait Endpoint: Read + Sink {
     /// The outcome of a non-blocking connect: `None` while it is still in
     /// progress.
     fn connect_status(&mut self) -> Option<io::Result<()>>;
+    /// The error a reset left on the socket (`SO_ERROR`), if any: after
+    /// the peer's FIN a read returns 0 whatever comes later, so this is
+    /// how a reset that follows a half-close is seen.
+    fn reset_error(&mut self) -> Option<io::Error>;
 }
 
 impl Endpoint for mio::net::TcpStream {
@@ -62,6 +70,10 @@ impl Endpoint for mio::net::TcpStream {
             Err(e) if e.kind() == ErrorKind::NotConnected => None,
             Err(e) => Some(Err(e)),
         }
+    }
+
+    fn reset_error(&mut self) -> Option<io::Error> {
+        self.take_error().unwrap_or_else(Some)
     }
 }
 
@@ -319,6 +331,23 @@ impl<S: Endpoint> Pair<S> {
             }
             _ => {}
         }
+        if ready.readable && self.source_ended(side) {
+            // Its FIN came earlier, so it is not read again: a reset it
+            // sent since shows only as its socket's error.
+            let socket = match side {
+                Side::Client => &mut self.client,
+                Side::Upstream => &mut self.upstream,
+            };
+            if let Some(e) = socket.reset_error() {
+                debug!(
+                    "pair {}: the {side:?} side failed after its FIN: {e}",
+                    self.id
+                );
+                return Err(End::Reset {
+                    upstream_failed: side == Side::Upstream,
+                });
+            }
+        }
         let mut advance = Advance::Waiting;
         if up {
             advance = self.pump(Side::Client, cx)?;
@@ -336,7 +365,30 @@ impl<S: Endpoint> Pair<S> {
                 false => Err(End::Done),
             };
         }
+        if self.hang_ended() && !lingering {
+            return self.begin_linger(cx);
+        }
         Ok(advance)
+    }
+
+    /// Whether `side` sent its FIN (or a shutdown stopped reading it): the
+    /// direction out of it takes nothing more.
+    fn source_ended(&self, side: Side) -> bool {
+        match side {
+            Side::Client => self.up.source_ended(),
+            Side::Upstream => self.down.source_ended(),
+        }
+    }
+
+    /// A `hang` lasts until the client ends it (SPEC 8), relayed as
+    /// served: once the client's FIN is in and what either direction
+    /// holds is out (the client's bytes and FIN passed on, unless they
+    /// hang too), the pair ends, gracefully.
+    fn hang_ended(&self) -> bool {
+        let hanging = self.up.hangs() || self.down.hangs();
+        let up_out = self.up.ended() || self.up.hangs();
+        let nothing_held = self.up.held() == 0 && self.down.held() == 0;
+        hanging && self.up.source_ended() && up_out && nothing_held
     }
 
     /// Pumps the direction out of `from`, counting what moved.
@@ -453,10 +505,11 @@ impl<S: Endpoint> Pair<S> {
                 Side::Client => &mut self.client,
                 Side::Upstream => &mut self.upstream,
             };
-            match discard(socket, cx.buf) {
-                Discarded::Gone => self.eof[index] = true,
+            let mut budget = READS_PER_TURN;
+            match closing::discard(socket, cx.buf, &mut budget).1 {
+                Discarded::Eof | Discarded::Failed(_) => self.eof[index] = true,
                 Discarded::Drained => {}
-                Discarded::More => advance = Advance::StillReady,
+                Discarded::OutOfBudget => advance = Advance::StillReady,
             }
         }
         if self.eof == [true, true] || since.saturating_add(LINGER_MS) <= cx.now {
@@ -464,31 +517,6 @@ impl<S: Endpoint> Pair<S> {
         }
         Ok(advance)
     }
-}
-
-/// How far [`discard`] got.
-enum Discarded {
-    /// The peer closed (EOF, or an error).
-    Gone,
-    /// Read to `WouldBlock`: its next bytes or FIN bring an event.
-    Drained,
-    /// The budget ran out with input perhaps left.
-    More,
-}
-
-/// Reads and discards, within the per-turn read budget.
-fn discard(socket: &mut impl Read, buf: &mut [u8]) -> Discarded {
-    for _ in 0..crate::tcp::READS_PER_TURN {
-        match socket.read(buf) {
-            Ok(0) => return Discarded::Gone,
-            Ok(_) => {}
-            // Drained: the peer's next bytes or FIN bring a new event.
-            Err(e) if e.kind() == ErrorKind::WouldBlock => return Discarded::Drained,
-            Err(e) if e.kind() == ErrorKind::Interrupted => {}
-            Err(_) => return Discarded::Gone,
-        }
-    }
-    Discarded::More
 }
 
 #[cfg(test)]

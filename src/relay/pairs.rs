@@ -1,30 +1,35 @@
-//! The relay's TCP side: the table of pairs. Each accepted client gets a
-//! non-blocking connect to the upstream; both sockets are registered on
-//! the loop's poll, each with its own token (the client's is its key in
-//! the table, the upstream's is [`UPSTREAM_BASE`] plus that key). Events,
-//! the still-ready list and timers reach the pair's state machine
-//! ([`pair`](super::pair)) through here, which does for it what needs the
-//! loop: (re)register interest, arm its timer, close or reset it.
+//! The relay's TCP side: the table of pairs, a peer of served TCP. A
+//! listener whose job is relaying hands each stream it accepted within
+//! the limit to [`Pairs::admit`] (the [`Admit`] of its job); the client
+//! gets a non-blocking connect to the upstream, and both sockets are
+//! registered on the loop's poll, each with its own token ([`PAIR_BASE`]
+//! plus its key in the table for the client, [`UPSTREAM_BASE`] plus it
+//! for the upstream). The loop's dispatch hands this table every event
+//! on either socket, its entries on the still-ready list and its timers
+//! directly; it reaches the pair's state machine ([`pair`](super::pair))
+//! and does for it what needs the loop: (re)register interest, arm its
+//! timer, close or reset it.
 
 use std::net::SocketAddr;
-use std::time::Duration;
 
 use log::{debug, warn};
 use mio::net::TcpStream;
 use mio::{Interest, Token};
 
-use super::Direction;
 use super::half::Shape;
 use super::journal::{PairLog, Tap};
 use super::pair::{Advance, Doom, End, Pair, PairCx, Plan, Readiness, Side};
+use crate::closing;
 use crate::config::{Config, Mode};
 use crate::fault::{FaultKind, Verdict};
 use crate::journal::AppliedFaults;
+use crate::listener::Admit;
 use crate::reply::Protocol;
 use crate::stats::{add, sub};
 use crate::table::Table;
-use crate::timer::{Due, Millis, NEVER, RateLimit, Timers, at_least};
-use crate::turn::{ENDPOINT_SHIFT, Ready, Turn, UPSTREAM_BASE, settle_writable};
+use crate::timer::{Due, Entry, Millis, NEVER, RateLimit, Timers, at_least};
+use crate::turn::{ENDPOINT_SHIFT, PAIR_BASE, Ready, Turn, UPSTREAM_BASE, settle_writable};
+use crate::vocab::Direction;
 
 /// Pair slots allocated up front (they grow, once, past this).
 const PREALLOCATED_PAIRS: usize = 256;
@@ -44,9 +49,11 @@ struct Slot {
 /// Every relayed TCP pair.
 pub(crate) struct Pairs {
     /// The endpoint the pairs belong to: 0 for the main sockets
-    /// (`--upstream`), else a named endpoint's (SPEC 14), whose tokens
-    /// are shifted by `endpoint << ENDPOINT_SHIFT`.
+    /// (`--upstream`), else a named endpoint's (SPEC 14).
     endpoint: u16,
+    /// `endpoint << ENDPOINT_SHIFT`: where its keys start in the pair
+    /// tokens' range.
+    offset: usize,
     /// The real server every client is relayed to.
     upstream: SocketAddr,
     /// Open pairs, keyed by the client socket's token.
@@ -75,17 +82,21 @@ impl Pairs {
         Pairs::for_endpoint(0, upstream, config)
     }
 
-    /// The pairs of endpoint `endpoint` (0: the main sockets).
+    /// The pairs of endpoint `endpoint` (0: the main sockets), with
+    /// tokens of its own range.
     pub fn for_endpoint(endpoint: u16, upstream: SocketAddr, config: &Config) -> Pairs {
         let preallocated = config.max_connections.min(PREALLOCATED_PAIRS);
-        let (base, max_keys) = match endpoint {
-            0 => (0, UPSTREAM_BASE.0),
-            e => ((e as usize) << ENDPOINT_SHIFT, 1 << ENDPOINT_SHIFT),
-        };
+        let offset = (endpoint as usize) << ENDPOINT_SHIFT;
         Pairs {
             endpoint,
+            offset,
             upstream,
-            table: Table::new(Token(base), max_keys, preallocated, CLOSED_PER_TURN),
+            table: Table::new(
+                Token(PAIR_BASE.0 + offset),
+                1 << ENDPOINT_SHIFT,
+                preallocated,
+                CLOSED_PER_TURN,
+            ),
             connect_ms: config.connect_timeout.as_millis() as Millis,
             idle_ms: config.idle_timeout.map(|d| d.as_millis() as Millis),
             max_owed: config.max_owed,
@@ -106,7 +117,7 @@ impl Pairs {
     /// Takes in an accepted client: starts the connect to the upstream,
     /// judges the faults of the pair's two directions, registers both
     /// sockets and reads what the client sent already.
-    pub fn admit(&mut self, client: TcpStream, peer: SocketAddr, t: &mut Turn<'_>) {
+    fn take_in(&mut self, client: TcpStream, peer: SocketAddr, t: &mut Turn<'_>) {
         add(&t.counters.accepted, 1);
         let ordinal = self.accepted;
         self.accepted += 1;
@@ -135,7 +146,11 @@ impl Pairs {
             registry.register(&mut client, token, Interest::READABLE)?;
             // Writable: the connect is done (or failed).
             let interest = Interest::READABLE | Interest::WRITABLE;
-            if let Err(e) = registry.register(&mut upstream, upstream_token(token), interest) {
+            if let Err(e) = registry.register(
+                &mut upstream,
+                upstream_token(token.0 - PAIR_BASE.0),
+                interest,
+            ) {
                 let _ = registry.deregister(&mut client);
                 return Err(e);
             }
@@ -178,7 +193,8 @@ impl Pairs {
     /// `timer_at` says (as for a connection: a new pair in the same key
     /// that armed the very same moment is served by the first entry, and
     /// finds the other stale).
-    pub fn on_timer(&mut self, key: usize, at: Millis, t: &mut Turn<'_>) {
+    pub fn on_timer(&mut self, key: u32, at: Millis, t: &mut Turn<'_>) {
+        let key = key as usize;
         let Some(slot) = self.table.get_mut(key) else {
             return;
         };
@@ -198,7 +214,7 @@ impl Pairs {
         t: &mut Turn<'_>,
         step: impl FnOnce(&mut Pair<TcpStream>, &mut PairCx<'_>) -> Result<Advance, End>,
     ) {
-        let token = self.table.token(key);
+        let (endpoint, offset) = (self.endpoint, self.offset);
         let Some(slot) = self.table.get_mut(key) else {
             return; // Closed earlier in this batch: a stale event.
         };
@@ -215,25 +231,27 @@ impl Pairs {
         let result = step(&mut slot.pair, &mut cx).and_then(|advance| {
             if advance == Advance::StillReady {
                 let id = slot.pair.id;
-                t.ready.push(match self.endpoint {
-                    0 => Ready::Conn { key, id },
-                    endpoint => Ready::Pair { endpoint, key, id },
+                t.ready.push(match endpoint {
+                    0 => Ready::Pair { key, id },
+                    endpoint => Ready::EndpointPair { endpoint, key, id },
                 });
             }
-            settle_interest(slot, token, t).map_err(|e| {
+            settle_interest(slot, key + offset, t).map_err(|e| {
                 debug!("pair {key}: cannot change interest: {e}");
                 End::Done
             })
         });
-        let due = match self.endpoint {
-            0 => Due::Conn { key: key as u32 },
-            endpoint => Due::Pair {
-                endpoint,
-                key: key as u32,
-            },
-        };
         match result {
-            Ok(()) => arm_timer(slot, due, self.idle_ms, t.timers),
+            Ok(()) => {
+                let due = match endpoint {
+                    0 => Due::Pair { key: key as u32 },
+                    endpoint => Due::EndpointPair {
+                        endpoint,
+                        key: key as u32,
+                    },
+                };
+                arm_timer(slot, due, self.idle_ms, t.timers)
+            }
             Err(end) => self.close(key, end, t),
         }
     }
@@ -251,27 +269,19 @@ impl Pairs {
             End::Done => debug!("pair {key}: closed"),
             End::Reset { upstream_failed } => {
                 debug!("pair {key}: reset");
-                reset(&client);
-                reset(&upstream);
+                closing::reset_on_close(&client);
+                closing::reset_on_close(&upstream);
                 if upstream_failed {
                     self.count_failure("reset the connection", t);
                 }
             }
             End::ConnectFailed(e) => {
-                reset(&client);
+                closing::reset_on_close(&client);
                 self.count_failure(&format!("connect failed: {e}"), t);
             }
         }
-        // Closing a descriptor takes it off epoll; elsewhere mio needs a
-        // deregister first (see `Tcp::close`).
-        if !cfg!(all(
-            target_os = "linux",
-            not(mio_unsupported_force_poll_poll)
-        )) {
-            let (mut client, mut upstream) = (client, upstream);
-            let _ = t.registry.deregister(&mut client);
-            let _ = t.registry.deregister(&mut upstream);
-        }
+        closing::close(t.registry, client);
+        closing::close(t.registry, upstream);
     }
 
     /// A client whose upstream could not even be asked: reset it.
@@ -282,7 +292,7 @@ impl Pairs {
         e: std::io::Error,
         t: &mut Turn<'_>,
     ) {
-        reset(&client);
+        closing::reset_on_close(&client);
         debug!("{peer}: reset: no connect to the upstream");
         self.count_failure(&format!("connect failed: {e}"), t);
     }
@@ -321,16 +331,29 @@ impl Pairs {
         self.table.end_turn();
     }
 
-    /// Whether a timer entry is still its pair's current one (for the
+    /// Whether a pair's timer entry is still its current one (for the
     /// sweep).
-    pub fn is_current(&self, key: usize, at: Millis) -> bool {
-        self.table.get(key).is_some_and(|slot| slot.timer_at == at)
+    pub fn is_current(&self, entry: &Entry) -> bool {
+        match entry.due {
+            Due::Pair { key } | Due::EndpointPair { key, .. } => {
+                (self.table.get(key as usize)).is_some_and(|slot| slot.timer_at == entry.at)
+            }
+            _ => false,
+        }
     }
 }
 
-/// The token of the upstream socket of the pair whose client has `token`.
-fn upstream_token(token: Token) -> Token {
-    Token(UPSTREAM_BASE.0 + token.0)
+/// Relaying is a listener's job: each stream it accepted within the
+/// limit becomes a pair.
+impl Admit for Pairs {
+    fn admit(&mut self, client: TcpStream, peer: SocketAddr, t: &mut Turn<'_>) {
+        self.take_in(client, peer, t);
+    }
+}
+
+/// The token of pair `key`'s upstream socket.
+fn upstream_token(key: usize) -> Token {
+    Token(UPSTREAM_BASE.0 + key)
 }
 
 /// The faults of a pair's two directions, judged once, in accept order
@@ -394,8 +417,9 @@ fn shape_of(verdict: &Verdict, now: Millis) -> (Shape, Option<(Millis, Doom)>) {
 }
 
 /// Registers `WRITABLE` on each socket of the pair exactly while it is
-/// wanted.
-fn settle_interest(slot: &mut Slot, token: Token, t: &Turn<'_>) -> std::io::Result<()> {
+/// wanted; `key` is the pair's key in the token range (its endpoint's
+/// offset included).
+fn settle_interest(slot: &mut Slot, key: usize, t: &Turn<'_>) -> std::io::Result<()> {
     let pair = &mut slot.pair;
     let [client_wants, upstream_wants] =
         [Side::Client, Side::Upstream].map(|s| pair.wants_writable(s));
@@ -403,11 +427,11 @@ fn settle_interest(slot: &mut Slot, token: Token, t: &Turn<'_>) -> std::io::Resu
     settle_writable(
         t.registry,
         &mut pair.client,
-        token,
+        Token(PAIR_BASE.0 + key),
         client_registered,
         client_wants,
     )?;
-    let token = upstream_token(token);
+    let token = upstream_token(key);
     settle_writable(
         t.registry,
         &mut pair.upstream,
@@ -425,11 +449,6 @@ fn arm_timer(slot: &mut Slot, due: Due, idle_ms: Option<Millis>, timers: &mut Ti
             timers.arm(at, due);
         }
     }
-}
-
-/// A zero linger makes the coming close send RST, not FIN.
-fn reset(stream: &TcpStream) {
-    let _ = socket2::SockRef::from(stream).set_linger(Some(Duration::ZERO));
 }
 
 #[cfg(test)]

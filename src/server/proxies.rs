@@ -7,43 +7,43 @@ use std::net::SocketAddr;
 use mio::Poll;
 
 use super::Server;
+use super::tcp_side::TcpSide;
 use crate::api::Registry;
 use crate::bind::bind_tcp;
 use crate::command::{Command, Reply, Target};
 use crate::error::Error;
-use crate::tcp::Tcp;
 use crate::turn::Turn;
 
-/// What live control and the handle act on when there are named
-/// endpoints: the main sockets' TCP side, and the proxies.
+/// What live control and the handle act on: the main endpoint's TCP
+/// side, and the named endpoints.
 pub(super) struct Targets<'a> {
-    pub tcp: &'a mut Tcp,
+    pub side: TcpSide<'a>,
     pub proxies: &'a mut Registry,
 }
 
 impl Target for Targets<'_> {
     fn refuse(&mut self, t: &mut Turn<'_>) -> Reply {
-        self.tcp.refuse(t)
+        self.side.refuse(t)
     }
 
     fn listen_again(&mut self, t: &mut Turn<'_>) -> Reply {
-        self.tcp.listen_again(t)
+        self.side.listen_again(t)
     }
 
     fn set_reply(&mut self, text: Vec<u8>, t: &mut Turn<'_>) -> Reply {
-        self.tcp.set_reply(text, t)
+        self.side.set_reply(text, t)
     }
 
     fn see_messages(&mut self, t: &mut Turn<'_>) {
-        self.tcp.see_messages(t)
+        self.side.see_messages(t)
     }
 
     fn set_greeting(&mut self, text: Option<Vec<u8>>) -> Reply {
-        self.tcp.set_greeting(text)
+        self.side.set_greeting(text)
     }
 
     fn push(&mut self, text: Vec<u8>, t: &mut Turn<'_>) -> Reply {
-        self.tcp.push(text, t)
+        self.side.push(text, t)
     }
 
     fn endpoints(&mut self) -> Reply {

@@ -1,59 +1,18 @@
-//! What live control commands do on the TCP side: refuse and listen
-//! again, change the fixed reply, greet and push (see
-//! [`command`](crate::command)).
-
-use mio::Interest;
+//! What live control commands change in serving: the fixed reply (see
+//! [`command`](crate::command); the main endpoint's view of its TCP side
+//! hands them here when it serves).
 
 use super::Tcp;
-use crate::command::{Reply, Target};
-use crate::config::{MAX_REPLY_LEN, Mode};
+use crate::command::Reply;
+use crate::config::Mode;
 use crate::reply::{Pattern, Replies, Responder};
-use crate::turn::{LISTENER, Ready, Turn};
+use crate::turn::Turn;
 
-/// Why `refuse` and `accept` fail without TCP: in words a control client
-/// and a library user both understand (neither typed `--no-tcp`).
-const NO_TCP: &str = "no TCP: this server serves UDP only";
-
-/// What live control changes on the TCP side (see [`command`](crate::command)).
-impl Target for Tcp {
-    /// Closes the listener: new clients are refused; open connections go
-    /// on.
-    fn refuse(&mut self, t: &mut Turn<'_>) -> Reply {
-        self.listen_addr.ok_or(NO_TCP)?;
-        if let Some(mut listener) = self.listener.take() {
-            let _ = t.registry.deregister(&mut listener);
-        }
-        Ok(String::new())
-    }
-
-    /// Listens again on the same address after [`refuse`](Tcp::refuse).
-    fn listen_again(&mut self, t: &mut Turn<'_>) -> Reply {
-        let addr = self.listen_addr.ok_or(NO_TCP)?;
-        if self.stopping {
-            return Err("shutting down".into());
-        }
-        if self.listener.is_none() {
-            let mut listener = crate::bind::tcp_listener(addr, self.reuse_port)
-                .map_err(|e| format!("cannot bind tcp {addr}: {e}"))?;
-            t.registry
-                .register(&mut listener, LISTENER, Interest::READABLE)
-                .map_err(|e| format!("cannot register tcp {addr}: {e}"))?;
-            self.listener = Some(listener);
-            // Clients may be waiting already: no event would report them.
-            t.ready.push(Ready::Listener);
-        }
-        Ok(String::new())
-    }
-
+impl Tcp {
     /// Makes `text` the fixed reply from now on. Replies already owed keep
     /// the old text: each connection turns what it owes into bytes first.
-    fn set_reply(&mut self, text: Vec<u8>, t: &mut Turn<'_>) -> Reply {
-        if text.is_empty() || text.len() > MAX_REPLY_LEN {
-            return Err(format!(
-                "reply: must be 1 to {MAX_REPLY_LEN} bytes, got {}",
-                text.len()
-            ));
-        }
+    pub(crate) fn set_reply(&mut self, text: Vec<u8>, t: &mut Turn<'_>) -> Reply {
+        crate::vocab::check_reply_len("reply", &text, false)?;
         let old = match t.replies {
             Replies::Fixed(old) => old,
             // A responder's replies are bytes as soon as they are owed.
@@ -71,17 +30,5 @@ impl Target for Tcp {
         }
         *t.replies = Replies::Fixed(Pattern::new(&text, self.mode == Mode::Line, self.max_owed));
         Ok(String::new())
-    }
-
-    fn see_messages(&mut self, t: &mut Turn<'_>) {
-        self.switch_to_responder(t.replies);
-    }
-
-    fn set_greeting(&mut self, text: Option<Vec<u8>>) -> Reply {
-        self.greet_with(text)
-    }
-
-    fn push(&mut self, text: Vec<u8>, t: &mut Turn<'_>) -> Reply {
-        self.push_to_all(text, t)
     }
 }

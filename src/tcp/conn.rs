@@ -39,27 +39,19 @@ use std::net::{Shutdown, SocketAddr};
 
 use log::warn;
 
+use crate::closing::{self, Discarded};
 use crate::config::Mode;
 use crate::fault::Faults;
 use crate::framing::{OpenLine, Piece};
 use crate::journal::Journal;
+pub(crate) use crate::limits::{LINGER_CAP_MS, LINGER_MS, READS_PER_TURN};
 use crate::reply::Replies;
 use crate::stats::{Counters, add};
+pub(crate) use crate::timer::Stamp;
 use crate::timer::{Millis, RateLimit};
 use buffers::Buffers;
-pub(crate) use stamp::Stamp;
 use write::Message;
 
-/// Reads per connection per turn, so one fast client cannot starve the
-/// others (with 64 KiB reads, 1 MiB a turn).
-pub const READS_PER_TURN: usize = 16;
-/// How long a lingering close waits for the peer's EOF after the last
-/// bytes it sent (or after the close began), in milliseconds.
-pub const LINGER_MS: Millis = 2_000;
-/// How long a lingering close lasts at most, however often the peer sends,
-/// in milliseconds (nginx's `lingering_time` is the same 30 s). A peer
-/// that keeps sending after its reply cannot hold a connection open.
-pub const LINGER_CAP_MS: Millis = 30_000;
 /// A connection's buffers shrink back to this after a burst, so an idle
 /// connection keeps little memory.
 const KEEP_CAPACITY: usize = 4 * 1024;
@@ -373,6 +365,9 @@ impl Connection {
                     continue;
                 }
             }
+            if !matches!(self.phase, Phase::Open { .. }) {
+                return self.discard(stream, budget, cx);
+            }
             if *budget == 0 {
                 return Ok(Reads::OutOfBudget);
             }
@@ -387,11 +382,30 @@ impl Connection {
             };
             add(&cx.counters.bytes_in, n as u64);
             self.last_active = Stamp::of(cx.now);
-            if let Phase::Open { .. } = self.phase {
-                self.take_read(stream, n, cx);
-            } // Lingering or Hanging: input is read only to be discarded.
+            self.take_read(stream, n, cx);
         }
         Ok(Reads::Blocked)
+    }
+
+    /// Lingering or Hanging: input is read only to be discarded, and
+    /// counted; bytes keep the connection from being quiet.
+    fn discard(
+        &mut self,
+        stream: &mut impl Stream,
+        budget: &mut usize,
+        cx: &mut Ctx<'_>,
+    ) -> Result<Reads, Close> {
+        let (read, discarded) = closing::discard(stream, cx.buf, budget);
+        if read > 0 {
+            add(&cx.counters.bytes_in, read);
+            self.last_active = Stamp::of(cx.now);
+        }
+        match discarded {
+            Discarded::Eof => Ok(Reads::Eof),
+            Discarded::Failed(e) => Err(Close::Failed(e)),
+            Discarded::Drained => Ok(Reads::Blocked),
+            Discarded::OutOfBudget => Ok(Reads::OutOfBudget),
+        }
     }
 
     /// Frames the `n` bytes just read into the shared buffer; what the
@@ -476,15 +490,9 @@ impl Connection {
                     // A custom responder needs the line in one piece: join
                     // the bytes carried from earlier reads. Otherwise the
                     // whole line is in this input, or the reply ignores it.
-                    let message = if custom && end.carried > 0 {
-                        let line = &mut self.buffers().line;
-                        if end.carried_cr {
-                            line.pop();
-                        }
-                        line.extend_from_slice(end.tail);
-                        Message::Buffered
-                    } else {
-                        Message::Input(end.tail)
+                    let message = match custom && end.carried > 0 {
+                        true => self.join_line(&end),
+                        false => Message::Input(end.tail),
                     };
                     self.owe_reply(message, true, ending, cx);
                 }
@@ -507,7 +515,7 @@ impl Connection {
             (Phase::Open { mut line, .. }, Mode::Line) => {
                 // A final line without '\n' is still a line.
                 if let Ok(Some(_)) = line.finish(cx.max_line) {
-                    self.owe_reply(Message::Buffered, true, b"", cx);
+                    self.owe_reply(self.open_line(), true, b"", cx);
                 }
                 self.phase = Phase::Closing { peer_eof: true };
                 Ok(())
@@ -537,7 +545,6 @@ enum Reads {
 
 mod buffers;
 mod journal;
-mod stamp;
 mod steps;
 #[cfg(test)]
 mod tests;

@@ -1,8 +1,10 @@
-//! TCP: the listener and the connection table.
+//! TCP served: the connection table. The streams come from the
+//! [`listener`](crate::listener) (which keeps the accept budget, the
+//! connection limit and the out-of-descriptors escape) when serving is
+//! its job; a relayed stream goes to [`relay`](crate::relay) instead.
 //!
 //! The table is a [`Table`] of connections whose keys are their tokens. It
-//! accepts (with a per-turn budget, the connection limit and the
-//! out-of-descriptors escape), hands each readiness event to the
+//! takes in each stream it is handed, hands each readiness event to the
 //! connection's state machine ([`conn`]), and does for it what needs the
 //! loop: (re)register its interest, arm its timer, put it on the
 //! still-ready list, close it. A closed connection's key is freed only
@@ -13,29 +15,25 @@ mod commands;
 mod conn;
 mod script;
 
-use std::io::{self, ErrorKind};
+use std::io;
 use std::net::SocketAddr;
-use std::time::Duration;
 
 use log::{Level, debug, log_enabled, trace, warn};
-use mio::net::{TcpListener, TcpStream};
+use mio::net::TcpStream;
 use mio::{Interest, Token};
 
+use crate::closing;
 use crate::config::{Config, Mode};
-use crate::relay::pair::Side;
-use crate::relay::pairs::Pairs;
-use crate::reply::{Protocol, Replies};
+use crate::listener::Admit;
+use crate::reply::Replies;
 use crate::stats::add;
 use crate::stats::sub;
 use crate::table::Table;
-use crate::timer::{ACCEPT_RETRY_MS, Due, Entry, Millis, Pause, RateLimit, Timers};
-use crate::turn::{Readiness, Ready, Turn, UPSTREAM_BASE, settle_writable};
-use conn::{Advance, Close, Connection, Ctx, Phase, Stamp};
+use crate::timer::{Armed, Due, Entry, Millis, RateLimit, Timers};
+use crate::turn::{PAIR_BASE, Readiness, Ready, Turn, settle_writable};
+use crate::vocab::Protocol;
+use conn::{Advance, Close, Connection, Ctx, Phase};
 
-pub use conn::{LINGER_CAP_MS, LINGER_MS, READS_PER_TURN};
-
-/// Accepts per turn, so a connection storm cannot starve served clients.
-pub const ACCEPTS_PER_TURN: usize = 64;
 /// Connection slots reserved up front: `--max-connections` of them, at most
 /// this many. A reservation is address space, not memory: a slot's page
 /// is touched, and so resident, only once a connection takes it. And a
@@ -59,227 +57,62 @@ const CLOSED_PER_TURN: usize = 1024;
 struct Slot {
     stream: TcpStream,
     conn: Connection,
-    /// The deadline of this connection's live timer entry, if one is
-    /// armed (entries are armed at most [`Stamp::HORIZON`] ahead).
-    timer_at: Option<Stamp>,
+    /// Its live timer entry, if one is armed.
+    timer: Armed,
 }
 
-/// The listener and every connection.
+/// Every served connection.
 pub(crate) struct Tcp {
-    /// `None` while refused (live control), after shutdown, or without TCP.
-    listener: Option<TcpListener>,
-    /// The address the listener is bound to, for listening again.
-    listen_addr: Option<SocketAddr>,
-    /// Listen with `SO_REUSEPORT` (`--reuse-port`).
-    reuse_port: bool,
     /// Open connections; a closed one's key is freed when the turn ends.
     conns: Table<Slot>,
     mode: Mode,
-    max_connections: usize,
     max_owed: usize,
     /// Idle timeout in milliseconds, if any.
     idle_ms: Option<Millis>,
     max_line: usize,
     next_id: u32,
-    /// A descriptor held in reserve for when the process runs out.
-    spare_fd: spare::SpareFd,
-    /// Accepting is paused after an accept error.
-    accept_pause: Pause,
-    reject_log: RateLimit,
     line_log: RateLimit,
-    /// Shutting down: no new clients; connections close once their owed
-    /// bytes are out.
-    stopping: bool,
     /// Sent first on every new connection (`--greeting`), bounded by
     /// `MAX_REPLY_LEN`.
     greeting: Option<Vec<u8>>,
-    /// A relay (`--upstream tcp:...`): every client becomes a pair with
-    /// the upstream, and `conns` stays empty.
-    relay: Option<Box<Pairs>>,
 }
 
 impl Tcp {
-    pub fn new(listener: Option<(TcpListener, SocketAddr)>, config: &Config) -> Tcp {
-        let (listener, listen_addr) = listener.unzip();
+    pub fn new(config: &Config) -> Tcp {
         Tcp {
-            listener,
-            listen_addr,
-            reuse_port: config.reuse_port,
             conns: Table::new(
                 Token(0),
-                UPSTREAM_BASE.0,
+                PAIR_BASE.0,
                 config.max_connections.min(RESERVED_CONNECTIONS),
                 CLOSED_PER_TURN,
             ),
             mode: config.mode,
-            max_connections: config.max_connections,
             max_owed: config.max_owed,
             idle_ms: config.idle_timeout.map(|d| d.as_millis() as Millis),
             max_line: config.max_line,
             next_id: 0,
-            spare_fd: spare::SpareFd::reserve(),
-            accept_pause: Pause::default(),
-            reject_log: RateLimit::default(),
             line_log: RateLimit::default(),
-            stopping: false,
             greeting: config.greeting.clone(),
-            relay: config
-                .upstream_tcp
-                .map(|up| Box::new(Pairs::new(up, config))),
         }
     }
 
     /// Open connections.
     pub fn open(&self) -> usize {
-        self.conns.open() + self.relay.as_ref().map_or(0, |relay| relay.open())
-    }
-
-    // ----- accepting -------------------------------------------------------
-
-    /// The listener is readable: accept until `WouldBlock`, or until the
-    /// per-turn budget runs out (then it goes on the still-ready list).
-    pub fn accept(&mut self, t: &mut Turn<'_>) {
-        if self.accept_pause.holds(t.now) {
-            return; // Paused after an accept error; its timer resumes it.
-        }
-        for _ in 0..ACCEPTS_PER_TURN {
-            let Some(listener) = &self.listener else {
-                return;
-            };
-            match listener.accept() {
-                Ok((stream, peer)) => self.admit(stream, peer, t),
-                // Drained: the next connection brings a new event.
-                Err(e) if e.kind() == ErrorKind::WouldBlock => return,
-                Err(e) if is_transient(&e) => continue,
-                Err(e) if is_out_of_descriptors(&e) => return self.shed_backlog(t),
-                Err(e) => {
-                    warn!("accept failed: {e}; trying again in {ACCEPT_RETRY_MS} ms");
-                    return self.pause_accepting(t);
-                }
-            }
-        }
-        t.ready.push(Ready::Listener);
-    }
-
-    /// Stops accepting for [`ACCEPT_RETRY_MS`]: no retry storm, no stall.
-    fn pause_accepting(&mut self, t: &mut Turn<'_>) {
-        self.accept_pause.start(t.now, Due::AcceptRetry, t.timers);
-    }
-
-    /// Out of file descriptors. The failed accept would fail again at
-    /// once, forever, and the waiting clients would hang in the backlog.
-    /// Give back the spare descriptor, then accept and close each waiting
-    /// client in turn (libuv's trick), and take the spare again.
-    fn shed_backlog(&mut self, t: &mut Turn<'_>) {
-        let Some(listener) = &self.listener else {
-            return;
-        };
-        let mut shed = 0u64;
-        if self.spare_fd.release() {
-            while (shed as usize) < ACCEPTS_PER_TURN {
-                match listener.accept() {
-                    Ok((stream, _)) => {
-                        drop(stream);
-                        shed += 1;
-                    }
-                    Err(e) if is_transient(&e) => continue,
-                    // WouldBlock: the backlog is empty. Anything else:
-                    // someone took the spare slot; retry below.
-                    Err(_) => break,
-                }
-            }
-            self.spare_fd = spare::SpareFd::reserve();
-        }
-        add(&t.counters.rejected, shed);
-        if self.reject_log.allow(t.now) {
-            warn!("out of file descriptors: closed {shed} waiting client(s) unserved");
-        }
-        // Not drained for sure: look again in a second rather than spin.
-        self.pause_accepting(t);
-    }
-
-    /// Takes in one accepted stream, or turns it away over the limit.
-    fn admit(&mut self, stream: TcpStream, peer: SocketAddr, t: &mut Turn<'_>) {
-        if self.open() >= self.max_connections {
-            add(&t.counters.rejected, 1);
-            if self.reject_log.allow(t.now) {
-                warn!(
-                    "rejected {peer}: at --max-connections {} (further rejections \
-                     are logged at most once a second)",
-                    self.max_connections
-                );
-            }
-            return; // Dropping the stream closes it.
-        }
-        if let Some(relay) = &mut self.relay {
-            return relay.admit(stream, peer, t);
-        }
-        // Replies are small and latency matters: no Nagle delay. Except
-        // for once mode's fixed reply, one write then FIN: Nagle never
-        // holds a first segment, nor a FIN, so the system call would buy
-        // nothing (about 10 % of the calls of a once-mode exchange).
-        let custom = matches!(t.replies, Replies::Custom { .. });
-        let scripted = custom || self.greeting.is_some();
-        if self.mode == Mode::Line || scripted || t.faults.any(Protocol::Tcp) {
-            let _ = stream.set_nodelay(true);
-        }
-        let id = self.next_id;
-        let custom_peer = custom.then_some(peer);
-        let mut conn = Connection::new(id, t.now, custom_peer);
-        if t.journal.is_some() {
-            conn.journal_peer(peer);
-        }
-        self.greet(&mut conn, t);
-        let slot = |stream| Slot {
-            stream,
-            conn,
-            timer_at: None,
-        };
-        let key = match self
-            .conns
-            .insert(t.registry, stream, Interest::READABLE, slot)
-        {
-            Ok(key) => key,
-            Err(e) => return warn!("cannot register {peer}: {e}"),
-        };
-        self.next_id = self.next_id.wrapping_add(1);
-        add(&t.counters.accepted, 1);
-        add(&t.counters.open, 1);
-        debug!("conn {key}: accepted {peer}");
-        if self.greeting.is_some() {
-            // The greeting leaves before anything is read.
-            self.drive(key, false, t);
-        }
-        // The request usually arrives with the connection: read it now
-        // instead of waiting a whole turn for the readable event.
-        self.drive(key, true, t);
+        self.conns.open()
     }
 
     // ----- events ------------------------------------------------------------
 
     /// A readiness event for connection `key`.
     pub fn on_event(&mut self, key: usize, ready: Readiness, t: &mut Turn<'_>) {
-        if let Some(relay) = &mut self.relay {
-            return relay.on_event(key, Side::Client, ready, t);
-        }
         // A key closed earlier in this batch has no slot: a stale event.
         if self.conns.get(key).is_some() {
             self.drive(key, ready.readable, t);
         }
     }
 
-    /// A readiness event for the upstream socket of relayed pair `key`.
-    pub fn on_upstream_event(&mut self, key: usize, ready: Readiness, t: &mut Turn<'_>) {
-        if let Some(relay) = &mut self.relay {
-            relay.on_event(key, Side::Upstream, ready, t);
-        }
-    }
-
     /// Serves a connection that was left still ready last turn.
     pub fn resume(&mut self, key: usize, id: u32, t: &mut Turn<'_>) {
-        if let Some(relay) = &mut self.relay {
-            return relay.resume(key, id, t);
-        }
         if let Some(slot) = self.conns.get(key) {
             if slot.conn.id == id {
                 self.drive(key, true, t);
@@ -335,7 +168,7 @@ impl Tcp {
 
     /// Closes connection `key` now; its key is freed at turn end.
     fn close(&mut self, key: usize, why: Close, t: &mut Turn<'_>) {
-        let Some(mut slot) = self.conns.close(key) else {
+        let Some(slot) = self.conns.close(key) else {
             return;
         };
         match &why {
@@ -343,49 +176,28 @@ impl Tcp {
             Close::Done => debug!("conn {key}: closed"),
             Close::Reset => {
                 debug!("conn {key}: reset (fault)");
-                // A zero linger makes the close below send RST, not FIN.
-                let _ = socket2::SockRef::from(&slot.stream).set_linger(Some(Duration::ZERO));
+                closing::reset_on_close(&slot.stream);
             }
         }
-        // mio's rule: deregister before the descriptor closes, since some
-        // selectors keep state per source. mio's epoll selector keeps none,
-        // and closing the last descriptor of a socket removes it from every
-        // epoll interest list (epoll(7)), which the drop below does. There
-        // the EPOLL_CTL_DEL is a system call for nothing, measured at about
-        // 6 % of a once-mode exchange's server CPU (benches/syscalls.sh,
-        // benches/compare.sh). Should a copy of the descriptor live on (a
-        // child forked by the host, between fork and exec), its events can
-        // still come with the old token; a slab key reused by then only sees
-        // a spurious event, which a read ending in `WouldBlock` absorbs.
-        if !cfg!(all(
-            target_os = "linux",
-            not(mio_unsupported_force_poll_poll)
-        )) {
-            let _ = t.registry.deregister(&mut slot.stream);
-        }
-        drop(slot);
+        closing::close(t.registry, slot.stream);
         sub(&t.counters.open, 1);
     }
 
     /// Connection `key`'s timer entry came due: close the connection if its
     /// deadline truly passed, or re-arm it at the deadline that activity
     /// moved it to. The entry is the connection's own if it is due when the
-    /// connection's `timer_at` says: a closed connection's entry finds no
+    /// connection's `timer` says: a closed connection's entry finds no
     /// slot or another deadline (a new connection in the same key that
     /// armed the very same moment is served by the first of the two
     /// entries, and finds the other stale).
     pub fn on_timer(&mut self, key: u32, at: Millis, t: &mut Turn<'_>) {
         let key = key as usize;
-        if let Some(relay) = &mut self.relay {
-            return relay.on_timer(key, at, t);
-        }
         let Some(slot) = self.conns.get_mut(key) else {
             return;
         };
-        if slot.timer_at != Some(Stamp::of(at)) {
+        if !slot.timer.fire(at) {
             return; // Stale: the connection is gone or re-armed earlier.
         }
-        slot.timer_at = None;
         if slot.conn.wake_at().is_some_and(|at| at <= t.now) {
             // A fault's delayed step is due: it needs a turn, not a close.
             return self.drive(key, false, t);
@@ -403,52 +215,33 @@ impl Tcp {
         }
     }
 
-    /// The accept-retry entry due `at` came due.
-    pub fn on_accept_retry(&mut self, at: Millis, t: &mut Turn<'_>) {
-        if self.accept_pause.is_current(at) {
-            self.accept(t);
-        }
-    }
-
     /// Frees the keys of connections closed this turn.
     pub fn end_turn(&mut self) {
         self.conns.end_turn();
-        if let Some(relay) = &mut self.relay {
-            relay.end_turn();
-        }
     }
 
-    /// Whether a timer entry of the listener or of a connection (or a
-    /// relayed pair) is the one its owner armed last (see
+    /// Whether a connection's timer entry is the one it armed last (see
     /// [`Timers::sweep`](crate::timer::Timers::sweep)).
     pub fn is_current(&self, entry: &Entry) -> bool {
-        match (entry.due, &self.relay) {
-            (Due::Conn { key }, Some(relay)) => relay.is_current(key as usize, entry.at),
-            (Due::Conn { key }, None) => (self.conns.get(key as usize))
-                .is_some_and(|slot| slot.timer_at == Some(Stamp::of(entry.at))),
-            (Due::AcceptRetry, _) => self.accept_pause.is_current(entry.at),
+        match entry.due {
+            Due::Conn { key } => {
+                (self.conns.get(key as usize)).is_some_and(|slot| slot.timer.is_current(entry.at))
+            }
             _ => false,
         }
     }
 
-    /// Stops accepting and winds every connection down: no new requests are
+    /// Winds every connection down (the listener stops on its own): no new requests are
     /// read; each connection writes what it owes, then closes as gracefully
     /// as any other (FIN, then a lingering close). Closing at once instead
     /// would reset connections with unread input, destroying replies the
     /// client has not read yet.
     pub fn stop(&mut self, t: &mut Turn<'_>) {
-        self.stopping = true;
-        if let Some(mut listener) = self.listener.take() {
-            let _ = t.registry.deregister(&mut listener);
-        }
         for key in self.conns.keys() {
             if let Some(slot) = self.conns.get_mut(key) {
                 slot.conn.stop();
             }
             self.drive(key, false, t);
-        }
-        if let Some(relay) = &mut self.relay {
-            relay.stop(t);
         }
     }
 
@@ -457,9 +250,54 @@ impl Tcp {
         for key in self.conns.keys() {
             self.close(key, Close::Done, t);
         }
-        if let Some(relay) = &mut self.relay {
-            relay.close_all(t);
+    }
+}
+
+/// Serving is a listener's job: each stream it accepted within the limit
+/// becomes a connection.
+impl Admit for Tcp {
+    /// Takes in one accepted stream: registers it, greets it, reads what
+    /// it sent already.
+    fn admit(&mut self, stream: TcpStream, peer: SocketAddr, t: &mut Turn<'_>) {
+        // Replies are small and latency matters: no Nagle delay. Except
+        // for once mode's fixed reply, one write then FIN: Nagle never
+        // holds a first segment, nor a FIN, so the system call would buy
+        // nothing (about 10 % of the calls of a once-mode exchange).
+        let custom = matches!(t.replies, Replies::Custom { .. });
+        let scripted = custom || self.greeting.is_some();
+        if self.mode == Mode::Line || scripted || t.faults.any(Protocol::Tcp) {
+            let _ = stream.set_nodelay(true);
         }
+        let id = self.next_id;
+        let custom_peer = custom.then_some(peer);
+        let mut conn = Connection::new(id, t.now, custom_peer);
+        if t.journal.is_some() {
+            conn.journal_peer(peer);
+        }
+        self.greet(&mut conn, t);
+        let slot = |stream| Slot {
+            stream,
+            conn,
+            timer: Armed::default(),
+        };
+        let key = match self
+            .conns
+            .insert(t.registry, stream, Interest::READABLE, slot)
+        {
+            Ok(key) => key,
+            Err(e) => return warn!("cannot register {peer}: {e}"),
+        };
+        self.next_id = self.next_id.wrapping_add(1);
+        add(&t.counters.accepted, 1);
+        add(&t.counters.open, 1);
+        debug!("conn {key}: accepted {peer}");
+        if self.greeting.is_some() {
+            // The greeting leaves before anything is read.
+            self.drive(key, false, t);
+        }
+        // The request usually arrives with the connection: read it now
+        // instead of waiting a whole turn for the readable event.
+        self.drive(key, true, t);
     }
 }
 
@@ -487,58 +325,9 @@ fn arm_timer(
     now: Millis,
     timers: &mut Timers,
 ) {
-    let Some(deadline) = slot.conn.deadline(now, idle_ms) else {
-        return;
-    };
-    // A farther deadline is reached in hops, so the stamp reads back.
-    let at = deadline.min(now.saturating_add(Stamp::HORIZON));
-    if slot.timer_at.is_none_or(|armed| at < armed.near(now)) {
-        slot.timer_at = Some(Stamp::of(at));
-        timers.arm(at, Due::Conn { key: key as u32 });
-    }
-}
-
-/// Accept errors that concern one client only: try the next.
-fn is_transient(e: &io::Error) -> bool {
-    matches!(
-        e.kind(),
-        ErrorKind::Interrupted | ErrorKind::ConnectionAborted | ErrorKind::ConnectionReset
-    )
-}
-
-#[cfg(unix)]
-fn is_out_of_descriptors(e: &io::Error) -> bool {
-    matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE))
-}
-
-#[cfg(not(unix))]
-fn is_out_of_descriptors(_: &io::Error) -> bool {
-    false
-}
-
-/// The descriptor kept in reserve for [`Tcp::shed_backlog`].
-mod spare {
-    /// Holds one open descriptor (on `/dev/null`) so that it can be given
-    /// back when the process runs out. Unix only: elsewhere it holds none.
-    #[derive(Debug)]
-    pub struct SpareFd(#[cfg(unix)] Option<std::fs::File>);
-
-    impl SpareFd {
-        /// Takes a descriptor, if one can be had.
-        pub fn reserve() -> SpareFd {
-            #[cfg(unix)]
-            return SpareFd(std::fs::File::open("/dev/null").ok());
-            #[cfg(not(unix))]
-            return SpareFd();
-        }
-
-        /// Closes the reserved descriptor; whether there was one.
-        pub fn release(&mut self) -> bool {
-            #[cfg(unix)]
-            return self.0.take().is_some();
-            #[cfg(not(unix))]
-            return false;
-        }
+    if let Some(deadline) = slot.conn.deadline(now, idle_ms) {
+        slot.timer
+            .arm(deadline, now, Due::Conn { key: key as u32 }, timers);
     }
 }
 

@@ -3,7 +3,6 @@
 //! fixed reply to a responder that rules and `match=` faults need.
 
 use super::{Phase, Tcp};
-use crate::command::Reply;
 use crate::config::Mode;
 use crate::reply::Replies;
 use crate::stats::add;
@@ -13,20 +12,21 @@ impl Tcp {
     /// Makes every message reach the responder whole: the fixed reply
     /// becomes a responder (with the same text), and what each connection
     /// owes under the old pattern stays owed, as bytes. A line already
-    /// half read when this happens is seen from its next bytes on.
+    /// half read when this happens is cut: the fixed reply kept none of
+    /// its bytes, so it is answered as before, by no rule and picked by no
+    /// `match=`; the lines after it are matched whole.
     pub(crate) fn switch_to_responder(&mut self, replies: &mut Replies) {
         if let Some(old) = replies.make_responder() {
             for (_, slot) in self.conns.iter_mut() {
                 slot.conn.keep_owed_bytes(&old);
+                slot.conn.cut_open_line();
             }
         }
     }
 
     /// The greeting for connections accepted from now on.
-    pub(super) fn greet_with(&mut self, greeting: Option<Vec<u8>>) -> Reply {
-        self.serves_tcp()?;
+    pub(crate) fn greet_with(&mut self, greeting: Option<Vec<u8>>) {
         self.greeting = greeting;
-        Ok(String::new())
     }
 
     /// Sends `text` (and `\n` in line mode) to every open data connection
@@ -34,13 +34,12 @@ impl Tcp {
     /// skipped; one whose backlog is at `max_owed` already does not get it
     /// (counted as dropped), so a client that never reads cannot make
     /// pushes pile up.
-    pub(super) fn push_to_all(&mut self, mut text: Vec<u8>, t: &mut Turn<'_>) -> Reply {
-        self.serves_tcp()?;
+    pub(crate) fn push_to_all(&mut self, mut text: Vec<u8>, t: &mut Turn<'_>) {
         if self.mode == Mode::Line {
             text.push(b'\n');
         }
         if text.is_empty() {
-            return Ok(String::new());
+            return;
         }
         let journal = t.journal.is_some();
         for key in self.conns.keys() {
@@ -56,17 +55,6 @@ impl Tcp {
             }
             slot.conn.send_unasked(text.clone(), journal);
             self.drive(key, false, t);
-        }
-        Ok(String::new())
-    }
-
-    /// Whether TCP clients are served here (not off, not relayed), for the
-    /// commands that speak to them.
-    fn serves_tcp(&self) -> Result<(), String> {
-        self.listen_addr.ok_or("tcp is off (--no-tcp)")?;
-        match self.relay {
-            Some(_) => Err("tcp is relayed (--upstream): its clients talk to the upstream".into()),
-            None => Ok(()),
         }
     }
 

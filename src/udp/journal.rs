@@ -1,7 +1,9 @@
-//! Datagrams in the journal: each one in, with its source, and each reply
-//! as it is sent or queued (a delayed one when its delay is over). On a
-//! relay, each datagram relayed `up` (client to upstream) or `down` (to the
-//! client) as it is sent, with its ordinal in that direction.
+//! Datagrams in the journal: each one in, with its source, and each
+//! datagram sent as it leaves (or is queued for the socket): a reply
+//! (`out`), or on a relay one relayed `up` (client to upstream) or `down`
+//! (to the client), with its ordinal in that direction. A delayed one is
+//! journaled when its delay is over; one dropped (by a fault, a full
+//! queue, a full socket) has a line of length 0, with the faults applied.
 
 use std::cell::RefCell;
 use std::net::SocketAddr;
@@ -10,23 +12,16 @@ use crate::journal::{AppliedFaults, Journal, JournalDirection, JournalEvent};
 use crate::reply::Protocol;
 use crate::timer::Millis;
 
-/// What the journal will say of a delayed reply when it leaves: the
-/// datagram's ordinal, the faults applied to it, and which way it goes.
-pub(crate) type Note = (u64, AppliedFaults, JournalDirection);
-
 /// A datagram as its journal lines name it.
 #[derive(Clone, Copy)]
 pub(crate) struct Datagram<'a> {
     /// Where the lines go, if there is a journal.
     pub journal: Option<&'a RefCell<Journal>>,
     pub now: Millis,
-    /// The datagram's ordinal (from 1).
+    /// The datagram's ordinal (from 1) in its direction.
     pub ordinal: u64,
-    /// Its source, where its replies go; on a relay, the client.
+    /// The client: its source, where its replies go.
     pub peer: SocketAddr,
-    /// Which way what answers it goes: `out` (a reply), `down` (relayed
-    /// from the upstream) or `up` (relayed to it).
-    pub out: JournalDirection,
 }
 
 impl Datagram<'_> {
@@ -45,26 +40,5 @@ impl Datagram<'_> {
                 faults,
             });
         }
-    }
-}
-
-/// Journals a delayed datagram as it finally leaves for `peer`, as its
-/// note (taken when it was held) says, if it has one.
-pub fn record_released(
-    journal: Option<&RefCell<Journal>>,
-    now: Millis,
-    peer: SocketAddr,
-    note: Option<Note>,
-    bytes: &[u8],
-) {
-    if let Some((ordinal, faults, out)) = note {
-        let datagram = Datagram {
-            journal,
-            now,
-            ordinal,
-            peer,
-            out,
-        };
-        datagram.record(out, bytes, faults);
     }
 }

@@ -1,6 +1,7 @@
-//! The reply queue and the delayed replies, with a real socket and no loop.
+//! The reply queue and the held datagrams, with a real socket and no loop.
 
 use super::*;
+use crate::fault::Verdict;
 use crate::reply::Pattern;
 use crate::timer::Timers;
 use std::time::Duration;
@@ -25,31 +26,81 @@ fn with_turn<R>(poll: &mio::Poll, counters: &Counters, f: impl FnOnce(&mut Turn<
     f(&mut t)
 }
 
+/// A UDP socket registered on `poll`, as the server's.
+fn server_socket(poll: &mio::Poll) -> UdpSocket {
+    let mut socket = UdpSocket::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    poll.registry()
+        .register(&mut socket, UDP, mio::Interest::READABLE)
+        .unwrap();
+    socket
+}
+
+/// A client socket: where replies go.
+fn client() -> std::net::UdpSocket {
+    let client = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    client
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    client
+}
+
+/// A reply to `to` held `delay_ms`, sent through the one fault path.
+fn delayed(
+    udp: &mut Udp,
+    to: SocketAddr,
+    delay_ms: u64,
+    up: Option<&mut dyn Upstreams>,
+    t: &mut Turn<'_>,
+) {
+    let verdict = Verdict {
+        delay_ms,
+        ..Verdict::default()
+    };
+    let way = match up {
+        Some(_) => Way::Up(FlowRef { key: 0, id: 0 }),
+        None => Way::Reply,
+    };
+    let out = Outgoing {
+        ordinal: 1,
+        client: to,
+        way,
+    };
+    let mut sending = Sending {
+        counters: t.counters,
+        now: t.now,
+        journal: None,
+        timers: t.timers,
+        upstreams: up.map(|up| -> &mut dyn Upstreams { up }),
+    };
+    udp.send(out, b"late", Some(&verdict), &mut sending);
+}
+
+/// Pops every timer entry due at `t.now`, as the loop's timer pass does.
+fn timer_pass(udp: &mut Udp, t: &mut Turn<'_>) {
+    while let Some(entry) = t.timers.pop_due(t.now) {
+        udp.on_delay_timer(entry.at, None, t);
+    }
+}
+
 /// On loopback the kernel almost never makes `send_to` block, so the
 /// queue is filled by hand here, then drained by a real `serve`.
 #[test]
 fn queued_replies_are_bounded_then_sent_in_order() {
     let poll = mio::Poll::new().unwrap();
-    let mut socket = UdpSocket::bind("127.0.0.1:0".parse().unwrap()).unwrap();
-    poll.registry()
-        .register(&mut socket, UDP, mio::Interest::READABLE)
-        .unwrap();
-    let client = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-    client
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
+    let client = client();
     let to = client.local_addr().unwrap();
     let config = Config::default();
     let (queue_len, queue_bytes) = (config.udp_queue_len, config.udp_queue_bytes);
-    let mut udp = Udp::new(socket, false, &config);
+    let mut udp = Udp::new(server_socket(&poll), false, &config);
     let counters = Counters::default();
     for i in 0..queue_len + 5 {
-        udp.queue_reply(format!("{i}").as_bytes(), to, &counters, 0);
+        udp.outbox
+            .queue(format!("{i}").as_bytes(), to, &counters, 0);
     }
     assert_eq!(udp.queued(), queue_len);
     assert_eq!(counters.snapshot().replies_dropped, 5, "past the bound");
     // The byte bound holds too: one reply as large as all allowed.
-    udp.queue_reply(&vec![0; queue_bytes], to, &counters, 0);
+    udp.outbox.queue(&vec![0; queue_bytes], to, &counters, 0);
     assert_eq!(counters.snapshot().replies_dropped, 6);
     let turns = with_turn(&poll, &counters, |t| {
         // The socket has nothing to receive, so serve only sends: a
@@ -57,7 +108,7 @@ fn queued_replies_are_bounded_then_sent_in_order() {
         // while replies are left.
         let mut turns = 0;
         loop {
-            udp.serve(t);
+            udp.serve(None, t);
             turns += 1;
             let sent = (turns * DATAGRAMS_PER_TURN).min(queue_len);
             assert_eq!(udp.queued(), queue_len - sent, "turn {turns}");
@@ -82,33 +133,122 @@ fn queued_replies_are_bounded_then_sent_in_order() {
         received += 1;
     }
     assert!(received >= 100, "only {received} replies arrived");
-    assert!(udp.spare.len() <= queue_len, "spares are bounded");
+    assert!(udp.outbox.spares() <= queue_len, "spares are bounded");
 }
 
 #[test]
 fn delayed_replies_due_together_are_released_a_turn_budget_at_a_time() {
     let poll = mio::Poll::new().unwrap();
-    let mut socket = UdpSocket::bind("127.0.0.1:0".parse().unwrap()).unwrap();
-    poll.registry()
-        .register(&mut socket, UDP, mio::Interest::READABLE)
-        .unwrap();
-    let sink = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let sink = client();
     let to = sink.local_addr().unwrap();
-    let config = crate::Config::default();
-    let mut udp = Udp::new(socket, false, &config);
+    let mut udp = Udp::new(server_socket(&poll), false, &Config::default());
     let counters = Counters::default();
     let held = DATAGRAMS_PER_TURN + 10;
     with_turn(&poll, &counters, |t| {
         for _ in 0..held {
-            udp.delay_reply(b"late", to, 5, None, t);
+            delayed(&mut udp, to, 4, None, t);
         }
+        assert_eq!(
+            t.timers.next_at(),
+            Some(5),
+            "one entry, due after the delay"
+        );
         t.now = 5;
-        udp.release_delayed(t);
-        assert_eq!(udp.delayed.len(), 10, "one turn's budget released");
+        timer_pass(&mut udp, t);
+        assert_eq!(udp.queued(), 10, "one turn's budget released");
         assert_eq!(t.ready.pop(), Some(Ready::Udp), "the rest next turn");
-        udp.serve(t);
+        udp.serve(None, t);
         assert_eq!(udp.queued(), 0);
         assert!(t.ready.is_empty());
     });
     assert_eq!(counters.snapshot().bytes_out, 4 * held as u64);
+}
+
+/// Issue 20, defect 1: the loop serves the socket before its timer pass,
+/// and `serve` releases what is due itself. The timer entry then still
+/// pending must stay the current one, so that a reply held meanwhile for
+/// later has an entry: it was skipped as stale, and the reply waited for
+/// the next datagram.
+#[test]
+fn a_reply_held_after_serve_released_the_due_ones_still_leaves_on_time() {
+    let poll = mio::Poll::new().unwrap();
+    let sink = client();
+    let to = sink.local_addr().unwrap();
+    let mut udp = Udp::new(server_socket(&poll), false, &Config::default());
+    let counters = Counters::default();
+    with_turn(&poll, &counters, |t| {
+        delayed(&mut udp, to, 4, None, t); // Due at 5.
+        t.now = 6;
+        udp.serve(None, t); // Releases it before the timer pass.
+        assert_eq!(udp.queued(), 0);
+        delayed(&mut udp, to, 4, None, t); // Due at 11.
+        timer_pass(&mut udp, t);
+        assert_eq!(udp.queued(), 1, "not due yet");
+        assert_eq!(t.timers.next_at(), Some(11), "and an entry for it");
+        t.now = 11;
+        timer_pass(&mut udp, t);
+        assert_eq!(udp.queued(), 0, "released by its entry alone");
+    });
+    assert_eq!(counters.snapshot().bytes_out, 8);
+    for _ in 0..2 {
+        assert_eq!(sink.recv(&mut [0; 16]).unwrap(), 4);
+    }
+}
+
+/// The relay's flows as a test sees them: one flow, which records what
+/// it is sent and how many datagrams of its are held.
+#[derive(Default)]
+struct OneFlow {
+    sent: Vec<Vec<u8>>,
+    held: i32,
+    held_most: i32,
+}
+
+impl Upstreams for OneFlow {
+    fn flow_of(&mut self, _: SocketAddr, _: &mut Turn<'_>) -> Option<FlowRef> {
+        Some(FlowRef { key: 0, id: 0 })
+    }
+
+    fn send_up(&mut self, _: FlowRef, datagram: &[u8], _: &Counters, _: Millis) -> bool {
+        self.sent.push(datagram.to_vec());
+        true
+    }
+
+    fn hold(&mut self, _: FlowRef, held: bool, _: Millis, _: &mut Timers) {
+        self.held += if held { 1 } else { -1 };
+        self.held_most = self.held_most.max(self.held);
+    }
+}
+
+/// Held datagrams either way and queued replies share one bound: a relay
+/// holds no more than `--udp-queue-len` in all. A held datagram's flow
+/// knows it holds it until it leaves, up its flow.
+#[test]
+fn held_and_queued_datagrams_share_one_bound_and_held_ones_leave_up_their_flow() {
+    let poll = mio::Poll::new().unwrap();
+    let sink = client();
+    let to = sink.local_addr().unwrap();
+    let config = Config {
+        udp_queue_len: 4,
+        ..Config::default()
+    };
+    let mut udp = Udp::new(server_socket(&poll), false, &config);
+    let counters = Counters::default();
+    let mut flow = OneFlow::default();
+    with_turn(&poll, &counters, |t| {
+        udp.outbox.queue(b"queued", to, t.counters, t.now);
+        udp.outbox.queue(b"queued", to, t.counters, t.now);
+        for _ in 0..3 {
+            delayed(&mut udp, to, 4, Some(&mut flow), t);
+        }
+        assert_eq!(udp.queued(), 4, "two queued, two held");
+        assert_eq!(counters.snapshot().replies_dropped, 1, "the third held");
+        assert_eq!((flow.held, flow.held_most), (2, 2));
+        t.now = 5;
+        while let Some(entry) = t.timers.pop_due(t.now) {
+            udp.on_delay_timer(entry.at, Some(&mut flow), t);
+        }
+    });
+    assert_eq!(flow.sent, [b"late", b"late"]);
+    assert_eq!(flow.held, 0, "none held any more");
 }

@@ -12,8 +12,10 @@
 //! [`python`], a real client and server no one here wrote.
 #![cfg(target_os = "linux")]
 
+mod bounds;
 #[path = "../common/mod.rs"]
 mod common;
+mod ends;
 mod faults;
 mod python;
 mod udp;

@@ -3,6 +3,7 @@
 
 use std::io::ErrorKind;
 use std::net::{SocketAddr, UdpSocket};
+use std::sync::atomic::Ordering::SeqCst;
 use std::time::{Duration, Instant};
 
 use crate::common::upstream::UdpUpstream;
@@ -146,7 +147,12 @@ fn udp_faults_shape_each_direction() {
     let started = Instant::now();
     client.send_to(b"late", relay.udp()).unwrap();
     assert_eq!(udp_receive(&client).unwrap().0, b"late");
-    assert!(started.elapsed() >= Duration::from_millis(200));
+    let took = started.elapsed();
+    assert!(took >= Duration::from_millis(200), "{took:?}");
+    assert!(
+        took <= Duration::from_secs(3),
+        "held past its delay: {took:?}"
+    );
     let relay = udp_relay(
         upstream.addr,
         &[
@@ -159,4 +165,91 @@ fn udp_faults_shape_each_direction() {
     client.send_to(b"twice", relay.udp()).unwrap();
     assert_eq!(udp_receive(&client).unwrap().0, b"tw");
     assert_eq!(udp_receive(&client).unwrap().0, b"tw");
+}
+
+/// A flow holding a datagram back (`up` delay) is not idle: the datagram
+/// delayed past `--flow-timeout` still reaches the upstream, and its
+/// reply the client, once the delay is over; nothing is dropped.
+#[test]
+fn a_datagram_delayed_past_the_flow_timeout_is_still_relayed() {
+    let upstream = UdpUpstream::echo();
+    let relay = udp_relay(
+        upstream.addr,
+        &["--fault", "udp:delay=2000,dir=up", "--flow-timeout", "1"],
+    );
+    let client = udp_client(DEADLINE);
+    let sent = Instant::now();
+    client.send_to(b"late", relay.udp()).unwrap();
+    let (reply, _) = udp_receive(&client).expect("the delayed datagram's reply");
+    let took = sent.elapsed();
+    assert_eq!(reply, b"late");
+    assert!(took >= Duration::from_millis(2000), "{took:?}");
+    assert!(took <= Duration::from_secs(6), "{took:?}");
+    let (_, summary, _) = relay_summary(relay);
+    assert_eq!(counter(&summary, "replies dropped"), Some(0), "{summary}");
+}
+
+/// A flow whose upstream never answers expires all the same: its clock
+/// runs from the client's datagram, not only from the upstream's. With
+/// one flow at most, a second client's datagram reaches the upstream
+/// once the first flow has been silent for `--flow-timeout`.
+#[test]
+fn a_flow_with_a_silent_upstream_expires() {
+    let upstream = UdpUpstream::start(|_| None);
+    let relay = udp_relay(upstream.addr, &["--max-flows", "1", "--flow-timeout", "1"]);
+    let first = udp_client(DEADLINE);
+    let last_active = Instant::now();
+    first.send_to(b"first", relay.udp()).unwrap();
+    let reached = wait_until(DEADLINE, || upstream.received.load(SeqCst) >= 1);
+    assert!(reached, "the first datagram never reached the upstream");
+    let second = udp_client(DEADLINE);
+    // One datagram every 100 ms: dropped while the first flow lives.
+    let expired = wait_until(Duration::from_secs(6), || {
+        second.send_to(b"second", relay.udp()).unwrap();
+        std::thread::sleep(Duration::from_millis(100));
+        upstream.received.load(SeqCst) >= 2
+    });
+    let waited = last_active.elapsed();
+    assert!(expired, "the silent flow never expired ({waited:?})");
+    assert!(waited >= Duration::from_millis(900), "{waited:?}");
+    let sources = upstream.sources.lock().unwrap().clone();
+    assert_ne!(
+        sources[0], sources[1],
+        "the second client has a flow of its own"
+    );
+}
+
+/// A flow whose datagram an `up` delay holds is kept while it waits, and
+/// expires `--flow-timeout` after it left (the upstream never answers, so
+/// only that departure starts the flow's idle time).
+#[test]
+fn a_flow_expires_once_its_delayed_datagram_has_left() {
+    let upstream = UdpUpstream::start(|_| None);
+    let relay = udp_relay(
+        upstream.addr,
+        &[
+            "--fault",
+            "udp:delay=1500,dir=up,first=1",
+            "--max-flows",
+            "1",
+            "--flow-timeout",
+            "1",
+        ],
+    );
+    let first = udp_client(DEADLINE);
+    let sent = Instant::now();
+    first.send_to(b"held", relay.udp()).unwrap();
+    let reached = wait_until(DEADLINE, || upstream.received.load(SeqCst) >= 1);
+    let held_for = sent.elapsed();
+    assert!(reached, "the held datagram never reached the upstream");
+    assert!(held_for >= Duration::from_millis(1500), "{held_for:?}");
+    let second = udp_client(DEADLINE);
+    let expired = wait_until(Duration::from_secs(6), || {
+        second.send_to(b"second", relay.udp()).unwrap();
+        std::thread::sleep(Duration::from_millis(100));
+        upstream.received.load(SeqCst) >= 2
+    });
+    let waited = sent.elapsed();
+    assert!(expired, "the flow never expired ({waited:?})");
+    assert!(waited >= Duration::from_millis(2400), "{waited:?}");
 }

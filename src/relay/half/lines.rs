@@ -16,13 +16,13 @@
 use log::{debug, warn};
 use memchr::{memchr, memchr_iter};
 
-use super::{Doom, HalfPipe, Shaped};
+use super::{CHUNK_COST, Doom, HalfPipe, Shaped};
 use crate::fault::{self, FaultKind, Faults};
 use crate::journal::AppliedFaults;
-use crate::relay::Direction;
 use crate::reply::Protocol;
 use crate::stats::{Counters, add};
 use crate::timer::{Millis, RateLimit, at_least};
+use crate::vocab::Direction;
 
 /// What judging a direction's lines needs from the loop.
 pub(crate) struct LineCx<'a> {
@@ -55,6 +55,9 @@ pub(crate) struct Lines {
     pending: usize,
     /// Lines completed on this connection in this direction.
     seen: u64,
+    /// Complete lines wait in `pending`, not judged yet: the direction
+    /// was at its bound (a judged line is a chunk, and chunks count).
+    unjudged: bool,
 }
 
 /// Runs `step` on the pipe's line state and the pipe; `otherwise` for a
@@ -96,11 +99,20 @@ pub(super) fn pass(pipe: &mut HalfPipe, bytes: &[u8], now: Millis, lx: &mut Line
 }
 
 /// Faults in force: the last `appended` bytes of the rest are new. Judges
-/// every line they complete, in order.
-pub(super) fn judge(pipe: &mut HalfPipe, appended: usize, now: Millis, lx: &mut LineCx<'_>) {
+/// every line they complete, in order, while the direction's backlog is
+/// under `bound`; the lines past it wait, unjudged, for [`catch_up`].
+pub(super) fn judge(
+    pipe: &mut HalfPipe,
+    appended: usize,
+    now: Millis,
+    lx: &mut LineCx<'_>,
+    bound: usize,
+) {
+    let rest_at = pipe.rest_at;
     with_lines(pipe, (), |lines, pipe| {
         let (shaped, rest) = pipe.shaped_and_rest();
         lines.pending += appended;
+        lines.unjudged = false;
         loop {
             let start = rest.len() - lines.pending;
             let nl = memchr(b'\n', &rest[start..]);
@@ -115,6 +127,14 @@ pub(super) fn judge(pipe: &mut HalfPipe, appended: usize, now: Millis, lx: &mut 
             let Some(nl) = nl else {
                 return; // The open line waits for its newline.
             };
+            let backlog = rest.len() - rest_at + shaped.chunks.len() * CHUNK_COST;
+            if backlog >= bound && !shaped.chunks.is_empty() {
+                // Judged, the line would be one more chunk past the
+                // bound: it waits until held chunks go out (and some
+                // will: one is held).
+                lines.unjudged = true;
+                return;
+            }
             let ordinal = lines.seen;
             lines.seen += 1;
             lines.pending -= nl + 1;
@@ -129,9 +149,22 @@ pub(super) fn judge(pipe: &mut HalfPipe, appended: usize, now: Millis, lx: &mut 
     })
 }
 
+/// Before a pump moves bytes: judges the lines left unjudged at the bound,
+/// as far as the bound now lets; then, once the source's FIN is in and
+/// every complete line is judged, the open line as the last one.
+pub(super) fn catch_up(pipe: &mut HalfPipe, now: Millis, lx: &mut LineCx<'_>, bound: usize) {
+    let unjudged = |pipe: &HalfPipe| pipe.lines.as_ref().is_some_and(|l| l.unjudged);
+    if unjudged(pipe) {
+        judge(pipe, 0, now, lx, bound);
+    }
+    if pipe.source_done && !unjudged(pipe) {
+        judge_last(pipe, now, lx);
+    }
+}
+
 /// The source's FIN came after an open line held for judging: it is
 /// judged as the last line, as section 3 answers one.
-pub(super) fn judge_last(pipe: &mut HalfPipe, now: Millis, lx: &mut LineCx<'_>) {
+fn judge_last(pipe: &mut HalfPipe, now: Millis, lx: &mut LineCx<'_>) {
     with_lines(pipe, (), |lines, pipe| {
         if lines.pending == 0 {
             return;
@@ -148,12 +181,14 @@ pub(super) fn judge_last(pipe: &mut HalfPipe, now: Millis, lx: &mut LineCx<'_>) 
     });
 }
 
-/// Shutting down: an open line held for judging goes as it is.
+/// Shutting down: an open line held for judging goes as it is (and so do
+/// complete lines still waiting to be judged).
 pub(super) fn release_open(pipe: &mut HalfPipe) {
     with_lines(pipe, (), |lines, pipe| {
         if lines.pending > 0 {
             pipe.shaped_and_rest().0.push_chunk(0, lines.pending, None);
             lines.pending = 0;
+            lines.unjudged = false;
         }
     });
 }

@@ -43,8 +43,13 @@ pub(super) struct Shaped {
     pub(super) shape: Shape,
     /// The held bytes' release, oldest first; kept with a delay and in
     /// line mode (where the open line's bytes, not yet judged, are in no
-    /// chunk). Bytes released at the same time share an entry, so there
-    /// are at most `delay_ms + 1` of them, or one per held line.
+    /// chunk). Neighbours released at the same time and pace share an
+    /// entry, but in line mode lines with different faults do not, so
+    /// a chunk may hold a single short line: each entry's size counts
+    /// against the direction's bound ([`HalfPipe::backlog`]), which
+    /// stops reading (and judging lines) at it.
+    ///
+    /// [`HalfPipe::backlog`]: super::HalfPipe::backlog
     pub(super) chunks: VecDeque<Chunk>,
     /// Dribble: when the next piece may go.
     pub(super) next_piece_at: Millis,

@@ -339,9 +339,66 @@ fn delayed_bytes_count_against_the_bound() {
     let mut source = Source::new([Step::Bytes(vec![1; 500])]);
     let mut sink = Sink::with_room(usize::MAX);
     let mut buf = vec![0; 64];
-    let mut cx = Pump::new(0, &mut buf, 100);
+    let mut cx = Pump::new(0, &mut buf, 200);
     pipe.pump(&mut source, Some(&mut sink), &mut cx).unwrap();
-    assert_eq!(pipe.held(), 100);
+    // Read at one time, the bytes are one chunk, whose bookkeeping counts.
+    assert_eq!(pipe.held(), 200 - CHUNK_COST);
+    assert_eq!(pipe.backlog(), 200);
+}
+
+/// A delay holding bytes that came at different times keeps a chunk per
+/// time; a line mode fault a chunk per held line. Each costs its size.
+#[test]
+fn held_chunks_count_against_the_bound_and_stop_the_reading() {
+    let mut pipe = HalfPipe::shaped(Shape {
+        delay_ms: 10_000,
+        ..Shape::default()
+    });
+    let mut source = Source::new((0..1000).flat_map(|_| [Step::Bytes(vec![1]), Step::Block]));
+    let mut sink = Sink::with_room(usize::MAX);
+    let max_owed = 1024;
+    let mut reads = Vec::new();
+    for now in 0..100 {
+        let mut buf = vec![0; 64];
+        let mut cx = Pump::new(now, &mut buf, max_owed);
+        pipe.pump(&mut source, Some(&mut sink), &mut cx).unwrap();
+        reads.push(cx.read);
+        assert!(pipe.backlog() < max_owed + 1 + CHUNK_COST, "at {now}");
+    }
+    // A byte a millisecond, each its own chunk: 49 bytes of backlog each.
+    let taken = max_owed.div_ceil(1 + CHUNK_COST) as u64;
+    assert_eq!(reads.iter().sum::<u64>(), taken);
+    assert_eq!(pipe.held() as u64, taken);
+    assert!(reads[taken as usize..].iter().all(|&n| n == 0), "{reads:?}");
+    assert!(sink.got.is_empty(), "nothing due yet");
+    // The first ones come due and go: reading resumes, no further.
+    let mut buf = vec![0; 64];
+    let mut cx = Pump::new(10_001, &mut buf, max_owed);
+    pipe.pump(&mut source, Some(&mut sink), &mut cx).unwrap();
+    assert_eq!(sink.got.len(), 1, "the byte of 0 ms");
+    assert!(pipe.backlog() < max_owed + 1 + CHUNK_COST);
+}
+
+/// A delay that never lets the rest run dry (bytes keep coming as older
+/// ones go) does not keep all it ever relayed.
+#[test]
+fn a_rest_that_never_drains_keeps_only_what_it_holds() {
+    let mut pipe = HalfPipe::shaped(Shape {
+        delay_ms: 10,
+        ..Shape::default()
+    });
+    let mut source = Source::default();
+    let mut sink = Sink::with_room(usize::MAX);
+    for now in 0..2_000 {
+        source.script.push_back(Step::Bytes(vec![7; 50]));
+        let mut buf = vec![0; 64];
+        let mut cx = Pump::new(now, &mut buf, 4096);
+        pipe.pump(&mut source, Some(&mut sink), &mut cx).unwrap();
+        assert!(pipe.held() <= 11 * 50, "at {now}: {}", pipe.held());
+        assert!(pipe.rest.len() <= 2 * pipe.held() + 50, "at {now}");
+    }
+    // Due 11 ms after its read (the clock's millisecond rounds up).
+    assert_eq!(sink.got.len(), (2_000 - 11) * 50);
 }
 
 #[test]

@@ -17,6 +17,8 @@ struct Peer {
     connected: Option<Result<(), ErrorKind>>,
     /// Writes fail with this.
     write_error: Option<ErrorKind>,
+    /// The error a reset left on the socket, for [`Endpoint::reset_error`].
+    error: Option<ErrorKind>,
 }
 
 impl Peer {
@@ -83,6 +85,10 @@ impl Sink for Peer {
 impl Endpoint for Peer {
     fn connect_status(&mut self) -> Option<io::Result<()>> {
         self.connected.map(|r| r.map_err(io::Error::from))
+    }
+
+    fn reset_error(&mut self) -> Option<io::Error> {
+        self.error.take().map(io::Error::from)
     }
 }
 
@@ -318,4 +324,99 @@ fn a_shutdown_flushes_what_is_held_then_lingers() {
     pair.client.close();
     pair.upstream.close();
     assert!(matches!(event(&mut pair, Side::Client, 2), Err(End::Done)));
+}
+
+#[test]
+fn a_reset_after_a_half_close_resets_the_pair() {
+    // The client's FIN, then its reset: its socket is not read again, but
+    // its next event finds the error the reset left.
+    let mut pair = relaying();
+    pair.client.close();
+    event(&mut pair, Side::Client, 1).unwrap();
+    assert!(pair.upstream.shut, "the FIN went on");
+    pair.client.error = Some(ErrorKind::BrokenPipe);
+    let end = event(&mut pair, Side::Client, 2).unwrap_err();
+    assert!(matches!(
+        end,
+        End::Reset {
+            upstream_failed: false
+        }
+    ));
+    // The mirror: the upstream's FIN, then its reset.
+    let mut pair = relaying();
+    pair.upstream.close();
+    event(&mut pair, Side::Upstream, 1).unwrap();
+    assert!(pair.client.shut, "the FIN went on");
+    pair.upstream.error = Some(ErrorKind::BrokenPipe);
+    let end = event(&mut pair, Side::Upstream, 2).unwrap_err();
+    assert!(matches!(
+        end,
+        End::Reset {
+            upstream_failed: true
+        }
+    ));
+}
+
+#[test]
+fn a_socket_still_read_is_not_asked_for_its_error() {
+    // Before its FIN a reset shows in the read itself: no extra call.
+    let mut pair = relaying();
+    pair.client.error = Some(ErrorKind::BrokenPipe);
+    pair.client.send(b"x");
+    event(&mut pair, Side::Client, 1).unwrap();
+    assert_eq!(pair.upstream.got, b"x");
+    assert!(pair.client.error.is_some(), "not asked");
+}
+
+#[test]
+fn a_hang_ends_once_the_client_ends_it() {
+    let hang = Shape {
+        hang: true,
+        ..Shape::default()
+    };
+    // Down: the request and its FIN go up; the answer is discarded; the
+    // client's FIN ended it, so the pair lingers out.
+    let mut pair = connecting([Shape::default(), hang.clone()], None);
+    pair.upstream.connected = Some(Ok(()));
+    event(&mut pair, Side::Upstream, 0).unwrap();
+    pair.upstream.send(b"banner");
+    event(&mut pair, Side::Upstream, 1).unwrap();
+    assert!(pair.client.got.is_empty() && !pair.client.shut, "hanging");
+    pair.client.send(b"request");
+    pair.client.close();
+    assert!(event(&mut pair, Side::Client, 2).is_ok(), "lingering");
+    assert_eq!(pair.upstream.got, b"request");
+    assert!(pair.client.got.is_empty(), "nothing relayed down");
+    assert!(pair.client.shut && pair.upstream.shut);
+    assert_eq!(pair.deadline(IDLE), Some(2 + LINGER_MS));
+    // Up: the client's bytes and FIN are discarded, and end it as well.
+    let mut pair = connecting([hang, Shape::default()], None);
+    pair.upstream.connected = Some(Ok(()));
+    event(&mut pair, Side::Upstream, 0).unwrap();
+    pair.client.send(b"request");
+    event(&mut pair, Side::Client, 1).unwrap();
+    assert!(!pair.client.shut, "the client still talking: hanging");
+    pair.client.close();
+    assert!(event(&mut pair, Side::Client, 2).is_ok(), "lingering");
+    assert!(pair.upstream.got.is_empty() && pair.client.shut);
+}
+
+#[test]
+fn a_hang_waits_for_the_bytes_the_client_sent_before_its_fin() {
+    let hang = Shape {
+        hang: true,
+        ..Shape::default()
+    };
+    let mut pair = connecting([Shape::default(), hang], None);
+    pair.upstream.connected = Some(Ok(()));
+    event(&mut pair, Side::Upstream, 0).unwrap();
+    pair.upstream.write_error = Some(ErrorKind::WouldBlock);
+    pair.client.send(b"request");
+    pair.client.close();
+    assert!(event(&mut pair, Side::Client, 1).is_ok());
+    assert!(!pair.client.shut, "the request is still held");
+    pair.upstream.write_error = None;
+    assert!(event(&mut pair, Side::Upstream, 2).is_ok(), "lingering");
+    assert_eq!(pair.upstream.got, b"request");
+    assert!(pair.client.shut && pair.upstream.shut);
 }

@@ -4,8 +4,10 @@
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 
-use super::Connection;
 use super::steps::Step;
+use super::write::Message;
+use super::{Connection, Phase};
+use crate::framing::LineEnd;
 use crate::timer::Millis;
 
 /// A connection's own buffers: a custom responder's line and replies, and
@@ -35,12 +37,48 @@ pub(super) struct Buffers {
     pub steps_blocked: bool,
     /// With a journal: the peer, until the connection's first line names it.
     pub journal_peer: Option<SocketAddr>,
+    /// The open line is *cut*: it began while the fixed reply made the
+    /// replies, which keeps no bytes of a line, and then rules or a
+    /// `match=` fault made them need whole lines. Its first bytes are
+    /// gone, so it is answered as the fixed reply would have answered it:
+    /// by no rule, and picked by no `match=` (SPEC 12 matches whole lines
+    /// only). `line` holds its bytes since the switch.
+    pub cut_line: bool,
 }
 
 impl Connection {
     /// The connection's buffers, made on first use.
     pub(super) fn buffers(&mut self) -> &mut Buffers {
         self.buffers.get_or_insert_with(Box::default)
+    }
+
+    /// Replies now need whole lines, from the fixed reply's path: a line
+    /// open now is cut (see [`Buffers::cut_line`]).
+    pub fn cut_open_line(&mut self) {
+        if let Phase::Open { line, .. } = self.phase {
+            if line.len() > 0 {
+                self.buffers().cut_line = true;
+            }
+        }
+    }
+
+    /// The line `end` ends, for a responder: the bytes carried from
+    /// earlier reads joined with its tail, in the line buffer.
+    pub(super) fn join_line(&mut self, end: &LineEnd<'_>) -> Message<'static> {
+        let b = self.buffers();
+        if end.carried_cr {
+            b.line.pop();
+        }
+        b.line.extend_from_slice(end.tail);
+        self.open_line()
+    }
+
+    /// The open line, as a message: whole in the line buffer, or cut.
+    pub(super) fn open_line(&self) -> Message<'static> {
+        match self.buffers.as_ref().is_some_and(|b| b.cut_line) {
+            true => Message::Cut,
+            false => Message::Buffered,
+        }
     }
 
     /// Frees the buffers of a fixed-reply connection once they are empty:
@@ -52,6 +90,7 @@ impl Connection {
                 && b.out.is_empty()
                 && b.line.is_empty()
                 && b.steps.is_empty()
+                && !b.cut_line
             {
                 self.buffers = None;
             }

@@ -9,8 +9,8 @@ use std::net::SocketAddr;
 
 use super::{Connection, Ctx, Message};
 use crate::journal::{AppliedFaults, Journal, JournalDirection, JournalEvent};
-use crate::reply::Protocol;
 use crate::timer::Millis;
+use crate::vocab::Protocol;
 
 /// What the journal will say of a reply, or of the end a fault chose, when
 /// it happens: its message's ordinal on the connection (0: a greeting or
@@ -97,7 +97,9 @@ impl Connection {
         let b = self.buffers();
         let mut bytes = match message {
             Message::Input(bytes) => bytes.to_vec(),
-            Message::Buffered => b.line.clone(),
+            // A journal makes replies need whole lines from the start:
+            // no line is ever cut.
+            Message::Buffered | Message::Cut => b.line.clone(),
         };
         bytes.extend_from_slice(ending);
         entry.record(note, JournalDirection::In, &bytes, &mut b.journal_peer);

@@ -21,9 +21,9 @@ use super::write::{Message, append_reply, pattern_start, respond};
 use super::{Buffers, Close, Connection, Ctx, Phase, Stamp, Stream};
 use crate::fault::{self, FaultKind, Verdict};
 use crate::journal::{AppliedFaults, JournalDirection};
-use crate::relay::Direction;
-use crate::reply::{Pattern, Protocol, Replies};
+use crate::reply::{Pattern, Replies};
 use crate::timer::{Millis, at_least};
+use crate::vocab::{Direction, Protocol};
 
 /// What a step costs in the backlog besides its bytes: its place in the
 /// queue and the allocation that holds its bytes (a generous 16 bytes of
@@ -125,11 +125,13 @@ impl Connection {
         }
         let ordinals = [u64::from(self.id), u64::from(self.messages)];
         let bytes = match (message, &self.buffers) {
-            (Message::Input(bytes), _) => bytes,
-            (Message::Buffered, Some(buffers)) => &buffers.line,
-            (Message::Buffered, None) => &[],
+            (Message::Input(bytes), _) => Some(bytes),
+            (Message::Buffered, Some(buffers)) => Some(&buffers.line[..]),
+            (Message::Buffered, None) => Some(&[][..]),
+            // Its first bytes are gone: no `match=` can pick it.
+            (Message::Cut, _) => None,
         };
-        let verdict = (cx.faults).judge_message(Protocol::Tcp, Direction::Down, ordinals, bytes);
+        let verdict = (cx.faults).judge_seen(Protocol::Tcp, Direction::Down, ordinals, bytes);
         if verdict.is_clean() {
             return None;
         }

@@ -7,9 +7,10 @@ use std::net::SocketAddr;
 
 use super::journal::Entry;
 use super::{Buffers, Close, Connection, Ctx, KEEP_CAPACITY, Stamp, Stream};
-use crate::reply::{Protocol, Replies, Request, Scripted, ask};
+use crate::reply::{Replies, Request, Scripted, ask};
 use crate::stats::{Counters, add};
 use crate::timer::Millis;
+use crate::vocab::Protocol;
 use crate::write::write_until_blocked;
 
 /// Where a message's bytes are.
@@ -19,6 +20,9 @@ pub(super) enum Message<'a> {
     Input(&'a [u8]),
     /// In the connection's line buffer (a line that spanned reads).
     Buffered,
+    /// A cut line (see [`Buffers::cut_line`]): its first bytes are gone,
+    /// the line buffer holds the rest.
+    Cut,
 }
 
 impl Connection {
@@ -115,6 +119,14 @@ impl Connection {
             buffers
                 .line
                 .shrink_to(KEEP_CAPACITY.max(buffers.line.len()));
+        } else if buffers.out_at >= buffers.out.len() - buffers.out_at {
+            // Written bytes are dropped once they are at least half: the
+            // buffer holds what is owed, twice the bound at most, even for
+            // a reader that keeps pace but never catches up (kept whole,
+            // it grew by every byte that reader took). Moving the rest
+            // costs no more than writing it did.
+            buffers.out.drain(..buffers.out_at);
+            buffers.out_at = 0;
         }
         self.buffers = Some(buffers);
         result.map(|(_, blocked)| blocked)
@@ -147,7 +159,8 @@ pub(super) fn pattern_start(owed: u32, unit: usize) -> usize {
 
 /// Asks `responder` for the reply to `message` (whose bytes may be the
 /// open line in `buffers`); the reply, if any, is in `scratch`. The open
-/// line is cleared: it was this message.
+/// line is cleared: it was this message (a cut one is answered by the
+/// responder behind the rules).
 pub(super) fn respond<'s>(
     buffers: &mut Buffers,
     message: Message<'_>,
@@ -159,11 +172,17 @@ pub(super) fn respond<'s>(
         peer: buffers.peer.unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0))),
         message: match message {
             Message::Input(bytes) => bytes,
-            Message::Buffered => &buffers.line,
+            Message::Buffered | Message::Cut => &buffers.line,
         },
     };
-    let reply = ask(responder, scratch, &request);
+    let reply = match message {
+        // No rule sees a cut line: the reply text answers it, as the
+        // fixed reply would have.
+        Message::Cut => ask(responder.unscripted(), scratch, &request),
+        Message::Input(_) | Message::Buffered => ask(responder, scratch, &request),
+    };
     buffers.line.clear();
+    buffers.cut_line = false;
     reply
 }
 

@@ -129,7 +129,8 @@ async function drain(proxy, data) {
     let got = Buffer.alloc(0);
     socket.on("data", (chunk) => { got = Buffer.concat([got, chunk]); });
     socket.on("end", () => { socket.destroy(); resolve([got, "eof"]); });
-    socket.on("error", (e) => resolve([got, e.code === "ECONNRESET" ? "reset" : e.code]));
+    // A reset may be reported to the write as EPIPE.
+    socket.on("error", (e) => resolve([got, ["ECONNRESET", "EPIPE"].includes(e.code) ? "reset" : e.code]));
     socket.write(data);
   });
 }

@@ -1,11 +1,11 @@
 //! Line mode's transitions, with the half-pipe's scripted streams.
 
 use crate::fault::Faults;
-use crate::relay::Direction;
 use crate::relay::half::tests::{Sink, Source, Step};
-use crate::relay::half::{Doom, HalfPipe, LineCx, Pump, Pumped, Shape};
+use crate::relay::half::{CHUNK_COST, Doom, HalfPipe, LineCx, Pump, Pumped, Shape};
 use crate::stats::Counters;
 use crate::timer::{Millis, RateLimit};
+use crate::vocab::Direction;
 
 /// A line-mode pipe (client to upstream, pair 0) under `faults`, reading
 /// `source`, writing `sink` once `connected`.
@@ -189,4 +189,47 @@ fn bytes_held_before_a_fault_came_go_first_as_they_are() {
     assert_eq!(rig.sink.got, b"early\n");
     rig.pump(102);
     assert_eq!(rig.sink.got, b"early\nnext\n");
+}
+
+/// The recipe, small: short lines, every second one dribbled, so
+/// no two neighbours share a chunk. The bound counts each chunk's size:
+/// the source is not read past it, and lines past it wait unjudged.
+#[test]
+fn short_held_lines_count_their_chunks_against_the_bound() {
+    let lines: Vec<u8> = b"x\n".repeat(5_000);
+    let reads = lines.chunks(64).map(bytes);
+    let mut rig = Rig::new(&["tcp:dribble=1/1000,every=2,dir=up"], reads);
+    let bound = 1024 + 16 + 1;
+    for now in 0..50 {
+        rig.pump(now);
+        assert!(
+            rig.pipe.backlog() <= bound + CHUNK_COST,
+            "{}",
+            rig.pipe.backlog()
+        );
+    }
+    let taken = lines.len()
+        - rig
+            .source
+            .script
+            .iter()
+            .map(|s| match s {
+                Step::Bytes(b) => b.len(),
+                _ => 0,
+            })
+            .sum::<usize>();
+    assert!(taken <= bound, "read {taken} bytes");
+    // Every line judged so far is a chunk: far fewer than read.
+    let judged = rig.counters.snapshot().messages as usize;
+    assert!(
+        judged * (2 + CHUNK_COST) <= bound + 2 + CHUNK_COST,
+        "{judged} lines judged"
+    );
+    // Time lets the dribble go: the lines come out whole and in order.
+    for now in (1_000..400_000).step_by(1_000) {
+        rig.pump(now);
+        assert!(rig.pipe.backlog() <= bound + CHUNK_COST);
+    }
+    assert!(rig.sink.got.len() > 300, "{}", rig.sink.got.len());
+    assert!(rig.sink.got.chunks(2).all(|l| l == b"x\n"));
 }

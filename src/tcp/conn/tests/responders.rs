@@ -66,3 +66,65 @@ fn a_custom_responder_always_sees_the_peer_even_after_backpressure() {
     ];
     assert_eq!(*seen.lock().unwrap(), expected);
 }
+
+/// Replies switch to a responder with a rule while a line is half read,
+/// as a control line adding the first rule does: `Tcp::switch_to_responder`.
+fn switch_with_rule(lp: &mut Loop, conn: &mut Connection, rule: &str) {
+    let old = lp.replies.make_responder().expect("fixed replies before");
+    conn.keep_owed_bytes(&old);
+    conn.cut_open_line();
+    lp.replies
+        .rules()
+        .unwrap()
+        .add(rule.parse().unwrap())
+        .unwrap();
+}
+
+#[test]
+fn a_line_cut_by_the_switch_to_a_responder_is_answered_as_before() {
+    let mut lp = Loop::new(Mode::Line);
+    let mut conn = lp.connection();
+    let mut s = Script::with_input(&[b"ab"]).room(1024);
+    lp.advance(&mut conn, &mut s, true).unwrap();
+    switch_with_rule(&mut lp, &mut conn, "* => RULE");
+    // The cut line's rest, then a whole line, then a final cut-free one.
+    s.push(b"c\r");
+    lp.advance(&mut conn, &mut s, true).unwrap();
+    s.push(b"\nxyz\n");
+    lp.advance(&mut conn, &mut s, true).unwrap();
+    assert_eq!(s.written, b"Received\nRULE\n");
+    let cut = conn.buffers.as_ref().is_some_and(|b| b.cut_line);
+    assert!(!cut, "the cut line's mark goes with it");
+
+    // A cut line ended by the peer's EOF is answered as before too.
+    let mut lp = Loop::new(Mode::Line);
+    let mut conn = lp.connection();
+    let mut s = Script::with_input(&[b"ab"]).room(1024);
+    lp.advance(&mut conn, &mut s, true).unwrap();
+    switch_with_rule(&mut lp, &mut conn, "* => RULE");
+    s.push(b"c");
+    s.eof = true;
+    let end = lp.advance(&mut conn, &mut s, true);
+    assert!(matches!(end, Err(Close::Done)), "{end:?}");
+    assert_eq!(s.written, b"Received\n");
+}
+
+#[test]
+fn a_reader_that_keeps_pace_but_never_catches_up_cannot_grow_the_reply_buffer() {
+    let mut lp = Loop::new(Mode::Line).custom(Echo);
+    lp.max_owed = 100;
+    let mut conn = lp.connection();
+    // 32 bytes of replies owed first, then every turn 32 more for the 32
+    // the client reads: never all written, never over the bound.
+    let mut s = Script::with_input(&[&b"x\n".repeat(16)]);
+    lp.advance(&mut conn, &mut s, true).unwrap();
+    for _ in 0..1000 {
+        s.push(&b"x\n".repeat(16));
+        s.room = 32;
+        lp.advance(&mut conn, &mut s, true).unwrap();
+        assert_eq!(conn.owed_len(), 32);
+        let kept = conn.buffers.as_ref().map_or(0, |b| b.out.len());
+        assert!(kept <= 2 * 100, "{kept} bytes kept for 32 owed");
+    }
+    assert_eq!(s.written, b"x\n".repeat(16 * 1000));
+}

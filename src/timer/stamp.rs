@@ -1,5 +1,5 @@
 //! A moment on the loop's clock in 32 bits, so an idle connection keeps
-//! its times in 4 bytes each rather than 8.
+//! its times (and its armed deadline) in 4 bytes each rather than 8.
 
 use std::num::NonZeroU32;
 
@@ -11,8 +11,9 @@ use crate::timer::Millis;
 /// connection keeps is that near: when bytes last moved (a connection idle
 /// longer than the longest idle timeout, 23 days, is closed, and a
 /// fault's wait that ends counts as movement), when its lingering began
-/// (at most [`LINGER_CAP_MS`](super::LINGER_CAP_MS) ago), and its timer
-/// entry (armed at most [`Stamp::HORIZON`] ahead).
+/// (at most [`LINGER_CAP_MS`](crate::LINGER_CAP_MS) ago), and its timer
+/// entry (armed at most [`Stamp::HORIZON`] ahead, as [`Armed`](super::Armed)
+/// arms every entry).
 ///
 /// Kept plus one, so that zero is free and `Option<Stamp>` is 4 bytes
 /// too; the one moment in every 49 days whose stamp would be zero is kept
