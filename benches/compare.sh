@@ -30,7 +30,10 @@
 #   START_RUNS [20]    runs for the start-up time median
 #   C_SRC [../shared/bench/c_epoll/server.c]
 #   RELAYS ["ackloop haproxy socat"]  relays for the relay scenarios
-#                      (ackloop, haproxy, socat, before); "direct", the load
+#                      (ackloop, ackloop-api: a named endpoint from --config,
+#                      toxiproxy: $TOXIPROXY_SERVER or the one
+#                      ../shared/bench/toxiproxy/build.sh builds, haproxy,
+#                      socat, before); "direct", the load
 #                      generator talking to the upstream itself, always runs
 #   BULK_MIB [1024]    MiB sent one way in the relay:bulk scenario
 #   RELAY_IDLE_CONNS [5000]  idle pairs in relay:idle (a pair holds two
