@@ -38,6 +38,9 @@ pub(crate) struct Endpoint {
     max_connections: usize,
     accept_pause: Pause,
     failure_log: RateLimit,
+    /// Shutting down: its listener is off the poll; nothing more is
+    /// accepted.
+    stopping: bool,
 }
 
 /// The listener token of endpoint `id`.
@@ -73,6 +76,7 @@ impl Endpoint {
             max_connections: config.max_connections,
             accept_pause: Pause::default(),
             failure_log: RateLimit::default(),
+            stopping: false,
         })
     }
 
@@ -115,7 +119,7 @@ impl Endpoint {
 
     /// The listener is readable: accept, a budget's worth a turn.
     pub fn accept(&mut self, t: &mut Turn<'_>) {
-        if self.accept_pause.holds(t.now) {
+        if self.stopping || self.accept_pause.holds(t.now) {
             return;
         }
         for _ in 0..ACCEPTS_PER_TURN {
@@ -199,6 +203,7 @@ impl Endpoint {
 
     /// Shutting down: every pair writes what it holds, then closes.
     pub fn stop(&mut self, t: &mut Turn<'_>) {
+        self.stopping = true;
         let _ = t.registry.deregister(&mut self.listener);
         self.with_faults(t, |pairs, t| pairs.stop(t));
     }

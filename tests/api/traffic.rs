@@ -272,3 +272,22 @@ fn max_connections_counts_pairs_across_endpoints() {
     assert_ne!(end.end, End::TimedOut);
     drop(held);
 }
+
+#[test]
+fn sigterm_closes_the_endpoints_pairs_and_exits() {
+    let t = target();
+    if t.server.is_none() {
+        return; // ackloop's own shutdown.
+    }
+    let (_, listen) = echo_proxy(&t);
+    let open = connect(listen);
+    (&open).write_all(b"x").unwrap();
+    assert_eq!(read_exactly(&open, 1), b"x");
+    let mut server = t.server.unwrap();
+    server.signal(crate::common::SIGTERM);
+    let end = read_until_closed(&open, DEADLINE);
+    assert_ne!(end.end, End::TimedOut, "the pair is closed");
+    let status = server.wait();
+    assert!(status.success(), "{status:?}");
+    assert!(TcpStream::connect(listen).is_err(), "no endpoint listens");
+}
