@@ -80,10 +80,12 @@ impl Endpoint {
         })
     }
 
-    /// Its faults from now on: new connections are judged by them.
-    pub fn set_faults(&mut self, faults: &[Fault]) {
+    /// Its faults from now on: new connections are judged by them, and
+    /// open ones from their next bytes (SPEC 14).
+    pub fn set_faults(&mut self, faults: &[Fault], t: &mut Turn<'_>) {
         let relaying = [Relaying::Streams, Relaying::Not];
         self.faults = Faults::relaying(self.faults.seed(), faults, relaying);
+        self.with_faults(t, |pairs, t| pairs.reshape(t));
     }
 
     /// Open pairs.

@@ -76,11 +76,13 @@ impl Proxy {
         toxics.chain(self.faults.iter().cloned()).collect()
     }
 
-    /// Its toxics changed: new connections are judged by them.
-    pub fn toxics_changed(&mut self) {
+    /// Its toxics changed: new connections are judged by them, open ones
+    /// from their next bytes.
+    pub fn toxics_changed(&mut self, t: &mut Turn<'_>) {
         let faults = self.all_faults();
         if let Some(endpoint) = &mut self.endpoint {
-            endpoint.set_faults(&faults);
+            endpoint.set_faults(&faults, t);
+            endpoint.drain(t.counters, &mut self.stats);
         }
     }
 
@@ -151,12 +153,12 @@ impl Proxy {
                     return Err(format!("at most {MAX_FAULTS} faults on an endpoint"));
                 }
                 self.faults.push(fault);
-                self.toxics_changed();
+                self.toxics_changed(t);
             }
             Command::ClearFaults => {
                 self.faults.clear();
                 self.toxics.clear();
-                self.toxics_changed();
+                self.toxics_changed(t);
             }
             Command::Stats => return Ok(stats_line(&self.stats)),
             Command::Refuse => self.stop(t),

@@ -221,19 +221,24 @@ impl Registry {
     pub fn reset(&mut self, t: &mut Turn<'_>) -> Result<(), ApiError> {
         for proxy in self.slots.iter_mut().flatten() {
             proxy.toxics.clear();
-            proxy.toxics_changed();
+            proxy.toxics_changed(t);
             proxy.start(&self.env, t)?;
         }
         Ok(())
     }
 
     /// `POST /proxies/{name}/toxics`.
-    pub fn add_toxic(&mut self, name: &str, input: ToxicInput) -> Result<&Toxic, ApiError> {
+    pub fn add_toxic(
+        &mut self,
+        name: &str,
+        input: ToxicInput,
+        t: &mut Turn<'_>,
+    ) -> Result<&Toxic, ApiError> {
         let proxy = self.get_mut(name)?;
         let taken = |toxic: &str| proxy.toxics.iter().any(|t| t.name == toxic);
         let toxic = Toxic::new(input, taken).map_err(|(s, m)| ApiError::new(s, m))?;
         proxy.toxics.push(toxic);
-        proxy.toxics_changed();
+        proxy.toxics_changed(t);
         Ok(proxy.toxics.last().expect("just pushed"))
     }
 
@@ -249,22 +254,28 @@ impl Registry {
         name: &str,
         toxic: &str,
         change: ToxicChange,
+        t: &mut Turn<'_>,
     ) -> Result<&Toxic, ApiError> {
         let proxy = self.get_mut(name)?;
         let at = proxy.toxics.iter().position(|t| t.name == toxic);
         let at = at.ok_or_else(ApiError::toxic_not_found)?;
         (proxy.toxics[at].change(change)).map_err(|m| ApiError::new(400, m))?;
-        proxy.toxics_changed();
+        proxy.toxics_changed(t);
         Ok(&proxy.toxics[at])
     }
 
     /// `DELETE /proxies/{name}/toxics/{toxic}`.
-    pub fn remove_toxic(&mut self, name: &str, toxic: &str) -> Result<(), ApiError> {
+    pub fn remove_toxic(
+        &mut self,
+        name: &str,
+        toxic: &str,
+        t: &mut Turn<'_>,
+    ) -> Result<(), ApiError> {
         let proxy = self.get_mut(name)?;
         let at = proxy.toxics.iter().position(|t| t.name == toxic);
         let at = at.ok_or_else(ApiError::toxic_not_found)?;
         proxy.toxics.remove(at);
-        proxy.toxics_changed();
+        proxy.toxics_changed(t);
         Ok(())
     }
 

@@ -116,17 +116,17 @@ fn serve(
         (Route::Toxics(name), _) => {
             registry.get(name)?;
             let input = parse_body::<ToxicInput>(body)?;
-            ok(registry.add_toxic(name, input)?)
+            ok(registry.add_toxic(name, input, t)?)
         }
         (Route::Toxic(name, toxic), "GET") => ok(registry.toxic(name, toxic)?),
         (Route::Toxic(name, toxic), "DELETE") => {
-            registry.remove_toxic(name, toxic)?;
+            registry.remove_toxic(name, toxic, t)?;
             Ok(Answer::no_content())
         }
         (Route::Toxic(name, toxic), _) => {
             registry.toxic(name, toxic)?;
             let change = parse_body::<ToxicChange>(body)?;
-            ok(registry.change_toxic(name, toxic, change)?)
+            ok(registry.change_toxic(name, toxic, change, t)?)
         }
     }
 }

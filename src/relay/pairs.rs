@@ -309,6 +309,26 @@ impl Pairs {
         }
     }
 
+    /// The faults changed (a named endpoint's toxics, SPEC 14): every
+    /// open pair is judged again, as at its accept, and its directions
+    /// take the new shapes from their next bytes on; held bytes a fault
+    /// no longer delays go now. A `close` or `reset` acts on new pairs
+    /// only.
+    #[cfg_attr(not(feature = "api"), allow(dead_code))]
+    pub fn reshape(&mut self, t: &mut Turn<'_>) {
+        if self.line_mode {
+            return;
+        }
+        for key in self.table.keys() {
+            let Some(slot) = self.table.get_mut(key) else {
+                continue;
+            };
+            let plan = judge(slot.pair.ordinal(), None, t);
+            slot.pair.reshape(plan.shapes);
+            self.drive(key, t, |pair, cx| pair.resume(cx));
+        }
+    }
+
     /// Shutting down: every pair writes what it holds, then closes.
     pub fn stop(&mut self, t: &mut Turn<'_>) {
         for key in self.table.keys() {

@@ -291,3 +291,64 @@ fn sigterm_closes_the_endpoints_pairs_and_exits() {
     assert!(status.success(), "{status:?}");
     assert!(TcpStream::connect(listen).is_err(), "no endpoint listens");
 }
+
+/// One round trip on an open connection: how long it took.
+#[track_caller]
+fn round_trip_on(mut stream: &TcpStream, bytes: &[u8]) -> Duration {
+    let started = Instant::now();
+    stream.write_all(bytes).unwrap();
+    assert_eq!(read_exactly(stream, bytes.len()), bytes);
+    started.elapsed()
+}
+
+#[test]
+fn a_latency_toxic_slows_connections_already_open() {
+    let t = target();
+    let (name, listen) = echo_proxy(&t);
+    // A pool: connections opened before the toxic.
+    let pool: Vec<TcpStream> = (0..3).map(|_| connect(listen)).collect();
+    for stream in &pool {
+        assert!(round_trip_on(stream, b"before") < Duration::from_millis(300));
+    }
+    add_toxic(
+        &t,
+        &name,
+        r#"{"name":"slow","type":"latency","attributes":{"latency":300}}"#,
+    );
+    for stream in &pool {
+        let took = round_trip_on(stream, b"during");
+        assert!(took >= Duration::from_millis(300), "{took:?}");
+    }
+    let path = format!("/proxies/{name}/toxics/slow");
+    assert_eq!(t.client().delete(&path).status, 204);
+    for stream in &pool {
+        let took = round_trip_on(stream, b"after");
+        assert!(took < Duration::from_millis(300), "{took:?}");
+    }
+}
+
+#[test]
+fn removing_a_toxic_releases_what_it_holds() {
+    let t = target();
+    let (name, listen) = echo_proxy(&t);
+    let stream = connect(listen);
+    add_toxic(
+        &t,
+        &name,
+        r#"{"name":"slow","type":"latency","attributes":{"latency":5000}}"#,
+    );
+    let started = Instant::now();
+    (&stream).write_all(b"held").unwrap();
+    // Held: nothing comes for a while (this wait is the point).
+    let early = read_until_closed(&stream, Duration::from_millis(500));
+    assert_eq!((early.bytes.len(), early.end), (0, End::TimedOut));
+    stream.set_read_timeout(Some(DEADLINE)).unwrap();
+    let path = format!("/proxies/{name}/toxics/slow");
+    assert_eq!(t.client().delete(&path).status, 204);
+    assert_eq!(read_exactly(&stream, 4), b"held");
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_millis(3000),
+        "released at once: {took:?}"
+    );
+}
