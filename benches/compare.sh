@@ -30,10 +30,12 @@
 #   START_RUNS [20]    runs for the start-up time median
 #   C_SRC [../shared/bench/c_epoll/server.c]
 #   RELAYS ["ackloop haproxy socat"]  relays for the relay scenarios
-#                      (ackloop, haproxy, haproxy-splice: with option
-#                      splice-request and splice-response, socat, before);
-#                      "direct", the load generator talking to the upstream
-#                      itself, always runs
+#                      (ackloop, ackloop-api: a named endpoint from --config,
+#                      toxiproxy: $TOXIPROXY_SERVER or the one
+#                      ../shared/bench/toxiproxy/build.sh builds, haproxy,
+#                      haproxy-splice: with option splice-request and
+#                      splice-response, socat, before); "direct", the load
+#                      generator talking to the upstream itself, always runs
 #   BEFORE_BIN         an ackloop binary to run as "before" instead of
 #                      building BEFORE (e.g. a copy of an earlier build)
 #   BULK_MIB [1024]    MiB sent one way in the relay:bulk scenario

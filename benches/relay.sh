@@ -86,7 +86,25 @@ start_relay() {
         [[ $proto == udp ]] && listen=UDP-LISTEN connect=UDP:$UP_UDP
         CMD=(socat "$listen:$PORT,bind=127.0.0.1,fork,reuseaddr" "$connect")
         ;;
-    *) die "unknown relay $name (RELAYS takes ackloop, haproxy, haproxy-splice, socat and before)" ;;
+    ackloop-api)
+        # A named endpoint (SPEC 14), as the API or --config makes one.
+        free_port
+        printf '[{"name":"bench","listen":"127.0.0.1:%s","upstream":"%s"}]\n' \
+            "$PORT" "$UP_TCP" >"$OUT/proxies.json"
+        CMD=("$bin" --no-udp --tcp 127.0.0.1:0 --log-level off --config "$OUT/proxies.json")
+        [[ $label == relay:idle* ]] && CMD+=(--max-connections "$max")
+        ;;
+    toxiproxy)
+        # The real toxiproxy (../shared/bench/toxiproxy/build.sh builds it,
+        # or $TOXIPROXY_SERVER), its proxy from its own -config file.
+        free_port
+        printf '[{"name":"bench","listen":"127.0.0.1:%s","upstream":"%s"}]\n' \
+            "$PORT" "$UP_TCP" >"$OUT/toxiproxy.json"
+        local api=$((PORT + 1))
+        CMD=("${TOXIPROXY_SERVER:-../shared/bench/toxiproxy/toxiproxy-server}"
+            -host 127.0.0.1 -port "$api" -config "$OUT/toxiproxy.json")
+        ;;
+    *) die "unknown relay $name (RELAYS takes ackloop, ackloop-api, toxiproxy, haproxy, haproxy-splice, socat and before)" ;;
     esac
     start_quiet "$proto" "$PORT" setsid taskset -c 0
     TCP=127.0.0.1:$PORT UDP=127.0.0.1:$PORT
@@ -101,10 +119,11 @@ relay_names() {
     # plain: ackloop without --upstream, its idle connection beside its
     # idle pair. socat forks a process per connection: left out.
     relay:idle*) NAMES=plain skip=socat ;;
-    relay:udp*) skip=haproxy ;; # haproxy relays no UDP
+    relay:udp*) skip="haproxy ackloop-api toxiproxy" ;; # TCP relays only
     esac
     for name in $RELAYS; do
-        [[ $name == "$skip" || $name == "$skip"-* ]] || NAMES+=" $name"
+        # haproxy-splice is haproxy: skipped where haproxy is.
+        [[ " $skip " == *" $name "* || " $skip " == *" ${name%-splice} "* ]] || NAMES+=" $name"
     done
 }
 

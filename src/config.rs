@@ -135,6 +135,13 @@ pub struct Config {
     /// The live control socket's address (loopback only), or `None` for
     /// none. Port 0 picks a free port.
     pub control: Option<SocketAddr>,
+    /// The toxiproxy HTTP API's address (SPEC 14), or `None` for none.
+    /// Port 0 picks a free port. Needs the `api` feature.
+    pub api: Option<SocketAddr>,
+    /// toxiproxy's config file (`--config`): a JSON array of proxies, as
+    /// its `POST /populate` takes, created at start-up as named endpoints.
+    /// Needs the `api` feature.
+    pub config_file: Option<std::path::PathBuf>,
     /// Sets `SO_REUSEPORT` on the TCP listener and the UDP socket before
     /// binding, so that several processes can share one address and the
     /// kernel spreads clients over them (Unix only).
@@ -203,6 +210,8 @@ impl Default for Config {
             faults: Vec::new(),
             seed: None,
             control: None,
+            api: None,
+            config_file: None,
             reuse_port: false,
             read_buffer: DEFAULT_READ_BUFFER,
             max_owed: DEFAULT_MAX_OWED,
@@ -273,6 +282,12 @@ impl Config {
                     "--control: {addr} is not a loopback address (control is local only)"
                 ));
             }
+        }
+        if self.api.is_some() && !cfg!(feature = "api") {
+            return Err("--api: this build has no API (the `api` feature is off)".into());
+        }
+        if self.config_file.is_some() && !cfg!(feature = "api") {
+            return Err("--config: this build has no endpoints (the `api` feature is off)".into());
         }
         if let Some(greeting) = &self.greeting {
             if self.tcp.is_none() {

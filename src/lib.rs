@@ -317,11 +317,15 @@
 #![deny(missing_docs, rust_2018_idioms)]
 #![doc(test(attr(deny(warnings))))]
 
+#[cfg(feature = "api")]
+mod api;
 mod bind;
 mod closing;
 mod command;
 mod config;
 mod control;
+#[cfg(feature = "api")]
+mod endpoint;
 mod error;
 mod escape;
 mod fault;
@@ -345,6 +349,8 @@ mod udp;
 mod vocab;
 mod write;
 
+#[cfg(feature = "api")]
+pub use api::MAX_API_CONNECTIONS;
 pub use config::{
     Config, DEFAULT_ADDR, DEFAULT_IDLE_TIMEOUT_SECS, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_LINE,
     DEFAULT_MAX_OWED, DEFAULT_READ_BUFFER, DEFAULT_REPLY, DEFAULT_UDP_QUEUE_BYTES,

@@ -127,6 +127,19 @@ pub(crate) enum Due {
     UdpDelay,
     /// Control connection `key`'s `received` times out.
     ControlWait { key: u32 },
+    /// API connection `key`: its idle deadline.
+    #[cfg_attr(not(feature = "api"), allow(dead_code))]
+    Api { key: u32 },
+    /// The API listener may be tried again after an accept error.
+    #[cfg_attr(not(feature = "api"), allow(dead_code))]
+    ApiAcceptRetry,
+    /// Named endpoint `endpoint`'s pair `key`: as `Pair` for the main
+    /// sockets' pairs.
+    #[cfg_attr(not(feature = "api"), allow(dead_code))]
+    EndpointPair { endpoint: u16, key: u32 },
+    /// Named endpoint `endpoint`'s listener may be tried again.
+    #[cfg_attr(not(feature = "api"), allow(dead_code))]
+    EndpointAcceptRetry { endpoint: u16 },
     /// The shutdown grace period is over: close everything.
     ShutdownGrace,
 }

@@ -201,6 +201,40 @@ impl HalfPipe {
         }
     }
 
+    /// Stream mode: the faults `shape` from now on (a named endpoint's
+    /// toxics changed, SPEC 14), acting from the next bytes read; bytes
+    /// held for a delay that shrank or went go at once, a `truncate`
+    /// counts from now. Line mode keeps its judged lines as they are.
+    #[cfg_attr(not(feature = "api"), allow(dead_code))]
+    pub fn reshape(&mut self, mut shape: Shape) {
+        if self.lines.is_some() {
+            return;
+        }
+        let held = self.held();
+        let shaped = match &mut self.shaped {
+            Some(shaped) => shaped,
+            None if shape == Shape::default() => return,
+            None => self
+                .shaped
+                .insert(Box::new(Shaped::new(Shape::default(), false))),
+        };
+        if shaped.shape.truncate.is_none() {
+            shape.truncate = shape.truncate.map(|n| shaped.taken + n);
+        }
+        let (had_chunks, old_delay) = (shaped.uses_chunks(), shaped.shape.delay_ms);
+        shaped.shape = shape;
+        match (had_chunks, shaped.uses_chunks()) {
+            // What is held already goes as it would have; later bytes wait.
+            (false, true) if held > 0 => shaped.push_chunk(0, held, None),
+            // No delay any more: everything held goes now.
+            (true, false) => shaped.chunks.clear(),
+            (true, true) if shaped.shape.delay_ms < old_delay => {
+                shaped.chunks.iter_mut().for_each(|chunk| chunk.at = 0);
+            }
+            _ => {}
+        }
+    }
+
     /// Whether this direction's lines are judged one by one (line mode).
     pub fn judges_lines(&self) -> bool {
         self.lines.is_some()

@@ -280,6 +280,20 @@ impl<S: Endpoint> Pair<S> {
         self.resume(cx)
     }
 
+    /// Stream mode: each direction's faults from now on, `[up, down]`
+    /// (see [`HalfPipe::reshape`]); the caller pumps it again.
+    #[cfg_attr(not(feature = "api"), allow(dead_code))]
+    pub fn reshape(&mut self, [up, down]: [Shape; 2]) {
+        self.up.reshape(up);
+        self.down.reshape(down);
+    }
+
+    /// Its place in accept order.
+    #[cfg_attr(not(feature = "api"), allow(dead_code))]
+    pub fn ordinal(&self) -> u64 {
+        self.ordinal
+    }
+
     /// Moves what can be moved both ways: for a pair left on the
     /// still-ready list, or woken by its timer.
     pub fn resume(&mut self, cx: &mut PairCx<'_>) -> Result<Advance, End> {
