@@ -521,7 +521,8 @@ impl HalfPipe {
         let piece = &self.rest[self.rest_at..self.rest_at + may_go];
         let written = write_some(sink, piece).map_err(Broken::Sink)?;
         cx.written += written as u64;
-        if let Some(tap) = cx.tap.as_mut().filter(|_| written > 0) {
+        // Nothing written journals nothing (`written_held` of no bytes).
+        if let Some(tap) = cx.tap.as_mut() {
             let shaped = self.shaped.as_deref().filter(|s| s.in_lines);
             let chunks = shaped.into_iter().flat_map(|s| &s.chunks);
             tap.written_held(&piece[..written], chunks.map(|c| (c.len, c.faults)));
