@@ -7,6 +7,9 @@
 #   benches/syscalls.sh line --scenario line --conns 64 --depth 16
 #   benches/syscalls.sh once --scenario udp --conns 32
 #   benches/syscalls.sh udp-rates      # UDP at three fixed offered rates
+#   benches/syscalls.sh relay-udp      # ackloop relaying UDP to the C reference
+#   BEFORE_BIN=path/to/old/ackloop benches/syscalls.sh relay-udp
+#                                      # and an older build, in the same run
 #
 # A closed loop offers more to the faster server, which then drains smaller
 # batches and so makes more system calls per datagram: the count follows
@@ -14,6 +17,13 @@
 # measures the C reference's closed-loop rate (its saturation, 32 sockets),
 # then runs both servers at 1/4, 1/2 and 9/10 of it with the load
 # generator paced (`--rate`), and prints one table row per rate.
+#
+# `relay-udp` runs ackloop as `--upstream udp:...` in front of the C
+# reference (once mode, on the load generator's CPU, as compare.sh's
+# relay:udp scenario does) with 32 sockets, closed loop, and counts the
+# relay's calls per request (a request and its reply relayed: two
+# datagrams); ROUNDS [3] rounds, alternating with BEFORE_BIN's build when
+# set, medians printed.
 #
 # The first word is the server's --mode, the rest go to the load generator.
 # Needs perf (Debian: linux-perf) with tracepoints readable, and the builds
@@ -26,7 +36,9 @@ cd "$(dirname "$0")/.."
 DURATION=${DURATION:-3}
 OUT=target/bench
 LOADGEN=target/dist/examples/loadgen
-[[ $# -ge 2 || ${1:-} == udp-rates ]] || { sed -n '2,22p' "$0" >&2; exit 2; }
+BIN=${BIN:-target/dist/ackloop}
+ROUNDS=${ROUNDS:-3}
+[[ $# -ge 2 || ${1:-} == udp-rates || ${1:-} == relay-udp ]] || { sed -n '2,32p' "$0" >&2; exit 2; }
 command -v perf >/dev/null || { echo "syscalls.sh: perf not found (apt-get install linux-perf)" >&2; exit 1; }
 if [[ ! -x $OUT/c_epoll || ! -x $LOADGEN || ! -x target/dist/ackloop ]]; then
     ROUNDS=1 DURATION=1 ONLY=udp START_RUNS=1 benches/compare.sh >/dev/null
@@ -40,11 +52,22 @@ for kind in "${KINDS[@]}"; do events+=",syscalls:sys_enter_$kind"; done
 # perf with the load generator on the other core; sets OPS (operations
 # counted) and writes the per-kind counts to $OUT/syscalls.NAME.
 measure() {
-    local name=$1 mode=$2 fd pid perf_pid result cmd
+    local name=$1 mode=$2 fd pid perf_pid result cmd upstream_pid up_udp
     shift 2
+    upstream_pid=
     case $name in
-    ackloop) cmd=(target/dist/ackloop --log-level off) ;;
+    ackloop) cmd=("$BIN" --log-level off) ;;
     c) cmd=("$OUT/c_epoll" --drain) ;;
+    relay | before)
+        # The upstream on the load generator's CPU; the relay alone on CPU 0.
+        exec {fd}< <(exec taskset -c 1 "$OUT/c_epoll" --drain --tcp 127.0.0.1:0 --udp 127.0.0.1:0 --mode "$mode" 2>/dev/null)
+        upstream_pid=$!
+        read -r _ _ <&"$fd"
+        read -r _ up_udp <&"$fd"
+        exec {fd}<&-
+        cmd=("$BIN" --log-level off --upstream "udp:$up_udp")
+        [[ $name == before ]] && cmd[0]=$BEFORE_BIN
+        ;;
     esac
     exec {fd}< <(exec taskset -c 0 "${cmd[@]}" --tcp 127.0.0.1:0 --udp 127.0.0.1:0 --mode "$mode" 2>/dev/null)
     pid=$!
@@ -57,6 +80,7 @@ measure() {
     kill -INT "$perf_pid"
     wait "$perf_pid" || true
     kill "$pid"
+    [[ -z $upstream_pid ]] || kill "$upstream_pid"
     exec {fd}<&-
     OPS=$(grep -o ' ops=[0-9]*' <<<"$result" | cut -d= -f2)
     CPU=$(grep -o 'cpu_us_per_op=[0-9.]*' <<<"$result" | cut -d= -f2)
@@ -68,10 +92,45 @@ calls_per_op() {
     awk -F, -v ops="$OPS" '$3 == "raw_syscalls:sys_enter" { printf "%.3f", $1 / ops }' "$OUT/syscalls.$1"
 }
 
+# The per-kind counts per operation in the last measure of NAME, one line.
+kinds_per_op() {
+    awk -F, -v ops="$OPS" '$1 + 0 > 0 && $3 != "raw_syscalls:sys_enter" {
+        sub(/^syscalls:sys_enter_/, "", $3)
+        printf " %s %.3f", $3, $1 / ops
+    }' "$OUT/syscalls.$1"
+}
+
+# median: the median of the numbers on stdin.
+median() {
+    sort -n | awk '{ v[NR] = $1 } END { printf "%.3f", NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
+}
+
+if [[ $1 == relay-udp ]]; then
+    names=relay
+    [[ -z ${BEFORE_BIN:-} ]] || names="before relay"
+    declare -A CALLS CPUS
+    for ((round = 1; round <= ROUNDS; round++)); do
+        for name in $names; do
+            measure "$name" once --scenario udp --conns 32
+            CALLS[$name]+="$(calls_per_op "$name") "
+            CPUS[$name]+="$CPU "
+            printf '%-7s round %d: %s requests, %s calls/request, cpu %s us/request;%s (lost %s)\n' \
+                "$name" "$round" "$OPS" "$(calls_per_op "$name")" "$CPU" "$(kinds_per_op "$name")" "$LOST"
+        done
+    done
+    for name in $names; do
+        printf '%-7s median of %d: %s calls/request, cpu %s us/request\n' "$name" "$ROUNDS" \
+            "$(tr ' ' '\n' <<<"${CALLS[$name]}" | grep . | median)" "$(tr ' ' '\n' <<<"${CPUS[$name]}" | grep . | median)"
+    done
+    echo "load average: $(cut -d' ' -f1-3 /proc/loadavg)"
+    exit 0
+fi
+
 if [[ $1 == udp-rates ]]; then
     measure c once --scenario udp --conns 32
     saturation=$((OPS / DURATION))
     echo "C reference, closed loop, 32 sockets: $saturation datagrams/s (its saturation here)"
+    declare -A kinds
     printf '%10s | %-28s | %-28s\n' "rate/s" "C: calls/dgram, CPU us/dgram" "ackloop: calls/dgram, CPU us/dgram"
     for part in 25 50 90; do
         rate=$((saturation * part / 100))
@@ -79,9 +138,14 @@ if [[ $1 == udp-rates ]]; then
         for name in c ackloop; do
             measure "$name" once --scenario udp --conns 32 --rate "$rate"
             row+=$(printf ' | %8s  %8s  (lost %s)  ' "$(calls_per_op "$name")" "$CPU" "$LOST")
+            kinds[$name]=$(kinds_per_op "$name")
         done
         echo "$row"
+        for name in c ackloop; do
+            printf '%10s   %-7s by kind:%s\n' "" "$name" "${kinds[$name]}"
+        done
     done
+    echo "load average: $(cut -d' ' -f1-3 /proc/loadavg)"
     exit 0
 fi
 
