@@ -23,6 +23,8 @@
 #                      or with --journal /dev/null)
 #   BEFORE             a git revision, built in a worktree under target/bench,
 #                      run as the server "before" (before/after in one run)
+#   BEFORE_BIN         an ackloop binary already built, run as "before"
+#                      instead of building BEFORE
 #   IDLE_CONNS [10000] connections in the idle scenario
 #   ONLY [all]         run only the scenarios whose label starts with one of
 #                      these words (e.g. ONLY="udp line:64x16"; ONLY=relay
@@ -278,8 +280,13 @@ if has ackloop || has rules16 || has journal || ((RELAYED)); then
         die "ackloop does not build; SERVERS=c ONLY=line benches/compare.sh runs the C reference alone"
 fi
 if has before || { ((RELAYED)) && relays before; }; then
-    [[ -n ${BEFORE:-} ]] || die "SERVERS or RELAYS names before: set BEFORE to a git revision"
-    build_before "$BEFORE"
+    if [[ -n ${BEFORE_BIN:-} ]]; then
+        mkdir -p "$OUT/before"
+        cp "$BEFORE_BIN" "$OUT/before/ackloop" || die "BEFORE_BIN=$BEFORE_BIN: cannot copy it"
+    else
+        [[ -n ${BEFORE:-} ]] || die "SERVERS or RELAYS names before: set BEFORE to a git revision (or BEFORE_BIN to a binary)"
+        build_before "$BEFORE"
+    fi
 fi
 cargo build --profile dist --quiet --example loadgen
 [[ -f $C_SRC ]] || die "C reference not found at $C_SRC: it is not in this repository but in the project's shared directory beside the clone (../shared/bench/c_epoll/server.c, see its README); set C_SRC=path/to/server.c"

@@ -10,6 +10,8 @@
 //! [`Udp::flush_outbound`](super::Udp)). Memory is bounded: [`BATCH`]
 //! addresses and [`GATHERED_BYTES`] (or one longer datagram).
 
+#[cfg(test)]
+use std::cell::Cell;
 use std::io;
 use std::net::SocketAddr;
 
@@ -20,6 +22,13 @@ use super::batch::BATCH;
 /// Bytes gathered at most before they are sent; a longer datagram is
 /// gathered alone.
 const GATHERED_BYTES: usize = 64 * 1024;
+
+#[cfg(test)]
+thread_local! {
+    /// Tests: how many more datagrams the socket takes before it is full
+    /// (`None`: as many as it will). On loopback a UDP send never blocks.
+    pub(super) static TAKES: Cell<Option<usize>> = const { Cell::new(None) };
+}
 
 /// The datagrams gathered: where each goes, and its bytes.
 pub(super) struct Outbound {
@@ -109,6 +118,7 @@ impl Outbound {
 
         let count = self.to.len() - from;
         assert!((1..=BATCH).contains(&count), "{count} datagrams to send");
+        let count = socket_takes(count)?;
         let mut headers = super::batch::zeroed_headers();
         let mut iovs = [const {
             iovec {
@@ -153,7 +163,23 @@ impl Outbound {
     /// As `send_to`'s, `WouldBlock` when the socket cannot take it.
     #[cfg(not(target_os = "linux"))]
     pub fn send(&self, socket: &UdpSocket, from: usize) -> io::Result<usize> {
+        socket_takes(1)?;
         let (to, bytes) = self.get(from);
         socket.send_to(bytes, to).map(|_| 1)
     }
+}
+
+/// How many of `count` datagrams to try: all of them, but in tests as
+/// many as [`TAKES`] says the socket takes (none: `WouldBlock`).
+#[allow(clippy::unnecessary_wraps)] // Fails in tests only.
+fn socket_takes(count: usize) -> io::Result<usize> {
+    #[cfg(test)]
+    if let Some(takes) = TAKES.get() {
+        if takes == 0 {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        TAKES.set(Some(takes - count.min(takes)));
+        return Ok(count.min(takes));
+    }
+    Ok(count)
 }
