@@ -10,13 +10,16 @@
 #   benches/syscalls.sh relay-udp      # ackloop relaying UDP to the C reference
 #   BEFORE_BIN=path/to/old/ackloop benches/syscalls.sh relay-udp
 #                                      # and an older build, in the same run
+#                                      # (udp-rates too)
 #
 # A closed loop offers more to the faster server, which then drains smaller
 # batches and so makes more system calls per datagram: the count follows
 # the race, not the server. `udp-rates` fixes the offered load instead: it
 # measures the C reference's closed-loop rate (its saturation, 32 sockets),
 # then runs both servers at 1/4, 1/2 and 9/10 of it with the load
-# generator paced (`--rate`), and prints one table row per rate.
+# generator paced (`--rate`), and prints one table row per rate: medians of
+# ROUNDS [3] rounds, the servers alternating, and each kind's median
+# (SATURATION=N skips the closed-loop run and takes N datagrams/s).
 #
 # `relay-udp` runs ackloop as `--upstream udp:...` in front of the C
 # reference (once mode, on the load generator's CPU, as compare.sh's
@@ -57,8 +60,9 @@ measure() {
     upstream_pid=
     case $name in
     ackloop) cmd=("$BIN" --log-level off) ;;
+    before) cmd=("$BEFORE_BIN" --log-level off) ;;
     c) cmd=("$OUT/c_epoll" --drain) ;;
-    relay | before)
+    relay | relay-before)
         # The upstream on the load generator's CPU; the relay alone on CPU 0.
         exec {fd}< <(exec taskset -c 1 "$OUT/c_epoll" --drain --tcp 127.0.0.1:0 --udp 127.0.0.1:0 --mode "$mode" 2>/dev/null)
         upstream_pid=$!
@@ -66,7 +70,7 @@ measure() {
         read -r _ up_udp <&"$fd"
         exec {fd}<&-
         cmd=("$BIN" --log-level off --upstream "udp:$up_udp")
-        [[ $name == before ]] && cmd[0]=$BEFORE_BIN
+        [[ $name == relay-before ]] && cmd[0]=$BEFORE_BIN
         ;;
     esac
     exec {fd}< <(exec taskset -c 0 "${cmd[@]}" --tcp 127.0.0.1:0 --udp 127.0.0.1:0 --mode "$mode" 2>/dev/null)
@@ -107,19 +111,19 @@ median() {
 
 if [[ $1 == relay-udp ]]; then
     names=relay
-    [[ -z ${BEFORE_BIN:-} ]] || names="before relay"
+    [[ -z ${BEFORE_BIN:-} ]] || names="relay-before relay"
     declare -A CALLS CPUS
     for ((round = 1; round <= ROUNDS; round++)); do
         for name in $names; do
             measure "$name" once --scenario udp --conns 32
             CALLS[$name]+="$(calls_per_op "$name") "
             CPUS[$name]+="$CPU "
-            printf '%-7s round %d: %s requests, %s calls/request, cpu %s us/request;%s (lost %s)\n' \
+            printf '%-12s round %d: %s requests, %s calls/request, cpu %s us/request;%s (lost %s)\n' \
                 "$name" "$round" "$OPS" "$(calls_per_op "$name")" "$CPU" "$(kinds_per_op "$name")" "$LOST"
         done
     done
     for name in $names; do
-        printf '%-7s median of %d: %s calls/request, cpu %s us/request\n' "$name" "$ROUNDS" \
+        printf '%-12s median of %d: %s calls/request, cpu %s us/request\n' "$name" "$ROUNDS" \
             "$(tr ' ' '\n' <<<"${CALLS[$name]}" | grep . | median)" "$(tr ' ' '\n' <<<"${CPUS[$name]}" | grep . | median)"
     done
     echo "load average: $(cut -d' ' -f1-3 /proc/loadavg)"
@@ -127,22 +131,52 @@ if [[ $1 == relay-udp ]]; then
 fi
 
 if [[ $1 == udp-rates ]]; then
-    measure c once --scenario udp --conns 32
-    saturation=$((OPS / DURATION))
-    echo "C reference, closed loop, 32 sockets: $saturation datagrams/s (its saturation here)"
-    declare -A kinds
-    printf '%10s | %-28s | %-28s\n' "rate/s" "C: calls/dgram, CPU us/dgram" "ackloop: calls/dgram, CPU us/dgram"
+    if [[ -n ${SATURATION:-} ]]; then
+        saturation=$SATURATION
+        echo "saturation given: $saturation datagrams/s"
+    else
+        measure c once --scenario udp --conns 32
+        saturation=$((OPS / DURATION))
+        echo "C reference, closed loop, 32 sockets: $saturation datagrams/s (its saturation here)"
+    fi
+    names="c ackloop"
+    [[ -z ${BEFORE_BIN:-} ]] || names="c before ackloop"
+    echo "medians of $ROUNDS rounds, the servers alternating; lost: summed over the rounds"
+    header=$(printf '%10s' "rate/s")
+    for name in $names; do header+=$(printf ' | %-34s' "$name: calls/dgram, CPU us/dgram"); done
+    echo "$header"
     for part in 25 50 90; do
         rate=$((saturation * part / 100))
+        declare -A calls=() cpus=() lost=() kinds=()
+        for ((round = 1; round <= ROUNDS; round++)); do
+            for name in $names; do
+                measure "$name" once --scenario udp --conns 32 --rate "$rate"
+                calls[$name]+="$(calls_per_op "$name") "
+                cpus[$name]+="$CPU "
+                lost[$name]=$((${lost[$name]:-0} + LOST))
+                kinds[$name]+="$(kinds_per_op "$name")"$'\n'
+            done
+        done
         row=$(printf '%10d' "$rate")
-        for name in c ackloop; do
-            measure "$name" once --scenario udp --conns 32 --rate "$rate"
-            row+=$(printf ' | %8s  %8s  (lost %s)  ' "$(calls_per_op "$name")" "$CPU" "$LOST")
-            kinds[$name]=$(kinds_per_op "$name")
+        for name in $names; do
+            row+=$(printf ' | %8s  %8s  (lost %s)    ' \
+                "$(tr ' ' '\n' <<<"${calls[$name]}" | grep . | median)" \
+                "$(tr ' ' '\n' <<<"${cpus[$name]}" | grep . | median)" "${lost[$name]}")
         done
         echo "$row"
-        for name in c ackloop; do
-            printf '%10s   %-7s by kind:%s\n' "" "$name" "${kinds[$name]}"
+        for name in $names; do
+            # Each kind's median over the rounds (a kind absent from a round counts 0).
+            printf '%10s   %-7s by kind:%s\n' "" "$name" "$(awk -v rounds="$ROUNDS" '
+                function median(list,    a, n, i, j, t) {
+                    n = split(list, a, " ")
+                    for (i = n + 1; i <= rounds; i++) a[i] = 0
+                    n = rounds
+                    for (i = 2; i <= n; i++)
+                        for (j = i; j > 1 && a[j - 1] + 0 > a[j] + 0; j--) { t = a[j]; a[j] = a[j - 1]; a[j - 1] = t }
+                    return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
+                }
+                { for (i = 1; i < NF; i += 2) { if (!($i in v)) order[++k] = $i; v[$i] = v[$i] " " $(i + 1) } }
+                END { for (o = 1; o <= k; o++) printf " %s %.3f", order[o], median(v[order[o]]) }' <<<"${kinds[$name]}")"
         done
     done
     echo "load average: $(cut -d' ' -f1-3 /proc/loadavg)"

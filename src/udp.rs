@@ -2,15 +2,16 @@
 //! what the socket cannot take right now; and, on a relay, the public
 //! socket's side of it.
 //!
-//! There are no connections: each datagram is a whole message. With a
-//! custom responder it is read into the loop's shared read buffer
-//! (`--read-buffer`, 64 KiB by default, so the largest UDP payload, 65,507
-//! bytes, fits) and answered with `send_to`.
-//! With the fixed reply on Linux, [`batch`] takes up to 32 datagrams per
-//! system call and answers them all with one more. Only when the socket
-//! would block does a reply wait in the queue, which the next writable
-//! event drains. While the queue holds anything, new replies go behind it,
-//! in order.
+//! There are no connections: each datagram is a whole message. On Linux,
+//! [`batch`] takes up to 64 datagrams per system call (`recvmmsg`): with
+//! the fixed reply and no fault in force, without their payloads, and
+//! answers them all with one more (`sendmmsg`); else each with its payload
+//! in a slot of `--read-buffer` bytes (64 KiB by default, so the largest
+//! UDP payload, 65,507 bytes, fits), answered or relayed one by one, the
+//! datagrams sent gathered ([`outbound`]) to leave together. Elsewhere a
+//! batch is one datagram. Only when the socket would block does a datagram
+//! wait in the queue, which the next writable event drains. While the
+//! queue holds anything, new replies go behind it, in order.
 //!
 //! Every datagram the server sends that a fault may touch (a reply, and on
 //! a relay each datagram relayed either way) takes one path, in
@@ -53,6 +54,14 @@ mod outbox;
 
 use journal::Datagram;
 use outbox::{Outgoing, Way};
+
+/// A batch shorter than asked for means the socket was drained (see
+/// [`batch`]), but while datagrams come faster than they are answered, more
+/// have often arrived by the time a batch is answered: one more read then
+/// takes them for one call, where going back to the poll would cost it and
+/// the read too. A batch of at least this many is read again; a single
+/// datagram says the load is light, and the poll waits for the next.
+const READ_AGAIN_FROM: usize = if batch::BATCH > 2 { 2 } else { batch::BATCH };
 
 /// A relayed flow as UDP knows it: its key in the relay's table and the
 /// serial number that tells it from a later flow in the same key.
@@ -253,7 +262,7 @@ impl Udp {
                     self.take_one(batch, i, lend(&mut upstreams), t);
                 }
             }
-            if received < batch::BATCH {
+            if received < READ_AGAIN_FROM {
                 return false; // Drained (see `batch`).
             }
         }
@@ -420,7 +429,7 @@ impl Udp {
         Ok(Down {
             count,
             bytes,
-            drained: count < batch::BATCH,
+            drained: count < batch.payload_slots(),
         })
     }
 

@@ -10,8 +10,9 @@
 //!
 //! When the payloads matter (a relay, a responder, a fault judging each
 //! datagram), [`Batch::receive_payloads`] takes them too, each into a slot
-//! of its own: [`BATCH`] slots of `--read-buffer` bytes, made on first use
-//! and touched only as far as datagrams reach (a datagram longer than its
+//! of its own: up to [`BATCH`] slots of `--read-buffer` bytes, 2 MiB at
+//! most in all, made on first use and touched only as far as datagrams
+//! reach (a datagram longer than its
 //! slot keeps its start, as a read into the read buffer would). The same
 //! read serves the public socket and a relay's flows.
 //!
@@ -37,10 +38,16 @@ use libc::{
     c_uint, c_void, iovec, mmsghdr, sockaddr_in, sockaddr_in6, sockaddr_storage, socklen_t,
 };
 
-/// Datagrams per `recvmmsg`/`sendmmsg` call. Past a few dozen, batching
-/// saves nothing more; [`DATAGRAMS_PER_TURN`](super::DATAGRAMS_PER_TURN) is
-/// a multiple of it.
-pub(crate) const BATCH: usize = 32;
+/// Datagrams per `recvmmsg`/`sendmmsg` call, as many as the C reference
+/// takes: near a server's saturation, batches of 32 come full and cost a
+/// call more than they would in one of 64.
+/// [`DATAGRAMS_PER_TURN`](super::DATAGRAMS_PER_TURN) is a multiple of it.
+pub(crate) const BATCH: usize = 64;
+
+/// Payload slots take this many bytes at most, all together: as many
+/// slots of `--read-buffer` bytes as fit, [`BATCH`] at most, one at least
+/// (2 MiB: 32 slots of the default 64 KiB).
+const PAYLOAD_BYTES: usize = 2 << 20;
 
 /// The addresses and lengths of a batch: about 4 KiB, made once.
 struct Headers {
@@ -53,9 +60,10 @@ struct Headers {
 /// go), how long they were, and, when asked for, what they held.
 pub(crate) struct Batch {
     headers: Box<Headers>,
-    /// [`BATCH`] slots of `slot` bytes; empty until payloads are first kept.
+    /// `slots` slots of `slot` bytes; empty until payloads are first kept.
     payloads: Vec<u8>,
     slot: usize,
+    slots: usize,
 }
 
 impl Batch {
@@ -67,7 +75,14 @@ impl Batch {
             headers: Box::new(unsafe { std::mem::zeroed() }),
             payloads: Vec::new(),
             slot: slot.max(1),
+            slots: (PAYLOAD_BYTES / slot.max(1)).clamp(1, BATCH),
         }
+    }
+
+    /// How many datagrams [`receive_payloads`](Batch::receive_payloads)
+    /// asks for: fewer is a short batch.
+    pub fn payload_slots(&self) -> usize {
+        self.slots
     }
 
     /// Receives up to [`BATCH`] datagrams; returns how many. Their payloads
@@ -81,8 +96,9 @@ impl Batch {
         self.receive_into(socket, false)
     }
 
-    /// Receives up to [`BATCH`] datagrams with their payloads, each in a
-    /// slot of its own ([`payload`](Batch::payload)); returns how many.
+    /// Receives up to [`payload_slots`](Batch::payload_slots) datagrams
+    /// with their payloads, each in a slot of its own
+    /// ([`payload`](Batch::payload)); returns how many.
     ///
     /// # Errors
     ///
@@ -91,12 +107,13 @@ impl Batch {
         if self.payloads.is_empty() {
             // Zeroed memory from the system comes as pages mapped on first
             // touch: only what datagrams reach becomes resident.
-            self.payloads = vec![0; BATCH * self.slot];
+            self.payloads = vec![0; self.slots * self.slot];
         }
         self.receive_into(socket, true)
     }
 
     fn receive_into(&mut self, socket: &impl AsRawFd, payloads: bool) -> io::Result<usize> {
+        let asked = if payloads { self.slots } else { BATCH };
         let mut headers = zeroed_headers();
         let mut iovs = [const {
             iovec {
@@ -120,19 +137,21 @@ impl Batch {
                 header.msg_hdr.msg_iovlen = 1;
             }
         }
-        // SAFETY: `headers` holds BATCH valid mmsghdr values. Each msg_name
-        // points at one element of `self.headers.sources`, which is
-        // borrowed mutably for the whole call and is exactly msg_namelen
-        // bytes. With payloads, each msg_iov points at one iovec of `iovs`
-        // (on this stack frame), which describes one distinct `slot`-byte
-        // slot of `self.payloads`, borrowed mutably for the whole call;
-        // without, there are none. The kernel writes nothing else (no
-        // control buffer, no timeout).
+        // SAFETY: `headers` holds BATCH valid mmsghdr values, of which the
+        // kernel reads the first `asked` (BATCH, or `self.slots`, at most
+        // BATCH). Each msg_name points at one element of
+        // `self.headers.sources`, which is borrowed mutably for the whole
+        // call and is exactly msg_namelen bytes. With payloads, each of the
+        // first `self.slots` msg_iov points at one iovec of `iovs` (on this
+        // stack frame), which describes one distinct `slot`-byte slot of
+        // `self.payloads`, borrowed mutably for the whole call; without,
+        // there are none. The kernel writes nothing else (no control
+        // buffer, no timeout).
         let n = unsafe {
             libc::recvmmsg(
                 socket.as_raw_fd(),
                 headers.as_mut_ptr(),
-                BATCH as c_uint,
+                asked as c_uint,
                 libc::MSG_DONTWAIT | libc::MSG_TRUNC,
                 ptr::null_mut(),
             )

@@ -1,5 +1,5 @@
 //! Datagrams for the public socket, gathered over a turn and sent together:
-//! on Linux one `sendmmsg` takes up to [`BATCH`] of them, to as many
+//! on Linux one `sendmmsg` takes up to [`GATHERED`] of them, to as many
 //! clients. A relay's flows each bring back a datagram or two per turn;
 //! sent as they come, each would cost a call of its own.
 //!
@@ -7,7 +7,7 @@
 //! leave when the gathering is full, when the handler that gathered them
 //! returns, and at the end of the turn; what the socket then refuses goes
 //! to the queue behind them, in order, under its bound (see
-//! [`Udp::flush_outbound`](super::Udp)). Memory is bounded: [`BATCH`]
+//! [`Udp::flush_outbound`](super::Udp)). Memory is bounded: [`GATHERED`]
 //! addresses and [`GATHERED_BYTES`] (or one longer datagram).
 
 #[cfg(test)]
@@ -17,7 +17,14 @@ use std::net::SocketAddr;
 
 use mio::net::UdpSocket;
 
-use super::batch::BATCH;
+/// Datagrams gathered at most: on Linux, what one `sendmmsg` takes.
+pub(super) const GATHERED: usize = 64;
+
+#[cfg(target_os = "linux")]
+const _: () = assert!(
+    GATHERED <= super::batch::BATCH,
+    "one sendmmsg per gathering"
+);
 
 /// Bytes gathered at most before they are sent; a longer datagram is
 /// gathered alone.
@@ -65,17 +72,17 @@ impl Outbound {
     /// Whether a datagram of `len` bytes must wait until those gathered
     /// have left.
     pub fn is_full_for(&self, len: usize) -> bool {
-        self.to.len() >= BATCH || (!self.is_empty() && self.bytes.len() + len > GATHERED_BYTES)
+        self.to.len() >= GATHERED || (!self.is_empty() && self.bytes.len() + len > GATHERED_BYTES)
     }
 
     /// Gathers `datagram` for `to`; the caller has made room
     /// ([`is_full_for`](Outbound::is_full_for)).
     pub fn push(&mut self, to: SocketAddr, datagram: &[u8]) {
         if self.to.capacity() == 0 {
-            self.to.reserve_exact(BATCH);
+            self.to.reserve_exact(GATHERED);
             #[cfg(target_os = "linux")]
-            self.names.reserve_exact(BATCH);
-            self.ends.reserve_exact(BATCH);
+            self.names.reserve_exact(GATHERED);
+            self.ends.reserve_exact(GATHERED);
         }
         self.to.push(to);
         #[cfg(target_os = "linux")]
@@ -117,7 +124,7 @@ impl Outbound {
         use std::ptr;
 
         let count = self.to.len() - from;
-        assert!((1..=BATCH).contains(&count), "{count} datagrams to send");
+        assert!((1..=GATHERED).contains(&count), "{count} datagrams to send");
         let count = socket_takes(count)?;
         let mut headers = super::batch::zeroed_headers();
         let mut iovs = [const {
@@ -125,7 +132,7 @@ impl Outbound {
                 iov_base: ptr::null_mut(),
                 iov_len: 0,
             }
-        }; BATCH];
+        }; GATHERED];
         for (k, (header, iov)) in headers.iter_mut().zip(iovs.iter_mut()).enumerate() {
             let Some(name) = self.names.get(from + k) else {
                 break;
@@ -138,7 +145,7 @@ impl Outbound {
             header.msg_hdr.msg_iov = ptr::from_mut(iov);
             header.msg_hdr.msg_iovlen = 1;
         }
-        // SAFETY: the first `count` headers (1 to BATCH, asserted above) are
+        // SAFETY: the first `count` headers (1 to GATHERED, asserted above) are
         // filled in: msg_name points at a socket address in `self.names`
         // with its length, msg_iov at one iovec of `iovs` (on this stack
         // frame) describing a datagram in `self.bytes`; `self` is borrowed

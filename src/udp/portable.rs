@@ -47,6 +47,11 @@ impl Batch {
         Ok(1)
     }
 
+    /// How many datagrams a receive asks for: one.
+    pub fn payload_slots(&self) -> usize {
+        1
+    }
+
     pub fn len(&self, _: usize) -> usize {
         self.len
     }

@@ -293,9 +293,16 @@ fn gathered_datagrams_are_bounded_and_leave_in_order() {
     with_turn(&poll, &counters, |t| {
         for i in 0..70 {
             reply(&mut udp, to, format!("{i}").as_bytes(), t);
-            assert!(udp.queued() <= batch::BATCH, "at most a batch gathered");
+            assert!(
+                udp.queued() <= outbound::GATHERED,
+                "at most a batch gathered"
+            );
         }
-        assert_eq!(udp.queued(), 70 % batch::BATCH, "the last batch waits");
+        assert_eq!(
+            udp.queued(),
+            70 % outbound::GATHERED,
+            "the last batch waits"
+        );
         udp.end_turn(t);
         assert_eq!(udp.queued(), 0, "and leaves with the turn");
     });
