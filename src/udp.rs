@@ -59,8 +59,9 @@ use outbox::{Outgoing, Way};
 /// [`batch`]), but while datagrams come faster than they are answered, more
 /// have often arrived by the time a batch is answered: one more read then
 /// takes them for one call, where going back to the poll would cost it and
-/// the read too. A batch of at least this many is read again; a single
-/// datagram says the load is light, and the poll waits for the next.
+/// the read too. A batch of at least this many is read again (but on a
+/// relay); a single datagram says the load is light, and the poll waits
+/// for the next.
 const READ_AGAIN_FROM: usize = if batch::BATCH > 2 { 2 } else { batch::BATCH };
 
 /// A relayed flow as UDP knows it: its key in the relay's table and the
@@ -213,8 +214,9 @@ impl Udp {
         }
     }
 
-    /// Takes datagrams [`batch::BATCH`] at a time until a batch comes
-    /// short (the socket is drained) or the budget ends (returns `true`).
+    /// Takes datagrams a batch at a time until a batch comes short (the
+    /// socket is drained; see [`READ_AGAIN_FROM`]) or the budget ends
+    /// (returns `true`).
     /// With the fixed reply and no fault in force, a batch is answered
     /// without its payloads being read, with one more call; else each
     /// datagram is answered, or on a relay sent up its flow.
@@ -225,6 +227,12 @@ impl Udp {
         t: &mut Turn<'_>,
     ) -> bool {
         let fixed = self.fixed_reply && upstreams.is_none() && !t.faults.any(Protocol::Udp);
+        // A relay's clients wait for what the flows bring back, which
+        // leaves by the end of the turn: a short batch is all there is.
+        let read_again_from = match upstreams {
+            Some(_) => batch.payload_slots(),
+            None => READ_AGAIN_FROM,
+        };
         // The budget counts datagrams, not calls: under steady load each
         // call finds the few that arrived during the last one, and going on
         // costs less than waking the poll again. The calls are bounded too,
@@ -262,7 +270,7 @@ impl Udp {
                     self.take_one(batch, i, lend(&mut upstreams), t);
                 }
             }
-            if received < READ_AGAIN_FROM {
+            if received < read_again_from {
                 return false; // Drained (see `batch`).
             }
         }
