@@ -25,7 +25,7 @@
 //!
 //! This is most of the crate's `unsafe` code: the two calls take arrays of C
 //! structures full of raw pointers. Each block says why its pointers are
-//! valid. Other systems have [`portable`](super::batch) batches of one.
+//! valid. Elsewhere `udp/portable.rs` stands in, with batches of one.
 
 use std::io;
 use std::mem::size_of;
