@@ -29,6 +29,8 @@
 # set, medians printed.
 #
 # The first word is the server's --mode, the rest go to the load generator.
+# BIN [target/dist/ackloop] is the ackloop build measured; BEFORE_BIN, when
+# set, an older one measured beside it ("before").
 # Needs perf (Debian: linux-perf) with tracepoints readable, and the builds
 # that benches/compare.sh makes (it is run first if they are missing).
 # Loopback only; each run lasts DURATION seconds [3].
@@ -41,7 +43,7 @@ OUT=target/bench
 LOADGEN=target/dist/examples/loadgen
 BIN=${BIN:-target/dist/ackloop}
 ROUNDS=${ROUNDS:-3}
-[[ $# -ge 2 || ${1:-} == udp-rates || ${1:-} == relay-udp ]] || { sed -n '2,32p' "$0" >&2; exit 2; }
+[[ $# -ge 2 || ${1:-} == udp-rates || ${1:-} == relay-udp ]] || { sed -n '2,36p' "$0" >&2; exit 2; }
 command -v perf >/dev/null || { echo "syscalls.sh: perf not found (apt-get install linux-perf)" >&2; exit 1; }
 if [[ ! -x $OUT/c_epoll || ! -x $LOADGEN || ! -x target/dist/ackloop ]]; then
     ROUNDS=1 DURATION=1 ONLY=udp START_RUNS=1 benches/compare.sh >/dev/null
