@@ -23,8 +23,6 @@
 #                      or with --journal /dev/null)
 #   BEFORE             a git revision, built in a worktree under target/bench,
 #                      run as the server "before" (before/after in one run)
-#   BEFORE_BIN         an ackloop binary already built, run as "before"
-#                      instead of building BEFORE
 #   IDLE_CONNS [10000] connections in the idle scenario
 #   ONLY [all]         run only the scenarios whose label starts with one of
 #                      these words (e.g. ONLY="udp line:64x16"; ONLY=relay
@@ -32,8 +30,12 @@
 #   START_RUNS [20]    runs for the start-up time median
 #   C_SRC [../shared/bench/c_epoll/server.c]
 #   RELAYS ["ackloop haproxy socat"]  relays for the relay scenarios
-#                      (ackloop, haproxy, socat, before); "direct", the load
-#                      generator talking to the upstream itself, always runs
+#                      (ackloop, haproxy, haproxy-splice: with option
+#                      splice-request and splice-response, socat, before);
+#                      "direct", the load generator talking to the upstream
+#                      itself, always runs
+#   BEFORE_BIN         an ackloop binary to run as "before" instead of
+#                      building BEFORE (e.g. a copy of an earlier build)
 #   BULK_MIB [1024]    MiB sent one way in the relay:bulk scenario
 #   RELAY_IDLE_CONNS [5000]  idle pairs in relay:idle (a pair holds two
 #                      descriptors in the relay)
@@ -271,7 +273,7 @@ mkdir -p "$OUT"
 if ((RELAYED)); then
     need_tool ss iproute2
     for tool in haproxy socat; do
-        if relays "$tool"; then need_tool "$tool"; fi
+        if relays "$tool" || relays "$tool-splice"; then need_tool "$tool"; fi
     done
 fi
 echo "building ..." >&2
@@ -281,8 +283,7 @@ if has ackloop || has rules16 || has journal || ((RELAYED)); then
 fi
 if has before || { ((RELAYED)) && relays before; }; then
     if [[ -n ${BEFORE_BIN:-} ]]; then
-        mkdir -p "$OUT/before"
-        cp "$BEFORE_BIN" "$OUT/before/ackloop" || die "BEFORE_BIN=$BEFORE_BIN: cannot copy it"
+        mkdir -p "$OUT/before" && cp "$BEFORE_BIN" "$OUT/before/ackloop"
     else
         [[ -n ${BEFORE:-} ]] || die "SERVERS or RELAYS names before: set BEFORE to a git revision (or BEFORE_BIN to a binary)"
         build_before "$BEFORE"

@@ -33,9 +33,12 @@ start_quiet() {
     die "${CMD[*]}: not listening on $proto port $port (see $OUT/server.err)"
 }
 
-# haproxy_cfg PORT MAXCONN: a TCP-mode haproxy, one thread, from
-# 127.0.0.1:PORT to the upstream; its defaults otherwise.
+# haproxy_cfg PORT MAXCONN [OPTION...]: a TCP-mode haproxy, one thread, from
+# 127.0.0.1:PORT to the upstream, with the proxy options given (e.g.
+# "splice-request"); its defaults otherwise.
 haproxy_cfg() {
+    local option options=
+    for option in "${@:3}"; do options+=$'\n'"    option $option"; done
     cat >"$OUT/haproxy.cfg" <<EOF
 global
     nbthread 1
@@ -47,7 +50,7 @@ defaults
     timeout server 1m
 listen relay
     bind 127.0.0.1:$1
-    server upstream $UP_TCP
+    server upstream $UP_TCP$options
 EOF
 }
 
@@ -66,9 +69,15 @@ start_relay() {
         start_server setsid taskset -c 0
         return
         ;;
-    haproxy)
+    haproxy | haproxy-splice)
         free_port
-        haproxy_cfg "$PORT" "$max"
+        if [[ $name == haproxy ]]; then
+            haproxy_cfg "$PORT" "$max"
+        else
+            # Both directions by splice(2) through a pipe, as ackloop's
+            # plain bulk.
+            haproxy_cfg "$PORT" "$max" splice-request splice-response
+        fi
         CMD=(haproxy -db -f "$OUT/haproxy.cfg")
         ;;
     socat)
@@ -77,7 +86,7 @@ start_relay() {
         [[ $proto == udp ]] && listen=UDP-LISTEN connect=UDP:$UP_UDP
         CMD=(socat "$listen:$PORT,bind=127.0.0.1,fork,reuseaddr" "$connect")
         ;;
-    *) die "unknown relay $name (RELAYS takes ackloop, haproxy, socat and before)" ;;
+    *) die "unknown relay $name (RELAYS takes ackloop, haproxy, haproxy-splice, socat and before)" ;;
     esac
     start_quiet "$proto" "$PORT" setsid taskset -c 0
     TCP=127.0.0.1:$PORT UDP=127.0.0.1:$PORT
@@ -95,7 +104,7 @@ relay_names() {
     relay:udp*) skip=haproxy ;; # haproxy relays no UDP
     esac
     for name in $RELAYS; do
-        [[ $name == "$skip" ]] || NAMES+=" $name"
+        [[ $name == "$skip" || $name == "$skip"-* ]] || NAMES+=" $name"
     done
 }
 

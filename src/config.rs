@@ -146,7 +146,9 @@ pub struct Config {
     /// mode's first bytes (a datagram is still counted at its real length).
     pub read_buffer: usize,
     /// A connection owing this many reply bytes takes no more lines and is
-    /// not read until they drain (backpressure).
+    /// not read until they drain (backpressure). On a relay, the bytes a
+    /// direction holds for its receiver, in memory or (Linux, bulk) in
+    /// its kernel pipe.
     pub max_owed: usize,
     /// UDP datagrams waiting, at most: replies the socket cannot take yet
     /// and datagrams a `delay` holds back, on a relay either way, all

@@ -52,11 +52,23 @@ pub(crate) const READS_PER_PUMP: usize = crate::limits::READS_PER_TURN;
 pub(crate) trait Sink: Write {
     /// Sends our FIN: `shutdown(Write)`.
     fn shutdown_write(&mut self) -> io::Result<()>;
+
+    /// The socket's descriptor, for `splice(2)`: none for what is no
+    /// socket (the tests' scripted peers), whose bytes are copied.
+    #[cfg(target_os = "linux")]
+    fn splice_fd(&self) -> Option<std::os::fd::RawFd> {
+        None
+    }
 }
 
 impl Sink for mio::net::TcpStream {
     fn shutdown_write(&mut self) -> io::Result<()> {
         self.shutdown(std::net::Shutdown::Write)
+    }
+
+    #[cfg(target_os = "linux")]
+    fn splice_fd(&self) -> Option<std::os::fd::RawFd> {
+        Some(std::os::fd::AsRawFd::as_raw_fd(self))
     }
 }
 
@@ -161,6 +173,12 @@ pub(crate) struct HalfPipe {
     shaped: Option<Box<Shaped>>,
     /// Line mode: where this direction's lines stand (a few counts).
     lines: Option<Box<lines::Lines>>,
+    /// A plain direction's bulk: its kernel pipe, once it has one.
+    #[cfg(target_os = "linux")]
+    pipe: Option<Box<crate::relay::splice::Pipe>>,
+    /// No pipe could be opened: the direction copies.
+    #[cfg(target_os = "linux")]
+    splice_refused: bool,
 }
 
 impl HalfPipe {
@@ -551,6 +569,10 @@ fn write_some(sink: &mut impl Write, bytes: &[u8]) -> io::Result<usize> {
 
 mod lines;
 mod shaped;
+/// A plain direction's bulk goes by `splice(2)` on Linux; elsewhere every
+/// direction copies.
+#[cfg_attr(not(target_os = "linux"), path = "half/copying.rs")]
+mod spliced;
 
 pub(crate) use lines::LineCx;
 pub(crate) use shaped::Shape;

@@ -424,8 +424,8 @@ fn arm_timer(slot: &mut Slot, key: usize, idle_ms: Option<Millis>, timers: &mut 
 
 #[cfg(test)]
 mod tests {
-    /// An idle pair holds no buffer: its memory is its slot (192 bytes on
-    /// 64-bit Linux today) and the kernel's two sockets.
+    /// An idle pair holds no buffer and no pipe: its memory is its slot
+    /// (216 bytes on 64-bit Linux today) and the kernel's two sockets.
     #[test]
     fn an_idle_pair_is_small() {
         let slot = std::mem::size_of::<super::Slot>();
