@@ -147,11 +147,11 @@
 //! [`Config::udp_queue_len`] and [`Config::udp_queue_bytes`] (past it, replies are
 //! dropped and counted; replies a `delay` holds back, and on a relay the
 //! datagrams held either way, count against the same bound), and only
-//! then is `WRITABLE` registered. With the
-//! fixed reply on Linux the payload is never needed, so `recvmmsg` takes up
-//! to 32 datagrams per system call without copying them, and one
-//! `sendmmsg` answers them all: with a one-line cast for `MSG_TRUNC`
-//! receives, the crate's only `unsafe` code.
+//! then is `WRITABLE` registered. On Linux `recvmmsg` takes up to 64
+//! datagrams per system call (with the fixed reply and no fault, without
+//! copying their payloads), and `sendmmsg` sends the replies, or a relay's
+//! datagrams, gathered over the turn: the crate's `unsafe` code is mostly
+//! these two calls' C structures.
 //!
 //! ## Time
 //!

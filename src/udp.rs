@@ -2,15 +2,16 @@
 //! what the socket cannot take right now; and, on a relay, the public
 //! socket's side of it.
 //!
-//! There are no connections: each datagram is a whole message. With a
-//! custom responder it is read into the loop's shared read buffer
-//! (`--read-buffer`, 64 KiB by default, so the largest UDP payload, 65,507
-//! bytes, fits) and answered with `send_to`.
-//! With the fixed reply on Linux, [`batch`] takes up to 32 datagrams per
-//! system call and answers them all with one more. Only when the socket
-//! would block does a reply wait in the queue, which the next writable
-//! event drains. While the queue holds anything, new replies go behind it,
-//! in order.
+//! There are no connections: each datagram is a whole message. On Linux,
+//! [`batch`] takes up to 64 datagrams per system call (`recvmmsg`): with
+//! the fixed reply and no fault in force, without their payloads, and
+//! answers them all with one more (`sendmmsg`); else each with its payload
+//! in a slot of `--read-buffer` bytes (64 KiB by default, so the largest
+//! UDP payload, 65,507 bytes, fits), answered or relayed one by one, the
+//! datagrams sent gathered ([`outbound`]) to leave together. Elsewhere a
+//! batch is one datagram. Only when the socket would block does a datagram
+//! wait in the queue, which the next writable event drains. While the
+//! queue holds anything, new replies go behind it, in order.
 //!
 //! Every datagram the server sends that a fault may touch (a reply, and on
 //! a relay each datagram relayed either way) takes one path, in
@@ -44,11 +45,24 @@ use crate::vocab::Direction;
 
 #[cfg(target_os = "linux")]
 mod batch;
+#[cfg(not(target_os = "linux"))]
+#[path = "udp/portable.rs"]
+mod batch;
 pub(crate) mod journal;
+mod outbound;
 mod outbox;
 
 use journal::Datagram;
 use outbox::{Outgoing, Way};
+
+/// A batch shorter than asked for means the socket was drained (see
+/// [`batch`]), but while datagrams come faster than they are answered, more
+/// have often arrived by the time a batch is answered: one more read then
+/// takes them for one call, where going back to the poll would cost it and
+/// the read too. A batch of at least this many is read again (but on a
+/// relay); a single datagram says the load is light, and the poll waits
+/// for the next.
+const READ_AGAIN_FROM: usize = if batch::BATCH > 2 { 2 } else { batch::BATCH };
 
 /// A relayed flow as UDP knows it: its key in the relay's table and the
 /// serial number that tells it from a later flow in the same key.
@@ -105,74 +119,69 @@ pub(crate) struct Udp {
     socket: UdpSocket,
     /// What waits to be sent: queued for the socket, or held by a delay.
     outbox: outbox::Outbox,
+    /// Datagrams for the socket gathered to be sent together.
+    outbound: outbound::Outbound,
     /// `WRITABLE` is registered: only while the queue holds replies.
     write_interest: bool,
-    /// Linux, fixed reply: sources and lengths of a `recvmmsg` batch.
-    #[cfg(target_os = "linux")]
-    batch: Option<Box<batch::Batch>>,
+    /// The sources, lengths and (when they matter) payloads of the last
+    /// batch read, from the socket or a relayed flow; taken out while it
+    /// is worked through.
+    batch: Option<batch::Batch>,
+    /// Every reply is the same and nothing is relayed: while no fault
+    /// judges each datagram, no payload needs reading.
+    fixed_reply: bool,
+}
+
+/// What [`Udp::receive_down`] read from a relayed flow.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Down {
+    /// Datagrams read.
+    pub count: usize,
+    /// Their real lengths, summed.
+    pub bytes: u64,
+    /// The batch was short: the flow is drained (see [`batch`]).
+    pub drained: bool,
 }
 
 impl Udp {
     /// `fixed_reply`: every reply is the same, so datagrams can be taken
     /// and answered in batches without reading their payloads.
     pub fn new(socket: UdpSocket, fixed_reply: bool, config: &Config) -> Udp {
-        // A relay needs each datagram's payload: no batches for it.
-        let batches = fixed_reply && config.upstream_udp.is_none();
-        #[cfg(not(target_os = "linux"))]
-        let _ = batches;
         Udp {
             socket,
             outbox: outbox::Outbox::new(config),
+            outbound: outbound::Outbound::new(),
             write_interest: false,
-            #[cfg(target_os = "linux")]
-            batch: batches.then(batch::Batch::new),
+            batch: Some(batch::Batch::new(config.read_buffer)),
+            // A relay needs each datagram's payload.
+            fixed_reply: fixed_reply && config.upstream_udp.is_none(),
         }
     }
 
-    /// Datagrams still waiting to be sent, either way: queued for the
-    /// socket or held by a delay.
+    /// Datagrams still waiting to be sent, either way: gathered, queued
+    /// for the socket or held by a delay.
     pub fn queued(&self) -> usize {
-        self.outbox.len()
+        self.outbox.len() + self.outbound.len()
     }
 
     /// The socket is ready (or was left still ready last turn): release
     /// the delayed datagrams that are due and send what waits, then take
-    /// datagrams until `WouldBlock` or the budget ends: each is answered,
-    /// or on a relay (`upstreams`) sent up through its client's flow.
-    /// Whatever budget runs out, with work perhaps left, puts the socket
-    /// on the still-ready list; when the sends run out, no datagram is
-    /// read this turn (its reply would only queue behind the rest).
+    /// datagrams until the socket is drained or the budget ends: each is
+    /// answered, or on a relay (`upstreams`) sent up through its client's
+    /// flow. Whatever budget runs out, with work perhaps left, puts the
+    /// socket on the still-ready list; when the sends run out, no datagram
+    /// is read this turn (its reply would only queue behind the rest).
     pub fn serve(&mut self, mut upstreams: Option<&mut dyn Upstreams>, t: &mut Turn<'_>) {
         let mut sends = DATAGRAMS_PER_TURN;
         self.release_due(&mut sends, lend(&mut upstreams), t);
         self.send_queued(&mut sends, t.counters);
-        if sends == 0 {
-            self.settle_interest(t.registry);
-            return t.ready.push(Ready::Udp);
-        }
-        let still_ready = match upstreams {
-            Some(upstreams) => self.serve_one_by_one(Some(upstreams), t),
-            None => self.serve_plain(t),
-        };
-        self.settle(still_ready, Ready::Udp, t);
-    }
-
-    /// Answers datagrams: in batches with the fixed reply on Linux, while
-    /// no fault judges each datagram; else one by one. Whether the budget
-    /// ran out.
-    fn serve_plain(&mut self, t: &mut Turn<'_>) -> bool {
-        #[cfg(target_os = "linux")]
-        if let Some(mut batch) = self.batch.take() {
-            // Faults judge each datagram: no batches while any is in force.
-            let still_ready = if t.faults.any(Protocol::Udp) {
-                self.serve_one_by_one(None, t)
-            } else {
-                self.serve_batches(&mut batch, t)
-            };
+        let mut still_ready = sends == 0;
+        if !still_ready && let Some(mut batch) = self.batch.take() {
+            still_ready = self.serve_batches(&mut batch, upstreams, t);
             self.batch = Some(batch);
-            return still_ready;
         }
-        self.serve_one_by_one(None, t)
+        self.flush_outbound(t.counters, t.now);
+        self.settle(still_ready, Ready::Udp, t);
     }
 
     /// Settles the socket's interest, and puts `source` (the socket, or a
@@ -185,57 +194,45 @@ impl Udp {
         }
     }
 
+    /// The end of the loop's turn: sends what was gathered (a relay's
+    /// flows gather their datagrams over the turn), and settles the
+    /// socket's interest.
+    pub fn end_turn(&mut self, t: &mut Turn<'_>) {
+        self.flush_outbound(t.counters, t.now);
+        self.settle_interest(t.registry);
+    }
+
     /// Takes the socket off the poll before it is dropped (mio's rule:
-    /// some selectors keep state per source). What still waits is
-    /// dropped: counted, and journaled if held by a delay.
+    /// some selectors keep state per source). What is gathered is sent;
+    /// what still waits is dropped: counted, and journaled if held by a
+    /// delay.
     pub fn close(&mut self, t: &mut Turn<'_>) {
+        self.flush_outbound(t.counters, t.now);
         self.outbox.drop_all(t.counters, t.now, t.journal);
         if let Err(e) = t.registry.deregister(&mut self.socket) {
             debug!("udp: cannot deregister: {e}");
         }
     }
 
-    /// Reads datagrams one at a time: each is answered, or on a relay
-    /// sent up.
-    fn serve_one_by_one(
+    /// Takes datagrams a batch at a time until a batch comes short (the
+    /// socket is drained; see [`READ_AGAIN_FROM`]) or the budget ends
+    /// (returns `true`).
+    /// With the fixed reply and no fault in force, a batch is answered
+    /// without its payloads being read, with one more call; else each
+    /// datagram is answered, or on a relay sent up its flow.
+    fn serve_batches(
         &mut self,
+        batch: &mut batch::Batch,
         mut upstreams: Option<&mut dyn Upstreams>,
         t: &mut Turn<'_>,
     ) -> bool {
-        for _ in 0..DATAGRAMS_PER_TURN {
-            match receive(&self.socket, t.buf) {
-                Ok((len, from)) => {
-                    trace!("udp: {len} bytes from {from}");
-                    add(&t.counters.datagrams, 1);
-                    add(&t.counters.bytes_in, len as u64);
-                    // A read buffer smaller than the datagram holds its start.
-                    let len = len.min(t.buf.len());
-                    match lend(&mut upstreams) {
-                        None => self.answer(len, from, t),
-                        Some(upstreams) => self.relay_up(len, from, upstreams, t),
-                    }
-                }
-                // Drained: the next datagram brings a new event.
-                Err(e) if e.kind() == ErrorKind::WouldBlock => return false,
-                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-                // An error reported for an earlier send (ICMP port
-                // unreachable, say): it concerns that datagram only.
-                Err(e) => debug!("udp: receive error: {e}"),
-            }
-        }
-        true
-    }
-
-    /// Fixed reply on Linux: takes datagrams [`batch::BATCH`] at a time and
-    /// answers each batch with one `sendmmsg`; what the socket cannot take
-    /// waits in the queue.
-    #[cfg(target_os = "linux")]
-    fn serve_batches(&mut self, batch: &mut batch::Batch, t: &mut Turn<'_>) -> bool {
-        let Replies::Fixed(pattern) = &*t.replies else {
-            // A responder needs each payload: no batches for it.
-            return self.serve_one_by_one(None, t);
+        let fixed = self.fixed_reply && upstreams.is_none() && !t.faults.any(Protocol::Udp);
+        // A relay's clients wait for what the flows bring back, which
+        // leaves by the end of the turn: a short batch is all there is.
+        let read_again_from = match upstreams {
+            Some(_) => batch.payload_slots(),
+            None => READ_AGAIN_FROM,
         };
-        let reply = pattern.text();
         // The budget counts datagrams, not calls: under steady load each
         // call finds the few that arrived during the last one, and going on
         // costs less than waking the poll again. The calls are bounded too,
@@ -249,57 +246,106 @@ impl Udp {
             // tell mio's selector when it hits `WouldBlock` (epoll needs
             // nothing; mio's poll(2) selector re-arms the socket then).
             let socket = &self.socket;
-            let received = match socket.try_io(|| batch.receive(socket)) {
+            let received = socket.try_io(|| match fixed {
+                true => batch.receive(socket),
+                false => batch.receive_payloads(socket),
+            });
+            let received = match received {
                 Ok(n) => n,
                 // Drained: the next datagram brings a new event.
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return false,
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                // An error reported for an earlier send (ICMP port
+                // unreachable, say): it concerns that datagram only.
                 Err(e) => {
                     debug!("udp: receive error: {e}");
                     continue;
                 }
             };
             taken += received;
-            add(&t.counters.datagrams, received as u64);
-            for i in 0..received {
-                add(&t.counters.bytes_in, batch.len(i) as u64);
-                if log_enabled!(Level::Trace) {
-                    trace!("udp: {} bytes from {:?}", batch.len(i), batch.source(i));
+            if fixed {
+                self.answer_batch(batch, received, t);
+            } else {
+                for i in 0..received {
+                    self.take_one(batch, i, lend(&mut upstreams), t);
                 }
             }
-            let mut next = 0;
-            while next < received && self.outbox.nothing_queued() {
-                let socket = &self.socket;
-                match socket.try_io(|| batch.send(socket, reply, next..received)) {
-                    Ok(sent) => {
-                        add(&t.counters.bytes_out, (sent * reply.len()) as u64);
-                        next += sent;
-                    }
-                    Err(e) if e.kind() == ErrorKind::WouldBlock => break,
-                    Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                    Err(e) => {
-                        debug!("udp: send to {:?} failed: {e}", batch.source(next));
-                        add(&t.counters.replies_dropped, 1);
-                        next += 1;
-                    }
-                }
-            }
-            // What the socket would not take waits, in order.
-            for i in next..received {
-                match batch.source(i) {
-                    Some(to) => {
-                        self.outbox.queue(reply, to, t.counters, t.now);
-                    }
-                    None => add(&t.counters.replies_dropped, 1),
-                }
+            if received < read_again_from {
+                return false; // Drained (see `batch`).
             }
         }
         true
     }
 
-    /// Makes the reply to the datagram in `t.buf[..len]` and sends it as
-    /// the faults say.
-    fn answer(&mut self, len: usize, from: SocketAddr, t: &mut Turn<'_>) {
+    /// Datagram `i` of `batch`, payload read: answered, or on a relay
+    /// sent up its flow.
+    fn take_one(
+        &mut self,
+        batch: &batch::Batch,
+        i: usize,
+        upstreams: Option<&mut dyn Upstreams>,
+        t: &mut Turn<'_>,
+    ) {
+        add(&t.counters.datagrams, 1);
+        add(&t.counters.bytes_in, batch.len(i) as u64);
+        let Some(from) = batch.source(i) else {
+            return debug!("udp: a datagram from a non-IP address");
+        };
+        trace!("udp: {} bytes from {from}", batch.len(i));
+        let datagram = batch.payload(i);
+        match upstreams {
+            None => self.answer(datagram, from, t),
+            Some(upstreams) => self.relay_up(datagram, from, upstreams, t),
+        }
+    }
+
+    /// Fixed reply, no fault: answers the `received` datagrams of `batch`
+    /// with one `sendmmsg`; what the socket cannot take waits in the
+    /// queue.
+    fn answer_batch(&mut self, batch: &mut batch::Batch, received: usize, t: &mut Turn<'_>) {
+        let Replies::Fixed(pattern) = &*t.replies else {
+            return; // `fixed_reply` says it is.
+        };
+        let reply = pattern.text();
+        add(&t.counters.datagrams, received as u64);
+        for i in 0..received {
+            add(&t.counters.bytes_in, batch.len(i) as u64);
+            if log_enabled!(Level::Trace) {
+                trace!("udp: {} bytes from {:?}", batch.len(i), batch.source(i));
+            }
+        }
+        // Anything gathered before goes first.
+        self.flush_outbound(t.counters, t.now);
+        let mut next = 0;
+        while next < received && self.outbox.nothing_queued() {
+            let socket = &self.socket;
+            match socket.try_io(|| batch.send(socket, reply, next..received)) {
+                Ok(sent) => {
+                    add(&t.counters.bytes_out, (sent * reply.len()) as u64);
+                    next += sent;
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => {
+                    debug!("udp: send to {:?} failed: {e}", batch.source(next));
+                    add(&t.counters.replies_dropped, 1);
+                    next += 1;
+                }
+            }
+        }
+        // What the socket would not take waits, in order.
+        for i in next..received {
+            match batch.source(i) {
+                Some(to) => {
+                    self.outbox.queue(reply, to, t.counters, t.now);
+                }
+                None => add(&t.counters.replies_dropped, 1),
+            }
+        }
+    }
+
+    /// Makes the reply to `datagram` and sends it as the faults say.
+    fn answer(&mut self, datagram: &[u8], from: SocketAddr, t: &mut Turn<'_>) {
         let ordinal = t.counters.datagrams.load(Relaxed);
         let out = Outgoing {
             ordinal,
@@ -307,19 +353,18 @@ impl Udp {
             way: Way::Reply,
         };
         if t.journal.is_some() {
-            let datagram = &t.buf[..len];
             let clean = AppliedFaults::default();
             out.journaled(t.journal, t.now)
                 .record(JournalDirection::In, datagram, clean);
         }
-        let verdict = judge((out.way.direction(), ordinal), out.client, len, t);
+        let verdict = judge((out.way.direction(), ordinal), out.client, datagram, t);
         let reply: Option<&[u8]> = match t.replies {
             Replies::Fixed(pattern) => Some(pattern.text()),
             Replies::Custom { responder, scratch } => {
                 let request = Request {
                     protocol: Protocol::Udp,
                     peer: from,
-                    message: &t.buf[..len],
+                    message: datagram,
                 };
                 ask(responder, scratch, &request)
             }
@@ -338,11 +383,11 @@ impl Udp {
         } // Else the responder sends nothing.
     }
 
-    /// Relay: sends the client datagram in `t.buf[..len]` upstream through
-    /// its flow, as the `up` faults say.
+    /// Relay: sends the client's `datagram` upstream through its flow, as
+    /// the `up` faults say.
     fn relay_up(
         &mut self,
-        len: usize,
+        datagram: &[u8],
         from: SocketAddr,
         upstreams: &mut dyn Upstreams,
         t: &mut Turn<'_>,
@@ -351,7 +396,7 @@ impl Udp {
         // Judged before its flow is found: a datagram with no flow to be
         // had is judged all the same, so that the faults' choices stay a
         // function of the ordinal.
-        let verdict = judge((Direction::Up, ordinal), from, len, t);
+        let verdict = judge((Direction::Up, ordinal), from, datagram, t);
         let Some(flow) = upstreams.flow_of(from, t) else {
             add(&t.counters.replies_dropped, 1);
             let faults = verdict.as_ref().map(|v| AppliedFaults::of(&v.applied));
@@ -375,34 +420,60 @@ impl Udp {
             timers: t.timers,
             upstreams: Some(upstreams),
         };
-        self.send(out, &t.buf[..len], verdict.as_ref(), &mut sending);
+        self.send(out, datagram, verdict.as_ref(), &mut sending);
     }
 
-    /// Relay: the datagram in `t.buf[..len]` came from the upstream on
-    /// `flow`, the `ordinal`th down; it goes to `client` from the public
-    /// socket, as the `down` faults say.
+    /// Relay: reads the next batch the upstream sent on a flow's `socket`
+    /// into this UDP's batch, for [`relay_down`](Udp::relay_down).
+    ///
+    /// # Errors
+    ///
+    /// As `recv`'s: `WouldBlock` when nothing waits; an upstream error
+    /// (ICMP port unreachable) for an earlier datagram.
+    pub fn receive_down(&mut self, socket: &UdpSocket) -> io::Result<Down> {
+        let batch = self.batch.as_mut().ok_or(ErrorKind::WouldBlock)?;
+        let count = socket.try_io(|| batch.receive_payloads(socket))?;
+        let bytes = (0..count).map(|i| batch.len(i) as u64).sum();
+        Ok(Down {
+            count,
+            bytes,
+            drained: count < batch.payload_slots(),
+        })
+    }
+
+    /// Relay: the `count` datagrams [`receive_down`](Udp::receive_down)
+    /// read came from the upstream on `flow`, the first of them the
+    /// `first`th down; each goes to `client` from the public socket, as
+    /// the `down` faults say (gathered, to leave together by the end of
+    /// the turn).
     pub fn relay_down(
         &mut self,
-        (len, client, ordinal): (usize, SocketAddr, u64),
+        (count, client, first): (usize, SocketAddr, u64),
         flow: FlowRef,
         upstreams: &mut dyn Upstreams,
         t: &mut Turn<'_>,
     ) {
-        let out = Outgoing {
-            ordinal,
-            client,
-            way: Way::Down(flow),
+        let Some(batch) = self.batch.take() else {
+            return;
         };
-        let len = len.min(t.buf.len());
-        let verdict = judge((out.way.direction(), ordinal), out.client, len, t);
-        let mut sending = Sending {
-            counters: t.counters,
-            now: t.now,
-            journal: t.journal,
-            timers: t.timers,
-            upstreams: Some(upstreams),
-        };
-        self.send(out, &t.buf[..len], verdict.as_ref(), &mut sending);
+        for (i, ordinal) in (0..count).zip(first..) {
+            let datagram = batch.payload(i);
+            let out = Outgoing {
+                ordinal,
+                client,
+                way: Way::Down(flow),
+            };
+            let verdict = judge((out.way.direction(), ordinal), out.client, datagram, t);
+            let mut sending = Sending {
+                counters: t.counters,
+                now: t.now,
+                journal: t.journal,
+                timers: t.timers,
+                upstreams: Some(&mut *upstreams),
+            };
+            self.send(out, datagram, verdict.as_ref(), &mut sending);
+        }
+        self.batch = Some(batch);
     }
 
     /// `WRITABLE` interest exactly while replies wait for the socket.
@@ -415,20 +486,18 @@ impl Udp {
     }
 }
 
-/// Judges the datagram `t.buf[..len]`, the `ordinal`th going `dir`, of
-/// `client`'s, with the UDP faults in force: the verdict if any fault
-/// applies (counted and logged), else `None`, and the datagram goes out
-/// as it is.
+/// Judges `datagram`, the `ordinal`th going `dir`, of `client`'s, with
+/// the UDP faults in force: the verdict if any fault applies (counted and
+/// logged), else `None`, and the datagram goes out as it is.
 fn judge(
     (dir, ordinal): (Direction, u64),
     client: SocketAddr,
-    len: usize,
+    datagram: &[u8],
     t: &mut Turn<'_>,
 ) -> Option<Verdict> {
     if !t.faults.any(Protocol::Udp) {
         return None;
     }
-    let datagram = &t.buf[..len];
     let verdict = t
         .faults
         .judge_message(Protocol::Udp, dir, [ordinal, 0], datagram);
@@ -438,29 +507,6 @@ fn judge(
     t.counters.add_faults(&verdict.applied);
     debug!("udp: datagram {ordinal} {dir} for {client}: fault {verdict}");
     Some(verdict)
-}
-
-/// Receives one datagram into `buf`; returns its real length, which is
-/// more than `buf` holds when the buffer is the smaller (`MSG_TRUNC` on
-/// Linux; elsewhere the length read), and its source.
-fn receive(socket: &UdpSocket, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
-    #[cfg(target_os = "linux")]
-    {
-        use std::mem::MaybeUninit;
-        // SAFETY: `[u8]` and `[MaybeUninit<u8>]` have the same layout, and
-        // the callee only writes initialized bytes into it (the kernel
-        // copies the datagram), so `buf` stays initialized.
-        let uninit = unsafe { &mut *(std::ptr::from_mut(buf) as *mut [MaybeUninit<u8>]) };
-        let sock = socket2::SockRef::from(socket);
-        // Through `try_io`, as for the batches: mio must see `WouldBlock`.
-        let (len, from) = socket.try_io(|| sock.recv_from_with_flags(uninit, libc::MSG_TRUNC))?;
-        let from = from
-            .as_socket()
-            .ok_or_else(|| io::Error::other("a datagram from a non-IP address"))?;
-        Ok((len, from))
-    }
-    #[cfg(not(target_os = "linux"))]
-    socket.recv_from(buf)
 }
 
 #[cfg(test)]

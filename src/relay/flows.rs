@@ -89,16 +89,55 @@ impl Flows {
 
     /// Flow `key` is readable (or was left still ready): each datagram
     /// the upstream sent on it goes to its client from the public socket,
-    /// as the `down` faults say.
+    /// as the `down` faults say. Read a batch at a time, until a batch
+    /// comes short (drained) or the budget ends; their sends are gathered
+    /// with every other flow's, to leave together by the end of the turn.
     pub fn serve(&mut self, key: usize, udp: &mut Udp, t: &mut Turn<'_>) {
         let mut still_ready = true;
+        let mut taken = 0;
+        // The calls are bounded too, whatever they return.
         for _ in 0..DATAGRAMS_PER_TURN {
-            match self.receive(key, t) {
-                Received::Datagram(len, client, ordinal, flow) => {
-                    udp.relay_down((len, client, ordinal), flow, self, t);
+            if taken >= DATAGRAMS_PER_TURN {
+                break;
+            }
+            let Some(flow) = self.table.get_mut(key) else {
+                still_ready = false;
+                break;
+            };
+            match udp.receive_down(&flow.socket) {
+                Ok(down) => {
+                    flow.last_active = t.now;
+                    add(&t.counters.up_bytes_in, down.bytes);
+                    let first = self.down_seen + 1;
+                    self.down_seen += down.count as u64;
+                    taken += down.count;
+                    let (client, id) = (flow.client, flow.id);
+                    if down.drained {
+                        // The upstream's next datagram brings an event.
+                        arm_timer(flow, key, self.flow_ms, t);
+                        still_ready = false;
+                    }
+                    let received = (down.count, client, first);
+                    udp.relay_down(received, FlowRef { key, id }, self, t);
+                    if down.drained {
+                        break;
+                    }
                 }
-                Received::Again => {}
-                Received::Drained => {
+                // Drained: the upstream's next datagram brings an event.
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                    arm_timer(flow, key, self.flow_ms, t);
+                    still_ready = false;
+                    break;
+                }
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) if is_unreachable(&e) => {
+                    add(&t.counters.upstream_failed, 1);
+                    debug!("udp: flow {key} ({}): upstream error: {e}", flow.client);
+                }
+                // Anything else may well repeat: leave the flow for now (its
+                // next event, or its idle timeout, comes back to it).
+                Err(e) => {
+                    debug!("udp: flow {key} ({}): receive failed: {e}", flow.client);
                     still_ready = false;
                     break;
                 }
@@ -156,41 +195,6 @@ impl Flows {
         Some(key)
     }
 
-    /// Receives the next datagram the upstream sent on flow `key` into
-    /// `t.buf`. An upstream error (ICMP port unreachable) is counted, and
-    /// the flow goes on.
-    fn receive(&mut self, key: usize, t: &mut Turn<'_>) -> Received {
-        let Some(flow) = self.table.get_mut(key) else {
-            return Received::Drained;
-        };
-        match flow.socket.recv(t.buf) {
-            Ok(n) => {
-                flow.last_active = t.now;
-                add(&t.counters.up_bytes_in, n as u64);
-                self.down_seen += 1;
-                let id = flow.id;
-                Received::Datagram(n, flow.client, self.down_seen, FlowRef { key, id })
-            }
-            // Drained: the upstream's next datagram brings an event.
-            Err(e) if e.kind() == ErrorKind::WouldBlock => {
-                arm_timer(flow, key, self.flow_ms, t);
-                Received::Drained
-            }
-            Err(e) if e.kind() == ErrorKind::Interrupted => Received::Again,
-            Err(e) if is_unreachable(&e) => {
-                add(&t.counters.upstream_failed, 1);
-                debug!("udp: flow {key} ({}): upstream error: {e}", flow.client);
-                Received::Again
-            }
-            // Anything else may well repeat: leave the flow for now (its
-            // next event, or its idle timeout, comes back to it).
-            Err(e) => {
-                debug!("udp: flow {key} ({}): receive failed: {e}", flow.client);
-                Received::Drained
-            }
-        }
-    }
-
     /// Flow `key`'s timer came due: close it if it is idle, or re-arm.
     /// The entry is the flow's own if it is the one its [`Armed`] holds
     /// (as for a connection). A flow holding datagrams back is not idle,
@@ -246,17 +250,6 @@ impl Flows {
     pub fn end_turn(&mut self) {
         self.table.end_turn();
     }
-}
-
-/// What [`Flows::receive`] found.
-enum Received {
-    /// A datagram of this length in the buffer, for this client, with
-    /// this `down` ordinal, on this flow.
-    Datagram(usize, SocketAddr, u64, FlowRef),
-    /// An error taken (and counted if the upstream's): try again.
-    Again,
-    /// Nothing more now.
-    Drained,
 }
 
 /// Sends `datagram` upstream on `flow`; whether it left. A socket that

@@ -200,7 +200,8 @@ impl Sources {
     }
 
     /// The end of a turn: answer the control waits that are due, free the
-    /// keys closed during the turn, sweep stale timers.
+    /// keys closed during the turn, send the UDP datagrams gathered, sweep
+    /// stale timers.
     pub(super) fn end_turn(&mut self, t: &mut Turn<'_>) {
         if let (Some(control), mut target) = self.control_and_target() {
             control.check_waits(t, &mut target);
@@ -218,6 +219,10 @@ impl Sources {
         self.proxies.end_turn();
         if let Some(flows) = &mut self.flows {
             flows.end_turn();
+        }
+        // What the relay's flows gathered for the UDP socket leaves now.
+        if let Some(udp) = &mut self.udp {
+            udp.end_turn(t);
         }
         self.sweep_timers(t.timers);
     }

@@ -8,10 +8,24 @@
 //! that is one system call less than `recv_from` plus `send_to`, and the
 //! system call is most of what a datagram costs the server.
 //!
+//! When the payloads matter (a relay, a responder, a fault judging each
+//! datagram), [`Batch::receive_payloads`] takes them too, each into a slot
+//! of its own: up to [`BATCH`] slots of `--read-buffer` bytes, 2 MiB at
+//! most in all, made on first use and touched only as far as datagrams
+//! reach (a datagram longer than its
+//! slot keeps its start, as a read into the read buffer would). The same
+//! read serves the public socket and a relay's flows.
+//!
+//! A batch shorter than asked for means the socket was drained during the
+//! call (or an error stopped it: an error found at the start fails the
+//! call itself; one that arrives during it also wakes the poll again), so
+//! the caller need not make one more call to see `WouldBlock`: on Linux
+//! mio's poll is epoll, edge-triggered, and a datagram arriving after the
+//! queue emptied brings a new event.
+//!
 //! This is most of the crate's `unsafe` code: the two calls take arrays of C
 //! structures full of raw pointers. Each block says why its pointers are
-//! valid. A custom responder needs the payload, so it keeps the portable
-//! one-datagram-at-a-time path in [`super`].
+//! valid. Elsewhere `udp/portable.rs` stands in, with batches of one.
 
 use std::io;
 use std::mem::size_of;
@@ -24,24 +38,51 @@ use libc::{
     c_uint, c_void, iovec, mmsghdr, sockaddr_in, sockaddr_in6, sockaddr_storage, socklen_t,
 };
 
-/// Datagrams per `recvmmsg`/`sendmmsg` call. Past a few dozen, batching
-/// saves nothing more; [`DATAGRAMS_PER_TURN`](super::DATAGRAMS_PER_TURN) is
-/// a multiple of it.
-pub(crate) const BATCH: usize = 32;
+/// Datagrams per `recvmmsg`/`sendmmsg` call, as many as the C reference
+/// takes: near a server's saturation, batches of 32 come full and cost a
+/// call more than they would in one of 64.
+/// [`DATAGRAMS_PER_TURN`](super::DATAGRAMS_PER_TURN) is a multiple of it.
+pub(crate) const BATCH: usize = 64;
 
-/// Where the datagrams of the last [`receive`](Batch::receive) came from
-/// (where their replies go) and how long they were: about 4 KiB, made once.
-pub(crate) struct Batch {
+/// Payload slots take this many bytes at most, all together: as many
+/// slots of `--read-buffer` bytes as fit, [`BATCH`] at most, one at least
+/// (2 MiB: 32 slots of the default 64 KiB).
+const PAYLOAD_BYTES: usize = 2 << 20;
+
+/// The addresses and lengths of a batch: about 4 KiB, made once.
+struct Headers {
     sources: [sockaddr_storage; BATCH],
     source_lens: [socklen_t; BATCH],
     lens: [u32; BATCH],
 }
 
+/// Where the datagrams of the last receive came from (where their replies
+/// go), how long they were, and, when asked for, what they held.
+pub(crate) struct Batch {
+    headers: Box<Headers>,
+    /// `slots` slots of `slot` bytes; empty until payloads are first kept.
+    payloads: Vec<u8>,
+    slot: usize,
+    slots: usize,
+}
+
 impl Batch {
-    pub fn new() -> Box<Batch> {
-        // SAFETY: these are plain C structures and integers, for which all
-        // zero bytes is a valid value (family AF_UNSPEC, length 0).
-        Box::new(unsafe { std::mem::zeroed() })
+    /// A batch whose payload slots, once made, hold `slot` bytes each.
+    pub fn new(slot: usize) -> Batch {
+        Batch {
+            // SAFETY: these are plain C structures and integers, for which
+            // all zero bytes is a valid value (family AF_UNSPEC, length 0).
+            headers: Box::new(unsafe { std::mem::zeroed() }),
+            payloads: Vec::new(),
+            slot: slot.max(1),
+            slots: (PAYLOAD_BYTES / slot.max(1)).clamp(1, BATCH),
+        }
+    }
+
+    /// How many datagrams [`receive_payloads`](Batch::receive_payloads)
+    /// asks for: fewer is a short batch.
+    pub fn payload_slots(&self) -> usize {
+        self.slots
     }
 
     /// Receives up to [`BATCH`] datagrams; returns how many. Their payloads
@@ -52,43 +93,94 @@ impl Batch {
     ///
     /// `WouldBlock` when no datagram is waiting, as for `recv_from`.
     pub fn receive(&mut self, socket: &impl AsRawFd) -> io::Result<usize> {
+        self.receive_into(socket, false)
+    }
+
+    /// Receives up to [`payload_slots`](Batch::payload_slots) datagrams
+    /// with their payloads, each in a slot of its own
+    /// ([`payload`](Batch::payload)); returns how many.
+    ///
+    /// # Errors
+    ///
+    /// As for [`receive`](Batch::receive).
+    pub fn receive_payloads(&mut self, socket: &impl AsRawFd) -> io::Result<usize> {
+        if self.payloads.is_empty() {
+            // Zeroed memory from the system comes as pages mapped on first
+            // touch: only what datagrams reach becomes resident.
+            self.payloads = vec![0; self.slots * self.slot];
+        }
+        self.receive_into(socket, true)
+    }
+
+    fn receive_into(&mut self, socket: &impl AsRawFd, payloads: bool) -> io::Result<usize> {
+        let asked = if payloads { self.slots } else { BATCH };
         let mut headers = zeroed_headers();
-        for (header, source) in headers.iter_mut().zip(self.sources.iter_mut()) {
+        let mut iovs = [const {
+            iovec {
+                iov_base: ptr::null_mut(),
+                iov_len: 0,
+            }
+        }; BATCH];
+        let slots = self.payloads.chunks_exact_mut(self.slot);
+        for (header, source) in headers.iter_mut().zip(self.headers.sources.iter_mut()) {
             header.msg_hdr.msg_name = ptr::from_mut(source).cast::<c_void>();
             header.msg_hdr.msg_namelen = size_of::<sockaddr_storage>() as socklen_t;
-            // msg_iov stays null with msg_iovlen 0: no payload is copied,
-            // and MSG_TRUNC makes msg_len the datagram's real length.
+            // Without payloads, msg_iov stays null with msg_iovlen 0: no
+            // payload is copied. Either way MSG_TRUNC makes msg_len the
+            // datagram's real length.
         }
-        // SAFETY: `headers` holds BATCH valid mmsghdr values. Each msg_name
-        // points at one element of `self.sources`, which is borrowed
-        // mutably for the whole call and is exactly msg_namelen bytes; the
-        // kernel writes nothing else (no iovecs, no control buffer, no
-        // timeout).
+        if payloads {
+            for ((header, iov), slot) in headers.iter_mut().zip(iovs.iter_mut()).zip(slots) {
+                iov.iov_base = slot.as_mut_ptr().cast::<c_void>();
+                iov.iov_len = slot.len();
+                header.msg_hdr.msg_iov = ptr::from_mut(iov);
+                header.msg_hdr.msg_iovlen = 1;
+            }
+        }
+        // SAFETY: `headers` holds BATCH valid mmsghdr values, of which the
+        // kernel reads the first `asked` (BATCH, or `self.slots`, at most
+        // BATCH). Each msg_name points at one element of
+        // `self.headers.sources`, which is borrowed mutably for the whole
+        // call and is exactly msg_namelen bytes. With payloads, each of the
+        // first `self.slots` msg_iov points at one iovec of `iovs` (on this
+        // stack frame), which describes one distinct `slot`-byte slot of
+        // `self.payloads`, borrowed mutably for the whole call; without,
+        // there are none. The kernel writes nothing else (no control
+        // buffer, no timeout).
         let n = unsafe {
             libc::recvmmsg(
                 socket.as_raw_fd(),
                 headers.as_mut_ptr(),
-                BATCH as c_uint,
+                asked as c_uint,
                 libc::MSG_DONTWAIT | libc::MSG_TRUNC,
                 ptr::null_mut(),
             )
         };
         let n = usize::try_from(n).map_err(|_| io::Error::last_os_error())?;
         for (i, header) in headers.iter().enumerate().take(n) {
-            self.lens[i] = header.msg_len;
-            self.source_lens[i] = header.msg_hdr.msg_namelen;
+            self.headers.lens[i] = header.msg_len;
+            self.headers.source_lens[i] = header.msg_hdr.msg_namelen;
         }
         Ok(n)
     }
 
-    /// The length of received datagram `i`.
+    /// The length of received datagram `i`: its real length, which may be
+    /// more than its payload slot holds.
     pub fn len(&self, i: usize) -> usize {
-        self.lens[i] as usize
+        self.headers.lens[i] as usize
     }
 
     /// The source of received datagram `i`, if it is an IP address.
     pub fn source(&self, i: usize) -> Option<SocketAddr> {
-        socket_addr(&self.sources[i], self.source_lens[i])
+        socket_addr(&self.headers.sources[i], self.headers.source_lens[i])
+    }
+
+    /// The payload of datagram `i` of the last
+    /// [`receive_payloads`](Batch::receive_payloads): as much of it as its
+    /// slot holds.
+    pub fn payload(&self, i: usize) -> &[u8] {
+        let start = i * self.slot;
+        &self.payloads[start..start + self.len(i).min(self.slot)]
     }
 
     /// Sends `reply` to the sources of the received datagrams in `range`,
@@ -121,8 +213,8 @@ impl Batch {
         let mut headers = zeroed_headers();
         let count = range.len();
         for (header, i) in headers.iter_mut().zip(range) {
-            header.msg_hdr.msg_name = ptr::from_mut(&mut self.sources[i]).cast::<c_void>();
-            header.msg_hdr.msg_namelen = self.source_lens[i];
+            header.msg_hdr.msg_name = ptr::from_mut(&mut self.headers.sources[i]).cast::<c_void>();
+            header.msg_hdr.msg_namelen = self.headers.source_lens[i];
             header.msg_hdr.msg_iov = iov;
             header.msg_hdr.msg_iovlen = 1;
         }
@@ -144,7 +236,7 @@ impl Batch {
     }
 }
 
-fn zeroed_headers() -> [mmsghdr; BATCH] {
+pub(super) fn zeroed_headers() -> [mmsghdr; BATCH] {
     // SAFETY: mmsghdr is a plain C structure; all zero bytes is a valid
     // value (null pointers, zero lengths).
     unsafe { std::mem::zeroed() }
@@ -191,7 +283,7 @@ mod tests {
                 .send_to(&vec![7; size], server.local_addr().unwrap())
                 .unwrap();
         }
-        let mut batch = Batch::new();
+        let mut batch = Batch::new(65_536);
         // On loopback, `send_to` puts the datagram on the receiving
         // socket's queue before it returns: all three are waiting now.
         let n = batch.receive(&server).unwrap();
@@ -211,5 +303,24 @@ mod tests {
             let n = client.recv(&mut buf).unwrap();
             assert_eq!(&buf[..n], b"Received");
         }
+    }
+
+    #[test]
+    fn a_batch_with_payloads_keeps_each_in_its_slot_and_a_long_one_s_start() {
+        let server = UdpSocket::bind("127.0.0.1:0").unwrap();
+        server.set_nonblocking(true).unwrap();
+        let client = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let to = server.local_addr().unwrap();
+        for datagram in [&b"one"[..], b"", b"three", b"a longer one"] {
+            client.send_to(datagram, to).unwrap();
+        }
+        let mut batch = Batch::new(8);
+        assert_eq!(batch.receive_payloads(&server).unwrap(), 4, "a short batch");
+        let payloads: Vec<&[u8]> = (0..4).map(|i| batch.payload(i)).collect();
+        assert_eq!(payloads, [&b"one"[..], b"", b"three", b"a longer"]);
+        assert_eq!(batch.len(3), 12, "the real length");
+        assert_eq!(batch.source(2), Some(client.local_addr().unwrap()));
+        let err = batch.receive_payloads(&server).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::WouldBlock);
     }
 }

@@ -393,6 +393,7 @@ impl Udp {
             t.ready.push(Ready::Udp);
         }
         self.outbox.arm(t.now, t.timers);
+        self.flush_outbound(t.counters, t.now);
         self.settle_interest(t.registry);
     }
 
@@ -435,9 +436,10 @@ impl Udp {
         }
     }
 
-    /// Sends a datagram from the public socket now, or queues it behind
-    /// those already waiting; whether it left or waits (if not, it was
-    /// dropped, and counted).
+    /// Gathers a datagram for the public socket, to leave with the others
+    /// gathered ([`flush_outbound`](Udp::flush_outbound)), or queues it
+    /// behind those already waiting; whether it is on its way (if not, it
+    /// was dropped, and counted).
     fn send_or_queue(
         &mut self,
         bytes: &[u8],
@@ -446,20 +448,52 @@ impl Udp {
         now: Millis,
     ) -> bool {
         if self.outbox.nothing_queued() {
-            match send(&self.socket, bytes, to) {
-                Ok(Some(n)) => {
-                    add(&counters.bytes_out, n as u64);
-                    return true;
-                }
-                Ok(None) => {} // Would block: queue it.
-                Err(e) => {
-                    debug!("udp: send to {to} failed: {e}");
-                    add(&counters.replies_dropped, 1);
-                    return false;
-                }
+            if self.outbound.is_full_for(bytes.len()) {
+                self.flush_outbound(counters, now);
+            }
+            // Nothing gathered is ever behind the queue: only what the
+            // socket refused is queued, and then nothing more is gathered.
+            if self.outbox.nothing_queued() {
+                self.outbound.push(to, bytes);
+                return true;
             }
         }
         self.outbox.queue(bytes, to, counters, now)
+    }
+
+    /// Sends the datagrams gathered, in order, as many per call as the
+    /// socket takes; what it refuses is queued (within the bound: past it,
+    /// dropped and counted) for the next writable event.
+    pub(super) fn flush_outbound(&mut self, counters: &Counters, now: Millis) {
+        let total = self.outbound.len();
+        let mut next = 0;
+        // Bounded whatever the calls return (each error costs one
+        // datagram; an interrupted call is tried again, a few times).
+        for _ in 0..2 * total {
+            if next == total {
+                break;
+            }
+            let (socket, outbound) = (&self.socket, &self.outbound);
+            match socket.try_io(|| outbound.send(socket, next)) {
+                Ok(sent) => {
+                    let bytes: usize = (next..next + sent).map(|i| outbound.get(i).1.len()).sum();
+                    add(&counters.bytes_out, bytes as u64);
+                    next += sent;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    debug!("udp: send to {} failed: {e}", outbound.get(next).0);
+                    add(&counters.replies_dropped, 1);
+                    next += 1;
+                }
+            }
+        }
+        for i in next..total {
+            let (to, bytes) = self.outbound.get(i);
+            self.outbox.queue(bytes, to, counters, now);
+        }
+        self.outbound.clear();
     }
 
     /// Sends queued datagrams, oldest first, until the queue is empty, the

@@ -252,3 +252,124 @@ fn held_and_queued_datagrams_share_one_bound_and_held_ones_leave_up_their_flow()
     assert_eq!(flow.sent, [b"late", b"late"]);
     assert_eq!(flow.held, 0, "none held any more");
 }
+
+/// A reply to `to` sent now through the one fault path, no fault.
+fn reply(udp: &mut Udp, to: SocketAddr, datagram: &[u8], t: &mut Turn<'_>) {
+    let out = Outgoing {
+        ordinal: 1,
+        client: to,
+        way: Way::Reply,
+    };
+    let mut sending = Sending {
+        counters: t.counters,
+        now: t.now,
+        journal: None,
+        timers: t.timers,
+        upstreams: None,
+    };
+    udp.send(out, datagram, None, &mut sending);
+}
+
+/// Every datagram `sink` has received by now, as text.
+fn drain(sink: &std::net::UdpSocket) -> Vec<String> {
+    sink.set_nonblocking(true).unwrap();
+    let mut got = [0; 64];
+    let mut all = vec![];
+    while let Ok(n) = sink.recv(&mut got) {
+        all.push(String::from_utf8_lossy(&got[..n]).into_owned());
+    }
+    all
+}
+
+/// Sent datagrams are gathered, at most a batch of them, and leave
+/// together, in order, when the turn ends.
+#[test]
+fn gathered_datagrams_are_bounded_and_leave_in_order() {
+    let poll = mio::Poll::new().unwrap();
+    let sink = client();
+    let to = sink.local_addr().unwrap();
+    let mut udp = Udp::new(server_socket(&poll), false, &Config::default());
+    let counters = Counters::default();
+    with_turn(&poll, &counters, |t| {
+        for i in 0..70 {
+            reply(&mut udp, to, format!("{i}").as_bytes(), t);
+            assert!(
+                udp.queued() <= outbound::GATHERED,
+                "at most a batch gathered"
+            );
+        }
+        assert_eq!(
+            udp.queued(),
+            70 % outbound::GATHERED,
+            "the last batch waits"
+        );
+        udp.end_turn(t);
+        assert_eq!(udp.queued(), 0, "and leaves with the turn");
+    });
+    let sent: Vec<String> = (0..70).map(|i| format!("{i}")).collect();
+    assert_eq!(drain(&sink), sent);
+    assert_eq!(counters.snapshot().replies_dropped, 0);
+}
+
+/// A socket that fills mid-batch: the datagrams it took have left, the
+/// rest wait in the queue, in order, within its bound; past the bound they
+/// are dropped and counted. The next writable event sends the queue.
+#[test]
+fn a_socket_full_mid_batch_keeps_the_rest_queued_within_the_bound() {
+    let poll = mio::Poll::new().unwrap();
+    let sink = client();
+    let to = sink.local_addr().unwrap();
+    let config = Config {
+        udp_queue_len: 10,
+        ..Config::default()
+    };
+    let mut udp = Udp::new(server_socket(&poll), false, &config);
+    let counters = Counters::default();
+    with_turn(&poll, &counters, |t| {
+        for i in 0..20 {
+            reply(&mut udp, to, format!("{i}").as_bytes(), t);
+        }
+        assert_eq!(udp.queued(), 20, "gathered");
+        outbound::TAKES.set(Some(5));
+        udp.end_turn(t);
+        outbound::TAKES.set(None);
+        assert_eq!(udp.queued(), 10, "five left, ten queued");
+        assert_eq!(
+            counters.snapshot().replies_dropped,
+            5,
+            "five past the bound"
+        );
+        reply(&mut udp, to, b"behind", t);
+        assert_eq!(
+            udp.queued(),
+            10,
+            "a new one goes behind the queue, which is full"
+        );
+        assert_eq!(counters.snapshot().replies_dropped, 6);
+        udp.serve(None, t);
+        assert_eq!(udp.queued(), 0, "the queue leaves when the socket takes it");
+    });
+    let sent: Vec<String> = (0..15).map(|i| format!("{i}")).collect();
+    assert_eq!(drain(&sink), sent, "in order");
+}
+
+/// A send that fails for one datagram of a batch (here: an address the
+/// socket cannot reach) costs that datagram alone, counted.
+#[test]
+fn an_error_mid_batch_costs_only_its_datagram() {
+    let poll = mio::Poll::new().unwrap();
+    let sink = client();
+    let to = sink.local_addr().unwrap();
+    let mut udp = Udp::new(server_socket(&poll), false, &Config::default());
+    let counters = Counters::default();
+    let unreachable: SocketAddr = "[::1]:9".parse().unwrap();
+    with_turn(&poll, &counters, |t| {
+        reply(&mut udp, to, b"first", t);
+        reply(&mut udp, unreachable, b"lost", t);
+        reply(&mut udp, to, b"third", t);
+        udp.end_turn(t);
+        assert_eq!(udp.queued(), 0);
+    });
+    assert_eq!(drain(&sink), ["first", "third"]);
+    assert_eq!(counters.snapshot().replies_dropped, 1);
+}

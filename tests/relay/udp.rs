@@ -61,6 +61,45 @@ fn datagrams_relay_both_ways_through_one_flow_per_client() {
 
 /// One flow at most, closed after a second of silence: a second client is
 /// dropped until the first one's flow expires, then served.
+/// Many clients' datagrams at once: the relay reads them from its socket
+/// in batches, sends each up its client's own flow, and sends what the
+/// flows bring back together (two of them long, past what one send
+/// gathers); each client gets its own datagrams back, in order, from the
+/// address it sent to.
+#[test]
+fn many_clients_datagrams_at_once_each_reach_their_own_client_in_order() {
+    const CLIENTS: usize = 40;
+    const EACH: usize = 2;
+    let upstream = UdpUpstream::echo();
+    let relay = udp_relay(upstream.addr, &[]);
+    let clients: Vec<UdpSocket> = (0..CLIENTS).map(|_| udp_client(DEADLINE)).collect();
+    let datagram = |client: usize, k: usize| {
+        let mut datagram = format!("client {client} datagram {k}").into_bytes();
+        if client < 2 && k == 0 {
+            datagram.resize(40_000, b'.');
+        }
+        datagram
+    };
+    for k in 0..EACH {
+        for (i, client) in clients.iter().enumerate() {
+            client.send_to(&datagram(i, k), relay.udp()).unwrap();
+        }
+    }
+    for (i, client) in clients.iter().enumerate() {
+        for k in 0..EACH {
+            let (reply, from) = udp_receive(client).expect("a reply");
+            assert!(
+                reply == datagram(i, k),
+                "client {i}'s datagram {k}, in order"
+            );
+            assert_eq!(from, relay.udp(), "replies come from the address sent to");
+        }
+    }
+    let sources = upstream.sources.lock().unwrap().clone();
+    let distinct: std::collections::BTreeSet<_> = sources.iter().collect();
+    assert_eq!(distinct.len(), CLIENTS, "one flow per client");
+}
+
 #[test]
 fn flows_are_capped_and_expire() {
     let upstream = UdpUpstream::echo();
