@@ -121,14 +121,18 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, String
             }
             Long("seed") => config.seed = Some(number(&name, &mut parser)?),
             Long("control") => config.control = Some(address(&name, &mut parser)?),
+            #[cfg(feature = "relay")]
             Long("upstream") => config.add_upstream(text(&name, &mut parser)?.parse()?)?,
+            #[cfg(feature = "relay")]
             Long("connect-timeout") => {
                 config.connect_timeout = Duration::from_secs(number(&name, &mut parser)?)
             }
+            #[cfg(feature = "relay")]
             Long("flow-timeout") => {
                 let secs: u64 = number(&name, &mut parser)?;
                 config.flow_timeout = (secs > 0).then(|| Duration::from_secs(secs));
             }
+            #[cfg(feature = "relay")]
             Long("max-flows") => config.max_flows = number(&name, &mut parser)?,
             Long("reuse-port") => config.reuse_port = true,
             Long("read-buffer") => config.read_buffer = number(&name, &mut parser)?,
@@ -139,6 +143,12 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, String
             Long("echo") => echo = true,
             Short('h') | Long("help") => return Ok(Command::Help),
             Short('V') | Long("version") => return Ok(Command::Version),
+            Long(option) if left_out(option).is_some() => {
+                let feature = left_out(option).unwrap_or_default();
+                return Err(format!(
+                    "{name} needs the {feature} feature (this ackloop was built without it)"
+                ));
+            }
             _ => return Err(format!("unknown option '{name}' (see --help)")),
         }
     }
@@ -147,6 +157,40 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, String
     }
     config.validate()?;
     Ok(Command::Serve(Box::new(config), log_level, echo))
+}
+
+/// The cargo feature an option belongs to, when this build left that
+/// part out (`--upstream` without `relay`, ...); `None` for the options
+/// this build has, and for unknown ones.
+fn left_out(option: &str) -> Option<&'static str> {
+    let (feature, built) = match option {
+        "upstream" | "connect-timeout" | "flow-timeout" | "max-flows" => {
+            ("relay", cfg!(feature = "relay"))
+        }
+        "rule" | "greeting" => ("scripts", cfg!(feature = "scripts")),
+        "script" => (
+            "scripts and control",
+            cfg!(all(feature = "scripts", feature = "control")),
+        ),
+        "journal" => ("journal", cfg!(feature = "journal")),
+        "control" => ("control", cfg!(feature = "control")),
+        _ => return None,
+    };
+    (!built).then_some(feature)
+}
+
+/// The parts (cargo features) this build left out, for `--help`.
+pub fn left_out_parts() -> Vec<&'static str> {
+    let parts = [
+        ("relay", cfg!(feature = "relay")),
+        ("scripts", cfg!(feature = "scripts")),
+        ("journal", cfg!(feature = "journal")),
+        ("control", cfg!(feature = "control")),
+    ];
+    (parts.into_iter())
+        .filter(|(_, built)| !built)
+        .map(|(part, _)| part)
+        .collect()
 }
 
 /// The option's value with its escapes (`\\n`, `\\xHH`, ...) replaced.
@@ -332,6 +376,14 @@ mod tests {
             (&["--flow-timeout", "x"], "--flow-timeout"),
             (&["--max-flows", "0"], "--max-flows"),
         ] {
+            // A part this build left out fails on its option instead
+            // (`left_out_options_name_their_feature`).
+            if args
+                .iter()
+                .any(|arg| left_out(arg.trim_start_matches("--")).is_some())
+            {
+                continue;
+            }
             let message = parse_args(args)
                 .err()
                 .unwrap_or_else(|| panic!("{args:?} accepted"));
@@ -380,6 +432,35 @@ mod tests {
     }
 
     #[test]
+    fn left_out_options_name_their_feature() {
+        for (option, value, feature) in [
+            ("--upstream", "tcp:127.0.0.1:1", "relay"),
+            ("--connect-timeout", "1", "relay"),
+            ("--flow-timeout", "1", "relay"),
+            ("--max-flows", "1", "relay"),
+            ("--rule", "* => x", "scripts"),
+            ("--greeting", "hi", "scripts"),
+            ("--script", "/nonexistent", "scripts"),
+            ("--journal", "-", "journal"),
+            ("--control", "127.0.0.1:0", "control"),
+        ] {
+            let parsed = parse_args(&[option, value]);
+            if left_out(option.trim_start_matches("--")).is_none() {
+                assert!(
+                    !matches!(&parsed, Err(e) if e.contains("feature")),
+                    "{option}"
+                );
+                continue;
+            }
+            let message = parsed.err().unwrap_or_else(|| panic!("{option} accepted"));
+            assert!(message.starts_with(option), "{message}");
+            assert!(message.contains(feature), "{message}");
+            assert!(!message.contains('\n'), "{message}");
+        }
+    }
+
+    #[test]
+    #[cfg(feature = "relay")]
     fn relay_options() {
         let Ok(Command::Serve(config, _, _)) = parse_args(&[
             "--upstream",

@@ -34,8 +34,7 @@ use crate::fault::{self, Fault, Faults};
 use crate::handle::{Handle, InTurn, Shared};
 use crate::journal::{self, Journal, JournalEvent};
 use crate::listener::Listener;
-use crate::relay::flows::Flows;
-use crate::relay::pairs::Pairs;
+use crate::relay;
 use crate::reply::{FixedReply, Pattern, Replies, Responder, Scripted};
 use crate::stats::Stats;
 use crate::tcp::{RESERVED_CONNECTIONS, Tcp};
@@ -301,10 +300,8 @@ impl Server {
             sources: Sources {
                 listener,
                 tcp: Tcp::new(&config),
-                relay: config.upstream_tcp.map(|up| Pairs::new(up, &config)),
-                flows: (config.upstream_udp)
-                    .filter(|_| udp.is_some())
-                    .map(|up| Flows::new(up, &config)),
+                relay: relay::pairs_for(&config),
+                flows: relay::flows_for(&config, udp.is_some()),
                 udp,
                 control,
                 stopping: false,

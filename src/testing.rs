@@ -243,6 +243,7 @@ impl Builder {
     /// a responder, so it is not recorded ([`received`](TestServer::received)
     /// stays empty for that protocol); [`stats`](TestServer::stats) counts
     /// it.
+    #[cfg(feature = "relay")]
     pub fn upstream(mut self, upstream: crate::Upstream) -> Builder {
         *self.config.upstream_slot(upstream.protocol) = Some(upstream.addr);
         self

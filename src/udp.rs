@@ -117,7 +117,7 @@ impl Udp {
     /// and answered in batches without reading their payloads.
     pub fn new(socket: UdpSocket, fixed_reply: bool, config: &Config) -> Udp {
         // A relay needs each datagram's payload: no batches for it.
-        let batches = fixed_reply && config.upstream_udp.is_none();
+        let batches = fixed_reply && config.upstream(Protocol::Udp).is_none();
         #[cfg(not(target_os = "linux"))]
         let _ = batches;
         Udp {
