@@ -4,7 +4,9 @@ use std::ffi::OsString;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
-use ackloop::{Config, JournalTarget, Script};
+#[cfg(feature = "journal")]
+use ackloop::JournalTarget;
+use ackloop::{Config, Script};
 use log::LevelFilter;
 
 pub const HELP: &str = "\
@@ -105,6 +107,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, String
                     .push(spec.parse().map_err(|e| format!("--{e}"))?);
             }
             Long("greeting") => config.greeting = Some(escaped(&name, &mut parser)?),
+            #[cfg(feature = "journal")]
             Long("journal") => config.journal = Some(journal(&name, &mut parser)?),
             Long("script") => scripts.push(script(&name, &mut parser, &mut config)?),
             Long("max-connections") => config.max_connections = number(&name, &mut parser)?,
@@ -216,6 +219,7 @@ fn script(
     Ok((label, script))
 }
 
+#[cfg(feature = "journal")]
 /// `-` for stdout, else a file name.
 fn journal(name: &str, parser: &mut lexopt::Parser) -> Result<JournalTarget, String> {
     let value = parser
@@ -393,6 +397,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(all(feature = "scripts", feature = "journal"))]
     fn scripted_options_fill_the_config() {
         let Ok(Command::Serve(config, _, _)) = parse_args(&[
             "--reply",

@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use crate::fault::{Fault, MAX_FAULTS};
+#[cfg(feature = "journal")]
 use crate::journal::JournalTarget;
 use crate::rules::{MAX_RULES, Rule};
 #[cfg(feature = "relay")]
@@ -166,6 +167,7 @@ pub struct Config {
     /// Sent on every accepted TCP connection before anything else (1 to
     /// [`MAX_REPLY_LEN`] bytes, no `\n` added); `None` for none.
     pub greeting: Option<Vec<u8>>,
+    #[cfg(feature = "journal")]
     /// Where the journal of every message and reply goes; `None` for no
     /// journal (and no cost).
     pub journal: Option<JournalTarget>,
@@ -219,6 +221,7 @@ impl Default for Config {
             udp_queue_bytes: DEFAULT_UDP_QUEUE_BYTES,
             rules: Vec::new(),
             greeting: None,
+            #[cfg(feature = "journal")]
             journal: None,
             #[cfg(feature = "relay")]
             upstream_tcp: None,

@@ -15,6 +15,7 @@
 #[cfg(test)]
 pub(crate) mod recording;
 
+use std::cell::RefCell;
 use std::fmt;
 use std::io::{self, Write};
 use std::net::SocketAddr;
@@ -22,6 +23,8 @@ use std::path::PathBuf;
 
 use log::warn;
 
+use crate::config::Config;
+use crate::error::Error;
 use crate::fault::KINDS;
 use crate::vocab::Protocol;
 
@@ -231,6 +234,23 @@ pub const MAX_JOURNAL_BUFFER: usize = 1024 * 1024;
 
 /// A library user's journal callback.
 pub type JournalCallback = Box<dyn FnMut(&JournalEvent<'_>) + Send>;
+
+/// The journal `config` asks for (`--journal`), opened; `None` for none.
+///
+/// # Errors
+///
+/// [`Error::Journal`] when it cannot be opened.
+pub(crate) fn from_config(config: &Config) -> Result<Option<RefCell<Journal>>, Error> {
+    let Some(target) = &config.journal else {
+        return Ok(None);
+    };
+    let sink = open(target).map_err(|source| Error::Journal {
+        target: target.to_string(),
+        source,
+    })?;
+    let name = target.to_string();
+    Ok(Some(RefCell::new(Journal::to_writer(sink, name))))
+}
 
 /// Opens `target` for the journal's lines.
 ///

@@ -330,6 +330,7 @@ mod escape;
 mod fault;
 pub mod framing;
 mod handle;
+#[cfg_attr(not(feature = "journal"), path = "off/journal.rs")]
 mod journal;
 mod limits;
 mod listener;
@@ -360,6 +361,7 @@ pub use error::Error;
 pub use escape::{escape, unescape};
 pub use fault::{Fault, FaultCounts, FaultKind, MAX_FAULTS, Selector};
 pub use handle::{CHANGE_TIMEOUT, Handle};
+#[cfg(feature = "journal")]
 pub use journal::{
     AppliedFaults, JournalCallback, JournalDirection, JournalEvent, JournalTarget,
     MAX_JOURNAL_BUFFER,

@@ -32,7 +32,9 @@ use crate::control::Control;
 use crate::error::Error;
 use crate::fault::{self, Fault, Faults};
 use crate::handle::{Handle, InTurn, Shared};
-use crate::journal::{self, Journal, JournalEvent};
+#[cfg(feature = "journal")]
+use crate::journal::JournalEvent;
+use crate::journal::{self, Journal};
 use crate::listener::Listener;
 use crate::relay;
 use crate::reply::{FixedReply, Pattern, Replies, Responder, Scripted};
@@ -202,17 +204,7 @@ impl Server {
         config.validate().map_err(Error::Config)?;
         // Before anything is bound: a journal that cannot be opened is
         // a start-up error.
-        let journal = match &config.journal {
-            Some(target) => {
-                let sink = journal::open(target).map_err(|source| Error::Journal {
-                    target: target.to_string(),
-                    source,
-                })?;
-                let name = target.to_string();
-                Some(RefCell::new(Journal::to_writer(sink, name)))
-            }
-            None => None,
-        };
+        let journal = journal::from_config(&config)?;
         // Rules, `match=` faults and the journal need each message whole:
         // the responder path, with the fixed reply as the responder.
         let needs_messages = !config.rules.is_empty()
@@ -434,6 +426,7 @@ impl Server {
         }
     }
 
+    #[cfg(feature = "journal")]
     /// Calls `callback` with every journal event from now on: each
     /// message, reply, greeting, push and relayed chunk, as `--journal`
     /// writes them

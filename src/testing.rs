@@ -29,9 +29,11 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::{
-    Config, Error, Fault, FixedReply, Handle, JournalCallback, JournalEvent, Mode, Protocol,
-    Request, Responder, Rule, Server, Stats,
+    Config, Error, Fault, FixedReply, Handle, Mode, Protocol, Request, Responder, Rule, Server,
+    Stats,
 };
+#[cfg(feature = "journal")]
+use crate::{JournalCallback, JournalEvent};
 
 /// How long [`TestServer::wait_for`] waits before it gives up.
 pub const WAIT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -188,6 +190,7 @@ pub struct Builder {
     config: Config,
     responder: Option<Box<dyn Responder + Send>>,
     record_limit: usize,
+    #[cfg(feature = "journal")]
     journal: Option<JournalCallback>,
 }
 
@@ -262,6 +265,7 @@ impl Builder {
         self
     }
 
+    #[cfg(feature = "journal")]
     /// Hands every journal event (each message in, each reply, greeting
     /// and push out) to `callback`, on the server's thread, as
     /// [`Server::on_journal`] does.
@@ -287,7 +291,9 @@ impl Builder {
             record: Arc::clone(&record),
             limit: self.record_limit,
         };
-        let (config, journal) = (self.config, self.journal);
+        let config = self.config;
+        #[cfg(feature = "journal")]
+        let journal = self.journal;
         let (bound_tx, bound_rx) = mpsc::channel();
         // The server is built on its thread: the responder need only be Send.
         let thread = std::thread::Builder::new()
@@ -300,6 +306,7 @@ impl Builder {
                         return Ok(Stats::default());
                     }
                 };
+                #[cfg(feature = "journal")]
                 if let Some(callback) = journal {
                     server.on_journal(callback);
                 }
@@ -355,6 +362,7 @@ impl TestServer {
             config: Config::loopback(),
             responder: None,
             record_limit: DEFAULT_RECORD_LIMIT,
+            #[cfg(feature = "journal")]
             journal: None,
         }
     }
