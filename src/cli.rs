@@ -4,9 +4,11 @@ use std::ffi::OsString;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
+use ackloop::Config;
 #[cfg(feature = "journal")]
 use ackloop::JournalTarget;
-use ackloop::{Config, Script};
+#[cfg(all(feature = "scripts", feature = "control"))]
+use ackloop::Script;
 use log::LevelFilter;
 
 pub const HELP: &str = "\
@@ -82,6 +84,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, String
     let mut log_level = None;
     let mut echo = false;
     // Applied where they stand, checked once every option is read.
+    #[cfg(all(feature = "scripts", feature = "control"))]
     let mut scripts = Vec::new();
     while let Some(arg) = parser.next().map_err(|e| e.to_string())? {
         let name = match &arg {
@@ -100,15 +103,18 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, String
                     .map_err(|e| format!("{name}: {e}"))?
             }
             Long("reply") => config.reply = escaped(&name, &mut parser)?,
+            #[cfg(feature = "scripts")]
             Long("rule") => {
                 let spec = text(&name, &mut parser)?;
                 config
                     .rules
                     .push(spec.parse().map_err(|e| format!("--{e}"))?);
             }
+            #[cfg(feature = "scripts")]
             Long("greeting") => config.greeting = Some(escaped(&name, &mut parser)?),
             #[cfg(feature = "journal")]
             Long("journal") => config.journal = Some(journal(&name, &mut parser)?),
+            #[cfg(all(feature = "scripts", feature = "control"))]
             Long("script") => scripts.push(script(&name, &mut parser, &mut config)?),
             Long("max-connections") => config.max_connections = number(&name, &mut parser)?,
             Long("idle-timeout") => {
@@ -155,6 +161,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, String
             _ => return Err(format!("unknown option '{name}' (see --help)")),
         }
     }
+    #[cfg(all(feature = "scripts", feature = "control"))]
     for (label, script) in &scripts {
         (config.check_script(script)).map_err(|why| format!("{label}: {why}"))?;
     }
@@ -201,6 +208,7 @@ fn escaped(name: &str, parser: &mut lexopt::Parser) -> Result<Vec<u8>, String> {
     ackloop::unescape(&text(name, parser)?).map_err(|why| format!("{name}: {why}"))
 }
 
+#[cfg(all(feature = "scripts", feature = "control"))]
 /// Applies the control commands of the file the option names to
 /// `config`; returns the script, to be checked against the finished
 /// configuration, with the label its errors carry (`--script FILE`).

@@ -10,6 +10,7 @@ use std::time::Duration;
 use crate::fault::{Fault, MAX_FAULTS};
 #[cfg(feature = "journal")]
 use crate::journal::JournalTarget;
+#[cfg(feature = "scripts")]
 use crate::rules::{MAX_RULES, Rule};
 #[cfg(feature = "relay")]
 use crate::vocab::Upstream;
@@ -161,9 +162,11 @@ pub struct Config {
     pub udp_queue_len: usize,
     /// Bytes of UDP datagrams waiting (as for `udp_queue_len`), at most.
     pub udp_queue_bytes: usize,
+    #[cfg(feature = "scripts")]
     /// Scripted replies, tried in order before the reply text; the first
     /// that matches a message answers it (none by default).
     pub rules: Vec<Rule>,
+    #[cfg(feature = "scripts")]
     /// Sent on every accepted TCP connection before anything else (1 to
     /// [`MAX_REPLY_LEN`] bytes, no `\n` added); `None` for none.
     pub greeting: Option<Vec<u8>>,
@@ -219,7 +222,9 @@ impl Default for Config {
             max_owed: DEFAULT_MAX_OWED,
             udp_queue_len: DEFAULT_UDP_QUEUE_LEN,
             udp_queue_bytes: DEFAULT_UDP_QUEUE_BYTES,
+            #[cfg(feature = "scripts")]
             rules: Vec::new(),
+            #[cfg(feature = "scripts")]
             greeting: None,
             #[cfg(feature = "journal")]
             journal: None,
@@ -291,6 +296,37 @@ impl Config {
                 ));
             }
         }
+        #[cfg(feature = "scripts")]
+        self.validate_scripts()?;
+        if self.refuse && self.tcp.is_none() {
+            return Err("refuse: TCP is off (--no-tcp)".into());
+        }
+        if self.faults.len() > MAX_FAULTS {
+            return Err(format!(
+                "--fault: {} faults, at most {MAX_FAULTS}",
+                self.faults.len()
+            ));
+        }
+        // A fault's own message, in command line terms.
+        let flag = |e: String| format!("--{e}");
+        self.faults
+            .iter()
+            .try_for_each(|fault| fault.validate().map_err(flag))?;
+        // `dir=` and `match=` as the relaying (or its absence) allows.
+        for fault in &self.faults {
+            let relaying = |p| self.relaying(p);
+            crate::fault::check_direction(fault, relaying).map_err(flag)?;
+        }
+        #[cfg(feature = "relay")]
+        self.validate_relay()?;
+        Ok(())
+    }
+
+    /// The scripted replies' checks: a greeting for TCP served here, of
+    /// a reply's length; rules of their own limits, at most
+    /// [`MAX_RULES`].
+    #[cfg(feature = "scripts")]
+    fn validate_scripts(&self) -> Result<(), String> {
         if let Some(greeting) = &self.greeting {
             if self.tcp.is_none() {
                 return Err("--greeting: greets TCP connections, and TCP is off (--no-tcp)".into());
@@ -303,34 +339,22 @@ impl Config {
             }
             check_reply_len("--greeting", greeting, false)?;
         }
-        if self.refuse && self.tcp.is_none() {
-            return Err("refuse: TCP is off (--no-tcp)".into());
-        }
         if self.rules.len() > MAX_RULES {
             return Err(format!("--rule: at most {MAX_RULES} rules"));
         }
-        if self.faults.len() > MAX_FAULTS {
-            return Err(format!(
-                "--fault: {} faults, at most {MAX_FAULTS}",
-                self.faults.len()
-            ));
-        }
-        // A rule's or fault's own message, in command line terms.
+        // A rule's own message, in command line terms.
         let flag = |e: String| format!("--{e}");
         self.rules
             .iter()
-            .try_for_each(|rule| rule.validate().map_err(flag))?;
-        self.faults
-            .iter()
-            .try_for_each(|fault| fault.validate().map_err(flag))?;
-        // `dir=` and `match=` as the relaying (or its absence) allows.
-        for fault in &self.faults {
-            let relaying = |p| self.relaying(p);
-            crate::fault::check_direction(fault, relaying).map_err(flag)?;
-        }
-        #[cfg(feature = "relay")]
-        self.validate_relay()?;
-        Ok(())
+            .try_for_each(|rule| rule.validate().map_err(flag))
+    }
+
+    /// The greeting TCP connections get first, if any.
+    pub(crate) fn greeting(&self) -> Option<Vec<u8>> {
+        #[cfg(feature = "scripts")]
+        return self.greeting.clone();
+        #[cfg(not(feature = "scripts"))]
+        None
     }
 
     #[cfg(feature = "relay")]

@@ -11,8 +11,10 @@ use mio::Waker;
 
 use crate::command::{Command, Reply};
 use crate::fault::Fault;
+#[cfg(feature = "scripts")]
 use crate::rules::Rule;
 use crate::stats::{Counters, Stats};
+#[cfg(feature = "scripts")]
 use crate::vocab::check_reply_len;
 
 /// What other threads share with the loop.
@@ -181,6 +183,7 @@ impl Handle {
         self.run(Command::SetReply(text.into())).map(drop)
     }
 
+    #[cfg(feature = "scripts")]
     /// Appends a rule (as `--rule` and the control line `rule SPEC` do):
     /// from now on it answers the messages it fits, unless an earlier rule
     /// fits them first.
@@ -209,6 +212,7 @@ impl Handle {
         self.run(Command::AddRule(rule)).map(drop)
     }
 
+    #[cfg(feature = "scripts")]
     /// Removes every rule.
     ///
     /// # Errors
@@ -218,6 +222,7 @@ impl Handle {
         self.run(Command::ClearRules).map(drop)
     }
 
+    #[cfg(feature = "scripts")]
     /// The greeting for TCP connections accepted from now on (1 to 1024
     /// bytes, sent as given), or `None` for none.
     ///
@@ -232,6 +237,7 @@ impl Handle {
         self.run(Command::SetGreeting(greeting)).map(drop)
     }
 
+    #[cfg(feature = "scripts")]
     /// Sends `text` (plus `\n` in line mode) to every open TCP data
     /// connection now, behind what each is owed. A connection already
     /// closing is skipped; one owing `max_owed` bytes does not get it

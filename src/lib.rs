@@ -337,7 +337,9 @@ mod listener;
 #[cfg_attr(not(feature = "relay"), path = "off/relay.rs")]
 mod relay;
 mod reply;
+#[cfg_attr(not(feature = "scripts"), path = "off/rules.rs")]
 mod rules;
+#[cfg(all(feature = "scripts", feature = "control"))]
 mod script;
 mod server;
 mod stats;
@@ -368,7 +370,9 @@ pub use journal::{
 };
 pub use limits::{ACCEPTS_PER_TURN, DATAGRAMS_PER_TURN, LINGER_CAP_MS, LINGER_MS, READS_PER_TURN};
 pub use reply::{Echo, FixedReply, Request, Responder};
+#[cfg(feature = "scripts")]
 pub use rules::{MAX_RULES, Rule};
+#[cfg(all(feature = "scripts", feature = "control"))]
 pub use script::Script;
 pub use server::{SHUTDOWN_GRACE_MS, Server, Status};
 pub use stats::Stats;

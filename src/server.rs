@@ -38,6 +38,7 @@ use crate::journal::{self, Journal};
 use crate::listener::Listener;
 use crate::relay;
 use crate::reply::{FixedReply, Pattern, Replies, Responder, Scripted};
+use crate::rules;
 use crate::stats::Stats;
 use crate::tcp::{RESERVED_CONNECTIONS, Tcp};
 use crate::timer::{Clock, Millis, SWEEP_SLACK, Timers};
@@ -207,7 +208,8 @@ impl Server {
         let journal = journal::from_config(&config)?;
         // Rules, `match=` faults and the journal need each message whole:
         // the responder path, with the fixed reply as the responder.
-        let needs_messages = !config.rules.is_empty()
+        let rules = rules::configured(&config);
+        let needs_messages = !rules.is_empty()
             || journal.is_some()
             || config.faults.iter().any(|f| f.select.matches.is_some());
         let responder = match responder {
@@ -216,7 +218,7 @@ impl Server {
         };
         let replies = match responder {
             Some(responder) => Replies::Custom {
-                responder: Scripted::new(config.rules.clone(), responder),
+                responder: Scripted::new(rules, responder),
                 scratch: Vec::new(),
             },
             None => Replies::Fixed(Pattern::new(

@@ -28,9 +28,10 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+#[cfg(feature = "scripts")]
+use crate::Rule;
 use crate::{
-    Config, Error, Fault, FixedReply, Handle, Mode, Protocol, Request, Responder, Rule, Server,
-    Stats,
+    Config, Error, Fault, FixedReply, Handle, Mode, Protocol, Request, Responder, Server, Stats,
 };
 #[cfg(feature = "journal")]
 use crate::{JournalCallback, JournalEvent};
@@ -231,6 +232,7 @@ impl Builder {
         self
     }
 
+    #[cfg(feature = "scripts")]
     /// Adds a rule, as `--rule` does: `.rule("exact:ping => pong".parse()?)`.
     /// Messages a rule answers are recorded too.
     pub fn rule(mut self, rule: Rule) -> Builder {

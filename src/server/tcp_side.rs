@@ -58,12 +58,14 @@ impl Target for TcpSide<'_> {
         self.tcp.switch_to_responder(t.replies);
     }
 
+    #[cfg(feature = "scripts")]
     fn set_greeting(&mut self, text: Option<Vec<u8>>) -> Reply {
         self.serves_tcp()?;
         self.tcp.greet_with(text);
         Ok(String::new())
     }
 
+    #[cfg(feature = "scripts")]
     fn push(&mut self, text: Vec<u8>, t: &mut Turn<'_>) -> Reply {
         self.serves_tcp()?;
         self.tcp.push_to_all(text, t);

@@ -92,7 +92,7 @@ impl Tcp {
             max_line: config.max_line,
             next_id: 0,
             line_log: RateLimit::default(),
-            greeting: config.greeting.clone(),
+            greeting: config.greeting(),
         }
     }
 
