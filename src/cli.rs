@@ -129,6 +129,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, String
                     .push(spec.parse().map_err(|e| format!("--{e}"))?);
             }
             Long("seed") => config.seed = Some(number(&name, &mut parser)?),
+            #[cfg(feature = "control")]
             Long("control") => config.control = Some(address(&name, &mut parser)?),
             #[cfg(feature = "relay")]
             Long("upstream") => config.add_upstream(text(&name, &mut parser)?.parse()?)?,

@@ -140,6 +140,7 @@ pub struct Config {
     /// The seed of every random choice the faults make; `None` picks one
     /// at random and logs it, so that a run can be replayed.
     pub seed: Option<u64>,
+    #[cfg(feature = "control")]
     /// The live control socket's address (loopback only), or `None` for
     /// none. Port 0 picks a free port.
     pub control: Option<SocketAddr>,
@@ -216,6 +217,7 @@ impl Default for Config {
             max_line: DEFAULT_MAX_LINE,
             faults: Vec::new(),
             seed: None,
+            #[cfg(feature = "control")]
             control: None,
             reuse_port: false,
             read_buffer: DEFAULT_READ_BUFFER,
@@ -289,6 +291,7 @@ impl Config {
                 return Err(format!("{option}: must be {low} to {high}, got {value}"));
             }
         }
+        #[cfg(feature = "control")]
         if let Some(addr) = self.control {
             if !addr.ip().is_loopback() {
                 return Err(format!(
@@ -350,7 +353,7 @@ impl Config {
     }
 
     /// The greeting TCP connections get first, if any.
-    pub(crate) fn greeting(&self) -> Option<Vec<u8>> {
+    pub(crate) fn tcp_greeting(&self) -> Option<Vec<u8>> {
         #[cfg(feature = "scripts")]
         return self.greeting.clone();
         #[cfg(not(feature = "scripts"))]

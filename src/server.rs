@@ -28,7 +28,7 @@ use mio::{Events, Poll, Waker};
 use crate::bind::{bind_tcp, bind_udp, reserve_tcp};
 use crate::config::Config;
 use crate::config::Mode;
-use crate::control::Control;
+use crate::control;
 use crate::error::Error;
 use crate::fault::{self, Fault, Faults};
 use crate::handle::{Handle, InTurn, Shared};
@@ -42,7 +42,7 @@ use crate::rules;
 use crate::stats::Stats;
 use crate::tcp::{RESERVED_CONNECTIONS, Tcp};
 use crate::timer::{Clock, Millis, SWEEP_SLACK, Timers};
-use crate::turn::{CONTROL_LISTENER, Described, LISTENER, Readiness, Ready, Turn, WAKER};
+use crate::turn::{Described, LISTENER, Readiness, Ready, Turn, WAKER};
 use crate::udp::Udp;
 use crate::vocab::Protocol;
 use sources::Sources;
@@ -252,16 +252,7 @@ impl Server {
             }
             None => (None, None),
         };
-        let (control, control_addr) = match config.control {
-            Some(addr) => {
-                let registry = poll.registry();
-                // Never shared: each process has its own control socket.
-                let (listener, bound) =
-                    bind_tcp(registry, addr, false, CONTROL_LISTENER, "control")?;
-                (Some(Control::new(listener, config.max_line)), Some(bound))
-            }
-            None => (None, None),
-        };
+        let (control, control_addr) = control::from_config(poll.registry(), &config)?;
         let relayed = [Protocol::Tcp, Protocol::Udp].map(|p| config.relaying(p));
         let faults = Faults::relaying(
             config.seed.unwrap_or_else(fault::random_seed),
@@ -325,7 +316,6 @@ impl Server {
                 stop_requested: AtomicBool::new(false),
                 counters: Default::default(),
                 changes: Default::default(),
-                stopped: AtomicBool::new(false),
             }),
             status: Status::Running,
         })

@@ -45,11 +45,11 @@ pub(crate) enum JournalDirection {
 
 /// The fault kinds applied to a message: nobody asks without a journal.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub(crate) struct AppliedFaults;
+pub(crate) struct AppliedFaults(());
 
 impl AppliedFaults {
     pub(crate) fn of(_: &[u32; KINDS]) -> AppliedFaults {
-        AppliedFaults
+        AppliedFaults(())
     }
     pub fn is_empty(&self) -> bool {
         true

@@ -9,8 +9,7 @@ use mio::Token;
 
 use super::SHUTDOWN_GRACE_MS;
 use super::tcp_side::TcpSide;
-use crate::command;
-use crate::control::Control;
+use crate::control::{self, Control};
 use crate::handle::Shared;
 use crate::listener::Listener;
 use crate::relay::flows::Flows;
@@ -174,12 +173,7 @@ impl Sources {
     /// Carries out the changes other threads asked for, in order, and
     /// sends each its reply.
     fn apply_changes(&mut self, shared: &Shared, t: &mut Turn<'_>) {
-        let changes =
-            std::mem::take(&mut *shared.changes.lock().unwrap_or_else(|p| p.into_inner()));
-        for (command, reply_to) in changes {
-            let reply = command::execute(command, &mut self.control_and_target().1, t);
-            let _ = reply_to.send(reply);
-        }
+        control::apply_changes(&shared.changes, &mut self.control_and_target().1, t);
     }
 
     /// The UDP socket is ready (or was left still ready), with the

@@ -11,6 +11,7 @@
 //! when the turn ends, so that a stale event later in the same batch
 //! cannot reach a new connection that got the same key.
 
+#[cfg(feature = "control")]
 mod commands;
 mod conn;
 mod script;
@@ -92,7 +93,7 @@ impl Tcp {
             max_line: config.max_line,
             next_id: 0,
             line_log: RateLimit::default(),
-            greeting: config.greeting(),
+            greeting: config.tcp_greeting(),
         }
     }
 
