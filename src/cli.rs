@@ -155,8 +155,13 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, String
             Short('V') | Long("version") => return Ok(Command::Version),
             Long(option) if left_out(option).is_some() => {
                 let feature = left_out(option).unwrap_or_default();
+                let noun = if feature.contains(' ') {
+                    "features"
+                } else {
+                    "feature"
+                };
                 return Err(format!(
-                    "{name} needs the {feature} feature (this ackloop was built without it)"
+                    "{name} needs the {feature} {noun} (this ackloop was built without it)"
                 ));
             }
             _ => return Err(format!("unknown option '{name}' (see --help)")),

@@ -380,11 +380,13 @@ impl TestServer {
     }
 
     /// The live control socket's address (port 0 resolved), when the
-    /// configuration asked for one; `None` otherwise.
+    /// configuration asked for one (with the `control` feature); `None`
+    /// otherwise.
     ///
     /// # Examples
     ///
     /// ```
+    /// # #[cfg(feature = "control")] {
     /// use std::io::{BufRead, BufReader, Write};
     /// use ackloop::testing::TestServer;
     ///
@@ -396,7 +398,8 @@ impl TestServer {
     /// let mut answer = String::new();
     /// BufReader::new(control).read_line(&mut answer)?;
     /// assert_eq!(answer, "ok\n");
-    /// assert_eq!(TestServer::start()?.control_addr(), None);
+    /// # }
+    /// assert_eq!(ackloop::testing::TestServer::start()?.control_addr(), None);
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn control_addr(&self) -> Option<SocketAddr> {
