@@ -47,15 +47,18 @@ Options:
                              reply TEXT, rule SPEC, rules clear, greeting TEXT, push TEXT,
                              refuse, accept, stats, received N SECS)
   --upstream PROTO:ADDR    relay that protocol to a real server, e.g. tcp:127.0.0.1:6379;
-                             faults then act on the relayed traffic (one per protocol)
+                             faults then act on the relayed traffic (one per protocol);
+                             a tcp delay also caps bandwidth today: a direction holds at most
+                             --max-owed bytes (1 MiB through delay=600 takes ~10 s)
   --connect-timeout SECS   a TCP upstream not connected this long resets the client [default: 5]
   --flow-timeout SECS      close a UDP flow silent this long; 0 never [default: 30]
   --max-flows N            UDP client sources relayed at once [default: 1024]
   --reuse-port             set SO_REUSEPORT: several processes share the tcp and udp addresses
   --read-buffer BYTES      the one read buffer, 512 to 1048576 [default: 65536]
   --max-owed BYTES         reply bytes owed before a connection is not read, 1 to 16777216 [default: 65536]
-  --udp-queue-len N        UDP replies waiting for the socket, 1 to 1048576 [default: 1024]
-  --udp-queue-bytes BYTES  bytes of UDP replies waiting, 1024 to 67108864 [default: 262144]
+  --udp-queue-len N        UDP datagrams waiting (queued for the socket or held by a delay,
+                             relayed ones included), 1 to 1048576 [default: 1024]
+  --udp-queue-bytes BYTES  bytes of those datagrams, 1024 to 67108864 [default: 262144]
   --log-level LEVEL        off, error, warn, info, debug or trace [default: info; RUST_LOG also works]
   -h, --help               print this help
   -V, --version            print the version

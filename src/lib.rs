@@ -222,9 +222,13 @@
 //! upstream, each registered with its own token, and one state machine
 //! per direction (a half-pipe, as haproxy's channels are): bytes read go
 //! straight from the shared buffer to the other side, and only what that
-//! side would not take is kept, at most `max_owed`, while the source is
-//! not read (backpressure both ways). A FIN travels its direction after
-//! the bytes before it; a reset resets the other side. A UDP client
+//! side would not take is kept, while the source is not read
+//! (backpressure both ways). A fault that holds bytes (a delay, a
+//! dribble, a judged line) keeps them within the same bound, `max_owed`,
+//! counting each held chunk's bookkeeping with its bytes. A FIN travels
+//! its direction after the bytes before it; a reset resets the other
+//! side, even one that comes after that side's FIN (no longer read, the
+//! socket's error tells it). A UDP client
 //! source gets a *flow*: a socket of its own connected to the upstream,
 //! so the kernel sorts the replies, which leave from the public socket.
 //! Faults act on either direction ([`Direction`], `dir=`).

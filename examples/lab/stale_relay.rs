@@ -7,9 +7,9 @@
 //! its own, one turn at a time, and builds this batch between two turns:
 //!
 //! ```text
-//! 1. conn K      client A reset its connection: the pair closes
-//! 2. listener    client B is waiting: accepted into a new pair
-//! 3. upstream K  A's upstream reset too: a stale event of the closed pair
+//! 1. pair K client    client A reset its connection: the pair closes
+//! 2. listener         client B is waiting: accepted into a new pair
+//! 3. pair K upstream  A's upstream reset too: a stale event of the closed pair
 //! ```
 //!
 //! Each event is made ready (checked with a zero-timeout `poll` of the
@@ -75,9 +75,9 @@ pub fn probe() -> io::Result<Finding> {
     let [first, second, third] = events[..] else {
         return Err(io::Error::other(format!("not the batch built: {events:?}")));
     };
-    let built = first.starts_with(&format!("conn {a_key} "))
+    let built = first.starts_with(&format!("pair {a_key} client "))
         && second.starts_with("listener")
-        && third.starts_with(&format!("upstream {a_key} "));
+        && third.starts_with(&format!("pair {a_key} upstream "));
     if !built {
         return Err(io::Error::other(format!("not the batch built: {events:?}")));
     }

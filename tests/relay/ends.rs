@@ -103,3 +103,45 @@ fn a_hang_ends_when_the_client_ends_it() {
         );
     }
 }
+
+/// SIGTERM while a pair holds bytes (a delay keeps them, either way):
+/// they are delivered first, then the FIN, then the server exits.
+#[test]
+fn sigterm_delivers_what_a_pair_holds_then_closes_it() {
+    for dir in ["down", "up"] {
+        let (tell, told) = mpsc::channel();
+        let upstream = tcp_upstream(move |_, mut stream| {
+            if dir == "down" {
+                stream.write_all(b"held reply").unwrap();
+            }
+            let mut got = Vec::new();
+            let _ = stream.read_to_end(&mut got);
+            tell.send(got).unwrap();
+        });
+        let fault = format!("tcp:delay=1500,dir={dir}");
+        let mut args = vec!["--fault", fault.as_str()];
+        args.extend(NO_IDLE);
+        let mut relay = tcp_relay(upstream, &args);
+        let control = relay.control.unwrap();
+        let mut client = connect(relay.tcp());
+        client.write_all(b"held request").unwrap();
+        // The relay holds the bytes now: taken in, not passed on.
+        let (taken, passed) = match dir {
+            "down" => ("up_bytes_in=10", "bytes_out=0"),
+            _ => ("bytes_in=12", "up_bytes_out=0"),
+        };
+        assert!(wait_until(DEADLINE, || {
+            let stats = ask(control, "stats");
+            stats.contains(&format!(" {taken} ")) && stats.contains(&format!(" {passed} "))
+        }));
+        relay.signal(crate::common::SIGTERM);
+        let drained = read_until_closed(&client, DEADLINE);
+        let got = told.recv_timeout(DEADLINE).unwrap();
+        match dir {
+            "down" => assert_eq!(text(&drained.bytes), "held reply"),
+            _ => assert_eq!(text(&got), "held request"),
+        }
+        assert_eq!(drained.end, End::Eof, "{dir}");
+        assert!(relay.wait().success(), "{dir}");
+    }
+}

@@ -8,8 +8,11 @@
 //! (`/proc`, `kill`, the accept-queue behaviour a hanging connect uses).
 //!
 //! Here: bytes, half-closes, resets, limits and shutdown over TCP; in
-//! [`faults`], faults on what is relayed; in [`udp`], UDP flows; in
-//! [`python`], a real client and server no one here wrote.
+//! [`ends`], how the peers end a pair (a reset after a half-close, a
+//! hang the client ends, SIGTERM while bytes are held); in [`bounds`],
+//! the memory bound under faults; in [`faults`], faults on what is
+//! relayed; in [`udp`], UDP flows; in [`python`], a real client and
+//! server no one here wrote.
 #![cfg(target_os = "linux")]
 
 mod bounds;

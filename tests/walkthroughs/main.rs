@@ -30,10 +30,14 @@
 //!
 //! Needs bash, `nc` (OpenBSD's), `curl` and `python3`, as the
 //! walkthroughs do; `.ci/run` installs them.
+//!
+//! The same pages' links are checked here too ([`links`]): each relative
+//! link names a file, each `#fragment` a heading.
 
 #![cfg(target_os = "linux")]
 
 mod blocks;
+mod links;
 mod run;
 
 use std::path::{Path, PathBuf};
@@ -88,6 +92,22 @@ fn programs_installed() {
     assert!(
         missing.is_empty(),
         "the walkthroughs need {missing:?}: apt-get install netcat-openbsd curl python3 (.ci/run does)"
+    );
+}
+
+#[test]
+fn every_link_resolves() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut broken = Vec::new();
+    for page in pages() {
+        let text = std::fs::read_to_string(&page).expect("read a page");
+        let name = page.strip_prefix(root).unwrap_or(&page);
+        broken.extend(links::broken_links(root, name, &text));
+    }
+    assert!(
+        broken.is_empty(),
+        "links that lead nowhere:\n{}",
+        broken.join("\n")
     );
 }
 

@@ -19,7 +19,7 @@ pub(super) enum Step {
 pub(super) struct Source {
     pub(super) script: VecDeque<Step>,
     /// Reads made, `WouldBlock` ones included.
-    reads: usize,
+    pub(super) reads: usize,
 }
 
 impl Source {
@@ -58,6 +58,8 @@ pub(super) struct Sink {
     pub(super) room: usize,
     pub(super) shut: bool,
     fail: Option<ErrorKind>,
+    /// Writes tried, `WouldBlock` ones included.
+    pub(super) writes: usize,
 }
 
 impl Sink {
@@ -72,6 +74,7 @@ impl Sink {
 impl Write for Sink {
     fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
         assert!(!self.shut, "write after our FIN");
+        self.writes += 1;
         if let Some(kind) = self.fail {
             return Err(kind.into());
         }
@@ -100,7 +103,7 @@ impl super::Sink for Sink {
 }
 
 /// One pump with a buffer of `buf_len` and a bound of `max_owed`.
-fn pump(
+pub(super) fn pump(
     pipe: &mut HalfPipe,
     source: &mut Source,
     sink: Option<&mut Sink>,
@@ -111,7 +114,7 @@ fn pump(
     pipe.pump(source, sink, &mut cx)
 }
 
-const ROOMY: (usize, usize) = (64, 1024);
+pub(super) const ROOMY: (usize, usize) = (64, 1024);
 
 #[test]
 fn bytes_flow_through_and_nothing_is_held() {
@@ -294,7 +297,12 @@ fn a_fast_source_is_cut_short_by_the_budget() {
 // ----- faults on a direction ---------------------------------------------
 
 /// One pump at `now` of a shaped pipe into a sink that takes everything.
-fn pump_at(pipe: &mut HalfPipe, source: &mut Source, sink: &mut Sink, now: Millis) -> Pumped {
+pub(super) fn pump_at(
+    pipe: &mut HalfPipe,
+    source: &mut Source,
+    sink: &mut Sink,
+    now: Millis,
+) -> Pumped {
     let mut buf = vec![0; 64];
     let mut cx = Pump::new(now, &mut buf, 1024);
     pipe.pump(source, Some(sink), &mut cx).unwrap()
@@ -538,3 +546,5 @@ fn a_shutdown_ends_a_hanging_direction_with_its_fin() {
     assert_eq!(pump_at(&mut pipe, &mut source, &mut sink, 1), Pumped::Ended);
     assert!(sink.got.is_empty() && sink.shut);
 }
+
+mod pinned;

@@ -233,3 +233,31 @@ fn short_held_lines_count_their_chunks_against_the_bound() {
     assert!(rig.sink.got.len() > 300, "{}", rig.sink.got.len());
     assert!(rig.sink.got.chunks(2).all(|l| l == b"x\n"));
 }
+
+/// Once a fault has held lines the direction keeps its chunks; with the
+/// faults gone, a line passes straight, and what of it the sink would not
+/// take is one chunk, to go when the sink drains. A line it took whole
+/// leaves no chunk behind.
+#[test]
+fn a_line_passed_straight_keeps_what_the_sink_left_as_one_chunk() {
+    let mut rig = Rig::new(&["tcp:delay=5,dir=up"], [bytes(b"held\n")]);
+    rig.pump(0);
+    assert!(rig.sink.got.is_empty());
+    rig.pump(6);
+    assert_eq!(rig.sink.got, b"held\n");
+    rig.faults = faults(&[]);
+    rig.arrives(b"whole\n");
+    rig.pump(7);
+    assert_eq!(text(&rig.sink.got), "held\nwhole\n");
+    let chunks = |rig: &Rig| rig.pipe.shaped.as_ref().map_or(0, |s| s.chunks.len());
+    assert_eq!(chunks(&rig), 0, "taken whole: no chunk");
+    rig.sink.room = 3;
+    rig.arrives(b"partly\n");
+    rig.pump(8);
+    assert_eq!(text(&rig.sink.got), "held\nwhole\npar");
+    assert_eq!((rig.pipe.held(), chunks(&rig)), (4, 1));
+    rig.sink.room = usize::MAX;
+    rig.pump(9);
+    assert_eq!(text(&rig.sink.got), "held\nwhole\npartly\n");
+    assert_eq!((rig.pipe.held(), chunks(&rig)), (0, 0));
+}
