@@ -11,7 +11,8 @@ use crate::fault::{Fault, MAX_FAULTS};
 #[cfg(feature = "journal")]
 use crate::journal::JournalTarget;
 #[cfg(feature = "scripts")]
-use crate::rules::{MAX_RULES, Rule};
+use crate::rules::MAX_RULES;
+use crate::rules::Rule;
 #[cfg(feature = "relay")]
 use crate::vocab::Upstream;
 use crate::vocab::{Protocol, check_reply_len};
@@ -350,6 +351,14 @@ impl Config {
         self.rules
             .iter()
             .try_for_each(|rule| rule.validate().map_err(flag))
+    }
+
+    /// The rules replies start with (none without the `scripts` feature).
+    pub(crate) fn starting_rules(&self) -> Vec<Rule> {
+        #[cfg(feature = "scripts")]
+        return self.rules.clone();
+        #[cfg(not(feature = "scripts"))]
+        Vec::new()
     }
 
     /// The greeting TCP connections get first, if any.

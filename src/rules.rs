@@ -25,7 +25,6 @@
 use std::fmt;
 use std::str::FromStr;
 
-use crate::config::Config;
 use crate::escape::{escape_edges, unescape};
 use crate::vocab::{Match, check_reply_len};
 
@@ -95,11 +94,6 @@ impl fmt::Display for Rule {
         }
         Ok(())
     }
-}
-
-/// The rules `config` starts with (`--rule`).
-pub(crate) fn configured(config: &Config) -> Vec<Rule> {
-    config.rules.clone()
 }
 
 /// The rules a server answers with, each with its cursor.

@@ -32,13 +32,12 @@ use crate::control;
 use crate::error::Error;
 use crate::fault::{self, Fault, Faults};
 use crate::handle::{Handle, InTurn, Shared};
+use crate::journal::Journal;
 #[cfg(feature = "journal")]
 use crate::journal::JournalEvent;
-use crate::journal::{self, Journal};
 use crate::listener::Listener;
 use crate::relay;
 use crate::reply::{FixedReply, Pattern, Replies, Responder, Scripted};
-use crate::rules;
 use crate::stats::Stats;
 use crate::tcp::{RESERVED_CONNECTIONS, Tcp};
 use crate::timer::{Clock, Millis, SWEEP_SLACK, Timers};
@@ -205,10 +204,10 @@ impl Server {
         config.validate().map_err(Error::Config)?;
         // Before anything is bound: a journal that cannot be opened is
         // a start-up error.
-        let journal = journal::from_config(&config)?;
+        let journal = open_journal(&config)?;
         // Rules, `match=` faults and the journal need each message whole:
         // the responder path, with the fixed reply as the responder.
-        let rules = rules::configured(&config);
+        let rules = config.starting_rules();
         let needs_messages = !rules.is_empty()
             || journal.is_some()
             || config.faults.iter().any(|f| f.select.matches.is_some());
@@ -527,6 +526,26 @@ impl Server {
         }
         Ok(self.status)
     }
+}
+
+/// The journal `config` asks for (`--journal`), opened; `None` for none.
+#[cfg(feature = "journal")]
+fn open_journal(config: &Config) -> Result<Option<RefCell<Journal>>, Error> {
+    let Some(target) = &config.journal else {
+        return Ok(None);
+    };
+    let sink = crate::journal::open(target).map_err(|source| Error::Journal {
+        target: target.to_string(),
+        source,
+    })?;
+    let name = target.to_string();
+    Ok(Some(RefCell::new(Journal::to_writer(sink, name))))
+}
+
+/// No journal without the `journal` feature.
+#[cfg(not(feature = "journal"))]
+fn open_journal(_: &Config) -> Result<Option<RefCell<Journal>>, Error> {
+    Ok(None)
 }
 
 impl Drop for Server {

@@ -3,18 +3,10 @@
 //! [`Journal`] no value can have. The loop's `Option<&RefCell<Journal>>`
 //! is then always `None`, so every journal branch compiles to nothing.
 
-use std::cell::RefCell;
 use std::net::SocketAddr;
 
-use crate::config::Config;
-use crate::error::Error;
 use crate::fault::KINDS;
 use crate::vocab::Protocol;
-
-/// No journal: nothing is written.
-pub(crate) fn from_config(_: &Config) -> Result<Option<RefCell<Journal>>, Error> {
-    Ok(None)
-}
 
 /// The journal: none can exist.
 pub(crate) enum Journal {}

@@ -2,16 +2,9 @@
 //! responder path uses (rules tried before the responder), for a [`Rule`]
 //! no value can have, so no rule is ever tried.
 
-use crate::config::Config;
-
 /// A rule: none can exist.
 #[derive(Debug, Clone)]
 pub(crate) enum Rule {}
-
-/// The rules `config` starts with: none.
-pub(crate) fn configured(_: &Config) -> Vec<Rule> {
-    Vec::new()
-}
 
 /// The rules in force: always none.
 pub(crate) struct Rules;
