@@ -288,11 +288,33 @@
 //!
 //! # Features
 //!
-//! * `cli` (default): the `ackloop` binary's crates (`lexopt`,
-//!   `simple_logger`) and `signals`. Library users can depend on ackloop
-//!   with `default-features = false`.
+//! Every feature is on by default (the program as shipped). With
+//! `default-features = false` the crate is the core alone, SPEC sections
+//! 1 to 8: TCP and UDP serving, faults ([`Config::faults`], [`Fault`]),
+//! the configuration, the loop ([`Server::turn`], [`Server::run`]), the
+//! [`Handle`]'s shutdown and counters, and the [test
+//! server](testing::TestServer). Each part below adds itself back:
+//!
+//! * `cli`: the `ackloop` binary's crates (`lexopt`, `simple_logger`)
+//!   and `signals`. Alone (`--no-default-features --features cli`) it is
+//!   the core's program: an option of a part left out is a one-line
+//!   error naming its feature (exit 2).
 //! * `signals`: [`Server::watch_signals`], through `signal-hook-mio`
 //!   (Unix only; elsewhere the feature compiles to nothing).
+//! * `relay`: the relay (SPEC 11): [`Upstream`], [`Config::add_upstream`],
+//!   `--upstream`, TCP pairs and UDP flows.
+//! * `scripts`: scripted replies (SPEC 12): [`Rule`],
+//!   [`Config::greeting`], [`Handle::push`], `--rule`, `--greeting`, and
+//!   (with `control`) [`Script`] and `--script`.
+//! * `journal`: the journal (SPEC 13): [`Config::journal`],
+//!   [`Server::on_journal`], [`JournalEvent`], `--journal`.
+//! * `control`: live control (SPEC 9): [`Config::control`], `--control`,
+//!   and the handle's changes at run time ([`Handle::add_fault`],
+//!   [`Handle::set_reply`], [`Handle::refuse`], ...).
+//!
+//! A part that is off costs nothing: the loop keeps its place for it (an
+//! `Option` of a type no value can have), and the compiler removes every
+//! branch that leads there.
 //!
 //! # Platforms
 //!
