@@ -30,8 +30,14 @@
 #   START_RUNS [20]    runs for the start-up time median
 #   C_SRC [../shared/bench/c_epoll/server.c]
 #   RELAYS ["ackloop haproxy socat"]  relays for the relay scenarios
-#                      (ackloop, haproxy, socat, before); "direct", the load
+#                      (ackloop, ackloop-api: a named endpoint from --config,
+#                      toxiproxy: $TOXIPROXY_SERVER or the one
+#                      ../shared/bench/toxiproxy/build.sh builds, haproxy,
+#                      haproxy-splice: with option splice-request and
+#                      splice-response, socat, before); "direct", the load
 #                      generator talking to the upstream itself, always runs
+#   BEFORE_BIN         an ackloop binary to run as "before" instead of
+#                      building BEFORE (e.g. a copy of an earlier build)
 #   BULK_MIB [1024]    MiB sent one way in the relay:bulk scenario
 #   RELAY_IDLE_CONNS [5000]  idle pairs in relay:idle (a pair holds two
 #                      descriptors in the relay)
@@ -269,7 +275,7 @@ mkdir -p "$OUT"
 if ((RELAYED)); then
     need_tool ss iproute2
     for tool in haproxy socat; do
-        if relays "$tool"; then need_tool "$tool"; fi
+        if relays "$tool" || relays "$tool-splice"; then need_tool "$tool"; fi
     done
 fi
 echo "building ..." >&2
@@ -278,8 +284,12 @@ if has ackloop || has rules16 || has journal || ((RELAYED)); then
         die "ackloop does not build; SERVERS=c ONLY=line benches/compare.sh runs the C reference alone"
 fi
 if has before || { ((RELAYED)) && relays before; }; then
-    [[ -n ${BEFORE:-} ]] || die "SERVERS or RELAYS names before: set BEFORE to a git revision"
-    build_before "$BEFORE"
+    if [[ -n ${BEFORE_BIN:-} ]]; then
+        mkdir -p "$OUT/before" && cp "$BEFORE_BIN" "$OUT/before/ackloop"
+    else
+        [[ -n ${BEFORE:-} ]] || die "SERVERS or RELAYS names before: set BEFORE to a git revision (or BEFORE_BIN to a binary)"
+        build_before "$BEFORE"
+    fi
 fi
 cargo build --profile dist --quiet --example loadgen
 [[ -f $C_SRC ]] || die "C reference not found at $C_SRC: it is not in this repository but in the project's shared directory beside the clone (../shared/bench/c_epoll/server.c, see its README); set C_SRC=path/to/server.c"

@@ -33,9 +33,12 @@ start_quiet() {
     die "${CMD[*]}: not listening on $proto port $port (see $OUT/server.err)"
 }
 
-# haproxy_cfg PORT MAXCONN: a TCP-mode haproxy, one thread, from
-# 127.0.0.1:PORT to the upstream; its defaults otherwise.
+# haproxy_cfg PORT MAXCONN [OPTION...]: a TCP-mode haproxy, one thread, from
+# 127.0.0.1:PORT to the upstream, with the proxy options given (e.g.
+# "splice-request"); its defaults otherwise.
 haproxy_cfg() {
+    local option options=
+    for option in "${@:3}"; do options+=$'\n'"    option $option"; done
     cat >"$OUT/haproxy.cfg" <<EOF
 global
     nbthread 1
@@ -47,7 +50,7 @@ defaults
     timeout server 1m
 listen relay
     bind 127.0.0.1:$1
-    server upstream $UP_TCP
+    server upstream $UP_TCP$options
 EOF
 }
 
@@ -66,9 +69,15 @@ start_relay() {
         start_server setsid taskset -c 0
         return
         ;;
-    haproxy)
+    haproxy | haproxy-splice)
         free_port
-        haproxy_cfg "$PORT" "$max"
+        if [[ $name == haproxy ]]; then
+            haproxy_cfg "$PORT" "$max"
+        else
+            # Both directions by splice(2) through a pipe, as ackloop's
+            # plain bulk.
+            haproxy_cfg "$PORT" "$max" splice-request splice-response
+        fi
         CMD=(haproxy -db -f "$OUT/haproxy.cfg")
         ;;
     socat)
@@ -77,7 +86,25 @@ start_relay() {
         [[ $proto == udp ]] && listen=UDP-LISTEN connect=UDP:$UP_UDP
         CMD=(socat "$listen:$PORT,bind=127.0.0.1,fork,reuseaddr" "$connect")
         ;;
-    *) die "unknown relay $name (RELAYS takes ackloop, haproxy, socat and before)" ;;
+    ackloop-api)
+        # A named endpoint (SPEC 14), as the API or --config makes one.
+        free_port
+        printf '[{"name":"bench","listen":"127.0.0.1:%s","upstream":"%s"}]\n' \
+            "$PORT" "$UP_TCP" >"$OUT/proxies.json"
+        CMD=("$bin" --no-udp --tcp 127.0.0.1:0 --log-level off --config "$OUT/proxies.json")
+        [[ $label == relay:idle* ]] && CMD+=(--max-connections "$max")
+        ;;
+    toxiproxy)
+        # The real toxiproxy (../shared/bench/toxiproxy/build.sh builds it,
+        # or $TOXIPROXY_SERVER), its proxy from its own -config file.
+        free_port
+        printf '[{"name":"bench","listen":"127.0.0.1:%s","upstream":"%s"}]\n' \
+            "$PORT" "$UP_TCP" >"$OUT/toxiproxy.json"
+        local api=$((PORT + 1))
+        CMD=("${TOXIPROXY_SERVER:-../shared/bench/toxiproxy/toxiproxy-server}"
+            -host 127.0.0.1 -port "$api" -config "$OUT/toxiproxy.json")
+        ;;
+    *) die "unknown relay $name (RELAYS takes ackloop, ackloop-api, toxiproxy, haproxy, haproxy-splice, socat and before)" ;;
     esac
     start_quiet "$proto" "$PORT" setsid taskset -c 0
     TCP=127.0.0.1:$PORT UDP=127.0.0.1:$PORT
@@ -92,10 +119,11 @@ relay_names() {
     # plain: ackloop without --upstream, its idle connection beside its
     # idle pair. socat forks a process per connection: left out.
     relay:idle*) NAMES=plain skip=socat ;;
-    relay:udp*) skip=haproxy ;; # haproxy relays no UDP
+    relay:udp*) skip="haproxy ackloop-api toxiproxy" ;; # TCP relays only
     esac
     for name in $RELAYS; do
-        [[ $name == "$skip" ]] || NAMES+=" $name"
+        # haproxy-splice is haproxy: skipped where haproxy is.
+        [[ " $skip " == *" $name "* || " $skip " == *" ${name%-splice} "* ]] || NAMES+=" $name"
     done
 }
 

@@ -15,11 +15,11 @@ export LC_ALL=C
 cd "$(dirname "$0")/.."
 
 PROFILES=${PROFILES:-small dist}
-ALL=cli,relay,scripts,journal,control
+ALL=cli,relay,scripts,journal,control,api
 printf '| features | %s |\n' "$(sed 's/ / | /g' <<<"$PROFILES")"
 printf '|---|%s\n' "$(for _ in $PROFILES; do printf -- '---|'; done)"
 declare -A core
-for parts in cli cli,relay cli,scripts cli,journal cli,control $ALL; do
+for parts in cli cli,relay cli,scripts cli,journal cli,control cli,api $ALL; do
     row="| \`$parts\` |"
     for profile in $PROFILES; do
         cargo build --profile "$profile" --quiet --bin ackloop --no-default-features --features "$parts"

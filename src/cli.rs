@@ -45,7 +45,12 @@ Options:
   --seed N                 seed of the faults' random choices [default: random, logged]
   --control ADDR           live control socket, loopback only (commands: fault SPEC, clear,
                              reply TEXT, rule SPEC, rules clear, greeting TEXT, push TEXT,
-                             refuse, accept, stats, received N SECS)
+                             refuse, accept, stats, received N SECS, endpoints, and
+                             @NAME fault|clear|stats|refuse|accept for a named endpoint)
+  --api ADDR               toxiproxy's HTTP API (2.x routes, JSON), e.g. 127.0.0.1:8474: any
+                             toxiproxy client manages named proxies and their toxics
+  --config FILE            toxiproxy's config file (a JSON array of proxies): named proxies
+                             created at start-up; a bad file or entry exits 2
   --upstream PROTO:ADDR    relay that protocol to a real server, e.g. tcp:127.0.0.1:6379;
                              faults then act on the relayed traffic (one per protocol);
                              a tcp delay also caps bandwidth today: a direction holds at most
@@ -63,7 +68,8 @@ Options:
   -h, --help               print this help
   -V, --version            print the version
 
-On start it prints `tcp ADDR`, `udp ADDR` and `control ADDR` (the bound addresses) on stdout.
+On start it prints `tcp ADDR`, `udp ADDR`, `control ADDR` and `api ADDR` (the bound addresses)
+on stdout.
 SIGINT or SIGTERM: stop accepting, finish owed replies (5 s at most), exit 0.
 Exit status: 0 after a signal, 1 when a socket or the journal cannot be opened, 2 for bad usage.";
 
@@ -134,6 +140,13 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, String
             Long("seed") => config.seed = Some(number(&name, &mut parser)?),
             #[cfg(feature = "control")]
             Long("control") => config.control = Some(address(&name, &mut parser)?),
+            Long("api") => config.api = Some(address(&name, &mut parser)?),
+            Long("config") => {
+                let value = parser
+                    .value()
+                    .map_err(|_| format!("{name}: needs a file name"))?;
+                config.config_file = Some(value.into());
+            }
             #[cfg(feature = "relay")]
             Long("upstream") => config.add_upstream(text(&name, &mut parser)?.parse()?)?,
             #[cfg(feature = "relay")]
@@ -205,6 +218,7 @@ pub fn left_out_parts() -> Vec<&'static str> {
         ("scripts", cfg!(feature = "scripts")),
         ("journal", cfg!(feature = "journal")),
         ("control", cfg!(feature = "control")),
+        ("api", cfg!(feature = "api")),
     ];
     (parts.into_iter())
         .filter(|(_, built)| !built)

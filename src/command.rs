@@ -28,8 +28,8 @@ use crate::vocab::check_reply_len;
 pub(crate) const MAX_WAIT_SECS: u64 = 86_400;
 
 /// The commands a control line may name, for error messages.
-const COMMANDS: &str =
-    "fault, clear, reply, rule, rules clear, greeting, push, refuse, accept, stats, received";
+const COMMANDS: &str = "fault, clear, reply, rule, rules clear, greeting, push, refuse, accept, \
+     stats, received, endpoints, @NAME COMMAND";
 
 /// A change to the running server, from a control connection or a
 /// [`Handle`](crate::Handle).
@@ -52,6 +52,11 @@ pub(crate) enum Command {
     Refuse,
     Accept,
     Stats,
+    /// Lists the named endpoints (SPEC 14).
+    Endpoints,
+    /// `@NAME COMMAND`: `fault`, `clear`, `stats`, `refuse` or `accept`
+    /// for the named endpoint `NAME`.
+    At(String, Box<Command>),
 }
 
 /// What a command answers: `Ok(text)` is answered `ok` (then the text,
@@ -77,7 +82,21 @@ pub(crate) trait Target {
     #[cfg(feature = "scripts")]
     /// Sends `text` to every open data connection now.
     fn push(&mut self, text: Vec<u8>, t: &mut Turn<'_>) -> Reply;
+    /// `ok N`, then one line per named endpoint: `NAME LISTEN UPSTREAM
+    /// enabled|disabled`.
+    fn endpoints(&mut self) -> Reply {
+        Err(NO_ENDPOINTS.into())
+    }
+    /// Carries out `command` (`fault`, `clear`, `stats`, `refuse`,
+    /// `accept`) on the named endpoint `name`.
+    fn at(&mut self, name: &str, command: Command, t: &mut Turn<'_>) -> Reply {
+        let _ = (command, t);
+        Err(format!("no endpoint '{name}' ({NO_ENDPOINTS})"))
+    }
 }
+
+/// Why a server without named endpoints refuses their commands.
+pub(crate) const NO_ENDPOINTS: &str = "no named endpoints: --config or the API makes them";
 
 /// Carries out `command`, from a control connection or a [`Handle`](crate::Handle).
 /// A command that fails changes nothing (SPEC 9): every check comes
@@ -121,6 +140,8 @@ pub(crate) fn execute(command: Command, target: &mut impl Target, t: &mut Turn<'
         Command::Refuse => return target.refuse(t),
         Command::Accept => return target.listen_again(t),
         Command::Stats => return Ok(stats_line(&t.counters.snapshot())),
+        Command::Endpoints => return target.endpoints(),
+        Command::At(name, command) => return target.at(&name, *command, t),
     }
     Ok(String::new())
 }
@@ -146,6 +167,8 @@ impl fmt::Display for Command {
             Command::Refuse => f.write_str("refuse"),
             Command::Accept => f.write_str("accept"),
             Command::Stats => f.write_str("stats"),
+            Command::Endpoints => f.write_str("endpoints"),
+            Command::At(name, command) => write!(f, "@{name} {command}"),
         }
     }
 }
@@ -208,9 +231,33 @@ pub(crate) fn parse(line: &[u8]) -> Result<Request, String> {
         "refuse" => no_argument(Command::Refuse),
         "accept" => no_argument(Command::Accept),
         "stats" => no_argument(Command::Stats),
+        "endpoints" => no_argument(Command::Endpoints),
         "received" => parse_received(rest),
+        _ if word.starts_with('@') => parse_at(&word[1..], rest),
         _ => Err(format!("unknown command '{word}' ({COMMANDS})")),
     }
+}
+
+/// `@NAME COMMAND`: a command for one named endpoint.
+fn parse_at(name: &str, rest: Option<&str>) -> Result<Request, String> {
+    let usage = "@NAME takes fault SPEC, clear, stats, refuse or accept, like @db stats";
+    if name.is_empty() {
+        return Err(usage.into());
+    }
+    let command = match parse(rest.unwrap_or_default().as_bytes())? {
+        Request::Run(
+            command @ (Command::AddFault(_)
+            | Command::ClearFaults
+            | Command::Stats
+            | Command::Refuse
+            | Command::Accept),
+        ) => command,
+        _ => return Err(usage.into()),
+    };
+    Ok(Request::Run(Command::At(
+        name.to_string(),
+        Box::new(command),
+    )))
 }
 
 /// A command's TEXT: everything after the first space, escapes replaced;
@@ -291,6 +338,16 @@ mod tests {
             Ok(Request::Run(Command::Accept))
         ));
         assert!(matches!(command("stats"), Ok(Request::Run(Command::Stats))));
+        assert!(matches!(
+            command("endpoints"),
+            Ok(Request::Run(Command::Endpoints))
+        ));
+        match command("@db fault tcp:delay=5,dir=up") {
+            Ok(Request::Run(command @ Command::At(..))) => {
+                assert_eq!(command.to_string(), "@db fault tcp:delay=5,dir=up");
+            }
+            other => panic!("{other:?}"),
+        }
         match command("reply  two words ") {
             Ok(Request::Run(Command::SetReply(text))) => assert_eq!(text, b" two words "),
             other => panic!("{other:?}"),
@@ -318,6 +375,12 @@ mod tests {
             "received 1 -1",
             "received 1 nan",
             "received 1 1e9",
+            "@",
+            "@db",
+            "@db reply x",
+            "@db received 1 1",
+            "@db @db stats",
+            "endpoints all",
         ] {
             let err = command(line)
                 .err()

@@ -145,6 +145,13 @@ pub struct Config {
     /// The live control socket's address (loopback only), or `None` for
     /// none. Port 0 picks a free port.
     pub control: Option<SocketAddr>,
+    /// The toxiproxy HTTP API's address (SPEC 14), or `None` for none.
+    /// Port 0 picks a free port. Needs the `api` feature.
+    pub api: Option<SocketAddr>,
+    /// toxiproxy's config file (`--config`): a JSON array of proxies, as
+    /// its `POST /populate` takes, created at start-up as named endpoints.
+    /// Needs the `api` feature.
+    pub config_file: Option<std::path::PathBuf>,
     /// Sets `SO_REUSEPORT` on the TCP listener and the UDP socket before
     /// binding, so that several processes can share one address and the
     /// kernel spreads clients over them (Unix only).
@@ -156,7 +163,9 @@ pub struct Config {
     /// mode's first bytes (a datagram is still counted at its real length).
     pub read_buffer: usize,
     /// A connection owing this many reply bytes takes no more lines and is
-    /// not read until they drain (backpressure).
+    /// not read until they drain (backpressure). On a relay, the bytes a
+    /// direction holds for its receiver, in memory or (Linux, bulk) in
+    /// its kernel pipe.
     pub max_owed: usize,
     /// UDP datagrams waiting, at most: replies the socket cannot take yet
     /// and datagrams a `delay` holds back, on a relay either way, all
@@ -220,6 +229,8 @@ impl Default for Config {
             seed: None,
             #[cfg(feature = "control")]
             control: None,
+            api: None,
+            config_file: None,
             reuse_port: false,
             read_buffer: DEFAULT_READ_BUFFER,
             max_owed: DEFAULT_MAX_OWED,
@@ -299,6 +310,12 @@ impl Config {
                     "--control: {addr} is not a loopback address (control is local only)"
                 ));
             }
+        }
+        if self.api.is_some() && !cfg!(feature = "api") {
+            return Err("--api: this build has no API (the `api` feature is off)".into());
+        }
+        if self.config_file.is_some() && !cfg!(feature = "api") {
+            return Err("--config: this build has no endpoints (the `api` feature is off)".into());
         }
         #[cfg(feature = "scripts")]
         self.validate_scripts()?;

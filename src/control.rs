@@ -13,6 +13,8 @@
 //! | `accept` | listen again on the same address |
 //! | `stats` | `ok accepted=N rejected=N open=N messages=N ...` |
 //! | `received N SECS` | answer once N messages in all have arrived, or time out |
+//! | `endpoints` | `ok N`, then one line per named endpoint (SPEC 14) |
+//! | `@NAME COMMAND` | `fault`, `clear`, `stats`, `refuse` or `accept` on endpoint `NAME` |
 //!
 //! This module reads, frames and answers control connections; parsing a
 //! line and carrying out its command belong to [`crate::command`],

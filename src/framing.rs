@@ -165,6 +165,21 @@ impl OpenLine {
         self.word & Self::ENDS_CR != 0
     }
 
+    /// The open line as its length (a trailing `\r` included) and whether
+    /// it ends in `\r`: what a connection at rest keeps of it.
+    pub fn parts(self) -> (usize, bool) {
+        (self.len(), self.ends_cr())
+    }
+
+    /// The open line of [`parts`](OpenLine::parts) `len` (at most
+    /// [`MAX_LINE_LIMIT`]` + 1`) and `ends_cr`.
+    pub fn from_parts(len: usize, ends_cr: bool) -> OpenLine {
+        let flag = if ends_cr { Self::ENDS_CR } else { 0 };
+        OpenLine {
+            word: (len as u32 & !Self::ENDS_CR) | flag,
+        }
+    }
+
     /// Cuts the next piece off the front of a non-empty `input`, for lines
     /// of at most `max_line` (at most [`MAX_LINE_LIMIT`]) bytes.
     pub fn next<'a>(&mut self, input: &'a [u8], max_line: usize) -> (usize, Piece<'a>) {

@@ -225,10 +225,15 @@
 //! side would not take is kept, while the source is not read
 //! (backpressure both ways). A fault that holds bytes (a delay, a
 //! dribble, a judged line) keeps them within the same bound, `max_owed`,
-//! counting each held chunk's bookkeeping with its bytes. A FIN travels
-//! its direction after the bytes before it; a reset resets the other
-//! side, even one that comes after that side's FIN (no longer read, the
-//! socket's error tells it). A UDP client
+//! counting each held chunk's bookkeeping with its bytes. On Linux a
+//! direction that carries bulk and that nothing needs to see (no fault on
+//! it, no line mode, no journal) moves its bytes with `splice(2)` through
+//! a pipe of its own, socket to pipe to socket, never through user
+//! space: the pipe holds at most `max_owed` too, and is opened only once
+//! a direction has read 64 KiB in one go (an idle or chatty pair holds
+//! none). A FIN travels its direction after the bytes before it; a reset
+//! resets the other side, even one that comes after that side's FIN (no
+//! longer read, the socket's error tells it). A UDP client
 //! source gets a *flow*: a socket of its own connected to the upstream,
 //! so the kernel sorts the replies, which leave from the public socket.
 //! Faults act on either direction ([`Direction`], `dir=`).
@@ -312,6 +317,10 @@
 //!   and the handle's changes at run time ([`Handle::add_fault`],
 //!   [`Handle::set_reply`], [`Handle::refuse`], ...).
 //!
+//! * `api`: toxiproxy's HTTP API and named endpoints (SPEC 14),
+//!   `--api` and `--config` (with `relay` and `control`, which it
+//!   needs).
+//!
 //! A part that is off costs nothing: the loop keeps its place for it (an
 //! `Option` of a type no value can have), and the compiler removes every
 //! branch that leads there.
@@ -341,12 +350,15 @@
         feature = "relay",
         feature = "scripts",
         feature = "journal",
-        feature = "control"
+        feature = "control",
+        feature = "api"
     )),
     allow(dead_code, rustdoc::broken_intra_doc_links)
 )]
 #![doc(test(attr(deny(warnings))))]
 
+#[cfg(feature = "api")]
+mod api;
 mod bind;
 mod closing;
 #[cfg(feature = "control")]
@@ -354,6 +366,8 @@ mod command;
 mod config;
 #[cfg_attr(not(feature = "control"), path = "off/control.rs")]
 mod control;
+#[cfg(feature = "api")]
+mod endpoint;
 mod error;
 mod escape;
 mod fault;
@@ -381,6 +395,8 @@ mod udp;
 mod vocab;
 mod write;
 
+#[cfg(feature = "api")]
+pub use api::MAX_API_CONNECTIONS;
 pub use config::{
     Config, DEFAULT_ADDR, DEFAULT_IDLE_TIMEOUT_SECS, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_LINE,
     DEFAULT_MAX_OWED, DEFAULT_READ_BUFFER, DEFAULT_REPLY, DEFAULT_UDP_QUEUE_BYTES,

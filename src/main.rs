@@ -117,6 +117,9 @@ fn print_addresses(server: &Server) -> std::io::Result<()> {
     if let Some(addr) = server.control_addr() {
         writeln!(out, "control {addr}")?;
     }
+    if let Some(addr) = server.api_addr() {
+        writeln!(out, "api {addr}")?;
+    }
     out.flush()
 }
 

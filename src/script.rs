@@ -83,6 +83,8 @@ fn start_up_command(line: &str) -> Result<Command, String> {
         }
         Command::Push(_) => Err(not_at_start("push")),
         Command::Stats => Err(not_at_start("stats")),
+        Command::Endpoints => Err(not_at_start("endpoints")),
+        Command::At(..) => Err(not_at_start("@NAME")),
         command => Ok(command),
     }
 }
@@ -172,7 +174,9 @@ impl Config {
             Command::SetGreeting(text) => self.greeting = text,
             Command::Refuse => self.refuse = true,
             Command::Accept => self.refuse = false,
-            Command::Push(_) | Command::Stats => unreachable!("refused by start_up_command"),
+            Command::Push(_) | Command::Stats | Command::Endpoints | Command::At(..) => {
+                unreachable!("refused by start_up_command")
+            }
         }
         Ok(())
     }

@@ -68,6 +68,8 @@ use sources::Sources;
     )),
 ))]
 mod host;
+#[cfg(feature = "api")]
+mod proxies;
 mod sources;
 mod tcp_side;
 #[cfg(test)]
@@ -109,6 +111,7 @@ pub struct Server {
     tcp_addr: Option<SocketAddr>,
     udp_addr: Option<SocketAddr>,
     control_addr: Option<SocketAddr>,
+    api_addr: Option<SocketAddr>,
     replies: Replies,
     buf: Box<[u8]>,
     clock: Clock,
@@ -226,6 +229,9 @@ impl Server {
                 config.max_owed,
             )),
         };
+        // Before anything is bound: a bad config file is a start-up error.
+        #[cfg(feature = "api")]
+        let config_text = proxies::read_config_file(config.config_file.as_deref())?;
         let poll = Poll::new()?;
         let waker = Waker::new(poll.registry(), WAKER)?;
         let mut reserved = None;
@@ -252,6 +258,9 @@ impl Server {
             None => (None, None),
         };
         let (control, control_addr) = control::from_config(poll.registry(), &config)?;
+        let (api, api_addr) = proxies::bind_api(&poll, config.api)?;
+        #[cfg(not(feature = "api"))]
+        let () = api;
         let relayed = [Protocol::Tcp, Protocol::Udp].map(|p| config.relaying(p));
         let faults = Faults::relaying(
             config.seed.unwrap_or_else(fault::random_seed),
@@ -278,7 +287,10 @@ impl Server {
         if let Some((socket, bound)) = reserved {
             listener.start_refused(socket, bound);
         }
-        Ok(Server {
+        #[cfg(feature = "api")]
+        let seed = faults.seed();
+        #[cfg_attr(not(feature = "api"), allow(unused_mut))]
+        let mut server = Server {
             poll,
             events: Events::with_capacity(EVENTS_PER_POLL),
             sources: Sources {
@@ -288,6 +300,10 @@ impl Server {
                 flows: relay::flows_for(&config, udp.is_some()),
                 udp,
                 control,
+                #[cfg(feature = "api")]
+                api,
+                #[cfg(feature = "api")]
+                proxies: crate::api::Registry::new(&config, seed),
                 stopping: false,
                 #[cfg(all(feature = "signals", unix))]
                 signals: None,
@@ -295,6 +311,7 @@ impl Server {
             tcp_addr,
             udp_addr,
             control_addr,
+            api_addr,
             replies,
             // The one read buffer, shared by every connection and the UDP
             // socket: bytes are handled before the next read, so nobody
@@ -317,7 +334,13 @@ impl Server {
                 changes: Default::default(),
             }),
             status: Status::Running,
-        })
+        };
+        #[cfg(feature = "api")]
+        if let (Some(path), Some(text)) = (&config.config_file, config_text) {
+            (server.load_proxies(&text))
+                .map_err(|why| Error::Config(format!("--config {}: {why}", path.display())))?;
+        }
+        Ok(server)
     }
 
     /// The bound TCP address (port 0 resolved), or `None` without TCP.
@@ -333,6 +356,11 @@ impl Server {
     /// The bound control address (`--control`, port 0 resolved), or `None`.
     pub fn control_addr(&self) -> Option<SocketAddr> {
         self.control_addr
+    }
+
+    /// The bound API address (`--api`, port 0 resolved), or `None`.
+    pub fn api_addr(&self) -> Option<SocketAddr> {
+        self.api_addr
     }
 
     /// A handle for other threads: request shutdown, read counters, make
@@ -546,6 +574,19 @@ fn open_journal(config: &Config) -> Result<Option<RefCell<Journal>>, Error> {
 #[cfg(not(feature = "journal"))]
 fn open_journal(_: &Config) -> Result<Option<RefCell<Journal>>, Error> {
     Ok(None)
+}
+
+/// Without the `api` feature, `Config::validate` refuses `--api`.
+#[cfg(not(feature = "api"))]
+mod proxies {
+    use super::{Error, Poll, SocketAddr};
+
+    pub(super) fn bind_api(
+        _: &Poll,
+        _: Option<SocketAddr>,
+    ) -> Result<((), Option<SocketAddr>), Error> {
+        Ok(((), None))
+    }
 }
 
 impl Drop for Server {

@@ -125,6 +125,51 @@ impl Counters {
         }
     }
 
+    /// Moves what these counters hold into `into` and adds it to `total`,
+    /// leaving them at zero: a named endpoint counts apart, and its counts
+    /// join the server's after each step (`open` goes down as well as up:
+    /// wrapping sums keep it right).
+    #[cfg(feature = "api")]
+    pub fn drain_into(&self, into: &Counters, total: &mut Stats) {
+        let mut faults = total.faults.by_kind().map(|(_, n)| n);
+        let pairs = [
+            (&self.accepted, &into.accepted, &mut total.accepted),
+            (&self.rejected, &into.rejected, &mut total.rejected),
+            (&self.open, &into.open, &mut total.open),
+            (&self.messages, &into.messages, &mut total.messages),
+            (&self.datagrams, &into.datagrams, &mut total.datagrams),
+            (&self.bytes_in, &into.bytes_in, &mut total.bytes_in),
+            (&self.bytes_out, &into.bytes_out, &mut total.bytes_out),
+            (
+                &self.replies_dropped,
+                &into.replies_dropped,
+                &mut total.replies_dropped,
+            ),
+            (
+                &self.upstream_failed,
+                &into.upstream_failed,
+                &mut total.upstream_failed,
+            ),
+            (&self.up_bytes_in, &into.up_bytes_in, &mut total.up_bytes_in),
+            (
+                &self.up_bytes_out,
+                &into.up_bytes_out,
+                &mut total.up_bytes_out,
+            ),
+        ];
+        let kinds = (self.faults.iter().zip(&into.faults)).zip(faults.iter_mut());
+        let kinds = kinds.map(|((from, to), sum)| (from, to, sum));
+        for (from, to, sum) in pairs.into_iter().chain(kinds) {
+            let n = from.load(Relaxed);
+            if n != 0 {
+                from.store(0, Relaxed);
+                add(to, n);
+                *sum = sum.wrapping_add(n);
+            }
+        }
+        total.faults = FaultCounts::from_array(faults);
+    }
+
     pub fn snapshot(&self) -> Stats {
         Stats {
             accepted: self.accepted.load(Relaxed),

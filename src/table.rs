@@ -127,12 +127,6 @@ impl<T> Table<T> {
         open.map(|(key, _)| key).collect()
     }
 
-    /// Every open entry, to change it.
-    pub fn iter_mut(&mut self) -> impl Iterator<Item = (usize, &mut T)> {
-        let slots = self.slots.iter_mut();
-        slots.filter_map(|(key, slot)| Some((key, slot.as_mut()?)))
-    }
-
     /// Every open entry.
     pub fn iter(&self) -> impl Iterator<Item = (usize, &T)> {
         let slots = self.slots.iter();

@@ -6,8 +6,9 @@
 //! mean a deadline passed, so the loop reads the clock after every poll.
 //!
 //! Every deadline lives in one heap, [`Timers`], each entry saying what is
-//! due ([`Due`]): a connection's (or relayed pair's) idle, linger or
-//! fault-step deadline; a relayed UDP flow's idle deadline; a listener's
+//! due ([`Due`]): a served connection's linger or fault-step deadline, and
+//! one entry for all of their idle deadlines (the [`IdleList`]'s, see
+//! below); a relayed pair's idle, linger or fault-step deadline; a relayed UDP flow's idle deadline; a listener's
 //! retry after an accept error (data and control); the earliest UDP
 //! datagram held back by a delay; a control connection's
 //! `received` running out; the end of the shutdown grace period. So the
@@ -24,6 +25,13 @@
 //! busy connection costs one heap operation per idle period, not one per
 //! read, and no turn ever scans all connections.
 //!
+//! **The idle list.** Served connections share one idle timeout, so their
+//! idle deadlines come in the order of their last activity: the
+//! [`IdleList`] keeps them in that order, linked through an 8-byte
+//! [`Place`] in each connection's slot, and arms one heap entry for the
+//! first. Activity moves a connection to the end of the list (O(1), no
+//! heap operation); an idle connection costs its place and no entry.
+//!
 //! **The sweep.** Stale entries of far deadlines (a closed connection's
 //! idle timeout, a `received` answered early) would pile up, so once the
 //! heap holds more than twice the entries that can be current plus
@@ -32,14 +40,17 @@
 //! kind goes, so the heap's size follows the waiting things, and the O(n)
 //! pass is paid once per [`SWEEP_SLACK`] stale entries at least.
 //!
-//! Cost: O(log n) to arm or expire, one 16-byte entry per waiting thing.
+//! Cost: O(log n) to arm or expire, one 16-byte entry per waiting thing;
+//! O(1) and no entry for a served connection's idle deadline.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::time::{Duration, Instant};
 
+mod idle;
 mod stamp;
 
+pub(crate) use idle::{IdleList, MAX_KEYS, Members, Place, Wait};
 pub(crate) use stamp::Stamp;
 
 /// Milliseconds since the server started: the loop's unit of time.
@@ -116,6 +127,19 @@ pub(crate) enum Due {
     UdpDelay,
     /// Control connection `key`'s `received` times out.
     ControlWait { key: u32 },
+    /// API connection `key`: its idle deadline.
+    #[cfg_attr(not(feature = "api"), allow(dead_code))]
+    Api { key: u32 },
+    /// The API listener may be tried again after an accept error.
+    #[cfg_attr(not(feature = "api"), allow(dead_code))]
+    ApiAcceptRetry,
+    /// Named endpoint `endpoint`'s pair `key`: as `Pair` for the main
+    /// sockets' pairs.
+    #[cfg_attr(not(feature = "api"), allow(dead_code))]
+    EndpointPair { endpoint: u16, key: u32 },
+    /// Named endpoint `endpoint`'s listener may be tried again.
+    #[cfg_attr(not(feature = "api"), allow(dead_code))]
+    EndpointAcceptRetry { endpoint: u16 },
     /// The shutdown grace period is over: close everything.
     ShutdownGrace,
 }

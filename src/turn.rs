@@ -29,6 +29,8 @@ pub(crate) const WAKER: Token = Token(usize::MAX - 3);
 pub(crate) const SIGNALS: Token = Token(usize::MAX - 4);
 /// The control listener (`--control`).
 pub(crate) const CONTROL_LISTENER: Token = Token(usize::MAX - 5);
+/// The API listener (`--api`).
+pub(crate) const API_LISTENER: Token = Token(usize::MAX - 6);
 /// Relay: the client socket of pair `key` has token `PAIR_BASE + key`,
 /// its upstream socket `UPSTREAM_BASE + key`: an eighth of the token
 /// space each, above every served connection's key, so that a token
@@ -46,6 +48,22 @@ pub(crate) const CONTROL_SLOTS: usize = 64;
 /// Control connection `key` has token `CONTROL_BASE + key`, below the
 /// fixed tokens and far above any data connection's slab key.
 pub(crate) const CONTROL_BASE: Token = Token(FIRST_FIXED.0 - CONTROL_SLOTS);
+/// Tokens reserved for API connections (`--api`): one per connection that
+/// may be open at once.
+pub(crate) const API_SLOTS: usize = 256;
+/// API connection `key` has token `API_BASE + key`, just below the
+/// control connections'.
+pub(crate) const API_BASE: Token = Token(CONTROL_BASE.0 - API_SLOTS);
+/// Named endpoints at most (SPEC 14).
+pub(crate) const MAX_ENDPOINTS: usize = 256;
+/// Named endpoint `e` (1 to [`MAX_ENDPOINTS`]; 0 is the main sockets)
+/// has the relay's pair tokens shifted by `e << ENDPOINT_SHIFT`: its pair
+/// `key` is `PAIR_BASE + (e << ENDPOINT_SHIFT) + key` (client) and
+/// `UPSTREAM_BASE` plus the same (upstream).
+pub(crate) const ENDPOINT_SHIFT: u32 = 40;
+/// Named endpoint `e`'s listener has token `ENDPOINT_LISTENER_BASE + e`,
+/// below the API connections'.
+pub(crate) const ENDPOINT_LISTENER_BASE: Token = Token(API_BASE.0 - 2 * MAX_ENDPOINTS);
 
 /// Everything a handler may touch during one turn, borrowed from the
 /// server: the poll's registry (to change its own interest), the clock
@@ -114,6 +132,23 @@ pub(crate) enum Ready {
     Flow {
         key: usize,
     },
+    /// API connection `key`.
+    #[cfg_attr(not(feature = "api"), allow(dead_code))]
+    Api {
+        key: usize,
+    },
+    /// Named endpoint `endpoint`'s pair `key`.
+    #[cfg_attr(not(feature = "api"), allow(dead_code))]
+    EndpointPair {
+        endpoint: u16,
+        key: usize,
+        id: u32,
+    },
+    /// Named endpoint `endpoint`'s listener.
+    #[cfg_attr(not(feature = "api"), allow(dead_code))]
+    EndpointListener {
+        endpoint: u16,
+    },
 }
 
 /// Whom a token names: the one place tokens are decoded, for the loop's
@@ -127,6 +162,18 @@ pub(crate) enum Owner {
     ControlListener,
     /// Control connection `key`.
     Control(usize),
+    ApiListener,
+    /// API connection `key`.
+    Api(usize),
+    /// Named endpoint `endpoint`'s listener.
+    EndpointListener(u16),
+    /// Named endpoint `endpoint`'s pair `key`: its client's socket, or
+    /// with `upstream` its upstream's.
+    EndpointPair {
+        endpoint: u16,
+        key: usize,
+        upstream: bool,
+    },
     /// Served connection `key`.
     Conn(usize),
     /// The client socket of relayed pair `key`.
@@ -147,13 +194,32 @@ impl Owner {
             WAKER => Owner::Waker,
             SIGNALS => Owner::Signals,
             CONTROL_LISTENER => Owner::ControlListener,
+            API_LISTENER => Owner::ApiListener,
             Token(key) if key >= FIRST_FIXED.0 => Owner::Unknown,
             Token(key) if key >= CONTROL_BASE.0 => Owner::Control(key - CONTROL_BASE.0),
+            Token(key) if key >= API_BASE.0 => Owner::Api(key - API_BASE.0),
+            Token(key) if key >= ENDPOINT_LISTENER_BASE.0 => {
+                Owner::EndpointListener((key - ENDPOINT_LISTENER_BASE.0) as u16)
+            }
             Token(key) if key >= FLOW_BASE.0 => Owner::Flow(key - FLOW_BASE.0),
-            Token(key) if key >= UPSTREAM_BASE.0 => Owner::PairUpstream(key - UPSTREAM_BASE.0),
-            Token(key) if key >= PAIR_BASE.0 => Owner::PairClient(key - PAIR_BASE.0),
+            Token(key) if key >= UPSTREAM_BASE.0 => pair(key - UPSTREAM_BASE.0, true),
+            Token(key) if key >= PAIR_BASE.0 => pair(key - PAIR_BASE.0, false),
             Token(key) => Owner::Conn(key),
         }
+    }
+}
+
+/// A pair's socket: the main sockets' relay (endpoint 0), or a named
+/// endpoint's.
+fn pair(key: usize, upstream: bool) -> Owner {
+    match (key >> ENDPOINT_SHIFT, upstream) {
+        (0, false) => Owner::PairClient(key),
+        (0, true) => Owner::PairUpstream(key),
+        (endpoint, upstream) => Owner::EndpointPair {
+            endpoint: endpoint as u16,
+            key: key & ((1 << ENDPOINT_SHIFT) - 1),
+            upstream,
+        },
     }
 }
 
@@ -197,6 +263,17 @@ impl fmt::Display for Described<'_> {
             Owner::Signals => f.write_str("signals")?,
             Owner::ControlListener => f.write_str("control listener")?,
             Owner::Control(key) => write!(f, "control {key}")?,
+            Owner::ApiListener => f.write_str("api listener")?,
+            Owner::Api(key) => write!(f, "api {key}")?,
+            Owner::EndpointListener(e) => write!(f, "endpoint {e} listener")?,
+            Owner::EndpointPair {
+                endpoint,
+                key,
+                upstream,
+            } => {
+                let side = if upstream { "upstream" } else { "client" };
+                write!(f, "endpoint {endpoint} pair {key} {side}")?
+            }
             Owner::Conn(key) => write!(f, "conn {key}")?,
             Owner::PairClient(key) => write!(f, "pair {key} client")?,
             Owner::PairUpstream(key) => write!(f, "pair {key} upstream")?,
@@ -235,23 +312,31 @@ mod tests {
             Owner::Conn(PAIR_BASE.0 - 1)
         );
         assert_eq!(Owner::of(PAIR_BASE), Owner::PairClient(0));
-        assert_eq!(
-            Owner::of(Token(UPSTREAM_BASE.0 - 1)),
-            Owner::PairClient(UPSTREAM_BASE.0 - 1 - PAIR_BASE.0)
-        );
+        let last_main = (1 << ENDPOINT_SHIFT) - 1;
+        let client = Token(PAIR_BASE.0 + last_main);
+        assert_eq!(Owner::of(client), Owner::PairClient(last_main));
+        let endpoint = |endpoint, key, upstream| Owner::EndpointPair {
+            endpoint,
+            key,
+            upstream,
+        };
+        let client = Token(PAIR_BASE.0 + (3 << ENDPOINT_SHIFT) + 7);
+        assert_eq!(Owner::of(client), endpoint(3, 7, false));
+        let upstream = Token(UPSTREAM_BASE.0 + (256 << ENDPOINT_SHIFT) + 9);
+        assert_eq!(Owner::of(upstream), endpoint(256, 9, true));
+        let listener = Token(ENDPOINT_LISTENER_BASE.0 + 256);
+        assert_eq!(Owner::of(listener), Owner::EndpointListener(256));
         assert_eq!(
             Owner::of(Token(UPSTREAM_BASE.0 + 3)),
             Owner::PairUpstream(3)
         );
-        assert_eq!(
-            Owner::of(Token(FLOW_BASE.0 - 1)),
-            Owner::PairUpstream(FLOW_BASE.0 - 1 - UPSTREAM_BASE.0)
-        );
         assert_eq!(Owner::of(Token(FLOW_BASE.0 + 5)), Owner::Flow(5));
-        assert_eq!(
-            Owner::of(Token(CONTROL_BASE.0 - 1)),
-            Owner::Flow(CONTROL_BASE.0 - 1 - FLOW_BASE.0)
-        );
+        assert_eq!(Owner::of(API_BASE), Owner::Api(0));
+        let last_api = Token(CONTROL_BASE.0 - 1);
+        assert_eq!(Owner::of(last_api), Owner::Api(API_SLOTS - 1));
+        let below = ENDPOINT_LISTENER_BASE.0 - 1;
+        assert_eq!(Owner::of(Token(below)), Owner::Flow(below - FLOW_BASE.0));
+        assert_eq!(Owner::of(API_LISTENER), Owner::ApiListener);
         assert_eq!(Owner::of(LISTENER), Owner::Listener);
         assert_eq!(Owner::of(CONTROL_LISTENER), Owner::ControlListener);
     }

@@ -55,8 +55,11 @@ pub const MAX_OWED: usize = 64 * 1024;
 pub const MAX_LINE: usize = 1024;
 /// A connection with no bytes moved for this long is closed. Longer than
 /// a probe's client waits in silence (`client::STALL`), so a stall is
-/// seen as a stall, not as an idle close.
-pub const IDLE_TIMEOUT: Duration = Duration::from_millis(1500);
+/// seen as a stall, not as an idle close; and longer than a loaded
+/// machine may take to see that a server stopped reading (the
+/// `write-all` probe's client is silent until then: at 1.5 s, the
+/// correct server's idle close cut it once at load 12).
+pub const IDLE_TIMEOUT: Duration = Duration::from_millis(3000);
 /// How long a closing connection reads and discards before it is dropped.
 pub const LINGER: Duration = Duration::from_secs(2);
 

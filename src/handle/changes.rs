@@ -232,6 +232,56 @@ impl Handle {
         self.run(Command::Accept).map(drop)
     }
 
+    /// The named endpoints (SPEC 14), one line each as the control
+    /// port's `endpoints` gives them: `NAME LISTEN UPSTREAM
+    /// enabled|disabled`.
+    ///
+    /// # Errors
+    ///
+    /// As [`add_fault`](Handle::add_fault).
+    pub fn endpoints(&self) -> Result<Vec<String>, String> {
+        let text = self.run(Command::Endpoints)?;
+        Ok(text.lines().skip(1).map(String::from).collect())
+    }
+
+    /// Carries out one control line on the running server, as the control
+    /// port would (`fault SPEC`, `stats`, `@NAME fault SPEC`, `@NAME
+    /// stats`, `endpoints`, ...; not `received`, which waits): its answer
+    /// without the `ok`.
+    ///
+    /// # Errors
+    ///
+    /// The line's `error: ...` text, or as [`add_fault`](Handle::add_fault).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(feature = "api")] {
+    /// let config_file = std::env::temp_dir().join("ackloop-handle-doc.json");
+    /// std::fs::write(&config_file, r#"[{"name": "db", "upstream": "127.0.0.1:9"}]"#)?;
+    /// let config = ackloop::Config {
+    ///     config_file: Some(config_file),
+    ///     ..ackloop::Config::loopback()
+    /// };
+    /// let mut server = ackloop::Server::bind(config)?;
+    /// let handle = server.handle();
+    /// std::thread::spawn(move || server.run());
+    /// assert_eq!(handle.command("@db fault tcp:delay=100")?, "");
+    /// assert!(handle.command("@db stats")?.starts_with("accepted=0 "));
+    /// assert!(handle.endpoints()?[0].starts_with("db 127.0.0.1:"));
+    /// handle.shutdown();
+    /// # }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn command(&self, line: &str) -> Result<String, String> {
+        match crate::command::parse(line.as_bytes())? {
+            crate::command::Request::Run(command) => self.run(command),
+            crate::command::Request::Received { .. } => {
+                Err("received waits on the control port: use stats in a loop".into())
+            }
+        }
+    }
+
     /// Sends `command` to the loop and waits for its reply.
     fn run(&self, command: Command) -> Reply {
         if TURNING.get() == Arc::as_ptr(&self.shared) as usize {

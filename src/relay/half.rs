@@ -52,11 +52,23 @@ pub(crate) const READS_PER_PUMP: usize = crate::limits::READS_PER_TURN;
 pub(crate) trait Sink: Write {
     /// Sends our FIN: `shutdown(Write)`.
     fn shutdown_write(&mut self) -> io::Result<()>;
+
+    /// The socket's descriptor, for `splice(2)`: none for what is no
+    /// socket (the tests' scripted peers), whose bytes are copied.
+    #[cfg(target_os = "linux")]
+    fn splice_fd(&self) -> Option<std::os::fd::RawFd> {
+        None
+    }
 }
 
 impl Sink for mio::net::TcpStream {
     fn shutdown_write(&mut self) -> io::Result<()> {
         self.shutdown(std::net::Shutdown::Write)
+    }
+
+    #[cfg(target_os = "linux")]
+    fn splice_fd(&self) -> Option<std::os::fd::RawFd> {
+        Some(std::os::fd::AsRawFd::as_raw_fd(self))
     }
 }
 
@@ -161,6 +173,12 @@ pub(crate) struct HalfPipe {
     shaped: Option<Box<Shaped>>,
     /// Line mode: where this direction's lines stand (a few counts).
     lines: Option<Box<lines::Lines>>,
+    /// A plain direction's bulk: its kernel pipe, once it has one.
+    #[cfg(target_os = "linux")]
+    pipe: Option<Box<crate::relay::splice::Pipe>>,
+    /// No pipe could be opened: the direction copies.
+    #[cfg(target_os = "linux")]
+    splice_refused: bool,
 }
 
 impl HalfPipe {
@@ -180,6 +198,40 @@ impl HalfPipe {
             shaped,
             lines: lines.then(Box::default),
             ..HalfPipe::default()
+        }
+    }
+
+    /// Stream mode: the faults `shape` from now on (a named endpoint's
+    /// toxics changed, SPEC 14), acting from the next bytes read; bytes
+    /// held for a delay that shrank or went go at once, a `truncate`
+    /// counts from now. Line mode keeps its judged lines as they are.
+    #[cfg_attr(not(feature = "api"), allow(dead_code))]
+    pub fn reshape(&mut self, mut shape: Shape) {
+        if self.lines.is_some() {
+            return;
+        }
+        let held = self.held();
+        let shaped = match &mut self.shaped {
+            Some(shaped) => shaped,
+            None if shape == Shape::default() => return,
+            None => self
+                .shaped
+                .insert(Box::new(Shaped::new(Shape::default(), false))),
+        };
+        if shaped.shape.truncate.is_none() {
+            shape.truncate = shape.truncate.map(|n| shaped.taken + n);
+        }
+        let (had_chunks, old_delay) = (shaped.uses_chunks(), shaped.shape.delay_ms);
+        shaped.shape = shape;
+        match (had_chunks, shaped.uses_chunks()) {
+            // What is held already goes as it would have; later bytes wait.
+            (false, true) if held > 0 => shaped.push_chunk(0, held, None),
+            // No delay any more: everything held goes now.
+            (true, false) => shaped.chunks.clear(),
+            (true, true) if shaped.shape.delay_ms < old_delay => {
+                shaped.chunks.iter_mut().for_each(|chunk| chunk.at = 0);
+            }
+            _ => {}
         }
     }
 
@@ -469,7 +521,8 @@ impl HalfPipe {
         let piece = &self.rest[self.rest_at..self.rest_at + may_go];
         let written = write_some(sink, piece).map_err(Broken::Sink)?;
         cx.written += written as u64;
-        if let Some(tap) = cx.tap.as_mut().filter(|_| written > 0) {
+        // Nothing written journals nothing (`written_held` of no bytes).
+        if let Some(tap) = cx.tap.as_mut() {
             let shaped = self.shaped.as_deref().filter(|s| s.in_lines);
             let chunks = shaped.into_iter().flat_map(|s| &s.chunks);
             tap.written_held(&piece[..written], chunks.map(|c| (c.len, c.faults)));
@@ -551,6 +604,10 @@ fn write_some(sink: &mut impl Write, bytes: &[u8]) -> io::Result<usize> {
 
 mod lines;
 mod shaped;
+/// A plain direction's bulk goes by `splice(2)` on Linux; elsewhere every
+/// direction copies.
+#[cfg_attr(not(target_os = "linux"), path = "half/copying.rs")]
+mod spliced;
 
 pub(crate) use lines::LineCx;
 pub(crate) use shaped::Shape;

@@ -15,6 +15,8 @@
 //! - [`pair`]: one pair's life (connect, relay, linger), no sockets;
 //! - [`half`]: one direction of a pair (the rest buffer, the FIN, the
 //!   faults; `half::lines` for line mode), no sockets;
+//! - `splice` (Linux): a kernel pipe that moves a plain direction's bulk
+//!   from socket to socket with `splice(2)`;
 //! - [`journal`]: a pair's lines in the journal, with one;
 //! - [`flows`]: UDP flows, one connected socket per client source;
 //!   [`udp`](crate::udp) hands it every datagram when UDP is relayed.
@@ -24,6 +26,8 @@ pub(crate) mod half;
 pub(crate) mod journal;
 pub(crate) mod pair;
 pub(crate) mod pairs;
+#[cfg(target_os = "linux")]
+pub(crate) mod splice;
 
 use crate::config::Config;
 

@@ -232,7 +232,7 @@ impl<S: Endpoint> Pair<S> {
     /// Bytes held in both directions.
     #[cfg(test)]
     pub fn held(&self) -> usize {
-        self.up.held() + self.down.held()
+        self.up.owed() + self.down.owed()
     }
 
     /// The pair's next deadline: the connect's, a fault's time, the end of
@@ -278,6 +278,20 @@ impl<S: Endpoint> Pair<S> {
             _ => {}
         }
         self.resume(cx)
+    }
+
+    /// Stream mode: each direction's faults from now on, `[up, down]`
+    /// (see [`HalfPipe::reshape`]); the caller pumps it again.
+    #[cfg_attr(not(feature = "api"), allow(dead_code))]
+    pub fn reshape(&mut self, [up, down]: [Shape; 2]) {
+        self.up.reshape(up);
+        self.down.reshape(down);
+    }
+
+    /// Its place in accept order.
+    #[cfg_attr(not(feature = "api"), allow(dead_code))]
+    pub fn ordinal(&self) -> u64 {
+        self.ordinal
     }
 
     /// Moves what can be moved both ways: for a pair left on the
@@ -387,7 +401,7 @@ impl<S: Endpoint> Pair<S> {
     fn hang_ended(&self) -> bool {
         let hanging = self.up.hangs() || self.down.hangs();
         let up_out = self.up.ended() || self.up.hangs();
-        let nothing_held = self.up.held() == 0 && self.down.held() == 0;
+        let nothing_held = self.up.owed() == 0 && self.down.owed() == 0;
         hanging && self.up.source_ended() && up_out && nothing_held
     }
 
@@ -429,7 +443,7 @@ impl<S: Endpoint> Pair<S> {
                 log,
             });
         }
-        let result = pipe.pump(source, relaying.then_some(sink), &mut pump);
+        let result = pipe.relay(source, relaying.then_some(sink), &mut pump);
         let (read, written) = (pump.read, pump.written);
         let counters = cx.counters;
         let (bytes_read, bytes_written) = match from {

@@ -28,7 +28,7 @@ use crate::reply::Protocol;
 use crate::stats::{add, sub};
 use crate::table::Table;
 use crate::timer::{Due, Entry, Millis, NEVER, RateLimit, Timers, at_least};
-use crate::turn::{PAIR_BASE, Ready, Turn, UPSTREAM_BASE, settle_writable};
+use crate::turn::{ENDPOINT_SHIFT, PAIR_BASE, Ready, Turn, UPSTREAM_BASE, settle_writable};
 use crate::vocab::Direction;
 
 /// Pair slots allocated up front (they grow, once, past this).
@@ -48,6 +48,12 @@ struct Slot {
 
 /// Every relayed TCP pair.
 pub(crate) struct Pairs {
+    /// The endpoint the pairs belong to: 0 for the main sockets
+    /// (`--upstream`), else a named endpoint's (SPEC 14).
+    endpoint: u16,
+    /// `endpoint << ENDPOINT_SHIFT`: where its keys start in the pair
+    /// tokens' range.
+    offset: usize,
     /// The real server every client is relayed to.
     upstream: SocketAddr,
     /// Open pairs, keyed by the client socket's token.
@@ -73,12 +79,21 @@ pub(crate) struct Pairs {
 
 impl Pairs {
     pub fn new(upstream: SocketAddr, config: &Config) -> Pairs {
+        Pairs::for_endpoint(0, upstream, config)
+    }
+
+    /// The pairs of endpoint `endpoint` (0: the main sockets), with
+    /// tokens of its own range.
+    pub fn for_endpoint(endpoint: u16, upstream: SocketAddr, config: &Config) -> Pairs {
         let preallocated = config.max_connections.min(PREALLOCATED_PAIRS);
+        let offset = (endpoint as usize) << ENDPOINT_SHIFT;
         Pairs {
+            endpoint,
+            offset,
             upstream,
             table: Table::new(
-                PAIR_BASE,
-                UPSTREAM_BASE.0 - PAIR_BASE.0,
+                Token(PAIR_BASE.0 + offset),
+                1 << ENDPOINT_SHIFT,
                 preallocated,
                 CLOSED_PER_TURN,
             ),
@@ -199,6 +214,7 @@ impl Pairs {
         t: &mut Turn<'_>,
         step: impl FnOnce(&mut Pair<TcpStream>, &mut PairCx<'_>) -> Result<Advance, End>,
     ) {
+        let (endpoint, offset) = (self.endpoint, self.offset);
         let Some(slot) = self.table.get_mut(key) else {
             return; // Closed earlier in this batch: a stale event.
         };
@@ -215,15 +231,27 @@ impl Pairs {
         let result = step(&mut slot.pair, &mut cx).and_then(|advance| {
             if advance == Advance::StillReady {
                 let id = slot.pair.id;
-                t.ready.push(Ready::Pair { key, id });
+                t.ready.push(match endpoint {
+                    0 => Ready::Pair { key, id },
+                    endpoint => Ready::EndpointPair { endpoint, key, id },
+                });
             }
-            settle_interest(slot, key, t).map_err(|e| {
+            settle_interest(slot, key + offset, t).map_err(|e| {
                 debug!("pair {key}: cannot change interest: {e}");
                 End::Done
             })
         });
         match result {
-            Ok(()) => arm_timer(slot, key, self.idle_ms, t.timers),
+            Ok(()) => {
+                let due = match endpoint {
+                    0 => Due::Pair { key: key as u32 },
+                    endpoint => Due::EndpointPair {
+                        endpoint,
+                        key: key as u32,
+                    },
+                };
+                arm_timer(slot, due, self.idle_ms, t.timers)
+            }
             Err(end) => self.close(key, end, t),
         }
     }
@@ -281,6 +309,26 @@ impl Pairs {
         }
     }
 
+    /// The faults changed (a named endpoint's toxics, SPEC 14): every
+    /// open pair is judged again, as at its accept, and its directions
+    /// take the new shapes from their next bytes on; held bytes a fault
+    /// no longer delays go now. A `close` or `reset` acts on new pairs
+    /// only.
+    #[cfg_attr(not(feature = "api"), allow(dead_code))]
+    pub fn reshape(&mut self, t: &mut Turn<'_>) {
+        if self.line_mode {
+            return;
+        }
+        for key in self.table.keys() {
+            let Some(slot) = self.table.get_mut(key) else {
+                continue;
+            };
+            let plan = judge(slot.pair.ordinal(), None, t);
+            slot.pair.reshape(plan.shapes);
+            self.drive(key, t, |pair, cx| pair.resume(cx));
+        }
+    }
+
     /// Shutting down: every pair writes what it holds, then closes.
     pub fn stop(&mut self, t: &mut Turn<'_>) {
         for key in self.table.keys() {
@@ -307,7 +355,7 @@ impl Pairs {
     /// sweep).
     pub fn is_current(&self, entry: &Entry) -> bool {
         match entry.due {
-            Due::Pair { key } => {
+            Due::Pair { key } | Due::EndpointPair { key, .. } => {
                 (self.table.get(key as usize)).is_some_and(|slot| slot.timer_at == entry.at)
             }
             _ => false,
@@ -389,7 +437,8 @@ fn shape_of(verdict: &Verdict, now: Millis) -> (Shape, Option<(Millis, Doom)>) {
 }
 
 /// Registers `WRITABLE` on each socket of the pair exactly while it is
-/// wanted.
+/// wanted; `key` is the pair's key in the token range (its endpoint's
+/// offset included).
 fn settle_interest(slot: &mut Slot, key: usize, t: &Turn<'_>) -> std::io::Result<()> {
     let pair = &mut slot.pair;
     let [client_wants, upstream_wants] =
@@ -413,19 +462,19 @@ fn settle_interest(slot: &mut Slot, key: usize, t: &Turn<'_>) -> std::io::Result
 }
 
 /// Makes sure a timer entry is armed no later than the pair's deadline.
-fn arm_timer(slot: &mut Slot, key: usize, idle_ms: Option<Millis>, timers: &mut Timers) {
+fn arm_timer(slot: &mut Slot, due: Due, idle_ms: Option<Millis>, timers: &mut Timers) {
     if let Some(at) = slot.pair.deadline(idle_ms) {
         if at < slot.timer_at {
             slot.timer_at = at;
-            timers.arm(at, Due::Pair { key: key as u32 });
+            timers.arm(at, due);
         }
     }
 }
 
 #[cfg(test)]
 mod tests {
-    /// An idle pair holds no buffer: its memory is its slot (192 bytes on
-    /// 64-bit Linux today) and the kernel's two sockets.
+    /// An idle pair holds no buffer and no pipe: its memory is its slot
+    /// (216 bytes on 64-bit Linux today) and the kernel's two sockets.
     #[test]
     fn an_idle_pair_is_small() {
         let slot = std::mem::size_of::<super::Slot>();

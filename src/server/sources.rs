@@ -8,7 +8,11 @@ use log::info;
 use mio::Token;
 
 use super::SHUTDOWN_GRACE_MS;
+#[cfg(feature = "api")]
+use super::proxies::Targets;
 use super::tcp_side::TcpSide;
+#[cfg(not(feature = "api"))]
+type Targets<'a> = TcpSide<'a>;
 use crate::control::{self, Control};
 use crate::handle::Shared;
 use crate::listener::Listener;
@@ -36,6 +40,12 @@ pub(super) struct Sources {
     pub(super) flows: Option<Flows>,
     /// The live control socket and its connections (`--control`).
     pub(super) control: Option<Control>,
+    /// The toxiproxy API and its connections (`--api`).
+    #[cfg(feature = "api")]
+    pub(super) api: Option<crate::api::Api>,
+    /// The named endpoints (`--config`, the API).
+    #[cfg(feature = "api")]
+    pub(super) proxies: crate::api::Registry,
     /// Shutdown has begun: no new clients, owed replies drain.
     pub(super) stopping: bool,
     #[cfg(all(feature = "signals", unix))]
@@ -63,6 +73,18 @@ impl Sources {
             Owner::Signals => self.on_signals(t),
             Owner::ControlListener => self.serve_control(None, t),
             Owner::Control(key) => self.serve_control(Some(key), t),
+            Owner::ApiListener => self.serve_api(None, t),
+            Owner::Api(key) => self.serve_api(Some(key), t),
+            #[cfg(feature = "api")]
+            Owner::EndpointListener(endpoint) => self.on_endpoint(endpoint, t, |e, t| e.accept(t)),
+            #[cfg(feature = "api")]
+            Owner::EndpointPair {
+                endpoint,
+                key,
+                upstream,
+            } => self.on_endpoint(endpoint, t, |e, t| e.on_event(key, upstream, ready, t)),
+            #[cfg(not(feature = "api"))]
+            Owner::EndpointListener(_) | Owner::EndpointPair { .. } => {}
             Owner::Conn(key) => self.tcp.on_event(key, ready, t),
             Owner::PairClient(key) => self.on_pair_event(key, Side::Client, ready, t),
             Owner::PairUpstream(key) => self.on_pair_event(key, Side::Upstream, ready, t),
@@ -83,7 +105,45 @@ impl Sources {
             }
             Ready::Control { key } => self.serve_control(Some(key), t),
             Ready::Flow { key } => self.serve_flow(key, t),
+            Ready::Api { key } => self.serve_api(Some(key), t),
+            #[cfg(feature = "api")]
+            Ready::EndpointPair { endpoint, key, id } => {
+                self.on_endpoint(endpoint, t, |e, t| e.resume(key, id, t))
+            }
+            #[cfg(feature = "api")]
+            Ready::EndpointListener { endpoint } => {
+                self.on_endpoint(endpoint, t, |e, t| e.accept(t))
+            }
+            #[cfg(not(feature = "api"))]
+            Ready::EndpointPair { .. } | Ready::EndpointListener { .. } => {}
         }
+    }
+
+    /// The API listener (`None`) or API connection `key` is ready.
+    #[cfg(feature = "api")]
+    fn serve_api(&mut self, key: Option<usize>, t: &mut Turn<'_>) {
+        let Some(api) = &mut self.api else {
+            return;
+        };
+        let proxies = &mut self.proxies;
+        match key {
+            None => api.accept(t, proxies),
+            Some(key) => api.drive(key, t, proxies),
+        }
+    }
+
+    #[cfg(not(feature = "api"))]
+    fn serve_api(&mut self, _: Option<usize>, _: &mut Turn<'_>) {}
+
+    /// Hands named endpoint `id` to `step`, if it is enabled.
+    #[cfg(feature = "api")]
+    fn on_endpoint(
+        &mut self,
+        id: u16,
+        t: &mut Turn<'_>,
+        step: impl FnOnce(&mut crate::endpoint::Endpoint, &mut Turn<'_>),
+    ) {
+        self.proxies.on_endpoint(id, t, step);
     }
 
     /// The main listener is readable (or was left still ready): its
@@ -102,21 +162,28 @@ impl Sources {
         }
     }
 
-    /// The control socket, and the TCP side its commands change.
-    fn control_and_target(&mut self) -> (Option<&mut Control>, TcpSide<'_>) {
+    /// The control socket, and what its commands change: the TCP side,
+    /// and the named endpoints.
+    fn control_and_target(&mut self) -> (Option<&mut Control>, Targets<'_>) {
         let Sources {
             control,
             listener,
             tcp,
             relay,
+            #[cfg(feature = "api")]
+            proxies,
             ..
         } = self;
         let relayed = relay.is_some();
-        let target = TcpSide {
+        let side = TcpSide {
             listener,
             tcp,
             relayed,
         };
+        #[cfg(feature = "api")]
+        let target = Targets { side, proxies };
+        #[cfg(not(feature = "api"))]
+        let target = side;
         (control.as_mut(), target)
     }
 
@@ -142,6 +209,12 @@ impl Sources {
         if let Some(relay) = &mut self.relay {
             relay.end_turn();
         }
+        #[cfg(feature = "api")]
+        if let Some(api) = &mut self.api {
+            api.end_turn();
+        }
+        #[cfg(feature = "api")]
+        self.proxies.end_turn();
         if let Some(flows) = &mut self.flows {
             flows.end_turn();
         }
@@ -156,7 +229,13 @@ impl Sources {
         // shutdown grace: one entry each at most.
         let control = self.control.as_ref();
         let flows = self.flows.as_ref().map_or(0, Flows::open);
-        let current = self.open() + flows + 3 + control.map_or(0, Control::timers_current);
+        #[cfg(feature = "api")]
+        let api = self.api.as_ref();
+        #[cfg(feature = "api")]
+        let named = api.map_or(0, crate::api::Api::timers_current) + self.proxies.timers_current();
+        #[cfg(not(feature = "api"))]
+        let named = 0;
+        let current = self.open() + flows + 3 + control.map_or(0, Control::timers_current) + named;
         timers.sweep(current, |entry| match entry.due {
             Due::Flow { .. } => (self.flows.as_ref()).is_some_and(|flows| flows.is_current(entry)),
             Due::Conn { .. } => self.tcp.is_current(entry),
@@ -166,6 +245,17 @@ impl Sources {
                 control.is_some_and(|control| control.is_current(entry))
             }
             Due::UdpDelay => (self.udp.as_ref()).is_some_and(|udp| udp.is_current_delay(entry.at)),
+            #[cfg(feature = "api")]
+            Due::Api { .. } | Due::ApiAcceptRetry => api.is_some_and(|api| api.is_current(entry)),
+            #[cfg(feature = "api")]
+            Due::EndpointPair { endpoint, .. } | Due::EndpointAcceptRetry { endpoint } => {
+                self.proxies.is_current(endpoint, entry)
+            }
+            #[cfg(not(feature = "api"))]
+            Due::Api { .. }
+            | Due::ApiAcceptRetry
+            | Due::EndpointPair { .. }
+            | Due::EndpointAcceptRetry { .. } => false,
             Due::ShutdownGrace => true,
         });
     }
@@ -221,6 +311,31 @@ impl Sources {
                     udp.on_delay_timer(at, upstreams(&mut self.flows), t);
                 }
             }
+            #[cfg(feature = "api")]
+            Due::Api { key } => {
+                if let Some(api) = &mut self.api {
+                    api.on_timer(key as usize, at, t);
+                }
+            }
+            #[cfg(feature = "api")]
+            Due::ApiAcceptRetry => {
+                if let Some(api) = &mut self.api {
+                    api.on_accept_retry(at, t, &mut self.proxies);
+                }
+            }
+            #[cfg(feature = "api")]
+            Due::EndpointPair { endpoint, key } => {
+                self.on_endpoint(endpoint, t, |e, t| e.on_timer(key, at, t))
+            }
+            #[cfg(feature = "api")]
+            Due::EndpointAcceptRetry { endpoint } => {
+                self.on_endpoint(endpoint, t, |e, t| e.on_accept_retry(at, t))
+            }
+            #[cfg(not(feature = "api"))]
+            Due::Api { .. }
+            | Due::ApiAcceptRetry
+            | Due::EndpointPair { .. }
+            | Due::EndpointAcceptRetry { .. } => {}
             Due::ShutdownGrace => {
                 info!("shutdown grace period over: closing everything");
                 self.close_everything(t);
@@ -256,6 +371,12 @@ impl Sources {
         if let Some(control) = &mut self.control {
             control.close_all(t);
         }
+        #[cfg(feature = "api")]
+        if let Some(api) = &mut self.api {
+            api.close_all(t);
+        }
+        #[cfg(feature = "api")]
+        self.proxies.stop(t);
     }
 
     /// Nothing left to finish: no connection open, no UDP datagram
@@ -264,9 +385,14 @@ impl Sources {
         self.open() == 0 && self.udp.as_ref().is_none_or(|udp| udp.queued() == 0)
     }
 
-    /// Open TCP streams: served connections and relayed pairs.
+    /// Open TCP streams: served connections and relayed pairs, the named
+    /// endpoints' too.
     fn open(&self) -> usize {
-        self.tcp.open() + self.relay.as_ref().map_or(0, Pairs::open)
+        #[cfg(feature = "api")]
+        let named = self.proxies.open();
+        #[cfg(not(feature = "api"))]
+        let named = 0;
+        self.tcp.open() + self.relay.as_ref().map_or(0, Pairs::open) + named
     }
 
     /// Closes every connection, flow and the UDP socket now. The
@@ -276,6 +402,8 @@ impl Sources {
         if let Some(relay) = &mut self.relay {
             relay.close_all(t);
         }
+        #[cfg(feature = "api")]
+        self.proxies.close_all(t);
         if let Some(mut udp) = self.udp.take() {
             udp.close(t);
         }

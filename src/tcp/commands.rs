@@ -25,8 +25,8 @@ impl Tcp {
                 };
             }
         };
-        for (_, slot) in self.conns.iter_mut() {
-            slot.conn.keep_owed_bytes(old);
+        for key in self.conns.keys() {
+            self.with_conn(key, |conn| conn.keep_owed_bytes(old));
         }
         *t.replies = Replies::Fixed(Pattern::new(&text, self.mode == Mode::Line, self.max_owed));
         Ok(String::new())

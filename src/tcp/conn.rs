@@ -48,8 +48,9 @@ pub(crate) use crate::limits::{LINGER_CAP_MS, LINGER_MS, READS_PER_TURN};
 use crate::reply::Replies;
 use crate::stats::{Counters, add};
 pub(crate) use crate::timer::Stamp;
-use crate::timer::{Millis, RateLimit};
-use buffers::Buffers;
+use crate::timer::{Millis, RateLimit, Wait};
+pub(crate) use buffers::Buffers;
+pub(crate) use dormant::Dormant;
 use write::Message;
 
 /// A connection's buffers shrink back to this after a burst, so an idle
@@ -268,6 +269,20 @@ impl Connection {
         }
     }
 
+    /// What the connection waits for, seen at `now`: its idle deadline
+    /// (`idle_ms` after bytes last moved), which the idle list keeps, or
+    /// another (the end of its lingering close, a delayed step), or
+    /// nothing.
+    pub fn wait(&self, now: Millis, idle_ms: Option<Millis>) -> Wait {
+        match (self.phase, self.wake_at()) {
+            (Phase::Lingering { .. }, _) | (_, Some(_)) => {
+                self.deadline(now, idle_ms).map_or(Wait::Nothing, Wait::At)
+            }
+            _ if idle_ms.is_some() => Wait::Idle,
+            _ => Wait::Nothing,
+        }
+    }
+
     /// Shutting down: take no new requests, finish what is owed, then
     /// close as any connection does (FIN, lingering close).
     pub fn stop(&mut self) {
@@ -470,6 +485,9 @@ impl Connection {
     /// how many bytes were used. Keeps the open line's bytes only if a
     /// custom responder will want them.
     fn take_lines(&mut self, input: &[u8], cx: &mut Ctx<'_>) -> Result<usize, TooLong> {
+        if let Some(unit) = self.fixed_unit(cx) {
+            return self.owe_fixed_lines(input, unit, cx);
+        }
         let mut used = 0;
         while used < input.len() && self.backlog() < cx.max_owed {
             let Phase::Open { mut line, paused } = self.phase else {
@@ -544,6 +562,7 @@ enum Reads {
 }
 
 mod buffers;
+mod dormant;
 mod journal;
 mod steps;
 #[cfg(test)]

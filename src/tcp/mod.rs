@@ -6,15 +6,21 @@
 //! The table is a [`Table`] of connections whose keys are their tokens. It
 //! takes in each stream it is handed, hands each readiness event to the
 //! connection's state machine ([`conn`]), and does for it what needs the
-//! loop: (re)register its interest, arm its timer, put it on the
+//! loop: (re)register its interest, settle its deadline, put it on the
 //! still-ready list, close it. A closed connection's key is freed only
 //! when the turn ends, so that a stale event later in the same batch
 //! cannot reach a new connection that got the same key.
+//!
+//! Between drives a connection rests in its 32-byte [`slot`]: packed
+//! ([`Dormant`]), its buffers (if any) on the [`Shelf`], and its idle
+//! deadline kept by the [`IdleList`] (one timer entry for all of them)
+//! rather than by an entry of its own.
 
 #[cfg(feature = "control")]
 mod commands;
 mod conn;
 mod script;
+mod slot;
 
 use std::io;
 use std::net::SocketAddr;
@@ -30,10 +36,11 @@ use crate::reply::Replies;
 use crate::stats::add;
 use crate::stats::sub;
 use crate::table::Table;
-use crate::timer::{Armed, Due, Entry, Millis, RateLimit, Timers};
+use crate::timer::{Due, Entry, IdleList, MAX_KEYS, Millis, Place, RateLimit};
 use crate::turn::{PAIR_BASE, Readiness, Ready, Turn, settle_writable};
 use crate::vocab::Protocol;
 use conn::{Advance, Close, Connection, Ctx, Phase};
+use slot::{Shelf, Slot};
 
 /// Connection slots reserved up front: `--max-connections` of them, at most
 /// this many. A reservation is address space, not memory: a slot's page
@@ -47,25 +54,18 @@ pub(crate) const RESERVED_CONNECTIONS: usize = 65_536;
 /// events of one poll); more only grow it once.
 const CLOSED_PER_TURN: usize = 1024;
 
-/// A live connection: its socket, its state machine, and its armed timer:
-/// 40 bytes, which with its timer entry is an idle connection's whole cost.
-///
-/// The interest registered is not kept: it is what
-/// [`Connection::wants_writable`] said when the connection was last
-/// driven, since every drive settles it (or closes the connection), and
-/// nothing between drives changes what a connection wants.
-#[derive(Debug)]
-struct Slot {
-    stream: TcpStream,
-    conn: Connection,
-    /// Its live timer entry, if one is armed.
-    timer: Armed,
-}
+/// The key of the idle list's timer entry (`Due::Conn`): no connection
+/// has it (see [`MAX_KEYS`]).
+const IDLE_LIST: u32 = u32::MAX;
 
 /// Every served connection.
 pub(crate) struct Tcp {
     /// Open connections; a closed one's key is freed when the turn ends.
     conns: Table<Slot>,
+    /// The buffers of the connections at rest that have any.
+    shelf: Shelf,
+    /// The idle deadlines, in the order of last activity.
+    idle: IdleList,
     mode: Mode,
     max_owed: usize,
     /// Idle timeout in milliseconds, if any.
@@ -80,16 +80,22 @@ pub(crate) struct Tcp {
 
 impl Tcp {
     pub fn new(config: &Config) -> Tcp {
+        let idle_ms = config.idle_timeout.map(|d| d.as_millis() as Millis);
+        let list_due = Due::Conn { key: IDLE_LIST };
         Tcp {
             conns: Table::new(
                 Token(0),
-                PAIR_BASE.0,
+                PAIR_BASE.0.min(MAX_KEYS),
                 config.max_connections.min(RESERVED_CONNECTIONS),
                 CLOSED_PER_TURN,
             ),
+            shelf: Shelf::default(),
+            idle: IdleList::new(idle_ms.unwrap_or(Millis::MAX), list_due, |key| Due::Conn {
+                key,
+            }),
             mode: config.mode,
             max_owed: config.max_owed,
-            idle_ms: config.idle_timeout.map(|d| d.as_millis() as Millis),
+            idle_ms,
             max_line: config.max_line,
             next_id: 0,
             line_log: RateLimit::default(),
@@ -122,12 +128,14 @@ impl Tcp {
     }
 
     /// Runs connection `key` as far as it goes without blocking, then
-    /// settles its interest, its timer and its place on the ready list.
+    /// settles its interest, its deadline and its place on the ready list.
     fn drive(&mut self, key: usize, readable: bool, t: &mut Turn<'_>) {
         let Some(slot) = self.conns.get_mut(key) else {
             return;
         };
-        let registered = slot.conn.wants_writable();
+        let was_active = slot.conn.last_active();
+        let mut conn = self.shelf.wake(key, slot.conn);
+        let registered = conn.wants_writable();
         let before = log_enabled!(Level::Trace).then(|| t.counters.snapshot());
         let mut cx = Ctx {
             now: t.now,
@@ -141,37 +149,48 @@ impl Tcp {
             faults: t.faults,
             journal: t.journal,
         };
-        let outcome = slot.conn.advance(&mut slot.stream, readable, &mut cx);
+        let outcome = conn.advance(&mut slot.stream, readable, &mut cx);
         if let Some(before) = before {
             let after = t.counters.snapshot();
             trace!(
                 "conn {key}: read {} bytes, wrote {} bytes, owes {} ({:?})",
                 after.bytes_in - before.bytes_in,
                 after.bytes_out - before.bytes_out,
-                slot.conn.owed_len(),
-                slot.conn.phase(),
+                conn.owed_len(),
+                conn.phase(),
             );
         }
         let result = outcome.and_then(|advance| {
             if advance == Advance::StillReady {
-                t.ready.push(Ready::Conn {
-                    key,
-                    id: slot.conn.id,
-                });
+                t.ready.push(Ready::Conn { key, id: conn.id });
             }
-            settle_interest(slot, key, registered, t).map_err(Close::Failed)
+            settle_interest(&mut slot.stream, &conn, key, registered, t).map_err(Close::Failed)
         });
+        let wait = conn.wait(t.now, self.idle_ms);
+        slot.conn = self.shelf.rest(key, conn);
+        let moved = slot.conn.last_active() != was_active;
         match result {
-            Ok(()) => arm_timer(slot, key, self.idle_ms, t.now, t.timers),
+            Ok(()) => (self.idle).settle(key as u32, wait, moved, t.now, &mut self.conns, t.timers),
             Err(why) => self.close(key, why, t),
         }
     }
 
+    /// Wakes connection `key` for `f`, and puts it back to rest.
+    fn with_conn<R>(&mut self, key: usize, f: impl FnOnce(&mut Connection) -> R) -> Option<R> {
+        let slot = self.conns.get_mut(key)?;
+        let mut conn = self.shelf.wake(key, slot.conn);
+        let result = f(&mut conn);
+        slot.conn = self.shelf.rest(key, conn);
+        Some(result)
+    }
+
     /// Closes connection `key` now; its key is freed at turn end.
     fn close(&mut self, key: usize, why: Close, t: &mut Turn<'_>) {
+        self.idle.remove(key as u32, &mut self.conns);
         let Some(slot) = self.conns.close(key) else {
             return;
         };
+        self.shelf.forget(key, &slot.conn);
         match &why {
             Close::Failed(e) => debug!("conn {key}: closing on error: {e}"),
             Close::Done => debug!("conn {key}: closed"),
@@ -184,35 +203,55 @@ impl Tcp {
         sub(&t.counters.open, 1);
     }
 
-    /// Connection `key`'s timer entry came due: close the connection if its
-    /// deadline truly passed, or re-arm it at the deadline that activity
-    /// moved it to. The entry is the connection's own if it is due when the
-    /// connection's `timer` says: a closed connection's entry finds no
-    /// slot or another deadline (a new connection in the same key that
-    /// armed the very same moment is served by the first of the two
-    /// entries, and finds the other stale).
+    /// Connection `key`'s own timer entry came due, or the idle list's
+    /// (`key` [`IDLE_LIST`]). The list's closes the connections whose idle
+    /// deadline passed. A connection's own serves a fault's delayed step
+    /// that is due, closes the connection if its deadline truly passed,
+    /// or settles it again for the deadline it moved to. An entry is the
+    /// connection's own if it is due when the connection's [`Place`] says:
+    /// a closed connection's entry finds no slot or another deadline (a
+    /// new connection in the same key that armed the very same moment is
+    /// served by the first of the two entries, and finds the other stale).
     pub fn on_timer(&mut self, key: u32, at: Millis, t: &mut Turn<'_>) {
-        let key = key as usize;
-        let Some(slot) = self.conns.get_mut(key) else {
+        if key == IDLE_LIST {
+            if self.idle.fire(at) {
+                while let Some(key) = (self.idle).pop_expired(t.now, &mut self.conns, t.timers) {
+                    debug!("conn {key}: idle; closing");
+                    self.close(key as usize, Close::Done, t);
+                }
+            }
             return;
-        };
-        if !slot.timer.fire(at) {
+        }
+        if !self.idle.fire_member(key, at, &mut self.conns) {
             return; // Stale: the connection is gone or re-armed earlier.
         }
-        if slot.conn.wake_at().is_some_and(|at| at <= t.now) {
+        let (now, idle_ms) = (t.now, self.idle_ms);
+        let key = key as usize;
+        let Some((step_due, expiry, phase, wait)) = self.with_conn(key, |conn| {
+            let step_due = conn.wake_at().is_some_and(|at| at <= now);
+            (
+                step_due,
+                conn.expiry(now, idle_ms),
+                conn.phase(),
+                conn.wait(now, idle_ms),
+            )
+        }) else {
+            return;
+        };
+        if step_due {
             // A fault's delayed step is due: it needs a turn, not a close.
             return self.drive(key, false, t);
         }
-        match slot.conn.expiry(t.now, self.idle_ms) {
-            Some(deadline) if deadline <= t.now => {
-                let what = match slot.conn.phase() {
+        match expiry {
+            Some(deadline) if deadline <= now => {
+                let what = match phase {
                     Phase::Lingering { .. } => "linger over",
                     Phase::Open { .. } | Phase::Closing { .. } | Phase::Hanging => "idle",
                 };
                 debug!("conn {key}: {what}; closing");
                 self.close(key, Close::Done, t);
             }
-            _ => arm_timer(slot, key, self.idle_ms, t.now, t.timers),
+            _ => (self.idle).settle(key as u32, wait, false, now, &mut self.conns, t.timers),
         }
     }
 
@@ -225,9 +264,7 @@ impl Tcp {
     /// [`Timers::sweep`](crate::timer::Timers::sweep)).
     pub fn is_current(&self, entry: &Entry) -> bool {
         match entry.due {
-            Due::Conn { key } => {
-                (self.conns.get(key as usize)).is_some_and(|slot| slot.timer.is_current(entry.at))
-            }
+            Due::Conn { key } => self.idle.is_current(entry, key, &self.conns),
             _ => false,
         }
     }
@@ -239,9 +276,7 @@ impl Tcp {
     /// client has not read yet.
     pub fn stop(&mut self, t: &mut Turn<'_>) {
         for key in self.conns.keys() {
-            if let Some(slot) = self.conns.get_mut(key) {
-                slot.conn.stop();
-            }
+            self.with_conn(key, Connection::stop);
             self.drive(key, false, t);
         }
     }
@@ -276,10 +311,12 @@ impl Admit for Tcp {
             conn.journal_peer(peer);
         }
         self.greet(&mut conn, t);
+        // At rest until its first drive; its buffers wait for its key.
+        let (conn, buffers) = conn.rest();
         let slot = |stream| Slot {
             stream,
             conn,
-            timer: Armed::default(),
+            place: Place::default(),
         };
         let key = match self
             .conns
@@ -288,6 +325,7 @@ impl Admit for Tcp {
             Ok(key) => key,
             Err(e) => return warn!("cannot register {peer}: {e}"),
         };
+        self.shelf.keep(key, buffers);
         self.next_id = self.next_id.wrapping_add(1);
         add(&t.counters.accepted, 1);
         add(&t.counters.open, 1);
@@ -304,54 +342,19 @@ impl Admit for Tcp {
 
 /// Registers `WRITABLE` interest exactly while the connection wants it;
 /// `registered`: what it wanted before this drive.
-fn settle_interest(slot: &mut Slot, key: usize, registered: bool, t: &Turn<'_>) -> io::Result<()> {
-    let want = slot.conn.wants_writable();
+fn settle_interest(
+    stream: &mut TcpStream,
+    conn: &Connection,
+    key: usize,
+    registered: bool,
+    t: &Turn<'_>,
+) -> io::Result<()> {
     let mut registered = registered;
     settle_writable(
         t.registry,
-        &mut slot.stream,
+        stream,
         Token(key),
         &mut registered,
-        want,
+        conn.wants_writable(),
     )
-}
-
-/// Makes sure a timer entry is armed no later than the connection's
-/// deadline. A deadline that moved later needs nothing: the earlier entry
-/// re-arms itself when it comes due.
-fn arm_timer(
-    slot: &mut Slot,
-    key: usize,
-    idle_ms: Option<Millis>,
-    now: Millis,
-    timers: &mut Timers,
-) {
-    if let Some(deadline) = slot.conn.deadline(now, idle_ms) {
-        slot.timer
-            .arm(deadline, now, Due::Conn { key: key as u32 }, timers);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    /// An idle connection's cost is this slot and its timer entry, 56
-    /// bytes: pinned, so that a new field is a decision, not an accident.
-    #[test]
-    fn a_slot_is_40_bytes_and_a_timer_entry_16() {
-        assert_eq!(std::mem::size_of::<crate::timer::Entry>(), 16);
-        use std::mem::size_of;
-        /// Slab's own entry type, as the slab declares it.
-        #[allow(dead_code)]
-        enum SlabEntry<T> {
-            Vacant(usize),
-            Occupied(T),
-        }
-        // mio keeps a selector id beside each socket in debug builds.
-        let debug_extra = if cfg!(debug_assertions) { 16 } else { 0 };
-        assert_eq!(size_of::<Option<super::Slot>>(), 40 + debug_extra);
-        assert_eq!(
-            size_of::<SlabEntry<Option<super::Slot>>>(),
-            40 + debug_extra
-        );
-    }
 }

@@ -17,9 +17,11 @@ impl Tcp {
     /// `match=`; the lines after it are matched whole.
     pub(crate) fn switch_to_responder(&mut self, replies: &mut Replies) {
         if let Some(old) = replies.make_responder() {
-            for (_, slot) in self.conns.iter_mut() {
-                slot.conn.keep_owed_bytes(&old);
-                slot.conn.cut_open_line();
+            for key in self.conns.keys() {
+                self.with_conn(key, |conn| {
+                    conn.keep_owed_bytes(&old);
+                    conn.cut_open_line();
+                });
             }
         }
     }
@@ -42,19 +44,23 @@ impl Tcp {
             return;
         }
         let journal = t.journal.is_some();
+        let max_owed = self.max_owed;
         for key in self.conns.keys() {
-            let Some(slot) = self.conns.get_mut(key) else {
-                continue;
-            };
-            if !matches!(slot.conn.phase(), Phase::Open { .. }) {
-                continue;
+            let sent = self.with_conn(key, |conn| {
+                if !matches!(conn.phase(), Phase::Open { .. }) {
+                    return None;
+                }
+                if conn.backlog() >= max_owed {
+                    return Some(false);
+                }
+                conn.send_unasked(text.clone(), journal);
+                Some(true)
+            });
+            match sent.flatten() {
+                Some(true) => self.drive(key, false, t),
+                Some(false) => add(&t.counters.replies_dropped, 1),
+                None => {}
             }
-            if slot.conn.backlog() >= self.max_owed {
-                add(&t.counters.replies_dropped, 1);
-                continue;
-            }
-            slot.conn.send_unasked(text.clone(), journal);
-            self.drive(key, false, t);
         }
     }
 

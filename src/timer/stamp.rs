@@ -36,6 +36,17 @@ impl Stamp {
         Stamp(NonZeroU32::new(low).unwrap_or(NonZeroU32::MIN))
     }
 
+    /// Milliseconds from `earlier` to this moment, for two moments less
+    /// than 49 days apart, this one the later.
+    pub fn after(self, earlier: Stamp) -> Millis {
+        Millis::from(self.0.get().wrapping_sub(earlier.0.get()))
+    }
+
+    /// The moment `ms` (less than 49 days) before this one.
+    pub fn back(self, ms: Millis) -> Stamp {
+        Stamp::of(Millis::from((self.0.get() - 1).wrapping_sub(ms as u32)))
+    }
+
     /// The moment within [`RANGE`](Stamp::RANGE) of `now` whose stamp this
     /// is.
     pub fn near(self, now: Millis) -> Millis {
@@ -61,6 +72,16 @@ mod tests {
                     "{now} + {delta}"
                 );
             }
+        }
+    }
+
+    #[test]
+    fn a_stamp_steps_back_and_measures_from_an_earlier_one_across_the_wrap() {
+        for at in [5_000, u32::MAX as Millis - 3, (7 << 32) + 10] {
+            let now = Stamp::of(at);
+            assert_eq!(now.back(1_000).near(at), at - 1_000, "{at}");
+            assert_eq!(now.after(Stamp::of(at - 1_000)), 1_000, "{at}");
+            assert_eq!(now.after(now), 0);
         }
     }
 

@@ -173,6 +173,8 @@ pub struct Server {
     pub udp: Option<SocketAddr>,
     /// The control address from the `control ADDR` line (`--control`).
     pub control: Option<SocketAddr>,
+    /// The API address from the `api ADDR` line (`--api`).
+    pub api: Option<SocketAddr>,
     stdout: Receiver<String>,
     stderr: Arc<Mutex<Captured>>,
     /// Stderr's pipe, not read, when started with `start_with_stderr_held`.
@@ -244,6 +246,7 @@ impl Server {
             tcp: None,
             udp: None,
             control: None,
+            api: None,
             stdout,
             stderr,
             held_stderr,
@@ -258,7 +261,10 @@ impl Server {
         if off("--control") {
             expected.push("control");
         }
-        // The address lines come first: tcp, udp, control, one per socket.
+        if off("--api") {
+            expected.push("api");
+        }
+        // The address lines come first: tcp, udp, control, api, one per socket.
         for protocol in expected {
             let line = match server.stdout.recv_timeout(DEADLINE) {
                 Ok(line) => line,
@@ -284,6 +290,7 @@ impl Server {
             match protocol {
                 "tcp" => server.tcp = Some(addr),
                 "udp" => server.udp = Some(addr),
+                "api" => server.api = Some(addr),
                 _ => server.control = Some(addr),
             }
         }

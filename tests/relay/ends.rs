@@ -119,7 +119,9 @@ fn sigterm_delivers_what_a_pair_holds_then_closes_it() {
             tell.send(got).unwrap();
         });
         let fault = format!("tcp:delay=1500,dir={dir}");
-        let mut args = vec!["--fault", fault.as_str()];
+        // A bound of its own: under the smallest settings (one byte) the
+        // relay would hold one byte at a time, not the whole message.
+        let mut args = vec!["--fault", fault.as_str(), "--max-owed", "65536"];
         args.extend(NO_IDLE);
         let mut relay = tcp_relay(upstream, &args);
         let control = relay.control.unwrap();

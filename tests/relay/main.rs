@@ -12,7 +12,8 @@
 //! hang the client ends, SIGTERM while bytes are held); in [`bounds`],
 //! the memory bound under faults; in [`faults`], faults on what is
 //! relayed; in [`udp`], UDP flows; in [`python`], a real client and
-//! server no one here wrote.
+//! server no one here wrote; in [`splice`], bulk through the pipes a
+//! plain direction splices through.
 #![cfg(target_os = "linux")]
 
 mod bounds;
@@ -21,6 +22,7 @@ mod common;
 mod ends;
 mod faults;
 mod python;
+mod splice;
 mod udp;
 
 use std::io::{ErrorKind, Read, Write};

@@ -13,37 +13,37 @@ use crate::timer::Millis;
 /// A connection's own buffers: a custom responder's line and replies, and
 /// input read but not yet framed. The fixed reply needs none of them.
 #[derive(Debug, Default)]
-pub(super) struct Buffers {
+pub(crate) struct Buffers {
     /// Custom responder: the peer, given to it with each message.
-    pub peer: Option<SocketAddr>,
+    pub(super) peer: Option<SocketAddr>,
     /// Custom responder, line mode: the bytes of the open line so far.
     /// Bounded by `max_line`.
-    pub line: Vec<u8>,
+    pub(super) line: Vec<u8>,
     /// Custom responder: reply bytes owed; `out[out_at..]` are not written.
     /// Bounded by the owed-bytes bound plus one reply.
-    pub out: Vec<u8>,
-    pub out_at: usize,
+    pub(super) out: Vec<u8>,
+    pub(super) out_at: usize,
     /// Input read but not framed yet: what was left of a read when the
     /// owed bytes reached their bound. At most one read buffer.
-    pub unread: Vec<u8>,
+    pub(super) unread: Vec<u8>,
     /// Faults: replies shaped or delayed, and the end they chose, in order.
     /// Their bytes count as owed, so the owed-bytes bound holds.
-    pub steps: VecDeque<Step>,
+    pub(super) steps: VecDeque<Step>,
     /// Sum of the bytes of the `Send` steps.
-    pub step_bytes: usize,
+    pub(super) step_bytes: usize,
     /// The first step waits until then: the connection's timer wakes it.
-    pub wake_at: Option<Millis>,
+    pub(super) wake_at: Option<Millis>,
     /// The first step's bytes are due but the socket would take no more.
-    pub steps_blocked: bool,
+    pub(super) steps_blocked: bool,
     /// With a journal: the peer, until the connection's first line names it.
-    pub journal_peer: Option<SocketAddr>,
+    pub(super) journal_peer: Option<SocketAddr>,
     /// The open line is *cut*: it began while the fixed reply made the
     /// replies, which keeps no bytes of a line, and then rules or a
     /// `match=` fault made them need whole lines. Its first bytes are
     /// gone, so it is answered as the fixed reply would have answered it:
     /// by no rule, and picked by no `match=` (SPEC 12 matches whole lines
     /// only). `line` holds its bytes since the switch.
-    pub cut_line: bool,
+    pub(super) cut_line: bool,
 }
 
 impl Connection {

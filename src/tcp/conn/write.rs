@@ -6,7 +6,8 @@ use std::io;
 use std::net::SocketAddr;
 
 use super::journal::Entry;
-use super::{Buffers, Close, Connection, Ctx, KEEP_CAPACITY, Stamp, Stream};
+use super::{Buffers, Close, Connection, Ctx, KEEP_CAPACITY, Phase, Stamp, Stream, TooLong};
+use crate::framing::{OpenLine, Piece};
 use crate::reply::{Replies, Request, Scripted, ask};
 use crate::stats::{Counters, add};
 use crate::timer::Millis;
@@ -61,6 +62,70 @@ impl Connection {
         append_reply(&mut buffers.out, reply, newline);
         // Written with what is owed before it, in this turn's flush.
         self.journal_out(start, entry);
+    }
+
+    /// The fixed reply's length, when it answers every message at once:
+    /// no fault in force, no step queued (with a journal, replies come
+    /// from a responder).
+    pub(super) fn fixed_unit(&self, cx: &Ctx<'_>) -> Option<u32> {
+        match &*cx.replies {
+            Replies::Fixed(pattern) if !cx.faults.any(Protocol::Tcp) && !self.has_steps() => {
+                Some(pattern.unit() as u32)
+            }
+            _ => None,
+        }
+    }
+
+    /// Line mode with the fixed reply answering at once (see
+    /// [`fixed_unit`](Self::fixed_unit)): the lines in `input` only need
+    /// counting, `unit` bytes owed for each, until the input ends or the
+    /// backlog reaches its bound; returns how many bytes were used. What
+    /// [`owe_reply`](Self::owe_reply) does per message, done once per
+    /// read: pipelined lines cost a search for `\n` each and little more.
+    pub(super) fn owe_fixed_lines(
+        &mut self,
+        input: &[u8],
+        unit: u32,
+        cx: &mut Ctx<'_>,
+    ) -> Result<usize, TooLong> {
+        let Phase::Open { mut line, paused } = self.phase else {
+            return Ok(0);
+        };
+        // Besides the count, a fixed-reply connection owes nothing.
+        let (base, max_owed) = (self.backlog() - self.owed as usize, cx.max_owed);
+        let (mut used, mut owed, mut taken) = (0, self.owed, 0u32);
+        if let Some((lines, open)) = whole_lines(line, input, cx.max_line) {
+            // Lines are taken while the backlog is under its bound; once
+            // it is reached, what follows the last one taken stays unread.
+            let room = max_owed
+                .saturating_sub(base + owed as usize)
+                .div_ceil(unit as usize);
+            if lines < room || (lines == room && input.last() == Some(&b'\n')) {
+                // Bounded by `room`: the count stays within its bound.
+                (owed, taken, line, used) =
+                    (owed + lines as u32 * unit, lines as u32, open, input.len());
+            }
+        }
+        let result = loop {
+            if used >= input.len() || base + owed as usize >= max_owed {
+                break Ok(used);
+            }
+            let (n, piece) = line.next(&input[used..], cx.max_line);
+            used += n;
+            match piece {
+                Piece::Line(_) => {
+                    owed += unit;
+                    taken += 1;
+                }
+                Piece::Partial(_) => {}
+                Piece::TooLong => break Err(TooLong),
+            }
+        };
+        self.phase = Phase::Open { line, paused };
+        self.owed = owed;
+        self.messages = self.messages.wrapping_add(taken);
+        add(&cx.counters.messages, u64::from(taken));
+        result
     }
 
     /// Writes what is owed until it is all out, the socket would block,
@@ -149,6 +214,35 @@ impl Connection {
         }
         result.map(|blocked| (written, blocked))
     }
+}
+
+/// The lines `input` completes after the open line `line`, counted at
+/// once, and the line left open after them; `None` when one of them might
+/// be longer than `max_line` (then each needs its own look). A search per
+/// line costs more than its short line: pipelined lines are counted in
+/// one pass instead.
+pub(super) fn whole_lines(
+    line: OpenLine,
+    input: &[u8],
+    max_line: usize,
+) -> Option<(usize, OpenLine)> {
+    // Every line here is within the open line and this input.
+    if line.len() + input.len() > max_line {
+        return None;
+    }
+    let lines = memchr::memchr_iter(b'\n', input).count();
+    // Pipelined whole lines end the input: no search for the last one.
+    let last = match input.last() {
+        Some(b'\n') => Some(input.len() - 1),
+        _ if lines == 0 => None,
+        _ => memchr::memrchr(b'\n', input),
+    };
+    let (len, tail) = match last {
+        Some(last) => (0, &input[last + 1..]),
+        None => (line.len(), input),
+    };
+    let ends_cr = tail.last() == Some(&b'\r');
+    Some((lines, OpenLine::from_parts(len + tail.len(), ends_cr)))
 }
 
 /// Where in a pattern of `unit`-byte replies the next of `owed` bytes is:

@@ -75,3 +75,39 @@ fn once_its_delayed_replies_are_out_a_connection_keeps_no_buffers() {
     assert_eq!(s.written, line_replies(3));
     assert!(conn.buffers.is_none(), "idle again: back to its 32 bytes");
 }
+
+#[test]
+fn whole_lines_are_counted_at_once_with_the_line_left_open() {
+    use super::write::whole_lines;
+    use crate::framing::OpenLine;
+    let open = |len, cr| OpenLine::from_parts(len, cr);
+    let none = OpenLine::EMPTY;
+    assert_eq!(whole_lines(none, b"a\nbb\n\n", 10), Some((3, none)));
+    assert_eq!(whole_lines(none, b"a\r\nbb", 10), Some((1, open(2, false))));
+    assert_eq!(whole_lines(none, b"a\nb\r", 10), Some((1, open(2, true))));
+    assert_eq!(
+        whole_lines(open(3, false), b"xy", 10),
+        Some((0, open(5, false)))
+    );
+    assert_eq!(
+        whole_lines(open(3, true), b"\nz", 10),
+        Some((1, open(1, false)))
+    );
+    // One of them might be too long: each needs its own look.
+    assert_eq!(whole_lines(open(8, false), b"abc\n", 10), None);
+    assert_eq!(whole_lines(none, b"0123456789\n", 10), None);
+}
+
+#[test]
+fn counted_lines_stop_at_the_owed_bound_as_single_ones_do() {
+    for input in [&lines(40)[..], b"a\nb\nc\nd", b"\n\n\n\n\n\n\n"] {
+        let mut lp = Loop::new(Mode::Line);
+        lp.max_owed = 2 * (REPLY.len() + 1) + 1;
+        let mut conn = lp.connection();
+        let mut s = Script::with_input(&[input]);
+        lp.advance(&mut conn, &mut s, true).unwrap();
+        // Taken while under the bound: three replies, the rest kept.
+        assert_eq!(lp.stats().messages, 3, "{input:?}");
+        assert!(conn.has_unread(), "{input:?}");
+    }
+}
