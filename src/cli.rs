@@ -4,7 +4,11 @@ use std::ffi::OsString;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
-use ackloop::{Config, JournalTarget, Script};
+use ackloop::Config;
+#[cfg(feature = "journal")]
+use ackloop::JournalTarget;
+#[cfg(all(feature = "scripts", feature = "control"))]
+use ackloop::Script;
 use log::LevelFilter;
 
 pub const HELP: &str = "\
@@ -89,6 +93,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, String
     let mut log_level = None;
     let mut echo = false;
     // Applied where they stand, checked once every option is read.
+    #[cfg(all(feature = "scripts", feature = "control"))]
     let mut scripts = Vec::new();
     while let Some(arg) = parser.next().map_err(|e| e.to_string())? {
         let name = match &arg {
@@ -107,14 +112,18 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, String
                     .map_err(|e| format!("{name}: {e}"))?
             }
             Long("reply") => config.reply = escaped(&name, &mut parser)?,
+            #[cfg(feature = "scripts")]
             Long("rule") => {
                 let spec = text(&name, &mut parser)?;
                 config
                     .rules
                     .push(spec.parse().map_err(|e| format!("--{e}"))?);
             }
+            #[cfg(feature = "scripts")]
             Long("greeting") => config.greeting = Some(escaped(&name, &mut parser)?),
+            #[cfg(feature = "journal")]
             Long("journal") => config.journal = Some(journal(&name, &mut parser)?),
+            #[cfg(all(feature = "scripts", feature = "control"))]
             Long("script") => scripts.push(script(&name, &mut parser, &mut config)?),
             Long("max-connections") => config.max_connections = number(&name, &mut parser)?,
             Long("idle-timeout") => {
@@ -129,6 +138,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, String
                     .push(spec.parse().map_err(|e| format!("--{e}"))?);
             }
             Long("seed") => config.seed = Some(number(&name, &mut parser)?),
+            #[cfg(feature = "control")]
             Long("control") => config.control = Some(address(&name, &mut parser)?),
             Long("api") => config.api = Some(address(&name, &mut parser)?),
             Long("config") => {
@@ -137,14 +147,18 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, String
                     .map_err(|_| format!("{name}: needs a file name"))?;
                 config.config_file = Some(value.into());
             }
+            #[cfg(feature = "relay")]
             Long("upstream") => config.add_upstream(text(&name, &mut parser)?.parse()?)?,
+            #[cfg(feature = "relay")]
             Long("connect-timeout") => {
                 config.connect_timeout = Duration::from_secs(number(&name, &mut parser)?)
             }
+            #[cfg(feature = "relay")]
             Long("flow-timeout") => {
                 let secs: u64 = number(&name, &mut parser)?;
                 config.flow_timeout = (secs > 0).then(|| Duration::from_secs(secs));
             }
+            #[cfg(feature = "relay")]
             Long("max-flows") => config.max_flows = number(&name, &mut parser)?,
             Long("reuse-port") => config.reuse_port = true,
             Long("read-buffer") => config.read_buffer = number(&name, &mut parser)?,
@@ -155,9 +169,21 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, String
             Long("echo") => echo = true,
             Short('h') | Long("help") => return Ok(Command::Help),
             Short('V') | Long("version") => return Ok(Command::Version),
+            Long(option) if left_out(option).is_some() => {
+                let feature = left_out(option).unwrap_or_default();
+                let noun = if feature.contains(' ') {
+                    "features"
+                } else {
+                    "feature"
+                };
+                return Err(format!(
+                    "{name} needs the {feature} {noun} (this ackloop was built without it)"
+                ));
+            }
             _ => return Err(format!("unknown option '{name}' (see --help)")),
         }
     }
+    #[cfg(all(feature = "scripts", feature = "control"))]
     for (label, script) in &scripts {
         (config.check_script(script)).map_err(|why| format!("{label}: {why}"))?;
     }
@@ -165,11 +191,47 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, String
     Ok(Command::Serve(Box::new(config), log_level, echo))
 }
 
+/// The cargo feature an option belongs to, when this build left that
+/// part out (`--upstream` without `relay`, ...); `None` for the options
+/// this build has, and for unknown ones.
+fn left_out(option: &str) -> Option<&'static str> {
+    let (feature, built) = match option {
+        "upstream" | "connect-timeout" | "flow-timeout" | "max-flows" => {
+            ("relay", cfg!(feature = "relay"))
+        }
+        "rule" | "greeting" => ("scripts", cfg!(feature = "scripts")),
+        "script" => (
+            "scripts and control",
+            cfg!(all(feature = "scripts", feature = "control")),
+        ),
+        "journal" => ("journal", cfg!(feature = "journal")),
+        "control" => ("control", cfg!(feature = "control")),
+        _ => return None,
+    };
+    (!built).then_some(feature)
+}
+
+/// The parts (cargo features) this build left out, for `--help`.
+pub fn left_out_parts() -> Vec<&'static str> {
+    let parts = [
+        ("relay", cfg!(feature = "relay")),
+        ("scripts", cfg!(feature = "scripts")),
+        ("journal", cfg!(feature = "journal")),
+        ("control", cfg!(feature = "control")),
+        ("api", cfg!(feature = "api")),
+    ];
+    (parts.into_iter())
+        .filter(|(_, built)| !built)
+        .map(|(part, _)| part)
+        .collect()
+}
+
 /// The option's value with its escapes (`\\n`, `\\xHH`, ...) replaced.
 fn escaped(name: &str, parser: &mut lexopt::Parser) -> Result<Vec<u8>, String> {
     ackloop::unescape(&text(name, parser)?).map_err(|why| format!("{name}: {why}"))
 }
 
+#[cfg(all(feature = "scripts", feature = "control"))]
 /// Applies the control commands of the file the option names to
 /// `config`; returns the script, to be checked against the finished
 /// configuration, with the label its errors carry (`--script FILE`).
@@ -188,6 +250,7 @@ fn script(
     Ok((label, script))
 }
 
+#[cfg(feature = "journal")]
 /// `-` for stdout, else a file name.
 fn journal(name: &str, parser: &mut lexopt::Parser) -> Result<JournalTarget, String> {
     let value = parser
@@ -348,6 +411,14 @@ mod tests {
             (&["--flow-timeout", "x"], "--flow-timeout"),
             (&["--max-flows", "0"], "--max-flows"),
         ] {
+            // A part this build left out fails on its option instead
+            // (`left_out_options_name_their_feature`).
+            if args
+                .iter()
+                .any(|arg| left_out(arg.trim_start_matches("--")).is_some())
+            {
+                continue;
+            }
             let message = parse_args(args)
                 .err()
                 .unwrap_or_else(|| panic!("{args:?} accepted"));
@@ -357,6 +428,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(all(feature = "scripts", feature = "journal"))]
     fn scripted_options_fill_the_config() {
         let Ok(Command::Serve(config, _, _)) = parse_args(&[
             "--reply",
@@ -396,6 +468,35 @@ mod tests {
     }
 
     #[test]
+    fn left_out_options_name_their_feature() {
+        for (option, value, feature) in [
+            ("--upstream", "tcp:127.0.0.1:1", "relay"),
+            ("--connect-timeout", "1", "relay"),
+            ("--flow-timeout", "1", "relay"),
+            ("--max-flows", "1", "relay"),
+            ("--rule", "* => x", "scripts"),
+            ("--greeting", "hi", "scripts"),
+            ("--script", "/nonexistent", "scripts"),
+            ("--journal", "-", "journal"),
+            ("--control", "127.0.0.1:0", "control"),
+        ] {
+            let parsed = parse_args(&[option, value]);
+            if left_out(option.trim_start_matches("--")).is_none() {
+                assert!(
+                    !matches!(&parsed, Err(e) if e.contains("feature")),
+                    "{option}"
+                );
+                continue;
+            }
+            let message = parsed.err().unwrap_or_else(|| panic!("{option} accepted"));
+            assert!(message.starts_with(option), "{message}");
+            assert!(message.contains(feature), "{message}");
+            assert!(!message.contains('\n'), "{message}");
+        }
+    }
+
+    #[test]
+    #[cfg(feature = "relay")]
     fn relay_options() {
         let Ok(Command::Serve(config, _, _)) = parse_args(&[
             "--upstream",

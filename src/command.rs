@@ -17,6 +17,7 @@ use log::info;
 
 use crate::escape::{escape, unescape};
 use crate::fault::Fault;
+#[cfg(feature = "scripts")]
 use crate::rules::{Rule, Rules};
 use crate::stats::Stats;
 use crate::timer::Millis;
@@ -37,10 +38,14 @@ pub(crate) enum Command {
     AddFault(Fault),
     ClearFaults,
     SetReply(Vec<u8>),
+    #[cfg(feature = "scripts")]
     AddRule(Rule),
+    #[cfg(feature = "scripts")]
     ClearRules,
+    #[cfg(feature = "scripts")]
     /// The greeting for connections accepted from now on; `None`: none.
     SetGreeting(Option<Vec<u8>>),
+    #[cfg(feature = "scripts")]
     /// Bytes for every open TCP data connection now (plus `\n` in line
     /// mode).
     Push(Vec<u8>),
@@ -71,8 +76,10 @@ pub(crate) trait Target {
     /// Makes every message reach the responder whole, as rules and
     /// `match=` faults need: the fixed reply becomes a responder.
     fn see_messages(&mut self, t: &mut Turn<'_>);
+    #[cfg(feature = "scripts")]
     /// Sends the greeting to connections accepted from now on.
     fn set_greeting(&mut self, text: Option<Vec<u8>>) -> Reply;
+    #[cfg(feature = "scripts")]
     /// Sends `text` to every open data connection now.
     fn push(&mut self, text: Vec<u8>, t: &mut Turn<'_>) -> Reply;
     /// `ok N`, then one line per named endpoint: `NAME LISTEN UPSTREAM
@@ -113,6 +120,7 @@ pub(crate) fn execute(command: Command, target: &mut impl Target, t: &mut Turn<'
         }
         Command::ClearFaults => t.faults.clear(),
         Command::SetReply(text) => return target.set_reply(text, t),
+        #[cfg(feature = "scripts")]
         Command::AddRule(rule) => {
             rule.validate()?;
             // Fixed replies have no rules yet, so room for one.
@@ -123,8 +131,11 @@ pub(crate) fn execute(command: Command, target: &mut impl Target, t: &mut Turn<'
             let rules = t.replies.rules().ok_or("replies are fixed")?;
             rules.add(rule)?;
         }
+        #[cfg(feature = "scripts")]
         Command::ClearRules => t.replies.rules().into_iter().for_each(Rules::clear),
+        #[cfg(feature = "scripts")]
         Command::SetGreeting(text) => return target.set_greeting(text),
+        #[cfg(feature = "scripts")]
         Command::Push(text) => return target.push(text, t),
         Command::Refuse => return target.refuse(t),
         Command::Accept => return target.listen_again(t),
@@ -143,10 +154,15 @@ impl fmt::Display for Command {
             Command::AddFault(fault) => write!(f, "fault {fault}"),
             Command::ClearFaults => f.write_str("clear"),
             Command::SetReply(text) => write!(f, "reply {}", escape(text)),
+            #[cfg(feature = "scripts")]
             Command::AddRule(rule) => write!(f, "rule {rule}"),
+            #[cfg(feature = "scripts")]
             Command::ClearRules => f.write_str("rules clear"),
+            #[cfg(feature = "scripts")]
             Command::SetGreeting(None) => f.write_str("greeting"),
+            #[cfg(feature = "scripts")]
             Command::SetGreeting(Some(text)) => write!(f, "greeting {}", escape(text)),
+            #[cfg(feature = "scripts")]
             Command::Push(text) => write!(f, "push {}", escape(text)),
             Command::Refuse => f.write_str("refuse"),
             Command::Accept => f.write_str("accept"),
@@ -190,19 +206,27 @@ pub(crate) fn parse(line: &[u8]) -> Result<Request, String> {
             Ok(Request::Run(Command::AddFault(spec.parse()?)))
         }
         "reply" => Ok(Request::Run(Command::SetReply(text(word, rest)?))),
+        #[cfg(feature = "scripts")]
         "rule" => {
             let spec = rest.ok_or("rule needs a spec, like rule exact:quit => 221 bye")?;
             Ok(Request::Run(Command::AddRule(spec.parse()?)))
         }
+        #[cfg(feature = "scripts")]
         "rules" => match rest {
             Some("clear") => Ok(Request::Run(Command::ClearRules)),
             _ => Err("rules takes one word: rules clear".into()),
         },
+        #[cfg(feature = "scripts")]
         "greeting" => {
             let greeting = Some(text(word, rest)?).filter(|text| !text.is_empty());
             Ok(Request::Run(Command::SetGreeting(greeting)))
         }
+        #[cfg(feature = "scripts")]
         "push" => Ok(Request::Run(Command::Push(text(word, rest)?))),
+        #[cfg(not(feature = "scripts"))]
+        "rule" | "rules" | "greeting" | "push" => Err(format!(
+            "{word} needs the scripts feature (this ackloop was built without it)"
+        )),
         "clear" => no_argument(Command::ClearFaults),
         "refuse" => no_argument(Command::Refuse),
         "accept" => no_argument(Command::Accept),
@@ -383,9 +407,11 @@ mod tests {
         fn see_messages(&mut self, t: &mut Turn<'_>) {
             t.replies.make_responder();
         }
+        #[cfg(feature = "scripts")]
         fn set_greeting(&mut self, _: Option<Vec<u8>>) -> Reply {
             Ok(String::new())
         }
+        #[cfg(feature = "scripts")]
         fn push(&mut self, _: Vec<u8>, _: &mut Turn<'_>) -> Reply {
             Ok(String::new())
         }
@@ -433,11 +459,14 @@ mod tests {
         );
         assert!(!fixed(&t));
         // Past the cap on rules, nothing changes either.
-        for _ in 0..crate::MAX_RULES {
-            assert_eq!(run("rule exact:a => b", &mut t), Ok(String::new()));
+        #[cfg(feature = "scripts")]
+        {
+            for _ in 0..crate::MAX_RULES {
+                assert_eq!(run("rule exact:a => b", &mut t), Ok(String::new()));
+            }
+            assert!(run("rule exact:a => c", &mut t).is_err());
+            assert_eq!(t.replies.rules().unwrap().answer(b"a"), Some(&b"b"[..]));
         }
-        assert!(run("rule exact:a => c", &mut t).is_err());
-        assert_eq!(t.replies.rules().unwrap().answer(b"a"), Some(&b"b"[..]));
     }
 
     #[test]

@@ -8,9 +8,14 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use crate::fault::{Fault, MAX_FAULTS};
+#[cfg(feature = "journal")]
 use crate::journal::JournalTarget;
-use crate::rules::{MAX_RULES, Rule};
-use crate::vocab::{Protocol, Upstream, check_reply_len};
+#[cfg(feature = "scripts")]
+use crate::rules::MAX_RULES;
+use crate::rules::Rule;
+#[cfg(feature = "relay")]
+use crate::vocab::Upstream;
+use crate::vocab::{Protocol, check_reply_len};
 
 /// Default TCP and UDP address: loopback, port 8000, as in the article.
 pub const DEFAULT_ADDR: &str = "127.0.0.1:8000";
@@ -47,12 +52,16 @@ pub const DEFAULT_UDP_QUEUE_BYTES: usize = 256 * 1024;
 pub const MIN_UDP_QUEUE_BYTES: usize = MAX_REPLY_LEN;
 /// Largest [`Config::udp_queue_bytes`].
 pub const MAX_UDP_QUEUE_BYTES: usize = 64 * 1024 * 1024;
+#[cfg(feature = "relay")]
 /// Default for [`Config::connect_timeout`], in seconds.
 pub const DEFAULT_CONNECT_TIMEOUT_SECS: u64 = 5;
+#[cfg(feature = "relay")]
 /// Default for [`Config::flow_timeout`], in seconds.
 pub const DEFAULT_FLOW_TIMEOUT_SECS: u64 = 30;
+#[cfg(feature = "relay")]
 /// Default for [`Config::max_flows`].
 pub const DEFAULT_MAX_FLOWS: usize = 1024;
+#[cfg(feature = "relay")]
 /// Largest [`Config::max_flows`]: each flow is a socket, a descriptor.
 pub const MAX_MAX_FLOWS: usize = 1 << 20;
 /// Largest `--max-line`: 16 MiB. With a custom [`Responder`](crate::Responder)
@@ -132,6 +141,7 @@ pub struct Config {
     /// The seed of every random choice the faults make; `None` picks one
     /// at random and logs it, so that a run can be replayed.
     pub seed: Option<u64>,
+    #[cfg(feature = "control")]
     /// The live control socket's address (loopback only), or `None` for
     /// none. Port 0 picks a free port.
     pub control: Option<SocketAddr>,
@@ -163,28 +173,36 @@ pub struct Config {
     pub udp_queue_len: usize,
     /// Bytes of UDP datagrams waiting (as for `udp_queue_len`), at most.
     pub udp_queue_bytes: usize,
+    #[cfg(feature = "scripts")]
     /// Scripted replies, tried in order before the reply text; the first
     /// that matches a message answers it (none by default).
     pub rules: Vec<Rule>,
+    #[cfg(feature = "scripts")]
     /// Sent on every accepted TCP connection before anything else (1 to
     /// [`MAX_REPLY_LEN`] bytes, no `\n` added); `None` for none.
     pub greeting: Option<Vec<u8>>,
+    #[cfg(feature = "journal")]
     /// Where the journal of every message and reply goes; `None` for no
     /// journal (and no cost).
     pub journal: Option<JournalTarget>,
+    #[cfg(feature = "relay")]
     /// Relay TCP clients to this server instead of answering them
     /// (section 11); set with [`Config::add_upstream`].
     pub upstream_tcp: Option<SocketAddr>,
+    #[cfg(feature = "relay")]
     /// Relay UDP datagrams to this server instead of answering them.
     pub upstream_udp: Option<SocketAddr>,
+    #[cfg(feature = "relay")]
     /// A TCP upstream that has not accepted the connect this long fails:
     /// the client is reset. Whole seconds, at least one.
     pub connect_timeout: Duration,
+    #[cfg(feature = "relay")]
     /// Close a UDP flow with no datagram either way for this long; `None`
     /// never closes one (`--max-flows` still bounds them). Kept in whole
     /// milliseconds, as [`idle_timeout`](Config::idle_timeout) is: under
     /// 1 ms is an error.
     pub flow_timeout: Option<Duration>,
+    #[cfg(feature = "relay")]
     /// UDP flows (client sources relayed) at most; a datagram from a new
     /// source past it is dropped and counted.
     pub max_flows: usize,
@@ -209,6 +227,7 @@ impl Default for Config {
             max_line: DEFAULT_MAX_LINE,
             faults: Vec::new(),
             seed: None,
+            #[cfg(feature = "control")]
             control: None,
             api: None,
             config_file: None,
@@ -217,13 +236,21 @@ impl Default for Config {
             max_owed: DEFAULT_MAX_OWED,
             udp_queue_len: DEFAULT_UDP_QUEUE_LEN,
             udp_queue_bytes: DEFAULT_UDP_QUEUE_BYTES,
+            #[cfg(feature = "scripts")]
             rules: Vec::new(),
+            #[cfg(feature = "scripts")]
             greeting: None,
+            #[cfg(feature = "journal")]
             journal: None,
+            #[cfg(feature = "relay")]
             upstream_tcp: None,
+            #[cfg(feature = "relay")]
             upstream_udp: None,
+            #[cfg(feature = "relay")]
             connect_timeout: Duration::from_secs(DEFAULT_CONNECT_TIMEOUT_SECS),
+            #[cfg(feature = "relay")]
             flow_timeout: Some(Duration::from_secs(DEFAULT_FLOW_TIMEOUT_SECS)),
+            #[cfg(feature = "relay")]
             max_flows: DEFAULT_MAX_FLOWS,
             refuse: false,
         }
@@ -276,6 +303,7 @@ impl Config {
                 return Err(format!("{option}: must be {low} to {high}, got {value}"));
             }
         }
+        #[cfg(feature = "control")]
         if let Some(addr) = self.control {
             if !addr.ip().is_loopback() {
                 return Err(format!(
@@ -289,22 +317,10 @@ impl Config {
         if self.config_file.is_some() && !cfg!(feature = "api") {
             return Err("--config: this build has no endpoints (the `api` feature is off)".into());
         }
-        if let Some(greeting) = &self.greeting {
-            if self.tcp.is_none() {
-                return Err("--greeting: greets TCP connections, and TCP is off (--no-tcp)".into());
-            }
-            if let Some(upstream) = self.upstream_tcp {
-                return Err(format!(
-                    "--greeting: TCP is relayed to {upstream} (--upstream), which greets its clients"
-                ));
-            }
-            check_reply_len("--greeting", greeting, false)?;
-        }
+        #[cfg(feature = "scripts")]
+        self.validate_scripts()?;
         if self.refuse && self.tcp.is_none() {
             return Err("refuse: TCP is off (--no-tcp)".into());
-        }
-        if self.rules.len() > MAX_RULES {
-            return Err(format!("--rule: at most {MAX_RULES} rules"));
         }
         if self.faults.len() > MAX_FAULTS {
             return Err(format!(
@@ -312,17 +328,65 @@ impl Config {
                 self.faults.len()
             ));
         }
-        // A rule's or fault's own message, in command line terms.
+        // A fault's own message, in command line terms.
         let flag = |e: String| format!("--{e}");
-        self.rules
-            .iter()
-            .try_for_each(|rule| rule.validate().map_err(flag))?;
         self.faults
             .iter()
             .try_for_each(|fault| fault.validate().map_err(flag))?;
-        self.validate_relay()
+        // `dir=` and `match=` as the relaying (or its absence) allows.
+        for fault in &self.faults {
+            let relaying = |p| self.relaying(p);
+            crate::fault::check_direction(fault, relaying).map_err(flag)?;
+        }
+        #[cfg(feature = "relay")]
+        self.validate_relay()?;
+        Ok(())
     }
 
+    /// The scripted replies' checks: a greeting for TCP served here, of
+    /// a reply's length; rules of their own limits, at most
+    /// [`MAX_RULES`].
+    #[cfg(feature = "scripts")]
+    fn validate_scripts(&self) -> Result<(), String> {
+        if let Some(greeting) = &self.greeting {
+            if self.tcp.is_none() {
+                return Err("--greeting: greets TCP connections, and TCP is off (--no-tcp)".into());
+            }
+            #[cfg(feature = "relay")]
+            if let Some(upstream) = self.upstream_tcp {
+                return Err(format!(
+                    "--greeting: TCP is relayed to {upstream} (--upstream), which greets its clients"
+                ));
+            }
+            check_reply_len("--greeting", greeting, false)?;
+        }
+        if self.rules.len() > MAX_RULES {
+            return Err(format!("--rule: at most {MAX_RULES} rules"));
+        }
+        // A rule's own message, in command line terms.
+        let flag = |e: String| format!("--{e}");
+        self.rules
+            .iter()
+            .try_for_each(|rule| rule.validate().map_err(flag))
+    }
+
+    /// The rules replies start with (none without the `scripts` feature).
+    pub(crate) fn starting_rules(&self) -> Vec<Rule> {
+        #[cfg(feature = "scripts")]
+        return self.rules.clone();
+        #[cfg(not(feature = "scripts"))]
+        Vec::new()
+    }
+
+    /// The greeting TCP connections get first, if any.
+    pub(crate) fn tcp_greeting(&self) -> Option<Vec<u8>> {
+        #[cfg(feature = "scripts")]
+        return self.greeting.clone();
+        #[cfg(not(feature = "scripts"))]
+        None
+    }
+
+    #[cfg(feature = "relay")]
     /// Relays `upstream`'s protocol to it.
     ///
     /// # Errors
@@ -341,11 +405,20 @@ impl Config {
         Ok(())
     }
 
+    #[cfg(feature = "relay")]
     /// The upstream `protocol` is relayed to, if any.
     pub fn upstream(&self, protocol: Protocol) -> Option<SocketAddr> {
         protocol.pick(self.upstream_tcp, self.upstream_udp)
     }
 
+    /// Without the `relay` feature nothing is relayed.
+    #[cfg(not(feature = "relay"))]
+    pub fn upstream(&self, protocol: Protocol) -> Option<SocketAddr> {
+        let _ = protocol;
+        None
+    }
+
+    #[cfg(feature = "relay")]
     /// Where `protocol`'s upstream is kept.
     pub(crate) fn upstream_slot(&mut self, protocol: Protocol) -> &mut Option<SocketAddr> {
         protocol.pick(&mut self.upstream_tcp, &mut self.upstream_udp)
@@ -362,8 +435,9 @@ impl Config {
         }
     }
 
+    #[cfg(feature = "relay")]
     /// The relay's checks: each upstream is for a protocol that is on and
-    /// names a port; `dir=` only on a relayed protocol; timeouts in range.
+    /// names a port; timeouts in range.
     fn validate_relay(&self) -> Result<(), String> {
         for (protocol, listen) in [(Protocol::Tcp, self.tcp), (Protocol::Udp, self.udp)] {
             let Some(addr) = self.upstream(protocol) else {
@@ -377,10 +451,6 @@ impl Config {
                     "--upstream '{upstream}': {name} is off (--no-{name})"
                 ));
             }
-        }
-        for fault in &self.faults {
-            let relaying = |p| self.relaying(p);
-            crate::fault::check_direction(fault, relaying).map_err(|e| format!("--{e}"))?;
         }
         let secs = self.connect_timeout.as_secs();
         if self.connect_timeout.subsec_nanos() != 0 || !(1..=MAX_IDLE_TIMEOUT_SECS).contains(&secs)

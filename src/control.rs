@@ -24,17 +24,22 @@
 //! turn.
 
 use std::io::{ErrorKind, Read};
+use std::net::SocketAddr;
 
 use log::{debug, warn};
-use mio::Interest;
 use mio::net::{TcpListener, TcpStream};
+use mio::{Interest, Registry};
 
+use crate::bind::bind_tcp;
 use crate::command::{self, Request, Target};
+use crate::config::Config;
+use crate::error::Error;
 use crate::framing::{LineFramer, Piece};
+use crate::handle::Changes;
 use crate::stats::Stats;
 use crate::table::Table;
 use crate::timer::{ACCEPT_RETRY_MS, Due, Entry, Millis, Pause, RateLimit, at_least};
-use crate::turn::{CONTROL_BASE, Ready, Turn, settle_writable};
+use crate::turn::{CONTROL_BASE, CONTROL_LISTENER, Ready, Turn, settle_writable};
 use crate::write::write_until_blocked;
 
 /// Control connections open at once, at most; one more is closed at once.
@@ -76,6 +81,33 @@ struct ControlConn {
     /// answered and sent, the connection closes.
     peer_eof: bool,
     write_interest: bool,
+}
+
+/// The control socket `config` asks for (`--control`), bound, and its
+/// address; `(None, None)` for none.
+///
+/// # Errors
+///
+/// [`Error::Bind`] when the address cannot be bound.
+pub(crate) fn from_config(
+    registry: &Registry,
+    config: &Config,
+) -> Result<(Option<Control>, Option<SocketAddr>), Error> {
+    let Some(addr) = config.control else {
+        return Ok((None, None));
+    };
+    // Never shared: each process has its own control socket.
+    let (listener, bound) = bind_tcp(registry, addr, false, CONTROL_LISTENER, "control")?;
+    Ok((Some(Control::new(listener, config.max_line)), Some(bound)))
+}
+
+/// Carries out the changes other threads asked for through a
+/// [`Handle`](crate::Handle), in order, and sends each its reply.
+pub(crate) fn apply_changes(changes: &Changes, target: &mut impl Target, t: &mut Turn<'_>) {
+    for (command, reply_to) in changes.take() {
+        let reply = command::execute(command, target, t);
+        let _ = reply_to.send(reply);
+    }
 }
 
 /// The control listener and its connections.

@@ -573,7 +573,9 @@ impl fmt::Display for Fault {
 
 mod judge;
 
-pub(crate) use judge::{Faults, Verdict, corrupt, corrupt_at, random_seed};
+#[cfg(feature = "relay")]
+pub(crate) use judge::corrupt_at;
+pub(crate) use judge::{Faults, Verdict, corrupt, random_seed};
 
 #[cfg(test)]
 mod tests;

@@ -293,11 +293,37 @@
 //!
 //! # Features
 //!
-//! * `cli` (default): the `ackloop` binary's crates (`lexopt`,
-//!   `simple_logger`) and `signals`. Library users can depend on ackloop
-//!   with `default-features = false`.
+//! Every feature is on by default (the program as shipped). With
+//! `default-features = false` the crate is the core alone, SPEC sections
+//! 1 to 8: TCP and UDP serving, faults ([`Config::faults`], [`Fault`]),
+//! the configuration, the loop ([`Server::turn`], [`Server::run`]), the
+//! [`Handle`]'s shutdown and counters, and the [test
+//! server](testing::TestServer). Each part below adds itself back:
+//!
+//! * `cli`: the `ackloop` binary's crates (`lexopt`, `simple_logger`)
+//!   and `signals`. Alone (`--no-default-features --features cli`) it is
+//!   the core's program: an option of a part left out is a one-line
+//!   error naming its feature (exit 2).
 //! * `signals`: [`Server::watch_signals`], through `signal-hook-mio`
 //!   (Unix only; elsewhere the feature compiles to nothing).
+//! * `relay`: the relay (SPEC 11): [`Upstream`], [`Config::add_upstream`],
+//!   `--upstream`, TCP pairs and UDP flows.
+//! * `scripts`: scripted replies (SPEC 12): [`Rule`],
+//!   [`Config::greeting`], [`Handle::push`], `--rule`, `--greeting`, and
+//!   (with `control`) [`Script`] and `--script`.
+//! * `journal`: the journal (SPEC 13): [`Config::journal`],
+//!   [`Server::on_journal`], [`JournalEvent`], `--journal`.
+//! * `control`: live control (SPEC 9): [`Config::control`], `--control`,
+//!   and the handle's changes at run time ([`Handle::add_fault`],
+//!   [`Handle::set_reply`], [`Handle::refuse`], ...).
+//!
+//! * `api`: toxiproxy's HTTP API and named endpoints (SPEC 14),
+//!   `--api` and `--config` (with `relay` and `control`, which it
+//!   needs).
+//!
+//! A part that is off costs nothing: the loop keeps its place for it (an
+//! `Option` of a type no value can have), and the compiler removes every
+//! branch that leads there.
 //!
 //! # Platforms
 //!
@@ -315,14 +341,30 @@
 //!   Cygwin and a few embedded targets, where mio has no such descriptor.
 
 #![deny(missing_docs, rust_2018_idioms)]
+// A part that is off leaves some of its support in the core unused (a
+// token's variant, a fault check only a relay asks for), and this page's
+// links to it dangling: both are checked with every part on, as CI's
+// clippy and doc build it.
+#![cfg_attr(
+    not(all(
+        feature = "relay",
+        feature = "scripts",
+        feature = "journal",
+        feature = "control",
+        feature = "api"
+    )),
+    allow(dead_code, rustdoc::broken_intra_doc_links)
+)]
 #![doc(test(attr(deny(warnings))))]
 
 #[cfg(feature = "api")]
 mod api;
 mod bind;
 mod closing;
+#[cfg(feature = "control")]
 mod command;
 mod config;
+#[cfg_attr(not(feature = "control"), path = "off/control.rs")]
 mod control;
 #[cfg(feature = "api")]
 mod endpoint;
@@ -331,12 +373,16 @@ mod escape;
 mod fault;
 pub mod framing;
 mod handle;
+#[cfg_attr(not(feature = "journal"), path = "off/journal.rs")]
 mod journal;
 mod limits;
 mod listener;
+#[cfg_attr(not(feature = "relay"), path = "off/relay.rs")]
 mod relay;
 mod reply;
+#[cfg_attr(not(feature = "scripts"), path = "off/rules.rs")]
 mod rules;
+#[cfg(all(feature = "scripts", feature = "control"))]
 mod script;
 mod server;
 mod stats;
@@ -357,19 +403,27 @@ pub use config::{
     DEFAULT_UDP_QUEUE_LEN, MAX_IDLE_TIMEOUT_SECS, MAX_MAX_LINE, MAX_MAX_OWED, MAX_UDP_QUEUE_BYTES,
     MAX_UDP_QUEUE_LEN, MIN_UDP_QUEUE_BYTES, Mode, READ_BUFFER_RANGE,
 };
+#[cfg(feature = "control")]
 pub use control::MAX_CONTROL_CONNECTIONS;
 pub use error::Error;
 pub use escape::{escape, unescape};
 pub use fault::{Fault, FaultCounts, FaultKind, MAX_FAULTS, Selector};
-pub use handle::{CHANGE_TIMEOUT, Handle};
+#[cfg(feature = "control")]
+pub use handle::CHANGE_TIMEOUT;
+pub use handle::Handle;
+#[cfg(feature = "journal")]
 pub use journal::{
     AppliedFaults, JournalCallback, JournalDirection, JournalEvent, JournalTarget,
     MAX_JOURNAL_BUFFER,
 };
 pub use limits::{ACCEPTS_PER_TURN, DATAGRAMS_PER_TURN, LINGER_CAP_MS, LINGER_MS, READS_PER_TURN};
 pub use reply::{Echo, FixedReply, Request, Responder};
+#[cfg(feature = "scripts")]
 pub use rules::{MAX_RULES, Rule};
+#[cfg(all(feature = "scripts", feature = "control"))]
 pub use script::Script;
 pub use server::{SHUTDOWN_GRACE_MS, Server, Status};
 pub use stats::Stats;
-pub use vocab::{Direction, MAX_REPLY_LEN, Match, Protocol, Upstream};
+#[cfg(feature = "relay")]
+pub use vocab::Upstream;
+pub use vocab::{Direction, MAX_REPLY_LEN, Match, Protocol};

@@ -11,14 +11,14 @@ mod log_sink;
 use std::io::Write;
 use std::process::ExitCode;
 
-use ackloop::{Echo, Error, Server};
+use ackloop::{Echo, Error, Protocol, Server};
 use cli::Command;
 use log::LevelFilter;
 
 fn main() -> ExitCode {
     let (config, level, echo) = match cli::parse(std::env::args_os().skip(1)) {
         Ok(Command::Serve(config, level, echo)) => (*config, level, echo),
-        Ok(Command::Help) => return print_or_fail("the help", cli::HELP),
+        Ok(Command::Help) => return print_or_fail("the help", &help()),
         Ok(Command::Version) => {
             let version = concat!("ackloop ", env!("CARGO_PKG_VERSION"));
             return print_or_fail("the version", version);
@@ -32,7 +32,7 @@ fn main() -> ExitCode {
     } else {
         ""
     };
-    let upstreams = [("tcp", config.upstream_tcp), ("udp", config.upstream_udp)];
+    let upstreams = [Protocol::Tcp, Protocol::Udp].map(|p| (p.name(), config.upstream(p)));
     let bound = if echo {
         Server::with_responder(config, Echo)
     } else {
@@ -79,6 +79,19 @@ fn init_logging(level: Option<LevelFilter>) {
     };
     // Only fails if a logger is already set, which cannot happen here.
     let _ = log_sink::StderrSink::init(logger);
+}
+
+/// The help, and the parts this build left out (their options are
+/// errors).
+fn help() -> String {
+    match cli::left_out_parts() {
+        parts if parts.is_empty() => cli::HELP.to_string(),
+        parts => format!(
+            "{}\nBuilt without: {} (their options are errors).",
+            cli::HELP,
+            parts.join(", ")
+        ),
+    }
 }
 
 /// `text` and a newline on stdout; exit status 0, or 1 if stdout cannot

@@ -200,7 +200,7 @@ impl Config {
         if self.tcp.is_none() {
             return Err(format!("{word}: TCP is off (--no-tcp)"));
         }
-        match self.upstream_tcp {
+        match self.upstream(crate::vocab::Protocol::Tcp) {
             Some(upstream) => Err(format!(
                 "{word}: TCP is relayed to {upstream} (--upstream), which talks to its clients"
             )),

@@ -28,19 +28,20 @@ use mio::{Events, Poll, Waker};
 use crate::bind::{bind_tcp, bind_udp, reserve_tcp};
 use crate::config::Config;
 use crate::config::Mode;
-use crate::control::Control;
+use crate::control;
 use crate::error::Error;
 use crate::fault::{self, Fault, Faults};
 use crate::handle::{Handle, InTurn, Shared};
-use crate::journal::{self, Journal, JournalEvent};
+use crate::journal::Journal;
+#[cfg(feature = "journal")]
+use crate::journal::JournalEvent;
 use crate::listener::Listener;
-use crate::relay::flows::Flows;
-use crate::relay::pairs::Pairs;
+use crate::relay;
 use crate::reply::{FixedReply, Pattern, Replies, Responder, Scripted};
 use crate::stats::Stats;
 use crate::tcp::{RESERVED_CONNECTIONS, Tcp};
 use crate::timer::{Clock, Millis, SWEEP_SLACK, Timers};
-use crate::turn::{CONTROL_LISTENER, Described, LISTENER, Readiness, Ready, Turn, WAKER};
+use crate::turn::{Described, LISTENER, Readiness, Ready, Turn, WAKER};
 use crate::udp::Udp;
 use crate::vocab::Protocol;
 use sources::Sources;
@@ -206,20 +207,11 @@ impl Server {
         config.validate().map_err(Error::Config)?;
         // Before anything is bound: a journal that cannot be opened is
         // a start-up error.
-        let journal = match &config.journal {
-            Some(target) => {
-                let sink = journal::open(target).map_err(|source| Error::Journal {
-                    target: target.to_string(),
-                    source,
-                })?;
-                let name = target.to_string();
-                Some(RefCell::new(Journal::to_writer(sink, name)))
-            }
-            None => None,
-        };
+        let journal = open_journal(&config)?;
         // Rules, `match=` faults and the journal need each message whole:
         // the responder path, with the fixed reply as the responder.
-        let needs_messages = !config.rules.is_empty()
+        let rules = config.starting_rules();
+        let needs_messages = !rules.is_empty()
             || journal.is_some()
             || config.faults.iter().any(|f| f.select.matches.is_some());
         let responder = match responder {
@@ -228,7 +220,7 @@ impl Server {
         };
         let replies = match responder {
             Some(responder) => Replies::Custom {
-                responder: Scripted::new(config.rules.clone(), responder),
+                responder: Scripted::new(rules, responder),
                 scratch: Vec::new(),
             },
             None => Replies::Fixed(Pattern::new(
@@ -265,16 +257,7 @@ impl Server {
             }
             None => (None, None),
         };
-        let (control, control_addr) = match config.control {
-            Some(addr) => {
-                let registry = poll.registry();
-                // Never shared: each process has its own control socket.
-                let (listener, bound) =
-                    bind_tcp(registry, addr, false, CONTROL_LISTENER, "control")?;
-                (Some(Control::new(listener, config.max_line)), Some(bound))
-            }
-            None => (None, None),
-        };
+        let (control, control_addr) = control::from_config(poll.registry(), &config)?;
         let (api, api_addr) = proxies::bind_api(&poll, config.api)?;
         #[cfg(not(feature = "api"))]
         let () = api;
@@ -313,10 +296,8 @@ impl Server {
             sources: Sources {
                 listener,
                 tcp: Tcp::new(&config),
-                relay: config.upstream_tcp.map(|up| Pairs::new(up, &config)),
-                flows: (config.upstream_udp)
-                    .filter(|_| udp.is_some())
-                    .map(|up| Flows::new(up, &config)),
+                relay: relay::pairs_for(&config),
+                flows: relay::flows_for(&config, udp.is_some()),
                 udp,
                 control,
                 #[cfg(feature = "api")]
@@ -351,7 +332,6 @@ impl Server {
                 stop_requested: AtomicBool::new(false),
                 counters: Default::default(),
                 changes: Default::default(),
-                stopped: AtomicBool::new(false),
             }),
             status: Status::Running,
         };
@@ -465,6 +445,7 @@ impl Server {
         }
     }
 
+    #[cfg(feature = "journal")]
     /// Calls `callback` with every journal event from now on: each
     /// message, reply, greeting, push and relayed chunk, as `--journal`
     /// writes them
@@ -573,6 +554,26 @@ impl Server {
         }
         Ok(self.status)
     }
+}
+
+/// The journal `config` asks for (`--journal`), opened; `None` for none.
+#[cfg(feature = "journal")]
+fn open_journal(config: &Config) -> Result<Option<RefCell<Journal>>, Error> {
+    let Some(target) = &config.journal else {
+        return Ok(None);
+    };
+    let sink = crate::journal::open(target).map_err(|source| Error::Journal {
+        target: target.to_string(),
+        source,
+    })?;
+    let name = target.to_string();
+    Ok(Some(RefCell::new(Journal::to_writer(sink, name))))
+}
+
+/// No journal without the `journal` feature.
+#[cfg(not(feature = "journal"))]
+fn open_journal(_: &Config) -> Result<Option<RefCell<Journal>>, Error> {
+    Ok(None)
 }
 
 /// Without the `api` feature, `Config::validate` refuses `--api`.

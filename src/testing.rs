@@ -28,10 +28,13 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+#[cfg(feature = "scripts")]
+use crate::Rule;
 use crate::{
-    Config, Error, Fault, FixedReply, Handle, JournalCallback, JournalEvent, Mode, Protocol,
-    Request, Responder, Rule, Server, Stats,
+    Config, Error, Fault, FixedReply, Handle, Mode, Protocol, Request, Responder, Server, Stats,
 };
+#[cfg(feature = "journal")]
+use crate::{JournalCallback, JournalEvent};
 
 /// How long [`TestServer::wait_for`] waits before it gives up.
 pub const WAIT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -188,6 +191,7 @@ pub struct Builder {
     config: Config,
     responder: Option<Box<dyn Responder + Send>>,
     record_limit: usize,
+    #[cfg(feature = "journal")]
     journal: Option<JournalCallback>,
 }
 
@@ -228,6 +232,7 @@ impl Builder {
         self
     }
 
+    #[cfg(feature = "scripts")]
     /// Adds a rule, as `--rule` does: `.rule("exact:ping => pong".parse()?)`.
     /// Messages a rule answers are recorded too.
     pub fn rule(mut self, rule: Rule) -> Builder {
@@ -243,6 +248,7 @@ impl Builder {
     /// a responder, so it is not recorded ([`received`](TestServer::received)
     /// stays empty for that protocol); [`stats`](TestServer::stats) counts
     /// it.
+    #[cfg(feature = "relay")]
     pub fn upstream(mut self, upstream: crate::Upstream) -> Builder {
         *self.config.upstream_slot(upstream.protocol) = Some(upstream.addr);
         self
@@ -261,6 +267,7 @@ impl Builder {
         self
     }
 
+    #[cfg(feature = "journal")]
     /// Hands every journal event (each message in, each reply, greeting
     /// and push out) to `callback`, on the server's thread, as
     /// [`Server::on_journal`] does.
@@ -286,7 +293,9 @@ impl Builder {
             record: Arc::clone(&record),
             limit: self.record_limit,
         };
-        let (config, journal) = (self.config, self.journal);
+        let config = self.config;
+        #[cfg(feature = "journal")]
+        let journal = self.journal;
         let (bound_tx, bound_rx) = mpsc::channel();
         // The server is built on its thread: the responder need only be Send.
         let thread = std::thread::Builder::new()
@@ -299,6 +308,7 @@ impl Builder {
                         return Ok(Stats::default());
                     }
                 };
+                #[cfg(feature = "journal")]
                 if let Some(callback) = journal {
                     server.on_journal(callback);
                 }
@@ -354,6 +364,7 @@ impl TestServer {
             config: Config::loopback(),
             responder: None,
             record_limit: DEFAULT_RECORD_LIMIT,
+            #[cfg(feature = "journal")]
             journal: None,
         }
     }
@@ -369,11 +380,13 @@ impl TestServer {
     }
 
     /// The live control socket's address (port 0 resolved), when the
-    /// configuration asked for one; `None` otherwise.
+    /// configuration asked for one (with the `control` feature); `None`
+    /// otherwise.
     ///
     /// # Examples
     ///
     /// ```
+    /// # #[cfg(feature = "control")] {
     /// use std::io::{BufRead, BufReader, Write};
     /// use ackloop::testing::TestServer;
     ///
@@ -385,7 +398,8 @@ impl TestServer {
     /// let mut answer = String::new();
     /// BufReader::new(control).read_line(&mut answer)?;
     /// assert_eq!(answer, "ok\n");
-    /// assert_eq!(TestServer::start()?.control_addr(), None);
+    /// # }
+    /// assert_eq!(ackloop::testing::TestServer::start()?.control_addr(), None);
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn control_addr(&self) -> Option<SocketAddr> {

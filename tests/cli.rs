@@ -532,3 +532,37 @@ fn a_fault_spec_error_says_what_was_meant() {
         }
     }
 }
+
+/// The options of a part this build left out (`--no-default-features
+/// --features cli`, the core's program) are bad usage: one line naming
+/// the option and the cargo feature it needs, exit 2, nothing bound.
+#[test]
+fn an_option_of_a_part_left_out_is_a_usage_error_naming_its_feature() {
+    let parts = [
+        (
+            "--upstream",
+            "tcp:127.0.0.1:1",
+            "relay",
+            cfg!(feature = "relay"),
+        ),
+        ("--rule", "* => x", "scripts", cfg!(feature = "scripts")),
+        ("--journal", "-", "journal", cfg!(feature = "journal")),
+        (
+            "--control",
+            "127.0.0.1:0",
+            "control",
+            cfg!(feature = "control"),
+        ),
+    ];
+    for (option, value, feature, built) in parts {
+        if built {
+            continue;
+        }
+        let (status, stdout, stderr) = run(&[option, value]);
+        assert_eq!(status.code(), Some(2), "{option}: {stderr}");
+        assert!(stdout.is_empty(), "{option}: bound and announced: {stdout}");
+        let line = stderr.trim_end();
+        assert!(!line.contains('\n'), "{option}: {stderr}");
+        assert!(line.contains(option) && line.contains(feature), "{stderr}");
+    }
+}

@@ -2,6 +2,9 @@
 //! box on loopback, every wait bounded by a deadline.
 //!
 //! Linux only, like the other black-box suites.
+
+// Some helpers serve only the tests of rules (`scripts`).
+#![cfg_attr(not(feature = "scripts"), allow(unused))]
 #![cfg(target_os = "linux")]
 
 mod common;
@@ -399,6 +402,7 @@ fn never_readers(tcp: SocketAddr) -> Vec<TcpStream> {
 }
 
 #[test]
+#[cfg(feature = "scripts")]
 fn never_readers_are_held_to_max_owed_on_both_reply_paths() {
     let server = Server::start(&["--mode", "line", "--no-udp", "--control", "127.0.0.1:0"]);
     let mut control = Control::open(&server);

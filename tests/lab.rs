@@ -32,6 +32,7 @@ mod server;
 #[allow(dead_code)]
 #[path = "../examples/lab/stale_key.rs"]
 mod stale_key;
+#[cfg(feature = "relay")]
 #[path = "../examples/lab/stale_relay.rs"]
 mod stale_relay;
 #[allow(dead_code)]
@@ -186,6 +187,7 @@ fn a_recurring_accept_error_does_not_spin() {
 /// which an event of a pair closed earlier in the batch follows a new
 /// client's accept, and the stale event finds the key still held.
 #[test]
+#[cfg(feature = "relay")]
 fn stale_key_measured_on_ackloops_relay() {
     let _alone = alone();
     let finding = stale_relay::probe().unwrap_or_else(|e| panic!("probe failed: {e}"));

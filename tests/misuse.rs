@@ -4,6 +4,9 @@
 //!
 //! Each test ends by checking that the server still answers.
 
+// Some helpers serve only the tests of live changes (`control`).
+#![cfg_attr(not(feature = "control"), allow(unused))]
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::sync::{Arc, Mutex};
@@ -49,6 +52,7 @@ type HandleCall<'a> = Box<dyn Fn() -> Result<(), String> + 'a>;
 type ConfigChange = fn(&mut Config);
 
 #[test]
+#[cfg(feature = "control")]
 fn handle_calls_after_the_server_stopped_fail_at_once() {
     let mut server = Server::bind(Config::loopback()).unwrap();
     let handle = server.handle();
@@ -76,6 +80,7 @@ fn handle_calls_after_the_server_stopped_fail_at_once() {
 }
 
 #[test]
+#[cfg(feature = "control")]
 fn handle_calls_on_a_stopped_but_kept_server_fail_at_once() {
     // A host that drives turns itself keeps the server after it stops.
     let mut server = Server::bind(Config::loopback()).unwrap();
@@ -95,6 +100,7 @@ fn handle_calls_on_a_stopped_but_kept_server_fail_at_once() {
 }
 
 #[test]
+#[cfg(feature = "control")]
 fn set_reply_with_an_empty_or_oversized_text_is_an_error_and_changes_nothing() {
     let server = TestServer::start().unwrap();
     let handle = server.handle();
@@ -193,6 +199,7 @@ fn a_responder_whose_replies_are_huge_costs_the_reply_not_the_server() {
 }
 
 #[test]
+#[cfg(feature = "control")]
 fn refuse_and_accept_without_tcp_are_errors_that_name_no_flag() {
     let server = TestServer::builder()
         .configure(|c| c.tcp = None)
@@ -239,6 +246,7 @@ fn waiting_for_more_messages_than_are_recorded_ends_when_they_arrived() {
 }
 
 #[test]
+#[cfg(feature = "control")]
 fn a_handle_called_from_the_loop_itself_fails_at_once_instead_of_stalling_it() {
     // A responder that changes the server through its handle: the loop
     // would wait for itself.

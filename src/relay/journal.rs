@@ -124,7 +124,7 @@ impl Tap<'_> {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "journal"))]
 mod tests {
     use super::*;
     use crate::journal::recording::{Line, recording};

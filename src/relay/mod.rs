@@ -28,3 +28,17 @@ pub(crate) mod pair;
 pub(crate) mod pairs;
 #[cfg(target_os = "linux")]
 pub(crate) mod splice;
+
+use crate::config::Config;
+
+/// The relayed TCP pairs, when TCP is relayed (`--upstream tcp:...`).
+pub(crate) fn pairs_for(config: &Config) -> Option<pairs::Pairs> {
+    config.upstream_tcp.map(|up| pairs::Pairs::new(up, config))
+}
+
+/// The relayed UDP flows, when UDP is on (`udp_on`) and relayed.
+pub(crate) fn flows_for(config: &Config, udp_on: bool) -> Option<flows::Flows> {
+    (config.upstream_udp)
+        .filter(|_| udp_on)
+        .map(|up| flows::Flows::new(up, config))
+}

@@ -38,10 +38,12 @@ impl Target for Targets<'_> {
         self.side.see_messages(t)
     }
 
+    #[cfg(feature = "scripts")]
     fn set_greeting(&mut self, text: Option<Vec<u8>>) -> Reply {
         self.side.set_greeting(text)
     }
 
+    #[cfg(feature = "scripts")]
     fn push(&mut self, text: Vec<u8>, t: &mut Turn<'_>) -> Reply {
         self.side.push(text, t)
     }

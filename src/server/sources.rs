@@ -13,8 +13,7 @@ use super::proxies::Targets;
 use super::tcp_side::TcpSide;
 #[cfg(not(feature = "api"))]
 type Targets<'a> = TcpSide<'a>;
-use crate::command;
-use crate::control::Control;
+use crate::control::{self, Control};
 use crate::handle::Shared;
 use crate::listener::Listener;
 use crate::relay::flows::Flows;
@@ -269,12 +268,7 @@ impl Sources {
     /// Carries out the changes other threads asked for, in order, and
     /// sends each its reply.
     fn apply_changes(&mut self, shared: &Shared, t: &mut Turn<'_>) {
-        let changes =
-            std::mem::take(&mut *shared.changes.lock().unwrap_or_else(|p| p.into_inner()));
-        for (command, reply_to) in changes {
-            let reply = command::execute(command, &mut self.control_and_target().1, t);
-            let _ = reply_to.send(reply);
-        }
+        control::apply_changes(&shared.changes, &mut self.control_and_target().1, t);
     }
 
     /// The UDP socket is ready (or was left still ready), with the

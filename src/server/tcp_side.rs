@@ -2,11 +2,14 @@
 //! and its job, serving ([`Tcp`]) or relaying (then the commands that
 //! speak to served clients refuse).
 
+#[cfg(feature = "control")]
 use crate::command::{Reply, Target};
 use crate::listener::Listener;
 use crate::tcp::Tcp;
+#[cfg(feature = "control")]
 use crate::turn::Turn;
 
+#[cfg(feature = "control")]
 /// Why `refuse` and `accept` fail without TCP: in words a control client
 /// and a library user both understand (neither typed `--no-tcp`).
 const NO_TCP: &str = "no TCP: this server serves UDP only";
@@ -19,6 +22,7 @@ pub(super) struct TcpSide<'a> {
     pub relayed: bool,
 }
 
+#[cfg(feature = "control")]
 impl TcpSide<'_> {
     /// Whether TCP clients are served here (not off, not relayed), for the
     /// commands that speak to them.
@@ -33,6 +37,7 @@ impl TcpSide<'_> {
     }
 }
 
+#[cfg(feature = "control")]
 /// What live control changes on the TCP side (see [`command`](crate::command)).
 impl Target for TcpSide<'_> {
     /// Closes the listener: new clients are refused; open connections go
@@ -58,12 +63,14 @@ impl Target for TcpSide<'_> {
         self.tcp.switch_to_responder(t.replies);
     }
 
+    #[cfg(feature = "scripts")]
     fn set_greeting(&mut self, text: Option<Vec<u8>>) -> Reply {
         self.serves_tcp()?;
         self.tcp.greet_with(text);
         Ok(String::new())
     }
 
+    #[cfg(feature = "scripts")]
     fn push(&mut self, text: Vec<u8>, t: &mut Turn<'_>) -> Reply {
         self.serves_tcp()?;
         self.tcp.push_to_all(text, t);

@@ -2,6 +2,9 @@
 //! the timer heap holds one entry per waiting thing, whatever the clients
 //! do.
 
+// Some helpers serve only the tests of live changes (`control`).
+#![cfg_attr(not(feature = "control"), allow(unused))]
+
 use std::io::{ErrorKind, Read, Write};
 use std::net::{TcpStream, UdpSocket};
 use std::time::{Duration, Instant};
@@ -41,6 +44,7 @@ fn answer(server: &mut Server, client: &mut TcpStream) -> String {
 
 /// Control waits each met at once: each armed a deadline a day away.
 #[test]
+#[cfg(feature = "control")]
 fn received_answered_early_leaves_no_timer_entries_piling_up() {
     let config = Config {
         control: Some("127.0.0.1:0".parse().unwrap()),

@@ -16,6 +16,7 @@
 //! deadline kept by the [`IdleList`] (one timer entry for all of them)
 //! rather than by an entry of its own.
 
+#[cfg(feature = "control")]
 mod commands;
 mod conn;
 mod script;
@@ -98,7 +99,7 @@ impl Tcp {
             max_line: config.max_line,
             next_id: 0,
             line_log: RateLimit::default(),
-            greeting: config.greeting.clone(),
+            greeting: config.tcp_greeting(),
         }
     }
 

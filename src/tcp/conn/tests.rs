@@ -544,6 +544,7 @@ fn mios_stream_sends_our_fin_on_shutdown_write_and_knows_its_peer() {
     assert_eq!(rest, b"");
 }
 
+#[cfg(feature = "journal")]
 mod journal;
 mod lean;
 mod phases;

@@ -227,6 +227,7 @@ fn a_delay_with_nothing_kept_holds_nothing() {
 /// With a journal, each write straight to the sink is one line of the
 /// bytes written, and a write the sink took nothing of is none.
 #[test]
+#[cfg(feature = "journal")]
 fn the_journal_records_what_each_straight_write_took() {
     use crate::journal::recording::recording;
     use crate::relay::journal::{PairLog, Tap};

@@ -69,6 +69,7 @@ fn a_custom_responder_always_sees_the_peer_even_after_backpressure() {
 
 /// Replies switch to a responder with a rule while a line is half read,
 /// as a control line adding the first rule does: `Tcp::switch_to_responder`.
+#[cfg(feature = "scripts")]
 fn switch_with_rule(lp: &mut Loop, conn: &mut Connection, rule: &str) {
     let old = lp.replies.make_responder().expect("fixed replies before");
     conn.keep_owed_bytes(&old);
@@ -81,6 +82,7 @@ fn switch_with_rule(lp: &mut Loop, conn: &mut Connection, rule: &str) {
 }
 
 #[test]
+#[cfg(feature = "scripts")]
 fn a_line_cut_by_the_switch_to_a_responder_is_answered_as_before() {
     let mut lp = Loop::new(Mode::Line);
     let mut conn = lp.connection();
