@@ -154,7 +154,7 @@ impl Udp {
             write_interest: false,
             batch: Some(batch::Batch::new(config.read_buffer)),
             // A relay needs each datagram's payload.
-            fixed_reply: fixed_reply && config.upstream_udp.is_none(),
+            fixed_reply: fixed_reply && config.upstream(Protocol::Udp).is_none(),
         }
     }
 
