@@ -185,7 +185,12 @@ struct DelayedStream {
 impl DelayedStream {
     #[track_caller]
     fn run(within: Duration) -> DelayedStream {
-        let server = Server::start(&["--echo", "--fault", "udp:delay=50"]);
+        // About 100 replies are held at once: a queue of its own, so the
+        // smallest settings' (ACKLOOP_TEST_ARGS, one datagram) drop none.
+        let queue = ["--udp-queue-len", "1024", "--udp-queue-bytes", "1048576"];
+        let mut args = vec!["--echo", "--fault", "udp:delay=50"];
+        args.extend(queue);
+        let server = Server::start(&args);
         let client = udp_client(server.udp());
         let receiver = client.try_clone().unwrap();
         let started = Instant::now();

@@ -27,7 +27,7 @@ use crate::listener::Admit;
 use crate::reply::Protocol;
 use crate::stats::{add, sub};
 use crate::table::Table;
-use crate::timer::{Due, Entry, Millis, NEVER, RateLimit, Timers, at_least};
+use crate::timer::{Armed, Due, Entry, Millis, RateLimit, Timers, at_least};
 use crate::turn::{ENDPOINT_SHIFT, PAIR_BASE, Ready, Turn, UPSTREAM_BASE, settle_writable};
 use crate::vocab::Direction;
 
@@ -42,8 +42,8 @@ struct Slot {
     pair: Pair<TcpStream>,
     /// `WRITABLE` is registered on the client's and the upstream's socket.
     write_interest: [bool; 2],
-    /// The deadline of the pair's live timer entry, or [`NEVER`].
-    timer_at: Millis,
+    /// The pair's live timer entry, if one is armed.
+    timer: Armed,
 }
 
 /// Every relayed TCP pair.
@@ -157,7 +157,7 @@ impl Pairs {
             Ok(Slot {
                 pair: Pair::new((id, ordinal), (client, upstream), times, plan),
                 write_interest: [false, true],
-                timer_at: NEVER,
+                timer: Armed::default(),
             })
         });
         let key = match inserted {
@@ -190,7 +190,7 @@ impl Pairs {
 
     /// Pair `key`'s timer entry came due.
     /// The entry is the pair's own if it is due when the pair's
-    /// `timer_at` says (as for a connection: a new pair in the same key
+    /// `timer` says (as for a connection: a new pair in the same key
     /// that armed the very same moment is served by the first entry, and
     /// finds the other stale).
     pub fn on_timer(&mut self, key: u32, at: Millis, t: &mut Turn<'_>) {
@@ -198,10 +198,9 @@ impl Pairs {
         let Some(slot) = self.table.get_mut(key) else {
             return;
         };
-        if slot.timer_at != at {
+        if !slot.timer.fire(at) {
             return; // Stale: the pair is gone or re-armed earlier.
         }
-        slot.timer_at = NEVER;
         let idle_ms = self.idle_ms;
         self.drive(key, t, |pair, cx| pair.on_timer(idle_ms, cx));
     }
@@ -250,7 +249,7 @@ impl Pairs {
                         key: key as u32,
                     },
                 };
-                arm_timer(slot, due, self.idle_ms, t.timers)
+                arm_timer(slot, due, self.idle_ms, t.now, t.timers)
             }
             Err(end) => self.close(key, end, t),
         }
@@ -356,7 +355,7 @@ impl Pairs {
     pub fn is_current(&self, entry: &Entry) -> bool {
         match entry.due {
             Due::Pair { key } | Due::EndpointPair { key, .. } => {
-                (self.table.get(key as usize)).is_some_and(|slot| slot.timer_at == entry.at)
+                (self.table.get(key as usize)).is_some_and(|slot| slot.timer.is_current(entry.at))
             }
             _ => false,
         }
@@ -461,13 +460,11 @@ fn settle_interest(slot: &mut Slot, key: usize, t: &Turn<'_>) -> std::io::Result
     )
 }
 
-/// Makes sure a timer entry is armed no later than the pair's deadline.
-fn arm_timer(slot: &mut Slot, due: Due, idle_ms: Option<Millis>, timers: &mut Timers) {
+/// Makes sure a timer entry is armed no later than the pair's deadline
+/// (the one rule every source keeps, [`Armed`]).
+fn arm_timer(slot: &mut Slot, due: Due, idle_ms: Option<Millis>, now: Millis, timers: &mut Timers) {
     if let Some(at) = slot.pair.deadline(idle_ms) {
-        if at < slot.timer_at {
-            slot.timer_at = at;
-            timers.arm(at, due);
-        }
+        slot.timer.arm(at, now, due, timers);
     }
 }
 

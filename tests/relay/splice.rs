@@ -16,7 +16,7 @@ use crate::common::upstream::{echo_upstream, reset, tcp_upstream};
 use crate::common::{
     self, DEADLINE, End, Server, connect, counter, read_exactly, read_until_closed, wait_until,
 };
-use crate::{ask, echo_through, relay_summary, tcp_relay};
+use crate::{ask, echo_through, relay_summary};
 use proptest::prelude::*;
 
 const MIB: usize = 1 << 20;
@@ -79,7 +79,7 @@ proptest! {
         seed in any::<u64>(),
         pieces in proptest::collection::vec(1usize..300_000, 1..8),
     ) {
-        let relay = tcp_relay(echo_upstream(), &[]);
+        let relay = spliced_relay(echo_upstream(), &[]);
         let data = random_bytes(len, seed);
         let back = echo_through(relay.tcp(), data.clone(), pieces);
         prop_assert!(same(&back, &data), "{} bytes back of {}", back.len(), data.len());
@@ -88,7 +88,7 @@ proptest! {
 
 #[test]
 fn bulk_both_ways_goes_through_a_pipe_each_way_unchanged_and_counted() {
-    let relay = tcp_relay(echo_upstream(), &[]);
+    let relay = spliced_relay(echo_upstream(), &[]);
     let idle = pipes(relay.pid());
     let client = connect(relay.tcp());
     // A short exchange opens no pipe: an idle or chatty pair holds none.
@@ -133,7 +133,7 @@ fn a_half_close_after_bulk_reaches_the_other_side_after_the_bytes() {
         stream.shutdown(Shutdown::Write).unwrap();
         let _ = stream.read(&mut [0; 1]);
     });
-    let relay = tcp_relay(upstream, &[]);
+    let relay = spliced_relay(upstream, &[]);
     let client = connect(relay.tcp());
     let sending = send(&client, up_data, true);
     assert!(
@@ -153,7 +153,7 @@ fn an_upstream_reset_mid_bulk_resets_the_client() {
         stream.read_exact(&mut buf).unwrap();
         reset(stream);
     });
-    let relay = tcp_relay(upstream, &[]);
+    let relay = spliced_relay(upstream, &[]);
     let client = connect(relay.tcp());
     let chunk = pattern(64 * 1024, 4);
     // The reset fails a write, or the read after the writes: whichever
@@ -186,7 +186,7 @@ fn a_client_reset_mid_bulk_resets_the_upstream() {
         };
         tell.send(end).unwrap();
     });
-    let relay = tcp_relay(upstream, &[]);
+    let relay = spliced_relay(upstream, &[]);
     let client = connect(relay.tcp());
     let got = read_exactly(&client, 4 * MIB);
     let chunk = pattern(64 * 1024, 5);
@@ -207,7 +207,7 @@ fn a_client_reset_mid_bulk_resets_the_upstream() {
 /// splicing pair goes on unchanged.
 #[test]
 fn a_fault_added_mid_stream_acts_on_the_next_pair() {
-    let relay = tcp_relay(echo_upstream(), &["--control", "127.0.0.1:0"]);
+    let relay = spliced_relay(echo_upstream(), &["--control", "127.0.0.1:0"]);
     let control = relay.control.unwrap();
     let first = connect(relay.tcp());
     let data = pattern(4 * MIB, 6);
@@ -243,7 +243,7 @@ fn sigterm_delivers_what_the_pipes_hold() {
         stream.read_to_end(&mut got).unwrap();
         tell.send(got).unwrap();
     });
-    let mut relay = tcp_relay(upstream, &[]);
+    let mut relay = spliced_relay(upstream, &[]);
     let idle = pipes(relay.pid());
     let client = connect(relay.tcp());
     client
@@ -291,7 +291,21 @@ fn no_descriptor_for_a_pipe_copies_instead() {
 }
 
 /// A TCP relay to `upstream` with at most `limit` descriptors.
+/// Bounds of its own (the test's options win over ACKLOOP_TEST_ARGS): a
+/// pipe opens after a 64 KiB read, which the smallest settings (a 512-byte
+/// read buffer, one owed byte) never make, and these tests count pipes.
+const BULK_BOUNDS: [&str; 4] = ["--max-owed", "131072", "--read-buffer", "65536"];
+
+/// A TCP relay to `upstream` with [`BULK_BOUNDS`] and `extra`.
+fn spliced_relay(upstream: SocketAddr, extra: &[&str]) -> Server {
+    let mut args = BULK_BOUNDS.to_vec();
+    args.extend_from_slice(extra);
+    crate::tcp_relay(upstream, &args)
+}
+
 fn fd_limited(upstream: SocketAddr, limit: u32) -> Server {
     let spec = format!("tcp:{upstream}");
-    Server::start_with_fd_limit(limit, &["--no-udp", "--upstream", &spec])
+    let mut args = vec!["--no-udp", "--upstream", &spec];
+    args.extend(BULK_BOUNDS);
+    Server::start_with_fd_limit(limit, &args)
 }

@@ -71,7 +71,13 @@ fn many_clients_datagrams_at_once_each_reach_their_own_client_in_order() {
     const CLIENTS: usize = 40;
     const EACH: usize = 2;
     let upstream = UdpUpstream::echo();
-    let relay = udp_relay(upstream.addr, &[]);
+    // Room of its own for 80 datagrams, two of 40 KB (the test's options
+    // win over the smallest settings of ACKLOOP_TEST_ARGS).
+    let room = ["--read-buffer", "65536", "--udp-queue-len", "1024"];
+    let relay = udp_relay(
+        upstream.addr,
+        &[&room[..], &["--udp-queue-bytes", "4194304"]].concat(),
+    );
     let clients: Vec<UdpSocket> = (0..CLIENTS).map(|_| udp_client(DEADLINE)).collect();
     let datagram = |client: usize, k: usize| {
         let mut datagram = format!("client {client} datagram {k}").into_bytes();
