@@ -52,12 +52,13 @@ Options:
   --config FILE            toxiproxy's config file (a JSON array of proxies): named proxies
                              created at start-up; a bad file or entry exits 2
   --upstream PROTO:ADDR    relay that protocol to a real server, e.g. tcp:127.0.0.1:6379;
-                             faults then act on the relayed traffic (one per protocol);
-                             a tcp delay also caps bandwidth today: a direction holds at most
-                             --max-owed bytes (1 MiB through delay=600 takes ~10 s)
+                             faults then act on the relayed traffic (one per protocol)
   --connect-timeout SECS   a TCP upstream not connected this long resets the client [default: 5]
   --flow-timeout SECS      close a UDP flow silent this long; 0 never [default: 30]
   --max-flows N            UDP client sources relayed at once [default: 1024]
+  --max-delayed BYTES      what a relayed TCP direction holds while a delay holds its bytes
+                             (it keeps reading: latency, not a bandwidth cap), per direction,
+                             65536 to 268435456 [default: 4194304]
   --reuse-port             set SO_REUSEPORT: several processes share the tcp and udp addresses
   --read-buffer BYTES      the one read buffer, 512 to 1048576 [default: 65536]
   --max-owed BYTES         reply bytes owed before a connection is not read, 1 to 16777216 [default: 65536]
@@ -160,6 +161,8 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, String
             }
             #[cfg(feature = "relay")]
             Long("max-flows") => config.max_flows = number(&name, &mut parser)?,
+            #[cfg(feature = "relay")]
+            Long("max-delayed") => config.max_delayed = number(&name, &mut parser)?,
             Long("reuse-port") => config.reuse_port = true,
             Long("read-buffer") => config.read_buffer = number(&name, &mut parser)?,
             Long("max-owed") => config.max_owed = number(&name, &mut parser)?,
@@ -196,7 +199,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, String
 /// this build has, and for unknown ones.
 fn left_out(option: &str) -> Option<&'static str> {
     let (feature, built) = match option {
-        "upstream" | "connect-timeout" | "flow-timeout" | "max-flows" => {
+        "upstream" | "connect-timeout" | "flow-timeout" | "max-flows" | "max-delayed" => {
             ("relay", cfg!(feature = "relay"))
         }
         "rule" | "greeting" => ("scripts", cfg!(feature = "scripts")),
@@ -410,6 +413,9 @@ mod tests {
             (&["--connect-timeout", "0"], "--connect-timeout"),
             (&["--flow-timeout", "x"], "--flow-timeout"),
             (&["--max-flows", "0"], "--max-flows"),
+            (&["--max-delayed", "65535"], "--max-delayed"),
+            (&["--max-delayed", "268435457"], "--max-delayed"),
+            (&["--max-delayed", "-1"], "--max-delayed"),
         ] {
             // A part this build left out fails on its option instead
             // (`left_out_options_name_their_feature`).
@@ -474,6 +480,7 @@ mod tests {
             ("--connect-timeout", "1", "relay"),
             ("--flow-timeout", "1", "relay"),
             ("--max-flows", "1", "relay"),
+            ("--max-delayed", "65536", "relay"),
             ("--rule", "* => x", "scripts"),
             ("--greeting", "hi", "scripts"),
             ("--script", "/nonexistent", "scripts"),
@@ -511,6 +518,8 @@ mod tests {
             "0",
             "--max-flows",
             "7",
+            "--max-delayed",
+            "65536",
         ]) else {
             panic!("rejected")
         };
@@ -520,6 +529,7 @@ mod tests {
         assert_eq!(config.connect_timeout, Duration::from_secs(2));
         assert_eq!(config.flow_timeout, None);
         assert_eq!(config.max_flows, 7);
+        assert_eq!(config.max_delayed, 65536);
         let Ok(Command::Serve(defaults, _, _)) = parse_args(&[]) else {
             panic!("rejected")
         };
@@ -527,5 +537,6 @@ mod tests {
         assert_eq!(defaults.connect_timeout, Duration::from_secs(5));
         assert_eq!(defaults.flow_timeout, Some(Duration::from_secs(30)));
         assert_eq!(defaults.max_flows, 1024);
+        assert_eq!(defaults.max_delayed, 4 << 20);
     }
 }

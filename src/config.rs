@@ -64,6 +64,14 @@ pub const DEFAULT_MAX_FLOWS: usize = 1024;
 #[cfg(feature = "relay")]
 /// Largest [`Config::max_flows`]: each flow is a socket, a descriptor.
 pub const MAX_MAX_FLOWS: usize = 1 << 20;
+#[cfg(feature = "relay")]
+/// Default for [`Config::max_delayed`]: a 1 MiB body through a 600 ms
+/// delay arrives in 0.6 s plus its transfer time, not 10 s.
+pub const DEFAULT_MAX_DELAYED: usize = 4 * 1024 * 1024;
+#[cfg(feature = "relay")]
+/// Smallest and largest [`Config::max_delayed`]: 64 KiB (the default
+/// `--max-owed`) to 256 MiB.
+pub const MAX_DELAYED_RANGE: (usize, usize) = (64 * 1024, 256 * 1024 * 1024);
 /// Largest `--max-line`: 16 MiB. With a custom [`Responder`](crate::Responder)
 /// each connection may buffer one partial line, so this bounds that buffer.
 pub const MAX_MAX_LINE: usize = 16 * 1024 * 1024;
@@ -206,6 +214,13 @@ pub struct Config {
     /// UDP flows (client sources relayed) at most; a datagram from a new
     /// source past it is dropped and counted.
     pub max_flows: usize,
+    #[cfg(feature = "relay")]
+    /// What a relayed TCP direction whose bytes wait for a `delay` (stream
+    /// mode) holds at most, bookkeeping included, in place of
+    /// [`max_owed`](Config::max_owed) (the larger of the two): a delay is
+    /// latency, and the direction keeps reading while its bytes wait.
+    /// Per direction, so a pair holds at most twice this.
+    pub max_delayed: usize,
     /// Start with TCP refusing, as a script's `refuse` says: the port is
     /// bound (and announced) but not listening, so clients get
     /// "connection refused" until `accept` (a control line, or
@@ -252,6 +267,8 @@ impl Default for Config {
             flow_timeout: Some(Duration::from_secs(DEFAULT_FLOW_TIMEOUT_SECS)),
             #[cfg(feature = "relay")]
             max_flows: DEFAULT_MAX_FLOWS,
+            #[cfg(feature = "relay")]
+            max_delayed: DEFAULT_MAX_DELAYED,
             refuse: false,
         }
     }
@@ -464,6 +481,13 @@ impl Config {
             return Err(format!(
                 "--max-flows: must be 1 to {MAX_MAX_FLOWS}, got {}",
                 self.max_flows
+            ));
+        }
+        let (low, high) = MAX_DELAYED_RANGE;
+        if !(low..=high).contains(&self.max_delayed) {
+            return Err(format!(
+                "--max-delayed: must be {low} to {high} bytes, got {}",
+                self.max_delayed
             ));
         }
         Ok(())

@@ -572,6 +572,8 @@ impl fmt::Display for Fault {
 }
 
 mod judge;
+#[cfg(feature = "relay")]
+pub(crate) use judge::DelayRange;
 
 #[cfg(feature = "relay")]
 pub(crate) use judge::corrupt_at;

@@ -403,6 +403,8 @@ pub use config::{
     DEFAULT_UDP_QUEUE_LEN, MAX_IDLE_TIMEOUT_SECS, MAX_MAX_LINE, MAX_MAX_OWED, MAX_UDP_QUEUE_BYTES,
     MAX_UDP_QUEUE_LEN, MIN_UDP_QUEUE_BYTES, Mode, READ_BUFFER_RANGE,
 };
+#[cfg(feature = "relay")]
+pub use config::{DEFAULT_MAX_DELAYED, MAX_DELAYED_RANGE};
 #[cfg(feature = "control")]
 pub use control::MAX_CONTROL_CONNECTIONS;
 pub use error::Error;

@@ -17,6 +17,9 @@ pub(crate) type Ordinals = [u64; 2];
 pub(crate) struct Verdict {
     /// Milliseconds before the reply (or the terminal fault) happens.
     pub delay_ms: u64,
+    /// The selected delays as a range, for a relayed stream, which draws
+    /// a delay per chunk in it rather than `delay_ms` once.
+    pub delay_range: DelayRange,
     /// A terminal fault replacing the reply: drop, hang, close or reset.
     pub terminal: Option<FaultKind>,
     pub truncate: Option<usize>,
@@ -57,6 +60,41 @@ impl Verdict {
         self.duplicate = false;
         self.dribble = None;
         self.slow_close_ms = None;
+    }
+}
+
+/// The selected delays of a verdict as a range: a relayed stream holds
+/// each chunk it reads for a delay drawn in it (SPEC 14: `latency` ±
+/// `jitter`, per chunk), where a message takes one delay.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[cfg_attr(not(feature = "relay"), allow(dead_code))] // Only a relay draws.
+pub(crate) struct DelayRange {
+    /// Every selected delay's least, added up.
+    pub least_ms: u64,
+    /// How far above `least_ms` a draw may fall: the ranges' widths,
+    /// added up.
+    pub spread_ms: u64,
+    /// The draws' seed: from the fault seed, the faults' positions and
+    /// the message's ordinals, as every seeded choice.
+    pub seed: u64,
+}
+
+#[cfg_attr(not(feature = "relay"), allow(dead_code))]
+impl DelayRange {
+    /// The delay of the `nth` chunk (from 0): `least_ms` plus a whole
+    /// number of milliseconds in `0..=spread_ms`, uniform; the same seed
+    /// gives the same sequence.
+    pub fn draw(&self, nth: u64) -> u64 {
+        if self.spread_ms == 0 {
+            return self.least_ms;
+        }
+        let hash = splitmix64(self.seed ^ splitmix64(nth));
+        // The whole u64 range has no `spread + 1`: any hash is in it.
+        let pick = match self.spread_ms.checked_add(1) {
+            Some(values) => hash % values,
+            None => hash,
+        };
+        self.least_ms.saturating_add(pick)
     }
 }
 
@@ -279,12 +317,17 @@ fn apply(verdict: &mut Verdict, kind: FaultKind, key: &Key) {
     let applied = match kind {
         FaultKind::Delay { min_ms, max_ms } => {
             let span = max_ms - min_ms;
+            let hash = key.hash(Purpose::Delay);
             // The whole u64 range has no `span + 1`: any hash is in it.
             let pick = match span.checked_add(1) {
-                Some(values) => key.hash(Purpose::Delay) % values,
-                None => key.hash(Purpose::Delay),
+                Some(values) => hash % values,
+                None => hash,
             };
             verdict.delay_ms = verdict.delay_ms.saturating_add(min_ms + pick);
+            let range = &mut verdict.delay_range;
+            range.least_ms = range.least_ms.saturating_add(min_ms);
+            range.spread_ms = range.spread_ms.saturating_add(span);
+            range.seed ^= splitmix64(hash);
             true
         }
         FaultKind::Drop | FaultKind::Hang | FaultKind::Close | FaultKind::Reset => {

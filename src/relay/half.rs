@@ -113,14 +113,14 @@ impl HalfPipe {
         if shaped.shape.truncate.is_none() {
             shape.truncate = shape.truncate.map(|n| shaped.taken + n);
         }
-        let (had_chunks, old_delay) = (shaped.uses_chunks(), shaped.shape.delay_ms);
+        let (had_chunks, old_delay) = (shaped.uses_chunks(), shaped.shape.longest_delay());
         shaped.shape = shape;
         match (had_chunks, shaped.uses_chunks()) {
             // What is held already goes as it would have; later bytes wait.
             (false, true) if held > 0 => shaped.push_chunk(0, held, None),
             // No delay any more: everything held goes now.
             (true, false) => shaped.chunks.clear(),
-            (true, true) if shaped.shape.delay_ms < old_delay => {
+            (true, true) if shaped.shape.longest_delay() < old_delay => {
                 shaped.chunks.iter_mut().for_each(|chunk| chunk.at = 0);
             }
             _ => {}
@@ -160,6 +160,17 @@ impl HalfPipe {
     pub fn backlog(&self) -> usize {
         let chunks = self.shaped.as_ref().map_or(0, |s| s.chunks.len());
         self.held() + chunks * CHUNK_COST
+    }
+
+    /// What the direction may hold ([`backlog`](HalfPipe::backlog))
+    /// before its source is not read: the pump's bound, larger while a
+    /// delay holds the bytes of a stream (a delay is latency, not a
+    /// bandwidth cap: the direction reads on while they wait, up to
+    /// `--max-delayed`). A dribble or judged lines keep `--max-owed`.
+    fn bound(&self, cx: &Pump<'_>) -> usize {
+        let delayed =
+            self.lines.is_none() && self.shaped.as_ref().is_some_and(|s| s.shape.delays());
+        cx.bound(delayed)
     }
 
     /// Whether the direction is over: the FIN was passed on.
@@ -240,7 +251,7 @@ impl HalfPipe {
         }
         let mut reads = 0;
         loop {
-            let bound = cx.bound();
+            let bound = self.bound(cx);
             if let Some(lx) = cx.lines.as_mut() {
                 lines::catch_up(self, cx.now, lx, bound);
             }
@@ -327,7 +338,7 @@ impl HalfPipe {
         let mut kept = self.take(&mut cx.buf[..n], cx.now);
         let holding = cx.lines.as_ref().is_some_and(LineCx::holding);
         let straight = self.held() == 0 && !holding && self.passes_straight();
-        let bound = cx.bound();
+        let bound = self.bound(cx);
         if let Some(lx) = cx.lines.as_mut() {
             if !straight {
                 // Held until each line is complete and judged (what was
@@ -395,8 +406,8 @@ impl HalfPipe {
             fault::corrupt_at(&mut bytes[..kept], seed, shaped.taken);
         }
         shaped.taken += kept as u64;
-        if shape.delay_ms > 0 && kept > 0 {
-            let at = at_least(now, shape.delay_ms);
+        if shaped.shape.delays() && kept > 0 {
+            let at = shaped.release_at(now);
             shaped.push_chunk(at, kept, None);
         }
         kept

@@ -141,6 +141,9 @@ pub(crate) struct PairCx<'a> {
     pub buf: &'a mut [u8],
     /// Bytes each direction holds at most.
     pub max_owed: usize,
+    /// Bytes a direction holds at most while a delay holds them (stream
+    /// mode), if larger.
+    pub max_delayed: usize,
     pub counters: &'a Counters,
     /// The faults in force, for line mode's per-line verdicts.
     pub faults: &'a mut Faults,
@@ -409,6 +412,7 @@ impl<S: Endpoint> Pair<S> {
     fn pump(&mut self, from: Side, cx: &mut PairCx<'_>) -> Result<Advance, End> {
         let relaying = self.phase == Phase::Relaying && self.doom.is_none();
         let mut pump = Pump::new(cx.now, cx.buf, cx.max_owed);
+        pump.max_delayed = cx.max_delayed;
         let (pipe, source, sink, dir) = match from {
             Side::Client => (
                 &mut self.up,

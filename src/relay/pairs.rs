@@ -64,6 +64,8 @@ pub(crate) struct Pairs {
     idle_ms: Option<Millis>,
     /// Bytes each direction holds at most.
     max_owed: usize,
+    /// Bytes a direction a delay holds keeps at most, if larger.
+    max_delayed: usize,
     /// `--mode line`: each line is a message, judged on its own.
     line_mode: bool,
     /// The longest line (line mode).
@@ -100,6 +102,7 @@ impl Pairs {
             connect_ms: config.connect_timeout.as_millis() as Millis,
             idle_ms: config.idle_timeout.map(|d| d.as_millis() as Millis),
             max_owed: config.max_owed,
+            max_delayed: config.max_delayed,
             line_mode: config.mode == Mode::Line,
             max_line: config.max_line,
             line_log: RateLimit::default(),
@@ -221,6 +224,7 @@ impl Pairs {
             now: t.now,
             buf: t.buf,
             max_owed: self.max_owed,
+            max_delayed: self.max_delayed,
             counters: t.counters,
             faults: t.faults,
             max_line: self.max_line,
@@ -424,8 +428,11 @@ fn shape_of(verdict: &Verdict, now: Millis) -> (Shape, Option<(Millis, Doom)>) {
         Some(FaultKind::Reset) => return (Shape::default(), Some((ends_at, Doom::Reset))),
         _ => {}
     }
+    // A stream draws each chunk's delay in the range (jitter).
+    let range = verdict.delay_range;
     let shape = Shape {
-        delay_ms: verdict.delay_ms,
+        delay_ms: range.least_ms,
+        jitter: (range.spread_ms > 0).then_some(range),
         dribble: verdict.dribble,
         truncate: verdict.truncate.map(|n| n as u64),
         corrupt: verdict.corrupt,

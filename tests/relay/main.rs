@@ -11,7 +11,8 @@
 //! [`ends`], how the peers end a pair (a reset after a half-close, a
 //! hang the client ends, SIGTERM while bytes are held); in [`bounds`],
 //! the memory bound under faults; in [`faults`], faults on what is
-//! relayed; in [`udp`], UDP flows; in [`python`], a real client and
+//! relayed; in [`delayed`], a delay as latency (not a bandwidth cap)
+//! and its jitter; in [`udp`], UDP flows; in [`python`], a real client and
 //! server no one here wrote; in [`splice`], bulk through the pipes a
 //! plain direction splices through.
 #![cfg(target_os = "linux")]
@@ -19,6 +20,7 @@
 mod bounds;
 #[path = "../common/mod.rs"]
 mod common;
+mod delayed;
 mod ends;
 mod faults;
 mod python;

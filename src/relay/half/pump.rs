@@ -84,6 +84,9 @@ pub(crate) struct Pump<'a> {
     pub buf: &'a mut [u8],
     /// Bytes held for the sink at most; past it the source is not read.
     pub max_owed: usize,
+    /// The same while a delay holds a stream's bytes, if larger than
+    /// `max_owed` (`--max-delayed`); [`Pump::new`] makes it `max_owed`.
+    pub max_delayed: usize,
     /// Bytes read from the source during this pump.
     pub read: u64,
     /// Bytes written to the sink during this pump.
@@ -100,6 +103,7 @@ impl<'a> Pump<'a> {
             now,
             buf,
             max_owed,
+            max_delayed: max_owed,
             read: 0,
             written: 0,
             lines: None,
@@ -108,11 +112,16 @@ impl<'a> Pump<'a> {
     }
 
     /// What a direction may hold ([`HalfPipe::backlog`]: bytes and
-    /// chunks): `max_owed`, and in line mode room for one whole line
-    /// beyond it (a line is judged once it is complete). A read or a
-    /// judged line may pass it by one chunk, never more.
-    pub(super) fn bound(&self) -> usize {
+    /// chunks): `max_owed`, or the larger `max_delayed` while a delay
+    /// holds a stream's bytes (`delayed`), and in line mode room for one
+    /// whole line beyond it (a line is judged once it is complete). A
+    /// read or a judged line may pass it by one chunk, never more.
+    pub(super) fn bound(&self, delayed: bool) -> usize {
         let line = self.lines.as_ref().map_or(0, |lx| lx.max_line + 1);
-        self.max_owed + line
+        let held = match delayed {
+            true => self.max_owed.max(self.max_delayed),
+            false => self.max_owed,
+        };
+        held + line
     }
 }

@@ -5,6 +5,7 @@
 use std::collections::VecDeque;
 
 use super::Doom;
+use crate::fault::DelayRange;
 use crate::journal::AppliedFaults;
 use crate::timer::{Millis, at_least};
 
@@ -12,8 +13,12 @@ use crate::timer::{Millis, at_least};
 /// pair was accepted (SPEC 11, stream mode).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct Shape {
-    /// Every byte is held this long after it arrived (latency).
+    /// Every byte is held at least this long after it arrived (latency).
     pub delay_ms: u64,
+    /// With a spread (`latency` ± `jitter`, SPEC 14), each chunk read is
+    /// held for a delay drawn in this range instead (its least is
+    /// `delay_ms`).
+    pub jitter: Option<DelayRange>,
     /// `(bytes, every_ms)`: the stream goes out that many bytes at a time.
     pub dribble: Option<(u32, u64)>,
     /// Only this many bytes are relayed; then the FIN, and the pair ends.
@@ -68,6 +73,8 @@ pub(super) struct Shaped {
     /// Line mode: the line a fault kept from going (its ordinal from 1)
     /// and the faults, journaled once the lines before it are out.
     pub(super) stopped: Option<(u64, AppliedFaults)>,
+    /// Jitter: chunks whose delay was drawn so far.
+    pub(super) drawn: u64,
 }
 
 impl Shaped {
@@ -82,12 +89,41 @@ impl Shaped {
             doom: None,
             in_lines,
             stopped: None,
+            drawn: 0,
         }
     }
 
     /// Whether held bytes wait in chunks (rather than all going at once).
     pub(super) fn uses_chunks(&self) -> bool {
-        self.shape.delay_ms > 0 || self.in_lines
+        self.shape.delays() || self.in_lines
+    }
+
+    /// When bytes read at `now` may go: each chunk later by the delay,
+    /// its jitter drawn for it, and never before an earlier chunk (the
+    /// stream keeps its order, as toxiproxy's latency does).
+    pub(super) fn release_at(&mut self, now: Millis) -> Millis {
+        let delay = match self.shape.jitter {
+            Some(range) => {
+                self.drawn += 1;
+                range.draw(self.drawn - 1)
+            }
+            None => self.shape.delay_ms,
+        };
+        let at = at_least(now, delay);
+        self.chunks.back().map_or(at, |last| at.max(last.at))
+    }
+}
+
+impl Shape {
+    /// Whether a delay holds the bytes (stream mode): latency, which keeps
+    /// the direction reading up to `--max-delayed`.
+    pub(crate) fn delays(&self) -> bool {
+        self.delay_ms > 0 || self.jitter.is_some()
+    }
+
+    /// The longest a byte may be held for its delay.
+    pub(super) fn longest_delay(&self) -> u64 {
+        (self.jitter).map_or(self.delay_ms, |r| r.least_ms.saturating_add(r.spread_ms))
     }
 }
 

@@ -547,4 +547,5 @@ fn a_shutdown_ends_a_hanging_direction_with_its_fin() {
     assert!(sink.got.is_empty() && sink.shut);
 }
 
+mod delayed;
 mod pinned;

@@ -125,6 +125,7 @@ fn with_cx<R>(now: Millis, f: impl FnOnce(&mut PairCx<'_>) -> R) -> R {
         now,
         buf: &mut buf,
         max_owed: 64,
+        max_delayed: 64,
         counters: &counters,
         faults: &mut faults,
         max_line: 1024,
