@@ -223,9 +223,12 @@
 //! per direction (a half-pipe, as haproxy's channels are): bytes read go
 //! straight from the shared buffer to the other side, and only what that
 //! side would not take is kept, while the source is not read
-//! (backpressure both ways). A fault that holds bytes (a delay, a
-//! dribble, a judged line) keeps them within the same bound, `max_owed`,
-//! counting each held chunk's bookkeeping with its bytes. On Linux a
+//! (backpressure both ways). A fault that holds bytes (a dribble, a
+//! judged line) keeps them within the same bound, `max_owed`, counting
+//! each held chunk's bookkeeping with its bytes; a delay on a stream is
+//! latency, not a bandwidth cap: it reads on while its bytes wait, up to
+//! [`Config::max_delayed`], and draws each chunk's delay in its range
+//! (toxiproxy's `latency` ± `jitter`), in order. On Linux a
 //! direction that carries bulk and that nothing needs to see (no fault on
 //! it, no line mode, no journal) moves its bytes with `splice(2)` through
 //! a pipe of its own, socket to pipe to socket, never through user
@@ -280,6 +283,7 @@
 //! | [`SHUTDOWN_GRACE_MS`] | 5 s | close everything |
 //! | [`Config::connect_timeout`] | 5 s | relay: reset the client, count `upstream_failed` |
 //! | [`Config::max_flows`], [`Config::flow_timeout`] | 1024, 30 s | relay: drop a new source's datagram and count it; close the flow |
+//! | [`Config::max_delayed`] | 4 MiB | relay: a TCP direction a delay holds is not read until bytes go (per direction: a pair holds twice this at most) |
 //!
 //! Memory is about 130 KiB of shared buffers (the read buffer and, with
 //! the fixed reply, the reply pattern sized to [`Config::max_owed`]: 64 KiB

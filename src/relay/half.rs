@@ -17,9 +17,10 @@
 //!   not read: backpressure. A fault that holds bytes (a delay, a
 //!   dribble, a line judged) keeps reading only while the direction's
 //!   *backlog*, the held bytes and each held chunk's own bookkeeping,
-//!   is under the bound (`max_owed`, plus a line in line mode): the
-//!   bound holds whatever the faults keep. A flowing pipe holds no
-//!   buffer at all.
+//!   is under the bound (`max_owed`, plus a line in line mode; while a
+//!   delay holds a stream, `max_delayed`, since a delay is latency, not
+//!   a bandwidth cap): the bound holds whatever the faults keep. A
+//!   flowing pipe holds no buffer at all.
 //! * **Draining**: the source sent its FIN; the rest is written, then the
 //!   FIN is passed on (`shutdown(Write)` on the sink): a FIN reaches the
 //!   other side only after the bytes before it.

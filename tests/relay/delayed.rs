@@ -13,9 +13,11 @@ use crate::common::upstream::{echo_upstream, tcp_upstream};
 use crate::common::{self, connect, read_exactly};
 use crate::tcp_relay;
 
-/// `--max-delayed` at its default, passed explicitly: the smallest
-/// settings (`ACKLOOP_TEST_ARGS`) must not shrink what these tests hold.
-const MAX_DELAYED: &str = "4194304";
+/// `--max-delayed` at its default, and `--max-owed` at its own for the
+/// direction with no delay, passed explicitly: the smallest settings
+/// (`ACKLOOP_TEST_ARGS`) must not shrink what these tests hold (under
+/// `--max-owed 1` a plain direction relays a byte at a time).
+const BULK_BOUNDS: [&str; 4] = ["--max-delayed", "4194304", "--max-owed", "65536"];
 
 /// 1 MiB each way through `delay=600`, against the echo upstream: it
 /// arrives about 0.6 s after it was sent, not the 10 s a direction held
@@ -25,10 +27,9 @@ fn a_delayed_megabyte_arrives_after_the_delay_not_ten_seconds() {
     let body: Vec<u8> = (0..1u32 << 20).map(|i| (i * 7 % 251) as u8).collect();
     for dir in ["down", "up"] {
         let fault = format!("tcp:delay=600,dir={dir}");
-        let relay = tcp_relay(
-            echo_upstream(),
-            &["--fault", &fault, "--max-delayed", MAX_DELAYED],
-        );
+        let mut args = vec!["--fault", fault.as_str()];
+        args.extend(BULK_BOUNDS);
+        let relay = tcp_relay(echo_upstream(), &args);
         let client = connect(relay.tcp());
         let writer = client.try_clone().unwrap();
         let sent = body.clone();
