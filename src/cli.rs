@@ -52,7 +52,8 @@ Options:
   --config FILE            toxiproxy's config file (a JSON array of proxies): named proxies
                              created at start-up; a bad file or entry exits 2
   --upstream PROTO:ADDR    relay that protocol to a real server, e.g. tcp:127.0.0.1:6379;
-                             faults then act on the relayed traffic (one per protocol)
+                             faults then act on the relayed traffic (one per protocol); on a
+                             tcp stream delay=MIN-MAX draws each chunk's delay, in order
   --connect-timeout SECS   a TCP upstream not connected this long resets the client [default: 5]
   --flow-timeout SECS      close a UDP flow silent this long; 0 never [default: 30]
   --max-flows N            UDP client sources relayed at once [default: 1024]
