@@ -167,7 +167,7 @@ impl HalfPipe {
     /// before its source is not read: the pump's bound, larger while a
     /// delay holds the bytes of a stream (a delay is latency, not a
     /// bandwidth cap: the direction reads on while they wait, up to
-    /// `--max-delayed`). A dribble or judged lines keep `--max-owed`.
+    /// `--max-delayed`). A dribble alone or judged lines keep `--max-owed`.
     fn bound(&self, cx: &Pump<'_>) -> usize {
         let delayed =
             self.lines.is_none() && self.shaped.as_ref().is_some_and(|s| s.shape.delays());
