@@ -114,14 +114,15 @@ impl HalfPipe {
         if shaped.shape.truncate.is_none() {
             shape.truncate = shape.truncate.map(|n| shaped.taken + n);
         }
-        let (had_chunks, old_delay) = (shaped.uses_chunks(), shaped.shape.longest_delay());
+        let old_spread = shaped.shape.jitter.map_or(0, |range| range.spread_ms);
+        let (had_chunks, old_delay) = (shaped.uses_chunks(), shaped.shape.delay_ms);
         shaped.shape = shape;
         match (had_chunks, shaped.uses_chunks()) {
             // What is held already goes as it would have; later bytes wait.
             (false, true) if held > 0 => shaped.push_chunk(0, held, None),
             // No delay any more: everything held goes now.
             (true, false) => shaped.chunks.clear(),
-            (true, true) if shaped.shape.longest_delay() < old_delay => {
+            (true, true) if shaped.shape.longest_delay() < old_delay.saturating_add(old_spread) => {
                 shaped.chunks.iter_mut().for_each(|chunk| chunk.at = 0);
             }
             _ => {}

@@ -5,7 +5,6 @@
 use std::collections::VecDeque;
 
 use super::Doom;
-use crate::fault::DelayRange;
 use crate::journal::AppliedFaults;
 use crate::timer::{Millis, at_least};
 
@@ -18,7 +17,7 @@ pub(crate) struct Shape {
     /// With a spread (`latency` ± `jitter`, SPEC 14), each chunk read is
     /// held for a delay drawn in this range instead (its least is
     /// `delay_ms`).
-    pub jitter: Option<DelayRange>,
+    pub jitter: Option<crate::fault::DelayRange>,
     /// `(bytes, every_ms)`: the stream goes out that many bytes at a time.
     pub dribble: Option<(u32, u64)>,
     /// Only this many bytes are relayed; then the FIN, and the pair ends.
@@ -58,6 +57,8 @@ pub(super) struct Shaped {
     pub(super) chunks: VecDeque<Chunk>,
     /// Dribble: when the next piece may go.
     pub(super) next_piece_at: Millis,
+    /// Jitter: chunks whose delay was drawn so far.
+    pub(super) drawn: u64,
     /// Bytes taken from the source so far: a corrupted byte's offset, and
     /// the count `truncate` stops at.
     pub(super) taken: u64,
@@ -73,8 +74,6 @@ pub(super) struct Shaped {
     /// Line mode: the line a fault kept from going (its ordinal from 1)
     /// and the faults, journaled once the lines before it are out.
     pub(super) stopped: Option<(u64, AppliedFaults)>,
-    /// Jitter: chunks whose delay was drawn so far.
-    pub(super) drawn: u64,
 }
 
 impl Shaped {
@@ -83,13 +82,13 @@ impl Shaped {
             shape,
             chunks: VecDeque::new(),
             next_piece_at: 0,
+            drawn: 0,
             taken: 0,
             cut: false,
             fin_at: None,
             doom: None,
             in_lines,
             stopped: None,
-            drawn: 0,
         }
     }
 
