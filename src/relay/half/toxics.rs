@@ -53,6 +53,13 @@ pub(super) struct Clocks {
     quiet_until: Option<Millis>,
 }
 
+/// Where a clock at `clock` goes on from at `now_us`, `by` more: an idle
+/// link saves no credit, but a clock behind by less than the loop's
+/// millisecond keeps its schedule (the loop woke late by its rounding).
+fn advance(clock: u64, now_us: u64, by: u64) -> u64 {
+    clock.max(now_us.saturating_sub(999)).saturating_add(by)
+}
+
 /// Microseconds to move `bytes` at `rate` bytes a millisecond, rounded up.
 fn cost_us(bytes: usize, rate: u64) -> u64 {
     (bytes as u64).saturating_mul(1000).div_ceil(rate)
@@ -89,12 +96,11 @@ impl Clocks {
             return;
         }
         if let Some(rate) = toxics.bandwidth {
-            // An idle link saves no credit: the rate counts from now.
-            self.free_at_us = self.free_at_us.max(now_us) + cost_us(n, rate);
+            self.free_at_us = advance(self.free_at_us, now_us, cost_us(n, rate));
         }
         if let Some(slices) = toxics.slicer {
             self.slices += 1;
-            self.slice_at_us = self.slice_at_us.max(now_us) + slices.delay_us;
+            self.slice_at_us = advance(self.slice_at_us, now_us, slices.delay_us);
         }
     }
 
