@@ -209,7 +209,10 @@ impl HalfPipe {
                 .chunks
                 .front()
                 .map(|c| (c.at, c.pace.or(shaped.shape.dribble)))?,
-            false => (0, Some(shaped.shape.dribble?)),
+            false if shaped.shape.dribble.is_none() && !shaped.shape.toxics.paces() => {
+                return quiet;
+            }
+            false => (0, shaped.shape.dribble),
         };
         let at = match pace {
             Some(_) => at.max(shaped.next_piece_at),

@@ -548,3 +548,4 @@ fn a_shutdown_ends_a_hanging_direction_with_its_fin() {
 }
 
 mod pinned;
+mod toxics;

@@ -30,6 +30,11 @@ pub(crate) struct Toxics {
 }
 
 impl Toxics {
+    /// Whether a rate or a slicer paces the bytes that go.
+    pub fn paces(&self) -> bool {
+        self.bandwidth.is_some() || self.slicer.is_some()
+    }
+
     /// Whether the bytes read are thrown away rather than relayed.
     pub fn discards(&self) -> bool {
         self.timeout_ms.is_some() || self.reset_peer_ms.is_some()
