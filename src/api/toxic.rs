@@ -17,8 +17,8 @@ pub(crate) enum Attr {
     /// A whole number from 0 to [`MAX_ATTRIBUTE`]; its default.
     Number(i64),
     /// A fault's value as `--fault` writes it: a whole number, or text
-    /// (`"100-250"`, `"3/20"`); its default.
-    Value(i64),
+    /// (`"100-250"`, `"3/20"`); its default, as `--fault` writes it.
+    Value(&'static str),
     /// A selector's count (`first`, `after`, `every`): a whole number or
     /// `null` (none, the default).
     Count,
@@ -86,8 +86,8 @@ pub(crate) const TYPES: [ToxicType; 16] = [
         ],
     ),
     toxiproxys("limit_data", &[("bytes", Attr::Number(0))]),
-    ackloops("delay", &[("delay", Attr::Value(0))]),
-    ackloops("dribble", &[("dribble", Attr::Value(0))]),
+    ackloops("delay", &[("delay", Attr::Value("0"))]),
+    ackloops("dribble", &[("dribble", Attr::Value("1/0"))]),
     ackloops("truncate", &[("truncate", Attr::Number(0))]),
     ackloops("corrupt", &[]),
     ackloops("duplicate", &[]),
@@ -335,7 +335,11 @@ impl Attr {
     /// Its value before any is given.
     fn default(&self) -> Value {
         match self {
-            Attr::Number(n) | Attr::Value(n) => Value::from(*n),
+            Attr::Number(n) => Value::from(*n),
+            Attr::Value(text) => match text.parse::<i64>() {
+                Ok(n) => Value::from(n),
+                Err(_) => Value::from(*text),
+            },
             Attr::Count | Attr::Text => Value::Null,
         }
     }
