@@ -702,8 +702,8 @@ impl fmt::Display for Fault {
 mod judge;
 
 #[cfg(feature = "relay")]
-pub(crate) use judge::corrupt_at;
-pub(crate) use judge::{Faults, Slices, Verdict, corrupt, random_seed};
+pub(crate) use judge::{Slices, corrupt_at};
+pub(crate) use judge::{Faults, Verdict, corrupt, random_seed};
 
 #[cfg(test)]
 mod tests;

@@ -44,10 +44,7 @@ const SELECTORS: [(&str, Attr); 4] = [
     ("match", Attr::Text),
 ];
 
-const fn toxiproxys(
-    name: &'static str,
-    attributes: &'static [(&'static str, Attr)],
-) -> ToxicType {
+const fn toxiproxys(name: &'static str, attributes: &'static [(&'static str, Attr)]) -> ToxicType {
     ToxicType {
         name,
         attributes,
@@ -55,10 +52,7 @@ const fn toxiproxys(
     }
 }
 
-const fn ackloops(
-    name: &'static str,
-    attributes: &'static [(&'static str, Attr)],
-) -> ToxicType {
+const fn ackloops(name: &'static str, attributes: &'static [(&'static str, Attr)]) -> ToxicType {
     ToxicType {
         name,
         attributes,
@@ -179,7 +173,10 @@ impl Toxic {
             stream,
             dir,
             toxicity: 1.0,
-            values: kind.all_attributes().map(|(_, attr)| attr.default()).collect(),
+            values: kind
+                .all_attributes()
+                .map(|(_, attr)| attr.default())
+                .collect(),
         };
         toxic
             .change(ToxicChange {
@@ -268,7 +265,7 @@ impl Toxic {
             kind,
             select: select.clone(),
         });
-        faults.map(|fault| checked(fault)).collect()
+        faults.map(checked).collect()
     }
 
     /// This toxic's selectors, stream and toxicity, as `--fault` takes

@@ -419,7 +419,12 @@ fn a_match_selector_picks_the_messages_it_fits_and_every_counts_all() {
 
 #[test]
 fn stream_kinds_need_a_stream_relay_and_are_judged_into_the_verdict() {
-    for spec in ["tcp:bandwidth=5", "tcp:timeout=0", "tcp:reset-peer=1", "tcp:slicer=3"] {
+    for spec in [
+        "tcp:bandwidth=5",
+        "tcp:timeout=0",
+        "tcp:reset-peer=1",
+        "tcp:slicer=3",
+    ] {
         let fault = parse(spec);
         assert!(fault.kind.needs_stream(), "{spec}");
         for relaying in [Relaying::Not, Relaying::Messages] {
@@ -442,11 +447,19 @@ fn stream_kinds_need_a_stream_relay_and_are_judged_into_the_verdict() {
         (Some(5), Some(7), Some(9))
     );
     let slices = v.slicer.unwrap();
-    assert_eq!((slices.average, slices.variation, slices.delay_us), (3, 1, 20));
+    assert_eq!(
+        (slices.average, slices.variation, slices.delay_us),
+        (3, 1, 20)
+    );
     assert!((0..100).all(|n| (2..=4).contains(&slices.size(n))));
     let counted = FaultCounts::from_array(v.applied.map(u64::from));
     assert_eq!(
-        (counted.bandwidth, counted.timeout, counted.reset_peer, counted.slicer),
+        (
+            counted.bandwidth,
+            counted.timeout,
+            counted.reset_peer,
+            counted.slicer
+        ),
         (1, 1, 1, 1)
     );
     // A terminal fault replaces the stream: the shapers go.

@@ -541,16 +541,16 @@ fn write_some(sink: &mut impl Write, bytes: &[u8]) -> io::Result<usize> {
 mod lines;
 mod pump;
 mod shaped;
-mod toxics;
 /// A plain direction's bulk goes by `splice(2)` on Linux; elsewhere every
 /// direction copies.
 #[cfg_attr(not(target_os = "linux"), path = "half/copying.rs")]
 mod spliced;
+mod toxics;
 
 pub(crate) use lines::LineCx;
 pub(crate) use shaped::Shape;
-pub(crate) use toxics::Toxics;
 use shaped::{Chunk, Shaped};
+pub(crate) use toxics::Toxics;
 
 #[cfg(test)]
 pub(super) mod tests;

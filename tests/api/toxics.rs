@@ -59,7 +59,11 @@ fn bandwidth_caps_the_rate_on_open_and_new_connections() {
     let (name, listen) = echo_proxy(&t);
     let open = connect(listen);
     echo_timed(&open, b"before");
-    add_toxic(&t, &name, r#"{"type":"bandwidth","attributes":{"rate":20}}"#);
+    add_toxic(
+        &t,
+        &name,
+        r#"{"type":"bandwidth","attributes":{"rate":20}}"#,
+    );
     // 10,000 bytes at 20 KB/s: half a second, smooth to within 100 ms.
     let bytes = body(10_000);
     for stream in [&open, &connect(listen)] {
@@ -70,14 +74,21 @@ fn bandwidth_caps_the_rate_on_open_and_new_connections() {
     let path = format!("/proxies/{name}/toxics/bandwidth_downstream");
     assert_eq!(t.client().delete(&path).status, 204);
     let (_, took) = echo_timed(&open, &bytes);
-    assert!(took < Duration::from_millis(400), "unharmed again: {took:?}");
+    assert!(
+        took < Duration::from_millis(400),
+        "unharmed again: {took:?}"
+    );
 }
 
 #[test]
 fn a_timeout_discards_and_closes_after_a_quiet_time_that_data_restarts() {
     let t = target();
     let (name, listen) = echo_proxy(&t);
-    add_toxic(&t, &name, r#"{"type":"timeout","attributes":{"timeout":600}}"#);
+    add_toxic(
+        &t,
+        &name,
+        r#"{"type":"timeout","attributes":{"timeout":600}}"#,
+    );
     let mut stream = connect(listen);
     // Echoed bytes arrive in the stream every 200 ms: each restarts it.
     let mut last = Instant::now();
@@ -88,7 +99,11 @@ fn a_timeout_discards_and_closes_after_a_quiet_time_that_data_restarts() {
         assert_eq!((quiet.bytes.len(), quiet.end), (0, End::TimedOut));
     }
     let end = read_until_closed(&stream, DEADLINE);
-    assert_eq!((end.bytes.len(), end.end), (0, End::Eof), "no data, a close");
+    assert_eq!(
+        (end.bytes.len(), end.end),
+        (0, End::Eof),
+        "no data, a close"
+    );
     let since = last.elapsed();
     assert!(since >= Duration::from_millis(550), "{since:?}");
 }
@@ -99,7 +114,11 @@ fn removing_a_timeout_closes_the_connections_it_held() {
     let (name, listen) = echo_proxy(&t);
     let held = connect(listen);
     echo_timed(&held, b"before");
-    add_toxic(&t, &name, r#"{"type":"timeout","attributes":{"timeout":0}}"#);
+    add_toxic(
+        &t,
+        &name,
+        r#"{"type":"timeout","attributes":{"timeout":0}}"#,
+    );
     (&held).write_all(b"lost").unwrap();
     // Held: nothing comes, and no close (this wait is the point).
     let early = read_until_closed(&held, Duration::from_millis(400));
@@ -129,7 +148,11 @@ fn reset_peer_waits_for_a_chunk_then_resets_its_time_later() {
     let (name, listen) = echo_proxy(&t);
     let open = connect(listen);
     echo_timed(&open, b"before");
-    add_toxic(&t, &name, r#"{"type":"reset_peer","attributes":{"timeout":300}}"#);
+    add_toxic(
+        &t,
+        &name,
+        r#"{"type":"reset_peer","attributes":{"timeout":300}}"#,
+    );
     let new = connect(listen);
     // A silent connection is not reset (this wait is the point).
     for stream in [&open, &new] {
@@ -155,7 +178,8 @@ fn reset_peer_waits_for_a_chunk_then_resets_its_time_later() {
 fn a_slicer_cuts_the_stream_into_spaced_writes_byte_exact() {
     let t = target();
     let (name, listen) = echo_proxy(&t);
-    let slicer = r#"{"type":"slicer","attributes":{"average_size":10,"size_variation":5,"delay":20000}}"#;
+    let slicer =
+        r#"{"type":"slicer","attributes":{"average_size":10,"size_variation":5,"delay":20000}}"#;
     add_toxic(&t, &name, slicer);
     // 200 bytes in writes of at most 15, 20 ms apart: 13 gaps at least.
     let (_, took) = echo_timed(&connect(listen), &body(200));
@@ -169,9 +193,18 @@ fn latency_bandwidth_and_slicer_chained_on_one_stream_compose() {
     let (name, listen) = echo_proxy(&t);
     let open = connect(listen);
     echo_timed(&open, b"before");
-    add_toxic(&t, &name, r#"{"type":"latency","attributes":{"latency":300}}"#);
-    add_toxic(&t, &name, r#"{"type":"bandwidth","attributes":{"rate":10}}"#);
-    let slicer = r#"{"type":"slicer","attributes":{"average_size":100,"size_variation":20,"delay":5000}}"#;
+    add_toxic(
+        &t,
+        &name,
+        r#"{"type":"latency","attributes":{"latency":300}}"#,
+    );
+    add_toxic(
+        &t,
+        &name,
+        r#"{"type":"bandwidth","attributes":{"rate":10}}"#,
+    );
+    let slicer =
+        r#"{"type":"slicer","attributes":{"average_size":100,"size_variation":20,"delay":5000}}"#;
     add_toxic(&t, &name, slicer);
     // 4,000 bytes: the first after the latency, the last after the rate's
     // time too (400 ms at 10 KB/s, less its 100 ms of slack).
@@ -197,13 +230,17 @@ fn ackloops_own_types_take_their_value_and_selectors_as_attributes() {
     }
     assert_eq!(response.status, 200, "{}", response.text());
     let want = json!({"first": 1, "after": null, "every": null, "match": null});
-    assert_eq!(response.json()["attributes"], want, "every one, defaults too");
+    assert_eq!(
+        response.json()["attributes"],
+        want,
+        "every one, defaults too"
+    );
     // The first connection is corrupted, the second not.
     let first = connect(listen);
     (&first).write_all(b"hello").unwrap();
     let got = read_exactly(&first, 5);
     assert!(got.iter().zip(b"hello").all(|(a, b)| a != b), "{got:?}");
-    assert_eq!(echo_timed(&connect(listen), b"hello").1 < DEADLINE, true);
+    echo_timed(&connect(listen), b"hello"); // The second: echoed as sent.
     // Values as --fault writes them; defaults shown.
     let dribble = client.post(&toxics, r#"{"type":"dribble"}"#);
     assert_eq!(dribble.status, 200, "{}", dribble.text());
@@ -228,7 +265,11 @@ fn ackloops_own_types_take_their_value_and_selectors_as_attributes() {
     let matching = r#"{"type":"hang","attributes":{"match":"x"}}"#;
     assert_error(&client.post(&toxics, matching), 400, "bad request body");
     // A UDP kind on a TCP endpoint.
-    assert_error(&client.post(&toxics, r#"{"type":"drop"}"#), 400, "bad request body");
+    assert_error(
+        &client.post(&toxics, r#"{"type":"drop"}"#),
+        400,
+        "bad request body",
+    );
 }
 
 #[test]

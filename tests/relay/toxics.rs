@@ -82,7 +82,10 @@ fn a_slicer_delivers_every_byte_in_spaced_writes() {
     let took = echo_timed(&connect(relay.tcp()), &body(200));
     assert!(took >= Duration::from_millis(250), "{took:?}");
     let (bytes, end, _) = exchange(relay.tcp(), b"sliced but whole");
-    assert_eq!((bytes.as_slice(), end), (&b"sliced but whole"[..], End::Eof));
+    assert_eq!(
+        (bytes.as_slice(), end),
+        (&b"sliced but whole"[..], End::Eof)
+    );
 }
 
 #[test]
@@ -91,7 +94,14 @@ fn stream_faults_are_refused_where_there_is_no_stream() {
     for args in [
         &["--tcp", "127.0.0.1:0", "--fault", "tcp:bandwidth=10"][..],
         &["--tcp", "127.0.0.1:0", "--fault", "tcp:timeout=0"],
-        &["--upstream", &echo, "--mode", "line", "--fault", "tcp:slicer=5"],
+        &[
+            "--upstream",
+            &echo,
+            "--mode",
+            "line",
+            "--fault",
+            "tcp:slicer=5",
+        ],
         &["--upstream", &echo, "--fault", "udp:reset-peer=5"],
     ] {
         let (status, stdout, stderr) = run(args);
@@ -103,7 +113,16 @@ fn stream_faults_are_refused_where_there_is_no_stream() {
     let (_, _, stderr) = run(&["--tcp", "127.0.0.1:0", "--fault", "tcp:bandwidth=10"]);
     assert!(stderr.contains("relayed stream"), "{stderr}");
     // At run time too, on the control port.
-    let server = Server::start(&["--tcp", "127.0.0.1:0", "--no-udp", "--control", "127.0.0.1:0"]);
+    let server = Server::start(&[
+        "--tcp",
+        "127.0.0.1:0",
+        "--no-udp",
+        "--control",
+        "127.0.0.1:0",
+    ]);
     let answer = crate::ask(server.control.unwrap(), "fault tcp:reset-peer=10");
-    assert!(answer.starts_with("error: ") && answer.contains("relayed stream"), "{answer}");
+    assert!(
+        answer.starts_with("error: ") && answer.contains("relayed stream"),
+        "{answer}"
+    );
 }

@@ -211,10 +211,7 @@ mod tests {
         let mut clocks = Clocks::default();
         clocks.start(&toxics, 10);
         assert_eq!(clocks.quiet_until(), Some(61));
-        assert_eq!(
-            clocks.arrived(&toxics, 30, false),
-            Some((51, Doom::Reset))
-        );
+        assert_eq!(clocks.arrived(&toxics, 30, false), Some((51, Doom::Reset)));
         assert_eq!(clocks.quiet_until(), Some(81));
         assert_eq!(clocks.arrived(&toxics, 40, true), None);
         clocks.start(&Toxics::default(), 41);

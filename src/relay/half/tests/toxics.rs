@@ -83,7 +83,10 @@ fn latency_bandwidth_and_slicer_on_one_stream_each_do_their_part() {
     // the average, and apart by its delay (within the clock's rounding).
     assert!(writes.iter().all(|&(_, n)| n <= 120), "{writes:?}");
     assert!(writes.iter().any(|&(_, n)| n < 100), "sizes vary");
-    assert!(writes.windows(2).all(|w| w[1].0 >= w[0].0 + 4), "{writes:?}");
+    assert!(
+        writes.windows(2).all(|w| w[1].0 >= w[0].0 + 4),
+        "{writes:?}"
+    );
     // Bandwidth: at most 10 bytes a millisecond, within 100 ms, over any
     // stretch (the slicer alone would send 20).
     for (i, &(start, _)) in writes.iter().enumerate() {
@@ -130,12 +133,21 @@ fn a_timeout_discards_and_closes_after_a_quiet_time_that_data_restarts() {
     });
     let mut source = Source::new([Step::Bytes(b"lost".to_vec())]);
     let mut sink = super::Sink::with_room(usize::MAX);
-    assert_eq!(pump_at(&mut pipe, &mut source, &mut sink, 0), Pumped::Waiting);
+    assert_eq!(
+        pump_at(&mut pipe, &mut source, &mut sink, 0),
+        Pumped::Waiting
+    );
     assert_eq!(pipe.wake_at(), Some(51));
     source.script.push_back(Step::Bytes(b"more".to_vec()));
-    assert_eq!(pump_at(&mut pipe, &mut source, &mut sink, 40), Pumped::Waiting);
+    assert_eq!(
+        pump_at(&mut pipe, &mut source, &mut sink, 40),
+        Pumped::Waiting
+    );
     assert_eq!(pipe.wake_at(), Some(91), "data restarts the clock");
-    assert_eq!(pump_at(&mut pipe, &mut source, &mut sink, 60), Pumped::Waiting);
+    assert_eq!(
+        pump_at(&mut pipe, &mut source, &mut sink, 60),
+        Pumped::Waiting
+    );
     assert_eq!(
         pump_at(&mut pipe, &mut source, &mut sink, 91),
         Pumped::Doom(Doom::Close)
@@ -152,7 +164,10 @@ fn a_timeout_of_zero_holds_until_the_stream_ends_and_its_removal_closes() {
     let mut pipe = shaped(toxics.clone());
     let mut source = Source::new([Step::Bytes(b"lost".to_vec())]);
     let mut sink = super::Sink::with_room(usize::MAX);
-    assert_eq!(pump_at(&mut pipe, &mut source, &mut sink, 0), Pumped::Waiting);
+    assert_eq!(
+        pump_at(&mut pipe, &mut source, &mut sink, 0),
+        Pumped::Waiting
+    );
     assert_eq!(pipe.wake_at(), None, "held: no clock");
     pipe.reshape(Shape::default());
     assert_eq!(
@@ -178,14 +193,23 @@ fn reset_peer_waits_for_a_chunk_then_resets_its_time_later() {
     let mut source = Source::default();
     let mut sink = super::Sink::with_room(usize::MAX);
     for now in [0, 50, 100] {
-        assert_eq!(pump_at(&mut pipe, &mut source, &mut sink, now), Pumped::Waiting);
+        assert_eq!(
+            pump_at(&mut pipe, &mut source, &mut sink, now),
+            Pumped::Waiting
+        );
         assert_eq!(pipe.wake_at(), None, "a silent stream is not reset");
     }
     source.script.push_back(Step::Bytes(b"chunk".to_vec()));
-    assert_eq!(pump_at(&mut pipe, &mut source, &mut sink, 100), Pumped::Waiting);
+    assert_eq!(
+        pump_at(&mut pipe, &mut source, &mut sink, 100),
+        Pumped::Waiting
+    );
     assert_eq!(pipe.wake_at(), Some(131));
     source.script.push_back(Step::Bytes(b"later".to_vec()));
-    assert_eq!(pump_at(&mut pipe, &mut source, &mut sink, 120), Pumped::Waiting);
+    assert_eq!(
+        pump_at(&mut pipe, &mut source, &mut sink, 120),
+        Pumped::Waiting
+    );
     assert_eq!(
         pump_at(&mut pipe, &mut source, &mut sink, 131),
         Pumped::Doom(Doom::Reset)
@@ -207,7 +231,12 @@ fn a_rate_added_to_an_open_stream_paces_it_and_its_removal_releases_the_rest() {
     let mut source = Source::new([Step::Bytes(sent.clone())]);
     let mut sink = Recorder::default();
     run(&mut pipe, &mut source, &mut sink, 0..150);
-    assert_eq!(sink.got.len(), 200, "100 bytes at 0 and at 100: {:?}", sink.writes);
+    assert_eq!(
+        sink.got.len(),
+        200,
+        "100 bytes at 0 and at 100: {:?}",
+        sink.writes
+    );
     pipe.reshape(Shape::default());
     run(&mut pipe, &mut source, &mut sink, 150..151);
     assert_eq!(sink.got, sent, "released at once");
