@@ -701,9 +701,9 @@ impl fmt::Display for Fault {
 
 mod judge;
 
+pub(crate) use judge::{Faults, Verdict, corrupt, random_seed};
 #[cfg(feature = "relay")]
 pub(crate) use judge::{Slices, corrupt_at};
-pub(crate) use judge::{Faults, Verdict, corrupt, random_seed};
 
 #[cfg(test)]
 mod tests;
