@@ -318,7 +318,11 @@ impl Pairs {
         if self.line_mode {
             return;
         }
-        for key in self.table.keys() {
+        // In accept order, as at their accepts: a `first=` or `every=`
+        // counts the open pairs the same way every run.
+        let mut keys = self.table.keys();
+        keys.sort_by_key(|&key| self.table.get(key).map(|slot| slot.pair.ordinal()));
+        for key in keys {
             let Some(slot) = self.table.get_mut(key) else {
                 continue;
             };

@@ -338,3 +338,33 @@ fn selectors_are_attributes_of_toxiproxys_types_too_shown_only_when_set() {
     let (_, slow) = echo_timed(&connect(listen), b"x");
     assert!(slow >= Duration::from_millis(400), "{slow:?}");
 }
+
+#[test]
+fn a_toxic_added_judges_the_open_connections_in_the_order_they_came() {
+    let t = target();
+    if !t.is_ackloop() {
+        return; // `corrupt` and `first` are ackloop's.
+    }
+    let (name, listen) = echo_proxy(&t);
+    // The oldest goes, and a newer one may take its place in the table.
+    let oldest = connect(listen);
+    echo_timed(&oldest, b"x");
+    let older = connect(listen);
+    echo_timed(&older, b"x");
+    let old = connect(listen);
+    echo_timed(&old, b"x");
+    drop(oldest);
+    let stats = format!("/proxies/{name}");
+    let closed = crate::common::wait_until(DEADLINE, || {
+        t.client().get(&stats).json()["stats"]["open"] == 2
+    });
+    assert!(closed, "the oldest pair closed");
+    let newest = connect(listen);
+    echo_timed(&newest, b"x");
+    add_toxic(&t, &name, r#"{"type":"corrupt","attributes":{"first":1}}"#);
+    for (stream, corrupted) in [(&older, true), (&old, false), (&newest, false)] {
+        (&*stream).write_all(b"hello").unwrap();
+        let got = read_exactly(stream, 5);
+        assert_eq!(got != b"hello", corrupted, "{got:?}");
+    }
+}
