@@ -417,7 +417,7 @@ pub(crate) fn check_direction(
     if fault.kind.needs_stream() && relaying != Relaying::Streams {
         let why = match relaying {
             Relaying::Messages => "and --mode line relays lines",
-            _ => "and this server relays nothing",
+            _ => "and TCP is not relayed here",
         };
         return Err(format!(
             "fault '{fault}': {} acts on a relayed stream only (--upstream tcp:ADDR \

@@ -114,11 +114,14 @@ impl HalfPipe {
             shape.truncate = shape.truncate.map(|n| shaped.taken + n);
         }
         let (had_chunks, old_delay) = (shaped.uses_chunks(), shaped.shape.delay_ms);
-        let had_timeout = shaped.shape.toxics.timeout_ms.is_some();
+        let old_timeout = shaped.shape.toxics.timeout_ms;
         shaped.shape = shape;
-        if had_timeout && shaped.shape.toxics.timeout_ms.is_none() {
+        match (old_timeout, shaped.shape.toxics.timeout_ms) {
             // As toxiproxy's: a timeout taken away closes what it held.
-            shaped.doom = Some((0, Doom::Close));
+            (Some(_), None) => shaped.doom = Some((0, Doom::Close)),
+            // A changed one counts from now.
+            (old, new) if old != new => shaped.clocks.restart_timeout(),
+            _ => {}
         }
         match (had_chunks, shaped.uses_chunks()) {
             // What is held already goes as it would have; later bytes wait.

@@ -128,6 +128,11 @@ impl Clocks {
         }
     }
 
+    /// A `timeout` changed: it counts from the next [`start`](Self::start).
+    pub fn restart_timeout(&mut self) {
+        self.quiet_until = None;
+    }
+
     /// When a `timeout` closes the pair, if it counts.
     pub fn quiet_until(&self) -> Option<Millis> {
         self.quiet_until

@@ -241,3 +241,34 @@ fn a_rate_added_to_an_open_stream_paces_it_and_its_removal_releases_the_rest() {
     run(&mut pipe, &mut source, &mut sink, 150..151);
     assert_eq!(sink.got, sent, "released at once");
 }
+
+#[test]
+fn a_changed_timeout_counts_from_the_change() {
+    let timeout = |ms| Shape {
+        toxics: Toxics {
+            timeout_ms: Some(ms),
+            ..Toxics::default()
+        },
+        ..Shape::default()
+    };
+    let mut pipe = HalfPipe::shaped(timeout(50));
+    let mut source = Source::default();
+    let mut sink = super::Sink::with_room(usize::MAX);
+    assert_eq!(
+        pump_at(&mut pipe, &mut source, &mut sink, 0),
+        Pumped::Waiting
+    );
+    assert_eq!(pipe.wake_at(), Some(51));
+    pipe.reshape(timeout(50));
+    assert_eq!(
+        pump_at(&mut pipe, &mut source, &mut sink, 30),
+        Pumped::Waiting
+    );
+    assert_eq!(pipe.wake_at(), Some(51), "the same one goes on");
+    pipe.reshape(timeout(100));
+    assert_eq!(
+        pump_at(&mut pipe, &mut source, &mut sink, 40),
+        Pumped::Waiting
+    );
+    assert_eq!(pipe.wake_at(), Some(141), "a new one counts from now");
+}
