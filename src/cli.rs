@@ -39,7 +39,9 @@ Options:
   --fault SPEC             inject a fault, PROTO:KIND[=VALUE][,SELECTOR...]; repeatable
                              kinds: delay=MS|MIN-MAX, truncate=N, corrupt (tcp, udp);
                              duplicate, drop (udp); dribble=BYTES/MS, hang, close,
-                             reset, slow-close=MS (tcp)
+                             reset, slow-close=MS (tcp); on a TCP relay's stream only:
+                             bandwidth=KB_PER_S, timeout=MS, reset-peer=MS,
+                             slicer=AVG[/VARIATION[/DELAY_US]]
                              selectors: p=PROBABILITY, first=N, after=N, every=N, match=MATCH,
                              dir=down|up (relays only: upstream to client, or back)
   --seed N                 seed of the faults' random choices [default: random, logged]

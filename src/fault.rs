@@ -81,6 +81,27 @@ pub enum FaultKind {
     Reset,
     /// The reply, then the close comes this many milliseconds later. TCP.
     SlowClose(u64),
+    /// At most this many KB (1000 bytes) a second, smooth to within
+    /// 100 ms; 0 is no limit. A TCP relay's stream only.
+    Bandwidth(u64),
+    /// No data passes (it is discarded); the connection is closed once
+    /// this many milliseconds pass with no data arriving (0: never). A
+    /// TCP relay's stream only.
+    Timeout(u64),
+    /// The connection is reset this many milliseconds after the first
+    /// chunk that arrives once it acts; that chunk and later ones are
+    /// not passed on. A TCP relay's stream only.
+    ResetPeer(u64),
+    /// The stream cut into writes of `average` ± `variation` bytes
+    /// (seeded), `delay_us` microseconds apart. A TCP relay's stream only.
+    Slicer {
+        /// Bytes per write on average, at least 1.
+        average: u32,
+        /// How far a write's size strays from the average, at most.
+        variation: u32,
+        /// Microseconds between writes.
+        delay_us: u64,
+    },
 }
 
 /// Which messages a fault hits. The conditions combine with AND; the
@@ -127,6 +148,14 @@ pub struct FaultCounts {
     pub reset: u64,
     /// `slow-close` applied.
     pub slow_close: u64,
+    /// `bandwidth` applied.
+    pub bandwidth: u64,
+    /// `timeout` applied.
+    pub timeout: u64,
+    /// `reset-peer` applied.
+    pub reset_peer: u64,
+    /// `slicer` applied.
+    pub slicer: u64,
 }
 
 impl FaultCounts {
@@ -148,6 +177,10 @@ impl FaultCounts {
             ("close", self.close),
             ("reset", self.reset),
             ("slow-close", self.slow_close),
+            ("bandwidth", self.bandwidth),
+            ("timeout", self.timeout),
+            ("reset-peer", self.reset_peer),
+            ("slicer", self.slicer),
         ]
     }
 
@@ -163,6 +196,10 @@ impl FaultCounts {
             close,
             reset,
             slow_close,
+            bandwidth,
+            timeout,
+            reset_peer,
+            slicer,
         ] = n;
         FaultCounts {
             delay,
@@ -175,12 +212,16 @@ impl FaultCounts {
             close,
             reset,
             slow_close,
+            bandwidth,
+            timeout,
+            reset_peer,
+            slicer,
         }
     }
 }
 
 /// The number of fault kinds.
-pub(crate) const KINDS: usize = 10;
+pub(crate) const KINDS: usize = 14;
 
 impl FaultKind {
     /// Its name in a spec.
@@ -196,6 +237,10 @@ impl FaultKind {
             FaultKind::Close => "close",
             FaultKind::Reset => "reset",
             FaultKind::SlowClose(_) => "slow-close",
+            FaultKind::Bandwidth(_) => "bandwidth",
+            FaultKind::Timeout(_) => "timeout",
+            FaultKind::ResetPeer(_) => "reset-peer",
+            FaultKind::Slicer { .. } => "slicer",
         }
     }
 
@@ -212,6 +257,10 @@ impl FaultKind {
             FaultKind::Close => 7,
             FaultKind::Reset => 8,
             FaultKind::SlowClose(_) => 9,
+            FaultKind::Bandwidth(_) => 10,
+            FaultKind::Timeout(_) => 11,
+            FaultKind::ResetPeer(_) => 12,
+            FaultKind::Slicer { .. } => 13,
         }
     }
 
@@ -233,6 +282,14 @@ impl FaultKind {
         FaultKind::Close,
         FaultKind::Reset,
         FaultKind::SlowClose(0),
+        FaultKind::Bandwidth(0),
+        FaultKind::Timeout(0),
+        FaultKind::ResetPeer(0),
+        FaultKind::Slicer {
+            average: 1,
+            variation: 0,
+            delay_us: 0,
+        },
     ];
 
     /// The kinds `protocol` has, as specs name them: `delay, truncate, ...`.
@@ -253,8 +310,25 @@ impl FaultKind {
             | FaultKind::Hang
             | FaultKind::Close
             | FaultKind::Reset
-            | FaultKind::SlowClose(_) => protocol == Protocol::Tcp,
+            | FaultKind::SlowClose(_)
+            | FaultKind::Bandwidth(_)
+            | FaultKind::Timeout(_)
+            | FaultKind::ResetPeer(_)
+            | FaultKind::Slicer { .. } => protocol == Protocol::Tcp,
         }
+    }
+
+    /// Whether it acts on a relayed byte stream only (SPEC 14's toxics:
+    /// a rate, a quiet time, a reset after a chunk, slices), not on a
+    /// served reply or a relayed line: a TCP relay in stream mode.
+    pub fn needs_stream(&self) -> bool {
+        matches!(
+            self,
+            FaultKind::Bandwidth(_)
+                | FaultKind::Timeout(_)
+                | FaultKind::ResetPeer(_)
+                | FaultKind::Slicer { .. }
+        )
     }
 }
 
@@ -269,7 +343,8 @@ impl Fault {
     pub fn is_random(&self) -> bool {
         let chance = self.select.p.is_some_and(|p| p > 0.0 && p < 1.0);
         let range = matches!(self.kind, FaultKind::Delay { min_ms, max_ms } if min_ms < max_ms);
-        chance || range || self.kind == FaultKind::Corrupt
+        let sizes = matches!(self.kind, FaultKind::Slicer { variation, .. } if variation > 0);
+        chance || range || sizes || self.kind == FaultKind::Corrupt
     }
 
     /// Checks what parsing checks, for a fault built by hand. Every way a
@@ -300,6 +375,9 @@ impl Fault {
                 ));
             }
             FaultKind::Dribble { bytes: 0, .. } => return bad("dribble of 0 bytes".into()),
+            FaultKind::Slicer { average: 0, .. } => {
+                return bad("slicer of 0 bytes on average".into());
+            }
             _ => {}
         }
         if let Some(p) = self.select.p {
@@ -335,7 +413,19 @@ pub(crate) fn check_direction(
     fault: &Fault,
     relaying: impl Fn(Protocol) -> Relaying,
 ) -> Result<(), String> {
-    match relaying(fault.protocol) {
+    let relaying = relaying(fault.protocol);
+    if fault.kind.needs_stream() && relaying != Relaying::Streams {
+        let why = match relaying {
+            Relaying::Messages => "and --mode line relays lines",
+            _ => "and TCP is not relayed here",
+        };
+        return Err(format!(
+            "fault '{fault}': {} acts on a relayed stream only (--upstream tcp:ADDR \
+             without --mode line), {why}",
+            fault.kind.name()
+        ));
+    }
+    match relaying {
         Relaying::Not if fault.select.dir.is_some() => Err(format!(
             "fault '{fault}': dir= needs a relay (--upstream {}:ADDR)",
             fault.protocol.name()
@@ -448,6 +538,10 @@ fn parse_kind(protocol: Protocol, name: &str, value: Option<&str>) -> Result<Fau
         }
         "truncate" => FaultKind::Truncate(integer(name, needs("N")?)?),
         "slow-close" => FaultKind::SlowClose(integer(name, needs("MS")?)?),
+        "bandwidth" => FaultKind::Bandwidth(integer(name, needs("KB_PER_S")?)?),
+        "timeout" => FaultKind::Timeout(integer(name, needs("MS")?)?),
+        "reset-peer" => FaultKind::ResetPeer(integer(name, needs("MS")?)?),
+        "slicer" => slicer(needs("AVG[/VARIATION[/DELAY_US]]")?)?,
         "corrupt" | "duplicate" | "drop" | "hang" | "close" | "reset" => {
             if let Some(v) = value {
                 return Err(format!("{name} takes no value, got '{v}'"));
@@ -470,6 +564,24 @@ fn parse_kind(protocol: Protocol, name: &str, value: Option<&str>) -> Result<Fau
         }
     };
     Ok(kind)
+}
+
+/// `slicer=AVG[/VARIATION[/DELAY_US]]`: what is left out is 0.
+fn slicer(value: &str) -> Result<FaultKind, String> {
+    let mut parts = value.split('/');
+    let average = integer("slicer", parts.next().unwrap_or_default())?;
+    let variation = parts.next().map_or(Ok(0), |v| integer("slicer", v))?;
+    let delay_us = parts.next().map_or(Ok(0), |v| integer("slicer", v))?;
+    if parts.next().is_some() {
+        return Err(format!(
+            "slicer needs AVG[/VARIATION[/DELAY_US]], got '{value}'"
+        ));
+    }
+    Ok(FaultKind::Slicer {
+        average,
+        variation,
+        delay_us,
+    })
 }
 
 /// A decimal integer: digits only (no sign, no exponent).
@@ -547,7 +659,23 @@ impl fmt::Display for Fault {
             FaultKind::Delay { min_ms, max_ms } => write!(f, "={min_ms}-{max_ms}")?,
             FaultKind::Dribble { bytes, every_ms } => write!(f, "={bytes}/{every_ms}")?,
             FaultKind::Truncate(n) => write!(f, "={n}")?,
-            FaultKind::SlowClose(ms) => write!(f, "={ms}")?,
+            FaultKind::SlowClose(ms)
+            | FaultKind::Bandwidth(ms)
+            | FaultKind::Timeout(ms)
+            | FaultKind::ResetPeer(ms) => write!(f, "={ms}")?,
+            FaultKind::Slicer {
+                average,
+                variation,
+                delay_us,
+            } => {
+                write!(f, "={average}")?;
+                if variation > 0 || delay_us > 0 {
+                    write!(f, "/{variation}")?;
+                }
+                if delay_us > 0 {
+                    write!(f, "/{delay_us}")?;
+                }
+            }
             _ => {}
         }
         let s = &self.select;
@@ -575,9 +703,9 @@ mod judge;
 #[cfg(feature = "relay")]
 pub(crate) use judge::DelayRange;
 
-#[cfg(feature = "relay")]
-pub(crate) use judge::corrupt_at;
 pub(crate) use judge::{Faults, Verdict, corrupt, random_seed};
+#[cfg(feature = "relay")]
+pub(crate) use judge::{Slices, corrupt_at};
 
 #[cfg(test)]
 mod tests;

@@ -7,48 +7,96 @@ use serde::Serialize;
 use serde::ser::{SerializeMap, Serializer};
 use serde_json::{Map, Value};
 
-use crate::fault::{Fault, FaultKind, Selector};
+use crate::fault::{Fault, FaultKind, Relaying, Selector, check_direction};
 use crate::vocab::Direction;
 use crate::vocab::Protocol;
 
-/// A toxic type and its attributes, in the order toxiproxy shows them.
+/// What an attribute takes, and its default.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Attr {
+    /// A whole number from 0 to [`MAX_ATTRIBUTE`]; its default.
+    Number(i64),
+    /// A fault's value as `--fault` writes it: a whole number, or text
+    /// (`"100-250"`, `"3/20"`); its default, as `--fault` writes it.
+    Value(&'static str),
+    /// A selector's count (`first`, `after`, `every`): a whole number or
+    /// `null` (none, the default).
+    Count,
+    /// A selector's text (`match`): a string or `null` (the default).
+    Text,
+}
+
+/// A toxic type and its attributes, in the order shown.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct ToxicType {
     pub name: &'static str,
-    pub attributes: &'static [&'static str],
+    pub attributes: &'static [(&'static str, Attr)],
+    /// One of toxiproxy's own: its selectors are shown only when set, so
+    /// it looks exactly as toxiproxy shows it.
+    pub toxiproxys: bool,
 }
 
-/// The types of SPEC 14's table.
-pub(crate) const TYPES: [ToxicType; 7] = [
-    ToxicType {
-        name: "latency",
-        attributes: &["latency", "jitter"],
-    },
-    ToxicType {
-        name: "bandwidth",
-        attributes: &["rate"],
-    },
-    ToxicType {
-        name: "slow_close",
-        attributes: &["delay"],
-    },
-    ToxicType {
-        name: "timeout",
-        attributes: &["timeout"],
-    },
-    ToxicType {
-        name: "reset_peer",
-        attributes: &["timeout"],
-    },
-    ToxicType {
-        name: "slicer",
-        attributes: &["average_size", "size_variation", "delay"],
-    },
-    ToxicType {
-        name: "limit_data",
-        attributes: &["bytes"],
-    },
+/// The selectors of section 8, an attribute of every type.
+const SELECTORS: [(&str, Attr); 4] = [
+    ("first", Attr::Count),
+    ("after", Attr::Count),
+    ("every", Attr::Count),
+    ("match", Attr::Text),
 ];
+
+const fn toxiproxys(name: &'static str, attributes: &'static [(&'static str, Attr)]) -> ToxicType {
+    ToxicType {
+        name,
+        attributes,
+        toxiproxys: true,
+    }
+}
+
+const fn ackloops(name: &'static str, attributes: &'static [(&'static str, Attr)]) -> ToxicType {
+    ToxicType {
+        name,
+        attributes,
+        toxiproxys: false,
+    }
+}
+
+/// The types of SPEC 14's table, then every other fault kind of section 8
+/// under its own name, its value an attribute of the same name.
+pub(crate) const TYPES: [ToxicType; 16] = [
+    toxiproxys(
+        "latency",
+        &[("latency", Attr::Number(0)), ("jitter", Attr::Number(0))],
+    ),
+    toxiproxys("bandwidth", &[("rate", Attr::Number(0))]),
+    toxiproxys("slow_close", &[("delay", Attr::Number(0))]),
+    toxiproxys("timeout", &[("timeout", Attr::Number(0))]),
+    toxiproxys("reset_peer", &[("timeout", Attr::Number(0))]),
+    toxiproxys(
+        "slicer",
+        &[
+            ("average_size", Attr::Number(0)),
+            ("size_variation", Attr::Number(0)),
+            ("delay", Attr::Number(0)),
+        ],
+    ),
+    toxiproxys("limit_data", &[("bytes", Attr::Number(0))]),
+    ackloops("delay", &[("delay", Attr::Value("0"))]),
+    ackloops("dribble", &[("dribble", Attr::Value("1/0"))]),
+    ackloops("truncate", &[("truncate", Attr::Number(0))]),
+    ackloops("corrupt", &[]),
+    ackloops("duplicate", &[]),
+    ackloops("drop", &[]),
+    ackloops("hang", &[]),
+    ackloops("close", &[]),
+    ackloops("reset", &[]),
+];
+
+impl ToxicType {
+    /// Its attributes, then the selectors.
+    fn all_attributes(&self) -> impl Iterator<Item = &(&'static str, Attr)> {
+        self.attributes.iter().chain(SELECTORS.iter())
+    }
+}
 
 /// Largest attribute value taken: about 31 years in milliseconds, far
 /// from any overflow in the loop's deadlines once added to its clock.
@@ -64,8 +112,9 @@ pub(crate) struct Toxic {
     pub dir: Direction,
     /// The probability that it acts on a connection, 0 to 1.
     pub toxicity: f64,
-    /// One value per attribute of `kind`, in its order.
-    pub values: Vec<i64>,
+    /// One value per attribute of `kind`, in its order, then one per
+    /// selector (`null`: none).
+    pub values: Vec<Value>,
 }
 
 /// Why a toxic body was refused: toxiproxy's messages, each a 400.
@@ -124,7 +173,10 @@ impl Toxic {
             stream,
             dir,
             toxicity: 1.0,
-            values: vec![0; kind.attributes.len()],
+            values: kind
+                .all_attributes()
+                .map(|(_, attr)| attr.default())
+                .collect(),
         };
         toxic
             .change(ToxicChange {
@@ -138,35 +190,46 @@ impl Toxic {
     /// Merges `change` into this toxic, checking every value first:
     /// nothing changes on a refusal.
     pub fn change(&mut self, change: ToxicChange) -> Result<(), Refusal> {
-        let mut values = self.values.clone();
-        for (attribute, value) in self.kind.attributes.iter().zip(&mut values) {
+        let mut changed = self.clone();
+        for ((attribute, attr), value) in self.kind.all_attributes().zip(&mut changed.values) {
             match change.attributes.as_ref().and_then(|a| a.get(*attribute)) {
-                None | Some(Value::Null) => {}
-                Some(given) => *value = attribute_value(attribute, given)?,
+                None => {}
+                // A selector's `null` takes it away; any other stays.
+                Some(Value::Null) if !attr.is_selector() => {}
+                Some(given) => *value = attr.check(attribute, given)?,
             }
         }
         if let Some(p) = change.toxicity {
             if !(0.0..=1.0).contains(&p) {
                 return Err(format!("bad request body: toxicity {p} is not from 0 to 1"));
             }
-            self.toxicity = p;
+            changed.toxicity = p;
         }
-        self.values = values;
+        // What the values make must be a fault `--fault` would take.
+        changed.try_faults()?;
+        *self = changed;
         Ok(())
     }
 }
 
 impl Toxic {
-    /// The value of attribute `name` (0 if its type has none such).
+    /// The number in attribute `name` (0 if it has none such, or text).
     fn value(&self, name: &str) -> u64 {
-        let at = self.kind.attributes.iter().position(|a| *a == name);
-        at.map_or(0, |i| self.values[i] as u64)
+        let at = self.kind.all_attributes().position(|(a, _)| *a == name);
+        at.and_then(|i| self.values[i].as_u64()).unwrap_or(0)
     }
 
-    /// The faults of section 8 that do what this toxic does to a stream
-    /// relay's new connections, on its stream, with its toxicity as `p=`
-    /// (none for a toxic that does nothing, as `latency` 0).
+    /// The faults of sections 8 and 14 that do what this toxic does to a
+    /// stream relay's connections, on its stream, with its toxicity as
+    /// `p=` and its selectors (none for a toxic that does nothing, as
+    /// `latency` 0). A toxic's values were checked when it was made.
     pub fn faults(&self) -> Vec<Fault> {
+        self.try_faults().unwrap_or_default()
+    }
+
+    /// [`faults`](Toxic::faults), or why its values make no fault: the
+    /// message of `--fault`'s check, for a 400.
+    fn try_faults(&self) -> Result<Vec<Fault>, Refusal> {
         let v = |name| self.value(name);
         let kinds = match self.kind.name {
             "latency" => match (v("latency"), v("jitter")) {
@@ -176,53 +239,139 @@ impl Toxic {
                     max_ms: ms + jitter,
                 }],
             },
-            // rate KB/s is rate bytes a millisecond: a tenth of a
-            // second's worth every 100 ms.
             "bandwidth" => match v("rate") {
                 0 => vec![],
-                rate => vec![FaultKind::Dribble {
-                    bytes: (rate * 100).min(u64::from(u32::MAX)) as u32,
-                    every_ms: 100,
-                }],
+                rate => vec![FaultKind::Bandwidth(rate)],
             },
             "slow_close" => vec![FaultKind::SlowClose(v("delay"))],
-            "timeout" => vec![FaultKind::Hang],
-            "reset_peer" => {
-                let ms = v("timeout");
-                let delay = FaultKind::Delay {
-                    min_ms: ms,
-                    max_ms: ms,
-                };
-                vec![delay, FaultKind::Reset]
-            }
+            "timeout" => vec![FaultKind::Timeout(v("timeout"))],
+            "reset_peer" => vec![FaultKind::ResetPeer(v("timeout"))],
+            // toxiproxy's slicer of 0 bytes cuts nothing.
             "slicer" => match v("average_size") {
                 0 => vec![],
-                size => vec![FaultKind::Dribble {
-                    bytes: size.min(u64::from(u32::MAX)) as u32,
-                    every_ms: v("delay") / 1000,
+                size => vec![FaultKind::Slicer {
+                    average: size.min(u64::from(u32::MAX)) as u32,
+                    variation: v("size_variation").min(u64::from(u32::MAX)) as u32,
+                    delay_us: v("delay"),
                 }],
             },
             "limit_data" => vec![FaultKind::Truncate(v("bytes") as usize)],
-            _ => vec![],
+            // Section 8's own kinds: parsed as `--fault` parses them.
+            name => return self.parsed(name).map(|fault| vec![fault]),
         };
-        let select = Selector {
-            p: (self.toxicity < 1.0).then_some(self.toxicity),
-            dir: Some(self.dir),
-            ..Selector::default()
-        };
-        (kinds.into_iter())
-            .map(|kind| Fault {
-                protocol: Protocol::Tcp,
-                kind,
-                select: select.clone(),
-            })
-            .collect()
+        let select = self.selector()?;
+        let faults = (kinds.into_iter()).map(|kind| Fault {
+            protocol: Protocol::Tcp,
+            kind,
+            select: select.clone(),
+        });
+        faults.map(checked).collect()
     }
+
+    /// This toxic's selectors, stream and toxicity, as `--fault` takes
+    /// them: `,first=N,...,dir=D[,p=P]`.
+    fn selector_text(&self) -> String {
+        let mut text = String::new();
+        for ((name, _), value) in self.kind.all_attributes().zip(&self.values) {
+            if !SELECTORS.iter().any(|(s, _)| s == name) || value.is_null() {
+                continue;
+            }
+            match value {
+                // Its text cannot hold a comma: `\x2c` writes one.
+                Value::String(text_value) => {
+                    let escaped = text_value.replace(',', r"\x2c");
+                    text.push_str(&format!(",{name}={escaped}"));
+                }
+                other => text.push_str(&format!(",{name}={other}")),
+            }
+        }
+        text.push_str(&format!(",dir={}", self.dir));
+        if self.toxicity < 1.0 {
+            text.push_str(&format!(",p={}", Probability(self.toxicity).text()));
+        }
+        text
+    }
+
+    /// The selectors of [`selector_text`](Toxic::selector_text), parsed.
+    fn selector(&self) -> Result<Selector, Refusal> {
+        let spec = format!("tcp:corrupt{}", self.selector_text());
+        let fault: Fault = spec.parse().map_err(|why: String| bad_fault(&why))?;
+        Ok(fault.select)
+    }
+
+    /// A section 8 kind `name` with its value attribute and selectors,
+    /// parsed from `--fault` text.
+    fn parsed(&self, name: &str) -> Result<Fault, Refusal> {
+        let value = match self.kind.attributes.first().map(|_| &self.values[0]) {
+            // A comma would start a selector of its own.
+            Some(Value::String(text)) if text.contains(',') => {
+                return Err(refusal(name, &self.values[0], "a value has no comma"));
+            }
+            Some(Value::String(text)) => format!("={text}"),
+            Some(number) => format!("={number}"),
+            None => String::new(),
+        };
+        let spec = format!("tcp:{name}{value}{}", self.selector_text());
+        let fault: Fault = spec.parse().map_err(|why: String| bad_fault(&why))?;
+        checked(fault)
+    }
+}
+
+/// A fault as a stream endpoint takes it (no `match=`: no messages).
+fn checked(fault: Fault) -> Result<Fault, Refusal> {
+    check_direction(&fault, |_| Relaying::Streams).map_err(|why| bad_fault(&why))?;
+    Ok(fault)
+}
+
+/// A fault's message as a 400's.
+fn bad_fault(why: &str) -> Refusal {
+    format!("bad request body: {why}")
+}
+
+impl Attr {
+    /// Its value before any is given.
+    fn default(&self) -> Value {
+        match self {
+            Attr::Number(n) => Value::from(*n),
+            Attr::Value(text) => match text.parse::<i64>() {
+                Ok(n) => Value::from(n),
+                Err(_) => Value::from(*text),
+            },
+            Attr::Count | Attr::Text => Value::Null,
+        }
+    }
+
+    fn is_selector(&self) -> bool {
+        matches!(self, Attr::Count | Attr::Text)
+    }
+
+    /// `given` as a value of this attribute, or why not (a 400).
+    fn check(&self, attribute: &str, given: &Value) -> Result<Value, Refusal> {
+        match (self, given) {
+            (Attr::Count | Attr::Text, Value::Null) => Ok(Value::Null),
+            (Attr::Text | Attr::Value(_), Value::String(text)) => {
+                if text.len() > MAX_TEXT {
+                    let why = format!("at most {MAX_TEXT} bytes");
+                    return Err(refusal(attribute, given, &why));
+                }
+                Ok(given.clone())
+            }
+            (Attr::Text, _) => Err(refusal(attribute, given, "not a string")),
+            _ => attribute_value(attribute, given).map(Value::from),
+        }
+    }
+}
+
+/// The longest text an attribute takes (a `match`, a value).
+const MAX_TEXT: usize = 4096;
+
+fn refusal(attribute: &str, given: &Value, why: &str) -> Refusal {
+    format!("bad request body: attribute {attribute}: {why}, got {given}")
 }
 
 /// An attribute's value: a whole number from 0 to [`MAX_ATTRIBUTE`].
 fn attribute_value(attribute: &str, given: &Value) -> Result<i64, Refusal> {
-    let bad = |why: &str| format!("bad request body: attribute {attribute}: {why}, got {given}");
+    let bad = |why: &str| refusal(attribute, given, why);
     let n = given.as_i64().ok_or_else(|| bad("not a whole number"))?;
     if !(0..=MAX_ATTRIBUTE).contains(&n) {
         return Err(bad(&format!("must be 0 to {MAX_ATTRIBUTE}")));
@@ -236,8 +385,12 @@ struct Attributes<'a>(&'a Toxic);
 impl Serialize for Attributes<'_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let toxic = self.0;
-        let mut map = serializer.serialize_map(Some(toxic.values.len()))?;
-        for (name, value) in toxic.kind.attributes.iter().zip(&toxic.values) {
+        let mut map = serializer.serialize_map(None)?;
+        for ((name, attr), value) in toxic.kind.all_attributes().zip(&toxic.values) {
+            // toxiproxy's types look as toxiproxy shows them.
+            if attr.is_selector() && value.is_null() && toxic.kind.toxiproxys {
+                continue;
+            }
             map.serialize_entry(name, value)?;
         }
         map.end()
@@ -246,6 +399,19 @@ impl Serialize for Attributes<'_> {
 
 /// A probability as toxiproxy writes it: `1`, not `1.0`.
 struct Probability(f64);
+
+impl Probability {
+    /// As `p=` takes it: at most 9 decimals.
+    fn text(&self) -> String {
+        let billionths = (self.0 * 1e9).round() as u64;
+        let digits = format!("{:09}", billionths % 1_000_000_000);
+        let fraction = digits.trim_end_matches('0');
+        match fraction {
+            "" => format!("{}", billionths / 1_000_000_000),
+            _ => format!("{}.{fraction}", billionths / 1_000_000_000),
+        }
+    }
+}
 
 impl Serialize for Probability {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
@@ -286,7 +452,7 @@ mod tests {
             (t.name.as_str(), t.dir, t.toxicity),
             ("latency_downstream", Direction::Down, 1.0)
         );
-        assert_eq!(t.values, [0, 3], "latency, jitter");
+        assert_eq!(t.values[..2], [0, 3], "latency, jitter");
         let shown = serde_json::to_string(&t).unwrap();
         assert_eq!(
             shown,
@@ -333,10 +499,10 @@ mod tests {
         let mut t = toxic(r#"{"type":"latency","attributes":{"latency":5}}"#).unwrap();
         let change: ToxicChange = serde_json::from_str(r#"{"attributes":{"jitter":2}}"#).unwrap();
         t.change(change).unwrap();
-        assert_eq!(t.values, [5, 2]);
+        assert_eq!(t.values[..2], [5, 2]);
         let bad: ToxicChange =
             serde_json::from_str(r#"{"attributes":{"latency":9,"jitter":-1}}"#).unwrap();
         assert!(t.change(bad).is_err());
-        assert_eq!(t.values, [5, 2], "nothing changed");
+        assert_eq!(t.values[..2], [5, 2], "nothing changed");
     }
 }

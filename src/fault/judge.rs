@@ -29,6 +29,14 @@ pub(crate) struct Verdict {
     /// `(bytes, every_ms)`.
     pub dribble: Option<(u32, u64)>,
     pub slow_close_ms: Option<u64>,
+    /// `bandwidth`: KB (1000 bytes) a second, more than 0.
+    pub bandwidth: Option<u64>,
+    /// `timeout`: milliseconds of quiet before the close (0: never).
+    pub timeout_ms: Option<u64>,
+    /// `reset-peer`: milliseconds from the first chunk to the reset.
+    pub reset_peer_ms: Option<u64>,
+    /// `slicer`: the sizes of the writes and their spacing.
+    pub slicer: Option<Slices>,
     /// Faults applied, by [`FaultKind::index`]. At most [`MAX_FAULTS`]
     /// each; a `u32` all the same, so no list length can overflow it.
     pub applied: [u32; KINDS],
@@ -60,6 +68,43 @@ impl Verdict {
         self.duplicate = false;
         self.dribble = None;
         self.slow_close_ms = None;
+        for kind in [
+            FaultKind::Bandwidth(0),
+            FaultKind::Timeout(0),
+            FaultKind::ResetPeer(0),
+            FaultKind::Slicer {
+                average: 1,
+                variation: 0,
+                delay_us: 0,
+            },
+        ] {
+            self.applied[kind.index()] = 0;
+        }
+        self.bandwidth = None;
+        self.timeout_ms = None;
+        self.reset_peer_ms = None;
+        self.slicer = None;
+    }
+}
+
+/// How `slicer` cuts a stream: writes of `average` ± `variation` bytes
+/// (each one's size drawn from `seed` and its number), `delay_us` apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Slices {
+    pub average: u32,
+    pub variation: u32,
+    pub delay_us: u64,
+    pub seed: u64,
+}
+
+impl Slices {
+    /// The size of write number `n` (from 0): `average` ± `variation`,
+    /// uniform, at least 1.
+    pub fn size(&self, n: u64) -> usize {
+        let spread = 2 * u64::from(self.variation) + 1;
+        let pick = splitmix64(self.seed ^ n) % spread;
+        let size = u64::from(self.average) + pick;
+        size.saturating_sub(u64::from(self.variation)).max(1) as usize
     }
 }
 
@@ -122,6 +167,19 @@ impl fmt::Display for Verdict {
         }
         if let Some(ms) = self.slow_close_ms {
             parts.push(format!("slow-close {ms} ms"));
+        }
+        if let Some(rate) = self.bandwidth {
+            parts.push(format!("bandwidth {rate} KB/s"));
+        }
+        if let Some(ms) = self.timeout_ms {
+            parts.push(format!("timeout {ms} ms"));
+        }
+        if let Some(ms) = self.reset_peer_ms {
+            parts.push(format!("reset-peer {ms} ms"));
+        }
+        if let Some(s) = self.slicer {
+            let (average, variation, delay) = (s.average, s.variation, s.delay_us);
+            parts.push(format!("slicer {average}±{variation} bytes {delay} µs"));
         }
         f.write_str(&parts.join(", "))
     }
@@ -342,6 +400,24 @@ fn apply(verdict: &mut Verdict, kind: FaultKind, key: &Key) {
         FaultKind::Duplicate => !std::mem::replace(&mut verdict.duplicate, true),
         FaultKind::Dribble { bytes, every_ms } => set_once(&mut verdict.dribble, (bytes, every_ms)),
         FaultKind::SlowClose(ms) => set_once(&mut verdict.slow_close_ms, ms),
+        // A rate of 0 is no limit: it applies, and changes nothing.
+        FaultKind::Bandwidth(0) => true,
+        FaultKind::Bandwidth(rate) => set_once(&mut verdict.bandwidth, rate),
+        FaultKind::Timeout(ms) => set_once(&mut verdict.timeout_ms, ms),
+        FaultKind::ResetPeer(ms) => set_once(&mut verdict.reset_peer_ms, ms),
+        FaultKind::Slicer {
+            average,
+            variation,
+            delay_us,
+        } => {
+            let slices = Slices {
+                average,
+                variation,
+                delay_us,
+                seed: key.hash(Purpose::Slices),
+            };
+            set_once(&mut verdict.slicer, slices)
+        }
     };
     if applied {
         verdict.applied[kind.index()] += 1;
@@ -363,6 +439,7 @@ enum Purpose {
     Select = 1,
     Delay = 2,
     Corrupt = 3,
+    Slices = 4,
 }
 
 /// Everything a seeded choice depends on.

@@ -23,6 +23,12 @@ fn every_kind_parses_and_prints_back_the_same() {
         "tcp:reset,every=3",
         "tcp:slow-close=200",
         "udp:drop,p=0.5,first=10,after=2,every=2",
+        "tcp:bandwidth=100,dir=up",
+        "tcp:timeout=0",
+        "tcp:reset-peer=50,p=0.5",
+        "tcp:slicer=10",
+        "tcp:slicer=10/3",
+        "tcp:slicer=10/0/500",
     ] {
         assert_eq!(parse(spec).to_string(), spec);
     }
@@ -76,6 +82,14 @@ fn bad_specs_are_one_line_errors_naming_the_spec() {
         "tcp:delay=1.5",
         "tcp:delay=0x10",
         "tcp:dribble=0/10",
+        "udp:bandwidth=10",
+        "udp:timeout=5",
+        "tcp:bandwidth",
+        "tcp:reset-peer",
+        "tcp:slicer=0/1",
+        "tcp:slicer=1/2/3/4",
+        "tcp:slicer=a",
+        "tcp:slicer=5/",
         "tcp:dribble=5",
         "tcp:truncate",
         "tcp:close=3",
@@ -401,4 +415,59 @@ fn a_match_selector_picks_the_messages_it_fits_and_every_counts_all() {
     }
     let exact: Fault = r"tcp:reset,match=exact:\x20quit\r".parse().unwrap();
     assert_eq!(exact.to_string().parse::<Fault>(), Ok(exact));
+}
+
+#[test]
+fn stream_kinds_need_a_stream_relay_and_are_judged_into_the_verdict() {
+    for spec in [
+        "tcp:bandwidth=5",
+        "tcp:timeout=0",
+        "tcp:reset-peer=1",
+        "tcp:slicer=3",
+    ] {
+        let fault = parse(spec);
+        assert!(fault.kind.needs_stream(), "{spec}");
+        for relaying in [Relaying::Not, Relaying::Messages] {
+            let refused = check_direction(&fault, |_| relaying).unwrap_err();
+            assert!(refused.contains("relayed stream"), "{refused}");
+        }
+        assert!(check_direction(&fault, |_| Relaying::Streams).is_ok());
+    }
+    let faults = [
+        "tcp:bandwidth=5",
+        "tcp:timeout=7",
+        "tcp:reset-peer=9",
+        "tcp:slicer=3/1/20",
+    ]
+    .map(parse);
+    let mut set = Faults::relaying(1, &faults, [Relaying::Streams, Relaying::Not]);
+    let v = set.judge_in(Protocol::Tcp, Direction::Down, [0, 0]);
+    assert_eq!(
+        (v.bandwidth, v.timeout_ms, v.reset_peer_ms),
+        (Some(5), Some(7), Some(9))
+    );
+    let slices = v.slicer.unwrap();
+    assert_eq!(
+        (slices.average, slices.variation, slices.delay_us),
+        (3, 1, 20)
+    );
+    assert!((0..100).all(|n| (2..=4).contains(&slices.size(n))));
+    let counted = FaultCounts::from_array(v.applied.map(u64::from));
+    assert_eq!(
+        (
+            counted.bandwidth,
+            counted.timeout,
+            counted.reset_peer,
+            counted.slicer
+        ),
+        (1, 1, 1, 1)
+    );
+    // A terminal fault replaces the stream: the shapers go.
+    let mut set = Faults::relaying(
+        1,
+        &[parse("tcp:close"), parse("tcp:bandwidth=5")],
+        [Relaying::Streams, Relaying::Not],
+    );
+    let v = set.judge_in(Protocol::Tcp, Direction::Down, [0, 0]);
+    assert_eq!((v.bandwidth, v.applied.iter().sum::<u32>()), (None, 1));
 }

@@ -116,7 +116,15 @@ impl HalfPipe {
         }
         let old_spread = shaped.shape.jitter.map_or(0, |range| range.spread_ms);
         let (had_chunks, old_delay) = (shaped.uses_chunks(), shaped.shape.delay_ms);
+        let old_timeout = shaped.shape.toxics.timeout_ms;
         shaped.shape = shape;
+        match (old_timeout, shaped.shape.toxics.timeout_ms) {
+            // As toxiproxy's: a timeout taken away closes what it held.
+            (Some(_), None) => shaped.doom = Some((0, Doom::Close)),
+            // A changed one counts from now.
+            (old, new) if old != new => shaped.clocks.restart_timeout(),
+            _ => {}
+        }
         match (had_chunks, shaped.uses_chunks()) {
             // What is held already goes as it would have; later bytes wait.
             (false, true) if held > 0 => shaped.push_chunk(0, held, None),
@@ -207,20 +215,27 @@ impl HalfPipe {
         if self.sink_shut || self.blocked {
             return None;
         }
+        let quiet = shaped.clocks.quiet_until();
         if self.held() == 0 {
-            return shaped.doom.map(|(at, _)| at).or(shaped.fin_at);
+            let ends = shaped.doom.map(|(at, _)| at).or(shaped.fin_at);
+            return [ends, quiet].into_iter().flatten().min();
         }
         let (at, pace) = match shaped.uses_chunks() {
             true => shaped
                 .chunks
                 .front()
                 .map(|c| (c.at, c.pace.or(shaped.shape.dribble)))?,
-            false => (0, Some(shaped.shape.dribble?)),
+            false if shaped.shape.dribble.is_none() && !shaped.shape.toxics.paces() => {
+                return quiet;
+            }
+            false => (0, shaped.shape.dribble),
         };
-        Some(match pace {
+        let at = match pace {
             Some(_) => at.max(shaped.next_piece_at),
             None => at,
-        })
+        };
+        let at = at.max(shaped.clocks.next_at(&shaped.shape.toxics));
+        Some(quiet.map_or(at, |quiet| quiet.min(at)))
     }
 
     /// Takes nothing more from the source (shutting down): what is held
@@ -250,6 +265,9 @@ impl HalfPipe {
     ) -> Result<Pumped, Broken> {
         if self.sink_shut {
             return Ok(Pumped::Ended);
+        }
+        if let Some(shaped) = self.shaped.as_deref_mut() {
+            shaped.clocks.start(&shaped.shape.toxics, cx.now);
         }
         let mut reads = 0;
         loop {
@@ -306,6 +324,10 @@ impl HalfPipe {
         self.flush(sink, cx)?;
         if self.blocked {
             return Ok(Some(Pumped::Waiting));
+        }
+        let quiet = self.shaped.as_ref().and_then(|s| s.clocks.quiet_until());
+        if quiet.is_some_and(|at| at <= cx.now) {
+            return Ok(Some(Pumped::Doom(Doom::Close))); // A timeout's end.
         }
         if self.held() > 0 {
             return Ok(None);
@@ -398,6 +420,13 @@ impl HalfPipe {
         if shape.hang {
             return 0;
         }
+        if shape.toxics.discards() {
+            let doomed = shaped.doom.is_some();
+            if let Some(doom) = shaped.clocks.arrived(&shape.toxics, now, doomed) {
+                shaped.doom = Some(doom);
+            }
+            return 0;
+        }
         let mut kept = bytes.len();
         if let Some(limit) = shape.truncate {
             let left = limit.saturating_sub(shaped.taken);
@@ -419,9 +448,22 @@ impl HalfPipe {
     /// faults, the bytes whose delay is over, a dribbled piece at a time.
     /// Once all is out its memory goes back: a flowing pipe holds none.
     fn flush(&mut self, sink: &mut impl Sink, cx: &mut Pump<'_>) -> Result<(), Broken> {
+        // A slicer's writes are pieces of their own; a budget keeps a
+        // long backlog of small ones from holding the loop.
+        for _ in 0..toxics::PIECES_PER_FLUSH {
+            if !self.flush_piece(sink, cx)? {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes one piece of what may go now (see [`flush`](Self::flush)):
+    /// whether another may follow at once.
+    fn flush_piece(&mut self, sink: &mut impl Sink, cx: &mut Pump<'_>) -> Result<bool, Broken> {
         let (may_go, pace) = self.may_go(cx.now);
         if may_go == 0 {
-            return Ok(());
+            return Ok(false);
         }
         let piece = &self.rest[self.rest_at..self.rest_at + may_go];
         let written = write_some(sink, piece).map_err(Broken::Sink)?;
@@ -451,7 +493,7 @@ impl HalfPipe {
             self.rest.drain(..self.rest_at);
             self.rest_at = 0;
         }
-        Ok(())
+        Ok(!self.blocked && self.held() > 0)
     }
 
     /// How many held bytes may be written at `now`, and the dribble that
@@ -470,11 +512,12 @@ impl HalfPipe {
             None if shaped.uses_chunks() => (0, None),
             None => (held, shaped.shape.dribble),
         };
-        match pace {
-            Some(_) if now < shaped.next_piece_at => (0, pace),
-            Some((bytes, _)) => (due.min(bytes as usize), pace),
-            None => (due, None),
-        }
+        let due = match pace {
+            Some(_) if now < shaped.next_piece_at => 0,
+            Some((bytes, _)) => due.min(bytes as usize),
+            None => due,
+        };
+        (shaped.clocks.allow(&shaped.shape.toxics, due, now), pace)
     }
 
     /// The source's FIN (or a truncate's end) reached the sink's turn:
@@ -484,6 +527,10 @@ impl HalfPipe {
         if let Some(shaped) = self.shaped.as_deref_mut() {
             if shaped.shape.hang {
                 return Ok(Pumped::Waiting); // Hanging: never a FIN.
+            }
+            if shaped.shape.toxics.timeout_ms.is_some() {
+                // As toxiproxy's: the stream's end closes the connection.
+                return Ok(Pumped::Doom(Doom::Close));
             }
             if let Some(ms) = shaped.shape.slow_close_ms {
                 let fin_at = *shaped.fin_at.get_or_insert(at_least(now, ms));
@@ -514,10 +561,12 @@ mod shaped;
 /// direction copies.
 #[cfg_attr(not(target_os = "linux"), path = "half/copying.rs")]
 mod spliced;
+mod toxics;
 
 pub(crate) use lines::LineCx;
 pub(crate) use shaped::Shape;
 use shaped::{Chunk, Shaped};
+pub(crate) use toxics::Toxics;
 
 #[cfg(test)]
 pub(super) mod tests;

@@ -16,7 +16,7 @@ use log::{debug, warn};
 use mio::net::TcpStream;
 use mio::{Interest, Token};
 
-use super::half::Shape;
+use super::half::{Shape, Toxics};
 use super::journal::{PairLog, Tap};
 use super::pair::{Advance, Doom, End, Pair, PairCx, Plan, Readiness, Side};
 use crate::closing;
@@ -322,7 +322,11 @@ impl Pairs {
         if self.line_mode {
             return;
         }
-        for key in self.table.keys() {
+        // In accept order, as at their accepts: a `first=` or `every=`
+        // counts the open pairs the same way every run.
+        let mut keys = self.table.keys();
+        keys.sort_by_key(|&key| self.table.get(key).map(|slot| slot.pair.ordinal()));
+        for key in keys {
             let Some(slot) = self.table.get_mut(key) else {
                 continue;
             };
@@ -438,6 +442,12 @@ fn shape_of(verdict: &Verdict, now: Millis) -> (Shape, Option<(Millis, Doom)>) {
         corrupt: verdict.corrupt,
         hang: verdict.terminal == Some(FaultKind::Hang),
         slow_close_ms: verdict.slow_close_ms,
+        toxics: Toxics {
+            bandwidth: verdict.bandwidth,
+            slicer: verdict.slicer,
+            timeout_ms: verdict.timeout_ms,
+            reset_peer_ms: verdict.reset_peer_ms,
+        },
     };
     (shape, None)
 }

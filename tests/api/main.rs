@@ -22,6 +22,7 @@ mod clients;
 mod config;
 mod control;
 mod routes;
+mod toxics;
 mod traffic;
 
 use std::net::SocketAddr;

@@ -25,6 +25,7 @@ mod ends;
 mod faults;
 mod python;
 mod splice;
+mod toxics;
 mod udp;
 
 use std::io::{ErrorKind, Read, Write};

@@ -5,6 +5,7 @@
 use std::collections::VecDeque;
 
 use super::Doom;
+use super::toxics::{Clocks, Toxics};
 use crate::journal::AppliedFaults;
 use crate::timer::{Millis, at_least};
 
@@ -28,6 +29,8 @@ pub(crate) struct Shape {
     pub hang: bool,
     /// The FIN is held this long once it is due.
     pub slow_close_ms: Option<u64>,
+    /// SPEC 14's stream toxics: a rate, slices, a timeout, a reset.
+    pub toxics: Toxics,
 }
 
 /// Held bytes that go out together: no earlier than `at`, `pace`d if a
@@ -74,6 +77,8 @@ pub(super) struct Shaped {
     /// Line mode: the line a fault kept from going (its ordinal from 1)
     /// and the faults, journaled once the lines before it are out.
     pub(super) stopped: Option<(u64, AppliedFaults)>,
+    /// The stream toxics' clocks (a rate, slices, a timeout).
+    pub(super) clocks: Clocks,
 }
 
 impl Shaped {
@@ -89,6 +94,7 @@ impl Shaped {
             doom: None,
             in_lines,
             stopped: None,
+            clocks: Clocks::default(),
         }
     }
 
@@ -160,6 +166,7 @@ impl Shaped {
         if n == 0 {
             return;
         }
+        self.clocks.sent(&self.shape.toxics, n, now);
         if let Some((_, every_ms)) = pace {
             self.next_piece_at = at_least(now, every_ms);
         }

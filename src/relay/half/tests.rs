@@ -549,3 +549,4 @@ fn a_shutdown_ends_a_hanging_direction_with_its_fin() {
 
 mod delayed;
 mod pinned;
+mod toxics;
