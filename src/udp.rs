@@ -62,10 +62,10 @@ use outbox::{Outgoing, Way};
 /// it and the read too. It pays when it finds something at least half the
 /// time, and how often it does follows the batch just answered: at fixed
 /// offered loads (`benches/syscalls.sh udp-rates`, 10,000 to 34,000
-/// datagrams/s), the read after a batch of 2 found a datagram 2 to 16 % of
-/// the time, after 3, 2 to 18 %, after 4 to 7, 50 to 73 %, after 8 or
-/// more, 93 to 98 %. A shorter batch says the load is light: the poll
-/// waits for the next datagram. (Not on a relay, whose clients wait for
+/// datagrams/s, both servers; docs/performance.md), the read after a
+/// batch of 2 found a datagram 2 to 16 % of the time, after 3, 2 to 25 %,
+/// after 4 to 7, 50 to 74 %, after 8 or more, 81 to 99 %. A shorter batch
+/// says the load is light: the poll waits for the next datagram. (Not on a relay, whose clients wait for
 /// what the flows bring back: a short batch is all there is.)
 const READ_AGAIN_FROM: usize = 4;
 
