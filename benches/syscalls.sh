@@ -18,7 +18,8 @@
 # measures the C reference's closed-loop rate (its saturation, 32 sockets),
 # then runs both servers at 1/4, 1/2 and 9/10 of it with the load
 # generator paced (`--rate`), and prints one table row per rate: medians of
-# ROUNDS [3] rounds, the servers alternating, and each kind's median
+# ROUNDS [3] rounds (calls, CPU and p99 latency per datagram), the servers
+# alternating, and each kind's median
 # (SATURATION=N skips the closed-loop run and takes N datagrams/s).
 #
 # `relay-udp` runs ackloop as `--upstream udp:...` in front of the C
@@ -91,6 +92,7 @@ measure() {
     OPS=$(grep -o ' ops=[0-9]*' <<<"$result" | cut -d= -f2)
     CPU=$(grep -o 'cpu_us_per_op=[0-9.]*' <<<"$result" | cut -d= -f2)
     LOST=$(grep -o 'lost=[0-9]*' <<<"$result" | cut -d= -f2)
+    P99=$(grep -o 'p99_us=[0-9.]*' <<<"$result" | cut -d= -f2)
 }
 
 # The count of all system calls per operation in the last measure of NAME.
@@ -145,25 +147,27 @@ if [[ $1 == udp-rates ]]; then
     [[ -z ${BEFORE_BIN:-} ]] || names="c before ackloop"
     echo "medians of $ROUNDS rounds, the servers alternating; lost: summed over the rounds"
     header=$(printf '%10s' "rate/s")
-    for name in $names; do header+=$(printf ' | %-34s' "$name: calls/dgram, CPU us/dgram"); done
+    for name in $names; do header+=$(printf ' | %-46s' "$name: calls/dgram, CPU us/dgram, p99 us"); done
     echo "$header"
     for part in 25 50 90; do
         rate=$((saturation * part / 100))
-        declare -A calls=() cpus=() lost=() kinds=()
+        declare -A calls=() cpus=() lost=() kinds=() p99s=()
         for ((round = 1; round <= ROUNDS; round++)); do
             for name in $names; do
                 measure "$name" once --scenario udp --conns 32 --rate "$rate"
                 calls[$name]+="$(calls_per_op "$name") "
                 cpus[$name]+="$CPU "
+                p99s[$name]+="$P99 "
                 lost[$name]=$((${lost[$name]:-0} + LOST))
                 kinds[$name]+="$(kinds_per_op "$name")"$'\n'
             done
         done
         row=$(printf '%10d' "$rate")
         for name in $names; do
-            row+=$(printf ' | %8s  %8s  (lost %s)    ' \
+            row+=$(printf ' | %8s  %8s  %9s  (lost %s)    ' \
                 "$(tr ' ' '\n' <<<"${calls[$name]}" | grep . | median)" \
-                "$(tr ' ' '\n' <<<"${cpus[$name]}" | grep . | median)" "${lost[$name]}")
+                "$(tr ' ' '\n' <<<"${cpus[$name]}" | grep . | median)" \
+                "$(tr ' ' '\n' <<<"${p99s[$name]}" | grep . | median)" "${lost[$name]}")
         done
         echo "$row"
         for name in $names; do

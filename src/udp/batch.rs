@@ -113,6 +113,8 @@ impl Batch {
     }
 
     fn receive_into(&mut self, socket: &impl AsRawFd, payloads: bool) -> io::Result<usize> {
+        #[cfg(test)]
+        RECEIVES.set(RECEIVES.get() + 1);
         let asked = if payloads { self.slots } else { BATCH };
         let mut headers = zeroed_headers();
         let mut iovs = [const {
@@ -234,6 +236,12 @@ impl Batch {
         };
         usize::try_from(n).map_err(|_| io::Error::last_os_error())
     }
+}
+
+#[cfg(test)]
+thread_local! {
+    /// Tests: `recvmmsg` calls made on this thread so far.
+    pub(super) static RECEIVES: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
 }
 
 pub(super) fn zeroed_headers() -> [mmsghdr; BATCH] {

@@ -373,3 +373,62 @@ fn an_error_mid_batch_costs_only_its_datagram() {
     assert_eq!(drain(&sink), ["first", "third"]);
     assert_eq!(counters.snapshot().replies_dropped, 1);
 }
+
+/// The rule for reading again: a full batch always is; a short one only
+/// from [`READ_AGAIN_FROM`] on (a read after a smaller one mostly finds
+/// nothing), or on a relay never.
+#[test]
+fn a_full_batch_is_read_again_and_a_short_one_from_four() {
+    assert!(read_again(64, 64, READ_AGAIN_FROM), "full");
+    assert!(
+        read_again(1, 1, READ_AGAIN_FROM),
+        "a full batch of one slot"
+    );
+    assert!(!read_again(3, 64, READ_AGAIN_FROM), "short, small");
+    assert!(read_again(4, 64, READ_AGAIN_FROM), "short, from four");
+    assert!(!read_again(31, 32, 32), "a relay's short batch");
+}
+
+/// Three datagrams come in one short batch: answered, with no second
+/// read to see the socket empty; and a datagram that arrives after that
+/// read brings a new event (epoll is edge-triggered), so it is answered
+/// too, the wait for it bounded.
+#[cfg(target_os = "linux")]
+#[test]
+fn a_small_batch_is_not_read_again_and_what_comes_after_it_is_still_answered() {
+    let mut poll = mio::Poll::new().unwrap();
+    let mut events = mio::Events::with_capacity(8);
+    let socket = server_socket(&poll);
+    let to = socket.local_addr().unwrap();
+    let mut udp = Udp::new(socket, true, &Config::default());
+    let counters = Counters::default();
+    let client = client();
+    let mut serve_when_ready = |udp: &mut Udp, poll: &mut mio::Poll| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while events.iter().all(|e| e.token() != UDP) {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            assert!(!left.is_zero(), "no readable event within 10 s");
+            poll.poll(&mut events, Some(left)).unwrap();
+        }
+        events.clear();
+        let before = batch::RECEIVES.get();
+        with_turn(poll, &counters, |t| udp.serve(None, t));
+        batch::RECEIVES.get() - before
+    };
+    for _ in 0..3 {
+        client.send_to(b"ping", to).unwrap();
+    }
+    // On loopback a datagram is on the server's queue when `send_to`
+    // returns: the three are one batch.
+    assert_eq!(serve_when_ready(&mut udp, &mut poll), 1, "one read");
+    let mut buf = [0; 16];
+    for _ in 0..3 {
+        let n = client.recv(&mut buf).unwrap();
+        assert_eq!(&buf[..n], b"Received");
+    }
+    client.send_to(b"late", to).unwrap();
+    assert_eq!(serve_when_ready(&mut udp, &mut poll), 1);
+    let n = client.recv(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"Received", "the late one is answered");
+    assert_eq!(counters.snapshot().datagrams, 4);
+}
