@@ -23,6 +23,7 @@ mod config;
 mod control;
 mod routes;
 mod traffic;
+mod udp;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
