@@ -129,7 +129,8 @@ impl Endpoint {
             udp: Udp::for_endpoint(id, socket, false, config),
             flows: Flows::for_endpoint(id, upstream, config),
         };
-        Ok(Endpoint::new(id, Relay::Udp(Box::new(datagrams)), faults, seed))
+        let relay = Relay::Udp(Box::new(datagrams));
+        Ok(Endpoint::new(id, relay, faults, seed))
     }
 
     fn new(id: EndpointId, relay: Relay, faults: &[Fault], seed: u64) -> Endpoint {
