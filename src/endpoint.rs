@@ -83,53 +83,70 @@ pub(crate) fn relaying(protocol: Protocol) -> [Relaying; 2] {
     }
 }
 
-impl Endpoint {
-    /// Endpoint `id` (1 or more) relaying `listener`'s clients to
-    /// `upstream`, with `faults`; `config` gives the relay's limits.
-    pub fn tcp(
-        id: u16,
-        mut listener: TcpListener,
-        upstream: Option<SocketAddr>,
-        (faults, seed): (&[Fault], u64),
-        config: &Config,
-        registry: &Registry,
-    ) -> io::Result<Endpoint> {
-        let id = EndpointId(id);
-        let token = mio::Token(ENDPOINT_LISTENER_BASE.0 + id.0 as usize);
-        registry.register(&mut listener, token, Interest::READABLE)?;
-        // A stream relay: faults act on whole connections.
-        let relay = Config {
-            mode: Mode::Once,
-            ..config.clone()
-        };
-        let streams = Streams {
-            listener,
-            pairs: upstream.map(|up| Pairs::for_endpoint(id, up, &relay)),
-            max_connections: config.max_connections,
-            accept_pause: Pause::default(),
-            failure_log: RateLimit::default(),
-            stopping: false,
-        };
-        Ok(Endpoint::new(id, Relay::Tcp(streams), faults, seed))
+/// An endpoint's socket: a TCP listener, or a UDP socket.
+pub(crate) enum Socket {
+    Tcp(TcpListener),
+    Udp(UdpSocket),
+}
+
+impl Socket {
+    /// A non-blocking socket of `protocol` bound to `addr`.
+    ///
+    /// # Errors
+    ///
+    /// As the bind's: the address in use, not permitted.
+    pub fn bind(protocol: Protocol, addr: SocketAddr) -> io::Result<Socket> {
+        Ok(match protocol {
+            Protocol::Tcp => Socket::Tcp(TcpListener::bind(addr)?),
+            Protocol::Udp => Socket::Udp(UdpSocket::bind(addr)?),
+        })
     }
 
-    /// Endpoint `id` (1 or more) relaying the datagrams `socket` receives
-    /// to `upstream` through a flow per client, with `faults`.
-    pub fn udp(
+    /// The address it is bound to (port 0 resolved).
+    ///
+    /// # Errors
+    ///
+    /// As `getsockname`'s.
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        match self {
+            Socket::Tcp(listener) => listener.local_addr(),
+            Socket::Udp(socket) => socket.local_addr(),
+        }
+    }
+}
+
+impl Endpoint {
+    /// Endpoint `id` (1 or more) relaying what `socket` takes in (a TCP
+    /// listener's clients, or a UDP socket's datagrams through a flow per
+    /// client) to `upstream`, with `faults` judged with `seed`; `config`
+    /// gives the relay's limits.
+    ///
+    /// # Errors
+    ///
+    /// When the socket cannot be registered.
+    pub fn start(
         id: u16,
-        mut socket: UdpSocket,
+        socket: Socket,
         upstream: Option<SocketAddr>,
         (faults, seed): (&[Fault], u64),
         config: &Config,
         registry: &Registry,
     ) -> io::Result<Endpoint> {
         let id = EndpointId(id);
-        registry.register(&mut socket, id.udp_token(), Interest::READABLE)?;
-        let datagrams = Datagrams {
-            udp: Udp::for_endpoint(id, socket, false, config),
-            flows: Flows::for_endpoint(id, upstream, config),
+        let relay = match socket {
+            Socket::Tcp(mut listener) => {
+                let token = mio::Token(ENDPOINT_LISTENER_BASE.0 + id.0 as usize);
+                registry.register(&mut listener, token, Interest::READABLE)?;
+                Relay::Tcp(Streams::new(id, listener, upstream, config))
+            }
+            Socket::Udp(mut socket) => {
+                registry.register(&mut socket, id.udp_token(), Interest::READABLE)?;
+                Relay::Udp(Box::new(Datagrams {
+                    udp: Udp::for_endpoint(id, socket, false, config),
+                    flows: Flows::for_endpoint(id, upstream, config),
+                }))
+            }
         };
-        let relay = Relay::Udp(Box::new(datagrams));
         Ok(Endpoint::new(id, relay, faults, seed))
     }
 
@@ -247,37 +264,33 @@ impl Endpoint {
         self.with_pairs(t, |pairs, t| pairs.resume(key, id, t));
     }
 
-    /// Pair `key`'s timer entry came due.
-    pub fn on_timer(&mut self, key: u32, at: Millis, t: &mut Turn<'_>) {
-        self.with_pairs(t, |pairs, t| pairs.on_timer(key, at, t));
-    }
-
     /// Flow `key` is readable (or was left still ready).
     pub fn serve_flow(&mut self, key: usize, t: &mut Turn<'_>) {
         self.with_datagrams(t, |d, t| d.flows.serve(key, &mut d.udp, t));
     }
 
-    /// Flow `key`'s idle timer came due.
-    pub fn on_flow_timer(&mut self, key: u32, at: Millis, t: &mut Turn<'_>) {
-        self.with_datagrams(t, |d, t| d.flows.on_timer(key as usize, at, t));
-    }
-
-    /// Its UDP socket's delay entry came due.
-    pub fn on_delay_timer(&mut self, at: Millis, t: &mut Turn<'_>) {
-        self.with_datagrams(t, |d, t| {
-            d.udp
-                .on_delay_timer(at, Some(&mut d.flows as &mut dyn Upstreams), t)
-        });
-    }
-
-    /// The accept pause due `at` is over.
-    pub fn on_accept_retry(&mut self, at: Millis, t: &mut Turn<'_>) {
-        let current = match &self.relay {
-            Relay::Tcp(streams) => streams.accept_pause.is_current(at),
-            Relay::Udp(_) => false,
-        };
-        if current {
-            self.accept(t);
+    /// Its timer entry `due`, armed for `at`, came due: a pair's, a
+    /// flow's, its UDP delays' or its accept pause's end.
+    pub fn on_due(&mut self, due: Due, at: Millis, t: &mut Turn<'_>) {
+        match due {
+            Due::EndpointPair { key, .. } => self.with_pairs(t, |p, t| p.on_timer(key, at, t)),
+            Due::EndpointFlow { key, .. } => {
+                self.with_datagrams(t, |d, t| d.flows.on_timer(key as usize, at, t))
+            }
+            Due::EndpointUdpDelay { .. } => self.with_datagrams(t, |d, t| {
+                d.udp
+                    .on_delay_timer(at, Some(&mut d.flows as &mut dyn Upstreams), t)
+            }),
+            Due::EndpointAcceptRetry { .. } => {
+                let current = match &self.relay {
+                    Relay::Tcp(streams) => streams.accept_pause.is_current(at),
+                    Relay::Udp(_) => false,
+                };
+                if current {
+                    self.accept(t);
+                }
+            }
+            _ => {}
         }
     }
 
@@ -353,6 +366,27 @@ impl Relay {
 }
 
 impl Streams {
+    fn new(
+        id: EndpointId,
+        listener: TcpListener,
+        upstream: Option<SocketAddr>,
+        config: &Config,
+    ) -> Streams {
+        // A stream relay: faults act on whole connections.
+        let relay = Config {
+            mode: Mode::Once,
+            ..config.clone()
+        };
+        Streams {
+            listener,
+            pairs: upstream.map(|up| Pairs::for_endpoint(id, up, &relay)),
+            max_connections: config.max_connections,
+            accept_pause: Pause::default(),
+            failure_log: RateLimit::default(),
+            stopping: false,
+        }
+    }
+
     /// The listener is readable: accept, a budget's worth a turn. `t` is
     /// the endpoint's own turn; `server_open` the pairs open in the
     /// server's count (this endpoint's own not yet drained into it).

@@ -10,7 +10,7 @@ use super::model::{ApiError, ProxyView, StatsView, split_protocol};
 use super::toxic::Toxic;
 use crate::command::{Command, Reply, stats_line};
 use crate::config::Config;
-use crate::endpoint::{Endpoint, relaying};
+use crate::endpoint::{Endpoint, Socket, relaying};
 use crate::fault::{Fault, MAX_FAULTS, check_direction};
 use crate::stats::Stats;
 use crate::turn::Turn;
@@ -118,24 +118,10 @@ impl Proxy {
             ApiError::new(status, format!("listen {} {addr}: {e}", protocol.name()))
         };
         let internal = |e: io::Error| ApiError::new(500, e.to_string());
-        let (endpoint, bound) = match protocol {
-            Protocol::Tcp => {
-                let listener = std::net::TcpListener::bind(addr).map_err(not_bound)?;
-                let bound = listener.local_addr().map_err(internal)?;
-                listener.set_nonblocking(true).map_err(internal)?;
-                let listener = mio::net::TcpListener::from_std(listener);
-                let endpoint = Endpoint::tcp(id, listener, upstream, faults, config, t.registry);
-                (endpoint.map_err(internal)?, bound)
-            }
-            Protocol::Udp => {
-                let socket = std::net::UdpSocket::bind(addr).map_err(not_bound)?;
-                let bound = socket.local_addr().map_err(internal)?;
-                socket.set_nonblocking(true).map_err(internal)?;
-                let socket = mio::net::UdpSocket::from_std(socket);
-                let endpoint = Endpoint::udp(id, socket, upstream, faults, config, t.registry);
-                (endpoint.map_err(internal)?, bound)
-            }
-        };
+        let socket = Socket::bind(protocol, addr).map_err(not_bound)?;
+        let bound = socket.local_addr().map_err(internal)?;
+        let endpoint = Endpoint::start(id, socket, upstream, faults, config, t.registry);
+        let endpoint = endpoint.map_err(internal)?;
         self.endpoint = Some(endpoint);
         self.listen = shown(protocol, bound);
         debug!("proxy {}: {bound} relays to {}", self.name, self.upstream);

@@ -344,20 +344,11 @@ impl Sources {
                 }
             }
             #[cfg(feature = "api")]
-            Due::EndpointPair { endpoint, key } => {
-                self.on_endpoint(endpoint, t, |e, t| e.on_timer(key, at, t))
-            }
-            #[cfg(feature = "api")]
-            Due::EndpointAcceptRetry { endpoint } => {
-                self.on_endpoint(endpoint, t, |e, t| e.on_accept_retry(at, t))
-            }
-            #[cfg(feature = "api")]
-            Due::EndpointFlow { endpoint, key } => {
-                self.on_endpoint(endpoint, t, |e, t| e.on_flow_timer(key, at, t))
-            }
-            #[cfg(feature = "api")]
-            Due::EndpointUdpDelay { endpoint } => {
-                self.on_endpoint(endpoint, t, |e, t| e.on_delay_timer(at, t))
+            Due::EndpointPair { endpoint, .. }
+            | Due::EndpointAcceptRetry { endpoint }
+            | Due::EndpointFlow { endpoint, .. }
+            | Due::EndpointUdpDelay { endpoint } => {
+                self.on_endpoint(endpoint, t, |e, t| e.on_due(due, at, t))
             }
             #[cfg(not(feature = "api"))]
             Due::Api { .. }

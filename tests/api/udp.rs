@@ -12,16 +12,8 @@ use serde_json::Value;
 use crate::common::control::Control;
 use crate::common::journal::TempPath;
 use crate::common::upstream::{UdpUpstream, echo_upstream};
-use crate::common::{DEADLINE, Server, counter, retrying, wait_until};
+use crate::common::{DEADLINE, Server, connected_udp as client, counter, retrying, wait_until};
 use crate::{Target, assert_error, target, target_with, unique};
-
-/// A client socket connected to `addr`, reading within `DEADLINE`.
-fn client(addr: SocketAddr) -> UdpSocket {
-    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
-    socket.connect(addr).unwrap();
-    socket.set_read_timeout(Some(DEADLINE)).unwrap();
-    socket
-}
 
 /// Sends `datagram` and waits for the next datagram back.
 #[track_caller]
@@ -53,6 +45,33 @@ fn udp_proxy(t: &Target, upstream: SocketAddr) -> (String, SocketAddr) {
     (name, addr.parse().unwrap())
 }
 
+/// A UDP proxy to a fresh echo upstream and a client of it, on ackloop;
+/// `None` against a real toxiproxy, which has no UDP.
+struct Setup {
+    t: Target,
+    upstream: UdpUpstream,
+    name: String,
+    addr: SocketAddr,
+    socket: UdpSocket,
+}
+
+fn setup() -> Option<Setup> {
+    let t = target();
+    if !t.is_ackloop() {
+        return None;
+    }
+    let upstream = UdpUpstream::echo();
+    let (name, addr) = udp_proxy(&t, upstream.addr);
+    let socket = client(addr);
+    Some(Setup {
+        t,
+        upstream,
+        name,
+        addr,
+        socket,
+    })
+}
+
 /// The proxy's own counters (`GET /proxies/{name}`'s `stats`).
 fn stats(t: &Target, name: &str) -> Value {
     t.client().get(&format!("/proxies/{name}")).json()["stats"].clone()
@@ -60,13 +79,17 @@ fn stats(t: &Target, name: &str) -> Value {
 
 #[test]
 fn a_udp_proxy_relays_datagrams_both_ways_through_a_flow_per_client() {
-    let t = target();
-    if !t.is_ackloop() {
+    let Some(Setup {
+        t,
+        upstream,
+        name,
+        addr,
+        socket: first,
+    }) = setup()
+    else {
         return;
-    }
-    let upstream = UdpUpstream::echo();
-    let (name, addr) = udp_proxy(&t, upstream.addr);
-    let (first, second) = (client(addr), client(addr));
+    };
+    let second = client(addr);
     assert_eq!(exchange(&first, b"one"), b"one");
     assert_eq!(exchange(&second, b"two"), b"two");
     assert_eq!(exchange(&first, b"three"), b"three");
@@ -139,13 +162,16 @@ fn a_proxy_mixing_udp_and_tcp_is_refused_and_nothing_changes() {
 
 #[test]
 fn udp_toxics_act_on_each_datagram_and_stream_toxics_are_refused() {
-    let t = target();
-    if !t.is_ackloop() {
+    let Some(Setup {
+        t,
+        upstream,
+        name,
+        socket,
+        ..
+    }) = setup()
+    else {
         return;
-    }
-    let upstream = UdpUpstream::echo();
-    let (name, addr) = udp_proxy(&t, upstream.addr);
-    let socket = client(addr);
+    };
     let toxics = format!("/proxies/{name}/toxics");
     for refused in [
         "bandwidth",
@@ -199,13 +225,16 @@ fn udp_toxics_act_on_each_datagram_and_stream_toxics_are_refused() {
 
 #[test]
 fn disabling_a_udp_proxy_closes_its_socket_and_enabling_binds_it_again() {
-    let t = target();
-    if !t.is_ackloop() {
+    let Some(Setup {
+        t,
+        name,
+        addr,
+        socket,
+        ..
+    }) = setup()
+    else {
         return;
-    }
-    let upstream = UdpUpstream::echo();
-    let (name, addr) = udp_proxy(&t, upstream.addr);
-    let socket = client(addr);
+    };
     assert_eq!(exchange(&socket, b"on"), b"on");
     let path = format!("/proxies/{name}");
     let off = t.client().patch(&path, r#"{"enabled":false}"#);
