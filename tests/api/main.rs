@@ -21,6 +21,7 @@ mod bounds;
 mod clients;
 mod config;
 mod control;
+mod endpoints;
 mod routes;
 mod traffic;
 mod udp;
