@@ -300,3 +300,43 @@ fn a_config_file_makes_udp_proxies_and_the_control_port_commands_them() {
     assert_eq!(counter(&summary, "datagrams"), Some(2), "{summary}");
     assert_eq!(counter(&summary, "up bytes out"), Some(6), "{summary}");
 }
+
+#[test]
+fn populate_keeps_an_unchanged_udp_proxy_and_a_new_address_moves_it() {
+    let Some(Setup {
+        t,
+        upstream,
+        name,
+        addr,
+        socket,
+    }) = setup()
+    else {
+        return;
+    };
+    let toxics = format!("/proxies/{name}/toxics");
+    let latency = r#"{"type":"latency","attributes":{"latency":1}}"#;
+    assert_eq!(t.client().post(&toxics, latency).status, 200);
+    let same = format!(
+        r#"[{{"name":"{name}","listen":"udp:{addr}","upstream":"udp:{}"}}]"#,
+        upstream.addr
+    );
+    let populated = t.client().post("/populate", &same);
+    assert_eq!(populated.status, 201, "{}", populated.text());
+    let kept = t.client().get(&format!("/proxies/{name}")).json();
+    assert_eq!(
+        kept["toxics"].as_array().map(Vec::len),
+        Some(1),
+        "kept as it is: {kept}"
+    );
+    assert_eq!(exchange(&socket, b"kept"), b"kept");
+
+    let moved = t.client().patch(
+        &format!("/proxies/{name}"),
+        r#"{"listen":"udp:127.0.0.1:0"}"#,
+    );
+    assert_eq!(moved.status, 200, "{}", moved.text());
+    let listen = moved.json()["listen"].as_str().unwrap().to_string();
+    let new: SocketAddr = listen.strip_prefix("udp:").unwrap().parse().unwrap();
+    assert_ne!(new, addr, "restarted on a new port");
+    assert_eq!(exchange(&client(new), b"moved"), b"moved");
+}
