@@ -45,16 +45,11 @@ fn udp_proxy(t: &Target, upstream: SocketAddr) -> (String, SocketAddr) {
     (name, addr.parse().unwrap())
 }
 
-/// A UDP proxy to a fresh echo upstream and a client of it, on ackloop;
-/// `None` against a real toxiproxy, which has no UDP.
-struct Setup {
-    t: Target,
-    upstream: UdpUpstream,
-    name: String,
-    addr: SocketAddr,
-    socket: UdpSocket,
-}
+/// A UDP proxy to a fresh echo upstream and a client of it, on ackloop:
+/// the target, the upstream, the proxy's name and address, the client.
+type Setup = (Target, UdpUpstream, String, SocketAddr, UdpSocket);
 
+/// A [`Setup`]; `None` against a real toxiproxy, which has no UDP.
 fn setup() -> Option<Setup> {
     let t = target();
     if !t.is_ackloop() {
@@ -63,13 +58,7 @@ fn setup() -> Option<Setup> {
     let upstream = UdpUpstream::echo();
     let (name, addr) = udp_proxy(&t, upstream.addr);
     let socket = client(addr);
-    Some(Setup {
-        t,
-        upstream,
-        name,
-        addr,
-        socket,
-    })
+    Some((t, upstream, name, addr, socket))
 }
 
 /// The proxy's own counters (`GET /proxies/{name}`'s `stats`).
@@ -79,14 +68,7 @@ fn stats(t: &Target, name: &str) -> Value {
 
 #[test]
 fn a_udp_proxy_relays_datagrams_both_ways_through_a_flow_per_client() {
-    let Some(Setup {
-        t,
-        upstream,
-        name,
-        addr,
-        socket: first,
-    }) = setup()
-    else {
+    let Some((t, upstream, name, addr, first)) = setup() else {
         return;
     };
     let second = client(addr);
@@ -162,14 +144,7 @@ fn a_proxy_mixing_udp_and_tcp_is_refused_and_nothing_changes() {
 
 #[test]
 fn udp_toxics_act_on_each_datagram_and_stream_toxics_are_refused() {
-    let Some(Setup {
-        t,
-        upstream,
-        name,
-        socket,
-        ..
-    }) = setup()
-    else {
+    let Some((t, upstream, name, _addr, socket)) = setup() else {
         return;
     };
     let toxics = format!("/proxies/{name}/toxics");
@@ -225,14 +200,7 @@ fn udp_toxics_act_on_each_datagram_and_stream_toxics_are_refused() {
 
 #[test]
 fn disabling_a_udp_proxy_closes_its_socket_and_enabling_binds_it_again() {
-    let Some(Setup {
-        t,
-        name,
-        addr,
-        socket,
-        ..
-    }) = setup()
-    else {
+    let Some((t, _upstream, name, addr, socket)) = setup() else {
         return;
     };
     assert_eq!(exchange(&socket, b"on"), b"on");
@@ -303,14 +271,7 @@ fn a_config_file_makes_udp_proxies_and_the_control_port_commands_them() {
 
 #[test]
 fn populate_keeps_an_unchanged_udp_proxy_and_a_new_address_moves_it() {
-    let Some(Setup {
-        t,
-        upstream,
-        name,
-        addr,
-        socket,
-    }) = setup()
-    else {
+    let Some((t, upstream, name, addr, socket)) = setup() else {
         return;
     };
     let toxics = format!("/proxies/{name}/toxics");
