@@ -269,14 +269,10 @@ impl Sources {
             | Due::EndpointAcceptRetry { endpoint }
             | Due::EndpointFlow { endpoint, .. }
             | Due::EndpointUdpDelay { endpoint } => self.proxies.is_current(endpoint, entry),
-            #[cfg(not(feature = "api"))]
-            Due::Api { .. }
-            | Due::ApiAcceptRetry
-            | Due::EndpointPair { .. }
-            | Due::EndpointAcceptRetry { .. }
-            | Due::EndpointFlow { .. }
-            | Due::EndpointUdpDelay { .. } => false,
             Due::ShutdownGrace => true,
+            // Without the API, nothing arms its entries or the endpoints'.
+            #[cfg(not(feature = "api"))]
+            _ => false,
         });
     }
 
@@ -350,17 +346,13 @@ impl Sources {
             | Due::EndpointUdpDelay { endpoint } => {
                 self.on_endpoint(endpoint, t, |e, t| e.on_due(due, at, t))
             }
-            #[cfg(not(feature = "api"))]
-            Due::Api { .. }
-            | Due::ApiAcceptRetry
-            | Due::EndpointPair { .. }
-            | Due::EndpointAcceptRetry { .. }
-            | Due::EndpointFlow { .. }
-            | Due::EndpointUdpDelay { .. } => {}
             Due::ShutdownGrace => {
                 info!("shutdown grace period over: closing everything");
                 self.close_everything(t);
             }
+            // Without the API, nothing arms its entries or the endpoints'.
+            #[cfg(not(feature = "api"))]
+            _ => {}
         }
     }
 
