@@ -51,6 +51,7 @@ Options:
                              @NAME fault|clear|stats|refuse|accept for a named endpoint)
   --api ADDR               toxiproxy's HTTP API (2.x routes, JSON), e.g. 127.0.0.1:8474: any
                              toxiproxy client manages named proxies and their toxics
+                             (udp:HOST:PORT as listen and upstream: a UDP proxy)
   --config FILE            toxiproxy's config file (a JSON array of proxies): named proxies
                              created at start-up; a bad file or entry exits 2
   --upstream PROTO:ADDR    relay that protocol to a real server, e.g. tcp:127.0.0.1:6379;

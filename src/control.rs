@@ -26,9 +26,8 @@
 use std::io::{ErrorKind, Read};
 use std::net::SocketAddr;
 
-use log::{debug, warn};
+use mio::Registry;
 use mio::net::{TcpListener, TcpStream};
-use mio::{Interest, Registry};
 
 use crate::bind::bind_tcp;
 use crate::command::{self, Request, Target};
@@ -36,21 +35,15 @@ use crate::config::Config;
 use crate::error::Error;
 use crate::framing::{LineFramer, Piece};
 use crate::handle::Changes;
+use crate::service::{Connection, Service, Unsent};
 use crate::stats::Stats;
-use crate::table::Table;
-use crate::timer::{ACCEPT_RETRY_MS, Due, Entry, Millis, Pause, RateLimit, at_least};
-use crate::turn::{CONTROL_BASE, CONTROL_LISTENER, Ready, Turn, settle_writable};
-use crate::write::write_until_blocked;
+use crate::timer::{Due, Entry, Millis, at_least};
+use crate::turn::{CONTROL_BASE, CONTROL_LISTENER, Ready, Turn};
 
 /// Control connections open at once, at most; one more is closed at once.
 pub const MAX_CONTROL_CONNECTIONS: usize = crate::turn::CONTROL_SLOTS;
 /// Reads per control connection per turn.
 const READS_PER_TURN: usize = 4;
-/// Bytes of answers not yet sent past which a control connection's
-/// commands wait (and it is not read) until they drain: a client that
-/// sends without reading cannot grow the server (SPEC 9). Past it by one
-/// answer at most; the input left over is one read at most.
-pub(crate) const MAX_UNSENT_ANSWERS: usize = 64 * 1024;
 /// Bytes a control connection reads at a time.
 const READ_SIZE: usize = 4096;
 
@@ -74,13 +67,20 @@ struct ControlConn {
     /// many answers are unsent): its commands come later, in order. At
     /// most one read.
     held: Vec<u8>,
-    /// Answers not yet written; commands wait past [`MAX_UNSENT_ANSWERS`].
-    out: Vec<u8>,
+    /// Answers not yet written; past their bound commands wait, and the
+    /// connection is not read: a client that sends without reading
+    /// cannot grow the server (SPEC 9).
+    out: Unsent,
     wait: Option<Wait>,
     /// The client shut down its sending side: once every command read is
     /// answered and sent, the connection closes.
     peer_eof: bool,
-    write_interest: bool,
+}
+
+impl Connection for ControlConn {
+    fn stream(&mut self) -> &mut TcpStream {
+        &mut self.stream
+    }
 }
 
 /// The control socket `config` asks for (`--control`), bound, and its
@@ -112,93 +112,51 @@ pub(crate) fn apply_changes(changes: &Changes, target: &mut impl Target, t: &mut
 
 /// The control listener and its connections.
 pub(crate) struct Control {
-    listener: Option<TcpListener>,
-    conns: Table<ControlConn>,
+    service: Service<ControlConn>,
     max_line: usize,
     /// Connections with a `received` waiting.
     waiting: usize,
-    /// Accepting is paused after an accept error.
-    accept_pause: Pause,
-    refuse_log: RateLimit,
 }
 
 impl Control {
     pub fn new(listener: TcpListener, max_line: usize) -> Control {
         let max = MAX_CONTROL_CONNECTIONS;
+        let tokens = (CONTROL_BASE, max, max);
         Control {
-            listener: Some(listener),
-            conns: Table::new(CONTROL_BASE, max, max, max),
+            service: Service::new("control", listener, tokens, Due::ControlAcceptRetry),
             max_line,
             waiting: 0,
-            accept_pause: Pause::default(),
-            refuse_log: RateLimit::default(),
         }
     }
 
     /// The listener is readable: accept until `WouldBlock`.
     pub fn accept(&mut self, t: &mut Turn<'_>, target: &mut impl Target) {
-        if self.accept_pause.holds(t.now) {
-            return; // Paused after an accept error; its timer resumes it.
-        }
-        while let Some(listener) = &self.listener {
-            let (stream, peer) = match listener.accept() {
-                Ok(accepted) => accepted,
-                // Drained: the next connection brings a new event.
-                Err(e) if e.kind() == ErrorKind::WouldBlock => return,
-                Err(e) if is_transient(&e) => continue,
-                // Out of descriptors, say: the clients waiting will not be
-                // reported again, so try again later (no spin, no stall).
-                Err(e) => {
-                    warn!("control: accept failed: {e}; trying again in {ACCEPT_RETRY_MS} ms");
-                    let due = Due::ControlAcceptRetry;
-                    return self.accept_pause.start(t.now, due, t.timers);
-                }
-            };
-            if self.conns.is_full() {
-                if self.refuse_log.allow(t.now) {
-                    warn!(
-                        "control: {peer} closed: {MAX_CONTROL_CONNECTIONS} control connections open"
-                    );
-                }
-                continue; // Dropping it closes it.
-            }
-            let max_line = self.max_line;
-            let conn = |stream| ControlConn {
-                stream,
-                framer: LineFramer::new(max_line),
-                line: Vec::new(),
-                held: Vec::new(),
-                out: Vec::new(),
-                wait: None,
-                peer_eof: false,
-                write_interest: false,
-            };
-            match self
-                .conns
-                .insert(t.registry, stream, Interest::READABLE, conn)
-            {
-                Ok(key) => {
-                    debug!("control {key}: accepted {peer}");
-                    self.drive(key, t, target);
-                }
-                Err(e) => warn!("control: cannot register {peer}: {e}"),
-            }
+        let max_line = self.max_line;
+        let conn = |stream| ControlConn {
+            stream,
+            framer: LineFramer::new(max_line),
+            line: Vec::new(),
+            held: Vec::new(),
+            out: Unsent::default(),
+            wait: None,
+            peer_eof: false,
+        };
+        while let Some(key) = self.service.accept_next(t, &conn) {
+            self.drive(key, t, target);
         }
     }
 
     /// A readiness event for control connection `key` (or a turn after its
     /// budget ran out).
     pub fn drive(&mut self, key: usize, t: &mut Turn<'_>, target: &mut impl Target) {
-        let token = self.conns.token(key);
-        let Some(conn) = self.conns.get_mut(key) else {
+        let conns = &mut self.service.conns;
+        let token = conns.token(key);
+        let Some(conn) = conns.get_mut(key) else {
             return; // Closed earlier in this batch: a stale event.
         };
         let waited = conn.wait.is_some();
         let outcome = conn.serve(key, t, target).and_then(|()| {
-            let want = !conn.out.is_empty();
-            let registered = &mut conn.write_interest;
-            settle_writable(t.registry, &mut conn.stream, token, registered, want)
-                .map_err(|e| e.to_string())
+            (conn.out.settle(t.registry, &mut conn.stream, token)).map_err(|e| e.to_string())
         });
         if let (false, Some(wait)) = (waited, &conn.wait) {
             // A `received` began to wait: its one timer entry.
@@ -206,10 +164,12 @@ impl Control {
             t.timers.arm(wait.deadline, due);
         }
         let done = conn.is_done();
-        self.waiting = self.conns.iter().filter(|(_, c)| c.wait.is_some()).count();
+        self.waiting = conns.iter().filter(|(_, c)| c.wait.is_some()).count();
         match outcome {
-            Err(why) => self.close(key, &why, t),
-            Ok(()) if done => self.close(key, "end of stream, every answer sent", t),
+            Err(why) => self.service.close(key, &why, t),
+            Ok(()) if done => self
+                .service
+                .close(key, "end of stream, every answer sent", t),
             Ok(()) => {}
         }
     }
@@ -221,17 +181,17 @@ impl Control {
             return;
         }
         let arrived = arrived(&t.counters.snapshot());
-        let due: Vec<usize> = (self.conns.iter())
+        let due: Vec<usize> = (self.service.conns.iter())
             .filter_map(|(key, conn)| {
                 let wait = conn.wait.as_ref()?;
                 (arrived >= wait.count || t.now >= wait.deadline).then_some(key)
             })
             .collect();
         for key in due {
-            if let Some(conn) = self.conns.get_mut(key) {
+            if let Some(conn) = self.service.conns.get_mut(key) {
                 if let Some(wait) = conn.wait.take() {
-                    conn.out
-                        .extend_from_slice(answer_wait(&wait, arrived).as_bytes());
+                    let answer = answer_wait(&wait, arrived);
+                    conn.out.buffer().extend_from_slice(answer.as_bytes());
                 }
             }
             // Its held commands and unread input now get their turn.
@@ -241,7 +201,7 @@ impl Control {
 
     /// The accept-retry entry due `at` came due.
     pub fn on_accept_retry(&mut self, at: Millis, t: &mut Turn<'_>, target: &mut impl Target) {
-        if self.accept_pause.is_current(at) {
+        if self.service.is_current_pause(at) {
             self.accept(t, target);
         }
     }
@@ -256,43 +216,23 @@ impl Control {
     /// [`Timers::sweep`](crate::timer::Timers::sweep)).
     pub fn is_current(&self, entry: &Entry) -> bool {
         match entry.due {
-            Due::ControlWait { key } => (self.conns.get(key as usize))
+            Due::ControlWait { key } => (self.service.conns.get(key as usize))
                 .and_then(|conn| conn.wait.as_ref())
                 .is_some_and(|wait| wait.deadline == entry.at),
-            Due::ControlAcceptRetry => self.accept_pause.is_current(entry.at),
+            Due::ControlAcceptRetry => self.service.is_current_pause(entry.at),
             _ => false,
         }
     }
 
     /// Closes every control connection and the listener: the server stops.
     pub fn close_all(&mut self, t: &mut Turn<'_>) {
-        if let Some(mut listener) = self.listener.take() {
-            let _ = t.registry.deregister(&mut listener);
-        }
-        for key in self.conns.keys() {
-            self.close(key, "shutting down", t);
-        }
+        self.service.close_all(t);
     }
 
     /// Frees the keys of connections closed this turn.
     pub fn end_turn(&mut self) {
-        self.conns.end_turn();
+        self.service.end_turn();
     }
-
-    fn close(&mut self, key: usize, why: &str, t: &mut Turn<'_>) {
-        if let Some(mut conn) = self.conns.close(key) {
-            debug!("control {key}: closed: {why}");
-            let _ = t.registry.deregister(&mut conn.stream);
-        }
-    }
-}
-
-/// Accept errors that concern one client only: try the next.
-fn is_transient(e: &std::io::Error) -> bool {
-    matches!(
-        e.kind(),
-        ErrorKind::Interrupted | ErrorKind::ConnectionAborted | ErrorKind::ConnectionReset
-    )
 }
 
 /// Messages that count for `received`: TCP messages and datagrams.
@@ -322,7 +262,7 @@ impl ControlConn {
     /// Whether the next command may be carried out now: no `received`
     /// waits, and the unsent answers are under their bound.
     fn takes_commands(&self) -> bool {
-        self.wait.is_none() && self.out.len() < MAX_UNSENT_ANSWERS
+        self.wait.is_none() && !self.out.is_full()
     }
 
     /// The client will send nothing more, and every command it sent is
@@ -456,13 +396,11 @@ impl ControlConn {
                 }
             }
         };
-        self.out.extend_from_slice(answer.as_bytes());
+        self.out.buffer().extend_from_slice(answer.as_bytes());
     }
 
     /// Writes answers until done or `WouldBlock`.
     fn flush(&mut self) -> Result<(), String> {
-        let (written, result) = write_until_blocked(&mut self.stream, &self.out);
-        self.out.drain(..written);
-        result.map(drop).map_err(|e| e.to_string())
+        self.out.flush(&mut self.stream).map_err(|e| e.to_string())
     }
 }

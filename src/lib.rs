@@ -389,6 +389,8 @@ mod rules;
 #[cfg(all(feature = "scripts", feature = "control"))]
 mod script;
 mod server;
+#[cfg(feature = "control")]
+mod service;
 mod stats;
 mod table;
 mod tcp;

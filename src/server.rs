@@ -503,6 +503,55 @@ impl Server {
             Err(e) if e.kind() == ErrorKind::Interrupted => {}
             Err(e) => return Err(e),
         }
+        let Lent {
+            mut t,
+            sources,
+            events,
+            ready,
+            shared,
+        } = self.lend();
+        for event in events.iter() {
+            trace!("event {}", Described(event));
+            sources.dispatch(event.token(), Readiness::of(event), shared, &mut t);
+        }
+        for still_ready in ready.drain(..) {
+            sources.serve_again(still_ready, &mut t);
+        }
+        while let Some(entry) = t.timers.pop_due(t.now) {
+            sources.on_due(entry.due, entry.at, &mut t);
+        }
+        sources.end_turn(&mut t);
+        if let Some(journal) = &mut self.journal {
+            let journal = journal.get_mut();
+            journal.flush();
+            let lost = &self.shared.counters.journal_lost;
+            lost.store(journal.lost(), std::sync::atomic::Ordering::Relaxed);
+        }
+        std::mem::swap(&mut self.ready, &mut self.ready_next);
+        if self.sources.stopping && self.sources.is_idle() {
+            self.status = Status::Stopped;
+            self.shared.stop_taking_changes();
+            info!("ackloop stopped: {}", self.stats());
+        }
+        Ok(self.status)
+    }
+}
+
+/// A turn's context, lent from the server's parts, with the parts it is
+/// lent apart from: the sources it serves, the events polled, the sources
+/// left still ready last turn, what other threads share.
+struct Lent<'a> {
+    t: Turn<'a>,
+    sources: &'a mut Sources,
+    events: &'a Events,
+    ready: &'a mut Vec<Ready>,
+    shared: &'a Shared,
+}
+
+impl Server {
+    /// The one way a turn's context is made: for a turn, and for the
+    /// proxies a config file creates before the first.
+    fn lend(&mut self) -> Lent<'_> {
         let Server {
             poll,
             events,
@@ -518,7 +567,7 @@ impl Server {
             shared,
             ..
         } = self;
-        let mut t = Turn {
+        let t = Turn {
             registry: poll.registry(),
             now: clock.now(),
             buf,
@@ -529,30 +578,13 @@ impl Server {
             faults,
             journal: journal.as_ref(),
         };
-        for event in events.iter() {
-            trace!("event {}", Described(event));
-            sources.dispatch(event.token(), Readiness::of(event), shared, &mut t);
+        Lent {
+            t,
+            sources,
+            events,
+            ready,
+            shared,
         }
-        for still_ready in ready.drain(..) {
-            sources.serve_again(still_ready, &mut t);
-        }
-        while let Some(entry) = t.timers.pop_due(t.now) {
-            sources.on_due(entry.due, entry.at, &mut t);
-        }
-        sources.end_turn(&mut t);
-        if let Some(journal) = journal {
-            let journal = journal.get_mut();
-            journal.flush();
-            let lost = &shared.counters.journal_lost;
-            lost.store(journal.lost(), std::sync::atomic::Ordering::Relaxed);
-        }
-        std::mem::swap(ready, ready_next);
-        if sources.stopping && sources.is_idle() {
-            self.status = Status::Stopped;
-            self.shared.stop_taking_changes();
-            info!("ackloop stopped: {}", self.stats());
-        }
-        Ok(self.status)
     }
 }
 

@@ -140,6 +140,14 @@ pub(crate) enum Due {
     /// Named endpoint `endpoint`'s listener may be tried again.
     #[cfg_attr(not(feature = "api"), allow(dead_code))]
     EndpointAcceptRetry { endpoint: u16 },
+    /// Named endpoint `endpoint`'s UDP flow `key`: as `Flow` for the main
+    /// sockets' flows.
+    #[cfg_attr(not(feature = "api"), allow(dead_code))]
+    EndpointFlow { endpoint: u16, key: u32 },
+    /// Named endpoint `endpoint`'s UDP socket: as `UdpDelay` for the main
+    /// socket.
+    #[cfg_attr(not(feature = "api"), allow(dead_code))]
+    EndpointUdpDelay { endpoint: u16 },
     /// The shutdown grace period is over: close everything.
     ShutdownGrace,
 }

@@ -17,7 +17,7 @@ use crate::fault::Faults;
 use crate::journal::Journal;
 use crate::reply::Replies;
 use crate::stats::Counters;
-use crate::timer::{Millis, Timers};
+use crate::timer::{Due, Millis, Timers};
 
 /// The TCP listener's token. Connection tokens are slab keys, far below.
 pub(crate) const LISTENER: Token = Token(usize::MAX - 1);
@@ -38,7 +38,8 @@ pub(crate) const API_LISTENER: Token = Token(usize::MAX - 6);
 pub(crate) const PAIR_BASE: Token = Token(1 << (usize::BITS - 2));
 /// Relay: the upstream socket of pair `key` (see [`PAIR_BASE`]).
 pub(crate) const UPSTREAM_BASE: Token = Token(PAIR_BASE.0 + (1 << (usize::BITS - 3)));
-/// Relay: UDP flow `key` has token `FLOW_BASE + key`.
+/// Relay: UDP flow `key` has token `FLOW_BASE + key`; named endpoint
+/// `e`'s flow `key` has `FLOW_BASE + (e << ENDPOINT_SHIFT) + key`.
 pub(crate) const FLOW_BASE: Token = Token(2 << (usize::BITS - 2));
 /// Tokens at or above this one name fixed sources, not connections.
 pub(crate) const FIRST_FIXED: Token = Token(usize::MAX - 16);
@@ -61,9 +62,84 @@ pub(crate) const MAX_ENDPOINTS: usize = 256;
 /// `key` is `PAIR_BASE + (e << ENDPOINT_SHIFT) + key` (client) and
 /// `UPSTREAM_BASE` plus the same (upstream).
 pub(crate) const ENDPOINT_SHIFT: u32 = 40;
-/// Named endpoint `e`'s listener has token `ENDPOINT_LISTENER_BASE + e`,
-/// below the API connections'.
+/// Named endpoint `e`'s listener (its UDP socket, for a UDP endpoint) has
+/// token `ENDPOINT_LISTENER_BASE + e`, below the API connections'.
 pub(crate) const ENDPOINT_LISTENER_BASE: Token = Token(API_BASE.0 - 2 * MAX_ENDPOINTS);
+
+/// The endpoint a relay's sources belong to: 0 is the main sockets
+/// (`--upstream`), 1 to [`MAX_ENDPOINTS`] a named one (SPEC 14). It names
+/// their tokens, still-ready entries and timer entries, so that the relay's
+/// pairs, flows and UDP socket serve any endpoint on one path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct EndpointId(pub u16);
+
+impl EndpointId {
+    /// The main sockets.
+    pub const MAIN: EndpointId = EndpointId(0);
+
+    /// `e << ENDPOINT_SHIFT`: where its keys start in a relay token range.
+    pub fn offset(self) -> usize {
+        (self.0 as usize) << ENDPOINT_SHIFT
+    }
+
+    /// The token of its UDP socket.
+    pub fn udp_token(self) -> Token {
+        match self.0 {
+            0 => UDP,
+            e => Token(ENDPOINT_LISTENER_BASE.0 + e as usize),
+        }
+    }
+
+    /// Its UDP socket, left still ready.
+    pub fn udp_ready(self) -> Ready {
+        match self.0 {
+            0 => Ready::Udp,
+            endpoint => Ready::EndpointListener { endpoint },
+        }
+    }
+
+    /// The timer entry of its UDP socket's earliest delayed datagram.
+    pub fn udp_delay_due(self) -> Due {
+        match self.0 {
+            0 => Due::UdpDelay,
+            endpoint => Due::EndpointUdpDelay { endpoint },
+        }
+    }
+
+    /// Its flow `key`, left still ready.
+    pub fn flow_ready(self, key: usize) -> Ready {
+        match self.0 {
+            0 => Ready::Flow { key },
+            endpoint => Ready::EndpointFlow { endpoint, key },
+        }
+    }
+
+    /// The idle timer entry of its flow `key`.
+    pub fn flow_due(self, key: usize) -> Due {
+        let key = key as u32;
+        match self.0 {
+            0 => Due::Flow { key },
+            endpoint => Due::EndpointFlow { endpoint, key },
+        }
+    }
+
+    /// Its pair `key` (serial `id`), left still ready.
+    pub fn pair_ready(self, key: usize, id: u32) -> Ready {
+        match self.0 {
+            0 => Ready::Pair { key, id },
+            endpoint => Ready::EndpointPair { endpoint, key, id },
+        }
+    }
+
+    /// The timer entry of its pair `key`.
+    pub fn pair_due(self, key: usize) -> Due {
+        let key = key as u32;
+        match self.0 {
+            0 => Due::Pair { key },
+            endpoint => Due::EndpointPair { endpoint, key },
+        }
+    }
+}
 
 /// Everything a handler may touch during one turn, borrowed from the
 /// server: the poll's registry (to change its own interest), the clock
@@ -81,6 +157,25 @@ pub(crate) struct Turn<'a> {
     pub faults: &'a mut Faults,
     /// The journal (`--journal` or a callback), if any.
     pub journal: Option<&'a RefCell<Journal>>,
+}
+
+impl Turn<'_> {
+    /// This turn with `counters` and `faults` of another's: a named
+    /// endpoint counts apart and judges by its own faults, sharing the
+    /// rest (the clock, buffer, timers, still-ready list and journal).
+    pub fn with<'b>(&'b mut self, counters: &'b Counters, faults: &'b mut Faults) -> Turn<'b> {
+        Turn {
+            registry: self.registry,
+            now: self.now,
+            buf: self.buf,
+            replies: self.replies,
+            counters,
+            timers: self.timers,
+            ready: self.ready,
+            faults,
+            journal: self.journal,
+        }
+    }
 }
 
 /// Registers `WRITABLE` interest on `source` exactly while `want` says
@@ -144,10 +239,16 @@ pub(crate) enum Ready {
         key: usize,
         id: u32,
     },
-    /// Named endpoint `endpoint`'s listener.
+    /// Named endpoint `endpoint`'s listener, or its UDP socket.
     #[cfg_attr(not(feature = "api"), allow(dead_code))]
     EndpointListener {
         endpoint: u16,
+    },
+    /// Named endpoint `endpoint`'s UDP flow `key`.
+    #[cfg_attr(not(feature = "api"), allow(dead_code))]
+    EndpointFlow {
+        endpoint: u16,
+        key: usize,
     },
 }
 
@@ -165,8 +266,13 @@ pub(crate) enum Owner {
     ApiListener,
     /// API connection `key`.
     Api(usize),
-    /// Named endpoint `endpoint`'s listener.
+    /// Named endpoint `endpoint`'s listener, or its UDP socket.
     EndpointListener(u16),
+    /// Named endpoint `endpoint`'s UDP flow `key`.
+    EndpointFlow {
+        endpoint: u16,
+        key: usize,
+    },
     /// Named endpoint `endpoint`'s pair `key`: its client's socket, or
     /// with `upstream` its upstream's.
     EndpointPair {
@@ -201,7 +307,7 @@ impl Owner {
             Token(key) if key >= ENDPOINT_LISTENER_BASE.0 => {
                 Owner::EndpointListener((key - ENDPOINT_LISTENER_BASE.0) as u16)
             }
-            Token(key) if key >= FLOW_BASE.0 => Owner::Flow(key - FLOW_BASE.0),
+            Token(key) if key >= FLOW_BASE.0 => flow(key - FLOW_BASE.0),
             Token(key) if key >= UPSTREAM_BASE.0 => pair(key - UPSTREAM_BASE.0, true),
             Token(key) if key >= PAIR_BASE.0 => pair(key - PAIR_BASE.0, false),
             Token(key) => Owner::Conn(key),
@@ -219,6 +325,18 @@ fn pair(key: usize, upstream: bool) -> Owner {
             endpoint: endpoint as u16,
             key: key & ((1 << ENDPOINT_SHIFT) - 1),
             upstream,
+        },
+    }
+}
+
+/// A flow's socket: the main sockets' relay (endpoint 0), or a named
+/// endpoint's.
+fn flow(key: usize) -> Owner {
+    match key >> ENDPOINT_SHIFT {
+        0 => Owner::Flow(key),
+        endpoint => Owner::EndpointFlow {
+            endpoint: endpoint as u16,
+            key: key & ((1 << ENDPOINT_SHIFT) - 1),
         },
     }
 }
@@ -274,6 +392,7 @@ impl fmt::Display for Described<'_> {
                 let side = if upstream { "upstream" } else { "client" };
                 write!(f, "endpoint {endpoint} pair {key} {side}")?
             }
+            Owner::EndpointFlow { endpoint, key } => write!(f, "endpoint {endpoint} flow {key}")?,
             Owner::Conn(key) => write!(f, "conn {key}")?,
             Owner::PairClient(key) => write!(f, "pair {key} client")?,
             Owner::PairUpstream(key) => write!(f, "pair {key} upstream")?,
@@ -334,8 +453,19 @@ mod tests {
         assert_eq!(Owner::of(API_BASE), Owner::Api(0));
         let last_api = Token(CONTROL_BASE.0 - 1);
         assert_eq!(Owner::of(last_api), Owner::Api(API_SLOTS - 1));
-        let below = ENDPOINT_LISTENER_BASE.0 - 1;
-        assert_eq!(Owner::of(Token(below)), Owner::Flow(below - FLOW_BASE.0));
+        let last_flow = Token(FLOW_BASE.0 + (1 << ENDPOINT_SHIFT) - 1);
+        assert_eq!(Owner::of(last_flow), Owner::Flow((1 << ENDPOINT_SHIFT) - 1));
+        let flow = Token(FLOW_BASE.0 + (256 << ENDPOINT_SHIFT) + 4);
+        let endpoint_flow = Owner::EndpointFlow {
+            endpoint: 256,
+            key: 4,
+        };
+        assert_eq!(Owner::of(flow), endpoint_flow);
+        let top = MAX_ENDPOINTS << ENDPOINT_SHIFT | ((1 << ENDPOINT_SHIFT) - 1);
+        assert!(
+            FLOW_BASE.0 + top < ENDPOINT_LISTENER_BASE.0,
+            "below the fixed"
+        );
         assert_eq!(Owner::of(API_LISTENER), Owner::ApiListener);
         assert_eq!(Owner::of(LISTENER), Owner::Listener);
         assert_eq!(Owner::of(CONTROL_LISTENER), Owner::ControlListener);

@@ -40,7 +40,7 @@ use crate::limits::DATAGRAMS_PER_TURN;
 use crate::reply::{Protocol, Replies, Request, ask};
 use crate::stats::{Counters, add};
 use crate::timer::{Millis, Timers};
-use crate::turn::{Ready, Turn, UDP, settle_writable};
+use crate::turn::{EndpointId, Ready, Turn, settle_writable};
 use crate::vocab::Direction;
 
 #[cfg(target_os = "linux")]
@@ -130,6 +130,9 @@ struct Sending<'a> {
 /// The UDP socket, its reply queue and the datagrams delays hold.
 pub(crate) struct Udp {
     socket: UdpSocket,
+    /// The endpoint it serves: the main sockets, or a named UDP
+    /// endpoint's relay (SPEC 14); names its token and entries.
+    endpoint: EndpointId,
     /// What waits to be sent: queued for the socket, or held by a delay.
     outbox: outbox::Outbox,
     /// Datagrams for the socket gathered to be sent together.
@@ -160,9 +163,20 @@ impl Udp {
     /// `fixed_reply`: every reply is the same, so datagrams can be taken
     /// and answered in batches without reading their payloads.
     pub fn new(socket: UdpSocket, fixed_reply: bool, config: &Config) -> Udp {
+        Udp::for_endpoint(EndpointId::MAIN, socket, fixed_reply, config)
+    }
+
+    /// The UDP socket of `endpoint`, registered with its token.
+    pub fn for_endpoint(
+        endpoint: EndpointId,
+        socket: UdpSocket,
+        fixed_reply: bool,
+        config: &Config,
+    ) -> Udp {
         Udp {
             socket,
-            outbox: outbox::Outbox::new(config),
+            endpoint,
+            outbox: outbox::Outbox::new(config, endpoint.udp_delay_due()),
             outbound: outbound::Outbound::new(),
             write_interest: false,
             batch: Some(batch::Batch::new(config.read_buffer)),
@@ -194,7 +208,7 @@ impl Udp {
             self.batch = Some(batch);
         }
         self.flush_outbound(t.counters, t.now);
-        self.settle(still_ready, Ready::Udp, t);
+        self.settle(still_ready, self.endpoint.udp_ready(), t);
     }
 
     /// Settles the socket's interest, and puts `source` (the socket, or a
@@ -496,8 +510,8 @@ impl Udp {
     /// `WRITABLE` interest exactly while replies wait for the socket.
     fn settle_interest(&mut self, registry: &Registry) {
         let want = !self.outbox.nothing_queued();
-        let registered = &mut self.write_interest;
-        if let Err(e) = settle_writable(registry, &mut self.socket, UDP, registered, want) {
+        let (registered, token) = (&mut self.write_interest, self.endpoint.udp_token());
+        if let Err(e) = settle_writable(registry, &mut self.socket, token, registered, want) {
             warn!("udp: cannot change interest: {e}");
         }
     }

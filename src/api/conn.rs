@@ -3,7 +3,8 @@
 //!
 //! Bounds: the input held is one request (head up to 16 KiB, body up to
 //! 1 MiB) plus one read; answers not yet sent stop the reading past
-//! [`MAX_UNSENT`] (a client that never reads cannot grow the server);
+//! [`MAX_UNSENT`](crate::service::MAX_UNSENT), as on the control port (a
+//! client that never reads cannot grow the server);
 //! after a refusal (413, a malformed head) the connection answers, shuts
 //! down its sending side and reads and discards what the client still
 //! sends, at most [`MAX_DISCARD`] bytes, so the answer is not lost to a
@@ -16,12 +17,8 @@ use mio::net::TcpStream;
 
 use super::http::{self, Answer, CONTINUE, MAX_BODY, MAX_HEAD, Parsed};
 use super::registry::Registry;
+use crate::service::Unsent;
 use crate::turn::Turn;
-use crate::write::write_until_blocked;
-
-/// Unsent answer bytes past which requests wait and the connection is not
-/// read until they drain.
-pub(crate) const MAX_UNSENT: usize = 64 * 1024;
 /// Bytes read and discarded after a refusal, at most, before the close.
 const MAX_DISCARD: usize = 4 << 20;
 /// Reads per connection per turn.
@@ -57,14 +54,12 @@ pub(crate) struct ApiConn {
     /// Bytes read, not yet a whole request.
     input: Vec<u8>,
     /// Answers not yet written.
-    out: Vec<u8>,
+    pub out: Unsent,
     phase: Phase,
     /// `100 Continue` went out for the request being read.
     continued: bool,
     /// The client shut down its sending side.
     peer_eof: bool,
-    /// `WRITABLE` is registered.
-    pub write_interest: bool,
 }
 
 impl ApiConn {
@@ -72,17 +67,11 @@ impl ApiConn {
         ApiConn {
             stream,
             input: Vec::new(),
-            out: Vec::new(),
+            out: Unsent::default(),
             phase: Phase::Serving,
             continued: false,
             peer_eof: false,
-            write_interest: false,
         }
-    }
-
-    /// Bytes wait to be written.
-    pub fn wants_writable(&self) -> bool {
-        !self.out.is_empty()
     }
 
     /// Answers what can be answered, reads what may be read, writes.
@@ -127,7 +116,7 @@ impl ApiConn {
     /// middle of no refusal still to send.
     fn takes_input(&self) -> bool {
         match self.phase {
-            Phase::Serving => self.out.len() < MAX_UNSENT,
+            Phase::Serving => !self.out.is_full(),
             Phase::Closing => false,
             Phase::Discarding { .. } => true,
         }
@@ -159,11 +148,11 @@ impl ApiConn {
     /// Answers every whole request read, in order, while answers are
     /// under their bound.
     fn answer_requests(&mut self, registry: &mut Registry, t: &mut Turn<'_>) {
-        while self.phase == Phase::Serving && self.out.len() < MAX_UNSENT {
+        while self.phase == Phase::Serving && !self.out.is_full() {
             match http::parse(&self.input) {
                 Parsed::Incomplete { continue_100 } => {
                     if continue_100 && !self.continued {
-                        self.out.extend_from_slice(CONTINUE);
+                        self.out.buffer().extend_from_slice(CONTINUE);
                         self.continued = true;
                     }
                     // Held input is bounded: a head is refused past
@@ -178,7 +167,7 @@ impl ApiConn {
                     }
                     self.continued = false;
                     let answer = super::routes::answer(&request, registry, t);
-                    answer.write_to(&mut self.out, request.close);
+                    answer.write_to(self.out.buffer(), request.close);
                     if request.close {
                         self.phase = Phase::Closing;
                     }
@@ -190,19 +179,14 @@ impl ApiConn {
 
     /// Queues `answer` as the last one.
     fn refuse(&mut self, answer: &Answer) {
-        answer.write_to(&mut self.out, true);
+        answer.write_to(self.out.buffer(), true);
         self.input = Vec::new();
         self.phase = Phase::Closing;
     }
 
     /// Writes answers until done or `WouldBlock`.
     fn flush(&mut self) -> std::io::Result<()> {
-        let (written, result) = write_until_blocked(&mut self.stream, &self.out);
-        self.out.drain(..written);
-        if self.out.is_empty() && self.out.capacity() > MAX_UNSENT {
-            self.out = Vec::new(); // An idle connection holds no buffer.
-        }
-        result.map(drop)
+        self.out.flush(&mut self.stream)
     }
 }
 

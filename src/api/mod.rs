@@ -16,15 +16,11 @@
 //! connection, answers past 64 KiB unsent stop its reading, and a
 //! connection silent for [`IDLE_MS`] is closed.
 
-use std::io::ErrorKind;
+use mio::net::{TcpListener, TcpStream};
 
-use log::{debug, warn};
-use mio::Interest;
-use mio::net::TcpListener;
-
-use crate::table::Table;
-use crate::timer::{ACCEPT_RETRY_MS, Due, Entry, Millis, NEVER, Pause, RateLimit};
-use crate::turn::{API_BASE, API_SLOTS, Ready, Turn, settle_writable};
+use crate::service::{Connection, Service};
+use crate::timer::{Due, Entry, Millis, NEVER};
+use crate::turn::{API_BASE, API_SLOTS, Ready, Turn};
 use conn::{ApiConn, Outcome};
 pub(crate) use registry::Registry;
 
@@ -53,81 +49,55 @@ struct Slot {
     armed_at: Millis,
 }
 
+impl Connection for Slot {
+    fn stream(&mut self) -> &mut TcpStream {
+        &mut self.conn.stream
+    }
+}
+
 /// The API listener and its connections.
 pub(crate) struct Api {
-    listener: Option<TcpListener>,
-    conns: Table<Slot>,
-    accept_pause: Pause,
-    refuse_log: RateLimit,
+    service: Service<Slot>,
 }
 
 impl Api {
     pub fn new(listener: TcpListener) -> Api {
-        let max = MAX_API_CONNECTIONS;
+        let tokens = (API_BASE, MAX_API_CONNECTIONS, 16);
         Api {
-            listener: Some(listener),
-            conns: Table::new(API_BASE, max, 16, max),
-            accept_pause: Pause::default(),
-            refuse_log: RateLimit::default(),
+            service: Service::new("api", listener, tokens, Due::ApiAcceptRetry),
         }
     }
 
     /// The listener is readable: accept until `WouldBlock`.
     pub fn accept(&mut self, t: &mut Turn<'_>, registry: &mut Registry) {
-        if self.accept_pause.holds(t.now) {
-            return; // Paused after an accept error; its timer resumes it.
-        }
-        while let Some(listener) = &self.listener {
-            let (stream, peer) = match listener.accept() {
-                Ok(accepted) => accepted,
-                Err(e) if e.kind() == ErrorKind::WouldBlock => return,
-                Err(e) if is_transient(&e) => continue,
-                Err(e) => {
-                    warn!("api: accept failed: {e}; trying again in {ACCEPT_RETRY_MS} ms");
-                    return self
-                        .accept_pause
-                        .start(t.now, Due::ApiAcceptRetry, t.timers);
-                }
-            };
-            if self.conns.is_full() {
-                if self.refuse_log.allow(t.now) {
-                    warn!("api: {peer} closed: {MAX_API_CONNECTIONS} API connections open");
-                }
-                continue; // Dropping it closes it.
-            }
+        let slot = |stream: TcpStream| {
             let _ = stream.set_nodelay(true);
-            let slot = |stream| Slot {
+            Slot {
                 conn: ApiConn::new(stream),
                 deadline: NEVER,
                 armed_at: NEVER,
-            };
-            match (self.conns).insert(t.registry, stream, Interest::READABLE, slot) {
-                Ok(key) => {
-                    debug!("api {key}: accepted {peer}");
-                    self.drive(key, t, registry);
-                }
-                Err(e) => warn!("api: cannot register {peer}: {e}"),
             }
+        };
+        while let Some(key) = self.service.accept_next(t, &slot) {
+            self.drive(key, t, registry);
         }
     }
 
     /// A readiness event for connection `key` (or its turn after its
     /// budget ran out).
     pub fn drive(&mut self, key: usize, t: &mut Turn<'_>, registry: &mut Registry) {
-        let token = self.conns.token(key);
-        let Some(slot) = self.conns.get_mut(key) else {
+        let token = self.service.conns.token(key);
+        let Some(slot) = self.service.conns.get_mut(key) else {
             return; // Closed earlier in this batch: a stale event.
         };
         let conn = &mut slot.conn;
         let outcome = conn.serve(registry, t);
-        let want = conn.wants_writable();
-        let registered = &mut conn.write_interest;
-        if let Err(e) = settle_writable(t.registry, &mut conn.stream, token, registered, want) {
-            debug!("api {key}: cannot change interest: {e}");
-            return self.close(key, "cannot change interest", t);
+        if let Err(e) = conn.out.settle(t.registry, &mut conn.stream, token) {
+            let why = format!("cannot change interest: {e}");
+            return self.service.close(key, &why, t);
         }
         match outcome {
-            Outcome::Done(why) => return self.close(key, why, t),
+            Outcome::Done(why) => return self.service.close(key, why, t),
             Outcome::StillReady => t.ready.push(Ready::Api { key }),
             Outcome::Open => {}
         }
@@ -141,7 +111,7 @@ impl Api {
 
     /// Connection `key`'s timer entry, due `at`, came due.
     pub fn on_timer(&mut self, key: usize, at: Millis, t: &mut Turn<'_>) {
-        let Some(slot) = self.conns.get_mut(key) else {
+        let Some(slot) = self.service.conns.get_mut(key) else {
             return;
         };
         if slot.armed_at != at {
@@ -153,12 +123,12 @@ impl Api {
             t.timers.arm(slot.armed_at, Due::Api { key: key as u32 });
             return;
         }
-        self.close(key, "no progress for 60 s", t);
+        self.service.close(key, "no progress for 60 s", t);
     }
 
     /// The accept-retry entry due `at` came due.
     pub fn on_accept_retry(&mut self, at: Millis, t: &mut Turn<'_>, registry: &mut Registry) {
-        if self.accept_pause.is_current(at) {
+        if self.service.is_current_pause(at) {
             self.accept(t, registry);
         }
     }
@@ -166,7 +136,7 @@ impl Api {
     /// Timer entries that can be current at once: one per connection,
     /// and the listener's pause.
     pub fn timers_current(&self) -> usize {
-        self.conns.open() + 1
+        self.service.conns.open() + 1
     }
 
     /// Whether an API timer entry is current (for the sweep). A
@@ -174,40 +144,20 @@ impl Api {
     pub fn is_current(&self, entry: &Entry) -> bool {
         match entry.due {
             Due::Api { key } => {
-                (self.conns.get(key as usize)).is_some_and(|s| s.armed_at == entry.at)
+                (self.service.conns.get(key as usize)).is_some_and(|s| s.armed_at == entry.at)
             }
-            Due::ApiAcceptRetry => self.accept_pause.is_current(entry.at),
+            Due::ApiAcceptRetry => self.service.is_current_pause(entry.at),
             _ => false,
         }
     }
 
     /// Closes every API connection and the listener: the server stops.
     pub fn close_all(&mut self, t: &mut Turn<'_>) {
-        if let Some(mut listener) = self.listener.take() {
-            let _ = t.registry.deregister(&mut listener);
-        }
-        for key in self.conns.keys() {
-            self.close(key, "shutting down", t);
-        }
+        self.service.close_all(t);
     }
 
     /// Frees the keys of connections closed this turn.
     pub fn end_turn(&mut self) {
-        self.conns.end_turn();
+        self.service.end_turn();
     }
-
-    fn close(&mut self, key: usize, why: &str, t: &mut Turn<'_>) {
-        if let Some(mut slot) = self.conns.close(key) {
-            debug!("api {key}: closed: {why}");
-            let _ = t.registry.deregister(&mut slot.conn.stream);
-        }
-    }
-}
-
-/// Accept errors that concern one client only: try the next.
-fn is_transient(e: &std::io::Error) -> bool {
-    matches!(
-        e.kind(),
-        ErrorKind::Interrupted | ErrorKind::ConnectionAborted | ErrorKind::ConnectionReset
-    )
 }

@@ -6,6 +6,7 @@ use serde::de::DeserializeOwned;
 
 use super::http::Answer;
 use super::toxic::{Toxic, ToxicInput};
+use crate::vocab::Protocol;
 
 /// A refusal: an HTTP status and toxiproxy's message for it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -90,14 +91,46 @@ impl ProxyInput {
         let name = name.ok_or_else(|| ApiError::missing(&place("name")))?;
         let upstream = self.upstream.filter(|u| !u.is_empty());
         let upstream = upstream.ok_or_else(|| ApiError::missing(&place("upstream")))?;
+        let listen = self.listen.unwrap_or_default();
+        protocol_of(&listen, &upstream)?;
         Ok(ProxySpec {
             name,
-            listen: self.listen.unwrap_or_default(),
+            listen,
             upstream,
             enabled: self.enabled.unwrap_or(true),
             toxics: self.toxics,
         })
     }
+}
+
+/// What `address` names: `udp:HOST:PORT` a UDP address (SPEC 14's
+/// extension), anything else a TCP one; and the address without the
+/// prefix.
+pub(crate) fn split_protocol(address: &str) -> (Protocol, &str) {
+    match address.strip_prefix("udp:") {
+        Some(rest) => (Protocol::Udp, rest),
+        None => (Protocol::Tcp, address),
+    }
+}
+
+/// What a proxy of `listen` and `upstream` relays: both `udp:`, or
+/// neither (an empty `listen` follows the upstream's protocol).
+pub(crate) fn protocol_of(listen: &str, upstream: &str) -> Result<Protocol, ApiError> {
+    let (protocol, _) = split_protocol(upstream);
+    let listens = match listen {
+        "" => protocol,
+        listen => split_protocol(listen).0,
+    };
+    if listens != protocol {
+        let message = format!(
+            "listen '{listen}' is {} but upstream '{upstream}' is {}: \
+             a UDP proxy has udp: on both, a TCP proxy on neither",
+            listens.name().to_uppercase(),
+            protocol.name().to_uppercase()
+        );
+        return Err(ApiError::new(400, message));
+    }
+    Ok(protocol)
 }
 
 /// A proxy as the API shows it.
@@ -120,8 +153,12 @@ pub(crate) struct StatsView {
     pub accepted: u64,
     pub rejected: u64,
     pub open: u64,
+    /// Datagrams received from clients (a UDP endpoint's).
+    pub datagrams: u64,
     pub bytes_in: u64,
     pub bytes_out: u64,
+    /// Datagrams dropped: the queue full, no flow to be had.
+    pub dropped: u64,
     pub upstream_failed: u64,
     pub up_bytes_in: u64,
     pub up_bytes_out: u64,
@@ -134,8 +171,10 @@ impl StatsView {
             accepted: s.accepted,
             rejected: s.rejected,
             open: s.open,
+            datagrams: s.datagrams,
             bytes_in: s.bytes_in,
             bytes_out: s.bytes_out,
+            dropped: s.replies_dropped,
             upstream_failed: s.upstream_failed,
             up_bytes_in: s.up_bytes_in,
             up_bytes_out: s.up_bytes_out,
@@ -163,6 +202,18 @@ mod tests {
         let spec = input.spec(None).unwrap();
         assert!(spec.enabled, "enabled unless said");
         assert_eq!(spec.listen, "");
+        let mixed: ProxyInput =
+            parse_body(br#"{"name":"a","listen":"udp:127.0.0.1:0","upstream":"x:1"}"#).unwrap();
+        let e = mixed.spec(None).unwrap_err();
+        assert_eq!(e.status, 400);
+        assert!(
+            e.message.contains("is UDP but upstream 'x:1' is TCP"),
+            "{e:?}"
+        );
+        assert_eq!(protocol_of("", "udp:x:1"), Ok(Protocol::Udp));
+        assert_eq!(protocol_of("udp:y:2", "udp:x:1"), Ok(Protocol::Udp));
+        assert_eq!(protocol_of("y:2", "x:1"), Ok(Protocol::Tcp));
+        assert_eq!(protocol_of("y:2", "udp:x:1").unwrap_err().status, 400);
         let wrong = parse_body::<ProxyInput>(br#"{"name":1}"#).unwrap_err();
         assert!(wrong.message.starts_with("bad request body: "), "{wrong:?}");
         assert_eq!(wrong.status, 400);

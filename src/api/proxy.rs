@@ -1,16 +1,17 @@
 //! One named proxy: its name, addresses, toxics and enabled state, as the
 //! API shows them, and while enabled the endpoint that relays for it.
 
+use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};
 
 use log::debug;
 
-use super::model::{ApiError, ProxyView, StatsView};
+use super::model::{ApiError, ProxyView, StatsView, split_protocol};
 use super::toxic::Toxic;
 use crate::command::{Command, Reply, stats_line};
 use crate::config::Config;
-use crate::endpoint::Endpoint;
-use crate::fault::{Fault, MAX_FAULTS, Relaying, check_direction};
+use crate::endpoint::{Endpoint, Socket, relaying};
+use crate::fault::{Fault, MAX_FAULTS, check_direction};
 use crate::stats::Stats;
 use crate::turn::Turn;
 use crate::vocab::Direction;
@@ -46,6 +47,12 @@ impl Proxy {
         self.endpoint.is_some()
     }
 
+    /// What it relays: `udp:` on its upstream (and its listen address)
+    /// makes it a UDP proxy.
+    pub fn protocol(&self) -> Protocol {
+        split_protocol(&self.upstream).0
+    }
+
     /// How the API shows it: the upstream stream's toxics first, then the
     /// downstream's, each in the order added (toxiproxy's two chains).
     pub fn view(&self) -> ProxyView<'_> {
@@ -70,9 +77,12 @@ impl Proxy {
         }
     }
 
-    /// The faults its toxics make, then those added by name.
+    /// The faults its toxics make, on its protocol, then those added by
+    /// name.
     fn all_faults(&self) -> Vec<Fault> {
+        let protocol = self.protocol();
         let toxics = self.toxics.iter().flat_map(Toxic::faults);
+        let toxics = toxics.map(|fault| Fault { protocol, ..fault });
         toxics.chain(self.faults.iter().cloned()).collect()
     }
 
@@ -92,35 +102,28 @@ impl Proxy {
         if self.enabled() {
             return Ok(());
         }
-        let addr = resolve(&self.listen, "listen")?;
-        let listener = std::net::TcpListener::bind(addr).map_err(|e| {
-            let status = if e.kind() == std::io::ErrorKind::AddrInUse {
-                409 // toxiproxy answers 500.
-            } else {
-                500
-            };
-            ApiError::new(status, format!("listen tcp {addr}: {e}"))
-        })?;
-        let internal = |e: std::io::Error| ApiError::new(500, e.to_string());
-        let bound = listener.local_addr().map_err(internal)?;
-        listener.set_nonblocking(true).map_err(internal)?;
-        let listener = mio::net::TcpListener::from_std(listener);
+        let protocol = self.protocol();
+        let addr = resolve(split_protocol(&self.listen).1, "listen")?;
         // A name that does not resolve is taken (as toxiproxy does): its
-        // clients are reset, as a refused upstream's are.
-        let upstream = resolve(&self.upstream, "upstream").ok();
+        // clients are reset (a TCP proxy's) or their datagrams dropped,
+        // as a refused upstream's are.
+        let upstream = resolve(split_protocol(&self.upstream).1, "upstream").ok();
         let faults = self.all_faults();
-        let endpoint = Endpoint::start(
-            self.id,
-            listener,
-            upstream,
-            &faults,
-            env.seed,
-            &env.config,
-            t.registry,
-        )
-        .map_err(internal)?;
+        let (id, faults, config) = (self.id, (&faults[..], env.seed), &env.config);
+        let not_bound = |e: io::Error| {
+            let status = match e.kind() {
+                io::ErrorKind::AddrInUse => 409, // toxiproxy answers 500.
+                _ => 500,
+            };
+            ApiError::new(status, format!("listen {} {addr}: {e}", protocol.name()))
+        };
+        let internal = |e: io::Error| ApiError::new(500, e.to_string());
+        let socket = Socket::bind(protocol, addr).map_err(not_bound)?;
+        let bound = socket.local_addr().map_err(internal)?;
+        let endpoint = Endpoint::start(id, socket, upstream, faults, config, t.registry);
+        let endpoint = endpoint.map_err(internal)?;
         self.endpoint = Some(endpoint);
-        self.listen = bound.to_string();
+        self.listen = shown(protocol, bound);
         debug!("proxy {}: {bound} relays to {}", self.name, self.upstream);
         Ok(())
     }
@@ -138,17 +141,16 @@ impl Proxy {
     pub fn command(&mut self, command: Command, env: &Env, t: &mut Turn<'_>) -> Reply {
         match command {
             Command::AddFault(fault) => {
-                let relaying = |p| match p {
-                    Protocol::Tcp => Relaying::Streams,
-                    Protocol::Udp => Relaying::Not,
-                };
-                if fault.protocol != Protocol::Tcp {
+                let protocol = self.protocol();
+                if fault.protocol != protocol {
+                    let relays = protocol.name().to_uppercase();
                     return Err(format!(
-                        "fault '{fault}': endpoint {} relays TCP",
+                        "fault '{fault}': endpoint {} relays {relays}",
                         self.name
                     ));
                 }
-                check_direction(&fault, relaying)?;
+                let [tcp, udp] = relaying(protocol);
+                check_direction(&fault, |p| p.pick(tcp, udp))?;
                 if self.all_faults().len() >= MAX_FAULTS {
                     return Err(format!("at most {MAX_FAULTS} faults on an endpoint"));
                 }
@@ -170,9 +172,44 @@ impl Proxy {
 
     /// Whether `listen` or `upstream` differs from this proxy's.
     pub fn differs(&self, listen: &str, upstream: &str) -> Result<bool, ApiError> {
-        let listen = resolve(listen, "listen")?;
-        Ok(listen.to_string() != self.listen || upstream != self.upstream)
+        let protocol = super::model::protocol_of(listen, upstream)?;
+        let listen = shown(protocol, resolve(split_protocol(listen).1, "listen")?);
+        Ok(listen != self.listen || upstream != self.upstream)
     }
+}
+
+/// A listen address as the API shows it: `udp:` before a UDP one's.
+fn shown(protocol: Protocol, addr: SocketAddr) -> String {
+    match protocol {
+        Protocol::Tcp => addr.to_string(),
+        Protocol::Udp => format!("udp:{addr}"),
+    }
+}
+
+/// Whether `toxic` can act on a proxy of `protocol`. A UDP proxy judges
+/// each datagram, so it takes the toxic types whose faults UDP has
+/// (section 8: `latency` as `delay`, and `corrupt`, `truncate`,
+/// `duplicate`, `drop`); a type that acts on a stream (a rate, a close, a
+/// reset, slices, `limit_data`'s byte count) is refused.
+pub(crate) fn check_toxic(toxic: &Toxic, protocol: Protocol) -> Result<(), ApiError> {
+    if protocol == Protocol::Tcp {
+        return Ok(());
+    }
+    // Every attribute set: the faults the type makes when it acts at all
+    // (a rate of 0, say, makes none).
+    let mut acting = toxic.clone();
+    acting.values.fill(1);
+    let faults = acting.faults();
+    let on_streams = faults.iter().any(|f| !f.kind.applies_to(Protocol::Udp));
+    if on_streams || toxic.kind.name == "limit_data" {
+        let message = format!(
+            "toxic type {} acts on a stream, and a UDP proxy relays datagrams \
+             (it takes latency and the kinds UDP has: delay, truncate, corrupt, duplicate, drop)",
+            toxic.kind.name
+        );
+        return Err(ApiError::new(400, message));
+    }
+    Ok(())
 }
 
 /// `HOST:PORT` as a socket address: empty is `127.0.0.1:0`, an empty

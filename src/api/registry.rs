@@ -2,8 +2,8 @@
 //! populate, reset, and their toxics; and the way from the loop to each
 //! proxy's endpoint (its number names its tokens and timer entries).
 
-use super::model::{ApiError, ProxyInput, ProxySpec};
-use super::proxy::{Env, Proxy};
+use super::model::{ApiError, ProxyInput, ProxySpec, protocol_of};
+use super::proxy::{Env, Proxy, check_toxic};
 use super::toxic::{Toxic, ToxicChange, ToxicInput};
 use crate::command::{Command, Reply};
 use crate::config::Config;
@@ -14,10 +14,12 @@ use crate::turn::{MAX_ENDPOINTS, Turn};
 
 /// Whether every toxic of `spec` would be taken.
 fn check_toxics(spec: &ProxySpec) -> Result<(), ApiError> {
+    let protocol = protocol_of(&spec.listen, &spec.upstream)?;
     let mut names: Vec<String> = Vec::new();
     for input in &spec.toxics {
         let taken = |name: &str| names.iter().any(|n| n == name);
         let toxic = Toxic::new(input.clone(), taken).map_err(|(s, m)| ApiError::new(s, m))?;
+        check_toxic(&toxic, protocol)?;
         names.push(toxic.name);
     }
     Ok(())
@@ -126,8 +128,14 @@ impl Registry {
         let listen = input.listen.unwrap_or_else(|| proxy.listen.clone());
         let upstream = input.upstream.unwrap_or_else(|| proxy.upstream.clone());
         let enabled = input.enabled.unwrap_or(proxy.enabled());
+        let protocol = protocol_of(&listen, &upstream)?;
+        for toxic in &proxy.toxics {
+            check_toxic(toxic, protocol)?;
+        }
         if proxy.differs(&listen, &upstream)? {
             proxy.stop(t);
+            // Faults named for the other protocol have nothing to act on.
+            proxy.faults.retain(|fault| fault.protocol == protocol);
             proxy.listen = listen;
             proxy.upstream = upstream;
         }
@@ -237,6 +245,7 @@ impl Registry {
         let proxy = self.get_mut(name)?;
         let taken = |toxic: &str| proxy.toxics.iter().any(|t| t.name == toxic);
         let toxic = Toxic::new(input, taken).map_err(|(s, m)| ApiError::new(s, m))?;
+        check_toxic(&toxic, proxy.protocol())?;
         proxy.toxics.push(toxic);
         proxy.toxics_changed(t);
         Ok(proxy.toxics.last().expect("just pushed"))
@@ -337,19 +346,27 @@ impl Registry {
 
     /// Open pairs over every endpoint.
     pub fn open(&self) -> usize {
-        let endpoints = self
-            .slots
-            .iter()
-            .flatten()
-            .filter_map(|p| p.endpoint.as_ref());
-        endpoints.map(Endpoint::open).sum()
+        self.endpoints().map(Endpoint::open).sum()
     }
 
     /// Timer entries the endpoints can hold current at once: one per
-    /// pair, and each listener's pause.
+    /// pair or flow, and each listener's pause or UDP socket's delays.
     pub fn timers_current(&self) -> usize {
-        let enabled = self.slots.iter().flatten().filter(|p| p.enabled()).count();
-        self.open() + enabled
+        self.endpoints().map(Endpoint::timers_current).sum()
+    }
+
+    /// Whether every endpoint has finished: no pair open, no datagram
+    /// waiting.
+    pub fn is_idle(&self) -> bool {
+        self.endpoints().all(Endpoint::is_idle)
+    }
+
+    /// Every enabled endpoint.
+    fn endpoints(&self) -> impl Iterator<Item = &Endpoint> {
+        self.slots
+            .iter()
+            .flatten()
+            .filter_map(|p| p.endpoint.as_ref())
     }
 
     /// Whether a timer entry of endpoint `id` is current (for the sweep).
@@ -363,12 +380,10 @@ impl Registry {
         (proxy.endpoint.as_ref()).is_some_and(|endpoint| endpoint.is_current(entry))
     }
 
-    /// Frees the keys of pairs closed this turn.
-    pub fn end_turn(&mut self) {
-        let endpoints = self.slots.iter_mut().flatten();
-        endpoints
-            .filter_map(|p| p.endpoint.as_mut())
-            .for_each(Endpoint::end_turn);
+    /// Frees the keys of pairs and flows closed this turn; the datagrams
+    /// UDP endpoints gathered leave.
+    pub fn end_turn(&mut self, t: &mut Turn<'_>) {
+        self.each_endpoint(t, |endpoint, t| endpoint.end_turn(t));
     }
 
     /// Shutting down: no new clients; pairs flush what they hold.
@@ -376,8 +391,8 @@ impl Registry {
         self.each_endpoint(t, |endpoint, t| endpoint.stop(t));
     }
 
-    /// Closes every pair now: the shutdown grace is over.
+    /// Closes every pair and flow now: the shutdown grace is over.
     pub fn close_all(&mut self, t: &mut Turn<'_>) {
-        self.each_endpoint(t, |endpoint, t| endpoint.close_pairs(t));
+        self.each_endpoint(t, |endpoint, t| endpoint.close_now(t));
     }
 }

@@ -22,15 +22,15 @@ use std::io::{self, ErrorKind};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use log::{debug, warn};
-use mio::Interest;
 use mio::net::UdpSocket;
+use mio::{Interest, Token};
 
 use crate::config::Config;
 use crate::limits::DATAGRAMS_PER_TURN;
 use crate::stats::{Counters, add};
 use crate::table::Table;
 use crate::timer::{Armed, Due, Entry, Millis, RateLimit, Timers};
-use crate::turn::{CONTROL_BASE, FLOW_BASE, Ready, Turn};
+use crate::turn::{ENDPOINT_SHIFT, EndpointId, FLOW_BASE, Turn};
 use crate::udp::{FlowRef, Udp, Upstreams};
 use crate::write::nonblocking;
 
@@ -55,10 +55,15 @@ struct Flow {
     timer: Armed,
 }
 
-/// Every UDP flow.
+/// Every UDP flow of an endpoint.
 pub(crate) struct Flows {
-    /// The real server every client is relayed to.
-    upstream: SocketAddr,
+    /// The endpoint the flows belong to: the main sockets
+    /// (`--upstream udp:...`), or a named UDP endpoint (SPEC 14).
+    endpoint: EndpointId,
+    /// The real server every client is relayed to; `None` when a named
+    /// endpoint's upstream did not resolve: every datagram is then
+    /// dropped and counted as an upstream failure.
+    upstream: Option<SocketAddr>,
     table: Table<Flow>,
     /// The flow of each client source.
     by_client: HashMap<SocketAddr, usize>,
@@ -75,9 +80,20 @@ pub(crate) struct Flows {
 
 impl Flows {
     pub fn new(upstream: SocketAddr, config: &Config) -> Flows {
+        Flows::for_endpoint(EndpointId::MAIN, Some(upstream), config)
+    }
+
+    /// The flows of `endpoint`, with tokens of its own range.
+    pub fn for_endpoint(
+        endpoint: EndpointId,
+        upstream: Option<SocketAddr>,
+        config: &Config,
+    ) -> Flows {
+        let base = Token(FLOW_BASE.0 + endpoint.offset());
         Flows {
+            endpoint,
             upstream,
-            table: Table::new(FLOW_BASE, CONTROL_BASE.0 - FLOW_BASE.0, 0, CLOSED_PER_TURN),
+            table: Table::new(base, 1 << ENDPOINT_SHIFT, 0, CLOSED_PER_TURN),
             by_client: HashMap::new(),
             max_flows: config.max_flows,
             flow_ms: config.flow_timeout.map(|d| d.as_millis() as Millis),
@@ -93,6 +109,8 @@ impl Flows {
     /// comes short (drained) or the budget ends; their sends are gathered
     /// with every other flow's, to leave together by the end of the turn.
     pub fn serve(&mut self, key: usize, udp: &mut Udp, t: &mut Turn<'_>) {
+        // What arming a flow's idle timer needs.
+        let timing = (self.endpoint, self.flow_ms);
         let mut still_ready = true;
         let mut taken = 0;
         // The calls are bounded too, whatever they return.
@@ -114,7 +132,7 @@ impl Flows {
                     let (client, id) = (flow.client, flow.id);
                     if down.drained {
                         // The upstream's next datagram brings an event.
-                        arm_timer(flow, key, self.flow_ms, t);
+                        arm_timer(flow, key, timing, t);
                         still_ready = false;
                     }
                     let received = (down.count, client, first);
@@ -125,7 +143,7 @@ impl Flows {
                 }
                 // Drained: the upstream's next datagram brings an event.
                 Err(e) if e.kind() == ErrorKind::WouldBlock => {
-                    arm_timer(flow, key, self.flow_ms, t);
+                    arm_timer(flow, key, timing, t);
                     still_ready = false;
                     break;
                 }
@@ -143,7 +161,7 @@ impl Flows {
                 }
             }
         }
-        udp.settle(still_ready, Ready::Flow { key }, t);
+        udp.settle(still_ready, self.endpoint.flow_ready(key), t);
     }
 
     /// The flow of `client`, made now if it has none and the bound allows.
@@ -161,7 +179,11 @@ impl Flows {
             }
             return None;
         }
-        let socket = match connected_socket(self.upstream) {
+        let Some(upstream) = self.upstream else {
+            add(&t.counters.upstream_failed, 1);
+            return None;
+        };
+        let socket = match connected_socket(upstream) {
             Ok(socket) => socket,
             Err(e) => {
                 if self.warnings.allow(t.now) {
@@ -210,7 +232,7 @@ impl Flows {
             .flow_ms
             .is_some_and(|ms| flow.last_active.saturating_add(ms) <= t.now);
         if !idle {
-            return arm_timer(flow, key, self.flow_ms, t);
+            return arm_timer(flow, key, (self.endpoint, self.flow_ms), t);
         }
         debug!("udp: flow {key} ({}) idle; closing", flow.client);
         self.close(key, t);
@@ -239,7 +261,7 @@ impl Flows {
     /// Whether a flow's timer entry is the one it armed last.
     pub fn is_current(&self, entry: &Entry) -> bool {
         match entry.due {
-            Due::Flow { key } => {
+            Due::Flow { key } | Due::EndpointFlow { key, .. } => {
                 (self.table.get(key as usize)).is_some_and(|flow| flow.timer.is_current(entry.at))
             }
             _ => false,
@@ -301,17 +323,23 @@ fn connected_socket(upstream: SocketAddr) -> io::Result<UdpSocket> {
     Ok(socket)
 }
 
-/// Makes sure a timer entry is armed no later than the flow's expiry.
-fn arm_timer(flow: &mut Flow, key: usize, flow_ms: Option<Millis>, t: &mut Turn<'_>) {
-    arm(flow, key, flow_ms, t.now, t.timers);
+/// Makes sure a timer entry is armed no later than the flow's expiry
+/// (`timing`: the flow's endpoint and idle timeout).
+fn arm_timer(flow: &mut Flow, key: usize, timing: (EndpointId, Option<Millis>), t: &mut Turn<'_>) {
+    arm(flow, key, timing, t.now, t.timers);
 }
 
 /// [`arm_timer`], with the parts of a turn it needs.
-fn arm(flow: &mut Flow, key: usize, flow_ms: Option<Millis>, now: Millis, timers: &mut Timers) {
+fn arm(
+    flow: &mut Flow,
+    key: usize,
+    (endpoint, flow_ms): (EndpointId, Option<Millis>),
+    now: Millis,
+    timers: &mut Timers,
+) {
     if let Some(ms) = flow_ms {
         let at = flow.last_active.saturating_add(ms);
-        flow.timer
-            .arm(at, now, Due::Flow { key: key as u32 }, timers);
+        flow.timer.arm(at, now, endpoint.flow_due(key), timers);
     }
 }
 
@@ -320,7 +348,7 @@ impl Upstreams for Flows {
         let key = self.flow_for(client, t)?;
         let flow = self.table.get_mut(key)?;
         flow.last_active = t.now;
-        arm_timer(flow, key, self.flow_ms, t);
+        arm_timer(flow, key, (self.endpoint, self.flow_ms), t);
         Some(FlowRef { key, id: flow.id })
     }
 
@@ -343,7 +371,7 @@ impl Upstreams for Flows {
         flow.held = flow.held.saturating_sub(1);
         flow.last_active = now;
         if flow.held == 0 {
-            arm(flow, to.key, self.flow_ms, now, timers);
+            arm(flow, to.key, (self.endpoint, self.flow_ms), now, timers);
         }
     }
 }

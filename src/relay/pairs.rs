@@ -28,7 +28,7 @@ use crate::reply::Protocol;
 use crate::stats::{add, sub};
 use crate::table::Table;
 use crate::timer::{Armed, Due, Entry, Millis, RateLimit, Timers, at_least};
-use crate::turn::{ENDPOINT_SHIFT, PAIR_BASE, Ready, Turn, UPSTREAM_BASE, settle_writable};
+use crate::turn::{ENDPOINT_SHIFT, EndpointId, PAIR_BASE, Turn, UPSTREAM_BASE, settle_writable};
 use crate::vocab::Direction;
 
 /// Pair slots allocated up front (they grow, once, past this).
@@ -48,10 +48,10 @@ struct Slot {
 
 /// Every relayed TCP pair.
 pub(crate) struct Pairs {
-    /// The endpoint the pairs belong to: 0 for the main sockets
-    /// (`--upstream`), else a named endpoint's (SPEC 14).
-    endpoint: u16,
-    /// `endpoint << ENDPOINT_SHIFT`: where its keys start in the pair
+    /// The endpoint the pairs belong to: the main sockets
+    /// (`--upstream`), or a named endpoint (SPEC 14).
+    endpoint: EndpointId,
+    /// `endpoint.offset()`: where its keys start in the pair
     /// tokens' range.
     offset: usize,
     /// The real server every client is relayed to.
@@ -81,14 +81,14 @@ pub(crate) struct Pairs {
 
 impl Pairs {
     pub fn new(upstream: SocketAddr, config: &Config) -> Pairs {
-        Pairs::for_endpoint(0, upstream, config)
+        Pairs::for_endpoint(EndpointId::MAIN, upstream, config)
     }
 
     /// The pairs of endpoint `endpoint` (0: the main sockets), with
     /// tokens of its own range.
-    pub fn for_endpoint(endpoint: u16, upstream: SocketAddr, config: &Config) -> Pairs {
+    pub fn for_endpoint(endpoint: EndpointId, upstream: SocketAddr, config: &Config) -> Pairs {
         let preallocated = config.max_connections.min(PREALLOCATED_PAIRS);
-        let offset = (endpoint as usize) << ENDPOINT_SHIFT;
+        let offset = endpoint.offset();
         Pairs {
             endpoint,
             offset,
@@ -234,10 +234,7 @@ impl Pairs {
         let result = step(&mut slot.pair, &mut cx).and_then(|advance| {
             if advance == Advance::StillReady {
                 let id = slot.pair.id;
-                t.ready.push(match endpoint {
-                    0 => Ready::Pair { key, id },
-                    endpoint => Ready::EndpointPair { endpoint, key, id },
-                });
+                t.ready.push(endpoint.pair_ready(key, id));
             }
             settle_interest(slot, key + offset, t).map_err(|e| {
                 debug!("pair {key}: cannot change interest: {e}");
@@ -246,13 +243,7 @@ impl Pairs {
         });
         match result {
             Ok(()) => {
-                let due = match endpoint {
-                    0 => Due::Pair { key: key as u32 },
-                    endpoint => Due::EndpointPair {
-                        endpoint,
-                        key: key as u32,
-                    },
-                };
+                let due = endpoint.pair_due(key);
                 arm_timer(slot, due, self.idle_ms, t.now, t.timers)
             }
             Err(end) => self.close(key, end, t),

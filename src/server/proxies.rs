@@ -6,8 +6,8 @@ use std::net::SocketAddr;
 
 use mio::Poll;
 
-use super::Server;
 use super::tcp_side::TcpSide;
+use super::{Lent, Server};
 use crate::api::Registry;
 use crate::bind::bind_tcp;
 use crate::command::{Command, Reply, Target};
@@ -61,30 +61,7 @@ impl Server {
     /// Creates the named proxies of a config file's text, on this turn's
     /// context (nothing is served yet).
     pub(super) fn load_proxies(&mut self, text: &str) -> Result<(), String> {
-        let Server {
-            poll,
-            sources,
-            replies,
-            buf,
-            clock,
-            timers,
-            ready_next,
-            faults,
-            journal,
-            shared,
-            ..
-        } = self;
-        let mut t = Turn {
-            registry: poll.registry(),
-            now: clock.now(),
-            buf,
-            replies,
-            counters: &shared.counters,
-            timers,
-            ready: ready_next,
-            faults,
-            journal: journal.as_ref(),
-        };
+        let Lent { mut t, sources, .. } = self.lend();
         sources.proxies.load(text, &mut t)
     }
 }

@@ -83,8 +83,14 @@ impl Sources {
                 key,
                 upstream,
             } => self.on_endpoint(endpoint, t, |e, t| e.on_event(key, upstream, ready, t)),
+            #[cfg(feature = "api")]
+            Owner::EndpointFlow { endpoint, key } => {
+                self.on_endpoint(endpoint, t, |e, t| e.serve_flow(key, t))
+            }
             #[cfg(not(feature = "api"))]
-            Owner::EndpointListener(_) | Owner::EndpointPair { .. } => {}
+            Owner::EndpointListener(_)
+            | Owner::EndpointPair { .. }
+            | Owner::EndpointFlow { .. } => {}
             Owner::Conn(key) => self.tcp.on_event(key, ready, t),
             Owner::PairClient(key) => self.on_pair_event(key, Side::Client, ready, t),
             Owner::PairUpstream(key) => self.on_pair_event(key, Side::Upstream, ready, t),
@@ -114,8 +120,14 @@ impl Sources {
             Ready::EndpointListener { endpoint } => {
                 self.on_endpoint(endpoint, t, |e, t| e.accept(t))
             }
+            #[cfg(feature = "api")]
+            Ready::EndpointFlow { endpoint, key } => {
+                self.on_endpoint(endpoint, t, |e, t| e.serve_flow(key, t))
+            }
             #[cfg(not(feature = "api"))]
-            Ready::EndpointPair { .. } | Ready::EndpointListener { .. } => {}
+            Ready::EndpointPair { .. }
+            | Ready::EndpointListener { .. }
+            | Ready::EndpointFlow { .. } => {}
         }
     }
 
@@ -215,7 +227,7 @@ impl Sources {
             api.end_turn();
         }
         #[cfg(feature = "api")]
-        self.proxies.end_turn();
+        self.proxies.end_turn(t);
         if let Some(flows) = &mut self.flows {
             flows.end_turn();
         }
@@ -253,15 +265,14 @@ impl Sources {
             #[cfg(feature = "api")]
             Due::Api { .. } | Due::ApiAcceptRetry => api.is_some_and(|api| api.is_current(entry)),
             #[cfg(feature = "api")]
-            Due::EndpointPair { endpoint, .. } | Due::EndpointAcceptRetry { endpoint } => {
-                self.proxies.is_current(endpoint, entry)
-            }
-            #[cfg(not(feature = "api"))]
-            Due::Api { .. }
-            | Due::ApiAcceptRetry
-            | Due::EndpointPair { .. }
-            | Due::EndpointAcceptRetry { .. } => false,
+            Due::EndpointPair { endpoint, .. }
+            | Due::EndpointAcceptRetry { endpoint }
+            | Due::EndpointFlow { endpoint, .. }
+            | Due::EndpointUdpDelay { endpoint } => self.proxies.is_current(endpoint, entry),
             Due::ShutdownGrace => true,
+            // Without the API, nothing arms its entries or the endpoints'.
+            #[cfg(not(feature = "api"))]
+            _ => false,
         });
     }
 
@@ -329,22 +340,19 @@ impl Sources {
                 }
             }
             #[cfg(feature = "api")]
-            Due::EndpointPair { endpoint, key } => {
-                self.on_endpoint(endpoint, t, |e, t| e.on_timer(key, at, t))
+            Due::EndpointPair { endpoint, .. }
+            | Due::EndpointAcceptRetry { endpoint }
+            | Due::EndpointFlow { endpoint, .. }
+            | Due::EndpointUdpDelay { endpoint } => {
+                self.on_endpoint(endpoint, t, |e, t| e.on_due(due, at, t))
             }
-            #[cfg(feature = "api")]
-            Due::EndpointAcceptRetry { endpoint } => {
-                self.on_endpoint(endpoint, t, |e, t| e.on_accept_retry(at, t))
-            }
-            #[cfg(not(feature = "api"))]
-            Due::Api { .. }
-            | Due::ApiAcceptRetry
-            | Due::EndpointPair { .. }
-            | Due::EndpointAcceptRetry { .. } => {}
             Due::ShutdownGrace => {
                 info!("shutdown grace period over: closing everything");
                 self.close_everything(t);
             }
+            // Without the API, nothing arms its entries or the endpoints'.
+            #[cfg(not(feature = "api"))]
+            _ => {}
         }
     }
 
@@ -385,9 +393,14 @@ impl Sources {
     }
 
     /// Nothing left to finish: no connection open, no UDP datagram
-    /// waiting (queued, or held by a delay either way).
+    /// waiting (queued, or held by a delay either way), the named
+    /// endpoints' included.
     pub(super) fn is_idle(&self) -> bool {
-        self.open() == 0 && self.udp.as_ref().is_none_or(|udp| udp.queued() == 0)
+        #[cfg(feature = "api")]
+        let named = self.proxies.is_idle();
+        #[cfg(not(feature = "api"))]
+        let named = true;
+        self.open() == 0 && self.udp.as_ref().is_none_or(|udp| udp.queued() == 0) && named
     }
 
     /// Open TCP streams: served connections and relayed pairs, the named

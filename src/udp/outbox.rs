@@ -24,7 +24,7 @@ use crate::journal::{AppliedFaults, Journal, JournalDirection};
 use crate::limits::DATAGRAMS_PER_TURN;
 use crate::stats::{Counters, add};
 use crate::timer::{Armed, Due, Millis, RateLimit, Timers, at_least};
-use crate::turn::{Ready, Turn};
+use crate::turn::Turn;
 use crate::vocab::Direction;
 use crate::write::nonblocking;
 
@@ -158,10 +158,12 @@ pub(super) struct Outbox {
     drop_log: RateLimit,
     /// The timer entry due with the earliest held datagram.
     timer: Armed,
+    /// What that entry says is due (its socket's endpoint's delay).
+    due: Due,
 }
 
 impl Outbox {
-    pub fn new(config: &Config) -> Outbox {
+    pub fn new(config: &Config, due: Due) -> Outbox {
         Outbox {
             queue: VecDeque::new(),
             held: BinaryHeap::new(),
@@ -172,6 +174,7 @@ impl Outbox {
             max_bytes: config.udp_queue_bytes,
             drop_log: RateLimit::default(),
             timer: Armed::default(),
+            due,
         }
     }
 
@@ -245,7 +248,7 @@ impl Outbox {
     fn arm(&mut self, now: Millis, timers: &mut Timers) {
         if let Some(Reverse(earliest)) = self.held.peek() {
             let at = earliest.at.max(now + 1);
-            self.timer.arm(at, now, Due::UdpDelay, timers);
+            self.timer.arm(at, now, self.due, timers);
         }
     }
 
@@ -368,7 +371,7 @@ impl Udp {
             bytes,
             faults,
         }));
-        outbox.timer.arm(at, s.now, Due::UdpDelay, s.timers);
+        outbox.timer.arm(at, s.now, outbox.due, s.timers);
         if let (Some(flow), Some(upstreams)) = (out.way.flow(), lend(&mut s.upstreams)) {
             upstreams.hold(flow, true, s.now, s.timers);
         }
@@ -390,7 +393,7 @@ impl Udp {
         let mut sends = DATAGRAMS_PER_TURN;
         self.release_due(&mut sends, upstreams, t);
         if sends == 0 {
-            t.ready.push(Ready::Udp);
+            t.ready.push(self.endpoint.udp_ready());
         }
         self.outbox.arm(t.now, t.timers);
         self.flush_outbound(t.counters, t.now);

@@ -4,6 +4,7 @@ use super::*;
 use crate::fault::Verdict;
 use crate::reply::Pattern;
 use crate::timer::Timers;
+use crate::turn::UDP;
 use std::time::Duration;
 
 /// Runs `f` in a turn of no loop at time 0: fixed replies, no faults, no

@@ -21,9 +21,11 @@ mod bounds;
 mod clients;
 mod config;
 mod control;
+mod endpoints;
 mod routes;
 mod toxics;
 mod traffic;
+mod udp;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -155,6 +155,16 @@ pub fn line_exchange(mut stream: &TcpStream, line: &[u8], reply_len: usize) -> V
     read_exactly(stream, reply_len)
 }
 
+/// A UDP client bound to loopback, connected to `server` (only its
+/// datagrams are received), reading within `DEADLINE`.
+#[track_caller]
+pub fn connected_udp(server: SocketAddr) -> UdpSocket {
+    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    socket.connect(server).unwrap();
+    socket.set_read_timeout(Some(DEADLINE)).unwrap();
+    socket
+}
+
 /// Sends one datagram from a fresh socket, returns the reply datagram
 /// (received within `DEADLINE`).
 #[track_caller]
