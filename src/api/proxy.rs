@@ -195,10 +195,16 @@ pub(crate) fn check_toxic(toxic: &Toxic, protocol: Protocol) -> Result<(), ApiEr
     if protocol == Protocol::Tcp {
         return Ok(());
     }
-    // Every attribute set: the faults the type makes when it acts at all
-    // (a rate of 0, say, makes none).
+    // Every number of its own attributes set: the faults the type makes
+    // when it acts at all (a rate of 0, say, makes none). Text values
+    // (a default such as dribble's `1/0`) already act; selectors stay.
     let mut acting = toxic.clone();
-    acting.values.fill(1);
+    let own = acting.kind.attributes.len();
+    for value in acting.values.iter_mut().take(own) {
+        if value.is_number() {
+            *value = serde_json::Value::from(1);
+        }
+    }
     let faults = acting.faults();
     let on_streams = faults.iter().any(|f| !f.kind.applies_to(Protocol::Udp));
     if on_streams || toxic.kind.name == "limit_data" {
