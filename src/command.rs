@@ -430,6 +430,7 @@ mod tests {
             registry: poll.registry(),
             now: 0,
             buf: &mut buf,
+            batch: &mut None,
             replies: &mut replies,
             counters: &counters,
             timers: &mut timers,

@@ -114,6 +114,8 @@ pub struct Server {
     api_addr: Option<SocketAddr>,
     replies: Replies,
     buf: Box<[u8]>,
+    /// The UDP sockets' one batch, made on first use (see [`Turn::batch`]).
+    batch: Option<crate::udp::batch::Batch>,
     clock: Clock,
     /// Every deadline: connections' and pairs', flows', the UDP delays,
     /// the accept retries, control waits, the shutdown grace.
@@ -317,6 +319,7 @@ impl Server {
             // socket: bytes are handled before the next read, so nobody
             // needs their own.
             buf: vec![0; config.read_buffer].into_boxed_slice(),
+            batch: None,
             clock: Clock::new(),
             // Room for an entry per connection and the sweep threshold,
             // reserved as the connection table is (see RESERVED_CONNECTIONS).
@@ -558,6 +561,7 @@ impl Server {
             sources,
             replies,
             buf,
+            batch,
             clock,
             timers,
             ready,
@@ -571,6 +575,7 @@ impl Server {
             registry: poll.registry(),
             now: clock.now(),
             buf,
+            batch,
             replies,
             counters: &shared.counters,
             timers,

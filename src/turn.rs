@@ -3,7 +3,8 @@
 //!
 //! This module sits below the loop ([`server`](crate::server)) and its
 //! handlers ([`tcp`](crate::tcp), [`udp`](crate::udp)): they all use it,
-//! and it uses none of them.
+//! and it uses none of them (only UDP's batch, a leaf that uses nothing
+//! of the crate, which the turn lends as it lends the read buffer).
 
 use std::cell::RefCell;
 use std::fmt;
@@ -18,6 +19,7 @@ use crate::journal::Journal;
 use crate::reply::Replies;
 use crate::stats::Counters;
 use crate::timer::{Due, Millis, Timers};
+use crate::udp::batch::Batch;
 
 /// The TCP listener's token. Connection tokens are slab keys, far below.
 pub(crate) const LISTENER: Token = Token(usize::MAX - 1);
@@ -80,6 +82,18 @@ impl EndpointId {
     /// `e << ENDPOINT_SHIFT`: where its keys start in a relay token range.
     pub fn offset(self) -> usize {
         (self.0 as usize) << ENDPOINT_SHIFT
+    }
+
+    /// How many of `n` entries (pairs, flows, keys closed in a turn) to
+    /// make room for up front: all of them for the main sockets; none for
+    /// a named endpoint, of which up to [`MAX_ENDPOINTS`] may sit idle
+    /// (each under 4 KiB: `tests/alloc.rs`), its tables grown by its
+    /// first connections instead, once.
+    pub fn reserve(self, n: usize) -> usize {
+        match self.0 {
+            0 => n,
+            _ => 0,
+        }
     }
 
     /// The token of its UDP socket.
@@ -149,6 +163,13 @@ pub(crate) struct Turn<'a> {
     pub registry: &'a Registry,
     pub now: Millis,
     pub buf: &'a mut [u8],
+    /// The one batch of UDP datagrams (their sources, lengths and
+    /// payload slots for `recvmmsg`/`sendmmsg`), shared by every UDP
+    /// socket and relayed flow as `buf` is by every connection: each
+    /// works through what it read before another reads. Made on first
+    /// use (a server without UDP never needs it), and taken out while a
+    /// socket works through it.
+    pub batch: &'a mut Option<Batch>,
     pub replies: &'a mut Replies,
     pub counters: &'a Counters,
     pub timers: &'a mut Timers,
@@ -168,6 +189,7 @@ impl Turn<'_> {
             registry: self.registry,
             now: self.now,
             buf: self.buf,
+            batch: self.batch,
             replies: self.replies,
             counters,
             timers: self.timers,

@@ -43,11 +43,12 @@ use crate::timer::{Millis, Timers};
 use crate::turn::{EndpointId, Ready, Turn, settle_writable};
 use crate::vocab::Direction;
 
+// The loop's one batch is lent by the turn (`Turn::batch`).
 #[cfg(target_os = "linux")]
-mod batch;
+pub(crate) mod batch;
 #[cfg(not(target_os = "linux"))]
 #[path = "udp/portable.rs"]
-mod batch;
+pub(crate) mod batch;
 pub(crate) mod journal;
 mod outbound;
 mod outbox;
@@ -139,10 +140,6 @@ pub(crate) struct Udp {
     outbound: outbound::Outbound,
     /// `WRITABLE` is registered: only while the queue holds replies.
     write_interest: bool,
-    /// The sources, lengths and (when they matter) payloads of the last
-    /// batch read, from the socket or a relayed flow; taken out while it
-    /// is worked through.
-    batch: Option<batch::Batch>,
     /// Every reply is the same and nothing is relayed: while no fault
     /// judges each datagram, no payload needs reading.
     fixed_reply: bool,
@@ -179,7 +176,6 @@ impl Udp {
             outbox: outbox::Outbox::new(config, endpoint.udp_delay_due()),
             outbound: outbound::Outbound::new(),
             write_interest: false,
-            batch: Some(batch::Batch::new(config.read_buffer)),
             // A relay needs each datagram's payload.
             fixed_reply: fixed_reply && config.upstream(Protocol::Udp).is_none(),
         }
@@ -203,9 +199,10 @@ impl Udp {
         self.release_due(&mut sends, lend(&mut upstreams), t);
         self.send_queued(&mut sends, t.counters);
         let mut still_ready = sends == 0;
-        if !still_ready && let Some(mut batch) = self.batch.take() {
+        if !still_ready {
+            let mut batch = take_batch(t);
             still_ready = self.serve_batches(&mut batch, upstreams, t);
-            self.batch = Some(batch);
+            *t.batch = Some(batch);
         }
         self.flush_outbound(t.counters, t.now);
         self.settle(still_ready, self.endpoint.udp_ready(), t);
@@ -455,14 +452,15 @@ impl Udp {
     }
 
     /// Relay: reads the next batch the upstream sent on a flow's `socket`
-    /// into this UDP's batch, for [`relay_down`](Udp::relay_down).
+    /// into the turn's batch, for [`relay_down`](Udp::relay_down).
     ///
     /// # Errors
     ///
     /// As `recv`'s: `WouldBlock` when nothing waits; an upstream error
     /// (ICMP port unreachable) for an earlier datagram.
-    pub fn receive_down(&mut self, socket: &UdpSocket) -> io::Result<Down> {
-        let batch = self.batch.as_mut().ok_or(ErrorKind::WouldBlock)?;
+    pub fn receive_down(socket: &UdpSocket, t: &mut Turn<'_>) -> io::Result<Down> {
+        let slot = t.buf.len();
+        let batch = t.batch.get_or_insert_with(|| batch::Batch::new(slot));
         let count = socket.try_io(|| batch.receive_payloads(socket))?;
         let bytes = (0..count).map(|i| batch.len(i) as u64).sum();
         Ok(Down {
@@ -473,7 +471,7 @@ impl Udp {
     }
 
     /// Relay: the `count` datagrams [`receive_down`](Udp::receive_down)
-    /// read came from the upstream on `flow`, the first of them the
+    /// read (into the turn's batch: nothing reads between) came from the upstream on `flow`, the first of them the
     /// `first`th down; each goes to `client` from the public socket, as
     /// the `down` faults say (gathered, to leave together by the end of
     /// the turn).
@@ -484,7 +482,7 @@ impl Udp {
         upstreams: &mut dyn Upstreams,
         t: &mut Turn<'_>,
     ) {
-        let Some(batch) = self.batch.take() else {
+        let Some(batch) = t.batch.take() else {
             return;
         };
         for (i, ordinal) in (0..count).zip(first..) {
@@ -504,7 +502,7 @@ impl Udp {
             };
             self.send(out, datagram, verdict.as_ref(), &mut sending);
         }
-        self.batch = Some(batch);
+        *t.batch = Some(batch);
     }
 
     /// `WRITABLE` interest exactly while replies wait for the socket.
@@ -515,6 +513,15 @@ impl Udp {
             warn!("udp: cannot change interest: {e}");
         }
     }
+}
+
+/// The loop's one batch, taken out of the turn while a socket's
+/// datagrams are worked through (put it back after): made on first use,
+/// its payload slots as long as the read buffer (`--read-buffer`), which
+/// is what a datagram would be read into without batches.
+fn take_batch(t: &mut Turn<'_>) -> batch::Batch {
+    let slot = t.buf.len();
+    t.batch.take().unwrap_or_else(|| batch::Batch::new(slot))
 }
 
 /// Judges `datagram`, the `ordinal`th going `dir`, of `client`'s, with

@@ -93,7 +93,12 @@ impl Flows {
         Flows {
             endpoint,
             upstream,
-            table: Table::new(base, 1 << ENDPOINT_SHIFT, 0, CLOSED_PER_TURN),
+            table: Table::new(
+                base,
+                1 << ENDPOINT_SHIFT,
+                0,
+                endpoint.reserve(CLOSED_PER_TURN),
+            ),
             by_client: HashMap::new(),
             max_flows: config.max_flows,
             flow_ms: config.flow_timeout.map(|d| d.as_millis() as Millis),
@@ -122,7 +127,7 @@ impl Flows {
                 still_ready = false;
                 break;
             };
-            match udp.receive_down(&flow.socket) {
+            match Udp::receive_down(&flow.socket, t) {
                 Ok(down) => {
                     flow.last_active = t.now;
                     add(&t.counters.up_bytes_in, down.bytes);

@@ -31,7 +31,8 @@ use crate::timer::{Armed, Due, Entry, Millis, RateLimit, Timers, at_least};
 use crate::turn::{ENDPOINT_SHIFT, EndpointId, PAIR_BASE, Turn, UPSTREAM_BASE, settle_writable};
 use crate::vocab::Direction;
 
-/// Pair slots allocated up front (they grow, once, past this).
+/// Pair slots allocated up front (they grow, once, past this), by the
+/// main sockets' relay only ([`EndpointId::reserve`]).
 const PREALLOCATED_PAIRS: usize = 256;
 /// Pairs closed in one turn before the list of held keys grows.
 const CLOSED_PER_TURN: usize = 1024;
@@ -87,7 +88,7 @@ impl Pairs {
     /// The pairs of endpoint `endpoint` (0: the main sockets), with
     /// tokens of its own range.
     pub fn for_endpoint(endpoint: EndpointId, upstream: SocketAddr, config: &Config) -> Pairs {
-        let preallocated = config.max_connections.min(PREALLOCATED_PAIRS);
+        let preallocated = endpoint.reserve(config.max_connections.min(PREALLOCATED_PAIRS));
         let offset = endpoint.offset();
         Pairs {
             endpoint,
@@ -97,7 +98,7 @@ impl Pairs {
                 Token(PAIR_BASE.0 + offset),
                 1 << ENDPOINT_SHIFT,
                 preallocated,
-                CLOSED_PER_TURN,
+                endpoint.reserve(CLOSED_PER_TURN),
             ),
             connect_ms: config.connect_timeout.as_millis() as Millis,
             idle_ms: config.idle_timeout.map(|d| d.as_millis() as Millis),

@@ -17,6 +17,7 @@ fn with_turn<R>(poll: &mio::Poll, counters: &Counters, f: impl FnOnce(&mut Turn<
         registry: poll.registry(),
         now: 0,
         buf: &mut buf,
+        batch: &mut None,
         replies: &mut replies,
         counters,
         timers: &mut timers,

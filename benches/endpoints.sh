@@ -1,0 +1,86 @@
+#!/usr/bin/env bash
+# Memory of idle named endpoints (SPEC 14, issue 21): the RSS each of N
+# idle endpoints adds to the server (its listener or socket, its entry in
+# the registry, its name, addresses and limits), TCP and UDP, made two
+# ways: from a config file (`--config`, against the same server with an
+# empty one) and through the API (`POST /populate` on a running server,
+# against its RSS just before).
+#
+#   benches/endpoints.sh                 # 256 endpoints [N]
+#   BIN=old/ackloop benches/endpoints.sh # another build, the same way
+#
+# Loopback only; RSS from /proc/PID/status (VmRSS). Every upstream is the
+# discard port, never reached: nothing connects.
+set -euo pipefail
+export LC_ALL=C
+cd "$(dirname "$0")/.."
+
+N=${N:-256}
+BIN=${BIN:-target/dist/ackloop}
+if [[ $BIN == target/dist/ackloop ]]; then
+    cargo build --profile dist --quiet --bin ackloop
+fi
+dir=$(mktemp -d)
+trap 'rm -rf "$dir"' EXIT
+
+rss_kib() { awk '/^VmRSS/ { print $2 }' "/proc/$1/status"; }
+
+# A toxiproxy config (JSON array) of $1 endpoints; $2 is "" or "udp:".
+proxies() {
+    local i sep=""
+    printf '['
+    for ((i = 0; i < $1; i++)); do
+        printf '%s{"name":"e%d","listen":"%s127.0.0.1:0","upstream":"%s127.0.0.1:9"}' \
+            "$sep" "$i" "$2" "$2"
+        sep=,
+    done
+    printf ']'
+}
+
+# Starts the server with "$@"; sets $pid and $out (its stdout), and
+# waits for its address lines (the api line last, when asked for).
+start() {
+    exec {out}< <(exec "$BIN" --tcp 127.0.0.1:0 --udp 127.0.0.1:0 --log-level off "$@")
+    pid=$!
+    local lines=2 line
+    [[ " $* " == *" --api "* ]] && lines=3
+    for ((; lines > 0; lines--)); do
+        read -r line <&"$out"
+        api=${line#api }
+    done
+}
+
+stop() {
+    kill "$pid"
+    exec {out}<&-
+}
+
+# Bytes per endpoint from two RSS readings in KiB.
+per_endpoint() { echo $(((($2 - $1) * 1024) / N)); }
+
+echo "$BIN, $N idle endpoints each way"
+for kind in tcp udp; do
+    prefix=""
+    [[ $kind == udp ]] && prefix="udp:"
+    proxies 0 "" >"$dir/none.json"
+    proxies "$N" "$prefix" >"$dir/$kind.json"
+
+    start --config "$dir/none.json"
+    none=$(rss_kib "$pid")
+    stop
+    start --config "$dir/$kind.json"
+    all=$(rss_kib "$pid")
+    stop
+    printf '%s, --config FILE:      %5d KiB with none, %5d KiB with %d: %5d B per endpoint\n' \
+        "$kind" "$none" "$all" "$N" "$(per_endpoint "$none" "$all")"
+
+    start --api 127.0.0.1:0
+    before=$(rss_kib "$pid")
+    status=$(curl -s -o /dev/null -w '%{http_code}' -X POST --data-binary "@$dir/$kind.json" \
+        "http://$api/populate")
+    [[ $status == 201 ]] || { echo "POST /populate: $status" >&2; exit 1; }
+    after=$(rss_kib "$pid")
+    stop
+    printf '%s, POST /populate:     %5d KiB before,    %5d KiB after:   %5d B per endpoint\n' \
+        "$kind" "$before" "$after" "$(per_endpoint "$before" "$after")"
+done
