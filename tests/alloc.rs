@@ -245,9 +245,9 @@ mod endpoints {
     /// What an idle endpoint may hold: its socket's state, its place in
     /// the registry, its name and addresses; no table, buffer or batch
     /// made for traffic it has not had. Issue 21 asks under 4 KiB of RSS
-    /// each: malloc's own overhead and part-used pages come on top of
-    /// these bytes (864 and 1,332 heap bytes measured 1,264 and 2,080 B
-    /// of RSS: docs/performance.md).
+    /// each: malloc's own overhead, part-used pages and what making them
+    /// took come on top of these bytes (872 and 1,340 heap bytes, TCP and
+    /// UDP, measure about 1.5 and 1.9 KiB of RSS: docs/performance.md).
     const IDLE_BUDGET: i64 = 2048;
 
     /// A new counter of live bytes, counting this thread's from now on.

@@ -28,7 +28,10 @@ fn check_toxics(spec: &ProxySpec) -> Result<(), ApiError> {
 /// Every proxy: slot `id - 1` holds proxy `id`; `order` lists them as
 /// created.
 pub(crate) struct Registry {
-    slots: Vec<Option<Proxy>>,
+    /// Boxed: the list grows by doubling as proxies come (up to 256), and
+    /// each size it outgrows stays resident; a pointer each keeps that
+    /// small beside the proxies (issue 21: an idle endpoint's memory).
+    slots: Vec<Option<Box<Proxy>>>,
     order: Vec<u16>,
     env: Env,
 }
@@ -48,7 +51,7 @@ impl Registry {
 
     /// Every proxy, in the order created.
     pub fn proxies(&self) -> impl Iterator<Item = &Proxy> {
-        (self.order.iter()).filter_map(|id| self.slots[*id as usize - 1].as_ref())
+        (self.order.iter()).filter_map(|id| self.slots[*id as usize - 1].as_deref())
     }
 
     fn find(&self, name: &str) -> Option<u16> {
@@ -62,7 +65,7 @@ impl Registry {
 
     fn get_mut(&mut self, name: &str) -> Result<&mut Proxy, ApiError> {
         let id = self.find(name).ok_or_else(ApiError::proxy_not_found)?;
-        Ok(self.slots[id as usize - 1].as_mut().expect("listed"))
+        Ok(self.slots[id as usize - 1].as_deref_mut().expect("listed"))
     }
 
     /// `POST /proxies`: a new proxy, listening unless disabled.
@@ -72,7 +75,7 @@ impl Registry {
         }
         check_toxics(&spec)?;
         let id = self.add(spec, t)?;
-        Ok(self.slots[id as usize - 1].as_ref().expect("just added"))
+        Ok(self.slots[id as usize - 1].as_deref().expect("just added"))
     }
 
     /// Lists a proxy made from `spec`, started unless disabled; its number.
@@ -110,7 +113,7 @@ impl Registry {
             proxy.start(&self.env, t)?;
         }
         let id = proxy.id;
-        self.slots[at] = Some(proxy);
+        self.slots[at] = Some(Box::new(proxy));
         self.order.push(id);
         Ok(id)
     }
