@@ -10,6 +10,8 @@
 #
 #   benches/endpoints.sh                 # 256 endpoints [N]
 #   BIN=old/ackloop benches/endpoints.sh # another build, the same way
+#   TOXIPROXY_SERVER=path/to/toxiproxy-server benches/endpoints.sh
+#                                        # and toxiproxy's TCP proxies, the API way
 #
 # Loopback only; RSS is VmRSS from /proc/PID/status. Every upstream is
 # the discard port, never reached: nothing connects.
@@ -50,6 +52,21 @@ start() {
         read -r line <&"$out"
         api=${line#api }
     done
+}
+
+# Starts toxiproxy-server on a free port; sets $pid and $api once it answers.
+start_toxiproxy() {
+    local port tries
+    port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+    exec {out}< <(exec "$TOXIPROXY_SERVER" -host 127.0.0.1 -port "$port" 2>/dev/null)
+    pid=$!
+    api=127.0.0.1:$port
+    for ((tries = 0; tries < 100; tries++)); do
+        curl -sf "http://$api/version" >/dev/null && return
+        sleep 0.1
+    done
+    echo "toxiproxy-server did not answer on $api" >&2
+    exit 1
 }
 
 stop() {
@@ -94,3 +111,16 @@ for kind in tcp udp; do
     printf '%s, POST /populate: %5d KiB with one, %5d KiB with %d: %5d B per endpoint\n' \
         "$kind" "$one" "$all" "$N" "$(per_endpoint "$one" "$all")"
 done
+
+if [[ -n ${TOXIPROXY_SERVER:-} ]]; then
+    proxies 1 "" >"$dir/one.json"
+    proxies "$N" "" >"$dir/all.json"
+    start_toxiproxy
+    populate "$dir/one.json"
+    one=$(rss_kib "$pid")
+    populate "$dir/all.json"
+    all=$(rss_kib "$pid")
+    stop
+    printf 'toxiproxy tcp, POST /populate: %5d KiB with one, %5d KiB with %d: %5d B per endpoint\n' \
+        "$one" "$all" "$N" "$(per_endpoint "$one" "$all")"
+fi
