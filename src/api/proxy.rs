@@ -81,8 +81,10 @@ impl Proxy {
     /// name.
     fn all_faults(&self) -> Vec<Fault> {
         let protocol = self.protocol();
-        let toxics = self.toxics.iter().flat_map(Toxic::faults);
-        let toxics = toxics.map(|fault| Fault { protocol, ..fault });
+        let toxics = self
+            .toxics
+            .iter()
+            .flat_map(|toxic| toxic.faults_on(protocol));
         toxics.chain(self.faults.iter().cloned()).collect()
     }
 
@@ -190,18 +192,18 @@ fn shown(protocol: Protocol, addr: SocketAddr) -> String {
 /// each datagram, so it takes the toxic types whose faults UDP has
 /// (section 8: `latency` as `delay`, and `corrupt`, `truncate`,
 /// `duplicate`, `drop`); a type that acts on a stream (a rate, a close, a
-/// reset, slices, `limit_data`'s byte count) is refused.
+/// reset, slices, `limit_data`'s byte count) is refused, and so, on a TCP
+/// proxy, is a type only datagrams have.
 pub(crate) fn check_toxic(toxic: &Toxic, protocol: Protocol) -> Result<(), ApiError> {
-    if protocol == Protocol::Tcp {
-        return Ok(());
-    }
-    // Every attribute set: the faults the type makes when it acts at all
-    // (a rate of 0, say, makes none).
-    let mut acting = toxic.clone();
-    acting.values.fill(1);
-    let faults = acting.faults();
-    let on_streams = faults.iter().any(|f| !f.kind.applies_to(Protocol::Udp));
-    if on_streams || toxic.kind.name == "limit_data" {
+    const ON_STREAMS: [&str; 6] = [
+        "bandwidth",
+        "slow_close",
+        "timeout",
+        "reset_peer",
+        "slicer",
+        "limit_data",
+    ];
+    if protocol == Protocol::Udp && ON_STREAMS.contains(&toxic.kind.name) {
         let message = format!(
             "toxic type {} acts on a stream, and a UDP proxy relays datagrams \
              (it takes latency and the kinds UDP has: delay, truncate, corrupt, duplicate, drop)",
@@ -209,6 +211,9 @@ pub(crate) fn check_toxic(toxic: &Toxic, protocol: Protocol) -> Result<(), ApiEr
         );
         return Err(ApiError::new(400, message));
     }
+    toxic
+        .try_faults_on(protocol)
+        .map_err(|why| ApiError::new(400, why))?;
     Ok(())
 }
 
