@@ -49,10 +49,13 @@ fn listener_token(id: u16) -> Token {
 }
 
 impl Endpoint {
-    /// Endpoint `id` (1 or more) relaying `listener`'s clients to
-    /// `upstream`, with `faults`; `config` gives the relay's limits.
+    /// Endpoint `id` (1 or more), called `name` in the journal, relaying
+    /// `listener`'s clients to `upstream`, with `faults`; `config` gives
+    /// the relay's limits.
+    #[allow(clippy::too_many_arguments)]
     pub fn start(
         id: u16,
+        name: &str,
         mut listener: TcpListener,
         upstream: Option<SocketAddr>,
         faults: &[Fault],
@@ -70,7 +73,7 @@ impl Endpoint {
         Ok(Endpoint {
             id,
             listener,
-            pairs: upstream.map(|up| Pairs::for_endpoint(id, up, &relay)),
+            pairs: upstream.map(|up| Pairs::for_endpoint(id, Some(name.into()), up, &relay)),
             faults: Faults::relaying(seed, faults, relaying),
             counters: Counters::default(),
             max_connections: config.max_connections,

@@ -112,6 +112,9 @@ pub struct JournalEvent<'a> {
     pub t_ms: u64,
     /// TCP or UDP.
     pub protocol: Protocol,
+    /// The named endpoint (SPEC 14) whose connection the line is of;
+    /// `None` on the main sockets.
+    pub endpoint: Option<&'a str>,
     /// TCP: the connection's accept ordinal (from 1). UDP: `None`.
     pub conn: Option<u64>,
     /// TCP: the message's ordinal on its connection (from 1; a greeting
@@ -140,6 +143,10 @@ impl JournalEvent<'_> {
     fn write_fields(&self, out: &mut Vec<u8>) -> io::Result<()> {
         let proto = self.protocol.name();
         write!(out, r#"{{"t_ms":{},"proto":"{proto}""#, self.t_ms)?;
+        if let Some(endpoint) = self.endpoint {
+            out.extend_from_slice(br#","endpoint":"#);
+            json_string(endpoint, out);
+        }
         if let Some(conn) = self.conn {
             write!(out, r#","conn":{conn}"#)?;
         }
@@ -365,6 +372,7 @@ mod tests {
         JournalEvent {
             t_ms: 7,
             protocol: Protocol::Tcp,
+            endpoint: None,
             conn: Some(3),
             msg: 2,
             dir: JournalDirection::In,
@@ -385,6 +393,20 @@ mod tests {
         assert_eq!(
             json(&event(b"Hello, Server\n")),
             r#"{"t_ms":7,"proto":"tcp","conn":3,"msg":2,"dir":"in","len":14,"text":"Hello, Server\n"}"#
+                .to_owned()
+                + "\n"
+        );
+    }
+
+    #[test]
+    fn a_named_endpoints_line_names_it_after_the_protocol() {
+        let e = JournalEvent {
+            endpoint: Some("db \"1\""),
+            ..event(b"x")
+        };
+        assert_eq!(
+            json(&e),
+            r#"{"t_ms":7,"proto":"tcp","endpoint":"db \"1\"","conn":3,"msg":2,"dir":"in","len":1,"text":"x"}"#
                 .to_owned()
                 + "\n"
         );

@@ -111,6 +111,7 @@ impl Proxy {
         let faults = self.all_faults();
         let endpoint = Endpoint::start(
             self.id,
+            &self.name,
             listener,
             upstream,
             &faults,

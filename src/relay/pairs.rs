@@ -11,6 +11,7 @@
 //! timer, close or reset it.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use log::{debug, warn};
 use mio::net::TcpStream;
@@ -51,6 +52,8 @@ pub(crate) struct Pairs {
     /// The endpoint the pairs belong to: 0 for the main sockets
     /// (`--upstream`), else a named endpoint's (SPEC 14).
     endpoint: u16,
+    /// A named endpoint's name, for its journal lines.
+    name: Option<Arc<str>>,
     /// `endpoint << ENDPOINT_SHIFT`: where its keys start in the pair
     /// tokens' range.
     offset: usize,
@@ -79,16 +82,22 @@ pub(crate) struct Pairs {
 
 impl Pairs {
     pub fn new(upstream: SocketAddr, config: &Config) -> Pairs {
-        Pairs::for_endpoint(0, upstream, config)
+        Pairs::for_endpoint(0, None, upstream, config)
     }
 
-    /// The pairs of endpoint `endpoint` (0: the main sockets), with
-    /// tokens of its own range.
-    pub fn for_endpoint(endpoint: u16, upstream: SocketAddr, config: &Config) -> Pairs {
+    /// The pairs of endpoint `endpoint` (0: the main sockets), called
+    /// `name` in the journal, with tokens of its own range.
+    pub fn for_endpoint(
+        endpoint: u16,
+        name: Option<Arc<str>>,
+        upstream: SocketAddr,
+        config: &Config,
+    ) -> Pairs {
         let preallocated = config.max_connections.min(PREALLOCATED_PAIRS);
         let offset = (endpoint as usize) << ENDPOINT_SHIFT;
         Pairs {
             endpoint,
+            name,
             offset,
             upstream,
             table: Table::new(
@@ -128,7 +137,10 @@ impl Pairs {
         // Relayed bytes are the peers' own: pass them on without delay.
         let _ = client.set_nodelay(true);
         let _ = upstream.set_nodelay(true);
-        let mut log = (t.journal).map(|_| Box::new(PairLog::new(peer, self.line_mode)));
+        let mut log = (t.journal).map(|_| {
+            let name = self.name.clone();
+            Box::new(PairLog::new(peer, name, self.line_mode))
+        });
         let mut plan = match self.line_mode {
             true => Plan {
                 lines: true,

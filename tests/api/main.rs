@@ -21,6 +21,8 @@ mod bounds;
 mod clients;
 mod config;
 mod control;
+#[cfg(feature = "journal")]
+mod journal;
 mod routes;
 mod traffic;
 
