@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The journal's encoder in instructions a line (callgrind), the
-# hand-written one against serde_json + base64 (benches/journal_encode.rs),
+# The journal's encoder in instructions a line (callgrind): the shipped one
+# (serde_json + base64) against the hand-written one it replaced
+# (benches/journal_encode.rs),
 # one line kind at a time: a count that the machine's load does not move.
 #
 #   benches/journal_encode.sh
@@ -23,8 +24,8 @@ per_line() { # FUNCTION CASE ONLY
 }
 echo "| line | hand-written instructions | serde_json + base64 instructions | ratio |"
 echo "|---|---:|---:|---:|"
-for case in "14 B text" "4 KiB text" "4 KiB binary" "232 B escapes"; do
-    hand=$(per_line '*JournalEvent*write_json*' "$case" hand)
+for case in "14 B text" "14 B text, peer" "4 KiB text" "4 KiB binary" "232 B escapes"; do
+    hand=$(per_line '*hand_line*' "$case" hand)
     serde=$(per_line '*serde_line*' "$case" serde)
     echo "| $case | $hand | $serde | $(awk "BEGIN { printf \"%.2f\", $serde / $hand }") |"
 done
