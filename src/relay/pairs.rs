@@ -93,7 +93,17 @@ impl Pairs {
         upstream: SocketAddr,
         config: &Config,
     ) -> Pairs {
-        let preallocated = config.max_connections.min(PREALLOCATED_PAIRS);
+        // The main relay's table is allocated up front; a named
+        // endpoint's grows with its pairs: 256 idle endpoints must not
+        // hold 256 tables' worth of empty slots (SPEC 14, issue 21: under
+        // 4 KiB each).
+        let (preallocated, closed) = match endpoint {
+            0 => (
+                config.max_connections.min(PREALLOCATED_PAIRS),
+                CLOSED_PER_TURN,
+            ),
+            _ => (0, 0),
+        };
         let offset = (endpoint as usize) << ENDPOINT_SHIFT;
         Pairs {
             endpoint,
@@ -104,7 +114,7 @@ impl Pairs {
                 Token(PAIR_BASE.0 + offset),
                 1 << ENDPOINT_SHIFT,
                 preallocated,
-                CLOSED_PER_TURN,
+                closed,
             ),
             connect_ms: config.connect_timeout.as_millis() as Millis,
             idle_ms: config.idle_timeout.map(|d| d.as_millis() as Millis),
