@@ -13,7 +13,8 @@
 #     RATE a second over those proxies (`examples/apiload.rs churn`: a
 #     slow_close of 0, which does nothing to the bytes), alternating,
 #     ROUNDS rounds of DURATION seconds each: the relayed traffic's p99
-#     with the churn over without (goal: within 10 %).
+#     with the churn over without (goal: within 10 %); then the server's
+#     CPU time per toxic change, changes as fast as they go, no traffic.
 # (c) A fresh server, one proxy made to warm it up, then IDLE more, none
 #     with a connection: RSS growth per proxy (goal: under 4 KiB).
 #
@@ -25,7 +26,11 @@
 #
 # Environment: SERVERS [ackloop], ENDPOINTS [50], CONNS [50], GETS [1000],
 # RATE [100], ROUNDS [3], DURATION [5], IDLE [255] (the warm-up proxy
-# makes 256, the most a server holds).
+# makes 256, the most a server holds). RT=1 runs the server and the API
+# client at real-time priority (chrt -f 10; root): on a machine other work
+# keeps busy, a woken process otherwise waits behind it for up to a
+# scheduler period (about 8 ms here), and (a)'s p99 is that wait, not
+# the API's.
 set -euo pipefail
 export LC_ALL=C
 cd "$(dirname "$0")/.."
@@ -48,6 +53,10 @@ OUT=target/bench
 mkdir -p "$OUT"
 
 die() { echo "api.sh: $*" >&2; exit 1; }
+RT=${RT:-0}
+# What runs the server and the API client: at real-time priority with RT=1.
+PRIO=()
+((RT)) && PRIO=(chrt -f 10)
 for tool in cc taskset python3; do
     command -v "$tool" >/dev/null || die "needs $tool (apt-get install gcc util-linux python3)"
 done
@@ -73,7 +82,10 @@ trap 'exit 130' INT TERM
 start() {
     local name=$1 cpu=$2
     shift 2
-    taskset -c "$cpu" "$@" >"$OUT/$name.out" 2>"$OUT/$name.err" &
+    # Emptied here, not by the redirection: that runs in the child, and
+    # the address lines of an earlier run must not be read meanwhile.
+    : >"$OUT/$name.out"
+    taskset -c "$cpu" "$@" >>"$OUT/$name.out" 2>"$OUT/$name.err" &
     PID=$!
     LIVE[$PID]=1
 }
@@ -98,12 +110,12 @@ free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1
 start_server() {
     case $1 in
     ackloop)
-        start server 0 target/dist/ackloop --api 127.0.0.1:0 --tcp 127.0.0.1:0 --no-udp --log-level off
+        start server 0 "${PRIO[@]}" target/dist/ackloop --api 127.0.0.1:0 --tcp 127.0.0.1:0 --no-udp --log-level off
         API=$(line_of "$OUT/server.out" api) ;;
     toxiproxy)
         local port
         port=$(free_port)
-        start server 0 "$TOXIPROXY" -host 127.0.0.1 -port "$port"
+        start server 0 "${PRIO[@]}" "$TOXIPROXY" -host 127.0.0.1 -port "$port"
         API=127.0.0.1:$port
         for _ in $(seq 100); do
             python3 -c "import socket; socket.create_connection(('127.0.0.1', $port), 0.1)" 2>/dev/null && break
@@ -126,7 +138,7 @@ start upstream 1 "$OUT/c_epoll" --drain --tcp 127.0.0.1:0 --no-udp --mode line
 UPSTREAM_PID=$PID
 UPSTREAM=$(line_of "$OUT/upstream.out" tcp)
 
-echo "load average: $(cut -d' ' -f1-3 /proc/loadavg); $(nproc) CPUs" >&2
+echo "load average: $(cut -d' ' -f1-3 /proc/loadavg); $(nproc) CPUs; RT=$RT" >&2
 for server in $SERVERS; do
     echo "== $server: $ENDPOINTS proxies, $CONNS connections relaying lines to the C reference"
     start_server "$server"
@@ -137,7 +149,7 @@ for server in $SERVERS; do
         traffic $((DURATION + 5)) >"$OUT/api.traffic" &
         LOAD_PID=$!
         sleep 1 # the traffic under way
-        gets=$(taskset -c 1 "$APILOAD" get "$API" "$GETS")
+        gets=$(taskset -c 1 "${PRIO[@]}" "$APILOAD" get "$API" "$GETS")
         wait "$LOAD_PID"
         echo "round $round: $gets; traffic: $(grep -o 'rate=[^ ]*' "$OUT/api.traffic")"
     done
@@ -157,6 +169,15 @@ for server in $SERVERS; do
     done
     a=$(cut -d' ' -f1 "$OUT/api.p99" | median) c=$(cut -d' ' -f2 "$OUT/api.p99" | median)
     echo "median p99: alone $a µs, with churn $c µs, ratio $(awk "BEGIN { printf \"%.2f\", $c / $a }")"
+    # What a change costs the server, steadier than a p99 on a shared
+    # machine: its run time (ns, /proc/PID/schedstat) over CHANGES
+    # changes as fast as they come, no traffic.
+    ran=$(cut -d' ' -f1 "/proc/$SERVER_PID/schedstat")
+    churn=$(taskset -c 1 "$APILOAD" churn "$API" "$ENDPOINTS" 100000 2 bench)
+    ran=$(($(cut -d' ' -f1 "/proc/$SERVER_PID/schedstat") - ran))
+    changes=$(field "$churn" changes)
+    echo "server CPU per toxic change: $((ran / changes / 1000)) µs" \
+        "($changes changes in 2 s, no traffic; at $RATE a second: $(awk "BEGIN { printf \"%.2f\", $ran / $changes * $RATE / 1e7 }") % of a core)"
     stop "$SERVER_PID"
 
     echo "-- (c) RSS per idle proxy"
