@@ -32,7 +32,8 @@ use crate::timer::{Armed, Due, Entry, Millis, RateLimit, Timers, at_least};
 use crate::turn::{ENDPOINT_SHIFT, PAIR_BASE, Ready, Turn, UPSTREAM_BASE, settle_writable};
 use crate::vocab::Direction;
 
-/// Pair slots allocated up front (they grow, once, past this).
+/// The main relay's pair slots allocated up front (they grow, once, past
+/// this); a named endpoint's table starts empty.
 const PREALLOCATED_PAIRS: usize = 256;
 /// Pairs closed in one turn before the list of held keys grows.
 const CLOSED_PER_TURN: usize = 1024;
