@@ -32,8 +32,11 @@ fn a_named_endpoints_lines_carry_its_name_and_the_main_sockets_do_not() {
     let text = format!(r#"[{{"name":"db","listen":"127.0.0.1:0","upstream":"{upstream}"}}]"#);
     std::fs::write(&config.0, text).unwrap();
     let journal = TempPath::new("journal-endpoints.jsonl");
+    // Each ping is one write each way: bounds of its own (the smallest
+    // settings would relay it a byte a write).
+    let bounds = ["--max-owed", "65536", "--read-buffer", "65536"];
     let args = ["--config", config.path(), "--api", "127.0.0.1:0"];
-    let mut server = Server::start(&[&args[..], &["--journal", journal.path()]].concat());
+    let mut server = Server::start(&[&args[..], &bounds, &["--journal", journal.path()]].concat());
     let mut client = Client::connect(server.api.unwrap());
     let body =
         format!(r#"{{"name":"cache \"2\"","listen":"127.0.0.1:0","upstream":"{upstream}"}}"#);
