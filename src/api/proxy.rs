@@ -122,7 +122,8 @@ impl Proxy {
         let internal = |e: io::Error| ApiError::new(500, e.to_string());
         let socket = Socket::bind(protocol, addr).map_err(not_bound)?;
         let bound = socket.local_addr().map_err(internal)?;
-        let endpoint = Endpoint::start(id, socket, upstream, faults, config, t.registry);
+        let endpoint =
+            Endpoint::start(id, &self.name, socket, upstream, faults, config, t.registry);
         let endpoint = endpoint.map_err(internal)?;
         self.endpoint = Some(endpoint);
         self.listen = shown(protocol, bound);
