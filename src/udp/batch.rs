@@ -70,6 +70,14 @@ struct Headers {
     reply: iovec,
 }
 
+// SAFETY: the headers' pointers point into this box and into the batch's
+// own payload slots, which go wherever the batch goes, and into a reply
+// the caller lends for one call; the kernel reads them only during a call
+// that borrows the batch mutably. A batch moved to another thread shares
+// nothing with this one. (The server is `Send`: a host may run it on a
+// thread of its own.)
+unsafe impl Send for Headers {}
+
 /// Where the datagrams of the last receive came from (where their replies
 /// go), how long they were, and, when asked for, what they held.
 pub(crate) struct Batch {
