@@ -116,16 +116,17 @@ impl Socket {
 }
 
 impl Endpoint {
-    /// Endpoint `id` (1 or more) relaying what `socket` takes in (a TCP
-    /// listener's clients, or a UDP socket's datagrams through a flow per
-    /// client) to `upstream`, with `faults` judged with `seed`; `config`
-    /// gives the relay's limits.
+    /// Endpoint `id` (1 or more), called `name` in the journal, relaying
+    /// what `socket` takes in (a TCP listener's clients, or a UDP socket's
+    /// datagrams through a flow per client) to `upstream`, with `faults`
+    /// judged with `seed`; `config` gives the relay's limits.
     ///
     /// # Errors
     ///
     /// When the socket cannot be registered.
     pub fn start(
         id: u16,
+        name: &str,
         socket: Socket,
         upstream: Option<SocketAddr>,
         (faults, seed): (&[Fault], u64),
@@ -137,7 +138,7 @@ impl Endpoint {
             Socket::Tcp(mut listener) => {
                 let token = mio::Token(ENDPOINT_LISTENER_BASE.0 + id.0 as usize);
                 registry.register(&mut listener, token, Interest::READABLE)?;
-                Relay::Tcp(Streams::new(id, listener, upstream, config))
+                Relay::Tcp(Streams::new(id, name, listener, upstream, config))
             }
             Socket::Udp(mut socket) => {
                 registry.register(&mut socket, id.udp_token(), Interest::READABLE)?;
@@ -368,6 +369,7 @@ impl Relay {
 impl Streams {
     fn new(
         id: EndpointId,
+        name: &str,
         listener: TcpListener,
         upstream: Option<SocketAddr>,
         config: &Config,
@@ -379,7 +381,7 @@ impl Streams {
         };
         Streams {
             listener,
-            pairs: upstream.map(|up| Pairs::for_endpoint(id, up, &relay)),
+            pairs: upstream.map(|up| Pairs::for_endpoint(id, Some(name.into()), up, &relay)),
             max_connections: config.max_connections,
             accept_pause: Pause::default(),
             failure_log: RateLimit::default(),

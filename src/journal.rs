@@ -23,7 +23,9 @@ use std::io::{self, Write};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use base64::display::Base64Display;
 use log::warn;
+use serde::{Serialize, Serializer};
 
 use crate::fault::KINDS;
 use crate::vocab::Protocol;
@@ -112,6 +114,9 @@ pub struct JournalEvent<'a> {
     pub t_ms: u64,
     /// TCP or UDP.
     pub protocol: Protocol,
+    /// The named endpoint (SPEC 14) whose connection the line is of;
+    /// `None` on the main sockets.
+    pub endpoint: Option<&'a str>,
     /// TCP: the connection's accept ordinal (from 1). UDP: `None`.
     pub conn: Option<u64>,
     /// TCP: the message's ordinal on its connection (from 1; a greeting
@@ -133,98 +138,65 @@ pub struct JournalEvent<'a> {
 impl JournalEvent<'_> {
     /// Appends the event as one line of JSON, `\n` included.
     pub fn write_json(&self, out: &mut Vec<u8>) {
-        // Writing to a Vec cannot fail.
-        let _ = self.write_fields(out);
-    }
-
-    fn write_fields(&self, out: &mut Vec<u8>) -> io::Result<()> {
-        let proto = self.protocol.name();
-        write!(out, r#"{{"t_ms":{},"proto":"{proto}""#, self.t_ms)?;
-        if let Some(conn) = self.conn {
-            write!(out, r#","conn":{conn}"#)?;
-        }
-        write!(
-            out,
-            r#","msg":{},"dir":"{}","len":{}"#,
-            self.msg,
-            self.dir.name(),
-            self.bytes.len()
-        )?;
-        match std::str::from_utf8(self.bytes) {
-            Ok(text) => {
-                out.extend_from_slice(br#","text":"#);
-                json_string(text, out);
-            }
-            Err(_) => {
-                out.extend_from_slice(br#","b64":""#);
-                base64(self.bytes, out);
-                out.push(b'"');
-            }
-        }
-        if let Some(peer) = self.peer {
-            write!(out, r#","peer":"{peer}""#)?;
-        }
-        if !self.faults.is_empty() {
-            out.extend_from_slice(br#","fault":["#);
-            for (i, name) in self.faults.names().enumerate() {
-                let comma = if i == 0 { "" } else { "," };
-                write!(out, r#"{comma}"{name}""#)?;
-            }
-            out.push(b']');
-        }
-        out.extend_from_slice(b"}\n");
-        Ok(())
+        // Writing to a Vec cannot fail, nor can any field's serializing.
+        let _ = serde_json::to_writer(&mut *out, &Line::of(self));
+        out.push(b'\n');
     }
 }
 
-/// `text` as a JSON string, quotes included (RFC 8259: `"` and `\`
-/// escaped, control characters as `\n`, `\r`, `\t` or `\u00XX`). Runs of
-/// plain bytes are copied whole.
-fn json_string(text: &str, out: &mut Vec<u8>) {
-    out.push(b'"');
-    let bytes = text.as_bytes();
-    let mut plain = 0;
-    for (i, &byte) in bytes.iter().enumerate() {
-        let escaped: &[u8] = match byte {
-            b'"' => br#"\""#,
-            b'\\' => br"\\",
-            b'\n' => br"\n",
-            b'\r' => br"\r",
-            b'\t' => br"\t",
-            0..0x20 => b"",
-            _ => continue,
-        };
-        out.extend_from_slice(&bytes[plain..i]);
-        plain = i + 1;
-        match escaped {
-            b"" => {
-                let _ = write!(out, r"\u{byte:04x}");
-            }
-            escaped => out.extend_from_slice(escaped),
-        }
-    }
-    out.extend_from_slice(&bytes[plain..]);
-    out.push(b'"');
+/// A journal line's fields, in the order they are written; the optional
+/// ones are left out when absent. `serde_json` escapes the strings (RFC
+/// 8259); bytes that are not UTF-8 go as `b64` (RFC 4648, padded), encoded
+/// straight into the line.
+#[derive(Serialize)]
+struct Line<'a> {
+    t_ms: u64,
+    proto: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    endpoint: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    conn: Option<u64>,
+    msg: u64,
+    dir: &'static str,
+    len: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    text: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(serialize_with = "base64")]
+    b64: Option<&'a [u8]>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    peer: Option<SocketAddr>,
+    #[serde(skip_serializing_if = "AppliedFaults::is_empty")]
+    #[serde(serialize_with = "fault_names")]
+    fault: AppliedFaults,
 }
 
-/// `bytes` in standard base64 (RFC 4648, with `=` padding).
-fn base64(bytes: &[u8], out: &mut Vec<u8>) {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    for chunk in bytes.chunks(3) {
-        let b = [
-            chunk[0],
-            *chunk.get(1).unwrap_or(&0),
-            *chunk.get(2).unwrap_or(&0),
-        ];
-        let n = u32::from(b[0]) << 16 | u32::from(b[1]) << 8 | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize]);
-            } else {
-                out.push(b'=');
-            }
+impl<'a> Line<'a> {
+    fn of(event: &JournalEvent<'a>) -> Line<'a> {
+        let text = std::str::from_utf8(event.bytes).ok();
+        Line {
+            t_ms: event.t_ms,
+            proto: event.protocol.name(),
+            endpoint: event.endpoint,
+            conn: event.conn,
+            msg: event.msg,
+            dir: event.dir.name(),
+            len: event.bytes.len(),
+            text,
+            b64: text.is_none().then_some(event.bytes),
+            peer: event.peer,
+            fault: event.faults,
         }
     }
+}
+
+fn base64<S: Serializer>(bytes: &Option<&[u8]>, s: S) -> Result<S::Ok, S::Error> {
+    let engine = &base64::engine::general_purpose::STANDARD;
+    s.collect_str(&Base64Display::new(bytes.unwrap_or_default(), engine))
+}
+
+fn fault_names<S: Serializer>(faults: &AppliedFaults, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_seq(faults.names())
 }
 
 /// Journal bytes waiting for the next turn's write, at most. A journal
@@ -365,6 +337,7 @@ mod tests {
         JournalEvent {
             t_ms: 7,
             protocol: Protocol::Tcp,
+            endpoint: None,
             conn: Some(3),
             msg: 2,
             dir: JournalDirection::In,
@@ -385,6 +358,20 @@ mod tests {
         assert_eq!(
             json(&event(b"Hello, Server\n")),
             r#"{"t_ms":7,"proto":"tcp","conn":3,"msg":2,"dir":"in","len":14,"text":"Hello, Server\n"}"#
+                .to_owned()
+                + "\n"
+        );
+    }
+
+    #[test]
+    fn a_named_endpoints_line_names_it_after_the_protocol() {
+        let e = JournalEvent {
+            endpoint: Some("db \"1\""),
+            ..event(b"x")
+        };
+        assert_eq!(
+            json(&e),
+            r#"{"t_ms":7,"proto":"tcp","endpoint":"db \"1\"","conn":3,"msg":2,"dir":"in","len":1,"text":"x"}"#
                 .to_owned()
                 + "\n"
         );
@@ -443,16 +430,32 @@ mod tests {
             let len = format!(r#""len":{}"#, bytes.len());
             assert!(line.contains(&len), "{line}");
         }
-        let mut out = Vec::new();
-        for (plain, b64) in [
-            ("", ""),
-            ("f", "Zg=="),
-            ("fo", "Zm8="),
-            ("foob", "Zm9vYg=="),
-        ] {
-            out.clear();
-            base64(plain.as_bytes(), &mut out);
-            assert_eq!(out, b64.as_bytes());
+    }
+
+    proptest::proptest! {
+        /// Any bytes and any endpoint name make one line of JSON that
+        /// gives them back: `text` when UTF-8, else `b64`.
+        #[test]
+        fn any_line_parses_back_to_its_bytes(
+            bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300),
+            endpoint in proptest::option::of(".{0,12}"),
+        ) {
+            let e = JournalEvent { endpoint: endpoint.as_deref(), ..event(&bytes) };
+            let line = json(&e);
+            proptest::prop_assert_eq!(line.matches('\n').count(), 1);
+            let value: serde_json::Value = serde_json::from_str(&line).unwrap();
+            let back = match (&value["text"], &value["b64"]) {
+                (serde_json::Value::String(text), serde_json::Value::Null) => text.clone().into_bytes(),
+                (serde_json::Value::Null, serde_json::Value::String(b64)) => {
+                    use base64::Engine;
+                    proptest::prop_assert!(std::str::from_utf8(&bytes).is_err());
+                    base64::engine::general_purpose::STANDARD.decode(b64).unwrap()
+                }
+                _ => panic!("text or b64: {line}"),
+            };
+            proptest::prop_assert_eq!(back, bytes.clone());
+            proptest::prop_assert_eq!(&value["len"], bytes.len());
+            proptest::prop_assert_eq!(value["endpoint"].as_str(), endpoint.as_deref());
         }
     }
 

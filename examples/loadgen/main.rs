@@ -64,7 +64,7 @@ use measure::Stats;
 use tcp::run_tcp;
 use udp::{run_udp, run_udp_paced};
 
-const USAGE: &str = "usage: loadgen --scenario once|line|udp|idle|bulk [--tcp ADDR] [--udp ADDR] \
+const USAGE: &str = "usage: loadgen --scenario once|line|udp|idle|bulk [--tcp ADDR[,ADDR...]] [--udp ADDR] \
 [--conns N] [--depth D] [--duration SECS] [--requests N] [--mib N] [--reply TEXT] [--pid PID] \
 [--rate DATAGRAMS_PER_SEC]";
 const REQUEST: &[u8] = b"Hello, Server";
@@ -90,7 +90,11 @@ enum Scenario {
 
 struct Args {
     scenario: Scenario,
+    /// The first of `tcps`: where bulk and the idle warm-up connect.
     tcp: SocketAddr,
+    /// `--tcp A,B,...`: connection `i` goes to the `i % len`th (many
+    /// endpoints of one relay, each with its share of the clients).
+    tcps: Vec<SocketAddr>,
     udp: SocketAddr,
     conns: usize,
     depth: usize,
@@ -128,6 +132,7 @@ fn parse_args() -> Result<Args, String> {
     let mut args = Args {
         scenario: Scenario::Once,
         tcp: loopback,
+        tcps: vec![loopback],
         udp: loopback,
         conns: 32,
         depth: 1,
@@ -147,7 +152,11 @@ fn parse_args() -> Result<Args, String> {
         let value = it.next().ok_or(format!("{flag} needs a value"))?;
         match flag.as_str() {
             "--scenario" => scenario = Some(value.clone()),
-            "--tcp" => args.tcp = resolve(&value)?,
+            "--tcp" => {
+                let addrs = value.split(',').map(resolve);
+                args.tcps = addrs.collect::<Result<_, _>>()?;
+                args.tcp = args.tcps[0];
+            }
             "--udp" => args.udp = resolve(&value)?,
             "--conns" => args.conns = number(&flag, &value)?,
             "--depth" => args.depth = number(&flag, &value)?,

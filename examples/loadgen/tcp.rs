@@ -175,7 +175,8 @@ impl Conn {
 /// The TCP side of a run: a fixed number of slots, a slot's index being its
 /// connection's token.
 struct Pool {
-    addr: SocketAddr,
+    /// Where the slots connect: slot `i` to the `i % len`th.
+    addrs: Vec<SocketAddr>,
     io: Io,
     slots: Vec<Option<Conn>>,
     /// Slots to (re)open once the current batch of events is handled.
@@ -199,7 +200,7 @@ impl Pool {
         };
         let slots = (0..args.conns).map(|_| None).collect();
         Ok(Pool {
-            addr: args.tcp,
+            addrs: args.tcps.clone(),
             io,
             slots,
             empty: Vec::new(),
@@ -209,7 +210,8 @@ impl Pool {
 
     /// Opens slot `i` with `requests` requests queued; false if it failed.
     fn open(&mut self, i: usize, requests: usize) -> bool {
-        match Conn::open(self.addr, &self.io, Token(i), requests) {
+        let addr = self.addrs[i % self.addrs.len()];
+        match Conn::open(addr, &self.io, Token(i), requests) {
             Ok(conn) => self.slots[i] = Some(conn),
             Err(e) => self.stats.connect_error(e),
         }

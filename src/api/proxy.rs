@@ -81,8 +81,10 @@ impl Proxy {
     /// name.
     fn all_faults(&self) -> Vec<Fault> {
         let protocol = self.protocol();
-        let toxics = self.toxics.iter().flat_map(Toxic::faults);
-        let toxics = toxics.map(|fault| Fault { protocol, ..fault });
+        let toxics = self
+            .toxics
+            .iter()
+            .flat_map(|toxic| toxic.faults_on(protocol));
         toxics.chain(self.faults.iter().cloned()).collect()
     }
 
@@ -120,7 +122,8 @@ impl Proxy {
         let internal = |e: io::Error| ApiError::new(500, e.to_string());
         let socket = Socket::bind(protocol, addr).map_err(not_bound)?;
         let bound = socket.local_addr().map_err(internal)?;
-        let endpoint = Endpoint::start(id, socket, upstream, faults, config, t.registry);
+        let endpoint =
+            Endpoint::start(id, &self.name, socket, upstream, faults, config, t.registry);
         let endpoint = endpoint.map_err(internal)?;
         self.endpoint = Some(endpoint);
         self.listen = shown(protocol, bound);
@@ -190,24 +193,18 @@ fn shown(protocol: Protocol, addr: SocketAddr) -> String {
 /// each datagram, so it takes the toxic types whose faults UDP has
 /// (section 8: `latency` as `delay`, and `corrupt`, `truncate`,
 /// `duplicate`, `drop`); a type that acts on a stream (a rate, a close, a
-/// reset, slices, `limit_data`'s byte count) is refused.
+/// reset, slices, `limit_data`'s byte count) is refused, and so, on a TCP
+/// proxy, is a type only datagrams have.
 pub(crate) fn check_toxic(toxic: &Toxic, protocol: Protocol) -> Result<(), ApiError> {
-    if protocol == Protocol::Tcp {
-        return Ok(());
-    }
-    // Every number of its own attributes set: the faults the type makes
-    // when it acts at all (a rate of 0, say, makes none). Text values
-    // (a default such as dribble's `1/0`) already act; selectors stay.
-    let mut acting = toxic.clone();
-    let own = acting.kind.attributes.len();
-    for value in acting.values.iter_mut().take(own) {
-        if value.is_number() {
-            *value = serde_json::Value::from(1);
-        }
-    }
-    let faults = acting.faults();
-    let on_streams = faults.iter().any(|f| !f.kind.applies_to(Protocol::Udp));
-    if on_streams || toxic.kind.name == "limit_data" {
+    const ON_STREAMS: [&str; 6] = [
+        "bandwidth",
+        "slow_close",
+        "timeout",
+        "reset_peer",
+        "slicer",
+        "limit_data",
+    ];
+    if protocol == Protocol::Udp && ON_STREAMS.contains(&toxic.kind.name) {
         let message = format!(
             "toxic type {} acts on a stream, and a UDP proxy relays datagrams \
              (it takes latency and the kinds UDP has: delay, truncate, corrupt, duplicate, drop)",
@@ -215,6 +212,9 @@ pub(crate) fn check_toxic(toxic: &Toxic, protocol: Protocol) -> Result<(), ApiEr
         );
         return Err(ApiError::new(400, message));
     }
+    toxic
+        .try_faults_on(protocol)
+        .map_err(|why| ApiError::new(400, why))?;
     Ok(())
 }
 

@@ -205,8 +205,12 @@ impl Toxic {
             }
             changed.toxicity = p;
         }
-        // What the values make must be a fault `--fault` would take.
-        changed.try_faults()?;
+        // What the values make must be a fault `--fault` would take, on
+        // a TCP proxy or a UDP one (which one is the proxy's to check:
+        // `check_toxic`).
+        if let Err(why) = changed.try_faults_on(Protocol::Tcp) {
+            changed.try_faults_on(Protocol::Udp).map_err(|_| why)?;
+        }
         *self = changed;
         Ok(())
     }
@@ -220,16 +224,17 @@ impl Toxic {
     }
 
     /// The faults of sections 8 and 14 that do what this toxic does to a
-    /// stream relay's connections, on its stream, with its toxicity as
-    /// `p=` and its selectors (none for a toxic that does nothing, as
-    /// `latency` 0). A toxic's values were checked when it was made.
-    pub fn faults(&self) -> Vec<Fault> {
-        self.try_faults().unwrap_or_default()
+    /// `protocol` relay's connections or datagrams, on its stream, with
+    /// its toxicity as `p=` and its selectors (none for a toxic that does
+    /// nothing, as `latency` 0). A toxic's values were checked when it
+    /// was made, and its proxy checked its protocol.
+    pub fn faults_on(&self, protocol: Protocol) -> Vec<Fault> {
+        self.try_faults_on(protocol).unwrap_or_default()
     }
 
-    /// [`faults`](Toxic::faults), or why its values make no fault: the
-    /// message of `--fault`'s check, for a 400.
-    fn try_faults(&self) -> Result<Vec<Fault>, Refusal> {
+    /// [`faults_on`](Toxic::faults_on), or why its values make no fault
+    /// on `protocol`: the message of `--fault`'s check, for a 400.
+    pub(crate) fn try_faults_on(&self, protocol: Protocol) -> Result<Vec<Fault>, Refusal> {
         let v = |name| self.value(name);
         let kinds = match self.kind.name {
             "latency" => match (v("latency"), v("jitter")) {
@@ -257,11 +262,11 @@ impl Toxic {
             },
             "limit_data" => vec![FaultKind::Truncate(v("bytes") as usize)],
             // Section 8's own kinds: parsed as `--fault` parses them.
-            name => return self.parsed(name).map(|fault| vec![fault]),
+            name => return self.parsed(name, protocol).map(|fault| vec![fault]),
         };
         let select = self.selector()?;
         let faults = (kinds.into_iter()).map(|kind| Fault {
-            protocol: Protocol::Tcp,
+            protocol,
             kind,
             select: select.clone(),
         });
@@ -301,7 +306,7 @@ impl Toxic {
 
     /// A section 8 kind `name` with its value attribute and selectors,
     /// parsed from `--fault` text.
-    fn parsed(&self, name: &str) -> Result<Fault, Refusal> {
+    fn parsed(&self, name: &str, protocol: Protocol) -> Result<Fault, Refusal> {
         let value = match self.kind.attributes.first().map(|_| &self.values[0]) {
             // A comma would start a selector of its own.
             Some(Value::String(text)) if text.contains(',') => {
@@ -311,15 +316,27 @@ impl Toxic {
             Some(number) => format!("={number}"),
             None => String::new(),
         };
-        let spec = format!("tcp:{name}{value}{}", self.selector_text());
+        let spec = format!("{}:{name}{value}{}", protocol.name(), self.selector_text());
         let fault: Fault = spec.parse().map_err(|why: String| bad_fault(&why))?;
         checked(fault)
     }
 }
 
-/// A fault as a stream endpoint takes it (no `match=`: no messages).
+/// A fault as an endpoint takes it: a TCP one relays streams (no
+/// `match=`: no messages), a UDP one datagrams, each a message.
 fn checked(fault: Fault) -> Result<Fault, Refusal> {
-    check_direction(&fault, |_| Relaying::Streams).map_err(|why| bad_fault(&why))?;
+    let relaying = |protocol| match protocol {
+        Protocol::Tcp => Relaying::Streams,
+        Protocol::Udp => Relaying::Messages,
+    };
+    if !fault.kind.applies_to(fault.protocol) {
+        return Err(bad_fault(&format!(
+            "fault '{fault}': {} is not a {} fault",
+            fault.kind.name(),
+            fault.protocol.name()
+        )));
+    }
+    check_direction(&fault, relaying).map_err(|why| bad_fault(&why))?;
     Ok(fault)
 }
 

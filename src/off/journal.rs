@@ -53,6 +53,7 @@ impl AppliedFaults {
 pub(crate) struct JournalEvent<'a> {
     pub t_ms: u64,
     pub protocol: Protocol,
+    pub endpoint: Option<&'a str>,
     pub conn: Option<u64>,
     pub msg: u64,
     pub dir: JournalDirection,

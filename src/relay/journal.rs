@@ -14,6 +14,7 @@
 
 use std::cell::RefCell;
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use crate::journal::{AppliedFaults, Journal, JournalDirection, JournalEvent};
 use crate::reply::Protocol;
@@ -25,6 +26,9 @@ use crate::vocab::Direction;
 pub(crate) struct PairLog {
     /// The client, named on the pair's first line (then taken).
     pub peer: Option<SocketAddr>,
+    /// The named endpoint the pair belongs to, on every line; `None` on
+    /// the main sockets' relay (`--upstream`).
+    pub endpoint: Option<Arc<str>>,
     /// Line mode: `msg` counts lines, not writes.
     pub lines: bool,
     /// Per direction (`up`, `down`): writes journaled (stream mode), or
@@ -35,10 +39,11 @@ pub(crate) struct PairLog {
 }
 
 impl PairLog {
-    /// The log of a pair from `peer`; `lines` in line mode.
-    pub fn new(peer: SocketAddr, lines: bool) -> PairLog {
+    /// The log of a pair from `peer` on `endpoint`; `lines` in line mode.
+    pub fn new(peer: SocketAddr, endpoint: Option<Arc<str>>, lines: bool) -> PairLog {
         PairLog {
             peer: Some(peer),
+            endpoint,
             lines,
             ..PairLog::default()
         }
@@ -114,6 +119,7 @@ impl Tap<'_> {
         self.journal.borrow_mut().record(&JournalEvent {
             t_ms: self.now,
             protocol: Protocol::Tcp,
+            endpoint: self.log.endpoint.as_deref(),
             conn: Some(self.conn),
             msg,
             dir,
@@ -155,7 +161,7 @@ mod tests {
 
     #[test]
     fn stream_mode_numbers_writes_and_names_the_directions_faults() {
-        let mut log = PairLog::new("127.0.0.1:9".parse().unwrap(), false);
+        let mut log = PairLog::new("127.0.0.1:9".parse().unwrap(), None, false);
         log.faults[1] = faults(&["corrupt"]);
         let lines = lines_of(&mut log, |tap| {
             tap.written(b"ab\ncd", AppliedFaults::default());
@@ -173,7 +179,7 @@ mod tests {
 
     #[test]
     fn line_mode_gives_each_line_its_own_line_and_a_split_one_two() {
-        let mut log = PairLog::new("127.0.0.1:9".parse().unwrap(), true);
+        let mut log = PairLog::new("127.0.0.1:9".parse().unwrap(), None, true);
         let lines = lines_of(&mut log, |tap| {
             let chunks = [(4, AppliedFaults::default()), (5, faults(&["delay"]))];
             // A short write: "one\n" whole, "two" of "two\r\n".

@@ -11,6 +11,7 @@
 //! timer, close or reset it.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use log::{debug, warn};
 use mio::net::TcpStream;
@@ -31,8 +32,8 @@ use crate::timer::{Armed, Due, Entry, Millis, RateLimit, Timers, at_least};
 use crate::turn::{ENDPOINT_SHIFT, EndpointId, PAIR_BASE, Turn, UPSTREAM_BASE, settle_writable};
 use crate::vocab::Direction;
 
-/// Pair slots allocated up front (they grow, once, past this), by the
-/// main sockets' relay only ([`EndpointId::reserve`]).
+/// The main relay's pair slots allocated up front (they grow, once, past
+/// this); a named endpoint's table starts empty ([`EndpointId::reserve`]).
 const PREALLOCATED_PAIRS: usize = 256;
 /// Pairs closed in one turn before the list of held keys grows.
 const CLOSED_PER_TURN: usize = 1024;
@@ -52,6 +53,8 @@ pub(crate) struct Pairs {
     /// The endpoint the pairs belong to: the main sockets
     /// (`--upstream`), or a named endpoint (SPEC 14).
     endpoint: EndpointId,
+    /// A named endpoint's name, for its journal lines.
+    name: Option<Arc<str>>,
     /// `endpoint.offset()`: where its keys start in the pair
     /// tokens' range.
     offset: usize,
@@ -82,23 +85,34 @@ pub(crate) struct Pairs {
 
 impl Pairs {
     pub fn new(upstream: SocketAddr, config: &Config) -> Pairs {
-        Pairs::for_endpoint(EndpointId::MAIN, upstream, config)
+        Pairs::for_endpoint(EndpointId::MAIN, None, upstream, config)
     }
 
-    /// The pairs of endpoint `endpoint` (0: the main sockets), with
-    /// tokens of its own range.
-    pub fn for_endpoint(endpoint: EndpointId, upstream: SocketAddr, config: &Config) -> Pairs {
+    /// The pairs of endpoint `endpoint` (0: the main sockets), called
+    /// `name` in the journal, with tokens of its own range.
+    pub fn for_endpoint(
+        endpoint: EndpointId,
+        name: Option<Arc<str>>,
+        upstream: SocketAddr,
+        config: &Config,
+    ) -> Pairs {
+        // The main relay's table is allocated up front; a named
+        // endpoint's grows with its pairs: 256 idle endpoints must not
+        // hold 256 tables' worth of empty slots (SPEC 14, issue 21: under
+        // 4 KiB each).
         let preallocated = endpoint.reserve(config.max_connections.min(PREALLOCATED_PAIRS));
+        let closed = endpoint.reserve(CLOSED_PER_TURN);
         let offset = endpoint.offset();
         Pairs {
             endpoint,
+            name,
             offset,
             upstream,
             table: Table::new(
                 Token(PAIR_BASE.0 + offset),
                 1 << ENDPOINT_SHIFT,
                 preallocated,
-                endpoint.reserve(CLOSED_PER_TURN),
+                closed,
             ),
             connect_ms: config.connect_timeout.as_millis() as Millis,
             idle_ms: config.idle_timeout.map(|d| d.as_millis() as Millis),
@@ -132,7 +146,10 @@ impl Pairs {
         // Relayed bytes are the peers' own: pass them on without delay.
         let _ = client.set_nodelay(true);
         let _ = upstream.set_nodelay(true);
-        let mut log = (t.journal).map(|_| Box::new(PairLog::new(peer, self.line_mode)));
+        let mut log = (t.journal).map(|_| {
+            let name = self.name.clone();
+            Box::new(PairLog::new(peer, name, self.line_mode))
+        });
         let mut plan = match self.line_mode {
             true => Plan {
                 lines: true,

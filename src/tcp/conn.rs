@@ -196,6 +196,11 @@ impl Connection {
         self.phase
     }
 
+    /// When bytes last moved, in or out, or a fault's wait ended.
+    pub fn last_active(&self) -> Stamp {
+        self.last_active
+    }
+
     /// Reply bytes owed and not yet written, those waiting for a fault's
     /// delay included.
     pub fn owed_len(&self) -> usize {

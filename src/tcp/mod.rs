@@ -39,7 +39,7 @@ use crate::table::Table;
 use crate::timer::{Due, Entry, IdleList, MAX_KEYS, Millis, Place, RateLimit};
 use crate::turn::{PAIR_BASE, Readiness, Ready, Turn, settle_writable};
 use crate::vocab::Protocol;
-use conn::{Advance, Close, Connection, Ctx, Phase};
+use conn::{Advance, Close, Connection, Ctx, Dormant, Phase};
 use slot::{Shelf, Slot};
 
 /// Connection slots reserved up front: `--max-connections` of them, at most
@@ -130,11 +130,22 @@ impl Tcp {
     /// Runs connection `key` as far as it goes without blocking, then
     /// settles its interest, its deadline and its place on the ready list.
     fn drive(&mut self, key: usize, readable: bool, t: &mut Turn<'_>) {
+        let Some(slot) = self.conns.get(key) else {
+            return;
+        };
+        let conn = self.shelf.wake(key, slot.conn);
+        self.run(key, conn, readable, t);
+    }
+
+    /// Drives connection `key`, awake as `conn`: advances it, then puts it
+    /// back to rest in its slot, or closes it. A connection that closes is
+    /// not put to rest first: once mode's connection ends in the drive that
+    /// reads its peer's EOF, and packing it then would be work for nothing.
+    fn run(&mut self, key: usize, mut conn: Connection, readable: bool, t: &mut Turn<'_>) {
         let Some(slot) = self.conns.get_mut(key) else {
             return;
         };
-        let was_active = slot.conn.last_active();
-        let mut conn = self.shelf.wake(key, slot.conn);
+        let was_active = conn.last_active();
         let registered = conn.wants_writable();
         let before = log_enabled!(Level::Trace).then(|| t.counters.snapshot());
         let mut cx = Ctx {
@@ -166,13 +177,15 @@ impl Tcp {
             }
             settle_interest(&mut slot.stream, &conn, key, registered, t).map_err(Close::Failed)
         });
-        let wait = conn.wait(t.now, self.idle_ms);
-        slot.conn = self.shelf.rest(key, conn);
-        let moved = slot.conn.last_active() != was_active;
-        match result {
-            Ok(()) => (self.idle).settle(key as u32, wait, moved, t.now, &mut self.conns, t.timers),
-            Err(why) => self.close(key, why, t),
+        if let Err(why) = result {
+            // Awake, its buffers (if any) are its own, not the shelf's:
+            // they go with it.
+            return self.close(key, why, t);
         }
+        let wait = conn.wait(t.now, self.idle_ms);
+        let moved = conn.last_active() != was_active;
+        slot.conn = self.shelf.rest(key, conn);
+        (self.idle).settle(key as u32, wait, moved, t.now, &mut self.conns, t.timers);
     }
 
     /// Wakes connection `key` for `f`, and puts it back to rest.
@@ -184,7 +197,9 @@ impl Tcp {
         Some(result)
     }
 
-    /// Closes connection `key` now; its key is freed at turn end.
+    /// Closes connection `key` now; its key is freed at turn end. At
+    /// rest, its buffers leave the shelf; awake (closed by its drive),
+    /// the shelf holds none of them.
     fn close(&mut self, key: usize, why: Close, t: &mut Turn<'_>) {
         self.idle.remove(key as u32, &mut self.conns);
         let Some(slot) = self.conns.close(key) else {
@@ -311,11 +326,10 @@ impl Admit for Tcp {
             conn.journal_peer(peer);
         }
         self.greet(&mut conn, t);
-        // At rest until its first drive; its buffers wait for its key.
-        let (conn, buffers) = conn.rest();
+        // Awake from the start: its first drive puts it to rest.
         let slot = |stream| Slot {
             stream,
-            conn,
+            conn: Dormant::AWAKE,
             place: Place::default(),
         };
         let key = match self
@@ -325,18 +339,18 @@ impl Admit for Tcp {
             Ok(key) => key,
             Err(e) => return warn!("cannot register {peer}: {e}"),
         };
-        self.shelf.keep(key, buffers);
         self.next_id = self.next_id.wrapping_add(1);
         add(&t.counters.accepted, 1);
         add(&t.counters.open, 1);
         debug!("conn {key}: accepted {peer}");
         if self.greeting.is_some() {
             // The greeting leaves before anything is read.
-            self.drive(key, false, t);
+            self.run(key, conn, false, t);
+            return self.drive(key, true, t);
         }
         // The request usually arrives with the connection: read it now
         // instead of waiting a whole turn for the readable event.
-        self.drive(key, true, t);
+        self.run(key, conn, true, t);
     }
 }
 

@@ -30,10 +30,13 @@ impl Stamp {
     pub const HORIZON: Millis = Stamp::RANGE / 2;
 
     /// The stamp of `at`.
-    pub fn of(at: Millis) -> Stamp {
+    pub const fn of(at: Millis) -> Stamp {
         // Truncation keeps the low bits: that is the stamp.
         let low = (at as u32).wrapping_add(1);
-        Stamp(NonZeroU32::new(low).unwrap_or(NonZeroU32::MIN))
+        match NonZeroU32::new(low) {
+            Some(low) => Stamp(low),
+            None => Stamp(NonZeroU32::MIN),
+        }
     }
 
     /// Milliseconds from `earlier` to this moment, for two moments less

@@ -32,6 +32,7 @@ impl Datagram<'_> {
             journal.borrow_mut().record(&JournalEvent {
                 t_ms: self.now,
                 protocol: Protocol::Udp,
+                endpoint: None,
                 conn: None,
                 msg: self.ordinal,
                 dir,

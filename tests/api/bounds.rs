@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use crate::common::{DEADLINE, connect, join};
 use crate::http::Client;
-use crate::{Target, assert_error, target, unique};
+use crate::{Target, assert_error, target, target_with, unique};
 
 #[test]
 fn a_browser_is_refused() {
@@ -204,4 +204,26 @@ fn five_hundred_connections_at_once() {
         assert_eq!(refused, 0);
     }
     still_served(&t);
+}
+
+/// SPEC 14 allows 256 endpoints; an idle one costs its listener, its
+/// entry and its configuration, not a table of empty pair slots (issue
+/// 21: under 4 KiB of RSS each). Against ackloop only: the measure is
+/// its process's.
+#[test]
+fn an_idle_endpoint_costs_under_4_kib() {
+    let t = target_with(&["--max-connections", "10000"]);
+    let Some(server) = &t.server else { return };
+    let upstream = "127.0.0.1:9";
+    t.create(&unique("warm"), upstream);
+    let before = server.rss_kib();
+    const PROXIES: u64 = 100;
+    for _ in 0..PROXIES {
+        t.create(&unique("idle"), upstream);
+    }
+    let per_proxy = (server.rss_kib().saturating_sub(before)) * 1024 / PROXIES;
+    assert!(
+        per_proxy < 4096,
+        "{per_proxy} bytes of RSS per idle endpoint"
+    );
 }

@@ -22,6 +22,8 @@ mod clients;
 mod config;
 mod control;
 mod endpoints;
+#[cfg(feature = "journal")]
+mod journal;
 mod routes;
 mod toxics;
 mod traffic;

@@ -185,6 +185,19 @@ fn udp_toxics_act_on_each_datagram_and_stream_toxics_are_refused() {
     let seen = stats(&t, &name);
     assert_eq!(seen["faults"], 1, "{seen}");
 
+    // UDP's own kinds are toxic types of a UDP proxy.
+    let duplicate = r#"{"type":"duplicate","stream":"upstream"}"#;
+    assert_eq!(t.client().post(&toxics, duplicate).status, 200);
+    assert_eq!(exchange(&socket, b"twice"), b"twice");
+    assert_eq!(receive(&socket).unwrap(), b"twice", "duplicated");
+    let removed = t.client().delete(&format!("{toxics}/duplicate_upstream"));
+    assert_eq!(removed.status, 204);
+    let drop_first = r#"{"type":"drop","attributes":{"first":1}}"#;
+    assert_eq!(t.client().post(&toxics, drop_first).status, 200);
+    socket.send(b"gone").unwrap();
+    // The first reply was dropped: the next one is the first to come.
+    assert_eq!(exchange(&socket, b"kept"), b"kept");
+
     // A proxy created with a stream toxic is refused whole.
     let body = format!(
         r#"{{"name":"{name}_x","listen":"udp:127.0.0.1:0","upstream":"udp:{}",

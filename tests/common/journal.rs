@@ -69,8 +69,9 @@ pub fn python(program: &str, args: &[&str], input: &str) -> (bool, String, Strin
 }
 
 /// Parses journal lines with Python's `json` and checks what every line
-/// must hold; prints each as `proto conn msg dir len BYTES [peer] [faults]`
-/// (`conn` `-` on UDP, BYTES as Python's repr of the decoded bytes).
+/// must hold; prints each as `[@ENDPOINT] proto conn msg dir len BYTES
+/// [peer] [faults]` (`@ENDPOINT` on a named endpoint's lines, `conn` `-`
+/// on UDP, BYTES as Python's repr of the decoded bytes).
 pub const READ_JOURNAL: &str = r#"
 import base64, json, sys
 last = 0
@@ -91,6 +92,9 @@ for line in sys.stdin:
     if o["proto"] == "udp":
         assert "peer" in o, line
     words = [o["proto"], str(o.get("conn", "-")), str(o["msg"]), o["dir"], str(o["len"]), repr(data)]
+    if "endpoint" in o:
+        assert isinstance(o["endpoint"], str) and o["endpoint"], line
+        words.insert(0, "@" + o["endpoint"])
     if "peer" in o:
         words.append("peer")
     if "fault" in o:

@@ -63,6 +63,20 @@ pub(crate) struct Dormant {
 }
 
 impl Dormant {
+    /// What a slot holds while its connection is awake before its first
+    /// rest (just accepted, in its first drive): no one reads it, and the
+    /// drive's end puts the connection there, or closes it. Its phase
+    /// keeps no buffers, so closing it forgets none.
+    pub const AWAKE: Dormant = Dormant {
+        id: 0,
+        messages: 0,
+        last_active: Stamp::of(0),
+        low: 0,
+        mid: 0,
+        high: 0,
+        state: State::Open,
+    };
+
     /// When bytes last moved, in or out, or a fault's wait ended.
     pub fn last_active(&self) -> Stamp {
         self.last_active
@@ -89,6 +103,7 @@ impl Dormant {
 impl Connection {
     /// Puts the connection to rest: its packed form, and its buffers (if
     /// any) for the caller to keep aside.
+    #[inline(always)]
     pub fn rest(self) -> (Dormant, Option<Box<Buffers>>) {
         let (state, line) = match self.phase {
             Phase::Open { line, paused } => {
@@ -130,6 +145,7 @@ impl Connection {
     }
 
     /// Wakes a connection put to rest, with the buffers it kept aside.
+    #[inline(always)]
     pub fn wake(dormant: Dormant, buffers: Option<Box<Buffers>>) -> Connection {
         let bits = dormant.bits();
         let field = bits & FIELD_MAX;

@@ -56,6 +56,7 @@ impl<'a> Entry<'a> {
         self.journal.borrow_mut().record(&JournalEvent {
             t_ms: self.now,
             protocol: Protocol::Tcp,
+            endpoint: None,
             conn: Some(u64::from(self.id) + 1),
             msg: u64::from(note.msg),
             dir,

@@ -235,7 +235,7 @@ fn the_journal_records_what_each_straight_write_took() {
     use std::cell::RefCell;
     let (journal, seen) = recording(|_| {});
     let journal = RefCell::new(journal);
-    let mut log = PairLog::new("127.0.0.1:9".parse().unwrap(), false);
+    let mut log = PairLog::new("127.0.0.1:9".parse().unwrap(), None, false);
     let mut pipe = HalfPipe::default();
     let mut source = Source::new([Step::Bytes(b"first".to_vec()), Step::Block]);
     let mut sink = Sink::with_room(0);
