@@ -133,6 +133,8 @@ pub(crate) struct Udp {
     /// The endpoint it serves: the main sockets, or a named UDP
     /// endpoint's relay (SPEC 14); names its token and entries.
     endpoint: EndpointId,
+    /// A named endpoint's name, for its journal lines.
+    name: Option<Box<str>>,
     /// What waits to be sent: queued for the socket, or held by a delay.
     outbox: outbox::Outbox,
     /// Datagrams for the socket gathered to be sent together.
@@ -163,12 +165,14 @@ impl Udp {
     /// `fixed_reply`: every reply is the same, so datagrams can be taken
     /// and answered in batches without reading their payloads.
     pub fn new(socket: UdpSocket, fixed_reply: bool, config: &Config) -> Udp {
-        Udp::for_endpoint(EndpointId::MAIN, socket, fixed_reply, config)
+        Udp::for_endpoint(EndpointId::MAIN, None, socket, fixed_reply, config)
     }
 
-    /// The UDP socket of `endpoint`, registered with its token.
+    /// The UDP socket of `endpoint`, registered with its token, `name`d
+    /// in the journal (the main socket: `None`).
     pub fn for_endpoint(
         endpoint: EndpointId,
+        name: Option<&str>,
         socket: UdpSocket,
         fixed_reply: bool,
         config: &Config,
@@ -176,6 +180,7 @@ impl Udp {
         Udp {
             socket,
             endpoint,
+            name: name.map(Box::from),
             outbox: outbox::Outbox::new(config, endpoint.udp_delay_due()),
             outbound: outbound::Outbound::new(),
             write_interest: false,
@@ -235,7 +240,8 @@ impl Udp {
     /// delay.
     pub fn close(&mut self, t: &mut Turn<'_>) {
         self.flush_outbound(t.counters, t.now);
-        self.outbox.drop_all(t.counters, t.now, t.journal);
+        self.outbox
+            .drop_all(t.counters, t.now, t.journal, self.name.as_deref());
         if let Err(e) = t.registry.deregister(&mut self.socket) {
             debug!("udp: cannot deregister: {e}");
         }
@@ -385,7 +391,7 @@ impl Udp {
         };
         if t.journal.is_some() {
             let clean = AppliedFaults::default();
-            out.journaled(t.journal, t.now)
+            out.journaled(t.journal, self.name.as_deref(), t.now)
                 .record(JournalDirection::In, datagram, clean);
         }
         let verdict = judge((out.way.direction(), ordinal), out.client, datagram, t);
@@ -433,6 +439,7 @@ impl Udp {
             let faults = verdict.as_ref().map(|v| AppliedFaults::of(&v.applied));
             let journaled = Datagram {
                 journal: t.journal,
+                endpoint: self.name.as_deref(),
                 now: t.now,
                 ordinal,
                 peer: from,
