@@ -27,7 +27,6 @@
 use std::cell::RefCell;
 use std::io::{self, ErrorKind};
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering::Relaxed;
 
 use log::{Level, debug, log_enabled, trace, warn};
 use mio::Registry;
@@ -135,6 +134,10 @@ pub(crate) struct Udp {
     endpoint: EndpointId,
     /// A named endpoint's name, for its journal lines.
     name: Option<Box<str>>,
+    /// Datagrams taken in so far: the last one's ordinal, which faults
+    /// and the journal go by. Counted here: a named endpoint's counters
+    /// are drained after every step of the loop.
+    taken: u64,
     /// What waits to be sent: queued for the socket, or held by a delay.
     outbox: outbox::Outbox,
     /// Datagrams for the socket gathered to be sent together.
@@ -181,6 +184,7 @@ impl Udp {
             socket,
             endpoint,
             name: name.map(Box::from),
+            taken: 0,
             outbox: outbox::Outbox::new(config, endpoint.udp_delay_due()),
             outbound: outbound::Outbound::new(),
             write_interest: false,
@@ -323,6 +327,7 @@ impl Udp {
         upstreams: Option<&mut dyn Upstreams>,
         t: &mut Turn<'_>,
     ) {
+        self.taken += 1;
         add(&t.counters.datagrams, 1);
         add(&t.counters.bytes_in, batch.len(i) as u64);
         let Some(from) = batch.source(i) else {
@@ -344,6 +349,7 @@ impl Udp {
             return; // `fixed_reply` says it is.
         };
         let reply = pattern.text();
+        self.taken += received as u64;
         add(&t.counters.datagrams, received as u64);
         for i in 0..received {
             add(&t.counters.bytes_in, batch.len(i) as u64);
@@ -383,7 +389,7 @@ impl Udp {
 
     /// Makes the reply to `datagram` and sends it as the faults say.
     fn answer(&mut self, datagram: &[u8], from: SocketAddr, t: &mut Turn<'_>) {
-        let ordinal = t.counters.datagrams.load(Relaxed);
+        let ordinal = self.taken;
         let out = Outgoing {
             ordinal,
             client: from,
@@ -429,7 +435,7 @@ impl Udp {
         upstreams: &mut dyn Upstreams,
         t: &mut Turn<'_>,
     ) {
-        let ordinal = t.counters.datagrams.load(Relaxed);
+        let ordinal = self.taken;
         // Judged before its flow is found: a datagram with no flow to be
         // had is judged all the same, so that the faults' choices stay a
         // function of the ordinal.
