@@ -143,7 +143,7 @@ impl Endpoint {
             Socket::Udp(mut socket) => {
                 registry.register(&mut socket, id.udp_token(), Interest::READABLE)?;
                 Relay::Udp(Box::new(Datagrams {
-                    udp: Udp::for_endpoint(id, socket, false, config),
+                    udp: Udp::for_endpoint(id, Some(name), socket, false, config),
                     flows: Flows::for_endpoint(id, upstream, config),
                 }))
             }

@@ -27,7 +27,6 @@
 use std::cell::RefCell;
 use std::io::{self, ErrorKind};
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering::Relaxed;
 
 use log::{Level, debug, log_enabled, trace, warn};
 use mio::Registry;
@@ -134,6 +133,12 @@ pub(crate) struct Udp {
     /// The endpoint it serves: the main sockets, or a named UDP
     /// endpoint's relay (SPEC 14); names its token and entries.
     endpoint: EndpointId,
+    /// A named endpoint's name, for its journal lines.
+    name: Option<Box<str>>,
+    /// Datagrams taken in so far: the last one's ordinal, which faults
+    /// and the journal go by. Counted here: a named endpoint's counters
+    /// are drained after every step of the loop.
+    taken: u64,
     /// What waits to be sent: queued for the socket, or held by a delay.
     outbox: outbox::Outbox,
     /// Datagrams for the socket gathered to be sent together.
@@ -160,12 +165,14 @@ impl Udp {
     /// `fixed_reply`: every reply is the same, so datagrams can be taken
     /// and answered in batches without reading their payloads.
     pub fn new(socket: UdpSocket, fixed_reply: bool, config: &Config) -> Udp {
-        Udp::for_endpoint(EndpointId::MAIN, socket, fixed_reply, config)
+        Udp::for_endpoint(EndpointId::MAIN, None, socket, fixed_reply, config)
     }
 
-    /// The UDP socket of `endpoint`, registered with its token.
+    /// The UDP socket of `endpoint`, registered with its token, `name`d
+    /// in the journal (the main socket: `None`).
     pub fn for_endpoint(
         endpoint: EndpointId,
+        name: Option<&str>,
         socket: UdpSocket,
         fixed_reply: bool,
         config: &Config,
@@ -173,6 +180,8 @@ impl Udp {
         Udp {
             socket,
             endpoint,
+            name: name.map(Box::from),
+            taken: 0,
             outbox: outbox::Outbox::new(config, endpoint.udp_delay_due()),
             outbound: outbound::Outbound::new(),
             write_interest: false,
@@ -232,7 +241,8 @@ impl Udp {
     /// delay.
     pub fn close(&mut self, t: &mut Turn<'_>) {
         self.flush_outbound(t.counters, t.now);
-        self.outbox.drop_all(t.counters, t.now, t.journal);
+        self.outbox
+            .drop_all(t.counters, t.now, t.journal, self.name.as_deref());
         if let Err(e) = t.registry.deregister(&mut self.socket) {
             debug!("udp: cannot deregister: {e}");
         }
@@ -314,6 +324,7 @@ impl Udp {
         upstreams: Option<&mut dyn Upstreams>,
         t: &mut Turn<'_>,
     ) {
+        self.taken += 1;
         add(&t.counters.datagrams, 1);
         add(&t.counters.bytes_in, batch.len(i) as u64);
         let Some(from) = batch.source(i) else {
@@ -335,6 +346,7 @@ impl Udp {
             return; // `fixed_reply` says it is.
         };
         let reply = pattern.text();
+        self.taken += received as u64;
         add(&t.counters.datagrams, received as u64);
         for i in 0..received {
             add(&t.counters.bytes_in, batch.len(i) as u64);
@@ -374,7 +386,7 @@ impl Udp {
 
     /// Makes the reply to `datagram` and sends it as the faults say.
     fn answer(&mut self, datagram: &[u8], from: SocketAddr, t: &mut Turn<'_>) {
-        let ordinal = t.counters.datagrams.load(Relaxed);
+        let ordinal = self.taken;
         let out = Outgoing {
             ordinal,
             client: from,
@@ -382,7 +394,7 @@ impl Udp {
         };
         if t.journal.is_some() {
             let clean = AppliedFaults::default();
-            out.journaled(t.journal, t.now)
+            out.journaled(t.journal, self.name.as_deref(), t.now)
                 .record(JournalDirection::In, datagram, clean);
         }
         let verdict = judge((out.way.direction(), ordinal), out.client, datagram, t);
@@ -420,7 +432,7 @@ impl Udp {
         upstreams: &mut dyn Upstreams,
         t: &mut Turn<'_>,
     ) {
-        let ordinal = t.counters.datagrams.load(Relaxed);
+        let ordinal = self.taken;
         // Judged before its flow is found: a datagram with no flow to be
         // had is judged all the same, so that the faults' choices stay a
         // function of the ordinal.
@@ -430,6 +442,7 @@ impl Udp {
             let faults = verdict.as_ref().map(|v| AppliedFaults::of(&v.applied));
             let journaled = Datagram {
                 journal: t.journal,
+                endpoint: self.name.as_deref(),
                 now: t.now,
                 ordinal,
                 peer: from,

@@ -68,16 +68,7 @@ impl Verdict {
         self.duplicate = false;
         self.dribble = None;
         self.slow_close_ms = None;
-        for kind in [
-            FaultKind::Bandwidth(0),
-            FaultKind::Timeout(0),
-            FaultKind::ResetPeer(0),
-            FaultKind::Slicer {
-                average: 1,
-                variation: 0,
-                delay_us: 0,
-            },
-        ] {
+        for kind in FaultKind::EACH.iter().filter(|kind| kind.needs_stream()) {
             self.applied[kind.index()] = 0;
         }
         self.bandwidth = None;

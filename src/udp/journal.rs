@@ -17,6 +17,8 @@ use crate::timer::Millis;
 pub(crate) struct Datagram<'a> {
     /// Where the lines go, if there is a journal.
     pub journal: Option<&'a RefCell<Journal>>,
+    /// The named endpoint (SPEC 14) whose socket it passed, if any.
+    pub endpoint: Option<&'a str>,
     pub now: Millis,
     /// The datagram's ordinal (from 1) in its direction.
     pub ordinal: u64,
@@ -32,7 +34,7 @@ impl Datagram<'_> {
             journal.borrow_mut().record(&JournalEvent {
                 t_ms: self.now,
                 protocol: Protocol::Udp,
-                endpoint: None,
+                endpoint: self.endpoint,
                 conn: None,
                 msg: self.ordinal,
                 dir,

@@ -81,14 +81,17 @@ pub(super) struct Outgoing {
 }
 
 impl Outgoing {
-    /// Its journal lines, at `now`.
+    /// Its journal lines, at `now`, naming `endpoint` if it is a named
+    /// one's.
     pub fn journaled<'a>(
         &self,
         journal: Option<&'a RefCell<Journal>>,
+        endpoint: Option<&'a str>,
         now: Millis,
     ) -> Datagram<'a> {
         Datagram {
             journal,
+            endpoint,
             now,
             ordinal: self.ordinal,
             peer: self.client,
@@ -259,12 +262,13 @@ impl Outbox {
         counters: &Counters,
         now: Millis,
         journal: Option<&RefCell<Journal>>,
+        endpoint: Option<&str>,
     ) {
         add(&counters.replies_dropped, self.len() as u64);
         for Reverse(held) in self.held.drain() {
             let dir = held.out.way.journal_direction();
             held.out
-                .journaled(journal, now)
+                .journaled(journal, endpoint, now)
                 .record(dir, &[], held.faults);
         }
         self.queue.clear();
@@ -290,7 +294,9 @@ impl Udp {
         let faults = AppliedFaults::of(&verdict.applied);
         if verdict.terminal == Some(FaultKind::Drop) {
             let dir = out.way.journal_direction();
-            return out.journaled(s.journal, s.now).record(dir, &[], faults);
+            return out
+                .journaled(s.journal, self.name.as_deref(), s.now)
+                .record(dir, &[], faults);
         }
         // Copied out of the shared reply or buffer only to be corrupted.
         let mut shaped = Cow::Borrowed(datagram);
@@ -340,7 +346,8 @@ impl Udp {
         if s.journal.is_some() {
             let bytes = if sent { datagram } else { &[] };
             let dir = out.way.journal_direction();
-            out.journaled(s.journal, s.now).record(dir, bytes, faults);
+            out.journaled(s.journal, self.name.as_deref(), s.now)
+                .record(dir, bytes, faults);
         }
     }
 
@@ -358,7 +365,9 @@ impl Udp {
         let outbox = &mut self.outbox;
         if !outbox.has_room(datagram.len(), s.counters, s.now) {
             let dir = out.way.journal_direction();
-            return out.journaled(s.journal, s.now).record(dir, &[], faults);
+            return out
+                .journaled(s.journal, self.name.as_deref(), s.now)
+                .record(dir, &[], faults);
         }
         let bytes = outbox.copy(datagram);
         outbox.bytes += bytes.len();

@@ -212,6 +212,26 @@ fn udp_toxics_act_on_each_datagram_and_stream_toxics_are_refused() {
 }
 
 #[test]
+fn a_udp_proxys_toxicity_rolls_for_each_datagram_whatever_the_turns() {
+    let Some((t, _upstream, name, _, socket)) = setup() else {
+        return;
+    };
+    let toxics = format!("/proxies/{name}/toxics");
+    let half = r#"{"type":"drop","stream":"upstream","toxicity":0.5}"#;
+    assert_eq!(t.client().post(&toxics, half).status, 200);
+    // One datagram a turn of the loop: each is taken before the next is
+    // sent. The roll is a function of the seed and the datagram's
+    // ordinal, which counts from the proxy's first.
+    for sent in 1..=24 {
+        socket.send(b"roll").unwrap();
+        let taken = || stats(&t, &name)["datagrams"] == sent;
+        assert!(wait_until(DEADLINE, taken), "datagram {sent} taken");
+    }
+    let dropped = stats(&t, &name)["faults"].as_u64().unwrap();
+    assert!(0 < dropped && dropped < 24, "{dropped} of 24 dropped");
+}
+
+#[test]
 fn disabling_a_udp_proxy_closes_its_socket_and_enabling_binds_it_again() {
     let Some((t, _upstream, name, addr, socket)) = setup() else {
         return;
