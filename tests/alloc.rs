@@ -246,7 +246,7 @@ mod endpoints {
     /// the registry, its name and addresses; no table, buffer or batch
     /// made for traffic it has not had. Issue 21 asks under 4 KiB of RSS
     /// each: malloc's own overhead, part-used pages and what making them
-    /// took come on top of these bytes (912 and 1,332 heap bytes, TCP and
+    /// took come on top of these bytes (912 and 1,360 heap bytes, TCP and
     /// UDP, measure about 1.5 and 1.9 KiB of RSS: docs/performance.md).
     const IDLE_BUDGET: i64 = 2048;
 
@@ -331,7 +331,7 @@ mod endpoints {
         const USED: usize = 8;
         /// What an endpoint makes on first use: its flow (its table
         /// slot and map entry) and the room to gather 64 datagrams for
-        /// its socket (`udp/outbound.rs`): 3,080 bytes, where it was
+        /// its socket (`udp/outbound.rs`): 2,993 bytes, where it was
         /// 11,610 with the kernel's form of each address kept there too,
         /// and 2 MiB more with a batch of its own.
         const USED_BUDGET: i64 = 4096;
