@@ -183,7 +183,7 @@ impl Tcp {
             return self.close(key, why, t);
         }
         let wait = conn.wait(t.now, self.idle_ms);
-        let moved = conn.last_active() != was_active;
+        let moved = self.idle.moved(was_active, conn.last_active());
         slot.conn = self.shelf.rest(key, conn);
         (self.idle).settle(key as u32, wait, moved, t.now, &mut self.conns, t.timers);
     }

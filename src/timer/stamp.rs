@@ -50,6 +50,12 @@ impl Stamp {
         Stamp::of(Millis::from((self.0.get() - 1).wrapping_sub(ms as u32)))
     }
 
+    /// The stamp's granule of `1 << shift` milliseconds: equal for two
+    /// moments in the same granule (of two less than 49 days apart).
+    pub fn granule(self, shift: u32) -> u32 {
+        (self.0.get() - 1) >> shift
+    }
+
     /// The moment within [`RANGE`](Stamp::RANGE) of `now` whose stamp this
     /// is.
     pub fn near(self, now: Millis) -> Millis {
