@@ -49,6 +49,15 @@ fn echo_timed(mut stream: &TcpStream, bytes: &[u8]) -> (Duration, Duration) {
     (first.unwrap(), started.elapsed())
 }
 
+/// An echo proxy and a connection through it that was open, and used,
+/// before any toxic: toxics act on open connections too (SPEC 14).
+fn proxy_with_an_open_connection(t: &Target) -> (String, SocketAddr, TcpStream) {
+    let (name, listen) = echo_proxy(t);
+    let open = connect(listen);
+    echo_timed(&open, b"before");
+    (name, listen, open)
+}
+
 fn body(len: usize) -> Vec<u8> {
     (0..len).map(|i| (i % 251) as u8).collect()
 }
@@ -56,9 +65,7 @@ fn body(len: usize) -> Vec<u8> {
 #[test]
 fn bandwidth_caps_the_rate_on_open_and_new_connections() {
     let t = target();
-    let (name, listen) = echo_proxy(&t);
-    let open = connect(listen);
-    echo_timed(&open, b"before");
+    let (name, listen, open) = proxy_with_an_open_connection(&t);
     add_toxic(
         &t,
         &name,
@@ -127,9 +134,7 @@ fn a_timeout_discards_and_closes_after_a_quiet_time_that_data_restarts() {
 #[test]
 fn removing_a_timeout_closes_the_connections_it_held() {
     let t = target();
-    let (name, listen) = echo_proxy(&t);
-    let held = connect(listen);
-    echo_timed(&held, b"before");
+    let (name, _, held) = proxy_with_an_open_connection(&t);
     add_toxic(
         &t,
         &name,
@@ -164,9 +169,7 @@ fn end_after_writing(mut stream: &TcpStream, bytes: &[u8]) -> End {
 #[test]
 fn reset_peer_waits_for_a_chunk_then_resets_its_time_later() {
     let t = target();
-    let (name, listen) = echo_proxy(&t);
-    let open = connect(listen);
-    echo_timed(&open, b"before");
+    let (name, listen, open) = proxy_with_an_open_connection(&t);
     add_toxic(
         &t,
         &name,
@@ -236,9 +239,7 @@ fn read_sizes(mut stream: &TcpStream, bytes: &[u8]) -> Vec<usize> {
 #[test]
 fn latency_bandwidth_and_slicer_chained_on_one_stream_compose() {
     let t = target();
-    let (name, listen) = echo_proxy(&t);
-    let open = connect(listen);
-    echo_timed(&open, b"before");
+    let (name, listen, open) = proxy_with_an_open_connection(&t);
     add_toxic(
         &t,
         &name,
